@@ -1,0 +1,1 @@
+"""Kernel implementations for mii-core, one subpackage per backend."""

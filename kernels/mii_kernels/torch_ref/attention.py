@@ -1,0 +1,65 @@
+"""Reference blocked (paged) attention: write new K/V into the cache, then attend over it.
+
+Vectorised with no loop over sequences: sequences are padded into two groups, single-token decodes
+and multi-token prompt chunks, so a decode never pays for the longest chunk's padding.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+             slot_mapping: torch.Tensor) -> None:
+    heads, dim = k.shape[1], k.shape[2]
+    k_cache.view(-1, heads, dim).index_copy_(0, slot_mapping, k)
+    v_cache.view(-1, heads, dim).index_copy_(0, slot_mapping, v)
+
+
+def _gather_queries(q, batch, seqs, max_q):
+    offsets = torch.arange(max_q, device=q.device)
+    query_lens = batch.query_lens[seqs]
+    valid = offsets[None, :] < query_lens[:, None]                       # [G, max_q]
+    token_index = torch.where(valid, batch.query_start[seqs][:, None] + offsets[None, :], 0)
+    positions = (batch.context_lens[seqs] - query_lens)[:, None] + offsets[None, :]
+    return q[token_index], token_index, valid, positions                # q: [G, max_q, Hq, D]
+
+
+def _gather_cache(cache, batch, seqs, max_context):
+    blocks = -(-max_context // batch.block_size)
+    tables = batch.block_tables[seqs, :blocks]                            # [G, blocks]
+    gathered = cache[tables]                                              # [G, blocks, bs, Hkv, D]
+    return gathered.reshape(len(seqs), blocks * batch.block_size, *cache.shape[2:])
+
+
+def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, scale):
+    queries, token_index, valid, q_positions = _gather_queries(q, batch, seqs, max_q)
+    keys = _gather_cache(k_cache, batch, seqs, max_context)              # [G, L, Hkv, D]
+    values = _gather_cache(v_cache, batch, seqs, max_context)
+    groups, length, kv_heads, dim = keys.shape
+    per_kv = q.shape[1] // kv_heads
+    # GQA without copying K/V: fold each KV head's query heads into the row axis
+    q_rows = queries.view(groups, max_q, kv_heads, per_kv, dim).permute(0, 2, 3, 1, 4)
+    q_rows = q_rows.reshape(groups, kv_heads, per_kv * max_q, dim)
+    scores = (q_rows @ keys.permute(0, 2, 3, 1)).float() * scale          # [G, Hkv, per_kv*max_q, L]
+    key_positions = torch.arange(length, device=q.device)
+    context_lens = batch.context_lens[seqs]
+    visible = (key_positions[None, None, :] <= q_positions[:, :, None]) & \
+              (key_positions[None, None, :] < context_lens[:, None, None])  # [G, max_q, L]
+    visible = visible[:, None, None].expand(groups, 1, per_kv, max_q, length).reshape(groups, 1, -1, length)
+    probs = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1).to(values.dtype)
+    attended = probs @ values.permute(0, 2, 1, 3)                         # [G, Hkv, per_kv*max_q, D]
+    attended = attended.view(groups, kv_heads, per_kv, max_q, dim).permute(0, 3, 1, 2, 4)
+    attended = attended.reshape(groups, max_q, kv_heads * per_kv, dim)
+    out[token_index[valid]] = attended[valid]
+
+
+def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                      v_cache: torch.Tensor, batch, scale: float) -> torch.Tensor:
+    write_kv(k, v, k_cache, v_cache, batch.slot_mapping)
+    out = torch.empty_like(q)
+    if batch.decode_seqs.numel():
+        _attend_group(out, q, k_cache, v_cache, batch, batch.decode_seqs, 1, batch.max_context_len, scale)
+    if batch.prefill_seqs.numel():
+        _attend_group(out, q, k_cache, v_cache, batch, batch.prefill_seqs, batch.max_query_len,
+                      batch.max_prefill_context_len, scale)
+    return out

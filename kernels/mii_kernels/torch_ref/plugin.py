@@ -1,0 +1,16 @@
+"""Registers the PyTorch reference ops at priority 0, so any faster kernel can override them."""
+from mii_core.plugins import hookimpl
+
+_OPS = {
+    "rms_norm": "mii_kernels.torch_ref.norms:rms_norm",
+    "layer_norm": "mii_kernels.torch_ref.norms:layer_norm",
+    "rotary_embedding": "mii_kernels.torch_ref.rotary:rotary_embedding",
+    "gated_activation": "mii_kernels.torch_ref.activations:gated_activation",
+    "blocked_attention": "mii_kernels.torch_ref.attention:blocked_attention",
+}
+
+
+@hookimpl
+def mii_core_register_kernels(registry) -> None:
+    for op, target in _OPS.items():
+        registry.register(op, target, devices=("cpu", "cuda"), priority=0, name=f"torch_ref.{op}")

@@ -1,0 +1,18 @@
+import torch
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:
+    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    half = rotary_dim // 2
+    rotated_half = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)
+    out = rot * cos + rotated_half * sin
+    return torch.cat((out, rest), dim=-1) if rest.numel() else out
+
+
+def rotary_embedding(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor,
+                     rotary_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # angles in float32 as HF computes them, then cos/sin cast to the activations' dtype
+    freqs = positions.float()[:, None] * inv_freq.float()
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # [T, 1, rotary_dim]
+    cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
+    return _rotate(q, cos, sin, rotary_dim), _rotate(k, cos, sin, rotary_dim)

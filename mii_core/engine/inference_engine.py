@@ -1,0 +1,75 @@
+"""FastGen's engine calls over a ragged batch: put / flush / query / can_schedule."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from mii_core.engine.ragged_batch import build_ragged_batch
+from mii_core.engine.state_manager import SchedulingResult, StateManager
+from mii_core.kv_cache import BlockAllocator, KVCache
+from mii_core.config.engine import StateManagerConfig
+
+
+class InferenceEngine:
+    """Owns the model, the KV cache and each sequence's cache state. Knows nothing of sampling."""
+
+    def __init__(self, model: torch.nn.Module, kv_cache: KVCache, config: StateManagerConfig,
+                 device: torch.device) -> None:
+        self.model, self.kv_cache, self.config, self.device = model, kv_cache, config, device
+        self.block_size = kv_cache.shape.block_size
+        self.allocator = BlockAllocator(kv_cache.num_blocks)
+        self.state = StateManager(self.allocator, self.block_size, config.max_tracked_sequences,
+                                  config.max_context)
+        self._kv_layers = kv_cache.layers()
+
+    @property
+    def free_blocks(self) -> int:
+        return self.allocator.num_free
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.kv_cache.num_blocks * self.block_size
+
+    def put(self, uids: Sequence[int], token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Appends each uid's tokens, runs one forward pass, returns float32 logits [len(uids), vocab]
+        of each sequence's last new token. New uids start tracking; the caller checks ``can_schedule``."""
+        if len(uids) != len(token_lists) or not uids:
+            raise ValueError("put needs one non-empty token list per uid")
+        if any(len(tokens) == 0 for tokens in token_lists):
+            raise ValueError("put got an empty token list")
+        if len(set(uids)) != len(uids):
+            raise ValueError("put got the same uid twice in one batch")
+        states = [self.state.reserve(uid, len(tokens)) for uid, tokens in zip(uids, token_lists)]
+        batch = build_ragged_batch(token_lists, [s.seen_tokens for s in states], [s.blocks for s in states],
+                                   self.block_size, self.device)
+        logits = self.model(batch, self._kv_layers)
+        for state, tokens in zip(states, token_lists):
+            state.seen_tokens += len(tokens)
+        return logits
+
+    def flush(self, uid: int) -> None:
+        """Forgets ``uid`` and frees its KV blocks."""
+        self.state.flush(uid)
+
+    def query(self, uid: int, max_tokens: int, max_blocks: int) -> tuple[int, int]:
+        """How many of ``max_tokens`` new tokens ``uid`` can take with at most ``max_blocks`` new blocks,
+        and how many blocks that costs."""
+        room = self.state.get(uid).seen_tokens
+        tokens = min(max_tokens, self.state.tokens_fitting(uid, max_blocks), self.config.max_context - room)
+        tokens = max(tokens, 0)
+        return tokens, self.state.blocks_needed(uid, tokens)
+
+    def can_schedule(self, uids: Sequence[int], lengths: Sequence[int]) -> SchedulingResult:
+        new = sum(uid not in self.state.sequences for uid in uids)
+        if len(self.state.sequences) + new > self.config.max_tracked_sequences:
+            return SchedulingResult.EngineSequenceLimitExceeded
+        if len(uids) > self.config.max_ragged_sequence_count:
+            return SchedulingResult.BatchSequenceLimitExceeded
+        if sum(lengths) > self.config.max_ragged_batch_size:
+            return SchedulingResult.BatchTokenLimitExceeded
+        if any(self.state.get(u).seen_tokens + n > self.config.max_context for u, n in zip(uids, lengths)):
+            return SchedulingResult.SequenceTokenLimitExceeded
+        if sum(self.state.blocks_needed(u, n) for u, n in zip(uids, lengths)) > self.free_blocks:
+            return SchedulingResult.KVCacheLimitExceeded
+        return SchedulingResult.Success

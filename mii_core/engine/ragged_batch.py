@@ -1,0 +1,72 @@
+"""One step's flat ragged batch: every scheduled token in one tensor, plus per-sequence metadata.
+
+Built on the host from plain lists (one pass over the step's sequences, which is scheduling work, not
+model work), then copied to the device in a few transfers. The model's forward never loops over
+sequences: it reads these tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(slots=True)
+class RaggedBatch:
+    token_ids: torch.Tensor        # [T] int64, the new tokens of every sequence, back to back
+    positions: torch.Tensor        # [T] int64, each token's position in its sequence
+    slot_mapping: torch.Tensor     # [T] int64, flat KV slot (block * block_size + offset) of each token
+    query_start: torch.Tensor      # [S + 1] int64, where each sequence's tokens start in token_ids
+    query_lens: torch.Tensor       # [S] int64, new tokens per sequence
+    context_lens: torch.Tensor     # [S] int64, cached tokens per sequence after this step
+    block_tables: torch.Tensor     # [S, max_blocks] int64, padded with 0 (masked by context_lens)
+    last_token_index: torch.Tensor  # [S] int64, index in token_ids of each sequence's last new token
+    decode_seqs: torch.Tensor      # [S_d] int64, sequences with exactly one new token
+    prefill_seqs: torch.Tensor     # [S_p] int64, sequences with several new tokens (prompt chunks)
+    max_query_len: int
+    max_context_len: int
+    max_prefill_context_len: int
+    block_size: int
+
+    @property
+    def num_seqs(self) -> int:
+        return self.query_lens.shape[0]
+
+
+def _slots(block_table: Sequence[int], start: int, count: int, block_size: int) -> list[int]:
+    return [block_table[p // block_size] * block_size + p % block_size for p in range(start, start + count)]
+
+
+def build_ragged_batch(token_lists: Sequence[Sequence[int]], seen_tokens: Sequence[int],
+                       block_tables: Sequence[Sequence[int]], block_size: int,
+                       device: torch.device) -> RaggedBatch:
+    """``token_lists[i]`` are sequence i's new tokens; ``seen_tokens[i]`` how many it already cached."""
+    tokens, positions, slots, query_start = [], [], [], [0]
+    for new, seen, table in zip(token_lists, seen_tokens, block_tables):
+        tokens.extend(new)
+        positions.extend(range(seen, seen + len(new)))
+        slots.extend(_slots(table, seen, len(new), block_size))
+        query_start.append(query_start[-1] + len(new))
+    query_lens = [len(t) for t in token_lists]
+    context_lens = [seen + n for seen, n in zip(seen_tokens, query_lens)]
+    width = max(len(t) for t in block_tables)
+    padded_tables = [list(t) + [0] * (width - len(t)) for t in block_tables]
+    prefill = [i for i, n in enumerate(query_lens) if n > 1]
+    pin = device.type == "cuda"
+
+    def to_device(values) -> torch.Tensor:
+        host = torch.tensor(values, dtype=torch.int64)
+        return host.pin_memory().to(device, non_blocking=True) if pin else host
+
+    return RaggedBatch(
+        token_ids=to_device(tokens), positions=to_device(positions), slot_mapping=to_device(slots),
+        query_start=to_device(query_start), query_lens=to_device(query_lens),
+        context_lens=to_device(context_lens), block_tables=to_device(padded_tables),
+        last_token_index=to_device([s - 1 for s in query_start[1:]]),
+        decode_seqs=to_device([i for i, n in enumerate(query_lens) if n == 1]),
+        prefill_seqs=to_device(prefill),
+        max_query_len=max(query_lens), max_context_len=max(context_lens),
+        max_prefill_context_len=max((context_lens[i] for i in prefill), default=0),
+        block_size=block_size,
+    )

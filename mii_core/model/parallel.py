@@ -1,0 +1,122 @@
+"""Tensor-parallel context and the linear layers that shard themselves when weights are loaded.
+
+Each parameter carries a ``weight_loader(param, loaded, shard_id)``: sharding for tensor parallelism
+lives with the layer, so architecture plugins only say which checkpoint tensor goes where.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+ShardId = Union[int, str, None]
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelContext:
+    rank: int = 0
+    world_size: int = 1
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+
+def _param(shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> nn.Parameter:
+    # torch.empty: every value is overwritten by the checkpoint; missing ones are reported, not zeroed
+    return nn.Parameter(torch.empty(*shape, device=device, dtype=dtype), requires_grad=False)
+
+
+def _copy_checked(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
+    if dst.shape != src.shape:
+        raise ValueError(f"checkpoint tensor for '{name}' has shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
+    dst.copy_(src)
+
+
+class ColumnParallelLinear(nn.Module):
+    """y = x Wᵀ with W's output rows split over ranks; ``parts`` lists fused outputs (q|k|v, gate|up)."""
+
+    def __init__(self, in_features: int, parts: Sequence[int], bias: bool, ctx: ParallelContext,
+                 device: torch.device, dtype: torch.dtype, part_names: Optional[Sequence[str]] = None):
+        super().__init__()
+        if any(p % ctx.world_size for p in parts):
+            raise ValueError(f"output sizes {list(parts)} do not divide over {ctx.world_size} ranks")
+        self.ctx = ctx
+        self.local_parts = [p // ctx.world_size for p in parts]
+        self.part_names = list(part_names) if part_names else list(range(len(parts)))
+        self.weight = _param((sum(self.local_parts), in_features), device, dtype)
+        self.weight.weight_loader = self._load
+        self.bias = _param((sum(self.local_parts),), device, dtype) if bias else None
+        if self.bias is not None:
+            self.bias.weight_loader = self._load
+
+    def _load(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: ShardId, name: str = "") -> None:
+        index = 0 if shard_id is None else self.part_names.index(shard_id)
+        size = self.local_parts[index]
+        start = sum(self.local_parts[:index])
+        local = loaded.narrow(0, self.ctx.rank * size, size) if loaded.shape[0] == size * self.ctx.world_size else loaded
+        _copy_checked(param.data.narrow(0, start, size), local, name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+class RowParallelLinear(nn.Module):
+    """y = x Wᵀ with W's input columns split over ranks; partial sums are all-reduced, then bias added."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, ctx: ParallelContext,
+                 device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        if in_features % ctx.world_size:
+            raise ValueError(f"input size {in_features} does not divide over {ctx.world_size} ranks")
+        self.ctx = ctx
+        self.local_in = in_features // ctx.world_size
+        self.weight = _param((out_features, self.local_in), device, dtype)
+        self.weight.weight_loader = self._load_weight
+        self.bias = _param((out_features,), device, dtype) if bias else None
+        if self.bias is not None:
+            self.bias.weight_loader = lambda p, t, _s, name="": _copy_checked(p.data, t, name)
+
+    def _load_weight(self, param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:
+        local = loaded.narrow(1, self.ctx.rank * self.local_in, self.local_in) if loaded.dim() == 2 and \
+            loaded.shape[1] == self.local_in * self.ctx.world_size else loaded
+        _copy_checked(param.data, local, name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.ctx.all_reduce(nn.functional.linear(x, self.weight))
+        return out if self.bias is None else out + self.bias
+
+
+class ReplicatedEmbedding(nn.Module):
+    """Token embedding, whole on every rank (vocab-parallel sharding arrives with tensor parallelism)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        self.weight = _param((vocab_size, hidden_size), device, dtype)
+        self.weight.weight_loader = lambda p, t, _s, name="": _copy_checked(p.data, t, name)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(token_ids, self.weight)
+
+
+class Norm(nn.Module):
+    """RMSNorm or LayerNorm through the kernel registry."""
+
+    def __init__(self, kind: str, size: int, eps: float, kernels, device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        self.kind, self.eps, self.kernels = kind, eps, kernels
+        self.weight = _param((size,), device, dtype)
+        self.weight.weight_loader = lambda p, t, _s, name="": _copy_checked(p.data, t, name)
+        self.bias = None
+        if kind == "layer":
+            self.bias = _param((size,), device, dtype)
+            self.bias.weight_loader = self.weight.weight_loader
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "rms":
+            return self.kernels.rms_norm(x, self.weight, self.eps)
+        return self.kernels.layer_norm(x, self.weight, self.bias, self.eps)

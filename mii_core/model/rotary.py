@@ -1,0 +1,56 @@
+"""Rotary position embeddings: inverse frequencies for each HF rope_type, applied through the kernel op."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mii_core.model.spec import RopeSpec
+
+
+def _base_inv_freq(theta: float, dim: int) -> torch.Tensor:
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+
+
+def _llama3_inv_freq(inv_freq: torch.Tensor, params: dict) -> torch.Tensor:
+    """Llama-3.1 scaling: long wavelengths divided by ``factor``, short kept, a smooth ramp between."""
+    factor, low, high = params["factor"], params.get("low_freq_factor", 1.0), params.get("high_freq_factor", 4.0)
+    old_context = params["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_context / low, old_context / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+class RotaryEmbedding:
+    """Holds the inverse frequencies; ``inv_freq_for(positions)`` gives the per-token table for the op.
+
+    ``dynamic`` NTK scaling stretches the base once a sequence outgrows the original context. HF applies
+    one stretch to the whole batch; here each token uses its own position + 1 as the length, which is
+    the same for a single sequence and stays independent of what else is in the batch.
+    """
+
+    def __init__(self, spec: RopeSpec, head_dim: int, max_position_embeddings: int, device: torch.device):
+        self.spec = spec
+        self.rotary_dim = spec.rotary_dim or head_dim
+        self.max_positions = spec.params.get("original_max_position_embeddings", max_position_embeddings)
+        inv_freq = _base_inv_freq(spec.theta, self.rotary_dim)
+        if spec.rope_type == "linear":
+            inv_freq = inv_freq / spec.params["factor"]
+        elif spec.rope_type == "llama3":
+            inv_freq = _llama3_inv_freq(inv_freq, spec.params)
+        elif spec.rope_type not in ("default", "dynamic"):
+            raise ValueError(f"rope_type '{spec.rope_type}' is not supported (supported: default, linear, dynamic, llama3)")
+        self.inv_freq = inv_freq.to(device)[None, :]  # [1, rotary_dim // 2]
+
+    def inv_freq_for(self, positions: torch.Tensor) -> torch.Tensor:
+        if self.spec.rope_type != "dynamic":
+            return self.inv_freq
+        factor, dim = self.spec.params["factor"], self.rotary_dim
+        length = torch.clamp(positions.float() + 1, min=self.max_positions)[:, None]
+        base = self.spec.theta * ((factor * length / self.max_positions) - (factor - 1)) ** (dim / (dim - 2))
+        exponents = torch.arange(0, dim, 2, device=positions.device).float() / dim
+        return 1.0 / base ** exponents[None, :]

@@ -1,0 +1,109 @@
+"""``mii_core.pipeline``: a non-persistent engine in this process."""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Optional, Sequence as Seq, Union
+
+from tqdm.auto import tqdm
+
+from mii_core.config import ModelConfig, validate_options
+from mii_core.engine.builder import build_engine
+from mii_core.engine.generation_loop import GenerationLoop
+from mii_core.requests import build_sequence, generation_options, new_tokens_for, normalize_prompts
+from mii_core.response import Response, TokenOutput
+from mii_core.sampling.sampler import Sampler
+from mii_core.sampling.stopping import StopChecker
+
+PROGRESS_MIN_PROMPTS = 16  # below this a progress bar is noise
+
+
+class Pipeline:
+    def __init__(self, config: ModelConfig) -> None:
+        from transformers import AutoTokenizer
+
+        if config.tensor_parallel > 1 or config.replica_num > 1:
+            raise ValueError("tensor_parallel > 1 and replica_num > 1 are not supported yet by mii_core.pipeline; "
+                             "use the default of 1")
+        self.config = config
+        built = build_engine(config)
+        self.engine, self.spec = built.engine, built.policy.spec
+        tokenizer_path = built.model_path if config.tokenizer == config.model_name_or_path else config.tokenizer
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
+        eos_ids = list(self.spec.eos_token_ids) or [self.tokenizer.eos_token_id]
+        eos_ids = [e for e in eos_ids if e is not None]
+        self.stopper = StopChecker(self.tokenizer, eos_ids)
+        self.loop = GenerationLoop(self.engine, Sampler(eos_ids, self.spec.vocab_size), self.stopper)
+        self.max_context = config.inference_engine_config.state_manager.max_context
+        self.default_max_length = config.max_length or min(self.spec.max_position_embeddings, self.max_context)
+        self._uids = itertools.count()
+        self._destroyed = False
+
+    def __call__(self, prompts: Union[str, Seq[str]], **generate_kwargs: Any) -> list[Response]:
+        self._check_alive()
+        prompts = normalize_prompts(prompts)
+        options = generation_options(generate_kwargs)
+        prompt_ids = [self.tokenizer(p)["input_ids"] for p in prompts]
+        seqs = self._sequences(prompt_ids, options)
+        self._run(seqs)
+        return [self._response(prompt, seq, options.return_full_text) for prompt, seq in zip(prompts, seqs)]
+
+    def generate_tokens(self, token_lists: Seq[Seq[int]], max_new_tokens: Union[int, Seq[int], None] = None,
+                        **generate_kwargs: Any) -> list[TokenOutput]:
+        """Token ids in, token ids out: no tokenizer on the way (benchmarks, servers)."""
+        self._check_alive()
+        if not token_lists or any(len(t) == 0 for t in token_lists):
+            raise ValueError("token_lists must hold at least one non-empty list of token ids")
+        per_request = max_new_tokens if isinstance(max_new_tokens, (list, tuple)) else [max_new_tokens] * len(token_lists)
+        seqs = []
+        for tokens, new_tokens in zip(token_lists, per_request, strict=True):
+            options = generation_options({**generate_kwargs, "max_new_tokens": new_tokens})
+            seqs.extend(self._sequences([list(tokens)], options))
+        self._run(seqs)
+        return [TokenOutput(seq.generated_ids, seq.finish_reason) for seq in seqs]
+
+    def destroy(self) -> None:
+        """Frees the engine and its device memory; the pipeline cannot be used afterwards."""
+        import gc
+
+        import torch
+
+        self._destroyed = True
+        self.loop = self.engine = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _sequences(self, prompt_ids: list[list[int]], options) -> list:
+        vocab = self.spec.vocab_size
+        for ids in prompt_ids:
+            if any(not 0 <= t < vocab for t in ids):
+                raise ValueError(f"token ids must lie in [0, {vocab})")
+        new_tokens = [new_tokens_for(len(ids), options, self.default_max_length, self.max_context)
+                      for ids in prompt_ids]
+        return [build_sequence(next(self._uids), ids, n, options, self.engine.device)
+                for ids, n in zip(prompt_ids, new_tokens)]
+
+    def _run(self, seqs: list) -> None:
+        show = len(seqs) >= PROGRESS_MIN_PROMPTS
+        with tqdm(total=len(seqs), desc="Generating", unit="req", disable=not show, leave=False) as bar:
+            self.loop.run(seqs, on_finish=lambda _seq: bar.update(1))
+
+    def _response(self, prompt: str, seq, return_full_text: bool) -> Response:
+        text = self.stopper.final_text(seq)
+        return Response(generated_text=prompt + text if return_full_text else text,
+                        prompt_length=len(seq.prompt_ids), generated_length=len(seq.generated_ids),
+                        finish_reason=seq.finish_reason)
+
+    def _check_alive(self) -> None:
+        if self._destroyed:
+            raise RuntimeError("this pipeline was destroyed (pipe.destroy()); create a new one with mii_core.pipeline()")
+
+
+def pipeline(model_name_or_path: Optional[str] = None, model_config: Optional[dict] = None,
+             all_rank_output: bool = False, **kwargs: Any) -> Pipeline:
+    """Builds an in-process engine for ``model_name_or_path``; ``kwargs`` are model options."""
+    options = dict(model_config or {})
+    if model_name_or_path is not None:
+        options["model_name_or_path"] = model_name_or_path
+    options.update(kwargs, all_rank_output=all_rank_output)
+    return Pipeline(validate_options(ModelConfig, options, "model options"))

@@ -1,0 +1,5 @@
+"""Plugin system: hook specifications, registries and entry-point loading."""
+from mii_core.plugins.hookspecs import hookimpl, hookspec
+from mii_core.plugins.manager import ENTRY_POINT_GROUP, get_plugins, reset_plugins
+
+__all__ = ["hookimpl", "hookspec", "ENTRY_POINT_GROUP", "get_plugins", "reset_plugins"]

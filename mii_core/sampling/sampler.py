@@ -1,0 +1,48 @@
+"""Picks the next token of every sequence that finished its pending tokens this step."""
+from __future__ import annotations
+
+from typing import Sequence as Seq
+
+import torch
+
+from mii_core.sampling.filters import filter_logits
+from mii_core.scheduler.sequence import Sequence
+
+
+class Sampler:
+    def __init__(self, eos_ids: Seq[int], vocab_size: int) -> None:
+        self.eos_ids = [e for e in eos_ids if 0 <= e < vocab_size]
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+        logits = self._suppress_early_eos(logits, seqs)
+        chosen = logits.argmax(dim=-1)
+        sampled_rows = [i for i, s in enumerate(seqs) if s.options.do_sample]
+        if sampled_rows:
+            rows = torch.tensor(sampled_rows, device=logits.device)
+            chosen[rows] = self._sample(logits.index_select(0, rows), [seqs[i] for i in sampled_rows])
+        return chosen.tolist()
+
+    def _suppress_early_eos(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """min_new_tokens: EOS cannot be chosen before that many tokens were generated (HF's rule)."""
+        early = [i for i, s in enumerate(seqs)
+                 if len(s.generated_ids) < s.options.min_new_tokens and not s.options.ignore_eos]
+        if early and self.eos_ids:
+            logits = logits.clone()
+            rows = torch.tensor(early, device=logits.device)[:, None]
+            logits[rows, torch.tensor(self.eos_ids, device=logits.device)[None, :]] = float("-inf")
+        return logits
+
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        vocab = logits.shape[1]
+        device = logits.device
+        top_k = torch.tensor([s.options.top_k or vocab for s in seqs], device=device)
+        top_p = torch.tensor([s.options.top_p for s in seqs], device=device)
+        temperature = torch.tensor([s.options.temperature or 1.0 for s in seqs], device=device)
+        probs = filter_logits(logits, top_k, top_p, temperature).softmax(dim=-1)
+        # Exponential race: argmax(p / E) with E ~ Exp(1) draws from p; each seeded request reads its
+        # own generator, so its draws do not depend on what else shares the batch.
+        noise = torch.empty_like(probs).exponential_()
+        for row, seq in enumerate(seqs):
+            if seq.generator is not None:
+                noise[row].exponential_(generator=seq.generator)
+        return (probs / noise).argmax(dim=-1)
