@@ -1,0 +1,37 @@
+# One-command set-up on a fresh machine: `make demo` and `make test` create .venv and install
+# everything they need (core + every architecture plugin + kernels, editable).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+PLUGINS := $(wildcard architectures/*/pyproject.toml)
+MODEL ?=
+DEMO_MODEL_DIR ?= demo-model
+PYTEST_ARGS ?=
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# On a machine without a working NVIDIA driver the CPU build of torch goes in first, so that the
+# plain `torch` requirement of the packages is already met and pip never pulls the CUDA wheels.
+$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "setuptools>=68" wheel
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA driver found: installing torch with CUDA"; $(PIP) install -q torch; \
+	else \
+		echo "no CUDA driver: installing the CPU build torch==2.13.0"; $(PIP) install -q torch==2.13.0; \
+	fi
+	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS)))
+	touch $(STAMP)
+
+demo: install
+	$(PY) scripts/demo.py $(if $(MODEL),--model "$(MODEL)",--build-tiny "$(DEMO_MODEL_DIR)")
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DEMO_MODEL_DIR) .pytest_cache
