@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 from mii_core.config import ModelConfig, validate_options
 from mii_core.engine.builder import build_engine
 from mii_core.engine.generation_loop import GenerationLoop
+from mii_core.loading.checkpoint import generation_eos_ids
 from mii_core.requests import build_sequence, generation_options, new_tokens_for, normalize_prompts
 from mii_core.response import Response, TokenOutput
 from mii_core.sampling.sampler import Sampler
@@ -29,7 +30,8 @@ class Pipeline:
         self.engine, self.spec = built.engine, built.policy.spec
         tokenizer_path = built.model_path if config.tokenizer == config.model_name_or_path else config.tokenizer
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
-        eos_ids = list(self.spec.eos_token_ids) or [self.tokenizer.eos_token_id]
+        eos_ids = (generation_eos_ids(built.model_path) or list(self.spec.eos_token_ids)
+                   or [self.tokenizer.eos_token_id])
         eos_ids = [e for e in eos_ids if e is not None]
         self.stopper = StopChecker(self.tokenizer, eos_ids)
         self.loop = GenerationLoop(self.engine, Sampler(eos_ids, self.spec.vocab_size), self.stopper)

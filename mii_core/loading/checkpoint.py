@@ -77,3 +77,14 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
 
 def hub_offline() -> bool:
     return os.getenv("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def generation_eos_ids(model_path: Path) -> list[int]:
+    """EOS ids from generation_config.json, which HF's generate prefers over config.json."""
+    file = model_path / "generation_config.json"
+    if not file.is_file():
+        return []
+    eos = json.loads(file.read_text()).get("eos_token_id")
+    if eos is None:
+        return []
+    return list(eos) if isinstance(eos, list) else [int(eos)]
