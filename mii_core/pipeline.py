@@ -87,7 +87,7 @@ class Pipeline:
 
     def _run(self, seqs: list) -> None:
         show = len(seqs) >= PROGRESS_MIN_PROMPTS
-        with tqdm(total=len(seqs), desc="Generating", unit="req", disable=not show, leave=False) as bar:
+        with tqdm(total=len(seqs), desc="Generating", unit="req", disable=None if show else True, leave=False) as bar:  # None: off when not a TTY
             self.loop.run(seqs, on_finish=lambda _seq: bar.update(1))
 
     def _response(self, prompt: str, seq, return_full_text: bool) -> Response:

@@ -20,7 +20,7 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
     total = count_tensors(files)
     loaded: set[str] = set()
     bar = tqdm(total=total if total > 0 else None, desc="Loading weights", unit="tensor",
-               disable=not show_progress, leave=False)
+               disable=None if show_progress else True, leave=False)  # None: off when not a TTY
     for name, tensor in iter_tensors(files):
         bar.update(1)
         target = policy.map_weight(name)
