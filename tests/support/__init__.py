@@ -1,0 +1,1 @@
+"""Test helpers: the tiny-checkpoint builder, the HF oracle, prompts, comparisons."""

@@ -1,0 +1,100 @@
+"""Hugging Face transformers as the reference ("oracle") for the engine's outputs.
+
+Every prompt runs alone and unpadded, so padding and batching never enter the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoTokenizer, LlamaForCausalLM
+
+# Greedy steps whose best and second-best logits are closer than this could flip between two
+# correct float32 implementations; fixtures (seeds, prompts) are chosen so none occur.
+MIN_GREEDY_MARGIN = 1e-3
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompt_ids: tuple[int, ...]
+    new_ids: tuple[int, ...]
+    text: str  # new tokens decoded with skip_special_tokens=True
+    finish_reason: str  # "stop" if generation ended on EOS, else "length"
+    min_margin: float  # smallest top-1 minus top-2 logit over the generated steps
+
+    @property
+    def prompt_length(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def generated_length(self) -> int:
+        return len(self.new_ids)
+
+
+class HFOracle:
+    def __init__(self, path):
+        self.path = str(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = LlamaForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
+        self.eos_id = self.tokenizer.eos_token_id
+
+    def encode(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt)["input_ids"]
+
+    @functools.lru_cache(maxsize=None)
+    def greedy(self, prompt: str, max_new_tokens: int, *, ignore_eos=False, min_new_tokens=0) -> Generation:
+        """HF greedy decoding.
+
+        ignore_eos: EOS neither stops nor is suppressed (eos_token_id=None); callers that want
+        both "emit and continue" and "suppress" engine semantics to agree check that EOS is absent.
+        min_new_tokens: HF semantics, EOS is masked until that many tokens exist.
+        """
+        prompt_ids = self.encode(prompt)
+        eos = {"eos_token_id": None} if ignore_eos else {}
+        with torch.no_grad():
+            out = self.model.generate(
+                torch.tensor([prompt_ids]),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                output_logits=True,
+                return_dict_in_generate=True,
+                **eos,
+            )
+        new_ids = tuple(out.sequences[0, len(prompt_ids) :].tolist())
+        ended_on_eos = not ignore_eos and new_ids[-1] == self.eos_id
+        gen = Generation(
+            prompt_ids=tuple(prompt_ids),
+            new_ids=new_ids,
+            text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
+            finish_reason="stop" if ended_on_eos else "length",
+            min_margin=greedy_margin(out.logits, min_new_tokens, self.eos_id),
+        )
+        self._check_unambiguous(gen, ignore_eos)
+        return gen
+
+    def _check_unambiguous(self, gen: Generation, ignore_eos: bool) -> None:
+        """Fail loudly, as a fixture problem rather than an engine one, on an ambiguous reference."""
+        assert gen.min_margin > MIN_GREEDY_MARGIN, (
+            f"fixture problem: greedy near-tie (margin {gen.min_margin:.1e}) for {self.path}; "
+            "choose another seed or prompt"
+        )
+        assert not (ignore_eos and self.eos_id in gen.new_ids), (
+            f"fixture problem: greedy emits EOS under ignore_eos for {self.path}; engines may either "
+            "emit it and go on or mask it, so choose another seed or prompt"
+        )
+
+    @torch.no_grad()
+    def last_logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Logits [vocab] of the last position after one full forward over `token_ids`."""
+        return self.model(torch.tensor([token_ids])).logits[0, -1]
+
+
+def greedy_margin(step_logits, min_new_tokens: int, eos_id: int) -> float:
+    """Smallest top-1/top-2 gap over the steps, with EOS masked where HF masked it."""
+    logits = torch.stack(step_logits)[:, 0].clone()
+    logits[:min_new_tokens, eos_id] = float("-inf")
+    top2 = logits.topk(2, dim=-1).values
+    return (top2[:, 0] - top2[:, 1]).min().item()
