@@ -38,6 +38,14 @@ def _slots(block_table: Sequence[int], start: int, count: int, block_size: int) 
     return [block_table[p // block_size] * block_size + p % block_size for p in range(start, start + count)]
 
 
+def _one_transfer(fields: dict[str, list[int]], device: torch.device) -> dict[str, torch.Tensor]:
+    """Packs every int64 field into one host tensor so a step costs one host→device copy."""
+    host = torch.tensor([v for values in fields.values() for v in values], dtype=torch.int64)
+    if device.type == "cuda":
+        host = host.pin_memory().to(device, non_blocking=True)
+    return dict(zip(fields, host.split([len(v) for v in fields.values()])))
+
+
 def build_ragged_batch(token_lists: Sequence[Sequence[int]], seen_tokens: Sequence[int],
                        block_tables: Sequence[Sequence[int]], block_size: int,
                        device: torch.device) -> RaggedBatch:
@@ -53,19 +61,17 @@ def build_ragged_batch(token_lists: Sequence[Sequence[int]], seen_tokens: Sequen
     width = max(len(t) for t in block_tables)
     padded_tables = [list(t) + [0] * (width - len(t)) for t in block_tables]
     prefill = [i for i, n in enumerate(query_lens) if n > 1]
-    pin = device.type == "cuda"
-
-    def to_device(values) -> torch.Tensor:
-        host = torch.tensor(values, dtype=torch.int64)
-        return host.pin_memory().to(device, non_blocking=True) if pin else host
-
+    fields = {
+        "token_ids": tokens, "positions": positions, "slot_mapping": slots, "query_start": query_start,
+        "query_lens": query_lens, "context_lens": context_lens,
+        "block_tables": [b for table in padded_tables for b in table],
+        "last_token_index": [s - 1 for s in query_start[1:]],
+        "decode_seqs": [i for i, n in enumerate(query_lens) if n == 1], "prefill_seqs": prefill,
+    }
+    on_device = _one_transfer(fields, device)
+    on_device["block_tables"] = on_device["block_tables"].view(len(token_lists), width)
     return RaggedBatch(
-        token_ids=to_device(tokens), positions=to_device(positions), slot_mapping=to_device(slots),
-        query_start=to_device(query_start), query_lens=to_device(query_lens),
-        context_lens=to_device(context_lens), block_tables=to_device(padded_tables),
-        last_token_index=to_device([s - 1 for s in query_start[1:]]),
-        decode_seqs=to_device([i for i, n in enumerate(query_lens) if n == 1]),
-        prefill_seqs=to_device(prefill),
+        **on_device,
         max_query_len=max(query_lens), max_context_len=max(context_lens),
         max_prefill_context_len=max((context_lens[i] for i in prefill), default=0),
         block_size=block_size,

@@ -25,7 +25,7 @@ class Attention(nn.Module):
         self.o_proj = RowParallelLinear(q_size, spec.hidden_size, spec.o_bias, ctx, device, dtype)
         self.scale = spec.head_dim ** -0.5
 
-    def forward(self, hidden: torch.Tensor, batch: RaggedBatch, inv_freq: torch.Tensor | None,
+    def forward(self, hidden: torch.Tensor, batch: RaggedBatch, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 kv_cache: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         q_size = self.local_heads * self.head_dim
         kv_size = self.local_kv_heads * self.head_dim
@@ -34,6 +34,6 @@ class Attention(nn.Module):
         k = k.view(-1, self.local_kv_heads, self.head_dim)
         v = v.view(-1, self.local_kv_heads, self.head_dim)
         if self.rotary is not None:
-            q, k = self.kernels.rotary_embedding(q, k, batch.positions, inv_freq, self.rotary.rotary_dim)
+            q, k = self.kernels.rotary_embedding(q, k, rope[0], rope[1], self.rotary.rotary_dim)
         out = self.kernels.blocked_attention(q, k, v, kv_cache[0], kv_cache[1], batch, self.scale)
         return self.o_proj(out.reshape(-1, q_size))

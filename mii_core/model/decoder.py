@@ -27,8 +27,8 @@ class DecoderLayer(nn.Module):
         self.mlp_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
         self.mlp = MLP(spec, ctx, kernels, device, dtype)
 
-    def forward(self, hidden, batch, inv_freq, kv_cache):
-        hidden = hidden + self.attn(self.attn_norm(hidden), batch, inv_freq, kv_cache)
+    def forward(self, hidden, batch, rope, kv_cache):
+        hidden = hidden + self.attn(self.attn_norm(hidden), batch, rope, kv_cache)
         return hidden + self.mlp(self.mlp_norm(hidden))
 
 
@@ -49,10 +49,10 @@ class DecoderModel(nn.Module):
     @torch.inference_mode()
     def forward(self, batch: RaggedBatch, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Returns float32 logits [S, vocab] of each sequence's last new token."""
-        inv_freq = self.rotary.inv_freq_for(batch.positions) if self.rotary is not None else None
         hidden = self.embed(batch.token_ids)
+        rope = self.rotary.cos_sin(batch.positions, hidden.dtype) if self.rotary is not None else None
         for layer, kv_cache in zip(self.layers, kv_caches):
-            hidden = layer(hidden, batch, inv_freq, kv_cache)
+            hidden = layer(hidden, batch, rope, kv_cache)
         # only the last token of each sequence needs logits: gather before the norm and the big matmul
         last = self.final_norm(hidden.index_select(0, batch.last_token_index))
         return nn.functional.linear(last, self.lm_head.weight).float()

@@ -9,9 +9,10 @@ CUDA) registers the same name with a higher priority and must honour the same co
     (HF Llama order).
 ``layer_norm(x, weight, bias, eps) -> Tensor``
     ``x`` [T, H]; ``bias`` may be None.
-``rotary_embedding(q, k, positions, inv_freq, rotary_dim) -> (q, k)``
-    ``q`` [T, Hq, D], ``k`` [T, Hkv, D], ``positions`` [T] int64, ``inv_freq`` [T or 1, rotary_dim // 2]
-    float32. Rotates the first ``rotary_dim`` features of each head, "rotate half" layout (HF).
+``rotary_embedding(q, k, cos, sin, rotary_dim) -> (q, k)``
+    ``q`` [T, Hq, D], ``k`` [T, Hkv, D], ``cos``/``sin`` [T, rotary_dim] in q's dtype (each token's
+    angles, duplicated over the two halves). Rotates the first ``rotary_dim`` features of each head,
+    "rotate half" layout (HF).
 ``gated_activation(x, activation) -> Tensor``
     ``x`` [T, 2F] holding [gate | up]; returns ``act(gate) * up`` [T, F]; activation "silu" or "gelu".
 ``blocked_attention(q, k, v, k_cache, v_cache, batch, scale) -> Tensor``

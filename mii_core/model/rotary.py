@@ -46,6 +46,13 @@ class RotaryEmbedding:
             raise ValueError(f"rope_type '{spec.rope_type}' is not supported (supported: default, linear, dynamic, llama3)")
         self.inv_freq = inv_freq.to(device)[None, :]  # [1, rotary_dim // 2]
 
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token tables [T, rotary_dim] for the op, made once per step and shared by all layers.
+        Angles in float32 as HF computes them, then cast to the activations' dtype."""
+        freqs = positions.float()[:, None] * self.inv_freq_for(positions)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
     def inv_freq_for(self, positions: torch.Tensor) -> torch.Tensor:
         if self.spec.rope_type != "dynamic":
             return self.inv_freq

@@ -50,16 +50,20 @@ def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, sca
     attended = probs @ values.permute(0, 2, 1, 3)                         # [G, Hkv, per_kv*max_q, D]
     attended = attended.view(groups, kv_heads, per_kv, max_q, dim).permute(0, 3, 1, 2, 4)
     attended = attended.reshape(groups, max_q, kv_heads * per_kv, dim)
-    out[token_index[valid]] = attended[valid]
+    # padded query slots land in the spare last row of ``out``: a boolean-mask scatter would force a
+    # device→host sync in every layer
+    spare_row = out.shape[0] - 1
+    rows = torch.where(valid, token_index, spare_row).reshape(-1)
+    out.index_copy_(0, rows, attended.reshape(-1, *attended.shape[2:]))
 
 
 def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
                       v_cache: torch.Tensor, batch, scale: float) -> torch.Tensor:
     write_kv(k, v, k_cache, v_cache, batch.slot_mapping)
-    out = torch.empty_like(q)
+    out = q.new_empty((q.shape[0] + 1, *q.shape[1:]))  # + a spare row, see _attend_group
     if batch.decode_seqs.numel():
         _attend_group(out, q, k_cache, v_cache, batch, batch.decode_seqs, 1, batch.max_context_len, scale)
     if batch.prefill_seqs.numel():
         _attend_group(out, q, k_cache, v_cache, batch, batch.prefill_seqs, batch.max_query_len,
                       batch.max_prefill_context_len, scale)
-    return out
+    return out[:-1]

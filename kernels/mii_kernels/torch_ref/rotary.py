@@ -9,10 +9,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: i
     return torch.cat((out, rest), dim=-1) if rest.numel() else out
 
 
-def rotary_embedding(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor,
+def rotary_embedding(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                      rotary_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # angles in float32 as HF computes them, then cos/sin cast to the activations' dtype
-    freqs = positions.float()[:, None] * inv_freq.float()
-    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # [T, 1, rotary_dim]
-    cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
+    cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
     return _rotate(q, cos, sin, rotary_dim), _rotate(k, cos, sin, rotary_dim)
