@@ -80,7 +80,8 @@ class Pipeline:
         for ids in prompt_ids:
             if any(not 0 <= t < vocab for t in ids):
                 raise ValueError(f"token ids must lie in [0, {vocab})")
-        new_tokens = [new_tokens_for(len(ids), options, self.default_max_length, self.max_context)
+        sequence_limit = min(self.max_context, self.engine.capacity_tokens)
+        new_tokens = [new_tokens_for(len(ids), options, self.default_max_length, sequence_limit)
                       for ids in prompt_ids]
         return [build_sequence(next(self._uids), ids, n, options, self.engine.device)
                 for ids, n in zip(prompt_ids, new_tokens)]

@@ -29,18 +29,26 @@ def generation_options(options: dict[str, Any]) -> GenerationConfig:
 
 
 def new_tokens_for(prompt_len: int, options: GenerationConfig, default_max_length: int, max_context: int) -> int:
-    """How many tokens a request may generate, from max_new_tokens / max_length / the engine's limits."""
+    """How many tokens a request may generate, from max_new_tokens / max_length / the engine's limits.
+
+    ``max_context`` is the most tokens one sequence can hold: the engine's max_context or the whole KV
+    cache, whichever is smaller. Left unset, max_new_tokens stops there; asked for, beyond it is an error.
+    """
     max_length = options.max_length or default_max_length
     if prompt_len >= max_length:
         raise ValueError(f"max_length ({max_length}) must exceed the prompt length ({prompt_len} tokens); "
                          "raise max_length or shorten the prompt")
     limit = max_length - prompt_len
     if options.max_new_tokens is None:
+        if prompt_len >= max_context:
+            raise ValueError(f"the prompt ({prompt_len} tokens) fills the engine's sequence limit ({max_context} "
+                             "tokens: max_context or the KV cache size); shorten it or give the KV cache more memory")
         return min(limit, max_context - prompt_len)
     new_tokens = min(options.max_new_tokens, limit) if options.max_length else options.max_new_tokens
     if prompt_len + new_tokens > max_context:
         raise ValueError(f"prompt ({prompt_len} tokens) + max_new_tokens ({new_tokens}) exceeds the engine's "
-                         f"max_context ({max_context}); lower max_new_tokens or raise max_context")
+                         f"sequence limit ({max_context} tokens: max_context or the KV cache size, whichever is "
+                         "smaller); lower max_new_tokens, or raise max_context / the KV cache memory")
     return new_tokens
 
 

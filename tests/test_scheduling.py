@@ -61,3 +61,20 @@ def test_sixty_four_prompts_all_finish(checkpoint, oracle, pipeline, kv_cache):
     sampled = range(0, 64, 8)
     references = [hf.greedy(prompts[i], new_tokens, ignore_eos=True) for i in sampled]
     assert_responses_match([responses[i] for i in sampled], references)
+
+
+def test_default_length_stops_at_kv_cache_size_and_oversize_request_is_refused(checkpoint, oracle, pipeline):
+    """Without max_new_tokens a sequence grows until it alone fills the cache (4 blocks x 8 tokens
+    = 32 tokens here, far below max_position_embeddings); asking for more is a clear error."""
+    path = checkpoint("gqa")
+    prompt = MIXED_PROMPTS[1]
+    prompt_len = len(oracle(path).encode(prompt))
+    assert prompt_len < 24, "fixture: the prompt must leave room in a 32-token cache"
+    pipe = pipeline(path, inference_engine_config={
+        "state_manager": {"kv_block_size": 8, "memory_config": {"mode": "allocate", "size": 4}}})
+    [response] = pipe([prompt], do_sample=False, ignore_eos=True)
+    assert (response.generated_length, response.finish_reason) == (32 - prompt_len, "length")
+    expected = oracle(path).greedy(prompt, 32 - prompt_len, ignore_eos=True)
+    assert response.generated_text == expected.text
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        pipe([prompt], do_sample=False, max_new_tokens=40)
