@@ -78,3 +78,17 @@ def test_default_length_stops_at_kv_cache_size_and_oversize_request_is_refused(c
     assert response.generated_text == expected.text
     with pytest.raises(ValueError, match="max_new_tokens"):
         pipe([prompt], do_sample=False, max_new_tokens=40)
+
+
+def test_fresh_kv_cache_holds_only_finite_values(checkpoint):
+    """Attention weighs masked slots by exactly 0, and 0 x NaN is NaN: memory that was never
+    written must not hold NaN or Inf (it did once, when the cache came from torch.empty, and
+    outputs then depended on leftover memory)."""
+    import mii_core
+    import torch
+
+    pipe = mii_core.pipeline(str(checkpoint("gqa")))
+    try:
+        assert bool(torch.isfinite(pipe.engine.kv_cache.data).all())
+    finally:
+        pipe.destroy()
