@@ -1,6 +1,7 @@
 """Builds an InferenceEngine from model options: checkpoint → policy → model → weights → KV cache."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mii_core.model.ops import KernelSet
 from mii_core.model.parallel import ParallelContext
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.plugins import get_plugins
+from mii_core.plugins.manager import ALLOW_ENV
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -47,7 +49,14 @@ def load_policy(model_path: Path) -> ArchitecturePolicy:
     model_type = hf_config.get("model_type")
     if not model_type:
         raise ValueError(f"{model_path}/config.json has no model_type")
-    policy_cls = get_plugins().architectures.load(model_type)
+    plugins = get_plugins()
+    try:
+        policy_cls = plugins.architectures.load(model_type)
+    except ValueError as exc:
+        if not plugins.skipped:
+            raise
+        raise ValueError(f"{exc}. Note: {ALLOW_ENV}={os.environ.get(ALLOW_ENV)} kept these installed plugins "
+                         f"from loading: {', '.join(plugins.skipped)}") from None
     return policy_cls(hf_config)
 
 

@@ -38,7 +38,7 @@ class ArchitectureRegistry:
         if model_type not in self.entries:
             installed = ", ".join(self.names()) or "none"
             raise ValueError(
-                f"no installed plugin handles model_type '{model_type}' (installed architectures: {installed}); "
+                f"no installed plugin handles model_type '{model_type}' (architectures loaded: {installed}); "
                 f"`pip install mii-plugin-{model_type.replace('_', '-')}` would add it, if such a plugin exists"
             )
         return import_target(self.entries[model_type].target)
