@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -73,10 +72,6 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
             state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
             yield from state.items()
             del state
-
-
-def hub_offline() -> bool:
-    return os.getenv("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
 def generation_eos_ids(model_path: Path) -> list[int]:

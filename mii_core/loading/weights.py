@@ -25,7 +25,7 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
         bar.update(1)
         target = policy.map_weight(name)
         if target is None:
-            if not policy.is_ignored(name) and not (policy.spec.tie_word_embeddings and name == "lm_head.weight"):
+            if not policy.is_ignored(name):
                 log.debug("checkpoint tensor '%s' is not used by the engine", name)
             continue
         param = params.get(target.param_name)

@@ -29,10 +29,6 @@ class Sequence:
     stop_cut: Optional[int] = None  # character index where a stop string begins in the generated text
 
     @property
-    def all_ids(self) -> list[int]:
-        return self.prompt_ids + self.generated_ids
-
-    @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.generated_ids)
 
@@ -49,10 +45,6 @@ class Sequence:
     def num_pending(self) -> int:
         """Tokens not yet in the KV cache: the prompt (or all, after a preemption) or the last sample."""
         return self.num_tokens - self.num_computed
-
-    @property
-    def is_decoding(self) -> bool:
-        return self.status is SequenceStatus.RUNNING and self.num_pending == 1 and bool(self.generated_ids)
 
     def preempt(self) -> None:
         """Drops the cached state; everything so far is recomputed as one long prompt later."""

@@ -29,10 +29,6 @@ class StepPlan:
         self.seqs.append(seq)
         self.num_tokens.append(count)
 
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.num_tokens)
-
 
 class Scheduler:
     def __init__(self, engine: InferenceEngine, config: StateManagerConfig) -> None:
