@@ -40,14 +40,15 @@ def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, sca
     # GQA without copying K/V: fold each KV head's query heads into the row axis
     q_rows = queries.view(groups, max_q, kv_heads, per_kv, dim).permute(0, 2, 3, 1, 4)
     q_rows = q_rows.reshape(groups, kv_heads, per_kv * max_q, dim)
-    scores = (q_rows @ keys.permute(0, 2, 3, 1)).float() * scale          # [G, Hkv, per_kv*max_q, L]
     key_positions = torch.arange(length, device=q.device)
-    context_lens = batch.context_lens[seqs]
     visible = (key_positions[None, None, :] <= q_positions[:, :, None]) & \
-              (key_positions[None, None, :] < context_lens[:, None, None])  # [G, max_q, L]
+              (key_positions[None, None, :] < batch.context_lens[seqs][:, None, None])  # [G, max_q, L]
     visible = visible[:, None, None].expand(groups, 1, per_kv, max_q, length).reshape(groups, 1, -1, length)
-    probs = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1).to(values.dtype)
-    attended = probs @ values.permute(0, 2, 1, 3)                         # [G, Hkv, per_kv*max_q, D]
+    # K/V stay strided views of the gathered cache: a plain matmul would copy them into contiguous
+    # batches first (that copy was 60% of a 256-sequence decode step on the H100); SDPA takes strides
+    # and never materialises float32 scores
+    attended = torch.nn.functional.scaled_dot_product_attention(
+        q_rows, keys.permute(0, 2, 1, 3), values.permute(0, 2, 1, 3), attn_mask=visible, scale=scale)
     attended = attended.view(groups, kv_heads, per_kv, max_q, dim).permute(0, 3, 1, 2, 4)
     attended = attended.reshape(groups, max_q, kv_heads * per_kv, dim)
     # padded query slots land in the spare last row of ``out``: a boolean-mask scatter would force a
