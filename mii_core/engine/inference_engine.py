@@ -5,7 +5,7 @@ from typing import Sequence
 
 import torch
 
-from mii_core.engine.ragged_batch import build_ragged_batch
+from mii_core.batch import build_ragged_batch
 from mii_core.engine.state_manager import SchedulingResult, StateManager
 from mii_core.kv_cache import BlockAllocator, KVCache
 from mii_core.config.engine import StateManagerConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mii_core.engine.ragged_batch import RaggedBatch
+from mii_core.batch import RaggedBatch
 from mii_core.model.parallel import ColumnParallelLinear, ParallelContext, RowParallelLinear
 from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mii_core.engine.ragged_batch import RaggedBatch
+from mii_core.batch import RaggedBatch
 from mii_core.model.attention import Attention
 from mii_core.model.mlp import MLP
 from mii_core.model.parallel import Norm, ParallelContext, ReplicatedEmbedding

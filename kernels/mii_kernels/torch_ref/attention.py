@@ -1,4 +1,4 @@
-"""Reference blocked (paged) attention: write new K/V into the cache, then attend over it.
+"""Reference paged attention over the blocked KV cache (the new tokens' K/V are already written).
 
 Vectorised with no loop over sequences: sequences are padded into two groups, single-token decodes
 and multi-token prompt chunks, so a decode never pays for the longest chunk's padding.
@@ -6,13 +6,6 @@ and multi-token prompt chunks, so a decode never pays for the longest chunk's pa
 from __future__ import annotations
 
 import torch
-
-
-def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-             slot_mapping: torch.Tensor) -> None:
-    heads, dim = k.shape[1], k.shape[2]
-    k_cache.view(-1, heads, dim).index_copy_(0, slot_mapping, k)
-    v_cache.view(-1, heads, dim).index_copy_(0, slot_mapping, v)
 
 
 def _gather_queries(q, batch, seqs, max_q):
@@ -31,7 +24,7 @@ def _gather_cache(cache, batch, seqs, max_context):
     return gathered.reshape(len(seqs), blocks * batch.block_size, *cache.shape[2:])
 
 
-def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, scale):
+def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, scale, window):
     queries, token_index, valid, q_positions = _gather_queries(q, batch, seqs, max_q)
     keys = _gather_cache(k_cache, batch, seqs, max_context)              # [G, L, Hkv, D]
     values = _gather_cache(v_cache, batch, seqs, max_context)
@@ -43,6 +36,8 @@ def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, sca
     key_positions = torch.arange(length, device=q.device)
     visible = (key_positions[None, None, :] <= q_positions[:, :, None]) & \
               (key_positions[None, None, :] < batch.context_lens[seqs][:, None, None])  # [G, max_q, L]
+    if window is not None:
+        visible &= q_positions[:, :, None] - key_positions[None, None, :] < window
     visible = visible[:, None, None].expand(groups, 1, per_kv, max_q, length).reshape(groups, 1, -1, length)
     # K/V stay strided views of the gathered cache: a plain matmul would copy them into contiguous
     # batches first (that copy was 60% of a 256-sequence decode step on the H100); SDPA takes strides
@@ -58,13 +53,12 @@ def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, sca
     out.index_copy_(0, rows, attended.reshape(-1, *attended.shape[2:]))
 
 
-def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, batch, scale: float) -> torch.Tensor:
-    write_kv(k, v, k_cache, v_cache, batch.slot_mapping)
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch, scale: float,
+                    window=None) -> torch.Tensor:
     out = q.new_empty((q.shape[0] + 1, *q.shape[1:]))  # + a spare row, see _attend_group
     if batch.decode_seqs.numel():
-        _attend_group(out, q, k_cache, v_cache, batch, batch.decode_seqs, 1, batch.max_context_len, scale)
+        _attend_group(out, q, k_cache, v_cache, batch, batch.decode_seqs, 1, batch.max_context_len, scale, window)
     if batch.prefill_seqs.numel():
         _attend_group(out, q, k_cache, v_cache, batch, batch.prefill_seqs, batch.max_query_len,
-                      batch.max_prefill_context_len, scale)
+                      batch.max_prefill_context_len, scale, window)
     return out[:-1]

@@ -1,12 +1,22 @@
 import torch
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def _with_residual(norm, x: torch.Tensor, residual):
+    if residual is None:
+        return norm(x)
+    summed = x + residual
+    return norm(summed), summed
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None):
     # float32 statistics, cast back before the weight: the order HF Llama uses, for exact parity
-    x32 = x.float()
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * normed.to(x.dtype)
+    def norm(t: torch.Tensor) -> torch.Tensor:
+        t32 = t.float()
+        return weight * (t32 * torch.rsqrt(t32.pow(2).mean(-1, keepdim=True) + eps)).to(t.dtype)
+
+    return _with_residual(norm, x, residual)
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias, eps: float) -> torch.Tensor:
-    return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias, eps: float, residual=None):
+    return _with_residual(lambda t: torch.nn.functional.layer_norm(t, (t.shape[-1],), weight, bias, eps),
+                          x, residual)

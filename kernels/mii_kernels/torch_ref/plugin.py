@@ -4,9 +4,10 @@ from mii_core.plugins import hookimpl
 _OPS = {
     "rms_norm": "mii_kernels.torch_ref.norms:rms_norm",
     "layer_norm": "mii_kernels.torch_ref.norms:layer_norm",
-    "rotary_embedding": "mii_kernels.torch_ref.rotary:rotary_embedding",
+    "rotary_write_kv": "mii_kernels.torch_ref.rotary:rotary_write_kv",
+    "paged_attention": "mii_kernels.torch_ref.attention:paged_attention",
     "gated_activation": "mii_kernels.torch_ref.activations:gated_activation",
-    "blocked_attention": "mii_kernels.torch_ref.attention:blocked_attention",
+    "moe_experts": "mii_kernels.torch_ref.moe:moe_experts",
 }
 
 
