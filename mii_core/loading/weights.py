@@ -33,7 +33,7 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
             raise ValueError(f"checkpoint tensor '{name}' maps to '{target.param_name}', which this model "
                              "does not have (does the config match the weights?)")
         with torch.no_grad():
-            param.weight_loader(param, tensor, target.shard_id, name=name)  # copy_ casts and moves
+            param.weight_loader(param, target.prepare(tensor, policy.spec), target.shard_id, name=name)  # copy_ casts and moves
         loaded.add(name)
     bar.close()
     missing = [n for n in policy.expected_weights() if n not in loaded and _required(n, params, policy)]

@@ -1,31 +1,37 @@
-"""Self-attention over the blocked KV cache: projections and rotary here, the kernel op does the rest."""
+"""Self-attention over the blocked KV cache: the projections here, rotary + cache write and the
+attention itself through the kernel ops (``rotary_write_kv``, ``paged_attention``)."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from mii_core.batch import RaggedBatch
 from mii_core.model.parallel import ColumnParallelLinear, ParallelContext, RowParallelLinear
-from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec
+
+Rope = tuple[torch.Tensor, torch.Tensor] | None
 
 
 class Attention(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, rotary: RotaryEmbedding | None,
-                 device: torch.device, dtype: torch.dtype):
+    """Engine parameters: ``qkv.{weight,bias}`` (shards "q", "k", "v"), ``o_proj.{weight,bias}``."""
+
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
         super().__init__()
         if spec.num_kv_heads % ctx.world_size:
             raise ValueError(f"{spec.num_kv_heads} KV heads do not divide over {ctx.world_size} ranks")
-        self.kernels, self.rotary, self.head_dim = kernels, rotary, spec.head_dim
+        self.kernels, self.head_dim = kernels, spec.head_dim
+        self.rotary_dim = ((spec.rope.rotary_dim or spec.head_dim) if spec.rope is not None else 0)
+        self.window, self.scale, self.logn_base = spec.sliding_window, spec.scale, spec.logn_attention_base
         self.local_heads = spec.num_heads // ctx.world_size
         self.local_kv_heads = spec.num_kv_heads // ctx.world_size
         q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         self.qkv = ColumnParallelLinear(spec.hidden_size, [q_size, kv_size, kv_size], spec.qkv_bias, ctx,
                                         device, dtype, part_names=("q", "k", "v"))
         self.o_proj = RowParallelLinear(q_size, spec.hidden_size, spec.o_bias, ctx, device, dtype)
-        self.scale = spec.head_dim ** -0.5
 
-    def forward(self, hidden: torch.Tensor, batch: RaggedBatch, rope: tuple[torch.Tensor, torch.Tensor] | None,
+    def forward(self, hidden: torch.Tensor, batch: RaggedBatch, rope: Rope,
                 kv_cache: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         q_size = self.local_heads * self.head_dim
         kv_size = self.local_kv_heads * self.head_dim
@@ -33,7 +39,16 @@ class Attention(nn.Module):
         q = q.view(-1, self.local_heads, self.head_dim)
         k = k.view(-1, self.local_kv_heads, self.head_dim)
         v = v.view(-1, self.local_kv_heads, self.head_dim)
-        if self.rotary is not None:
-            q, k = self.kernels.rotary_embedding(q, k, rope[0], rope[1], self.rotary.rotary_dim)
-        out = self.kernels.blocked_attention(q, k, v, kv_cache[0], kv_cache[1], batch, self.scale)
+        if self.logn_base is not None:
+            q = q * _logn_factor(batch.positions, self.logn_base, q.dtype)[:, None, None]
+        cos, sin = rope if rope is not None else (None, None)
+        q = self.kernels.rotary_write_kv(q, k, v, cos, sin, self.rotary_dim, kv_cache[0], kv_cache[1],
+                                         batch.slot_mapping)
+        out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.scale, self.window)
         return self.o_proj(out.reshape(-1, q_size))
+
+
+def _logn_factor(positions: torch.Tensor, base: int, dtype: torch.dtype) -> torch.Tensor:
+    """Qwen's log-n scaling: a query at position p is scaled by log_base(p + 1) once p + 1 > base."""
+    length = positions.to(torch.float32) + 1
+    return torch.where(length > base, torch.log(length) / math.log(base), torch.ones_like(length)).to(dtype)

@@ -1,10 +1,15 @@
-"""The generic pre-norm decoder every Llama-like architecture is built from.
+"""The generic decoder every built-in architecture is composed from, as its :class:`DecoderSpec` says.
 
-Engine-side parameter names (what plugins map checkpoint tensors onto):
-``embed.weight``, ``layers.{i}.attn_norm.{weight,bias}``, ``layers.{i}.attn.qkv.{weight,bias}``
-(shards "q", "k", "v"), ``layers.{i}.attn.o_proj.{weight,bias}``, ``layers.{i}.mlp_norm.{weight,bias}``,
-``layers.{i}.mlp.up.{weight,bias}`` (shards "gate", "up"; just "up" when not gated),
-``layers.{i}.mlp.down.{weight,bias}``, ``final_norm.{weight,bias}``, ``lm_head.weight``.
+``build_model`` contract (what :meth:`ArchitecturePolicy.build_model` returns): an ``nn.Module`` whose
+``forward(batch: RaggedBatch, kv_caches: list[(k_cache, v_cache)]) -> Tensor`` returns float32 logits
+[S, vocab] of each sequence's last new token, whose parameters each carry a
+``weight_loader(param, tensor, shard_id, name=...)``, and that has a ``spec`` attribute. It must not
+loop over sequences, and should call kernels only through the ``kernels`` it was given.
+
+Engine parameter names (what weight rules map checkpoint tensors onto):
+``embed.weight``, ``positions.weight`` (learned positions), ``project_in.weight``,
+``layers.{i}.*`` (:mod:`mii_core.model.layers`), ``final_norm.{weight,bias}``, ``project_out.weight``,
+``lm_head.weight`` (absent when tied to ``embed``), ``lm_head_bias``.
 """
 from __future__ import annotations
 
@@ -12,24 +17,10 @@ import torch
 from torch import nn
 
 from mii_core.batch import RaggedBatch
-from mii_core.model.attention import Attention
-from mii_core.model.mlp import MLP
-from mii_core.model.parallel import Norm, ParallelContext, ReplicatedEmbedding
+from mii_core.model.layers import DecoderLayer
+from mii_core.model.parallel import Norm, ParallelContext, ReplicatedEmbedding, ReplicatedLinear, _load_whole, _param
 from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec
-
-
-class DecoderLayer(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, rotary, device, dtype):
-        super().__init__()
-        self.attn_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
-        self.attn = Attention(spec, ctx, kernels, rotary, device, dtype)
-        self.mlp_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
-        self.mlp = MLP(spec, ctx, kernels, device, dtype)
-
-    def forward(self, hidden, batch, rope, kv_cache):
-        hidden = hidden + self.attn(self.attn_norm(hidden), batch, rope, kv_cache)
-        return hidden + self.mlp(self.mlp_norm(hidden))
 
 
 class DecoderModel(nn.Module):
@@ -39,20 +30,54 @@ class DecoderModel(nn.Module):
         self.rotary = None
         if spec.rope is not None:
             self.rotary = RotaryEmbedding(spec.rope, spec.head_dim, spec.max_position_embeddings, device)
-        self.embed = ReplicatedEmbedding(spec.vocab_size, spec.hidden_size, device, dtype)
-        self.layers = nn.ModuleList(DecoderLayer(spec, ctx, kernels, self.rotary, device, dtype)
-                                    for _ in range(spec.num_layers))
-        self.final_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
+        self._build_inputs(spec, device, dtype)
+        self.layers = nn.ModuleList(DecoderLayer(spec, ctx, kernels, device, dtype) for _ in range(spec.num_layers))
+        self._build_head(spec, kernels, device, dtype)
+
+    def _build_inputs(self, spec: DecoderSpec, device: torch.device, dtype: torch.dtype) -> None:
+        self.embed = ReplicatedEmbedding(spec.vocab_size, spec.word_embed_dim, device, dtype)
+        projected = spec.word_embed_dim != spec.hidden_size
+        self.project_in = ReplicatedLinear(spec.word_embed_dim, spec.hidden_size, False, device, dtype) \
+            if projected else None
+        self.positions = ReplicatedEmbedding(spec.max_position_embeddings + spec.learned_position_offset,
+                                             spec.hidden_size, device, dtype) if spec.learned_positions else None
+
+    def _build_head(self, spec: DecoderSpec, kernels, device: torch.device, dtype: torch.dtype) -> None:
+        self.final_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype) \
+            if spec.final_norm else None
+        self.project_out = ReplicatedLinear(spec.hidden_size, spec.word_embed_dim, False, device, dtype) \
+            if self.project_in is not None else None
         self.lm_head = self.embed if spec.tie_word_embeddings else ReplicatedEmbedding(
-            spec.vocab_size, spec.hidden_size, device, dtype)
+            spec.vocab_size, spec.word_embed_dim, device, dtype)
+        self.lm_head_bias = None
+        if spec.lm_head_bias:
+            self.lm_head_bias = _param((spec.vocab_size,), device, dtype)
+            self.lm_head_bias.weight_loader = _load_whole
+
+    def embed_tokens(self, batch: RaggedBatch) -> torch.Tensor:
+        hidden = self.embed(batch.token_ids)
+        if self.project_in is not None:
+            hidden = self.project_in(hidden)
+        if self.positions is not None:
+            hidden = hidden + self.positions(batch.positions + self.spec.learned_position_offset)
+        return hidden
+
+    def logits(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        """``last_hidden`` [S, H], each sequence's last token → float32 logits [S, vocab]."""
+        if self.final_norm is not None:
+            last_hidden = self.final_norm(last_hidden)
+        if self.project_out is not None:
+            last_hidden = self.project_out(last_hidden)
+        return nn.functional.linear(last_hidden, self.lm_head.weight, self.lm_head_bias).float()
 
     @torch.inference_mode()
     def forward(self, batch: RaggedBatch, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Returns float32 logits [S, vocab] of each sequence's last new token."""
-        hidden = self.embed(batch.token_ids)
+        hidden, residual = self.embed_tokens(batch), None
         rope = self.rotary.cos_sin(batch.positions, hidden.dtype) if self.rotary is not None else None
         for layer, kv_cache in zip(self.layers, kv_caches):
-            hidden = layer(hidden, batch, rope, kv_cache)
+            hidden, residual = layer(hidden, residual, batch, rope, kv_cache)
         # only the last token of each sequence needs logits: gather before the norm and the big matmul
-        last = self.final_norm(hidden.index_select(0, batch.last_token_index))
-        return nn.functional.linear(last, self.lm_head.weight).float()
+        last = hidden.index_select(0, batch.last_token_index)
+        if residual is not None:
+            last = last + residual.index_select(0, batch.last_token_index)
+        return self.logits(last)

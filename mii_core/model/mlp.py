@@ -1,4 +1,8 @@
-"""Feed-forward block: gated (SwiGLU-style, gate|up fused) or plain up → act → down."""
+"""Feed-forward blocks: gated (SwiGLU-style, gate|up fused), plain up → act → down, and mixture of experts.
+
+Engine parameters: ``up.{weight,bias}`` (shards "gate", "up"; just "up" when not gated),
+``down.{weight,bias}``; for MoE see :mod:`mii_core.model.moe`.
+"""
 from __future__ import annotations
 
 import torch
@@ -8,24 +12,36 @@ from mii_core.model.parallel import ColumnParallelLinear, ParallelContext, RowPa
 from mii_core.model.spec import DecoderSpec
 
 _PLAIN_ACTIVATIONS = {"gelu": nn.functional.gelu, "relu": nn.functional.relu, "silu": nn.functional.silu,
-                      "gelu_new": lambda x: nn.functional.gelu(x, approximate="tanh")}
+                      "gelu_new": lambda x: nn.functional.gelu(x, approximate="tanh"),
+                      "gelu_pytorch_tanh": lambda x: nn.functional.gelu(x, approximate="tanh")}
+# HF activation names -> the gated_activation op's names
+GATED_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_tanh",
+                     "gelu_pytorch_tanh": "gelu_tanh"}
 
 
 class MLP(nn.Module):
     def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
         super().__init__()
-        self.kernels, self.activation, self.gated = kernels, spec.activation, spec.gated_mlp
+        self.kernels, self.gated = kernels, spec.gated_mlp
+        supported = GATED_ACTIVATIONS if spec.gated_mlp else _PLAIN_ACTIVATIONS
+        if spec.activation not in supported:
+            raise ValueError(f"activation '{spec.activation}' is not supported for a "
+                             f"{'gated' if spec.gated_mlp else 'plain'} MLP (supported: {', '.join(supported)})")
+        self.activation = GATED_ACTIVATIONS[spec.activation] if spec.gated_mlp else _PLAIN_ACTIVATIONS[spec.activation]
         parts = [spec.intermediate_size] * (2 if spec.gated_mlp else 1)
         self.up = ColumnParallelLinear(spec.hidden_size, parts, spec.mlp_bias, ctx, device, dtype,
                                        part_names=("gate", "up") if spec.gated_mlp else ("up",))
         self.down = RowParallelLinear(spec.intermediate_size, spec.hidden_size, spec.mlp_bias, ctx, device, dtype)
-        if not spec.gated_mlp and spec.activation not in _PLAIN_ACTIVATIONS:
-            raise ValueError(f"activation '{spec.activation}' is not supported ({', '.join(_PLAIN_ACTIVATIONS)})")
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         up = self.up(hidden)
-        if self.gated:
-            act = self.kernels.gated_activation(up, self.activation)
-        else:
-            act = _PLAIN_ACTIVATIONS[self.activation](up)
+        act = self.kernels.gated_activation(up, self.activation) if self.gated else self.activation(up)
         return self.down(act)
+
+
+def build_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    if spec.moe is not None:
+        from mii_core.model.moe import MoE
+
+        return MoE(spec, ctx, kernels, device, dtype)
+    return MLP(spec, ctx, kernels, device, dtype)

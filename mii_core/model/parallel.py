@@ -55,11 +55,27 @@ class ColumnParallelLinear(nn.Module):
             self.bias.weight_loader = self._load
 
     def _load(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: ShardId, name: str = "") -> None:
+        if shard_id is None and len(self.part_names) > 1:
+            self._load_fused(param, loaded, name)
+            return
+        if shard_id is not None and shard_id not in self.part_names:
+            raise ValueError(f"checkpoint tensor '{name}' names part '{shard_id}'; this layer's parts are "
+                             f"{self.part_names}")
         index = 0 if shard_id is None else self.part_names.index(shard_id)
         size = self.local_parts[index]
         start = sum(self.local_parts[:index])
         local = loaded.narrow(0, self.ctx.rank * size, size) if loaded.shape[0] == size * self.ctx.world_size else loaded
         _copy_checked(param.data.narrow(0, start, size), local, name)
+
+    def _load_fused(self, param: nn.Parameter, loaded: torch.Tensor, name: str) -> None:
+        """A checkpoint tensor holding every part back to back ([q | k | v]): split, then load each part."""
+        full_parts = [p * self.ctx.world_size for p in self.local_parts]
+        if loaded.shape[0] != sum(full_parts):
+            raise ValueError(f"checkpoint tensor '{name}' has {loaded.shape[0]} rows; as the fused parts "
+                             f"{self.part_names} it must have {' + '.join(map(str, full_parts))} = "
+                             f"{sum(full_parts)} (does its weight rule need a split or a transform?)")
+        for part, piece in zip(self.part_names, loaded.split(full_parts, dim=0)):
+            self._load(param, piece, part, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.weight, self.bias)
@@ -79,7 +95,7 @@ class RowParallelLinear(nn.Module):
         self.weight.weight_loader = self._load_weight
         self.bias = _param((out_features,), device, dtype) if bias else None
         if self.bias is not None:
-            self.bias.weight_loader = lambda p, t, _s, name="": _copy_checked(p.data, t, name)
+            self.bias.weight_loader = _load_whole
 
     def _load_weight(self, param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:
         local = loaded.narrow(1, self.ctx.rank * self.local_in, self.local_in) if loaded.dim() == 2 and \
@@ -91,13 +107,32 @@ class RowParallelLinear(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
+class ReplicatedLinear(nn.Module):
+    """y = x Wᵀ + b, whole on every rank (small projections: project in/out, routers)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        self.weight = _param((out_features, in_features), device, dtype)
+        self.weight.weight_loader = _load_whole
+        self.bias = _param((out_features,), device, dtype) if bias else None
+        if self.bias is not None:
+            self.bias.weight_loader = _load_whole
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def _load_whole(param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:
+    _copy_checked(param.data, loaded, name)
+
+
 class ReplicatedEmbedding(nn.Module):
     """Token embedding, whole on every rank (vocab-parallel sharding arrives with tensor parallelism)."""
 
     def __init__(self, vocab_size: int, hidden_size: int, device: torch.device, dtype: torch.dtype):
         super().__init__()
         self.weight = _param((vocab_size, hidden_size), device, dtype)
-        self.weight.weight_loader = lambda p, t, _s, name="": _copy_checked(p.data, t, name)
+        self.weight.weight_loader = _load_whole
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(token_ids, self.weight)
@@ -110,13 +145,14 @@ class Norm(nn.Module):
         super().__init__()
         self.kind, self.eps, self.kernels = kind, eps, kernels
         self.weight = _param((size,), device, dtype)
-        self.weight.weight_loader = lambda p, t, _s, name="": _copy_checked(p.data, t, name)
+        self.weight.weight_loader = _load_whole
         self.bias = None
         if kind == "layer":
             self.bias = _param((size,), device, dtype)
             self.bias.weight_loader = self.weight.weight_loader
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None):
+        """norm(x); with ``residual``: (norm(x + residual), x + residual), fused by the kernel."""
         if self.kind == "rms":
-            return self.kernels.rms_norm(x, self.weight, self.eps)
-        return self.kernels.layer_norm(x, self.weight, self.bias, self.eps)
+            return self.kernels.rms_norm(x, self.weight, self.eps, residual)
+        return self.kernels.layer_norm(x, self.weight, self.bias, self.eps, residual)

@@ -2,64 +2,53 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional
 
 import torch
 
 from mii_core.model.decoder import DecoderModel
 from mii_core.model.parallel import ParallelContext
 from mii_core.model.spec import DecoderSpec
-
-# checkpoint name pattern ("{i}" = layer index) -> engine parameter name, or (name, shard id)
-WeightRule = Union[str, tuple[str, Union[int, str]]]
-
-
-@dataclass(frozen=True, slots=True)
-class WeightTarget:
-    param_name: str
-    shard_id: Union[int, str, None]
+from mii_core.model.weight_rules import RuleTable, WeightRule, WeightTarget
 
 
 class ArchitecturePolicy:
-    """Subclass per architecture. Most plugins set ``weight_rules`` and write ``build_spec``."""
+    """Subclass per architecture: set ``weight_rules`` (see :mod:`mii_core.model.weight_rules`) and write
+    ``build_spec``. ``checkpoint_prefix`` is the prefix the rules' names carry (``"model."``,
+    ``"transformer."``) that some checkpoints of the family leave out; such names are matched with it added.
+    Override ``build_model`` only for a model the generic decoder cannot express (its contract is in
+    :mod:`mii_core.model.decoder`)."""
 
     weight_rules: ClassVar[dict[str, WeightRule]] = {}
+    checkpoint_prefix: ClassVar[str] = ""
     ignored_weights: ClassVar[tuple[str, ...]] = (r".*rotary_emb\.inv_freq$",)
 
     def __init__(self, hf_config: dict[str, Any]) -> None:
         self.hf_config = hf_config
         self.spec = self.build_spec(hf_config)
-        self._patterns = [(re.compile("^" + re.escape(k).replace(r"\{i\}", r"(\d+)") + "$"), v)
-                          for k, v in self.weight_rules.items()]
+        self.rules = RuleTable(self.weight_rules, self.checkpoint_prefix)
         self._ignored = [re.compile(p) for p in self.ignored_weights]
 
     def build_spec(self, hf_config: dict[str, Any]) -> DecoderSpec:
         raise NotImplementedError
 
-    def build_model(self, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> DecoderModel:
+    def build_model(self, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         return DecoderModel(self.spec, ctx, kernels, device, dtype)
 
     def map_weight(self, checkpoint_name: str) -> Optional[WeightTarget]:
         """Where a checkpoint tensor goes; None for tensors the engine does not use."""
-        if self.spec.tie_word_embeddings and checkpoint_name == "lm_head.weight":
+        target = self.rules.match(checkpoint_name)
+        if target is not None and self.spec.tie_word_embeddings and target.param_name == "lm_head.weight":
             return None  # tied: the embedding already holds it
-        for pattern, rule in self._patterns:
-            match = pattern.match(checkpoint_name)
-            if match:
-                name, shard = (rule, None) if isinstance(rule, str) else rule
-                return WeightTarget(name.replace("{i}", match.group(1)) if match.groups() else name, shard)
-        return None
+        return target
 
     def is_ignored(self, checkpoint_name: str) -> bool:
         return any(p.match(checkpoint_name) for p in self._ignored)
 
     def expected_weights(self) -> list[str]:
         """Every checkpoint name the model needs (used to report missing tensors by their HF name)."""
-        names = []
-        for pattern in self.weight_rules:
-            layers = range(self.spec.num_layers) if "{i}" in pattern else [None]
-            names.extend(pattern.replace("{i}", str(i)) for i in layers)
+        experts = self.spec.moe.num_experts if self.spec.moe is not None else 0
+        names = self.rules.expand(self.spec.num_layers, experts)
         return [n for n in names if self.map_weight(n) is not None]
 
 

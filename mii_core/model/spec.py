@@ -1,4 +1,9 @@
-"""The architecture-neutral description of a decoder-only transformer that the core can build."""
+"""The architecture-neutral description of a decoder-only transformer that the core can build.
+
+A plugin fills a :class:`DecoderSpec` from the HF config; the generic decoder composes its blocks from
+it (``mii_core/model/decoder.py``). Every field has the default of a Llama-shaped model, so a plugin
+names only what differs.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,9 +13,16 @@ from typing import Any, Literal, Optional
 @dataclass(frozen=True, slots=True)
 class RopeSpec:
     theta: float = 10000.0
-    rope_type: str = "default"  # default | linear | dynamic | llama3
-    rotary_dim: Optional[int] = None  # None: the whole head
+    rope_type: str = "default"  # default | linear | dynamic | llama3 | qwen_dynamic
+    rotary_dim: Optional[int] = None  # None: the whole head; less for partial rotary (Phi-2, Qwen rotary_pct)
     params: dict[str, Any] = field(default_factory=dict)  # factor, low_freq_factor, ...
+
+
+@dataclass(frozen=True, slots=True)
+class MoESpec:
+    num_experts: int
+    experts_per_token: int
+    renormalize: bool = True  # weights softmaxed over the chosen experts only (Mixtral)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +35,29 @@ class DecoderSpec:
     head_dim: int
     intermediate_size: int
     max_position_embeddings: int
+    # layer wiring: "sequential" pre-norm (Llama), "parallel" attention + MLP on the same input
+    # (Falcon, Phi-2; ``parallel_norms`` 1 or 2), "post_norm" norm after each residual add (OPT-350m)
+    layout: Literal["sequential", "parallel", "post_norm"] = "sequential"
+    parallel_norms: int = 1
     norm: Literal["rms", "layer"] = "rms"
     norm_eps: float = 1e-6
+    final_norm: bool = True
     activation: str = "silu"
     gated_mlp: bool = True
+    moe: Optional[MoESpec] = None
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
+    lm_head_bias: bool = False
     tie_word_embeddings: bool = False
+    # positions: rotary when ``rope`` is set; learned table when ``learned_positions`` (OPT adds 2)
     rope: Optional[RopeSpec] = field(default_factory=RopeSpec)
+    learned_positions: bool = False
+    learned_position_offset: int = 0
+    embed_dim: Optional[int] = None  # word embedding width when it differs from hidden (project in/out)
+    sliding_window: Optional[int] = None  # key j visible from query p when p - j < sliding_window
+    attention_scale: Optional[float] = None  # None: head_dim ** -0.5
+    logn_attention_base: Optional[int] = None  # Qwen: scale q by log_base(position + 1) past this length
     bos_token_id: Optional[int] = None
     eos_token_ids: tuple[int, ...] = ()
     checkpoint_dtype: Optional[str] = None
@@ -39,3 +65,17 @@ class DecoderSpec:
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        if self.layout not in ("sequential", "parallel", "post_norm"):
+            raise ValueError(f"layout '{self.layout}' is not one of sequential, parallel, post_norm")
+        if self.parallel_norms not in (1, 2):
+            raise ValueError(f"parallel_norms must be 1 or 2, got {self.parallel_norms}")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"sliding_window must be positive, got {self.sliding_window}")
+
+    @property
+    def word_embed_dim(self) -> int:
+        return self.embed_dim or self.hidden_size
+
+    @property
+    def scale(self) -> float:
+        return self.attention_scale if self.attention_scale is not None else self.head_dim ** -0.5

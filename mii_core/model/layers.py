@@ -1,0 +1,60 @@
+"""One decoder layer, wired as the spec's ``layout`` says. Residual adds are fused into the norms
+(the norm ops take the residual), so every layout threads ``(hidden, residual)`` through its layers.
+
+Engine parameters of layer i: ``layers.{i}.attn_norm.*``, ``layers.{i}.attn.*``
+(:class:`~mii_core.model.attention.Attention`), ``layers.{i}.mlp_norm.*`` (absent with a parallel
+layout on one norm), ``layers.{i}.mlp.*`` (:mod:`~mii_core.model.mlp`, :mod:`~mii_core.model.moe`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from mii_core.model.attention import Attention
+from mii_core.model.mlp import build_mlp
+from mii_core.model.parallel import Norm, ParallelContext
+from mii_core.model.spec import DecoderSpec
+
+Residual = Optional[torch.Tensor]
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        self.layout = spec.layout
+        self.attn_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
+        self.attn = Attention(spec, ctx, kernels, device, dtype)
+        self.mlp_norm = None
+        if spec.layout != "parallel" or spec.parallel_norms == 2:
+            self.mlp_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
+        self.mlp = build_mlp(spec, ctx, kernels, device, dtype)
+        self._forward = {"sequential": self._sequential, "parallel": self._parallel,
+                         "post_norm": self._post_norm}[spec.layout]
+
+    def forward(self, hidden: torch.Tensor, residual: Residual, batch, rope, kv_cache) -> tuple[torch.Tensor, Residual]:
+        """Returns (this layer's output, the residual stream before it); their sum is the hidden state."""
+        return self._forward(hidden, residual, batch, rope, kv_cache)
+
+    def _norm(self, norm: Norm, hidden: torch.Tensor, residual: Residual) -> tuple[torch.Tensor, torch.Tensor]:
+        return (norm(hidden), hidden) if residual is None else norm(hidden, residual)
+
+    def _sequential(self, hidden, residual, batch, rope, kv_cache):
+        normed, residual = self._norm(self.attn_norm, hidden, residual)
+        attn_out = self.attn(normed, batch, rope, kv_cache)
+        normed, residual = self.mlp_norm(attn_out, residual)
+        return self.mlp(normed), residual
+
+    def _parallel(self, hidden, residual, batch, rope, kv_cache):
+        normed, residual = self._norm(self.attn_norm, hidden, residual)
+        mlp_in = normed if self.mlp_norm is None else self.mlp_norm(residual)
+        return self.attn(normed, batch, rope, kv_cache) + self.mlp(mlp_in), residual
+
+    def _post_norm(self, hidden, residual, batch, rope, kv_cache):
+        # the residual stream is the normalised output: fold any pending residual in first
+        if residual is not None:
+            hidden = hidden + residual
+        normed, _ = self.attn_norm(self.attn(hidden, batch, rope, kv_cache), hidden)
+        out, _ = self.mlp_norm(self.mlp(normed), normed)
+        return out, None

@@ -1,0 +1,90 @@
+"""Mixture of experts: a router, top-k gating, and every expert's weights stacked in two tensors so
+that one fused kernel (the ``moe_experts`` op) can run all experts at once.
+
+Engine parameters: ``router.weight`` [E, H]; ``experts.gate_up`` [E, 2F, H] and ``experts.down``
+[E, H, F]. Checkpoint tensors load by shard id: ``"{e}.gate"`` / ``"{e}.up"`` / ``"{e}.down"`` for one
+expert's matrix (HF per-expert layout), ``"{e}"`` for one expert's fused [2F, H], None for the whole stack.
+Under tensor parallelism each rank holds a 1/N slice of every expert's F axis.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mii_core.model.mlp import GATED_ACTIVATIONS
+from mii_core.model.parallel import ParallelContext, ShardId, _copy_checked, _param
+from mii_core.model.spec import DecoderSpec
+
+
+class Experts(nn.Module):
+    def __init__(self, num_experts: int, hidden: int, intermediate: int, ctx: ParallelContext,
+                 device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        if intermediate % ctx.world_size:
+            raise ValueError(f"expert width {intermediate} does not divide over {ctx.world_size} ranks")
+        self.ctx, self.local_f = ctx, intermediate // ctx.world_size
+        self.gate_up = _param((num_experts, 2 * self.local_f, hidden), device, dtype)
+        self.down = _param((num_experts, hidden, self.local_f), device, dtype)
+        self.gate_up.weight_loader = self._load_gate_up
+        self.down.weight_loader = self._load_down
+
+    def _rank_slice(self, tensor: torch.Tensor, dim: int) -> torch.Tensor:
+        full = self.local_f * self.ctx.world_size
+        return tensor.narrow(dim, self.ctx.rank * self.local_f, self.local_f) if tensor.shape[dim] == full else tensor
+
+    def _load_gate_up(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: ShardId, name: str = "") -> None:
+        expert, part = _parse(shard_id)
+        if part is not None:  # one expert's gate or up matrix [F, H]
+            offset = 0 if part == "gate" else self.local_f
+            _copy_checked(param.data[expert].narrow(0, offset, self.local_f), self._rank_slice(loaded, 0), name)
+            return
+        experts = range(param.shape[0]) if expert is None else [expert]
+        stacked = loaded if expert is None else loaded[None]
+        if stacked.dim() != 3 or stacked.shape[1] % 2:
+            raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}; a fused expert "
+                             "gate|up tensor must be [2F, H] per expert or [E, 2F, H] for all")
+        gate, up = stacked.chunk(2, dim=1)
+        for index, e in enumerate(experts):
+            _copy_checked(param.data[e, :self.local_f], self._rank_slice(gate[index], 0), name)
+            _copy_checked(param.data[e, self.local_f:], self._rank_slice(up[index], 0), name)
+
+    def _load_down(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: ShardId, name: str = "") -> None:
+        expert, _part = _parse(shard_id)
+        target = param.data if expert is None else param.data[expert]
+        _copy_checked(target, self._rank_slice(loaded, loaded.dim() - 1), name)
+
+
+def _parse(shard_id: ShardId) -> tuple[int | None, str | None]:
+    if shard_id is None:
+        return None, None
+    expert, _, part = str(shard_id).partition(".")
+    return int(expert), (part if part in ("gate", "up") else None)
+
+
+class MoE(nn.Module):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        if spec.activation not in GATED_ACTIVATIONS:
+            raise ValueError(f"activation '{spec.activation}' is not supported for experts "
+                             f"(supported: {', '.join(GATED_ACTIVATIONS)})")
+        self.ctx, self.kernels, self.moe = ctx, kernels, spec.moe
+        self.activation = GATED_ACTIVATIONS[spec.activation]
+        self.router = nn.Module()
+        self.router.weight = _param((spec.moe.num_experts, spec.hidden_size), device, dtype)
+        self.router.weight.weight_loader = lambda p, t, _s, name="": _copy_checked(p.data, t, name)
+        self.experts = Experts(spec.moe.num_experts, spec.hidden_size, spec.intermediate_size, ctx, device, dtype)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        router_logits = nn.functional.linear(hidden, self.router.weight)
+        weights, ids = top_k_gating(router_logits, self.moe.experts_per_token, self.moe.renormalize)
+        out = self.kernels.moe_experts(hidden, weights, ids, self.experts.gate_up, self.experts.down, self.activation)
+        return self.ctx.all_reduce(out)
+
+
+def top_k_gating(router_logits: torch.Tensor, k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over all experts in float32, keep the k largest; renormalised they sum to 1 (Mixtral)."""
+    probs = torch.softmax(router_logits, dim=-1, dtype=torch.float32)
+    weights, ids = torch.topk(probs, k, dim=-1)
+    if renormalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights, ids

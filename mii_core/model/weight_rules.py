@@ -1,0 +1,86 @@
+"""Weight rules: where each checkpoint tensor goes in the engine model, and how it is reshaped on the way.
+
+A plugin declares ``weight_rules = {checkpoint pattern: rule}``. Patterns name the checkpoint tensor with
+placeholders ``{i}`` (layer index) and ``{e}`` (expert index); a rule is an engine parameter name, a
+``(name, shard)`` pair for one part of a fused parameter, or a :class:`Rule` when the tensor must be
+transposed (GPT-2's Conv1D stores [in, out]) or reordered (``transform``) first. A fused checkpoint
+tensor (q|k|v, gate|up) mapped with no shard is split by the parameter into its parts.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import torch
+
+from mii_core.model.parallel import ShardId
+from mii_core.model.spec import DecoderSpec
+
+Transform = Callable[[torch.Tensor, DecoderSpec], torch.Tensor]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    target: str                   # engine parameter name; may use the pattern's {i} / {e}
+    shard: ShardId = None         # part of a fused parameter ("q", "gate", "{e}.up"); None: the whole
+    transpose: bool = False       # the checkpoint stores the matrix as [in, out]
+    transform: Optional[Transform] = None  # applied before loading (after transpose), e.g. un-interleave q/k/v
+
+
+WeightRule = Union[str, tuple[str, ShardId], Rule]
+
+
+@dataclass(frozen=True, slots=True)
+class WeightTarget:
+    param_name: str
+    shard_id: ShardId
+    rule: Rule
+
+    def prepare(self, tensor: torch.Tensor, spec: DecoderSpec) -> torch.Tensor:
+        if self.rule.transpose:
+            if tensor.dim() != 2:
+                raise ValueError(f"a transpose rule needs a matrix, got shape {tuple(tensor.shape)}")
+            tensor = tensor.t()
+        return self.rule.transform(tensor, spec) if self.rule.transform is not None else tensor
+
+
+def as_rule(rule: WeightRule) -> Rule:
+    if isinstance(rule, Rule):
+        return rule
+    if isinstance(rule, str):
+        return Rule(rule)
+    target, shard = rule
+    return Rule(target, shard)
+
+
+class RuleTable:
+    """Compiled patterns; ``prefix`` is retried on names that lack it (hub checkpoints differ)."""
+
+    def __init__(self, rules: dict[str, WeightRule], prefix: str = "") -> None:
+        self.prefix = prefix
+        self.rules = {pattern: as_rule(rule) for pattern, rule in rules.items()}
+        self._compiled = [(re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>\\d+)", re.escape(p)) + "$"), r)
+                          for p, r in self.rules.items()]
+
+    def match(self, checkpoint_name: str) -> Optional[WeightTarget]:
+        names = [checkpoint_name]
+        if self.prefix and not checkpoint_name.startswith(self.prefix):
+            names.append(self.prefix + checkpoint_name)
+        for name in names:
+            for pattern, rule in self._compiled:
+                found = pattern.match(name)
+                if found:
+                    fill = found.groupdict()
+                    shard = rule.shard.format(**fill) if isinstance(rule.shard, str) else rule.shard
+                    return WeightTarget(rule.target.format(**fill), shard, rule)
+        return None
+
+    def expand(self, num_layers: int, num_experts: int) -> list[str]:
+        """Every checkpoint name the patterns describe for this model size."""
+        names = []
+        for pattern in self.rules:
+            layers = range(num_layers) if "{i}" in pattern else [0]
+            experts = range(num_experts) if "{e}" in pattern else [0]
+            names.extend(dict.fromkeys(pattern.format(i=i, e=e) for i in layers for e in experts))
+        return names
