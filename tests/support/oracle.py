@@ -9,7 +9,7 @@ import functools
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 # Greedy steps whose best and second-best logits are closer than this could flip between two
 # correct float32 implementations; fixtures (seeds, prompts) are chosen so none occur.
@@ -37,7 +37,7 @@ class HFOracle:
     def __init__(self, path):
         self.path = str(path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = LlamaForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
         self.eos_id = self.tokenizer.eos_token_id
 
     def encode(self, prompt: str) -> list[int]:
