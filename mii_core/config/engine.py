@@ -49,3 +49,5 @@ class TensorParallelConfig(StrictModel):
 class EngineConfig(StrictModel):
     tensor_parallel: TensorParallelConfig = Field(default_factory=TensorParallelConfig)
     state_manager: StateManagerConfig = Field(default_factory=StateManagerConfig)
+    # decode steps of up to this many sequences replay CUDA graphs captured at start-up (0: never)
+    cuda_graph_max_batch_size: int = Field(default=256, ge=0)

@@ -1,6 +1,7 @@
 """Builds an InferenceEngine from model options: checkpoint → policy → model → weights → KV cache."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from mii_core.model.parallel import ParallelContext
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.plugins import get_plugins
 from mii_core.plugins.manager import ALLOW_ENV
+
+log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -77,4 +80,10 @@ def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), 
         raise ValueError(f"no memory left for the KV cache ({shape.bytes_per_block} bytes a block); lower "
                          "memory_config.size in 'reserve' mode or free accelerator memory")
     engine = InferenceEngine(model, KVCache(shape, num_blocks, device), state_config, device)
+    log.info("KV cache: %d blocks of %d tokens (%.2f GB)", num_blocks, shape.block_size,
+             num_blocks * shape.bytes_per_block / 1e9)
+    graph_batch = config.inference_engine_config.cuda_graph_max_batch_size
+    if device.type == "cuda" and graph_batch > 0:
+        seconds = engine.capture_decode_graphs(graph_batch)
+        log.info("captured CUDA graphs for decode batches %s in %.1f s", engine.graphs.sizes, seconds)
     return BuiltEngine(engine, policy, model_path)

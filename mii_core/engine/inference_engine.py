@@ -22,6 +22,18 @@ class InferenceEngine:
         self.state = StateManager(self.allocator, self.block_size, config.max_tracked_sequences,
                                   config.max_context)
         self._kv_layers = kv_cache.layers()
+        self.graphs = None  # DecodeGraphs, when the builder captured them
+
+    def capture_decode_graphs(self, max_batch: int) -> float:
+        """Captures CUDA graphs of decode steps up to ``max_batch`` sequences; returns the seconds taken."""
+        from mii_core.engine.cuda_graphs import DecodeGraphs
+
+        max_blocks = -(-self.config.max_context // self.block_size)
+        graphs = DecodeGraphs(self.model, self._kv_layers, self.block_size, max_blocks, self.kv_cache.scratch_block,
+                              min(max_batch, self.config.max_ragged_sequence_count), self.device)
+        seconds = graphs.capture() if self.device.type == "cuda" else 0.0
+        self.graphs = graphs
+        return seconds
 
     @property
     def free_blocks(self) -> int:
@@ -41,12 +53,19 @@ class InferenceEngine:
         if len(set(uids)) != len(uids):
             raise ValueError("put got the same uid twice in one batch")
         states = [self.state.reserve(uid, len(tokens)) for uid, tokens in zip(uids, token_lists)]
-        batch = build_ragged_batch(token_lists, [s.seen_tokens for s in states], [s.blocks for s in states],
-                                   self.block_size, self.device)
-        logits = self.model(batch, self._kv_layers)
+        seen, tables = [s.seen_tokens for s in states], [s.blocks for s in states]
+        if self._graph_step(token_lists, tables):
+            logits = self.graphs.run([t[0] for t in token_lists], seen, tables)
+        else:
+            batch = build_ragged_batch(token_lists, seen, tables, self.block_size, self.device)
+            logits = self.model(batch, self._kv_layers)
         for state, tokens in zip(states, token_lists):
             state.seen_tokens += len(tokens)
         return logits
+
+    def _graph_step(self, token_lists: Sequence[Sequence[int]], tables: Sequence[Sequence[int]]) -> bool:
+        return (self.graphs is not None and all(len(t) == 1 for t in token_lists)
+                and self.graphs.fits(len(token_lists), max(len(t) for t in tables)))
 
     def flush(self, uid: int) -> None:
         """Forgets ``uid`` and frees its KV blocks."""

@@ -42,9 +42,10 @@ def blocks_for_budget(shape: KVCacheShape, memory: KVCacheMemoryConfig, device: 
 class KVCache:
     def __init__(self, shape: KVCacheShape, num_blocks: int, device: torch.device) -> None:
         self.shape, self.num_blocks = shape, num_blocks
+        self.scratch_block = num_blocks  # one extra block no sequence owns: padded rows of a graph write here
         # zeros, not empty: attention gives masked slots probability 0, and 0 × a NaN or Inf left in
         # never-written memory is NaN; every slot must hold a finite value from the start
-        self.data = torch.zeros(shape.num_layers, 2, num_blocks, shape.block_size, shape.num_kv_heads,
+        self.data = torch.zeros(shape.num_layers, 2, num_blocks + 1, shape.block_size, shape.num_kv_heads,
                                 shape.head_dim, dtype=shape.dtype, device=device)
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,109 @@
+"""CUDA graphs of decode-only steps, captured once for a ladder of batch sizes and replayed.
+
+A decode step at small batch is bound by kernel launches, not arithmetic: replaying one graph turns
+hundreds of launches into one. Each graph reads its inputs from static device buffers; a step of n
+sequences replays the smallest captured size >= n with the spare rows padded (token 0 at position 0,
+writing its K/V into a scratch block no sequence owns, attending over that block alone). Mixed steps
+(prompt chunks) run eagerly. Kernels used inside must not synchronise with the host.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import torch
+
+from mii_core.batch import RaggedBatch
+
+log = logging.getLogger(__name__)
+
+
+def batch_size_ladder(max_batch: int) -> list[int]:
+    """1, 2, 4, 8, 16, 24, 32, then every 32 up to ``max_batch`` (always included): a step of n sequences
+    pads to the next size, and a decode step costs about the same at 224 rows as at 256."""
+    sizes = [s for s in (1, 2, 4, 8, 16, 24) if s < max_batch]
+    sizes += list(range(32, max_batch, 32))
+    return sorted(set(sizes + [max_batch]))
+
+
+class DecodeGraphs:
+    def __init__(self, model: torch.nn.Module, kv_layers: list, block_size: int, max_blocks: int,
+                 scratch_block: int, max_batch: int, device: torch.device) -> None:
+        self.model, self.kv_layers, self.device = model, kv_layers, device
+        self.block_size, self.max_blocks, self.scratch_block = block_size, max_blocks, scratch_block
+        self.sizes = batch_size_ladder(max_batch)
+        largest = self.sizes[-1]
+        long = dict(dtype=torch.int64, device=device)
+        self.token_ids = torch.zeros(largest, **long)
+        self.positions = torch.zeros(largest, **long)
+        self.slot_mapping = torch.full((largest,), scratch_block * block_size, **long)
+        self.context_lens = torch.ones(largest, **long)
+        self.block_tables = torch.full((largest, max_blocks), scratch_block, **long)
+        self.arange = torch.arange(largest + 1, **long)
+        self._staging = torch.empty(4 * largest + largest * max_blocks, dtype=torch.int64,
+                                    pin_memory=device.type == "cuda")
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+
+    def static_batch(self, size: int) -> RaggedBatch:
+        return RaggedBatch(
+            token_ids=self.token_ids[:size], positions=self.positions[:size],
+            slot_mapping=self.slot_mapping[:size], query_start=self.arange[:size + 1],
+            query_lens=torch.ones_like(self.arange[:size]), context_lens=self.context_lens[:size],
+            block_tables=self.block_tables[:size], last_token_index=self.arange[:size],
+            decode_seqs=self.arange[:size], prefill_seqs=self.arange[:0],
+            max_query_len=1, max_context_len=self.max_blocks * self.block_size, max_prefill_context_len=0,
+            block_size=self.block_size)
+
+    def capture(self) -> float:
+        """Captures every size, largest first so the smaller graphs reuse its memory pool; returns seconds."""
+        start, pool = time.perf_counter(), None
+        stream = torch.cuda.Stream(self.device)
+        for size in reversed(self.sizes):
+            batch = self.static_batch(size)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):  # warm-up: lazy inits and autotuning stay out of the graph
+                self.model(batch, self.kv_layers)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self.outputs[size] = self.model(batch, self.kv_layers)
+            pool = graph.pool()
+            self.graphs[size] = graph
+        torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+    def fits(self, num_seqs: int, widest_table: int) -> bool:
+        return num_seqs <= self.sizes[-1] and widest_table <= self.max_blocks
+
+    def run(self, tokens: Sequence[int], seen_tokens: Sequence[int], tables: Sequence[Sequence[int]]) -> torch.Tensor:
+        """One decode step: ``tokens[i]`` is sequence i's single new token. Returns logits [n, vocab]."""
+        n = len(tokens)
+        size = next(s for s in self.sizes if s >= n)
+        width = max(len(t) for t in tables)
+        slots = [table[seen // self.block_size] * self.block_size + seen % self.block_size
+                 for table, seen in zip(tables, seen_tokens)]
+        host = self._staging
+        host[:4 * n] = torch.tensor([*tokens, *seen_tokens, *slots, *(s + 1 for s in seen_tokens)])
+        host_tables = host[4 * n:4 * n + n * width].view(n, width)
+        host_tables.copy_(torch.tensor([list(t) + [self.scratch_block] * (width - len(t)) for t in tables]))
+        fields = host[:4 * n].view(4, n).to(self.device, non_blocking=True)
+        self.token_ids[:n], self.positions[:n] = fields[0], fields[1]
+        self.slot_mapping[:n], self.context_lens[:n] = fields[2], fields[3]
+        self.block_tables[:n, :width] = host_tables.to(self.device, non_blocking=True)
+        self._pad(n, size)
+        if size in self.graphs:
+            self.graphs[size].replay()
+        else:  # not captured (CPU, or capture failed): the same padded step, run eagerly
+            self.outputs[size] = self.model(self.static_batch(size), self.kv_layers)
+        return self.outputs[size][:n]
+
+    def _pad(self, n: int, size: int) -> None:
+        if n == size:
+            return
+        self.token_ids[n:size] = 0
+        self.positions[n:size] = 0
+        self.slot_mapping[n:size] = self.scratch_block * self.block_size
+        self.context_lens[n:size] = 1
+        self.block_tables[n:size] = self.scratch_block
