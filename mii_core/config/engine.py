@@ -40,6 +40,8 @@ class StateManagerConfig(StrictModel):
     max_context: int = Field(default=8192, gt=0, description="longest sequence (prompt + output)")
     kv_block_size: Optional[int] = Field(default=None, gt=0, description="None: 64 for head size > 64, else 128")
     memory_config: KVCacheMemoryConfig = Field(default_factory=KVCacheMemoryConfig)
+    # full KV blocks are shared between sequences with the same prefix (off for sliding-window models)
+    enable_prefix_caching: bool = True
 
 
 class TensorParallelConfig(StrictModel):

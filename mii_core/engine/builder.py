@@ -79,7 +79,8 @@ def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), 
     if num_blocks < 1:
         raise ValueError(f"no memory left for the KV cache ({shape.bytes_per_block} bytes a block); lower "
                          "memory_config.size in 'reserve' mode or free accelerator memory")
-    engine = InferenceEngine(model, KVCache(shape, num_blocks, device), state_config, device)
+    prefix_caching = state_config.enable_prefix_caching and getattr(spec, "sliding_window", None) is None
+    engine = InferenceEngine(model, KVCache(shape, num_blocks, device), state_config, device, prefix_caching)
     log.info("KV cache: %d blocks of %d tokens (%.2f GB)", num_blocks, shape.block_size,
              num_blocks * shape.bytes_per_block / 1e9)
     graph_batch = config.inference_engine_config.cuda_graph_max_batch_size

@@ -8,6 +8,7 @@ import torch
 from mii_core.batch import build_ragged_batch
 from mii_core.engine.state_manager import SchedulingResult, StateManager
 from mii_core.kv_cache import BlockAllocator, KVCache
+from mii_core.kv_cache.prefix_cache import PrefixCache
 from mii_core.config.engine import StateManagerConfig
 
 
@@ -15,12 +16,13 @@ class InferenceEngine:
     """Owns the model, the KV cache and each sequence's cache state. Knows nothing of sampling."""
 
     def __init__(self, model: torch.nn.Module, kv_cache: KVCache, config: StateManagerConfig,
-                 device: torch.device) -> None:
+                 device: torch.device, prefix_caching: bool = False) -> None:
         self.model, self.kv_cache, self.config, self.device = model, kv_cache, config, device
         self.block_size = kv_cache.shape.block_size
         self.allocator = BlockAllocator(kv_cache.num_blocks)
+        prefix_cache = PrefixCache(self.allocator, self.block_size) if prefix_caching else None
         self.state = StateManager(self.allocator, self.block_size, config.max_tracked_sequences,
-                                  config.max_context)
+                                  config.max_context, prefix_cache)
         self._kv_layers = kv_cache.layers()
         self.graphs = None  # DecodeGraphs, when the builder captured them
 
@@ -59,8 +61,8 @@ class InferenceEngine:
         else:
             batch = build_ragged_batch(token_lists, seen, tables, self.block_size, self.device)
             logits = self.model(batch, self._kv_layers)
-        for state, tokens in zip(states, token_lists):
-            state.seen_tokens += len(tokens)
+        for uid, tokens in zip(uids, token_lists):
+            self.state.commit(uid, list(tokens))
         return logits
 
     def _graph_step(self, token_lists: Sequence[Sequence[int]], tables: Sequence[Sequence[int]]) -> bool:

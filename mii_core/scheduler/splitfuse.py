@@ -87,7 +87,10 @@ class Scheduler:
                 budget -= count
         while self.waiting and self._room(plan, budget) and len(self.running) < self.config.max_tracked_sequences:
             seq = self.waiting[0]
+            seq.num_computed = self.engine.state.adopt_prefix(seq.uid, seq.token_slice(0, seq.num_tokens))
             if self.engine.state.blocks_needed(seq.uid, seq.num_pending) > self.engine.free_blocks:
+                self.engine.flush(seq.uid)  # give any adopted prefix back until it can run
+                seq.num_computed = 0
                 return  # FCFS: later arrivals do not overtake the head
             count = min(seq.num_pending, budget)
             self.engine.state.reserve(seq.uid, count)
