@@ -5,31 +5,11 @@ import argparse
 import sys
 
 from mii_core.plugins import get_plugins
-from mii_core.plugins.manager import ALLOW_ENV
+from mii_core.plugins.report import format_report
 
 
 def list_plugins() -> int:
-    state = get_plugins()
-    print("Plugins loaded:")
-    for plugin in state.loaded:
-        print(f"  {plugin.name:<16} {plugin.distribution} {plugin.version}")
-    if not state.loaded:
-        print("  (none)")
-    print("Architectures (model_type -> policy):")
-    for entry in sorted(state.architectures.entries.values(), key=lambda e: e.name):
-        print(f"  {entry.name:<16} {entry.target}  [plugin {entry.plugin}]")
-    print("Kernels (op: implementation [devices] priority):")
-    for k in sorted(state.kernels.entries, key=lambda e: (e.op, -e.priority)):
-        print(f"  {k.op}: {k.name} [{', '.join(k.devices)}] {k.priority}  [plugin {k.plugin}]")
-    print("Transports:")
-    for entry in sorted(state.transports.entries.values(), key=lambda e: e.name):
-        print(f"  {entry.name:<16} {entry.target}  [plugin {entry.plugin}]")
-    if not state.transports.entries:
-        print("  (none)")
-    if state.skipped:
-        print(f"Not loaded ({ALLOW_ENV} restricts): {', '.join(state.skipped)}")
-    for name, reason in state.failed.items():
-        print(f"FAILED plugin '{name}': {reason}")
+    print(format_report(get_plugins()))
     return 0
 
 

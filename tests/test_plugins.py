@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+from support.fake_plugins import install_fake_plugin
+
 BROKEN_MODULE = "mii_broken_plugin_for_tests"
 
 
@@ -47,11 +49,9 @@ def test_disallowed_plugin_names_the_missing_one(checkpoint):
 
 def make_broken_distribution(folder):
     """A throwaway installed distribution whose plugin module raises on import."""
-    dist_info = folder / "mii_broken_plugin-0.0.0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: mii-broken-plugin\nVersion: 0.0.0\n")
-    (dist_info / "entry_points.txt").write_text(f"[mii_core.plugins]\nbroken = {BROKEN_MODULE}:plugin\n")
-    (folder / f"{BROKEN_MODULE}.py").write_text('raise ImportError("this plugin is broken on purpose")\n')
+    folder.mkdir(parents=True)
+    install_fake_plugin(folder, "broken", 'raise ImportError("this plugin is broken on purpose")\n',
+                        module=BROKEN_MODULE, distribution="mii-broken-plugin")
     return folder
 
 
