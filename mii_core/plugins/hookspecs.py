@@ -58,7 +58,7 @@ def mii_core_register_architectures(registry: "ArchitectureRegistry") -> None:
 
 @hookspec
 def mii_core_register_kernels(registry: "KernelRegistry") -> None:
-    """Offer implementations of engine ops (``blocked_attention``, ``rms_norm``, ...).
+    """Offer implementations of engine ops (``paged_attention``, ``rotary_write_kv``, ``rms_norm``, ...).
 
     ``registry.register(op, target, devices=("cpu", "cuda"), priority=0, name=None)``: ``target`` is
     a ``"package.module:function"`` string; ``name`` labels it in listings (default: the target).
