@@ -6,13 +6,20 @@ builder and oracle tests run even while the engine cannot be imported.
 
 from __future__ import annotations
 
+import os
 import re
 
-import pytest
 import torch
-import transformers
 
-from support.oracle import HFOracle
+# Without CUDA, Triton kernels run under Triton's interpreter. The switch is read when triton is first
+# imported (its own library functions are decorated then), and transformers imports it below.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import transformers  # noqa: E402
+
+from support.oracle import HFOracle  # noqa: E402
 from support.tiny_llama import VARIANTS, build_tiny_llama
 
 # Seeds chosen so that every reference run used by the tests is unambiguous (see

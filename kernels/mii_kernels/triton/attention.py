@@ -1,0 +1,369 @@
+"""Triton paged attention over the blocked KV cache for a ragged batch (contract: mii_core/model/ops.py).
+
+Two kernels share one inner loop (``_attend``, online softmax in float32 over key tiles gathered through
+the block table, so a tile needs no alignment with the cache's blocks):
+
+* ``_prefill_kernel`` serves every sequence with several new tokens. Its grid is flat over
+  (query tile, KV head): sequence s owns the tiles from ``query_start[s] // BLOCK_Q + s``, an upper
+  bound of the tiles before it, so the grid (``T // BLOCK_Q + S`` tiles) needs no host-side count and
+  each program finds its sequence by a binary search over ``query_start``.
+* ``_decode_kernel`` serves every single-token sequence (``batch.decode_seqs``) with a grid of
+  (decode, KV head, split). A long context is split into ``num_splits`` key ranges (flash-decoding) whose
+  partial results ``_reduce_kernel`` merges; the split count depends only on shapes (sequence count and
+  block-table width), so a decode step can be captured in a CUDA graph.
+
+A program loads each K/V tile once per KV head for all the query heads that share it (GQA/MQA): its rows
+are (query token, head of the group) pairs, the group padded to a power of two and masked.
+Keys outside ``[window start of the first row, context)`` are never loaded: blocks that left the window
+may belong to other sequences by now.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2_E = 1.4426950408889634
+NEG_BIG = tl.constexpr(-1.0e30)  # running max starts finite so a fully masked row never computes inf - inf
+
+# Launch settings, chosen by name (env MII_TRITON_ATTENTION_CONFIG or use_config()) so a benchmark can
+# compare them in one run. "*_large_d" applies when the padded head size exceeds 128.
+CONFIGS: dict[str, dict] = {
+    "default": dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefill_stages=3,
+                    prefill_block_m_large_d=64, prefill_block_n_large_d=32,
+                    decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
+                    decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
+                    decode_max_splits=64),
+    "small_tiles": dict(prefill_block_m=64, prefill_block_n=64, prefill_warps=4, prefill_stages=3,
+                        prefill_block_m_large_d=64, prefill_block_n_large_d=32,
+                        decode_block_n=32, decode_warps=4, decode_stages=4, decode_block_n_large_d=32,
+                        decode_splits=None, decode_min_keys_per_split=256, decode_target_waves=4,
+                        decode_max_splits=64),
+    "long_kv": dict(prefill_block_m=128, prefill_block_n=32, prefill_warps=8, prefill_stages=4,
+                    prefill_block_m_large_d=64, prefill_block_n_large_d=32,
+                    decode_block_n=128, decode_warps=8, decode_stages=3, decode_block_n_large_d=64,
+                    decode_splits=None, decode_min_keys_per_split=1024, decode_target_waves=2,
+                    decode_max_splits=32),
+}
+_active = dict(CONFIGS[os.environ.get("MII_TRITON_ATTENTION_CONFIG", "default")])
+
+
+def use_config(config: str | dict) -> dict:
+    """Selects a named config or overrides some keys of the active one; returns the previous one."""
+    global _active
+    previous = dict(_active)
+    if isinstance(config, str):
+        if config not in CONFIGS:
+            raise ValueError(f"unknown attention config '{config}'; choose one of {sorted(CONFIGS)}")
+        _active = dict(CONFIGS[config])
+    else:
+        unknown = set(config) - set(_active)
+        if unknown:
+            raise ValueError(f"unknown attention config keys {sorted(unknown)}; valid: {sorted(_active)}")
+        _active = {**_active, **config}
+    return previous
+
+
+@triton.jit
+def _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
+            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+            BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
+            MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+    """Online softmax of rows ``q`` [M, D_PAD] at positions ``q_pos`` over keys [key_lo, key_hi).
+
+    ``acc``, ``m_i``, ``l_i`` (unnormalised output, running max and sum, log2 domain) go in and come out
+    updated. Without ``MASKED`` the range must hold whole tiles every row sees: no mask is computed.
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D_PAD)
+    for start in tl.range(key_lo, key_hi, BLOCK_N, num_stages=NUM_STAGES):
+        keys = start + offs_n
+        key_ok = keys < key_hi
+        if MASKED:
+            block = tl.load(table_row + keys // BLOCK_SIZE, mask=key_ok, other=0)
+        else:
+            block = tl.load(table_row + keys // BLOCK_SIZE)
+        # masked keys and padded features read as 0, never as whatever (NaN) a foreign block holds
+        kv_mask = (key_ok if MASKED else keys >= 0)[:, None] & (offs_d[None, :] < D)
+        row = block[:, None] * stride_kb + (keys % BLOCK_SIZE)[:, None] * stride_kt + kv_head * stride_kh
+        if MASKED or D < D_PAD:
+            k = tl.load(k_cache + row + offs_d[None, :], mask=kv_mask, other=0.0)
+        else:
+            k = tl.load(k_cache + row + offs_d[None, :])
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        if MASKED:
+            visible = key_ok[None, :] & (keys[None, :] <= q_pos[:, None])
+            if USE_WINDOW:
+                visible = visible & (q_pos[:, None] - keys[None, :] < window)
+            s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        row = block[:, None] * stride_vb + (keys % BLOCK_SIZE)[:, None] * stride_vt + kv_head * stride_vh
+        if MASKED or D < D_PAD:
+            v = tl.load(v_cache + row + offs_d[None, :], mask=kv_mask, other=0.0)
+        else:
+            v = tl.load(v_cache + row + offs_d[None, :])
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _attend_range(q, q_pos, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi, kv_head,
+                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                  M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
+                  D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, NUM_STAGES: tl.constexpr,
+                  PRECISION: tl.constexpr):
+    """Keys [key_lo, key_hi), of which every row sees [full_lo, full_hi): whole tiles of that part run
+    without masks, the edges (window start, causal diagonal, context end) with them. Returns (acc, m, l)."""
+    m_i = tl.full([M], NEG_BIG, tl.float32)
+    l_i = tl.zeros([M], tl.float32)
+    acc = tl.zeros([M, D_PAD], tl.float32)
+    full_hi = full_lo + tl.maximum(full_hi - full_lo, 0) // BLOCK_N * BLOCK_N
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, key_lo, full_lo, kv_head,
+                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                            BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, 1, PRECISION)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, full_lo, full_hi, kv_head,
+                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                            BLOCK_N, BLOCK_SIZE, D, D_PAD, False, USE_WINDOW, NUM_STAGES, PRECISION)
+    return _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, full_hi, key_hi, kv_head,
+                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                   BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, 1, PRECISION)
+
+
+@triton.jit
+def _first_key(q_pos, window, USE_WINDOW: tl.constexpr):
+    if USE_WINDOW:
+        return tl.maximum(q_pos - window + 1, 0)
+    return q_pos * 0
+
+
+@triton.jit
+def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
+    """The last sequence s whose first tile ``query_start[s] // BLOCK_Q + s`` is <= ``tile``."""
+    lo = 0
+    hi = num_seqs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        first_tile = tl.load(query_start + mid).to(tl.int32) // BLOCK_Q + mid
+        if first_tile <= tile:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
+
+
+@triton.jit
+def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, num_seqs,
+                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
+                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
+                    USE_WINDOW: tl.constexpr, SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    tile = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    seq = _find_sequence(query_start, num_seqs, tile, BLOCK_Q)
+    q_start = tl.load(query_start + seq)
+    q_len = (tl.load(query_start + seq + 1) - q_start).to(tl.int32)
+    local = tile - (q_start.to(tl.int32) // BLOCK_Q + seq)
+    if local * BLOCK_Q >= q_len:
+        return
+    if SKIP_DECODES and q_len == 1:
+        return  # served by the decode kernel
+    context = tl.load(context_lens + seq).to(tl.int32)
+    rows = tl.arange(0, BLOCK_Q * G_PAD)
+    token = local * BLOCK_Q + rows // G_PAD
+    head = kv_head * G + rows % G_PAD
+    row_ok = (token < q_len) & (rows % G_PAD < G)
+    q_pos = tl.where(row_ok, context - q_len + token, -1)
+    offs_d = tl.arange(0, D_PAD)
+    q_off = (q_start + token).to(tl.int64)[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :]
+    io_mask = row_ok[:, None] & (offs_d[None, :] < D)
+    q_tile = tl.load(q + q_off, mask=io_mask, other=0.0)
+    first_pos = context - q_len + local * BLOCK_Q
+    last_pos = tl.minimum(first_pos + BLOCK_Q, context) - 1
+    table_row = block_tables + seq.to(tl.int64) * stride_bt
+    acc, m_i, l_i = _attend_range(q_tile, q_pos, k_cache, v_cache, table_row,
+                                  _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
+                                  first_pos + 1, last_pos + 1, kv_head,
+                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                                  BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, NUM_STAGES, PRECISION)
+    l_i = tl.where(l_i == 0.0, 1.0, l_i)
+    o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
+    tl.store(out + o_off, (acc / l_i[:, None]).to(out.dtype.element_ty), mask=io_mask)
+
+
+@triton.jit
+def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
+                   decode_seqs, num_splits, num_q_heads,
+                   stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
+                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                   G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                   D: tl.constexpr, D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
+                   NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+    index = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    seq = tl.load(decode_seqs + index)
+    token = tl.load(query_start + seq)
+    context = tl.load(context_lens + seq).to(tl.int32)
+    rows = tl.arange(0, G_PAD)
+    head = kv_head * G + rows
+    row_ok = rows < G
+    q_pos = tl.where(row_ok, context - 1, -1)
+    offs_d = tl.arange(0, D_PAD)
+    io_mask = row_ok[:, None] & (offs_d[None, :] < D)
+    q_tile = tl.load(q + token * stride_qt + head[:, None] * stride_qh + offs_d[None, :], mask=io_mask, other=0.0)
+    key_lo = _first_key(context - 1, window, USE_WINDOW)
+    key_hi = context
+    if SPLIT:  # an even share of this sequence's key tiles, whole tiles each
+        tiles_per_split = tl.cdiv(tl.cdiv(key_hi - key_lo, BLOCK_N), num_splits)
+        key_lo = key_lo + split * tiles_per_split * BLOCK_N
+        key_hi = tl.minimum(key_hi, key_lo + tiles_per_split * BLOCK_N)
+    table_row = block_tables + seq * stride_bt
+    acc, m_i, l_i = _attend_range(q_tile, q_pos, k_cache, v_cache, table_row, key_lo, key_lo, key_hi, key_hi,
+                                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                  qk_scale, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, NUM_STAGES,
+                                  PRECISION)
+    empty = l_i == 0.0
+    l_i = tl.where(empty, 1.0, l_i)
+    result = acc / l_i[:, None]
+    if SPLIT:
+        part = (index * num_q_heads + head) * num_splits + split
+        tl.store(part_out + part[:, None] * D + offs_d[None, :], result, mask=io_mask)
+        tl.store(part_lse + part, tl.where(empty, NEG_BIG, m_i + tl.log2(l_i)), mask=row_ok)
+    else:
+        o_off = token * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
+        tl.store(out + o_off, result.to(out.dtype.element_ty), mask=io_mask)
+
+
+@triton.jit
+def _reduce_kernel(out, part_out, part_lse, query_start, decode_seqs, num_splits, num_q_heads,
+                   stride_ot, stride_oh, SPLITS_PAD: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr):
+    index = tl.program_id(0)
+    head = tl.program_id(1)
+    token = tl.load(query_start + tl.load(decode_seqs + index))
+    splits = tl.arange(0, SPLITS_PAD)
+    offs_d = tl.arange(0, D_PAD)
+    split_ok = splits < num_splits
+    part = (index * num_q_heads + head) * num_splits + splits
+    lse = tl.load(part_lse + part, mask=split_ok, other=float("-inf"))
+    weight = tl.exp2(lse - tl.max(lse, 0))
+    weight = weight / tl.sum(weight, 0)
+    partial = tl.load(part_out + part[:, None] * D + offs_d[None, :],
+                      mask=split_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    result = tl.sum(partial * weight[:, None], 0)
+    tl.store(out + token * stride_ot + head * stride_oh + offs_d, result.to(out.dtype.element_ty),
+             mask=offs_d < D)
+
+
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch, scale: float,
+                    window: int | None = None) -> torch.Tensor:
+    _check_inputs(q, k_cache, v_cache, batch, window)
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    num_decodes = batch.decode_seqs.shape[0]
+    if num_decodes:
+        _launch_decode(out, q, k_cache, v_cache, batch, scale, window, num_decodes)
+    if num_decodes < batch.num_seqs:
+        _launch_prefill(out, q, k_cache, v_cache, batch, scale, window, skip_decodes=num_decodes > 0)
+    return out
+
+
+def _check_inputs(q, k_cache, v_cache, batch, window) -> None:
+    if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
+        raise ValueError(f"paged_attention takes q [T, Hq, D] and caches [blocks, block_size, Hkv, D]; got "
+                         f"q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)}, v_cache {tuple(v_cache.shape)}")
+    heads, dim = q.shape[1:]
+    if heads % k_cache.shape[2] or k_cache.shape[3] != dim or k_cache.shape[1] != batch.block_size:
+        raise ValueError(f"q heads {heads} must be a multiple of the cache's KV heads {k_cache.shape[2]}, head "
+                         f"sizes must match ({dim} vs {k_cache.shape[3]}) and the cache's block size "
+                         f"{k_cache.shape[1]} must be the batch's {batch.block_size}")
+    if dim > 256:
+        raise ValueError(f"the Triton paged_attention handles head sizes up to 256, not {dim}")
+    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or k_cache.dtype != q.dtype:
+        raise ValueError("the KV cache must be contiguous along the head size and have q's dtype")
+    if window is not None and window < 1:
+        raise ValueError(f"window must be None or a positive token count, not {window}")
+
+
+def _common_args(q, k_cache, v_cache, out, batch, scale, window):
+    strides = (out.stride(0), out.stride(1), q.stride(0), q.stride(1), batch.block_tables.stride(0),
+               *k_cache.stride()[:3], *v_cache.stride()[:3], scale * LOG2_E, window or 0)
+    dim = q.shape[2]
+    meta = dict(BLOCK_SIZE=batch.block_size, D=dim, D_PAD=max(16, triton.next_power_of_2(dim)),
+                USE_WINDOW=window is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+    return strides, meta
+
+
+def _launch_prefill(out, q, k_cache, v_cache, batch, scale, window, skip_decodes):
+    cfg = _active
+    strides, meta = _common_args(q, k_cache, v_cache, out, batch, scale, window)
+    large = meta["D_PAD"] > 128
+    group = q.shape[1] // k_cache.shape[2]
+    group_pad = triton.next_power_of_2(group)
+    block_m = cfg["prefill_block_m_large_d" if large else "prefill_block_m"]
+    block_q = max(block_m // group_pad, -(-16 // group_pad))  # tl.dot needs at least 16 rows
+    grid = (q.shape[0] // block_q + batch.num_seqs, k_cache.shape[2])
+    _prefill_kernel[grid](
+        out, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens, batch.num_seqs,
+        *strides, G=group, G_PAD=group_pad, BLOCK_Q=block_q,
+        BLOCK_N=cfg["prefill_block_n_large_d" if large else "prefill_block_n"], SKIP_DECODES=skip_decodes,
+        NUM_STAGES=cfg["prefill_stages"], num_warps=cfg["prefill_warps"], **meta)
+
+
+def _launch_decode(out, q, k_cache, v_cache, batch, scale, window, num_decodes):
+    cfg = _active
+    strides, meta = _common_args(q, k_cache, v_cache, out, batch, scale, window)
+    heads, kv_heads = q.shape[1], k_cache.shape[2]
+    group = heads // kv_heads
+    block_n = cfg["decode_block_n_large_d" if meta["D_PAD"] > 128 else "decode_block_n"]
+    splits = decode_splits(num_decodes, kv_heads, batch.block_tables.shape[1] * batch.block_size, window,
+                           q.device)
+    part_out = part_lse = out  # placeholders, unused without a split
+    if splits > 1:
+        part_out = torch.empty((num_decodes, heads, splits, q.shape[2]), dtype=torch.float32, device=q.device)
+        part_lse = torch.empty((num_decodes, heads, splits), dtype=torch.float32, device=q.device)
+    _decode_kernel[(num_decodes, kv_heads, splits)](
+        out, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens,
+        batch.decode_seqs, splits, heads, *strides,
+        G=group, G_PAD=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, SPLIT=splits > 1,
+        NUM_STAGES=cfg["decode_stages"], num_warps=cfg["decode_warps"], **meta)
+    if splits > 1:
+        _reduce_kernel[(num_decodes, heads)](
+            out, part_out, part_lse, batch.query_start, batch.decode_seqs, splits, heads, out.stride(0),
+            out.stride(1), SPLITS_PAD=triton.next_power_of_2(splits), D=meta["D"], D_PAD=meta["D_PAD"], num_warps=4)
+
+
+def decode_splits(num_decodes: int, kv_heads: int, max_keys: int, window: int | None,
+                  device: torch.device) -> int:
+    """How many key ranges each decode is split into: enough programs to fill the GPU, each with at least
+    ``decode_min_keys_per_split`` keys of the longest possible context. Shapes only, never the data: a
+    captured graph keeps its split count. A power of two, so few variants get compiled."""
+    cfg = _active
+    if cfg["decode_splits"] is not None:
+        return cfg["decode_splits"]
+    if window is not None:
+        max_keys = min(max_keys, window)
+    by_work = -(-max_keys // cfg["decode_min_keys_per_split"])
+    by_fill = -(-cfg["decode_target_waves"] * _multiprocessors(device) // (num_decodes * kv_heads))
+    splits = max(1, min(by_work, by_fill, cfg["decode_max_splits"]))
+    return 1 << (splits.bit_length() - 1)
+
+
+_SM_COUNTS: dict[int, int] = {}
+
+
+def _multiprocessors(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 8  # the interpreter: any small figure
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNTS:
+        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNTS[index]

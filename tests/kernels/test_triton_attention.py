@@ -1,0 +1,247 @@
+"""The Triton paged attention against the PyTorch reference op (mii_kernels.torch_ref), on random inputs.
+
+Without CUDA the kernels run under Triton's interpreter (tests/kernels/conftest.py) at small shapes and
+small tiles, so that even short sequences cross query-tile and key-tile edges; with CUDA they run at
+Llama-3-8B-like shapes in bf16 with the tuned tiles, against the reference computed in float32.
+
+Every case poisons what the kernel must not read: the kernel's copy of the cache holds NaN in every slot
+that is not a visible key of its sequence, and block-table entries of blocks that left the sliding window
+(and the tables' padding) point at a NaN block; the reference reads a clean cache and tables.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from mii_core.batch import RaggedBatch, build_ragged_batch
+from mii_core.plugins import get_plugins
+from mii_kernels.torch_ref.attention import paged_attention as reference
+from mii_kernels.triton import attention as triton_attention
+
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+DTYPE = torch.bfloat16 if CUDA else torch.float32
+TOLERANCE = dict(atol=1.5e-2, rtol=1e-2) if CUDA else dict(atol=1e-5, rtol=1e-4)
+POISON_BLOCK = 0
+SMALL_TILES = dict(prefill_block_m=16, prefill_block_n=16, decode_block_n=16,
+                   prefill_block_m_large_d=16, prefill_block_n_large_d=16, decode_block_n_large_d=16)
+TILES = {} if CUDA else SMALL_TILES
+
+
+def by_device(cpu, cuda):
+    return cuda if CUDA else cpu
+
+
+# (seen, new) per sequence: decodes and prompt chunks (with prior context), shuffled together
+MIXED = by_device(dict(decodes=3, decode_ctx=(1, 70), chunks=3, chunk_seen=(0, 30), chunk_new=(2, 24)),
+                  dict(decodes=60, decode_ctx=(1, 4096), chunks=4, chunk_seen=(0, 3000), chunk_new=(2, 1024)))
+DECODES = by_device(dict(decodes=5, decode_ctx=(1, 70)), dict(decodes=256, decode_ctx=(100, 2000)))
+PROMPTS = by_device(dict(chunks=3, chunk_seen=(0, 20), chunk_new=(10, 40)),
+                    dict(chunks=16, chunk_seen=(0, 2048), chunk_new=(200, 1024)))
+LLAMA_HEADS = by_device((4, 2, 64), (32, 8, 128))  # q heads, kv heads, head size
+
+
+def layout(seed, decodes=0, decode_ctx=(1, 1), chunks=0, chunk_seen=(0, 0), chunk_new=(2, 2)):
+    rng = random.Random(seed)
+    seqs = [(rng.randint(*decode_ctx) - 1, 1) for _ in range(decodes)]
+    seqs += [(rng.randint(*chunk_seen), rng.randint(*chunk_new)) for _ in range(chunks)]
+    rng.shuffle(seqs)
+    return seqs
+
+
+@dataclasses.dataclass
+class Case:
+    q: torch.Tensor
+    k: torch.Tensor                  # clean caches and batch: the reference's
+    v: torch.Tensor
+    batch: RaggedBatch
+    k_poisoned: torch.Tensor         # NaN outside the visible keys: the kernel's
+    v_poisoned: torch.Tensor
+    poisoned_tables: list[list[int]]
+    seqs: list[tuple[int, int]]
+    block_size: int
+    scale: float
+    window: int | None
+
+    def poisoned_batch(self, width: int | None = None) -> RaggedBatch:
+        tables = [list(t) for t in self.poisoned_tables]
+        if width is not None:
+            tables[0] += [POISON_BLOCK] * (width - len(tables[0]))
+        return ragged(self.seqs, tables, self.block_size)
+
+
+def ragged(seqs, tables, block_size) -> RaggedBatch:
+    return build_ragged_batch([[0] * new for _, new in seqs], [seen for seen, _ in seqs], tables, block_size,
+                              DEVICE)
+
+
+def make_case(seqs, q_heads, kv_heads, head_dim, block_size, window=None, seed=0) -> Case:
+    gen = torch.Generator(DEVICE).manual_seed(seed)
+    blocks_per_seq = [-(-(seen + new) // block_size) for seen, new in seqs]
+    num_blocks = 1 + sum(blocks_per_seq) + 2                   # block 0: poison; 2 spare blocks
+    order = (torch.randperm(num_blocks - 1, generator=torch.Generator().manual_seed(seed)) + 1).tolist()
+    tables = [order[sum(blocks_per_seq[:i]):sum(blocks_per_seq[:i + 1])] for i in range(len(seqs))]
+    shape = (num_blocks, block_size, kv_heads, head_dim)
+    k, v = (torch.randn(shape, generator=gen, device=DEVICE).to(DTYPE) for _ in range(2))
+    tokens = sum(new for _, new in seqs)
+    q = torch.randn((tokens, q_heads, head_dim), generator=gen, device=DEVICE).to(DTYPE)
+    visible_slots, poisoned_tables = [], []
+    for (seen, new), table in zip(seqs, tables):
+        first = max(0, seen - window + 1) if window else 0   # the first new token's window start
+        poisoned_tables.append([POISON_BLOCK if (i + 1) * block_size <= first else b for i, b in enumerate(table)])
+        positions = torch.arange(first, seen + new)
+        visible_slots.append(torch.tensor(table)[positions // block_size] * block_size + positions % block_size)
+    slots = torch.cat(visible_slots).to(DEVICE)
+    k_poisoned, v_poisoned = (torch.full_like(c, float("nan")) for c in (k, v))
+    for clean, poisoned in ((k, k_poisoned), (v, v_poisoned)):
+        poisoned.view(-1, kv_heads, head_dim)[slots] = clean.view(-1, kv_heads, head_dim)[slots]
+    return Case(q, k, v, ragged(seqs, tables, block_size), k_poisoned, v_poisoned, poisoned_tables, seqs,
+                block_size, head_dim ** -0.5, window)
+
+
+@contextmanager
+def config(**overrides):
+    previous = triton_attention.use_config({**TILES, **overrides})
+    try:
+        yield
+    finally:
+        triton_attention.use_config(previous)
+
+
+def expected(case: Case) -> torch.Tensor:
+    return reference(case.q.float(), case.k.float(), case.v.float(), case.batch, case.scale, case.window)
+
+
+def check(case: Case, q=None, batch=None, rows=None, **overrides) -> torch.Tensor:
+    q = case.q if q is None else q
+    with config(**overrides):
+        got = triton_attention.paged_attention(q, case.k_poisoned, case.v_poisoned,
+                                               batch or case.poisoned_batch(), case.scale, case.window)
+    assert got.dtype == q.dtype and got.shape == q.shape
+    want = expected(case)
+    torch.testing.assert_close(got[:rows].float(), want, **TOLERANCE)
+    return got
+
+
+HEAD_SHAPES = by_device(
+    cpu=[(4, 2, 64, 8), (4, 1, 80, 16), (2, 2, 128, 16)],
+    cuda=[(32, 8, 128, 16), (32, 8, 128, 64), (32, 8, 128, 128), (32, 1, 128, 16), (32, 32, 128, 16),
+          (32, 8, 64, 16), (32, 8, 80, 16), (32, 8, 96, 16), (32, 8, 256, 16)])
+
+
+@pytest.mark.parametrize("q_heads,kv_heads,head_dim,block_size", HEAD_SHAPES,
+                         ids=[f"hq{a}-hkv{b}-d{c}-bs{d}" for a, b, c, d in HEAD_SHAPES])
+def test_mixed_prompt_chunks_and_decodes(q_heads, kv_heads, head_dim, block_size):
+    check(make_case(layout(1, **MIXED), q_heads, kv_heads, head_dim, block_size, seed=block_size))
+
+
+def test_mixed_batch_with_the_default_tiles():
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    case = make_case(layout(2, **MIXED), q_heads, kv_heads, head_dim, 16)
+    with config(**triton_attention.CONFIGS["default"]):
+        check(case)
+
+
+def test_prompt_chunks_spanning_several_tiles():
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    check(make_case(layout(3, **PROMPTS), q_heads, kv_heads, head_dim, 16))
+
+
+@pytest.mark.parametrize("window", by_device([5, 23], [256, 1000]))
+def test_sliding_window_never_reads_blocks_that_left_it(window):
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    check(make_case(layout(4, **MIXED), q_heads, kv_heads, head_dim, by_device(8, 16), window=window))
+
+
+SPLIT_LAYOUTS = by_device(
+    cpu={"five": dict(decodes=5, decode_ctx=(1, 70))},
+    cuda={"one-1k": dict(decodes=1, decode_ctx=(1000, 1000)), "one-8k": dict(decodes=1, decode_ctx=(8000, 8000)),
+          "eight-4k": dict(decodes=8, decode_ctx=(1, 4096))})
+
+
+@pytest.mark.parametrize("layout_name", sorted(SPLIT_LAYOUTS))
+@pytest.mark.parametrize("splits", [2, 3, None])
+@pytest.mark.parametrize("window", [None, by_device(20, 700)])
+def test_decodes_split_over_the_context(layout_name, splits, window):
+    """Split-K decoding (more splits than some short contexts have tiles) merged by the reduce kernel;
+    None picks the count from the shapes (with a low keys-per-split floor on the CPU so that it splits)."""
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    case = make_case(layout(5, **SPLIT_LAYOUTS[layout_name]), q_heads, kv_heads, head_dim, 16, window=window)
+    floor = by_device(16, 512)
+    if splits is None:
+        with config(decode_min_keys_per_split=floor):
+            chosen = triton_attention.decode_splits(len(case.seqs), kv_heads, case.batch.block_tables.shape[1] * 16,
+                                                    window, DEVICE)
+        assert chosen > 1
+    check(case, decode_splits=splits, decode_min_keys_per_split=floor)
+
+
+@pytest.mark.parametrize("splits", [None, 4])
+def test_padded_graph_metadata(splits):
+    """A CUDA-graph decode step: extra sequences with one key in a scratch block, block tables padded to a
+    fixed width, and the batch's int fields stale (the decode path must use shapes only)."""
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    case = make_case(layout(6, **DECODES), q_heads, kv_heads, head_dim, 16)
+    scratch = case.k.shape[0] - 1                          # a spare block no sequence owns
+    pads = 3
+    seqs = case.seqs + [(0, 1)] * pads
+    tables = [list(t) for t in case.poisoned_tables] + [[scratch]] * pads
+    width = 2 * max(len(t) for t in tables)
+    tables[0] += [POISON_BLOCK] * (width - len(tables[0]))
+    padded = dataclasses.replace(ragged(seqs, tables, 16), max_query_len=0, max_context_len=0,
+                                 max_prefill_context_len=0)
+    q = torch.cat([case.q, torch.randn((pads, q_heads, head_dim), device=DEVICE).to(DTYPE)])
+    check(case, q=q, batch=padded, rows=len(case.seqs), decode_splits=splits)
+
+
+def test_q_as_a_strided_view_of_a_fused_projection():
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    case = make_case(layout(7, **MIXED), q_heads, kv_heads, head_dim, 16)
+    fused = torch.randn((case.q.shape[0], q_heads + 2 * kv_heads, head_dim), device=DEVICE).to(DTYPE)
+    fused[:, :q_heads] = case.q
+    check(case, q=fused[:, :q_heads])
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a GPU")
+def test_decode_step_replays_in_a_cuda_graph():
+    """Captured once with padded metadata, replayed after the step's context lengths changed in place."""
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    case = make_case(layout(8, **DECODES), q_heads, kv_heads, head_dim, 16)
+    static = case.poisoned_batch(width=case.batch.block_tables.shape[1] + 8)
+    run = lambda: triton_attention.paged_attention(case.q, case.k_poisoned, case.v_poisoned, static,  # noqa: E731
+                                                   case.scale, None)
+    run()  # compiles outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    shorter = [(max(0, seen - random.Random(i).randint(0, 50)), 1) for i, (seen, _) in enumerate(case.seqs)]
+    static.context_lens.copy_(torch.tensor([seen + 1 for seen, _ in shorter], device=DEVICE))
+    graph.replay()
+    torch.cuda.synchronize()
+    shorter_case = dataclasses.replace(case, batch=ragged(shorter, [list(t) for t in case.batch.block_tables.tolist()],
+                                                          16))
+    torch.testing.assert_close(out.float(), expected(shorter_case), **TOLERANCE)
+
+
+def test_registry_prefers_triton_on_cuda_only():
+    kernels = get_plugins().kernels
+    assert kernels.choose("paged_attention", "cuda").name == "triton.paged_attention"
+    assert kernels.choose("paged_attention", "cpu").name == "torch_ref.paged_attention"
+
+
+def test_bad_arguments_say_what_to_change():
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    case = make_case([(3, 1)], q_heads, kv_heads, head_dim, 16)
+    attend = triton_attention.paged_attention
+    with pytest.raises(ValueError, match="window"):
+        attend(case.q, case.k, case.v, case.batch, case.scale, 0)
+    with pytest.raises(ValueError, match="multiple"):
+        attend(case.q[:, :3], case.k, case.v, case.batch, case.scale)
+    with pytest.raises(ValueError, match="block size"):
+        attend(case.q, case.k[:, :8], case.v[:, :8], case.batch, case.scale)
+    with pytest.raises(ValueError, match="unknown attention config"):
+        triton_attention.use_config("no-such-config")
