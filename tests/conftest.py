@@ -6,10 +6,17 @@ builder and oracle tests run even while the engine cannot be imported.
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 import torch
+
+# Without CUDA the Triton kernels run under the interpreter. This must be set before triton's first
+# import, and transformers (below) imports torch._dynamo, which imports triton: so here, not in
+# tests/kernels/conftest.py.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 import transformers
 
 from support.oracle import HFOracle
