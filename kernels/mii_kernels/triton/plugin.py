@@ -1,7 +1,20 @@
-"""Registers the Triton kernels for CUDA above the PyTorch reference (priority 0)."""
+"""Registers the Triton kernels for CUDA at priority 10, above the PyTorch reference (priority 0).
+
+Registration names import targets only; triton itself is imported when an op is first resolved.
+"""
 from mii_core.plugins import hookimpl
+
+_OPS = {
+    "rms_norm": "mii_kernels.triton.norms:rms_norm",
+    "layer_norm": "mii_kernels.triton.norms:layer_norm",
+    "rotary_write_kv": "mii_kernels.triton.rotary:rotary_write_kv",
+    "gated_activation": "mii_kernels.triton.activations:gated_activation",
+    "moe_experts": "mii_kernels.triton.moe:moe_experts",
+    "paged_attention": "mii_kernels.triton.attention:paged_attention",
+}
 
 
 @hookimpl
 def mii_core_register_kernels(registry) -> None:
-    registry.register("paged_attention", "mii_kernels.triton.attention:paged_attention", devices=("cuda",), priority=10, name="triton.paged_attention")
+    for op, target in _OPS.items():
+        registry.register(op, target, devices=("cuda",), priority=10, name=f"triton.{op}")

@@ -1,0 +1,154 @@
+"""Times each Triton op of mii_kernels.triton against its PyTorch reference, on CUDA, at real shapes.
+
+    python3 benchmarks/kernel_bench_ops.py [--ops rms_norm,moe_experts] [--tokens 1,64,4096] [--graph] \
+        [--out $OUT/kernel_ops.json]
+
+Shapes: Llama-3-8B (hidden 4096, 32 query / 8 KV heads of 128, intermediate 14336) for the norms, the
+gated activation and rotary + KV write; Mixtral (hidden 4096, 8 experts of 14336, top-2) for the MoE.
+bfloat16. Each row prints the median time of the Triton op and of the reference (``triton.testing.do_bench``,
+L2 flushed between calls), the speed-up, the bandwidth the Triton op reaches over the bytes it must move,
+and for the MoE its TFLOP/s. ``--graph`` times under CUDA-graph replay instead (launch overhead left out);
+a reference that synchronises with the host (the MoE's) cannot be captured and is timed plainly, marked *.
+Each row also prints the largest difference from the reference relative to its largest value.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+HIDDEN, Q_HEADS, KV_HEADS, HEAD, FFN = 4096, 32, 8, 128, 14336
+EXPERTS, TOP_K, BLOCK_SIZE = 8, 2, 64
+DTYPE = torch.bfloat16
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ops", default="rms_norm,layer_norm,gated_activation,rotary_write_kv,moe_experts")
+    p.add_argument("--tokens", default="1,64,256,1024,4096", help="comma list of token counts T")
+    p.add_argument("--graph", action="store_true", help="time under CUDA-graph replay")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = p.parse_args(argv)
+    args.ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    args.tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
+    return args
+
+
+def rand(*shape, scale=1.0, dtype=DTYPE):
+    return (torch.randn(*shape, device="cuda") * scale).to(dtype)
+
+
+def norm_case(op, tokens):
+    """rms_norm / layer_norm with the residual add, as every decoder layer after the first calls them."""
+    x, residual, weight, bias = rand(tokens, HIDDEN), rand(tokens, HIDDEN), rand(HIDDEN), rand(HIDDEN)
+    if op == "rms_norm":
+        args = (x, weight, 1e-5)
+    else:
+        args = (x, weight, bias, 1e-5)
+    moved = (4 * tokens * HIDDEN + 2 * HIDDEN) * x.element_size()  # x, residual in; normed, summed out
+    return args, {"residual": residual}, moved, 0.0
+
+
+def gated_case(tokens):
+    x = rand(tokens, 2 * FFN, scale=3.0)
+    return (x, "silu"), {}, 3 * tokens * FFN * x.element_size(), 0.0
+
+
+def rotary_case(tokens):
+    qkv = rand(tokens, (Q_HEADS + 2 * KV_HEADS) * HEAD)
+    q, k, v = qkv.split([Q_HEADS * HEAD, KV_HEADS * HEAD, KV_HEADS * HEAD], dim=-1)
+    q, k, v = q.view(tokens, Q_HEADS, HEAD), k.view(tokens, KV_HEADS, HEAD), v.view(tokens, KV_HEADS, HEAD)
+    theta = torch.rand(tokens, HEAD // 2, device="cuda") * 100
+    cos, sin = (torch.cat((t, t), dim=-1).to(DTYPE) for t in (theta.cos(), theta.sin()))
+    blocks = tokens // BLOCK_SIZE + 8
+    k_cache = torch.zeros(blocks, BLOCK_SIZE, KV_HEADS, HEAD, dtype=DTYPE, device="cuda")
+    v_cache = torch.zeros_like(k_cache)
+    slots = torch.randperm(blocks * BLOCK_SIZE, device="cuda")[:tokens]
+    # q, k, v in; q out, k, v to the cache; cos and sin in
+    moved = (2 * Q_HEADS + 4 * KV_HEADS) * HEAD * tokens * q.element_size() + 2 * tokens * HEAD * cos.element_size()
+    return (q, k, v, cos, sin, HEAD, k_cache, v_cache, slots), {}, moved, 0.0
+
+
+def moe_case(tokens):
+    x = rand(tokens, HIDDEN)
+    logits = torch.randn(tokens, EXPERTS, device="cuda")
+    weights, ids = logits.softmax(dim=-1).topk(TOP_K, dim=-1)
+    w_gate_up = rand(EXPERTS, 2 * FFN, HIDDEN, scale=HIDDEN ** -0.5)
+    w_down = rand(EXPERTS, HIDDEN, FFN, scale=FFN ** -0.5)
+    used = ids.unique().numel()  # each expert that has a token streams its weights once
+    moved = (used * 3 * FFN * HIDDEN + 2 * tokens * HIDDEN) * x.element_size()
+    flops = 2.0 * tokens * TOP_K * 3 * FFN * HIDDEN
+    return (x, weights, ids, w_gate_up, w_down, "silu"), {}, moved, flops
+
+
+def build(op, tokens):
+    if op in ("rms_norm", "layer_norm"):
+        return norm_case(op, tokens)
+    return {"gated_activation": gated_case, "rotary_write_kv": rotary_case, "moe_experts": moe_case}[op](tokens)
+
+
+def implementations(op):
+    from importlib import import_module
+    module = {"rms_norm": "norms", "layer_norm": "norms", "gated_activation": "activations",
+              "rotary_write_kv": "rotary", "moe_experts": "moe"}[op]
+    return (getattr(import_module(f"mii_kernels.triton.{module}"), op),
+            getattr(import_module(f"mii_kernels.torch_ref.{module}"), op))
+
+
+def time_ms(fn, graph):
+    """Median milliseconds; under --graph the replay of a captured graph, if the op can be captured."""
+    from triton.testing import do_bench, do_bench_cudagraph
+    if graph:
+        try:
+            return do_bench_cudagraph(fn, rep=100, return_mode="median"), ""
+        except Exception:  # a host sync inside the op: capture is impossible
+            torch.cuda.synchronize()
+    return do_bench(fn, warmup=25, rep=100, return_mode="median"), "*" if graph else ""
+
+
+def first(result):
+    return result[0] if isinstance(result, tuple) else result
+
+
+def run_case(op, tokens, graph):
+    args, kwargs, moved, flops = build(op, tokens)
+    ours, reference = implementations(op)
+    got, want = first(ours(*args, **kwargs)).float(), first(reference(*args, **kwargs)).float()
+    error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+    ours_ms, _ = time_ms(lambda: ours(*args, **kwargs), graph)
+    ref_ms, mark = time_ms(lambda: reference(*args, **kwargs), graph)
+    return {"op": op, "tokens": tokens, "triton_ms": ours_ms, "reference_ms": ref_ms, "reference_mark": mark,
+            "speedup": ref_ms / ours_ms, "triton_gb_s": moved / ours_ms / 1e6,
+            "triton_tflop_s": flops / ours_ms / 1e9 if flops else None, "max_rel_diff": error}
+
+
+def print_row(row):
+    tflops = f"{row['triton_tflop_s']:8.1f}" if row["triton_tflop_s"] else " " * 8
+    print(f"{row['op']:18s} {row['tokens']:6d} {row['triton_ms']:10.4f} {row['reference_ms']:10.4f}"
+          f"{row['reference_mark']:1s} {row['speedup']:8.2f} {row['triton_gb_s']:9.0f} {tflops} "
+          f"{row['max_rel_diff']:10.2e}", flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("kernel_bench_ops.py needs a CUDA GPU")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bfloat16, "
+          f"{'CUDA-graph replay' if args.graph else 'plain launches'}")
+    print(f"{'op':18s} {'T':>6s} {'triton ms':>10s} {'ref ms':>10s}  {'speedup':>8s} {'GB/s':>9s} "
+          f"{'TFLOP/s':>8s} {'max diff':>10s}")
+    rows = []
+    for op in args.ops:
+        for tokens in args.tokens:
+            rows.append(run_case(op, tokens, args.graph))
+            print_row(rows[-1])
+            torch.cuda.empty_cache()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "graph": args.graph, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

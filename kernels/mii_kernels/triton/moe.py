@@ -1,0 +1,206 @@
+"""Fused mixture of experts: picks grouped by expert, then one grouped GEMM per projection.
+
+Contract (``mii_core.model.ops.moe_experts``): ``x`` [T, H] (any strides), ``topk_ids`` [T, k]
+integer, ``topk_weights`` [T, k] float, ``w_gate_up`` [E, 2F, H] and ``w_down`` [E, H, F] (any
+strides; contiguous along the last dimension is the fast case). Returns a new [T, H] tensor in x's dtype.
+Expert ids must lie in [0, E): an id outside is not checked (that would need a host sync) and its pick
+contributes nothing.
+
+Three launches and two small PyTorch ops, none of which synchronises with the host:
+1. ``_align_kernel`` (one program): counts the T·k picks per expert, pads each expert's run to a
+   multiple of BLOCK_M, writes ``sorted_picks`` (pick index, or the sentinel T·k on padding) and the
+   expert of every BLOCK_M block. Buffers have the static upper bound T·k + min(E, T·k)·(BLOCK_M - 1),
+   so the grids below never depend on the routing: blocks past the used ones exit at once.
+2. ``_gate_up_kernel``: per block, gate and up tiles of the block's expert on the gathered token rows,
+   float32 accumulation, then act(gate) · up, written to an intermediate [padded picks, F].
+3. ``_down_kernel``: the down projection of those rows, times the pick's routing weight, in float32 to
+   a per-pick buffer [T·k, H] (no atomics: the result does not depend on scheduling); the k picks of a
+   token are then summed in float32 and cast to x's dtype.
+Rounding follows the reference: gate/up and the down output are rounded to x's dtype where the
+PyTorch reference's matmuls round them.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from mii_kernels.triton.activations import activation_id, apply_activation
+
+
+@triton.jit
+def _owner(slots, padded_end):
+    """The expert whose padded run holds each slot: how many runs end at or before it."""
+    return tl.sum((padded_end[None, :] <= slots[:, None]).to(tl.int32), axis=1)
+
+
+@triton.jit
+def _align_kernel(ids_ptr, sorted_ptr, block_expert_ptr, picks, padded_len, num_blocks,
+                  BLOCK_M: tl.constexpr, E_PAD: tl.constexpr, CHUNK: tl.constexpr):
+    experts = tl.arange(0, E_PAD)
+    counts = tl.zeros([E_PAD], dtype=tl.int32)
+    for start in range(0, picks, CHUNK):
+        i = start + tl.arange(0, CHUNK)
+        ids = tl.load(ids_ptr + i, mask=i < picks, other=-1)
+        counts += tl.sum((ids[:, None] == experts[None, :]).to(tl.int32), axis=0)
+    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    padded_end = tl.cumsum(padded, axis=0)
+    padded_start = padded_end - padded
+    # each pick to the next free slot of its expert's run, in pick order (a stable counting sort)
+    seen = tl.zeros([E_PAD], dtype=tl.int32)
+    for start in range(0, picks, CHUNK):
+        i = start + tl.arange(0, CHUNK)
+        ids = tl.load(ids_ptr + i, mask=i < picks, other=-1)
+        onehot = (ids[:, None] == experts[None, :]).to(tl.int32)
+        slot = padded_start[None, :] + seen[None, :] + tl.cumsum(onehot, axis=0) - onehot
+        dest = tl.sum(tl.where(onehot > 0, slot, 0), axis=1)
+        tl.store(sorted_ptr + dest, i, mask=(i < picks) & (tl.sum(onehot, axis=1) > 0))
+        seen += tl.sum(onehot, axis=0)
+    # every other slot (the padding of each run and the unused tail) gets the sentinel; these are
+    # exactly the slots the loop above left alone, so no barrier is needed between the two
+    filled_end = padded_start + counts
+    for start in range(0, padded_len, CHUNK):
+        slots = start + tl.arange(0, CHUNK)
+        owner = _owner(slots, padded_end)
+        owner_end = tl.sum(tl.where(experts[None, :] == owner[:, None], filled_end[None, :], 0), axis=1)
+        tl.store(sorted_ptr + slots, picks, mask=(slots < padded_len) & (slots >= owner_end))
+    for start in range(0, num_blocks, CHUNK):
+        blocks = start + tl.arange(0, CHUNK)
+        tl.store(block_expert_ptr + blocks, _owner(blocks * BLOCK_M, padded_end), mask=blocks < num_blocks)
+
+
+@triton.jit
+def _tile(num_blocks, n_size, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(block, n tile) of this program, GROUP_M blocks at a time over every n tile (L2 reuse)."""
+    pid = tl.program_id(0)
+    n_tiles = tl.cdiv(n_size, BLOCK_N)
+    in_group = GROUP_M * n_tiles
+    first = (pid // in_group) * GROUP_M
+    rows = tl.minimum(num_blocks - first, GROUP_M)
+    return first + (pid % in_group) % rows, (pid % in_group) // rows
+
+
+@triton.jit
+def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
+                    hidden, features, stride_xt, stride_xh, stride_we, stride_wn, stride_wh,
+                    TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    GROUP_M: tl.constexpr, EVEN_K: tl.constexpr):
+    block, tile_n = _tile(num_blocks, features, BLOCK_N, GROUP_M)
+    expert = tl.load(block_expert_ptr + block).to(tl.int64)
+    if expert >= num_experts:
+        return
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    pick = tl.load(sorted_ptr + rows)
+    valid = pick < picks
+    token = (pick // TOP_K).to(tl.int64)
+    n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < features
+    k = tl.arange(0, BLOCK_K)
+    a_ptrs = x_ptr + token[:, None] * stride_xt + k[None, :] * stride_xh
+    gate_ptrs = w_ptr + expert * stride_we + n[None, :] * stride_wn + k[:, None] * stride_wh
+    up_ptrs = gate_ptrs + features * stride_wn
+    acc_gate = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, hidden, BLOCK_K):
+        k_ok = (k + k0 < hidden) if not EVEN_K else (k < BLOCK_K)
+        a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+        gate_w = tl.load(gate_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        up_w = tl.load(up_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc_gate = tl.dot(a, gate_w, acc_gate, input_precision=PRECISION)
+        acc_up = tl.dot(a, up_w, acc_up, input_precision=PRECISION)
+        a_ptrs += BLOCK_K * stride_xh
+        gate_ptrs += BLOCK_K * stride_wh
+        up_ptrs += BLOCK_K * stride_wh
+    dtype = out_ptr.dtype.element_ty
+    # rounded where the reference's gate_up matmul and activation round
+    gate = acc_gate.to(dtype).to(tl.float32)
+    up = acc_up.to(dtype).to(tl.float32)
+    hidden_act = (apply_activation(gate, ACTIVATION).to(dtype).to(tl.float32) * up).to(dtype)
+    tl.store(out_ptr + rows[:, None].to(tl.int64) * features + n[None, :], hidden_act, mask=n_ok[None, :])
+
+
+@triton.jit
+def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
+                 hidden, features, stride_we, stride_wh, stride_wf, PRECISION: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 GROUP_M: tl.constexpr, EVEN_K: tl.constexpr):
+    block, tile_n = _tile(num_blocks, hidden, BLOCK_N, GROUP_M)
+    expert = tl.load(block_expert_ptr + block).to(tl.int64)
+    if expert >= num_experts:
+        return
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    pick = tl.load(sorted_ptr + rows)
+    valid = pick < picks
+    n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < hidden
+    k = tl.arange(0, BLOCK_K)
+    a_ptrs = h_ptr + rows[:, None].to(tl.int64) * features + k[None, :]
+    w_ptrs = w_ptr + expert * stride_we + n[None, :] * stride_wh + k[:, None] * stride_wf
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, features, BLOCK_K):
+        k_ok = (k + k0 < features) if not EVEN_K else (k < BLOCK_K)
+        a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K * stride_wf
+    route = tl.load(route_ptr + pick, mask=valid, other=0.0).to(tl.float32)
+    weighted = acc.to(h_ptr.dtype.element_ty).to(tl.float32) * route[:, None]
+    tl.store(out_ptr + pick[:, None].to(tl.int64) * hidden + n[None, :], weighted, mask=valid[:, None] & n_ok[None, :])
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages) by the number of picks T·k: small
+# blocks for decode (the weights are streamed once per block), large ones for prefill. Untuned guesses
+# in the range vLLM's fused_moe defaults use; ``CONFIGS`` may be replaced after measuring.
+CONFIGS = ((64, (16, 64, 128, 1, 4, 4)), (1024, (32, 64, 64, 4, 4, 3)), (None, (64, 128, 64, 8, 8, 3)))
+
+
+def _config(picks: int) -> tuple[int, ...]:
+    return next(config for limit, config in CONFIGS if limit is None or picks <= limit)
+
+
+def _align(flat_ids: torch.Tensor, num_experts: int, block_m: int):
+    picks = flat_ids.numel()
+    padded_len = picks + min(num_experts, picks) * (block_m - 1)  # static bound: no host sync
+    num_blocks = triton.cdiv(padded_len, block_m)
+    sorted_picks = torch.empty(num_blocks * block_m, dtype=torch.int32, device=flat_ids.device)
+    block_expert = torch.empty(num_blocks, dtype=torch.int32, device=flat_ids.device)
+    e_pad = triton.next_power_of_2(num_experts)
+    chunk = min(triton.next_power_of_2(max(picks, num_blocks)), max(16, 8192 // e_pad))
+    _align_kernel[(1,)](flat_ids, sorted_picks, block_expert, picks, num_blocks * block_m, num_blocks,
+                        BLOCK_M=block_m, E_PAD=e_pad, CHUNK=chunk, num_warps=4)
+    return sorted_picks, block_expert, num_blocks
+
+
+def moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, w_gate_up: torch.Tensor,
+                w_down: torch.Tensor, activation: str) -> torch.Tensor:
+    code = activation_id(activation)
+    tokens, hidden = x.shape
+    num_experts, features = w_down.shape[0], w_down.shape[2]
+    if w_gate_up.shape != (num_experts, 2 * features, hidden) or w_down.shape[1] != hidden:
+        raise ValueError(f"w_gate_up {tuple(w_gate_up.shape)} and w_down {tuple(w_down.shape)} do not fit "
+                         f"x {tuple(x.shape)}: expected [E, 2F, H] and [E, H, F]")
+    top_k = topk_ids.shape[1]
+    picks = tokens * top_k
+    if picks == 0:
+        return torch.zeros_like(x)
+    block_m, block_n, block_k, group_m, warps, stages = _config(picks)
+    if x.element_size() == 4:
+        stages = min(stages, 2)  # float32 tiles take twice the shared memory (float32 is for tests)
+    sorted_picks, block_expert, num_blocks = _align(topk_ids.reshape(-1), num_experts, block_m)
+    precision = "ieee" if x.dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
+    activated = torch.empty((num_blocks * block_m, features), dtype=x.dtype, device=x.device)
+    grid = (num_blocks * triton.cdiv(features, block_n),)
+    _gate_up_kernel[grid](
+        x, w_gate_up, activated, sorted_picks, block_expert, picks, num_experts, num_blocks, hidden, features,
+        x.stride(0), x.stride(1), *w_gate_up.stride(), TOP_K=top_k, ACTIVATION=code, PRECISION=precision,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, EVEN_K=hidden % block_k == 0,
+        num_warps=warps, num_stages=stages)
+    per_pick = torch.empty((picks, hidden), dtype=torch.float32, device=x.device)
+    grid = (num_blocks * triton.cdiv(hidden, block_n),)
+    _down_kernel[grid](
+        activated, w_down, per_pick, topk_weights.reshape(-1), sorted_picks, block_expert, picks, num_experts,
+        num_blocks, hidden, features, *w_down.stride(), PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_K=block_k, GROUP_M=group_m, EVEN_K=features % block_k == 0, num_warps=warps, num_stages=stages)
+    return per_pick.view(tokens, top_k, hidden).sum(dim=1).to(x.dtype)

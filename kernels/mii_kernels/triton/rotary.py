@@ -1,0 +1,112 @@
+"""Rotary embedding of q and k fused with the write of k and v into their KV-cache blocks: one launch.
+
+Contract (``mii_core.model.ops.rotary_write_kv``), with what this kernel accepts:
+- ``q`` [T, Hq, D], ``k``/``v`` [T, Hkv, D]: any strides (views of one fused qkv output are the usual
+  case); Hq need not equal Hkv. D any size (64, 80, 96, 128, 256, ...).
+- ``cos``/``sin`` [T, rotary_dim] (any strides), HF's rotate-half layout, or None with ``rotary_dim`` 0.
+  ``rotary_dim`` even and at most D; features past it pass through unchanged (partial rotary).
+- ``k_cache``/``v_cache`` [num_blocks, block_size, Hkv, D], any strides; ``slot_mapping`` [T] integer.
+  A negative slot writes nothing: padding tokens of a captured CUDA graph may use -1.
+- Returns a new contiguous [T, Hq, D] tensor holding the rotated q; the inputs are not modified.
+The arithmetic rounds where the reference does: ``x * cos`` and ``rotate_half(x) * sin`` are each
+rounded to x's dtype before their sum (PyTorch's op-by-op order), so results match it bit for bit
+up to the last rounding of float32 products.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rotate_heads(src, dst, cos_row, sin_row, head0, heads, dim, rotary_dim, stride_sh, stride_sd,
+                  stride_dh, stride_dd, stride_cd, HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    """Copies heads [head0, head0 + BLOCK_H) of one token's row ``src`` to ``dst``, rotating the first
+    ``rotary_dim`` features of each."""
+    h = head0 + tl.arange(0, BLOCK_H)[:, None]
+    d = tl.arange(0, BLOCK_D)[None, :]
+    mask = (h < heads) & (d < dim)
+    x = tl.load(src + h * stride_sh + d * stride_sd, mask=mask, other=0.0)
+    if HAS_ROTARY:
+        dtype = x.dtype
+        half = rotary_dim // 2
+        rotated = d < rotary_dim
+        partner = tl.where(d < half, d + half, d - half)
+        sign = tl.where(d < half, -1.0, 1.0)
+        cos = tl.load(cos_row + d * stride_cd, mask=rotated, other=0.0).to(tl.float32)
+        sin = tl.load(sin_row + d * stride_cd, mask=rotated, other=0.0).to(tl.float32)
+        x_partner = tl.load(src + h * stride_sh + partner * stride_sd, mask=mask & rotated, other=0.0)
+        # rounded as PyTorch rounds ``x * cos + rotate_half(x) * sin`` in x's dtype
+        first = (x.to(tl.float32) * cos).to(dtype).to(tl.float32)
+        second = (sign * x_partner.to(tl.float32) * sin).to(dtype).to(tl.float32)
+        x = tl.where(rotated, (first + second).to(dtype), x)
+    tl.store(dst + h * stride_dh + d * stride_dd, x.to(dst.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
+                         q_heads, kv_heads, dim, rotary_dim, block_size,
+                         stride_qt, stride_qh, stride_qd, stride_kt, stride_kh, stride_kd,
+                         stride_vt, stride_vh, stride_vd, stride_ct, stride_cd,
+                         stride_kb, stride_ko, stride_kch, stride_kcd,    # k_cache
+                         stride_vb, stride_vo, stride_vch, stride_vcd,    # v_cache
+                         HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+    # grid: (token, head block); the first blocks hold q's heads, the rest k's and v's
+    token = tl.program_id(0).to(tl.int64)
+    head_block = tl.program_id(1)
+    q_blocks = tl.cdiv(q_heads, BLOCK_H)
+    cos_row = cos_ptr + token * stride_ct
+    sin_row = sin_ptr + token * stride_ct
+    if head_block < q_blocks:
+        _rotate_heads(q_ptr + token * stride_qt, q_out_ptr + token * q_heads * dim, cos_row, sin_row,
+                      head_block * BLOCK_H, q_heads, dim, rotary_dim, stride_qh, stride_qd, dim, 1, stride_cd,
+                      HAS_ROTARY, BLOCK_H, BLOCK_D)
+    else:
+        slot = tl.load(slot_ptr + token).to(tl.int64)
+        if slot >= 0:
+            head0 = (head_block - q_blocks) * BLOCK_H
+            block = slot // block_size
+            offset = slot % block_size
+            _rotate_heads(k_ptr + token * stride_kt, k_cache_ptr + block * stride_kb + offset * stride_ko,
+                          cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_kh, stride_kd,
+                          stride_kch, stride_kcd, stride_cd, HAS_ROTARY, BLOCK_H, BLOCK_D)
+            _rotate_heads(v_ptr + token * stride_vt, v_cache_ptr + block * stride_vb + offset * stride_vo,
+                          cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_vh, stride_vd,
+                          stride_vch, stride_vcd, stride_cd, False, BLOCK_H, BLOCK_D)
+
+
+def _check(q, k, v, cos, sin, rotary_dim, k_cache):
+    dim = q.shape[-1]
+    if rotary_dim % 2 or not 0 <= rotary_dim <= dim:
+        raise ValueError(f"rotary_dim must be even and between 0 and the head size {dim}, got {rotary_dim}")
+    if rotary_dim and (cos is None or sin is None):
+        raise ValueError("rotary_write_kv needs cos and sin when rotary_dim > 0")
+    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2] != dim:
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not fit together")
+    if k_cache.shape[2:] != k.shape[1:]:
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} does not hold heads of shape {tuple(k.shape[1:])}")
+
+
+def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin, rotary_dim: int,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:
+    _check(q, k, v, cos, sin, rotary_dim, k_cache)
+    tokens, q_heads, dim = q.shape
+    kv_heads = k.shape[1]
+    q_out = torch.empty((tokens, q_heads, dim), dtype=q.dtype, device=q.device)
+    if tokens == 0:
+        return q_out
+    block_d = triton.next_power_of_2(dim)
+    block_h = max(1, min(triton.next_power_of_2(max(q_heads, kv_heads)), 2048 // block_d))
+    grid = (tokens, triton.cdiv(q_heads, block_h) + triton.cdiv(kv_heads, block_h))
+    has_rotary = rotary_dim > 0
+    cos = cos if has_rotary else q  # unused pointers when there is no rotation
+    sin = sin if has_rotary else q
+    cos_strides = (cos.stride(0), cos.stride(1)) if has_rotary else (0, 0)
+    _rotary_write_kernel[grid](
+        q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping,
+        q_heads, kv_heads, dim, rotary_dim, k_cache.shape[1],
+        *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
+        HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=4)
+    return q_out
