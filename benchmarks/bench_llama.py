@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of " + ",".join(SYSTEMS))
     p.add_argument("--sections", default=None, help="comma list to run only these of: " + ",".join(n for n, *_ in PLAN))
     p.add_argument("--budgets", default="", help="override section budgets, e.g. ours=200,mixtral=60")
-    p.add_argument("--time-budget-s", type=float, default=530.0, help="the whole run (sections stop at it)")
+    p.add_argument("--time-budget-s", type=float, default=520.0, help="the whole run (sections stop at it)")
     p.add_argument("--w1-requests", type=int, default=None, help="default 256 (tiny: 8)")
     p.add_argument("--peer-w1-requests", type=int, default=64, help="HF peers run W1's first K requests")
     p.add_argument("--w2-repeats", type=int, default=3, help="timings per W2 length; the median counts")
@@ -161,7 +161,9 @@ class Runner:
         else:
             status = self._subprocess(name, ctx_path, part_path, end)
         self.res["sections"][name] = {"status": status, "seconds": time.time() - start, "budget_s": budget}
-        self._merge(name, part_path)
+        running = self._merge(name, part_path)
+        if running and status != "ok":
+            self.res["errors"][running] = f"section {name} {status} while this ran"
         self.log(f"section {name}: {status} after {time.time() - start:.1f}s")
         self.save()
 
@@ -190,7 +192,7 @@ class Runner:
                 part = json.load(f)
         except (OSError, ValueError) as e:
             self.res["errors"][name] = f"no results from the section: {type(e).__name__}: {e}"
-            return
+            return None
         self.res["figures"].update(part["figures"])
         self.res["errors"].update(part["errors"])
         self.res["skipped"] += part["skipped"]
@@ -199,6 +201,7 @@ class Runner:
             if key in info:
                 self.res[key] = info.pop(key)
         self.res["info"].update(info)
+        return part.get("running")
 
 
 def main(argv=None):

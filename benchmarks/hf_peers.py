@@ -70,6 +70,8 @@ def static_batches(model, wl, pad_id, batch=64, deadline=None):
         if new < max(want):
             cut = True
             break
+    if not started:
+        raise RuntimeError("no time left to start a batch")
     sync()
     secs = time.perf_counter() - t0
     head = wl.head(started)
@@ -141,6 +143,8 @@ def continuous_batching(model, wl, pad_id, deadline=None):
     errors = [r.error for r in done.values() if r.error is not None]
     pairs = [(done[i], m) for i, m in zip(ids, wl.max_new_tokens) if i in done]
     got = sum(min(len(r.generated_tokens), m) for r, m in pairs) + (partial or 0)
+    if got == 0:
+        raise RuntimeError(f"stopped at its time cap before any output was counted (warm-up took {warm_s:.0f}s)")
     short = sum(len(r.generated_tokens) < m for r, m in pairs)
     return {"seconds": secs, "requests": len(ids), "requests_completed": len(pairs), "requests_planned": len(ids),
             "cut_by_time_budget": cut, "in_flight_tokens_counted": partial,

@@ -47,6 +47,8 @@ class Phases:
             self.save()
             return None
         self.log(f"start {key}")
+        self.part["running"] = key  # what a section stopped at its time limit was doing
+        self.save()
         try:
             out = fn(*a)
         except Exception as e:  # noqa: BLE001 - one broken part must not hide the others' numbers
@@ -54,8 +56,10 @@ class Phases:
             sys.stdout.flush()
             self.part["errors"][key] = f"{type(e).__name__}: {e}"[:2000]
             self.log(f"FAILED {key}: {type(e).__name__}: {str(e)[:300]}")
+            self.part.pop("running", None)
             self.save()
             return None
+        self.part.pop("running", None)
         if isinstance(out, dict):
             self.part["figures"][key] = out
             brief = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()

@@ -13,10 +13,12 @@ def dtype_bytes(dtype):
 
 
 def read_rate(res):
-    """(bytes/s, source) for the memory bounds: the best read rate measured (the reduction, or the decode
-    chain at batch 1 if it read faster), so that a floor is never above what this device was seen to do."""
+    """(bytes/s, source) for the memory bounds: the fastest the device was seen to move bytes through its
+    memory in this run (the sum reduction, the copy counting read + write, or the decode chain at batch 1),
+    so that a floor is never above what this device showed it can do."""
     fig = res["figures"]
-    rates = {"sum reduction": fig.get("ceilings", {}).get("read_Bps")}
+    ceil = fig.get("ceilings", {})
+    rates = {"sum reduction": ceil.get("read_Bps"), "copy, read + write": ceil.get("copy_Bps")}
     b1 = fig.get("ceilings.decode_chain", {}).get("batches", {}).get("1")
     rates["decode chain, batch 1"] = b1 and b1["read_Bps"]
     rates = {k: v for k, v in rates.items() if v}

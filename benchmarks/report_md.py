@@ -9,7 +9,7 @@ def _table(head, body):
 def _main_table(res, peers, fmt):
     fl = res.get("floors", {})
     head = ["workload", "metric", "mii-core"] + [label for _, label in peers] + \
-        ["floor (bound)", "compute / memory bound", "mii-core ÷ floor", "mii-core vs peers"]
+        ["floor (bound)", "compute / memory bound", "mii-core time ÷ floor time", "mii-core vs peers"]
     body = []
     keys = {"W1": "W1", "W2": "W2", "W3": "W3", "Mixtral-shaped W1": "MOE_W1"}
     for r in res.get("table", []):
