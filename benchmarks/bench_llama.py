@@ -35,8 +35,8 @@ WORKLOADS = ("W1", "W2", "W3", "W4", "MOE")
 # the 2026-11-24/25 runs and add up to the default --time-budget-s; a smaller one scales them down.
 PLAN = (
     ("ceilings", 20, 5),
-    ("checkpoint", 45, 10),
-    ("decode_chain", 30, 10),
+    ("checkpoint", 40, 10),
+    ("decode_chain", 25, 10),
     ("ours", 130, 30),
     ("ours_prefix_alt", 40, 20),
     ("hf", 90, 30),
@@ -64,6 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--engine-kwargs", default="{}", help="JSON of keyword options for mii_core.pipeline")
     p.add_argument("--tiny", action="store_true", help="tiny float32 models on the CPU: smoke run")
     p.add_argument("--skip-ceilings", action="store_true")
+    p.add_argument("--moe-peer-alone", action="store_true",
+                   help="run the Mixtral-shaped HF peer even when no mii-core plugin serves mixtral")
     p.add_argument("--stub-engine", action="store_true", help="stand-in for mii_core (stub_engine.py): smoke only")
     p.add_argument("--in-process", action="store_true", help="sections in this process: no hard time limits")
     args = p.parse_args(argv)
@@ -75,13 +77,18 @@ def parse_args(argv=None):
     args.ckpt = args.ckpt or ("/tmp/llama-tiny-random" if args.tiny else "/tmp/llama3-8b-random")
     args.moe_ckpt = args.moe_ckpt or ("/tmp/mixtral-tiny-random" if args.tiny else "/tmp/mixtral-4l-random")
     args.budgets = {k: float(v) for k, v in (kv.split("=") for kv in args.budgets.split(",") if kv)}
+    names = {n for n, *_ in PLAN}
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()] if args.sections else None
+    unknown = (set(args.sections or ()) | set(args.budgets)) - names
+    if unknown:
+        p.error(f"unknown section(s) {sorted(unknown)}; the sections are {', '.join(n for n, *_ in PLAN)}")
     return args
 
 
 def chosen_sections(args):
-    """The sections the options ask for, in PLAN order."""
+    """The sections the options ask for, in PLAN order (the checkpoint with any that needs it)."""
     if args.sections:
-        wanted = {s.strip() for s in args.sections.split(",")}
+        wanted = set(args.sections) | ({"checkpoint"} if set(args.sections) - {"ceilings"} else set())
     else:
         ours, hf = "ours" in args.systems, {"hf_generate", "hf_cb"} & set(args.systems)
         wl = set(args.workloads)

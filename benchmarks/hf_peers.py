@@ -105,7 +105,7 @@ def static_cache_caller(model, prompt, n_new, pad_id):
     return call, call(n_new)
 
 
-def continuous_batching(model, wl, pad_id, deadline=None):
+def continuous_batching(model, wl, pad_id, deadline=None, small=False):
     """transformers' continuous batching (paged attention): per-request max_new_tokens with EOS disabled
     through the manager. Past `deadline` (a time.time() value) the manager is stopped; finished requests
     count, and the tokens unfinished ones had made (best effort, see _in_flight_tokens)."""
@@ -115,9 +115,13 @@ def continuous_batching(model, wl, pad_id, deadline=None):
                           eos_token_id=-1)
     hints = WorkloadHints(max_prompt_length=max(len(p) for p in wl.prompts),
                           max_generated_length=max(wl.max_new_tokens), num_requests=len(wl.prompts))
+    sizes = {}
+    if small:  # --tiny on a CPU: a few blocks, not a share of the host's memory
+        from transformers import ContinuousBatchingConfig
+        sizes["continuous_batching_config"] = ContinuousBatchingConfig(num_blocks=32, max_batch_tokens=512)
     t_enter = time.perf_counter()
     with model.continuous_batching_context_manager(generation_config=gc, block=True, timeout=30,
-                                                   workload_hints=hints) as mgr:
+                                                   workload_hints=hints, **sizes) as mgr:
         warm_s = time.perf_counter() - t_enter  # CUDA-graph capture, like our engine's warm-up: not timed
         attn = getattr(model.config, "_attn_implementation", None)
         sync()
@@ -134,10 +138,10 @@ def continuous_batching(model, wl, pad_id, deadline=None):
                 done[r.request_id] = r
             elif r is None and not mgr.is_running():
                 raise RuntimeError(f"generation thread stopped after {len(done)}/{len(ids)} requests")
+        want = dict(zip(ids, wl.max_new_tokens))
+        partial = _in_flight_tokens(mgr, want, done) if cut else 0  # read before the clock stops
         sync()
         secs = time.perf_counter() - t0
-        want = dict(zip(ids, wl.max_new_tokens))
-        partial = _in_flight_tokens(mgr, want, done) if cut else 0
         if cut:
             mgr.stop(block=True, timeout=10, hard_stop=True)
     errors = [r.error for r in done.values() if r.error is not None]

@@ -151,7 +151,7 @@ def hf_section(ph, ctx):
                      time.time() + share, min_s=10)
     if "hf_cb" in args.systems and w1 is not None:
         r = ph.phase("hf_cb.W1", hf_peers.continuous_batching, model, w1, pad_id, ph.deadline - CB_STOP_S,
-                     min_s=CB_STOP_S + 10)
+                     args.tiny, min_s=CB_STOP_S + 10)
         if r is None and "hf_cb.W1" in ph.part["errors"]:
             reason = ph.part["errors"]["hf_cb.W1"]
             if ph.phase("hf_cb.W1.generate_batch", hf_peers.generate_batch, model, w1, pad_id, min_s=30) is None:
@@ -197,10 +197,18 @@ def _has_architecture(model_type):
 
 
 def mixtral_section(ph, ctx):
-    """W1 on a Mixtral-shaped model (4 layers of Mixtral-8x7B): our engine if a plugin serves 'mixtral',
-    and HF generate (padded static batches, time-capped) as the peer."""
+    """W1 on a Mixtral-shaped model (4 layers of Mixtral-8x7B) with our engine and HF generate (padded static
+    batches, time-capped) as its peer; only when a plugin serves 'mixtral' (or with --moe-peer-alone)."""
     import checkpoint
     args = ctx.args
+    installed, note = _has_architecture("mixtral")
+    if "ours" in args.systems:
+        ph.record("ours.moe_plugin", {"installed": installed, "note": note})
+        if not installed:
+            ph.record("ours.moe_W1", {"unavailable": note})
+            if not args.moe_peer_alone:
+                ph.log(f"Mixtral-shaped W1 {note}; skipped (--moe-peer-alone runs the HF peer anyway)")
+                return
 
     def build():
         ck = checkpoint.build_mixtral(args.moe_ckpt, args.tiny, 0, ph.log)
@@ -210,18 +218,13 @@ def mixtral_section(ph, ctx):
         return
     ck = ph.part["info"]["moe_checkpoint"]
     wl = ctx.workload("W1", ck)
-    if "ours" in args.systems:
-        installed, note = _has_architecture("mixtral")
-        ph.record("ours.moe_plugin", {"installed": installed, "note": note})
-        if installed:
-            import ours
-            hf_reserve = ph.left() / 3 if "hf_generate" in args.systems else 0
-            ph.deadline -= hf_reserve  # our run must leave the peer its share
-            run_ours(ph, "ours_moe", ck["path"], ours.parse_kwargs(args.engine_kwargs),
-                     [("ours.moe_W1", lambda call: throughput(call, wl))], wl.prompts[0][:16])
-            ph.deadline += hf_reserve
-        else:
-            ph.record("ours.moe_W1", {"unavailable": note})
+    if "ours" in args.systems and installed:
+        import ours
+        hf_reserve = ph.left() / 3 if "hf_generate" in args.systems else 0
+        ph.deadline -= hf_reserve  # our run must leave the peer its share
+        run_ours(ph, "ours_moe", ck["path"], ours.parse_kwargs(args.engine_kwargs),
+                 [("ours.moe_W1", lambda call: throughput(call, wl))], wl.prompts[0][:16])
+        ph.deadline += hf_reserve
     if "hf_generate" in args.systems:
         import hf_peers
         model = _load_hf(ph, "hf_moe.load", ck["path"], args.tiny)

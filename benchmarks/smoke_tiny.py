@@ -31,7 +31,8 @@ def main():
             print(f"smoke: mii_core.pipeline not importable ({type(e).__name__}: {e}); using the stub", flush=True)
             use_stub = True
     import bench_llama
-    rc = bench_llama.main(["--tiny", "--out", OUT] + (["--stub-engine"] if use_stub else []) + argv)
+    rc = bench_llama.main(["--tiny", "--out", OUT, "--moe-peer-alone"] + (["--stub-engine"] if use_stub else [])
+                          + argv)
     with open(OUT) as f:
         res = json.load(f)
     missing = [k for k in EXPECTED if k not in res["figures"]]
