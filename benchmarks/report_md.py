@@ -21,7 +21,8 @@ def _main_table(res, peers, fmt):
         cells.append(f"{fmt(r['floor'])} ({r['bound']})" if r["floor"] else "–")
         cells.append(_bounds(r, f, fmt))
         cells.append(f"{r['x_floor']:.2f}×" if r["x_floor"] else "–")
-        cells.append(", ".join(f"{v:.1f}× {dict(peers)[s]}" for s, v in r["speedup_vs"].items()) or "–")
+        cells.append(", ".join(f"{v:.1f}× {dict(peers)[s]}" if v >= 1 else f"{v:.2f}× {dict(peers)[s]}"
+                               for s, v in r["speedup_vs"].items()) or "–")
         body.append(cells)
     return _table(head, body)
 
