@@ -1,8 +1,10 @@
-"""Random-weight Llama checkpoints in Hugging Face layout, built on the machine that benchmarks them.
+"""Random-weight checkpoints in Hugging Face layout, built on the machine that benchmarks them.
 
 Nothing can be downloaded on the GPU machine, so the Llama-3-8B shape is materialised tensor by tensor
 with torch.randn on the GPU (seconds, not minutes) and written as sharded safetensors plus an index,
 a config.json from LlamaConfig and a small local tokenizer. Our engine and the HF peers load the same folder.
+The Mixtral-shaped model (fewer layers) is built by transformers itself (MixtralForCausalLM, random init),
+so its files are in the hub's layout whatever transformers keeps in memory.
 """
 
 import json
@@ -23,6 +25,15 @@ TINY = dict(
     rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
     bos_token_id=510, eos_token_id=511,
 )
+# Mixtral-8x7B's shape with 4 of its 32 layers: 5.8e9 params, 11.6 GB in bf16; specials on top, as above
+MIXTRAL_4L = dict(
+    vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=4,
+    num_attention_heads=32, num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2,
+    max_position_embeddings=32768, rms_norm_eps=1e-5, tie_word_embeddings=False,
+    bos_token_id=31998, eos_token_id=31999,
+)
+TINY_MIXTRAL = dict(TINY, num_local_experts=4, num_experts_per_tok=2)
+del TINY_MIXTRAL["rope_theta"]
 WEIGHT_STD = 0.02  # like a real model's initializer_range; keeps activations finite through 32 layers
 SHARD_BYTES = 4 * 1024**3
 DONE_MARKER = ".bench_complete"
@@ -130,25 +141,58 @@ def build_checkpoint(path, tiny=False, seed=0, log=print):
     elem = torch.empty((), dtype=dtype).element_size()
     summary = dict(path=path, shape=shape, dtype=str(dtype), params_total=params,
                    params_matmul=params - embed, weight_bytes=params * elem, reused=True)
-    marker = os.path.join(path, DONE_MARKER)
     stamp = json.dumps({"shape": shape, "dtype": str(dtype), "seed": seed, "std": WEIGHT_STD}, sort_keys=True)
-    if os.path.exists(marker) and open(marker).read() == stamp:
-        log(f"checkpoint: reusing {path}")
+    if _reusable(path, stamp, log):
         return summary
     t0 = time.perf_counter()
-    os.makedirs(path, exist_ok=True)
-    for f in os.listdir(path):  # a half-written earlier build must not leave stale shards behind
-        if f.endswith(".safetensors") or f == DONE_MARKER:
-            os.remove(os.path.join(path, f))
     _save_config(path, shape, dtype)
     _save_tokenizer(path, shape)
     written = _save_weights(path, shape, dtype, device, seed)
     if device == "cuda":
         torch.cuda.empty_cache()  # engines size their KV cache from free memory: hand the cached blocks back
     assert written == summary["weight_bytes"], (written, summary["weight_bytes"])
-    with open(marker, "w") as f:
+    with open(os.path.join(path, DONE_MARKER), "w") as f:
         f.write(stamp)
     summary["reused"] = False
     summary["build_s"] = time.perf_counter() - t0
     log(f"checkpoint: built {path} ({written / 1e9:.2f} GB on {device}) in {summary['build_s']:.1f}s")
+    return summary
+
+
+def _reusable(path, stamp, log):
+    marker = os.path.join(path, DONE_MARKER)
+    if os.path.exists(marker) and open(marker).read() == stamp:
+        log(f"checkpoint: reusing {path}")
+        return True
+    os.makedirs(path, exist_ok=True)
+    for f in os.listdir(path):  # a half-written earlier build must not leave stale shards behind
+        if f.endswith(".safetensors") or f == DONE_MARKER:
+            os.remove(os.path.join(path, f))
+    return False
+
+
+def build_mixtral(path, tiny=False, seed=0, log=print):
+    """Builds (or reuses) a random Mixtral-shaped checkpoint (MIXTRAL_4L, or TINY_MIXTRAL in float32)."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+    shape = TINY_MIXTRAL if tiny else MIXTRAL_4L
+    dtype = torch.float32 if tiny else torch.bfloat16
+    device = "cpu" if tiny or not torch.cuda.is_available() else "cuda"
+    stamp = json.dumps({"shape": shape, "dtype": str(dtype), "seed": seed, "kind": "mixtral"}, sort_keys=True)
+    summary = dict(path=path, shape=shape, dtype=str(dtype), reused=True)
+    if not _reusable(path, stamp, log):
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = MixtralForCausalLM._from_config(MixtralConfig(**shape), dtype=dtype)
+        model.save_pretrained(path)
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        _save_tokenizer(path, shape)
+        with open(os.path.join(path, DONE_MARKER), "w") as f:
+            f.write(stamp)
+        summary.update(reused=False, build_s=time.perf_counter() - t0)
+        log(f"checkpoint: built {path} (Mixtral shape, {device}) in {summary['build_s']:.1f}s")
+    with open(os.path.join(path, "config.json")) as f:
+        summary["config"] = json.load(f)
     return summary

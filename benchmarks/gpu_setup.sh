@@ -1,10 +1,10 @@
-# Prepares the lent GPU machine for benchmarks/bench_llama.py. SOURCE it from the repository root, so that
-# PYTHONPATH stays set in the calling shell:
+# Prepares the lent GPU machine for benchmarks/bench_llama.py (and gpu_parity.py, profile_steps.py).
+# SOURCE it from the repository root, so that PYTHONPATH stays set in the calling shell:
 #
 #     . benchmarks/gpu_setup.sh || exit 1        (or `source`; the file is plain POSIX sh)
 #
 # Needs the `.whl` folder carried with the call (pydantic and its requirements, which the machine lacks;
-# nothing can be downloaded there). Installs them into /tmp/site, then our three distributions editable.
+# nothing can be downloaded there). Installs them into /tmp/site, then our distributions editable.
 # No `set -e` here: this file runs inside the caller's shell.
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
@@ -15,14 +15,20 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     || { echo "[setup] wheel install failed" >&2; return 1; }
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 
-echo "[setup] installing mii-core, kernels, architectures/llama (editable)"
-if ! python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . -e kernels -e architectures/llama; then
+# every architecture plugin in the tree (llama today; mixtral and others as they land)
+_mii_archs="" _mii_editable="-e . -e kernels"
+for _mii_d in architectures/*/; do
+    [ -f "$_mii_d/pyproject.toml" ] && _mii_archs="$_mii_archs ${_mii_d%/}" && _mii_editable="$_mii_editable -e ${_mii_d%/}"
+done
+echo "[setup] installing mii-core, kernels,$_mii_archs (editable)"
+# shellcheck disable=SC2086
+if ! python3 -m pip install -q --no-index --no-deps --no-build-isolation $_mii_editable; then
     # Fallback that needs no build backend: the sources on PYTHONPATH plus hand-written dist-info folders,
     # so that importlib.metadata still finds the plugins' entry points.
     echo "[setup] editable install failed; falling back to PYTHONPATH + generated dist-info" >&2
     python3 - <<'EOF' || return 1
-import os, tomllib
-for d in (".", "kernels", "architectures/llama"):
+import glob, os, tomllib
+for d in [".", "kernels"] + sorted(os.path.dirname(p) for p in glob.glob("architectures/*/pyproject.toml")):
     proj = tomllib.load(open(os.path.join(d, "pyproject.toml"), "rb"))["project"]
     name = proj["name"].replace("-", "_")
     info = f"/tmp/site/{name}-{proj['version']}.dist-info"
@@ -34,7 +40,8 @@ for d in (".", "kernels", "architectures/llama"):
             f.write(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n")
     print("[setup] wrote", info)
 EOF
-    export PYTHONPATH=$PWD:$PWD/kernels:$PWD/architectures/llama:$PYTHONPATH
+    for _mii_d in $_mii_archs; do PYTHONPATH=$PWD/$_mii_d:$PYTHONPATH; done
+    export PYTHONPATH=$PWD:$PWD/kernels:$PYTHONPATH
 fi
 
 python3 - <<'EOF'

@@ -1,58 +1,21 @@
-"""CPU smoke test of bench_llama.py on the tiny config.
+"""CPU smoke run of the whole benchmark (bench_llama.py --tiny): every section at toy shapes.
 
     python benchmarks/smoke_tiny.py [--stub] [extra bench_llama args]
 
-Uses the real mii_core when `mii_core.pipeline` imports (run from the repo root with
-PYTHONPATH=.:kernels:architectures/llama), else, or with --stub, a stand-in engine installed here only:
-it answers generate_tokens with HF greedy decoding, so every other part of the script runs for real.
+Uses the real mii_core when `mii_core.pipeline` imports (run from the repo root with the project installed,
+or PYTHONPATH=.:kernels:architectures/llama), else, or with --stub, the stand-in of stub_engine.py. Exits
+non-zero when a section failed or a figure is missing, so that it can gate a change to benchmarks/.
 """
 
+import json
 import os
 import sys
-import types
-from dataclasses import dataclass
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-@dataclass
-class _StubResult:
-    token_ids: list
-
-
-class _StubPipeline:
-    def __init__(self, path, **kwargs):
-        import torch
-        from transformers import AutoModelForCausalLM
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        self.destroyed = False
-
-    def generate_tokens(self, prompts, max_new_tokens, ignore_eos=False, do_sample=True, **kwargs):
-        import torch
-        if self.destroyed:
-            raise RuntimeError("pipeline was destroyed")
-        want = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
-        out = []
-        with torch.inference_mode():
-            for p, n in zip(prompts, want):
-                ids = torch.tensor([p])
-                gen = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                          min_new_tokens=n if ignore_eos else 0, do_sample=do_sample,
-                                          pad_token_id=0)
-                out.append(_StubResult(gen[0, len(p):].tolist()))
-        return out
-
-    def destroy(self):
-        self.destroyed = True
-        self.model = None
-
-
-def _install_stub():
-    stub = types.ModuleType("mii_core")
-    stub.pipeline = _StubPipeline
-    stub.__version__ = "smoke-test stub"
-    sys.modules["mii_core"] = stub
+OUT = "/tmp/bench-tiny.json"
+EXPECTED = ("ceilings", "ceilings.decode_chain", "ours.W1", "ours.W2", "ours.W3", "hf_generate.W1",
+            "hf_generate.W2", "hf_generate.W3", "hf_cb.W1", "hf_static.W2", "hf_generate.moe_W1")
 
 
 def main():
@@ -65,15 +28,18 @@ def main():
             mii_core.pipeline  # noqa: B018
             print("smoke: using the real mii_core", flush=True)
         except Exception as e:  # noqa: BLE001
-            print(f"smoke: mii_core.pipeline not importable ({type(e).__name__}: {e}); using the stub",
-                  flush=True)
+            print(f"smoke: mii_core.pipeline not importable ({type(e).__name__}: {e}); using the stub", flush=True)
             use_stub = True
-    if use_stub:
-        sys.modules.pop("mii_core", None)
-        _install_stub()
     import bench_llama
-    defaults = ["--tiny", "--workloads", "w1,w2,w3", "--w1-requests", "8", "--out", "/tmp/bench-tiny.json"]
-    return bench_llama.main(defaults + argv)
+    rc = bench_llama.main(["--tiny", "--out", OUT, "--moe-peer-alone"] + (["--stub-engine"] if use_stub else [])
+                          + argv)
+    with open(OUT) as f:
+        res = json.load(f)
+    missing = [k for k in EXPECTED if k not in res["figures"]]
+    bad = {n: s["status"] for n, s in res["sections"].items() if s["status"] != "ok"}
+    print(f"smoke: rc={rc}; sections not ok: {bad or 'none'}; errors: {list(res['errors']) or 'none'}; "
+          f"missing figures: {missing or 'none'}", flush=True)
+    return 1 if rc or bad or missing or res["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Workload inputs (W1, W2, W3 of shared/brief/performance.md) and the two device ceilings."""
+"""Workload inputs (W1-W3 of shared/brief/performance.md, W4 of issue 8): random token ids, fixed seeds.
+
+Ceilings are in ceilings.py, floors in floors.py.
+"""
 
 import random
-import statistics
 from dataclasses import dataclass
-
-import torch
 
 
 @dataclass
@@ -12,6 +12,7 @@ class Workload:
     name: str
     prompts: list  # list[list[int]]
     max_new_tokens: list  # list[int], one per prompt
+    shared_prefix_len: int = 0  # the first tokens of every prompt are the same (W4)
 
     @property
     def prompt_tokens(self):
@@ -22,7 +23,12 @@ class Workload:
         return sum(self.max_new_tokens)
 
     def head(self, k):
-        return Workload(self.name, self.prompts[:k], self.max_new_tokens[:k])
+        return Workload(self.name, self.prompts[:k], self.max_new_tokens[:k], self.shared_prefix_len)
+
+    def summary(self):
+        return {"requests": len(self.prompts), "prompt_tokens": self.prompt_tokens,
+                "output_tokens": self.output_tokens, "shared_prefix_len": self.shared_prefix_len,
+                "prompt_lens": [len(p) for p in self.prompts], "output_lens": list(self.max_new_tokens)}
 
 
 def _ids(rng, n, first_special):
@@ -51,57 +57,17 @@ def make_w3(first_special, tiny=False, seed=3456):
     return Workload("W3", [_ids(rng, n, first_special) for _ in range(count)], [1] * count)
 
 
-def _median_event_ms(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def make_w4(first_special, tiny=False, seed=4567):
+    """W4 shared prefix: 256 requests of one 1,000-token prefix + 50 distinct tokens, 64 new tokens each
+    (tiny: 8 requests of 160 + 8, 4 new; 160 fills one KV block of the tiny model, whose blocks hold 128)."""
+    rng = random.Random(seed)
+    count, prefix, own, new = (8, 160, 8, 4) if tiny else (256, 1000, 50, 64)
+    shared = _ids(rng, prefix, first_special)
+    return Workload("W4", [shared + _ids(rng, own, first_special) for _ in range(count)], [new] * count, prefix)
 
 
-def measure_ceilings(copy_bytes=4_000_000_000, mm=8192):
-    """Device-to-device copy bandwidth (bytes read + written) and bf16 matmul rate: medians of CUDA-event
-    timings on random data."""
-    if not torch.cuda.is_available():
-        return {"skipped": "no CUDA device"}
-    n = copy_bytes // 2
-    src = torch.randn(n, device="cuda", dtype=torch.bfloat16)
-    dst = torch.empty_like(src)
-    copy_ms = _median_event_ms(lambda: dst.copy_(src), warmup=3, reps=10)
-    del src, dst
-    a = torch.randn(mm, mm, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(mm, mm, device="cuda", dtype=torch.bfloat16)
-    mm_ms = _median_event_ms(lambda: torch.mm(a, b), warmup=5, reps=20)
-    del a, b
-    torch.cuda.empty_cache()
-    return {
-        "copy_bytes_moved": 2 * n * 2,
-        "copy_ms": copy_ms,
-        "bandwidth_Bps": 2 * n * 2 / (copy_ms / 1e3),
-        "matmul_shape": [mm, mm, mm],
-        "matmul_ms": mm_ms,
-        "matmul_flops": 2 * mm**3 / (mm_ms / 1e3),
-    }
-
-
-def floors(ceil, ckpt, w1=None, w3=None):
-    """Lower bounds from the ceilings: W2 ms/token, compute-bound tokens/s, and per-workload forms of it."""
-    if "bandwidth_Bps" not in ceil:
-        return {}
-    flop_per_token = 2 * ckpt["params_total"]
-    out = {
-        "w2_ms_per_token": ckpt["weight_bytes"] / ceil["bandwidth_Bps"] * 1e3,
-        "compute_tokens_per_s": ceil["matmul_flops"] / flop_per_token,
-    }
-    if w1 is not None:  # every prompt and output token passes the weights once
-        t = (w1.prompt_tokens + w1.output_tokens) * flop_per_token / ceil["matmul_flops"]
-        out["w1_output_tokens_per_s"] = w1.output_tokens / t
-    if w3 is not None:
-        out["w3_prompt_tokens_per_s"] = out["compute_tokens_per_s"]
-    return out
+def make(name, first_special, tiny=False, w1_requests=256):
+    """The named workload (W1-W4)."""
+    if name == "W1":
+        return make_w1(w1_requests, first_special, tiny)
+    return {"W2": make_w2, "W3": make_w3, "W4": make_w4}[name](first_special, tiny)

@@ -1,0 +1,139 @@
+"""Honest floors: the least time a workload can take on the measured ceilings, by compute and by memory.
+
+Pure arithmetic (no torch), so it is tested on the CPU against hand-worked cases (tests/test_bench_floors.py).
+
+The schedule assumed is the one with the fewest steps the workload allows: every request is in flight from
+the first step, all prompts are prefilled in that step (a shared prefix once), and request i then needs
+``out_i - 1`` decode steps, so the workload takes ``max(out)`` steps.
+
+- compute bound: 2 x (matmul params a token passes) per processed token, the LM head only for tokens whose
+  logits are sampled (one per output token), plus causal attention (4 x layers x heads x head_dim per key);
+  over the measured matmul rate.
+- memory bound: the streamed weights read once per step (an MoE step reads only the experts its tokens can
+  reach), plus every KV byte each decode step must read (a shared prefix once per step); over the measured
+  read bandwidth. KV writes, activations and the embedding gather are left out: this stays a lower bound.
+
+The larger of the two is the floor a figure is held against.
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the floors need to know about a model; ``from_config`` reads it from a config.json dict."""
+
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    dense_params: int  # matmul params every token passes, all layers (attention, dense MLP, router)
+    head_params: int  # LM head (vocab x hidden), run only for sampled positions
+    dtype_bytes: int
+    expert_params: int = 0  # all experts of all layers
+    experts: int = 1
+    top_k: int = 1
+    sliding_window: int = 0  # 0: full attention
+
+    @classmethod
+    def from_config(cls, cfg, dtype_bytes):
+        h, layers, heads = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+        kv_heads = cfg.get("num_key_value_heads") or heads
+        hd = cfg.get("head_dim") or h // heads
+        attn = h * heads * hd * 2 + h * kv_heads * hd * 2  # q and o, k and v
+        mlp = 3 * h * cfg["intermediate_size"]  # gate, up, down
+        experts = cfg.get("num_local_experts") or 1
+        moe = experts > 1
+        return cls(layers=layers, heads=heads, kv_heads=kv_heads, head_dim=hd,
+                   dense_params=layers * (attn + (h * experts if moe else mlp)),
+                   head_params=cfg["vocab_size"] * h, dtype_bytes=dtype_bytes,
+                   expert_params=layers * experts * mlp if moe else 0, experts=experts,
+                   top_k=cfg.get("num_experts_per_tok") or 1, sliding_window=cfg.get("sliding_window") or 0)
+
+    @property
+    def kv_bytes_per_token(self):
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+
+    @property
+    def streamed_weight_bytes(self):
+        """Weights a step touching every expert reads: every matmul weight (the embedding is only gathered)."""
+        return (self.dense_params + self.expert_params + self.head_params) * self.dtype_bytes
+
+    def active_params(self):
+        """Matmul params one token passes, LM head excluded."""
+        return self.dense_params + self.expert_params * self.top_k / self.experts
+
+    def step_weight_bytes(self, tokens):
+        """Weights one step with `tokens` tokens must read: the experts they can reach, at most all."""
+        reach = min(1.0, tokens * self.top_k / self.experts) if self.expert_params else 1.0
+        return (self.dense_params + self.head_params + self.expert_params * reach) * self.dtype_bytes
+
+    def attention_flops(self, keys):
+        return 4 * self.layers * self.heads * self.head_dim * keys
+
+
+def keys_attended(first_pos, end_pos, window=0):
+    """Sum over token positions first_pos..end_pos-1 of the keys each attends (itself included), causal;
+    with a sliding window, at most `window` each."""
+    def upto(n):  # sum_{k=1..n} min(k, window)
+        if n <= 0:
+            return 0
+        if not window or n <= window:
+            return n * (n + 1) // 2
+        return window * (window + 1) // 2 + (n - window) * window
+    return upto(end_pos) - upto(first_pos)
+
+
+def workload_floor(geo, prompt_lens, output_lens, matmul_flops, read_Bps, shared_prefix_len=0):
+    """Compute and memory bounds (seconds) of one workload under the fewest-steps schedule (module doc)."""
+    assert len(prompt_lens) == len(output_lens) > 0
+    assert all(p > shared_prefix_len for p in prompt_lens) and all(o >= 1 for o in output_lens)
+    P, w = shared_prefix_len, geo.sliding_window
+    prefill_tokens = P + sum(p - P for p in prompt_lens)
+    decode_tokens = sum(o - 1 for o in output_lens)
+    prefill_keys = keys_attended(0, P, w) + sum(keys_attended(P, p, w) for p in prompt_lens)
+    decode_keys = sum(keys_attended(p, p + o - 1, w) for p, o in zip(prompt_lens, output_lens))
+    active = geo.active_params()
+    prefill_flops = 2 * active * prefill_tokens + 2 * geo.head_params * len(prompt_lens) \
+        + geo.attention_flops(prefill_keys)
+    decode_flops = (2 * active + 2 * geo.head_params) * decode_tokens + geo.attention_flops(decode_keys)
+
+    steps = max(output_lens)
+    prefill_bytes = geo.step_weight_bytes(prefill_tokens)
+    decode_weight_bytes = decode_kv_bytes = 0
+    for j in range(1, steps):  # decode step j: request i is in it while j <= out_i - 1
+        live = [p for p, o in zip(prompt_lens, output_lens) if o - 1 >= j]
+        decode_weight_bytes += geo.step_weight_bytes(len(live))
+        decode_kv_bytes += decode_kv_tokens(live, j, P, w) * geo.kv_bytes_per_token
+    peak_kv_tokens = P + sum(p - P + o - 1 for p, o in zip(prompt_lens, output_lens))
+
+    out = {
+        "steps": steps, "decode_steps": steps - 1,
+        "prefill_tokens": prefill_tokens, "decode_tokens": decode_tokens,
+        "flops": prefill_flops + decode_flops, "attention_flops": geo.attention_flops(prefill_keys + decode_keys),
+        "weight_bytes_read": prefill_bytes + decode_weight_bytes, "kv_bytes_read": decode_kv_bytes,
+        "kv_bytes_peak": peak_kv_tokens * geo.kv_bytes_per_token,
+        "compute_s": (prefill_flops + decode_flops) / matmul_flops,
+        "memory_s": (prefill_bytes + decode_weight_bytes + decode_kv_bytes) / read_Bps,
+    }
+    if steps > 1:  # one decode step on average: the W2 form
+        out["decode_step_compute_s"] = decode_flops / matmul_flops / (steps - 1)
+        out["decode_step_memory_s"] = (decode_weight_bytes + decode_kv_bytes) / read_Bps / (steps - 1)
+        out["decode_step_s"] = max(out["decode_step_compute_s"], out["decode_step_memory_s"])
+    out["floor_s"] = max(out["compute_s"], out["memory_s"])
+    out["bound"] = "compute" if out["compute_s"] >= out["memory_s"] else "memory"
+    out["output_tokens_per_s"] = sum(output_lens) / out["floor_s"]
+    out["prompt_tokens_per_s"] = sum(prompt_lens) / out["floor_s"]
+    return out
+
+
+def decode_kv_tokens(prompt_lens, j, shared_prefix_len=0, window=0):
+    """KV entries decode step j must read: each request's keys (``p + j`` of them, at most `window`), the
+    shared prefix's once however many requests see it."""
+    shared = own = 0
+    for p in prompt_lens:
+        n = p + j
+        first = max(0, n - window) if window else 0  # first position in view
+        in_prefix = max(0, shared_prefix_len - first)
+        shared = max(shared, in_prefix)
+        own += n - first - in_prefix
+    return shared + own
