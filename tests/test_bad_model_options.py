@@ -28,7 +28,7 @@ def engine_options(state_manager=None, **sections):
         # unknown nested keys list the options of their own level, not the top-level ones
         (engine_options({"max_contxt": 64}),
          r"unknown option 'inference_engine_config\.state_manager\.max_contxt'; valid options here are: "
-         r"kv_block_size, max_context, "),
+         r"enable_prefix_caching, kv_block_size, max_context, "),
         (engine_options({"memory_config": {"mode": "allocate", "blocks": 4}}),
          r"unknown option '.*memory_config\.blocks'; valid options here are: cpu_budget_bytes, mode, size$"),
         # DeepSpeed keys mii-core does not honour yet are refused, not ignored
