@@ -31,8 +31,9 @@ def _check_encodable(index: int, prompt: str) -> None:
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"prompt {index} holds {prompt[exc.start]!r} at character {exc.start}, a lone surrogate "
-                         "that is not valid Unicode text; remove it or decode the source with errors='replace'") from None
+        raise ValueError(f"prompt {index} holds {prompt[exc.start]!r} at character {exc.start}, a lone "
+                         "surrogate that is not valid Unicode text; remove it or decode the source with "
+                         "errors='replace'") from None
 
 
 def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
