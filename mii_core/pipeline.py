@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any, Optional, Sequence as Seq, Union
 
 from tqdm.auto import tqdm
@@ -10,7 +11,8 @@ from mii_core.config import ModelConfig, validate_options
 from mii_core.engine.builder import build_engine
 from mii_core.engine.generation_loop import GenerationLoop
 from mii_core.loading.checkpoint import generation_eos_ids
-from mii_core.requests import build_sequence, generation_options, new_tokens_for, normalize_prompts
+from mii_core.requests import (LengthLimit, build_sequence, check_max_length, generation_options, new_tokens_for,
+                               normalize_prompts, tokenize_prompts)
 from mii_core.response import Response, TokenOutput
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
@@ -35,8 +37,8 @@ class Pipeline:
         eos_ids = [e for e in eos_ids if e is not None]
         self.stopper = StopChecker(self.tokenizer, eos_ids)
         self.loop = GenerationLoop(self.engine, Sampler(eos_ids, self.spec.vocab_size), self.stopper)
-        self.max_context = config.inference_engine_config.state_manager.max_context
-        self.default_max_length = config.max_length or min(self.spec.max_position_embeddings, self.max_context)
+        self.length_limits = self._length_limits()
+        check_max_length(config.max_length, self.length_limits)
         self._uids = itertools.count()
         self._destroyed = False
 
@@ -44,7 +46,8 @@ class Pipeline:
         self._check_alive()
         prompts = normalize_prompts(prompts)
         options = generation_options(generate_kwargs)
-        prompt_ids = [self.tokenizer(p)["input_ids"] for p in prompts]
+        refuse_streaming(options)
+        prompt_ids = tokenize_prompts(self.tokenizer, prompts)
         seqs = self._sequences(prompt_ids, options)
         self._run(seqs)
         return [self._response(prompt, seq, options.return_full_text) for prompt, seq in zip(prompts, seqs)]
@@ -59,6 +62,7 @@ class Pipeline:
         seqs = []
         for tokens, new_tokens in zip(token_lists, per_request, strict=True):
             options = generation_options({**generate_kwargs, "max_new_tokens": new_tokens})
+            refuse_streaming(options)
             seqs.extend(self._sequences([list(tokens)], options))
         self._run(seqs)
         return [TokenOutput(seq.generated_ids, seq.finish_reason) for seq in seqs]
@@ -80,11 +84,21 @@ class Pipeline:
         for ids in prompt_ids:
             if any(not 0 <= t < vocab for t in ids):
                 raise ValueError(f"token ids must lie in [0, {vocab})")
-        sequence_limit = min(self.max_context, self.engine.capacity_tokens)
-        new_tokens = [new_tokens_for(len(ids), options, self.default_max_length, sequence_limit)
+        new_tokens = [new_tokens_for(len(ids), options, self.config.max_length, self.length_limits)
                       for ids in prompt_ids]
         return [build_sequence(next(self._uids), ids, n, options, self.engine.device)
                 for ids, n in zip(prompt_ids, new_tokens)]
+
+    def _length_limits(self) -> list[LengthLimit]:
+        """What no sequence may pass: the model's positions, the engine's max_context, the KV cache."""
+        engine = self.engine
+        return [
+            LengthLimit(self.spec.max_position_embeddings, "the model's max_position_embeddings"),
+            LengthLimit(self.config.inference_engine_config.state_manager.max_context,
+                        "inference_engine_config.state_manager.max_context"),
+            LengthLimit(engine.capacity_tokens, f"the KV cache ({engine.kv_cache.num_blocks} blocks of "
+                        f"{engine.block_size} tokens; inference_engine_config.state_manager.memory_config)"),
+        ]
 
     def _run(self, seqs: list) -> None:
         show = len(seqs) >= PROGRESS_MIN_PROMPTS
@@ -102,11 +116,28 @@ class Pipeline:
             raise RuntimeError("this pipeline was destroyed (pipe.destroy()); create a new one with mii_core.pipeline()")
 
 
+def _as_text(path: Any) -> Any:
+    return os.fspath(path) if isinstance(path, os.PathLike) else path
+
+
+def refuse_streaming(options) -> None:
+    """The one place a pipeline call refuses ``stream=True`` (until the pipeline streams)."""
+    if options.stream:
+        raise ValueError("stream=True: streaming in mii_core.pipeline is not available yet; leave stream unset "
+                         "(or False) to get each whole response when it finishes")
+
+
 def pipeline(model_name_or_path: Optional[str] = None, model_config: Optional[dict] = None,
              all_rank_output: bool = False, **kwargs: Any) -> Pipeline:
     """Builds an in-process engine for ``model_name_or_path``; ``kwargs`` are model options."""
+    if model_config is not None and not isinstance(model_config, dict):
+        raise TypeError(f"model_config must be a dict of model options, got {type(model_config).__name__}")
     options = dict(model_config or {})
     if model_name_or_path is not None:
+        in_config = options.get("model_name_or_path")
+        if in_config is not None and _as_text(in_config) != _as_text(model_name_or_path):
+            raise ValueError(f"the model path is given twice and the two disagree: {model_name_or_path!r} "
+                             f"(positional) and model_config['model_name_or_path']={in_config!r}; give one")
         options["model_name_or_path"] = model_name_or_path
     options.update(kwargs, all_rank_output=all_rank_output)
     return Pipeline(validate_options(ModelConfig, options, "model options"))

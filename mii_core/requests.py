@@ -1,7 +1,8 @@
 """Checks a generation call's inputs and turns each prompt into a Sequence (all-or-nothing)."""
 from __future__ import annotations
 
-from typing import Any, Sequence as Seq, Union
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence as Seq, Union
 
 import torch
 
@@ -21,35 +22,82 @@ def normalize_prompts(prompts: Union[str, Seq[str]]) -> list[str]:
             raise TypeError(f"prompt {i} is a {type(prompt).__name__}; prompts must be strings")
         if prompt == "":
             raise ValueError(f"prompt {i} is an empty string; give it some text")
+        _check_encodable(i, prompt)
     return list(prompts)
+
+
+def _check_encodable(index: int, prompt: str) -> None:
+    """A lone surrogate (half of a UTF-16 pair, e.g. from a bad decode) is not text a tokenizer can read."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"prompt {index} holds {prompt[exc.start]!r} at character {exc.start}, a lone "
+                         "surrogate that is not valid Unicode text; remove it or decode the source with "
+                         "errors='replace'") from None
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids per prompt; a prompt that yields none is refused here, before the engine sees it."""
+    token_lists = [list(tokenizer(prompt)["input_ids"]) for prompt in prompts]
+    for i, (prompt, ids) in enumerate(zip(prompts, token_lists)):
+        if not ids:
+            raise ValueError(f"prompt {i} ({prompt!r}) becomes no tokens at all with this tokenizer; "
+                             "give it some text the tokenizer keeps")
+    return token_lists
 
 
 def generation_options(options: dict[str, Any]) -> GenerationConfig:
     return validate_options(GenerationConfig, options, "generation options")
 
 
-def new_tokens_for(prompt_len: int, options: GenerationConfig, default_max_length: int, max_context: int) -> int:
-    """How many tokens a request may generate, from max_new_tokens / max_length / the engine's limits.
+@dataclass(frozen=True)
+class LengthLimit:
+    """A hard ceiling on prompt + generated tokens, and where it comes from (for messages)."""
 
-    ``max_context`` is the most tokens one sequence can hold: the engine's max_context or the whole KV
-    cache, whichever is smaller. Left unset, max_new_tokens stops there; asked for, beyond it is an error.
+    tokens: int
+    source: str
+
+
+def sequence_ceiling(limits: list[LengthLimit]) -> LengthLimit:
+    return min(limits, key=lambda limit: limit.tokens)
+
+
+def check_max_length(max_length: Optional[int], limits: list[LengthLimit], where: str = "max_length") -> None:
+    """A max_length the user gave may not pass any hard ceiling (generation never runs past them)."""
+    for limit in limits:
+        if max_length is not None and max_length > limit.tokens:
+            raise ValueError(f"{where}={max_length} exceeds {limit.source} ({limit.tokens} tokens); "
+                             f"lower {where} to {limit.tokens} or less")
+
+
+def new_tokens_for(prompt_len: int, options: GenerationConfig, model_max_length: Optional[int],
+                   limits: list[LengthLimit]) -> int:
+    """How many tokens a request may generate (MII's rule; README, "Generation options").
+
+    max_length (this call's, else the model's, else the smallest hard ceiling) caps prompt + output;
+    max_new_tokens is capped by it. The hard ceilings (max_position_embeddings, max_context, the KV
+    cache) are never passed: an explicit max_length or max_new_tokens beyond one is an error.
     """
-    max_length = options.max_length or default_max_length
-    if prompt_len >= max_length:
-        raise ValueError(f"max_length ({max_length}) must exceed the prompt length ({prompt_len} tokens); "
-                         "raise max_length or shorten the prompt")
-    limit = max_length - prompt_len
+    check_max_length(options.max_length, limits)
+    ceiling = sequence_ceiling(limits)
+    given_max_length = options.max_length or model_max_length
+    if given_max_length is not None:
+        which = "max_length" if options.max_length else "the model's max_length"
+        if prompt_len >= given_max_length:
+            raise ValueError(f"{which} ({given_max_length}) must exceed the prompt length ({prompt_len} tokens); "
+                             "raise max_length or shorten the prompt")
+        room = given_max_length - prompt_len
+        return room if options.max_new_tokens is None else min(options.max_new_tokens, room)
+    if prompt_len >= ceiling.tokens:
+        raise ValueError(f"the prompt ({prompt_len} tokens) does not fit {ceiling.source} ({ceiling.tokens} tokens); "
+                         "shorten the prompt")
     if options.max_new_tokens is None:
-        if prompt_len >= max_context:
-            raise ValueError(f"the prompt ({prompt_len} tokens) fills the engine's sequence limit ({max_context} "
-                             "tokens: max_context or the KV cache size); shorten it or give the KV cache more memory")
-        return min(limit, max_context - prompt_len)
-    new_tokens = min(options.max_new_tokens, limit) if options.max_length else options.max_new_tokens
-    if prompt_len + new_tokens > max_context:
-        raise ValueError(f"prompt ({prompt_len} tokens) + max_new_tokens ({new_tokens}) exceeds the engine's "
-                         f"sequence limit ({max_context} tokens: max_context or the KV cache size, whichever is "
-                         "smaller); lower max_new_tokens, or raise max_context / the KV cache memory")
-    return new_tokens
+        return ceiling.tokens - prompt_len
+    if prompt_len + options.max_new_tokens > ceiling.tokens:
+        raise ValueError(f"prompt ({prompt_len} tokens) + max_new_tokens={options.max_new_tokens} exceeds "
+                         f"{ceiling.source} ({ceiling.tokens} tokens); lower max_new_tokens to at most "
+                         f"{ceiling.tokens - prompt_len}")
+    return options.max_new_tokens
 
 
 def build_sequence(uid: int, prompt_ids: list[int], max_new_tokens: int, options: GenerationConfig,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(repr=False)  # eq stays: two Responses with equal fields are equal
 class Response:
     generated_text: str
     prompt_length: int
@@ -12,6 +12,10 @@ class Response:
     finish_reason: str  # "stop" (EOS or a stop string), "length", or "none" for a stream chunk
 
     def __str__(self) -> str:
+        return self.generated_text
+
+    def __repr__(self) -> str:
+        """The text, as in MII, so that ``print(responses)`` shows the generated texts."""
         return self.generated_text
 
 

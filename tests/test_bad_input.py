@@ -43,6 +43,24 @@ def assert_still_serves(pipe, hf):
         ([PROMPT], dict(do_sample=True, top_p=1.5), "top_p"),
         ([PROMPT], dict(do_sample=True, top_k=0), "top_k"),
         ([PROMPT], dict(do_sample=True, temperature=0), "temperature"),
+        # values that would not silently change meaning or reach the engine as NaN / overflow
+        ([PROMPT], dict(temperature=float("inf")), "temperature"),
+        ([PROMPT], dict(top_p=float("nan")), "top_p"),
+        ([PROMPT], dict(stop=123), "stop"),
+        ([PROMPT], dict(stop=["ok", 5]), "stop"),
+        ([PROMPT], dict(seed=2**64), "seed"),
+        ([PROMPT], dict(seed=-1), "seed"),
+        ([PROMPT], dict(min_new_tokens=6, max_new_tokens=5), "min_new_tokens"),
+        # strict types: True is not 1, "no" is not False, 2.0 is not a token count
+        ([PROMPT], dict(max_new_tokens=True), "max_new_tokens"),
+        ([PROMPT], dict(top_k=True), "top_k"),
+        ([PROMPT], dict(do_sample="no"), "do_sample"),
+        ([PROMPT], dict(ignore_eos=1), "ignore_eos"),
+        ([PROMPT], dict(max_new_tokens=2.0), "max_new_tokens"),
+        ([PROMPT], dict(top_p="0.5"), "top_p"),
+        # not available in the pipeline yet: refused, never ignored
+        ([PROMPT], dict(stream=True), "(?i)stream"),
+        (["fine", "bad \ud800 text"], {}, r"prompt 1\b.*surrogate"),
     ],
     ids=lambda value: repr(value)[:40] if not isinstance(value, str) else value,
 )
@@ -52,6 +70,31 @@ def test_bad_request_is_rejected_and_pipeline_survives(gqa, prompts, options, na
         assert len(hf.encode(PROMPT)) == 4, "fixture: the max_length cases assume a 4-token prompt"
     with pytest.raises(USER_ERRORS, match=named):
         pipe(prompts, **options)
+    assert_still_serves(pipe, hf)
+
+
+def test_streaming_refusal_says_what_to_do(gqa):
+    _, pipe, hf = gqa
+    with pytest.raises(ValueError, match="streaming in mii_core.pipeline is not available yet") as failure:
+        pipe([PROMPT], stream=True)
+    assert "stream unset" in str(failure.value)
+    assert_still_serves(pipe, hf)
+
+
+def test_prompt_of_no_tokens_is_named_before_the_engine(gqa, tmp_path, pipeline):
+    """With a tokenizer that strips whitespace and adds no BOS, "   " becomes no tokens; the engine
+    once failed deep inside with "put got an empty token list", naming no prompt."""
+    path, pipe, hf = gqa
+    stripping = copy_checkpoint(path, tmp_path / "stripping-tokenizer")
+    tokenizer_file = stripping / "tokenizer.json"
+    tokenizer = json.loads(tokenizer_file.read_text())
+    tokenizer["normalizer"] = {"type": "Strip", "strip_left": True, "strip_right": True}
+    tokenizer["post_processor"] = None
+    tokenizer_file.write_text(json.dumps(tokenizer))
+    other = pipeline(stripping)
+    with pytest.raises(ValueError, match=r"prompt 1 \('   '\) becomes no tokens"):
+        other([PROMPT, "   "], do_sample=False, max_new_tokens=2)
+    assert other([PROMPT], do_sample=False, max_new_tokens=2)[0].generated_length == 2
     assert_still_serves(pipe, hf)
 
 

@@ -1,5 +1,9 @@
 """Stopping rules and output shaping: stop strings, length limits, min_new_tokens, ignore_eos."""
 
+import json
+import re
+import shutil
+
 import pytest
 
 import mii_core  # noqa: F401  (Response type checks below)
@@ -102,3 +106,137 @@ def test_str_of_response_is_its_text(gqa):
     [response] = pipe([PROMPT], **GREEDY)
     assert response.generated_text
     assert str(response) == response.generated_text
+
+
+def test_repr_of_response_is_its_text_and_equal_fields_compare_equal(gqa):
+    """As in MII: print(responses) shows the texts."""
+    pipe, _ = gqa
+    responses = pipe([PROMPT, "river"], **GREEDY)
+    assert repr(responses[0]) == responses[0].generated_text
+    assert str(responses) == f"[{responses[0].generated_text}, {responses[1].generated_text}]"
+    assert mii_core.Response("a b", 3, 2, "stop") == mii_core.Response("a b", 3, 2, "stop")
+    assert mii_core.Response("a b", 3, 2, "stop") != mii_core.Response("a b", 3, 2, "length")
+
+
+# --- stop strings with min_new_tokens -------------------------------------------------------------
+
+
+def tokens_until(hf, new_ids, found_in):
+    """How many generated tokens it takes until found_in(decoded text) holds."""
+    for count in range(1, len(new_ids) + 1):
+        if found_in(hf.tokenizer.decode(new_ids[:count], skip_special_tokens=True)):
+            return count
+    raise AssertionError("fixture problem: the stop string never appears")
+
+
+def min_tokens_floor(hf, reference, minimum):
+    """The text of the first `minimum` generated tokens, and its length (the min_new_tokens point)."""
+    floor_text = hf.tokenizer.decode(reference.new_ids[:minimum], skip_special_tokens=True)
+    assert reference.text.startswith(floor_text), "fixture: prefix decode must be a prefix of the text"
+    return len(floor_text)
+
+
+def test_stop_before_min_new_tokens_point_does_not_count(gqa):
+    """The issue's case (stop="d", min_new_tokens=5 gave empty text): a one-character stop string
+    that occurs before the min_new_tokens point and again after it cuts at the later occurrence."""
+    pipe, hf = gqa
+    minimum = 5
+    reference = hf.greedy(PROMPT, NEW_TOKENS, ignore_eos=True)
+    floor = min_tokens_floor(hf, reference, minimum)
+    early = reference.text[:floor]
+    stop = next(c for c in early if c.strip() and c in reference.text[floor:])
+    [response] = pipe([PROMPT], stop=stop, min_new_tokens=minimum, **GREEDY)
+    cut = reference.text.find(stop, floor)
+    expected_length = tokens_until(hf, reference.new_ids, lambda text: text.find(stop, floor) >= 0)
+    assert (response.generated_text, response.finish_reason) == (reference.text[:cut], "stop")
+    assert response.generated_length == expected_length
+    assert response.generated_text.startswith(early) and len(response.generated_text) > len(early)
+
+
+def test_stop_across_min_new_tokens_point_keeps_the_text_before_it(gqa):
+    """A match that starts before the min_new_tokens point and ends after it counts, but the cut
+    falls at that point: the text of the first min_new_tokens tokens is never shortened."""
+    pipe, hf = gqa
+    minimum = 5
+    reference = hf.greedy(PROMPT, NEW_TOKENS, ignore_eos=True)
+    floor = min_tokens_floor(hf, reference, minimum)
+    stop = reference.text[floor - 2 : floor + 2]
+    assert reference.text.find(stop, floor - len(stop) + 1) == floor - 2, "fixture: pick another span"
+    [response] = pipe([PROMPT], stop=stop, min_new_tokens=minimum, **GREEDY)
+    expected_length = tokens_until(hf, reference.new_ids, lambda text: text.find(stop, floor - 3) >= 0)
+    assert (response.generated_text, response.finish_reason) == (reference.text[:floor], "stop")
+    assert response.generated_length == expected_length
+
+
+# --- the length rule: max_length caps prompt + output; hard ceilings are never passed --------------
+
+
+def test_model_max_length_caps_max_new_tokens(checkpoint, oracle, pipeline):
+    """pipeline(M, max_length=64)("Seattle is", max_new_tokens=100) used to give 100 new tokens."""
+    path = checkpoint("gqa")
+    hf = oracle(path)
+    prompt_length = len(hf.encode(PROMPT))
+    pipe = pipeline(path, max_length=prompt_length + 7)
+    [response] = pipe([PROMPT], do_sample=False, max_new_tokens=100, ignore_eos=True)
+    assert (response.generated_length, response.finish_reason) == (7, "length")
+    assert response.generated_text == hf.greedy(PROMPT, 7, ignore_eos=True).text
+    [shorter] = pipe([PROMPT], do_sample=False, max_new_tokens=3, ignore_eos=True)
+    assert shorter.generated_length == 3
+
+
+def test_call_max_length_caps_max_new_tokens(gqa):
+    pipe, hf = gqa
+    prompt_length = len(hf.encode(PROMPT))
+    [response] = pipe([PROMPT], do_sample=False, max_length=prompt_length + 6, max_new_tokens=100, ignore_eos=True)
+    assert (response.generated_length, response.generated_text) == (6, hf.greedy(PROMPT, 6, ignore_eos=True).text)
+
+
+@pytest.fixture(scope="module")
+def short_positions(checkpoint, tmp_path_factory):
+    """The gqa checkpoint with max_position_embeddings 16 (default rope: the weights act the same)."""
+    folder = tmp_path_factory.mktemp("short-positions") / "model"
+    shutil.copytree(checkpoint("gqa"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 16
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_generation_stops_at_max_position_embeddings(short_positions, checkpoint, oracle, pipeline):
+    hf = oracle(checkpoint("gqa"))
+    room = 16 - len(hf.encode(PROMPT))
+    [response] = pipeline(short_positions)([PROMPT], do_sample=False, ignore_eos=True)
+    assert (response.generated_length, response.finish_reason) == (room, "length")
+    assert response.generated_text == hf.greedy(PROMPT, room, ignore_eos=True).text
+
+
+@pytest.mark.parametrize("options, quoted", [
+    (dict(max_new_tokens=100), "max_new_tokens=100"),
+    (dict(max_length=20), "max_length=20"),
+    (dict(max_length=20, max_new_tokens=5), "max_length=20"),
+])
+def test_asking_past_max_position_embeddings_names_both_numbers(short_positions, pipeline, options, quoted):
+    pipe = pipeline(short_positions)
+    with pytest.raises(ValueError, match=re.escape(quoted) + r".*max_position_embeddings \(16"):
+        pipe([PROMPT], do_sample=False, **options)
+    assert pipe([PROMPT], do_sample=False, max_new_tokens=2, ignore_eos=True)[0].generated_length == 2
+
+
+def test_model_max_length_past_max_position_embeddings_is_refused(short_positions):
+    with pytest.raises(ValueError, match=r"max_length=20 .*max_position_embeddings \(16"):
+        mii_core.pipeline(str(short_positions), max_length=20)
+
+
+def test_length_errors_quote_the_users_values(checkpoint, pipeline):
+    """max_length=290, max_new_tokens=300 once reported "max_new_tokens (239)", a derived number;
+    max_context=1 was reported as "max_length (1)", an option the user never gave."""
+    path = checkpoint("gqa")
+    pipe = pipeline(path, inference_engine_config={"state_manager": {"max_context": 256}})
+    with pytest.raises(ValueError, match=r"^max_length=290 exceeds inference_engine_config\.state_manager\."
+                                         r"max_context \(256 tokens\)"):
+        pipe([PROMPT], max_length=290, max_new_tokens=300)
+    tiny_context = pipeline(path, inference_engine_config={"state_manager": {"max_context": 1}})
+    with pytest.raises(ValueError) as failure:
+        tiny_context([PROMPT], do_sample=False)
+    message = str(failure.value)
+    assert "max_context (1 tokens)" in message and "max_length" not in message

@@ -1,31 +1,44 @@
-"""Engine knobs, shaped like DeepSpeed's RaggedInferenceEngineConfig (``inference_engine_config``)."""
+"""Engine knobs, shaped like DeepSpeed's RaggedInferenceEngineConfig (``inference_engine_config``).
+
+DeepSpeed keys that mii-core does not honour yet (``tensor_parallel.tp_size`` above 1,
+``state_manager.offload``, ``quantization.quantization_mode``) are recognised and refused, never ignored.
+"""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictInt, model_validator
 
 from mii_core.config.base import StrictModel
+
+
+def refuse_unsupported(option: str, value: Any, default: Any, coming: str) -> None:
+    """One message shape for a DeepSpeed option that is recognised but not implemented yet."""
+    if value != default:
+        raise ValueError(f"{option}={value!r} is not supported yet ({coming}); leave it at {default!r}")
 
 
 class KVCacheMemoryConfig(StrictModel):
     """How much memory the blocked KV cache takes.
 
     ``fraction``: that share of the accelerator memory still free after the weights are loaded
-    (on CPU: ``cpu_budget_bytes``). ``reserve``: leave ``size`` bytes free, take the rest (DeepSpeed's
-    default mode). ``allocate``: exactly ``size`` blocks, on any device.
+    (on CPU: ``cpu_budget_bytes``). ``reserve``: leave ``size`` bytes of accelerator memory free, take
+    the rest (DeepSpeed's default mode; accelerators only). ``allocate``: exactly ``size`` blocks (an
+    integer), on any device.
     """
 
     mode: Literal["fraction", "reserve", "allocate"] = "fraction"
-    size: Optional[float] = Field(default=None, gt=0)
+    # StrictInt first: 5 stays an int (a block count), 1.7 stays a float (and is refused for 'allocate')
+    size: Optional[Union[StrictInt, float]] = Field(default=None, gt=0, allow_inf_nan=False)
     cpu_budget_bytes: int = Field(default=512 * 2**20, gt=0)
 
     @model_validator(mode="after")
     def _check_size(self) -> "KVCacheMemoryConfig":
-        if self.mode == "allocate" and (self.size is None or self.size < 1):
-            raise ValueError("memory_config.mode 'allocate' needs size = number of KV blocks (>= 1)")
+        if self.mode == "allocate" and not (isinstance(self.size, int) and self.size >= 1):
+            raise ValueError(f"memory_config.mode 'allocate' needs size = a whole number of KV blocks (>= 1), "
+                             f"got size={self.size!r}")
         if self.mode == "fraction" and self.size is not None and self.size > 1:
-            raise ValueError("memory_config.mode 'fraction' needs 0 < size <= 1")
+            raise ValueError(f"memory_config.mode 'fraction' needs 0 < size <= 1, got size={self.size!r}")
         return self
 
     @property
@@ -42,14 +55,38 @@ class StateManagerConfig(StrictModel):
     memory_config: KVCacheMemoryConfig = Field(default_factory=KVCacheMemoryConfig)
     # full KV blocks are shared between sequences with the same prefix (off for sliding-window models)
     enable_prefix_caching: bool = True
+    offload: bool = Field(default=False, description="DeepSpeed's KV-cache offload; not supported yet")
+
+    @model_validator(mode="after")
+    def _check_supported(self) -> "StateManagerConfig":
+        refuse_unsupported("inference_engine_config.state_manager.offload", self.offload, False,
+                           "the KV cache stays on the device")
+        return self
 
 
 class TensorParallelConfig(StrictModel):
     tp_size: int = Field(default=1, gt=0)
 
+    @model_validator(mode="after")
+    def _check_supported(self) -> "TensorParallelConfig":
+        refuse_unsupported("inference_engine_config.tensor_parallel.tp_size", self.tp_size, 1,
+                           "tensor parallelism comes in a later release")
+        return self
+
+
+class QuantizationConfig(StrictModel):
+    quantization_mode: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check_supported(self) -> "QuantizationConfig":
+        refuse_unsupported("inference_engine_config.quantization.quantization_mode", self.quantization_mode,
+                           None, "quantization comes in a later release")
+        return self
+
 
 class EngineConfig(StrictModel):
     tensor_parallel: TensorParallelConfig = Field(default_factory=TensorParallelConfig)
     state_manager: StateManagerConfig = Field(default_factory=StateManagerConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
     # decode steps of up to this many sequences replay CUDA graphs captured at start-up (0: never)
     cuda_graph_max_batch_size: int = Field(default=256, ge=0)

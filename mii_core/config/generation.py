@@ -1,11 +1,13 @@
 """Per-request generation options (MII's names and defaults; MII's weak spots fixed, see docs)."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mii_core.config.base import StrictModel
+
+SEED_LIMIT = 2**64  # torch generators take 64-bit seeds
 
 
 class GenerationConfig(StrictModel):
@@ -16,18 +18,27 @@ class GenerationConfig(StrictModel):
     ignore_eos: bool = False
     return_full_text: bool = False
     do_sample: bool = True
-    top_p: float = Field(default=0.9, gt=0, le=1)
+    top_p: float = Field(default=0.9, gt=0, le=1, allow_inf_nan=False)
     top_k: Optional[int] = Field(default=None, gt=0)
-    temperature: Optional[float] = Field(default=None, gt=0)
+    temperature: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False)
     stop: list[str] = Field(default_factory=list)
-    seed: Optional[int] = None
+    # Not negative: elsewhere -1 often means "random", which a fixed torch seed would silently not be.
+    seed: Optional[int] = Field(default=None, ge=0, lt=SEED_LIMIT)
 
     @field_validator("stop", mode="before")
     @classmethod
-    def _stop_as_list(cls, value: Union[str, list[str], None]) -> list[str]:
+    def _stop_as_list(cls, value: Any) -> list[str]:
         if value is None:
             return []
-        stops = [value] if isinstance(value, str) else list(value)
-        if any(not isinstance(s, str) or s == "" for s in stops):
-            raise ValueError("stop must be a non-empty string or a list of non-empty strings")
-        return stops
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or any(not isinstance(s, str) or s == "" for s in value):
+            raise ValueError(f"stop must be a non-empty string or a list of non-empty strings, got {value!r}")
+        return list(value)
+
+    @model_validator(mode="after")
+    def _check_consistent(self) -> "GenerationConfig":
+        if self.max_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens={self.min_new_tokens} exceeds max_new_tokens={self.max_new_tokens}; "
+                             "lower min_new_tokens or raise max_new_tokens")
+        return self

@@ -7,15 +7,30 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from mii_core.config.base import StrictModel
-from mii_core.config.engine import EngineConfig
+from mii_core.config.engine import EngineConfig, refuse_unsupported
 
 DeviceMap = Union[Literal["auto"], int, list[int], list[list[int]], dict[str, list[list[int]]]]
+WORLD_SIZE_ENV = "WORLD_SIZE"
+
+
+def world_size_from_env() -> int:
+    """tensor_parallel's default (MII's): the launcher's $WORLD_SIZE, else 1."""
+    raw = os.getenv(WORLD_SIZE_ENV, "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"environment variable {WORLD_SIZE_ENV}={raw!r} must be a positive integer (it sets "
+                         f"tensor_parallel's default); fix or unset it, or pass tensor_parallel explicitly")
+    return value
 
 
 class ModelConfig(StrictModel):
     model_name_or_path: str = Field(min_length=1)
     tokenizer: Optional[str] = None
-    tensor_parallel: int = Field(default_factory=lambda: int(os.getenv("WORLD_SIZE", "1")), gt=0)
+    task: Literal["text-generation"] = Field(default="text-generation", description="MII's option; one task")
+    tensor_parallel: int = Field(default_factory=world_size_from_env, gt=0)
     quantization_mode: Optional[str] = None
     inference_engine_config: EngineConfig = Field(default_factory=EngineConfig)
     torch_dist_port: int = Field(default=29500, gt=0, lt=65536)
@@ -26,6 +41,11 @@ class ModelConfig(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Optional[str] = Field(default=None, description="None: cuda when available, else cpu")
 
+    @field_validator("model_name_or_path", "tokenizer", mode="before")
+    @classmethod
+    def _path_as_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
     @field_validator("inference_engine_config", mode="before")
     @classmethod
     def _engine_from_dict(cls, value: Any) -> Any:
@@ -33,8 +53,7 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_supported(self) -> "ModelConfig":
-        if self.quantization_mode is not None:
-            raise ValueError("quantization_mode is not supported yet; leave it unset (None)")
+        refuse_unsupported("quantization_mode", self.quantization_mode, None, "quantization comes in a later release")
         if self.tokenizer is None:
             self.tokenizer = self.model_name_or_path
         return self

@@ -5,9 +5,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+from mii_core.config.engine import KVCacheMemoryConfig
 from mii_core.config.model import ModelConfig
 from mii_core.engine.inference_engine import InferenceEngine
 from mii_core.kv_cache import KVCache, KVCacheShape, blocks_for_budget, default_block_size
@@ -31,12 +33,40 @@ class BuiltEngine:
     model_path: Path
 
 
-def choose_device(config: ModelConfig, ctx: ParallelContext) -> torch.device:
-    if config.device is not None:
-        return torch.device(config.device)
+def available_devices() -> list[str]:
+    """Device names this machine can run on, for error messages."""
+    names = ["cpu"]
     if torch.cuda.is_available():
-        return torch.device("cuda", ctx.rank % torch.cuda.device_count())
-    return torch.device("cpu")
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return names
+
+
+def choose_device(config: ModelConfig, ctx: ParallelContext) -> torch.device:
+    if config.device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", ctx.rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    return check_device(config.device)
+
+
+def check_device(name: str) -> torch.device:
+    """The ``device`` option as a torch device that exists here; otherwise a ValueError listing those that do."""
+    available = ", ".join(available_devices())
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={name!r} is not a device name; available here: {available}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"device={name!r} is not supported; available here: {available}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available on this machine (no GPU or no CUDA build "
+                         f"of torch); use one of: {available}, or leave device unset")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         f"use one of: {available}")
+    return device
 
 
 def choose_dtype(config: ModelConfig, policy: ArchitecturePolicy, device: torch.device) -> torch.dtype:
@@ -75,12 +105,10 @@ def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), 
     spec = policy.spec
     shape = KVCacheShape(spec.num_layers, spec.num_kv_heads // ctx.world_size, spec.head_dim,
                          state_config.kv_block_size or default_block_size(spec.head_dim), dtype)
-    num_blocks = blocks_for_budget(shape, state_config.memory_config, device)
-    if num_blocks < 1:
-        raise ValueError(f"no memory left for the KV cache ({shape.bytes_per_block} bytes a block); lower "
-                         "memory_config.size in 'reserve' mode or free accelerator memory")
+    num_blocks = kv_cache_blocks(shape, state_config.memory_config, device)
+    kv_cache = allocate_kv_cache(shape, num_blocks, device)
     prefix_caching = state_config.enable_prefix_caching and getattr(spec, "sliding_window", None) is None
-    engine = InferenceEngine(model, KVCache(shape, num_blocks, device), state_config, device, prefix_caching)
+    engine = InferenceEngine(model, kv_cache, state_config, device, prefix_caching)
     log.info("KV cache: %d blocks of %d tokens (%.2f GB)", num_blocks, shape.block_size,
              num_blocks * shape.bytes_per_block / 1e9)
     graph_batch = config.inference_engine_config.cuda_graph_max_batch_size
@@ -88,3 +116,52 @@ def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), 
         seconds = engine.capture_decode_graphs(graph_batch)
         log.info("captured CUDA graphs for decode batches %s in %.1f s", engine.graphs.sizes, seconds)
     return BuiltEngine(engine, policy, model_path)
+
+
+def kv_cache_blocks(shape: KVCacheShape, memory: KVCacheMemoryConfig, device: torch.device) -> int:
+    """Blocks the memory config gives; at least one, or a ValueError naming the option to change."""
+    option = "inference_engine_config.state_manager.memory_config"
+    if memory.mode == "reserve" and device.type == "cpu":
+        raise ValueError(f"{option}.mode 'reserve' leaves accelerator memory free and has no meaning on CPU; "
+                         "use mode 'fraction' with cpu_budget_bytes, or mode 'allocate' with size = blocks")
+    num_blocks = blocks_for_budget(shape, memory, device)
+    if num_blocks >= 1:
+        return num_blocks
+    block = f"one KV block takes {shape.bytes_per_block} bytes"
+    if device.type == "cpu":
+        raise ValueError(f"{option}.cpu_budget_bytes={memory.cpu_budget_bytes} is too small: {block}; raise it")
+    if memory.mode == "reserve":
+        raise ValueError(f"no accelerator memory left for the KV cache after reserving {option}.size="
+                         f"{memory.size} bytes ({block}); lower size or free accelerator memory")
+    raise ValueError(f"{option}.size={memory.gpu_fraction} of the free accelerator memory is less than one "
+                     f"KV block ({block}); raise size or free accelerator memory")
+
+
+def free_memory_bytes(device: torch.device) -> Optional[int]:
+    """Memory that can still be allocated on ``device``; None where it cannot be asked."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def allocate_kv_cache(shape: KVCacheShape, num_blocks: int, device: torch.device) -> KVCache:
+    """Checks the size first: on CPU an oversized allocation may not fail, but get the process killed."""
+    needed = num_blocks * shape.bytes_per_block
+    free = free_memory_bytes(device)
+    advice = ("lower inference_engine_config.state_manager.memory_config.size (mode 'allocate': blocks) or "
+              "cpu_budget_bytes on CPU")
+    if free is not None and needed > free:
+        raise ValueError(f"the KV cache of {num_blocks} blocks needs {needed} bytes but {device} has only {free} "
+                         f"bytes free; {advice}")
+    try:
+        return KVCache(shape, num_blocks, device)
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        raise ValueError(f"could not allocate the KV cache of {num_blocks} blocks ({needed} bytes) on {device}: "
+                         f"{exc}; {advice}") from None

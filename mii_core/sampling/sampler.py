@@ -36,7 +36,7 @@ class Sampler:
         vocab = logits.shape[1]
         device = logits.device
         top_k = torch.tensor([s.options.top_k or vocab for s in seqs], device=device)
-        top_p = torch.tensor([s.options.top_p for s in seqs], device=device)
+        top_p = torch.tensor([s.options.top_p for s in seqs], device=device, dtype=torch.float64)
         temperature = torch.tensor([s.options.temperature or 1.0 for s in seqs], device=device)
         probs = filter_logits(logits, top_k, top_p, temperature).softmax(dim=-1)
         # Exponential race: argmax(p / E) with E ~ Exp(1) draws from p; each seeded request reads its
@@ -45,4 +45,6 @@ class Sampler:
         for row, seq in enumerate(seqs):
             if seq.generator is not None:
                 noise[row].exponential_(generator=seq.generator)
+        # a draw of exactly 0 would make 0 / 0 = NaN for a removed token, and argmax picks NaN
+        noise.clamp_(min=torch.finfo(noise.dtype).tiny)
         return (probs / noise).argmax(dim=-1)

@@ -25,15 +25,25 @@ class StopChecker:
         return None
 
     def _find_stop(self, seq: Sequence) -> bool:
-        """Stop strings may span several tokens, so they are matched on the decoded text."""
+        """Stop strings may span several tokens, so they are matched on the decoded text.
+
+        With min_new_tokens, a match counts only when it ends after the text of the first
+        min_new_tokens tokens, and the cut never shortens that text.
+        """
         text = self.decode(seq.generated_ids)
-        longest = max(len(s) for s in seq.options.stop)
-        start = max(seq.text_checked - longest, 0)  # only text that could hold a new match
+        minimum = seq.options.min_new_tokens
+        floor = len(self.decode(seq.generated_ids[:minimum])) if minimum else 0
+        # a new match must end past the text searched in earlier steps, and past the floor
+        after = max(seq.text_checked, floor)
         seq.text_checked = len(text)
-        hits = [i for i in (text.find(s, start) for s in seq.options.stop) if i >= 0]
-        if hits:
-            seq.stop_cut = min(hits)
-        return bool(hits)
+        cuts = []
+        for stop in seq.options.stop:
+            at = text.find(stop, max(after - len(stop) + 1, 0))
+            if at >= 0:
+                cuts.append(max(at, floor))
+        if cuts:
+            seq.stop_cut = min(cuts)
+        return bool(cuts)
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
