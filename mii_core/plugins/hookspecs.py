@@ -63,7 +63,8 @@ def mii_core_register_kernels(registry: "KernelRegistry") -> None:
     ``registry.register(op, target, devices=("cpu", "cuda"), priority=0, name=None)``: ``target`` is
     a ``"package.module:function"`` string; ``name`` labels it in listings (default: the target).
     For each op and device the model uses the implementation of highest priority; the PyTorch
-    reference (``mii-kernels``) registers priority 0, so a faster kernel registers above it. Two
+    reference (``mii-kernels``) registers priority 0 and the shipped Triton kernels priority 10 on
+    CUDA, so a kernel meant to replace them registers above that. Two
     plugins at the same top priority for one op and device are a conflict (an error naming both when
     a model on that device is built); there is no override flag, pick a distinct priority. The
     contract of each op is in :mod:`mii_core.model.ops`. A plugin module::
@@ -73,7 +74,7 @@ def mii_core_register_kernels(registry: "KernelRegistry") -> None:
         @hookimpl
         def mii_core_register_kernels(registry):
             registry.register("rms_norm", "my_kernels.triton_norms:rms_norm", devices=("cuda",),
-                              priority=10, name="my_kernels.rms_norm")
+                              priority=20, name="my_kernels.rms_norm")
     """
 
 
