@@ -13,7 +13,8 @@ from mii_core.model.weight_rules import RuleTable, WeightRule, WeightTarget
 
 
 class ArchitecturePolicy:
-    """Subclass per architecture: set ``weight_rules`` (see :mod:`mii_core.model.weight_rules`) and write
+    """Subclass per architecture: set ``weight_rules`` (see :mod:`mii_core.model.weight_rules`; a property
+    reading ``self.spec`` where the checkpoint's names depend on the config) and write
     ``build_spec`` (read required fields as ``hf[...]``: a missing one is reported as a ValueError naming
     config.json and the field). ``checkpoint_prefix`` is the prefix the rules' names carry (``"model."``,
     ``"transformer."``) that some checkpoints of the family leave out; such names are matched with it added.
