@@ -36,6 +36,7 @@ class WeightTarget:
     param_name: str
     shard_id: ShardId
     rule: Rule
+    checkpoint_name: str = ""  # the name the rule matched, with the checkpoint prefix (as expand() lists it)
 
     def prepare(self, tensor: torch.Tensor, spec: DecoderSpec) -> torch.Tensor:
         if self.rule.transpose:
@@ -73,7 +74,7 @@ class RuleTable:
                 if found:
                     fill = found.groupdict()
                     shard = rule.shard.format(**fill) if isinstance(rule.shard, str) else rule.shard
-                    return WeightTarget(rule.target.format(**fill), shard, rule)
+                    return WeightTarget(rule.target.format(**fill), shard, rule, name)
         return None
 
     def expand(self, num_layers: int, num_experts: int) -> list[str]:
@@ -84,3 +85,18 @@ class RuleTable:
             experts = range(num_experts) if "{e}" in pattern else [0]
             names.extend(dict.fromkeys(pattern.format(i=i, e=e) for i in layers for e in experts))
         return names
+
+
+def ungroup_qkv(tensor: torch.Tensor, spec: DecoderSpec) -> torch.Tensor:
+    """A transform for fused q/k/v tensors stored per KV head group — each group's query heads, then its
+    key head, then its value head — reordered to the [all q | all k | all v] rows the engine expects.
+    One group per KV head: Falcon-40B (GQA); one group per head: GPT-NeoX, Bloom, Falcon-RW (MHA); a
+    single group is already [q | k | v] (Falcon-7B's multi-query). Works on weights and biases alike."""
+    groups, per_group = spec.num_kv_heads, spec.num_heads // spec.num_kv_heads
+    rows = groups * (per_group + 2) * spec.head_dim
+    if tensor.shape[0] != rows:
+        raise ValueError(f"a grouped q/k/v tensor for {spec.num_heads} heads in {groups} KV groups of head size "
+                         f"{spec.head_dim} needs {rows} rows, got shape {tuple(tensor.shape)}")
+    grouped = tensor.reshape(groups, per_group + 2, spec.head_dim, *tensor.shape[1:])
+    q, k, v = grouped[:, :per_group], grouped[:, per_group], grouped[:, per_group + 1]
+    return torch.cat([part.reshape(-1, *tensor.shape[1:]) for part in (q, k, v)], dim=0)

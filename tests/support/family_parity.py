@@ -1,0 +1,101 @@
+"""What every architecture test does: build tiny checkpoints of a family's variants, then check greedy
+generation against HF on one mixed-length batch, scheduled whole, in small prompt chunks, or in a KV
+cache too small for the batch (so sequences are preempted and recomputed)."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from support.checkpoint_edits import REMOVE, edit_config, randomize_vectors
+from support.compare import assert_responses_match
+from support.prompts import MIXED_PROMPTS
+from support.tiny_models import build_tiny_checkpoint
+
+NEW_TOKENS = 20
+SCHEDULES = ("whole", "chunked", "preempted")
+CHUNK_TOKENS = 8  # tokens per forward pass when chunking: the longest prompt needs several passes
+BLOCK_SIZE = 4
+DEFAULT_VECTOR_SPREAD = 0.5
+
+
+@dataclass
+class TinyFamily:
+    """Tiny checkpoints of one HF family, built on first use: ``variants[name]`` are the config's keyword
+    arguments over the shared ``shape``, ``seeds[name]`` the weights' seed (chosen for clear greedy margins);
+    every norm and bias is then randomised (see :func:`randomize_vectors`)."""
+    folder: Callable[[str], Path]  # tmp_path_factory.mktemp
+    model_cls: Any
+    config_cls: Any
+    shape: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    seeds: dict[str, int]
+    vector_spread: dict[str, float] = field(default_factory=dict)  # norms' and biases' noise, per variant
+    built: dict[str, Path] = field(default_factory=dict)
+
+    def path(self, variant: str) -> Path:
+        if variant not in self.built:
+            config = self.config_cls(**self.shape, **self.variants[variant])
+            folder = self.folder(re.sub(r"\W+", "-", f"{self.config_cls.__name__}-{variant}"))
+            build_tiny_checkpoint(folder, self.model_cls, config, seed=self.seeds[variant])
+            spread = self.vector_spread.get(variant, DEFAULT_VECTOR_SPREAD)
+            self.built[variant] = randomize_vectors(folder, seed=self.seeds[variant], spread=spread)
+        return self.built[variant]
+
+
+def schedule_options(schedule: str, references) -> dict:
+    """Model options that force ``schedule`` on this batch (asserting the batch really needs it)."""
+    if schedule == "whole":
+        return {}
+    if schedule == "chunked":
+        assert max(g.prompt_length for g in references) > 4 * CHUNK_TOKENS, "prompts must need several chunks"
+        # a pass cannot hold more sequences than tokens
+        limits = {"max_ragged_batch_size": CHUNK_TOKENS, "max_ragged_sequence_count": CHUNK_TOKENS}
+        return {"inference_engine_config": {"state_manager": limits}}
+    if schedule == "preempted":
+        blocks = [math.ceil((g.prompt_length + NEW_TOKENS) / BLOCK_SIZE) for g in references]
+        cache_blocks = max(blocks) * 3 // 2  # the longest sequence fits, the batch does not
+        assert sum(blocks) > cache_blocks, "the batch must not fit in the KV cache at once"
+        memory = {"mode": "allocate", "size": cache_blocks}
+        return {"inference_engine_config": {"state_manager": {"kv_block_size": BLOCK_SIZE, "memory_config": memory}}}
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+
+
+def assert_greedy_matches_hf(pipeline, oracle, path, schedule: str = "whole", prompts=MIXED_PROMPTS,
+                             reference_path=None) -> None:
+    """``reference_path``: the folder HF reads, when ``path`` is an edited copy HF may not read alike."""
+    reference_path = reference_path or path
+    references = [oracle(reference_path).greedy(p, NEW_TOKENS, ignore_eos=True) for p in prompts]
+    assert_fixture_is_context_sensitive(references, reference_path)
+    pipe = pipeline(path, **schedule_options(schedule, references))
+    preemptions_before = pipe.loop.scheduler.num_preemptions
+    responses = pipe(prompts, do_sample=False, max_new_tokens=NEW_TOKENS, ignore_eos=True)
+    assert_responses_match(responses, references)
+    if schedule == "preempted":
+        assert pipe.loop.scheduler.num_preemptions > preemptions_before, "no sequence was preempted"
+
+
+def assert_fixture_is_context_sensitive(references, path) -> None:
+    """A model that greedily repeats one token whatever came before would pass parity with broken
+    attention or positions; its references must vary (raise the variant's init range if not)."""
+    varied = sum(len(set(g.new_ids)) > 3 for g in references)
+    assert varied * 2 > len(references), f"fixture problem: {path} mostly repeats a single token"
+
+
+def assert_config_refused(path, tmp_path, changes: dict[str, Any], named: str) -> None:
+    """A copy of ``path`` with ``changes`` made to its config.json fails to load, with a ValueError whose
+    message matches ``named``."""
+    import mii_core
+
+    broken = edit_config(path, tmp_path / "broken", **changes)
+    with pytest.raises(ValueError, match=named):
+        mii_core.pipeline(str(broken))
+
+
+def missing_field_cases(*fields: str) -> dict[str, tuple[dict, str]]:
+    """``assert_config_refused`` cases: each field deleted, and an error naming config.json and the field."""
+    return {f"no-{field}": ({field: REMOVE}, rf"(?=.*config\.json)(?=.*{field})") for field in fields}
