@@ -128,7 +128,7 @@ def check(case: Case, q=None, batch=None, rows=None, **overrides) -> torch.Tenso
 
 
 HEAD_SHAPES = by_device(
-    cpu=[(4, 2, 64, 8), (4, 1, 80, 16), (2, 2, 128, 16)],
+    cpu=[(4, 2, 64, 8), (4, 1, 80, 16), (2, 2, 128, 16), (2, 1, 256, 8)],
     cuda=[(32, 8, 128, 16), (32, 8, 128, 64), (32, 8, 128, 128), (32, 1, 128, 16), (32, 32, 128, 16),
           (32, 8, 64, 16), (32, 8, 80, 16), (32, 8, 96, 16), (32, 8, 256, 16)])
 
@@ -207,17 +207,19 @@ def test_q_as_a_strided_view_of_a_fused_projection():
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a GPU")
-def test_decode_step_replays_in_a_cuda_graph():
+@pytest.mark.parametrize("splits", [None, 4])
+def test_decode_step_replays_in_a_cuda_graph(splits):
     """Captured once with padded metadata, replayed after the step's context lengths changed in place."""
     q_heads, kv_heads, head_dim = LLAMA_HEADS
     case = make_case(layout(8, **DECODES), q_heads, kv_heads, head_dim, 16)
     static = case.poisoned_batch(width=case.batch.block_tables.shape[1] + 8)
     run = lambda: triton_attention.paged_attention(case.q, case.k_poisoned, case.v_poisoned, static,  # noqa: E731
                                                    case.scale, None)
-    run()  # compiles outside the capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run()
+    with config(decode_splits=splits):
+        run()  # compiles outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = run()
     shorter = [(max(0, seen - random.Random(i).randint(0, 50)), 1) for i, (seen, _) in enumerate(case.seqs)]
     static.context_lens.copy_(torch.tensor([seen + 1 for seen, _ in shorter], device=DEVICE))
     graph.replay()

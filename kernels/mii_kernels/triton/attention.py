@@ -47,7 +47,7 @@ CONFIGS: dict[str, dict] = {
                     decode_splits=None, decode_min_keys_per_split=1024, decode_target_waves=2,
                     decode_max_splits=32),
 }
-_active = dict(CONFIGS[os.environ.get("MII_TRITON_ATTENTION_CONFIG", "default")])
+_active = dict(CONFIGS["default"])
 
 
 def use_config(config: str | dict) -> dict:
@@ -64,6 +64,9 @@ def use_config(config: str | dict) -> dict:
             raise ValueError(f"unknown attention config keys {sorted(unknown)}; valid: {sorted(_active)}")
         _active = {**_active, **config}
     return previous
+
+
+use_config(os.environ.get("MII_TRITON_ATTENTION_CONFIG", "default"))
 
 
 @triton.jit
