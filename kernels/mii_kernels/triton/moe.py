@@ -3,8 +3,8 @@
 Contract (``mii_core.model.ops.moe_experts``): ``x`` [T, H] (any strides), ``topk_ids`` [T, k]
 integer, ``topk_weights`` [T, k] float, ``w_gate_up`` [E, 2F, H] and ``w_down`` [E, H, F] (any
 strides; contiguous along the last dimension is the fast case). Returns a new [T, H] tensor in x's dtype.
-Expert ids must lie in [0, E): an id outside is not checked (that would need a host sync) and its pick
-contributes nothing.
+Expert ids must lie in [0, E): one outside is not checked (that would need a host sync) and leaves that
+token's output undefined.
 
 Three launches and two small PyTorch ops, none of which synchronises with the host:
 1. ``_align_kernel`` (one program): counts the T·k picks per expert, pads each expert's run to a
