@@ -3,8 +3,8 @@
 Contract (``mii_core.model.ops.moe_experts``): ``x`` [T, H] (any strides), ``topk_ids`` [T, k]
 integer, ``topk_weights`` [T, k] float, ``w_gate_up`` [E, 2F, H] and ``w_down`` [E, H, F] (any
 strides; contiguous along the last dimension is the fast case). Returns a new [T, H] tensor in x's dtype.
-Expert ids must lie in [0, E): an id outside is not checked (that would need a host sync) and its pick
-contributes nothing.
+Expert ids must lie in [0, E): one outside is not checked (that would need a host sync) and leaves that
+token's output undefined.
 
 Three launches and two small PyTorch ops, none of which synchronises with the host:
 1. ``_align_kernel`` (one program): counts the T·k picks per expert, pads each expert's run to a
@@ -70,14 +70,18 @@ def _align_kernel(ids_ptr, sorted_ptr, block_expert_ptr, picks, padded_len, num_
 
 
 @triton.jit
-def _tile(num_blocks, n_size, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-    """(block, n tile) of this program, GROUP_M blocks at a time over every n tile (L2 reuse)."""
+def _block_tile(sorted_ptr, block_expert_ptr, num_blocks, n_size, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                GROUP_M: tl.constexpr):
+    """This program's block of sorted picks and n tile, GROUP_M blocks at a time over every n tile (L2
+    reuse of their rows): (the block's expert, its padded rows, their picks, the n indices)."""
     pid = tl.program_id(0)
-    n_tiles = tl.cdiv(n_size, BLOCK_N)
-    in_group = GROUP_M * n_tiles
+    in_group = GROUP_M * tl.cdiv(n_size, BLOCK_N)
     first = (pid // in_group) * GROUP_M
-    rows = tl.minimum(num_blocks - first, GROUP_M)
-    return first + (pid % in_group) % rows, (pid % in_group) // rows
+    group_rows = tl.minimum(num_blocks - first, GROUP_M)
+    block = first + (pid % in_group) % group_rows
+    n = ((pid % in_group) // group_rows) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    return tl.load(block_expert_ptr + block).to(tl.int64), rows, tl.load(sorted_ptr + rows), n
 
 
 @triton.jit
@@ -85,33 +89,31 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
                     hidden, features, stride_xt, stride_xh, stride_we, stride_wn, stride_wh,
                     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    GROUP_M: tl.constexpr, EVEN_K: tl.constexpr):
-    block, tile_n = _tile(num_blocks, features, BLOCK_N, GROUP_M)
-    expert = tl.load(block_expert_ptr + block).to(tl.int64)
-    if expert >= num_experts:
+                    GROUP_M: tl.constexpr):
+    expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, features, BLOCK_M, BLOCK_N,
+                                        GROUP_M)
+    if expert >= num_experts:  # a block past the used ones
         return
-    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
-    pick = tl.load(sorted_ptr + rows)
     valid = pick < picks
     token = (pick // TOP_K).to(tl.int64)
-    n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < features
     k = tl.arange(0, BLOCK_K)
-    a_ptrs = x_ptr + token[:, None] * stride_xt + k[None, :] * stride_xh
-    gate_ptrs = w_ptr + expert * stride_we + n[None, :] * stride_wn + k[:, None] * stride_wh
-    up_ptrs = gate_ptrs + features * stride_wn
+    # scalar bases that move along K, tile offsets that stay: fewer live registers than pointer tiles
+    x_rows = x_ptr + token[:, None] * stride_xt
+    gate_base = w_ptr + expert * stride_we
+    up_base = gate_base + features * stride_wn
+    w_offsets = n[None, :] * stride_wn + k[:, None] * stride_wh
     acc_gate = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, hidden, BLOCK_K):
-        k_ok = (k + k0 < hidden) if not EVEN_K else (k < BLOCK_K)
-        a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-        gate_w = tl.load(gate_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        up_w = tl.load(up_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc_gate = tl.dot(a, gate_w, acc_gate, input_precision=PRECISION)
-        acc_up = tl.dot(a, up_w, acc_up, input_precision=PRECISION)
-        a_ptrs += BLOCK_K * stride_xh
-        gate_ptrs += BLOCK_K * stride_wh
-        up_ptrs += BLOCK_K * stride_wh
+        k_ok = k + k0 < hidden
+        a = tl.load(x_rows + (k0 + k)[None, :] * stride_xh, mask=valid[:, None] & k_ok[None, :], other=0.0)
+        w_mask = k_ok[:, None] & n_ok[None, :]
+        acc_gate = tl.dot(a, tl.load(gate_base + w_offsets, mask=w_mask, other=0.0), acc_gate,
+                          input_precision=PRECISION)
+        acc_up = tl.dot(a, tl.load(up_base + w_offsets, mask=w_mask, other=0.0), acc_up, input_precision=PRECISION)
+        gate_base += BLOCK_K * stride_wh
+        up_base += BLOCK_K * stride_wh
     dtype = out_ptr.dtype.element_ty
     # rounded where the reference's gate_up matmul and activation round
     gate = acc_gate.to(dtype).to(tl.float32)
@@ -124,22 +126,18 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
 def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
                  hidden, features, stride_we, stride_wh, stride_wf, PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 GROUP_M: tl.constexpr, EVEN_K: tl.constexpr):
-    block, tile_n = _tile(num_blocks, hidden, BLOCK_N, GROUP_M)
-    expert = tl.load(block_expert_ptr + block).to(tl.int64)
+                 GROUP_M: tl.constexpr):
+    expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, hidden, BLOCK_M, BLOCK_N, GROUP_M)
     if expert >= num_experts:
         return
-    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
-    pick = tl.load(sorted_ptr + rows)
     valid = pick < picks
-    n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < hidden
     k = tl.arange(0, BLOCK_K)
     a_ptrs = h_ptr + rows[:, None].to(tl.int64) * features + k[None, :]
     w_ptrs = w_ptr + expert * stride_we + n[None, :] * stride_wh + k[:, None] * stride_wf
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, features, BLOCK_K):
-        k_ok = (k + k0 < features) if not EVEN_K else (k < BLOCK_K)
+        k_ok = k + k0 < features
         a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
@@ -173,34 +171,36 @@ def _align(flat_ids: torch.Tensor, num_experts: int, block_m: int):
     return sorted_picks, block_expert, num_blocks
 
 
+def _check_shapes(x, topk_ids, w_gate_up, w_down) -> None:
+    num_experts, hidden, features = w_down.shape
+    if w_gate_up.shape != (num_experts, 2 * features, hidden) or x.shape[1] != hidden:
+        raise ValueError(f"w_gate_up {tuple(w_gate_up.shape)} and w_down {tuple(w_down.shape)} do not fit "
+                         f"x {tuple(x.shape)}: expected [E, 2F, H] and [E, H, F]")
+    if topk_ids.dim() != 2 or topk_ids.shape[0] != x.shape[0]:
+        raise ValueError(f"topk_ids must be [T, k] for x {tuple(x.shape)}, got {tuple(topk_ids.shape)}")
+
+
 def moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, w_gate_up: torch.Tensor,
                 w_down: torch.Tensor, activation: str) -> torch.Tensor:
     code = activation_id(activation)
-    tokens, hidden = x.shape
-    num_experts, features = w_down.shape[0], w_down.shape[2]
-    if w_gate_up.shape != (num_experts, 2 * features, hidden) or w_down.shape[1] != hidden:
-        raise ValueError(f"w_gate_up {tuple(w_gate_up.shape)} and w_down {tuple(w_down.shape)} do not fit "
-                         f"x {tuple(x.shape)}: expected [E, 2F, H] and [E, H, F]")
-    top_k = topk_ids.shape[1]
+    _check_shapes(x, topk_ids, w_gate_up, w_down)
+    (tokens, hidden), (num_experts, _, features), top_k = x.shape, w_down.shape, topk_ids.shape[1]
     picks = tokens * top_k
     if picks == 0:
         return torch.zeros_like(x)
     block_m, block_n, block_k, group_m, warps, stages = _config(picks)
     if x.element_size() == 4:
         stages = min(stages, 2)  # float32 tiles take twice the shared memory (float32 is for tests)
+    tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
+                 num_stages=stages, PRECISION="ieee" if x.dtype == torch.float32 else "tf32")  # 16-bit: no tf32
     sorted_picks, block_expert, num_blocks = _align(topk_ids.reshape(-1), num_experts, block_m)
-    precision = "ieee" if x.dtype == torch.float32 else "tf32"  # tf32 is ignored for 16-bit inputs
+    routed = (sorted_picks, block_expert, picks, num_experts, num_blocks, hidden, features)
+
     activated = torch.empty((num_blocks * block_m, features), dtype=x.dtype, device=x.device)
-    grid = (num_blocks * triton.cdiv(features, block_n),)
-    _gate_up_kernel[grid](
-        x, w_gate_up, activated, sorted_picks, block_expert, picks, num_experts, num_blocks, hidden, features,
-        x.stride(0), x.stride(1), *w_gate_up.stride(), TOP_K=top_k, ACTIVATION=code, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, EVEN_K=hidden % block_k == 0,
-        num_warps=warps, num_stages=stages)
+    _gate_up_kernel[(num_blocks * triton.cdiv(features, block_n),)](
+        x, w_gate_up, activated, *routed, x.stride(0), x.stride(1), *w_gate_up.stride(),
+        TOP_K=top_k, ACTIVATION=code, **tiles)
     per_pick = torch.empty((picks, hidden), dtype=torch.float32, device=x.device)
-    grid = (num_blocks * triton.cdiv(hidden, block_n),)
-    _down_kernel[grid](
-        activated, w_down, per_pick, topk_weights.reshape(-1), sorted_picks, block_expert, picks, num_experts,
-        num_blocks, hidden, features, *w_down.stride(), PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_K=block_k, GROUP_M=group_m, EVEN_K=features % block_k == 0, num_warps=warps, num_stages=stages)
+    _down_kernel[(num_blocks * triton.cdiv(hidden, block_n),)](
+        activated, w_down, per_pick, topk_weights.reshape(-1), *routed, *w_down.stride(), **tiles)
     return per_pick.view(tokens, top_k, hidden).sum(dim=1).to(x.dtype)

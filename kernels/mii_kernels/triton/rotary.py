@@ -9,8 +9,8 @@ Contract (``mii_core.model.ops.rotary_write_kv``), with what this kernel accepts
   A negative slot writes nothing: padding tokens of a captured CUDA graph may use -1.
 - Returns a new contiguous [T, Hq, D] tensor holding the rotated q; the inputs are not modified.
 The arithmetic rounds where the reference does: ``x * cos`` and ``rotate_half(x) * sin`` are each
-rounded to x's dtype before their sum (PyTorch's op-by-op order), so results match it bit for bit
-up to the last rounding of float32 products.
+rounded to x's dtype before their sum (PyTorch's op-by-op order), so 16-bit results are bit-identical
+to it; float32 ones may differ in the last bit where the compiler fuses a multiply and an add.
 """
 from __future__ import annotations
 
