@@ -2,6 +2,8 @@
 
 Registration names import targets only; triton itself is imported when an op is first resolved.
 """
+from importlib.util import find_spec
+
 from mii_core.plugins import hookimpl
 
 _OPS = {
