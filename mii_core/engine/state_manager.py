@@ -1,8 +1,14 @@
-"""Per-sequence KV state: which blocks a sequence holds and how many of its tokens are cached."""
+"""Per-sequence KV state: which blocks a sequence holds and how many of its tokens are cached.
+
+On a sliding-window model (``window`` set) a sequence gives back the leading blocks no future query can
+see, so it holds about ``window`` tokens of blocks however long it grows. Those blocks keep their
+entries in the block table (positions still index it); attention masks them, as the op contract says.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Optional
 
 from mii_core.kv_cache.allocator import BlockAllocator
 
@@ -20,14 +26,21 @@ class SchedulingResult(Enum):
 
 @dataclass(slots=True)
 class SequenceKV:
-    blocks: list[int] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)  # block table: entry k holds positions k*bs .. (k+1)*bs - 1
     seen_tokens: int = 0
+    released: int = 0  # leading table entries whose blocks went back to the allocator (left the window)
+
+    @property
+    def held_blocks(self) -> int:
+        return len(self.blocks) - self.released
 
 
 class StateManager:
-    def __init__(self, allocator: BlockAllocator, block_size: int, max_tracked: int, max_context: int) -> None:
+    def __init__(self, allocator: BlockAllocator, block_size: int, max_tracked: int, max_context: int,
+                 window: Optional[int] = None) -> None:
         self.allocator, self.block_size = allocator, block_size
         self.max_tracked, self.max_context = max_tracked, max_context
+        self.window = window  # key j is visible from query p when p - j < window; None: every key
         self.sequences: dict[int, SequenceKV] = {}
 
     def get(self, uid: int) -> SequenceKV:
@@ -37,6 +50,15 @@ class StateManager:
         state = self.get(uid)
         total = state.seen_tokens + new_tokens
         return max(-(-total // self.block_size) - len(state.blocks), 0)
+
+    def most_blocks_held(self, total_tokens: int) -> int:
+        """The most blocks a new sequence of ``total_tokens`` holds at once when it is fed a token at a
+        time: what it needs to reach that length alone in the cache."""
+        blocks = -(-total_tokens // self.block_size)
+        if self.window is None:
+            return blocks
+        # the keys of positions p - window + 1 .. p, plus the block that the next key opens
+        return min(blocks, -(-(self.window - 1) // self.block_size) + 1)
 
     def tokens_fitting(self, uid: int, free_blocks: int) -> int:
         """How many new tokens ``uid`` can take using its spare slots plus ``free_blocks`` more blocks."""
@@ -56,7 +78,20 @@ class StateManager:
         state.blocks.extend(self.allocator.allocate(self.blocks_needed(uid, new_tokens)))
         return state
 
+    def advance(self, state: SequenceKV, new_tokens: int) -> None:
+        """Counts ``new_tokens`` as cached (after the forward pass wrote them), then gives back the
+        leading blocks that left the window of every later query."""
+        state.seen_tokens += new_tokens
+        if self.window is None:
+            return
+        # later queries sit at positions >= seen_tokens and see keys j > position - window
+        first_visible = max(state.seen_tokens - self.window + 1, 0)
+        outside = first_visible // self.block_size
+        if outside > state.released:
+            self.allocator.free(state.blocks[state.released:outside])
+            state.released = outside
+
     def flush(self, uid: int) -> None:
         state = self.sequences.pop(uid, None)
         if state is not None:
-            self.allocator.free(state.blocks)
+            self.allocator.free(state.blocks[state.released:])
