@@ -5,9 +5,9 @@ none is free preempts the most recently admitted sequence (its blocks are freed 
 later); (2) prompt chunks, first for sequences already part-way through their prompt, then for waiting
 ones in arrival order, a long prompt split across steps, short ones packed. A waiting sequence is
 admitted only when its whole remaining prompt fits in the free blocks (on a sliding-window model: when
-the blocks it holds at most, the window's, are free; its prompt then goes in chunks that fit), and the
-queue head is never overtaken (FCFS). If nothing could be scheduled, the newest running sequence is preempted until the
-oldest can move; since every request fits the cache on its own (checked when it is added), some
+the most blocks it ever holds, a window's, are free; its prompt then goes in chunks that fit), and the
+queue head is never overtaken (FCFS). If nothing could be scheduled, the newest running sequence is
+preempted until the oldest can move; since every request fits the cache on its own (checked when it is added), some
 sequence always advances: no deadlock, and no request is dropped.
 """
 from __future__ import annotations
