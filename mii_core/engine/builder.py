@@ -107,8 +107,8 @@ def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), 
                          state_config.kv_block_size or default_block_size(spec.head_dim), dtype)
     num_blocks = kv_cache_blocks(shape, state_config.memory_config, device)
     kv_cache = allocate_kv_cache(shape, num_blocks, device)
-    prefix_caching = state_config.enable_prefix_caching and getattr(spec, "sliding_window", None) is None
-    engine = InferenceEngine(model, kv_cache, state_config, device, prefix_caching)
+    # the engine turns the prefix cache off by itself where a sliding window frees blocks
+    engine = InferenceEngine(model, kv_cache, state_config, device, state_config.enable_prefix_caching)
     log.info("KV cache: %d blocks of %d tokens (%.2f GB)", num_blocks, shape.block_size,
              num_blocks * shape.bytes_per_block / 1e9)
     graph_batch = config.inference_engine_config.cuda_graph_max_batch_size

@@ -24,9 +24,12 @@ class InferenceEngine:
         self.model, self.kv_cache, self.config, self.device = model, kv_cache, config, device
         self.block_size = kv_cache.shape.block_size
         self.allocator = BlockAllocator(kv_cache.num_blocks)
-        prefix_cache = PrefixCache(self.allocator, self.block_size) if prefix_caching else None
+        # a sliding window shared by every layer lets sequences free the blocks behind it; the model's
+        # spec says (build_model's contract), so the engine never asks which architecture it runs
+        window = getattr(getattr(model, "spec", None), "kv_window", None)
+        prefix_cache = PrefixCache(self.allocator, self.block_size) if prefix_caching and window is None else None
         self.state = StateManager(self.allocator, self.block_size, config.max_tracked_sequences,
-                                  config.max_context, prefix_cache)
+                                  config.max_context, window, prefix_cache)
         self._kv_layers = kv_cache.layers()
         self.graphs = None  # DecodeGraphs, when the builder captured them
 
@@ -51,7 +54,13 @@ class InferenceEngine:
 
     @property
     def capacity_tokens(self) -> int:
-        return self.kv_cache.num_blocks * self.block_size
+        """The most tokens one sequence can reach with the KV cache to itself: the cache's size, or, when
+        the blocks behind a sliding window are freed and the window fits the cache, no cache limit
+        (max_context, which the state manager enforces)."""
+        cache_tokens = self.kv_cache.num_blocks * self.block_size
+        if self.state.most_blocks_held(self.config.max_context) <= self.kv_cache.num_blocks:
+            return max(cache_tokens, self.config.max_context)
+        return cache_tokens
 
     def put(self, uids: Sequence[int], token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
         """Appends each uid's tokens, runs one forward pass, returns float32 logits [len(uids), vocab]

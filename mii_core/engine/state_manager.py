@@ -1,4 +1,11 @@
-"""Per-sequence KV state: which blocks a sequence holds and how many of its tokens are cached."""
+"""Per-sequence KV state: which blocks a sequence holds and how many of its tokens are cached.
+
+On a sliding-window model (``window`` set) a sequence gives back the leading blocks no future query can
+see, so it holds about ``window`` tokens of blocks however long it grows. Those blocks keep their
+entries in the block table (positions still index it); attention masks them, as the op contract says.
+With a prefix cache (models without a window) a new sequence adopts the cached blocks of its prompt's
+prefix, and every block that fills is offered to the cache.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,17 +29,25 @@ class SchedulingResult(Enum):
 
 @dataclass(slots=True)
 class SequenceKV:
-    blocks: list[int] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)  # block table: entry k holds positions k*bs .. (k+1)*bs - 1
     seen_tokens: int = 0
+    released: int = 0  # leading table entries whose blocks went back to the allocator (left the window)
     tokens: list[int] = field(default_factory=list)  # cached tokens, kept only for prefix caching
     block_keys: list[int] = field(default_factory=list)  # prefix-cache key of each full block
+
+    @property
+    def held_blocks(self) -> int:
+        return len(self.blocks) - self.released
 
 
 class StateManager:
     def __init__(self, allocator: BlockAllocator, block_size: int, max_tracked: int, max_context: int,
-                 prefix_cache: Optional[PrefixCache] = None) -> None:
+                 window: Optional[int] = None, prefix_cache: Optional[PrefixCache] = None) -> None:
+        if window is not None and prefix_cache is not None:
+            raise ValueError("prefix caching does not combine with a sliding window that frees blocks")
         self.allocator, self.block_size = allocator, block_size
         self.max_tracked, self.max_context = max_tracked, max_context
+        self.window = window  # key j is visible from query p when p - j < window; None: every key
         self.sequences: dict[int, SequenceKV] = {}
         self.prefix_cache = prefix_cache
 
@@ -43,6 +58,21 @@ class StateManager:
         state = self.get(uid)
         total = state.seen_tokens + new_tokens
         return max(-(-total // self.block_size) - len(state.blocks), 0)
+
+    def most_blocks_held(self, total_tokens: int) -> int:
+        """The most blocks a new sequence of ``total_tokens`` holds at once when it is fed a token at a
+        time: what it needs to reach that length alone in the cache."""
+        blocks = -(-total_tokens // self.block_size)
+        if self.window is None:
+            return blocks
+        # the keys of positions p - window + 1 .. p, plus the block that the next key opens
+        return min(blocks, -(-(self.window - 1) // self.block_size) + 1)
+
+    def admission_blocks(self, uid: int, pending_tokens: int) -> int:
+        """Free blocks a waiting sequence needs before it is admitted (beyond any it already holds)."""
+        if self.window is None:
+            return self.blocks_needed(uid, pending_tokens)
+        return self.most_blocks_held(pending_tokens)
 
     def tokens_fitting(self, uid: int, free_blocks: int) -> int:
         """How many new tokens ``uid`` can take using its spare slots plus ``free_blocks`` more blocks."""
@@ -71,15 +101,20 @@ class StateManager:
         if not blocks:
             return 0
         cached = len(blocks) * self.block_size
-        self.sequences[uid] = SequenceKV(blocks, cached, list(tokens[:cached]), keys)
+        self.sequences[uid] = SequenceKV(blocks, cached, tokens=list(tokens[:cached]), block_keys=keys)
         return cached
 
     def commit(self, uid: int, tokens: list[int]) -> None:
-        """Marks ``tokens`` as written to the cache; blocks they fill join the prefix cache."""
+        """Counts ``tokens`` as cached (after the forward pass wrote them): blocks they fill join the
+        prefix cache; under a window, leading blocks no later query sees go back to the allocator."""
         state = self.sequences[uid]
         state.seen_tokens += len(tokens)
-        if self.prefix_cache is None:
-            return
+        if self.prefix_cache is not None:
+            self._register_full_blocks(state, tokens)
+        if self.window is not None:
+            self._release_behind_window(state)
+
+    def _register_full_blocks(self, state: SequenceKV, tokens: list[int]) -> None:
         state.tokens.extend(tokens)
         size = self.block_size
         for index in range(len(state.block_keys), len(state.tokens) // size):
@@ -87,7 +122,15 @@ class StateManager:
             chunk = tuple(state.tokens[index * size:(index + 1) * size])
             state.block_keys.append(self.prefix_cache.register(state.blocks[index], parent, chunk))
 
+    def _release_behind_window(self, state: SequenceKV) -> None:
+        # later queries sit at positions >= seen_tokens and see keys j > position - window
+        first_visible = max(state.seen_tokens - self.window + 1, 0)
+        outside = first_visible // self.block_size
+        if outside > state.released:
+            self.allocator.free(state.blocks[state.released:outside])
+            state.released = outside
+
     def flush(self, uid: int) -> None:
         state = self.sequences.pop(uid, None)
         if state is not None:
-            self.allocator.free(state.blocks)
+            self.allocator.free(state.blocks[state.released:])

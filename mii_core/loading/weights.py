@@ -36,12 +36,19 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
             param.weight_loader(param, target.prepare(tensor, policy.spec), target.shard_id, name=name)  # copy_ casts and moves
         loaded.add(target.checkpoint_name or name)  # as expected_weights() names it: prefix included
     bar.close()
-    missing = [n for n in policy.expected_weights() if n not in loaded and _required(n, params, policy)]
+    missing = _missing(policy, loaded, params)
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise ValueError(f"checkpoint '{model_path}' is missing weights: {shown}")
 
 
-def _required(name: str, params: dict[str, nn.Parameter], policy: ArchitecturePolicy) -> bool:
-    target = policy.map_weight(name)
-    return target is not None and params.get(target.param_name) is not None
+def _missing(policy: ArchitecturePolicy, loaded: set[str], params: dict[str, nn.Parameter]) -> list[str]:
+    """Expected names that were not loaded. A family may store a parameter either whole or in parts
+    (Mixtral's experts fused or one per tensor), or under two names: a whole name counts as present
+    when its parameter came whole or in parts from other tensors, a part when its parameter came whole."""
+    targets = {name: policy.map_weight(name) for name in policy.expected_weights()}
+    targets = {name: t for name, t in targets.items() if t is not None and params.get(t.param_name) is not None}
+    whole = {t.param_name for name, t in targets.items() if name in loaded and t.shard_id is None}
+    in_parts = {t.param_name for name, t in targets.items() if name in loaded and t.shard_id is not None}
+    return [name for name, t in targets.items() if name not in loaded and t.param_name not in whole
+            and not (t.shard_id is None and t.param_name in in_parts)]

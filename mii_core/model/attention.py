@@ -17,13 +17,14 @@ Rope = tuple[torch.Tensor, torch.Tensor] | None
 class Attention(nn.Module):
     """Engine parameters: ``qkv.{weight,bias}`` (shards "q", "k", "v"), ``o_proj.{weight,bias}``."""
 
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype,
+                 layer_index: int = 0):
         super().__init__()
         if spec.num_kv_heads % ctx.world_size:
             raise ValueError(f"{spec.num_kv_heads} KV heads do not divide over {ctx.world_size} ranks")
         self.kernels, self.head_dim = kernels, spec.head_dim
         self.rotary_dim = ((spec.rope.rotary_dim or spec.head_dim) if spec.rope is not None else 0)
-        self.window, self.scale, self.logn_base = spec.sliding_window, spec.scale, spec.logn_attention_base
+        self.window, self.scale, self.logn_base = spec.window_of(layer_index), spec.scale, spec.logn_attention_base
         self.local_heads = spec.num_heads // ctx.world_size
         self.local_kv_heads = spec.num_kv_heads // ctx.world_size
         q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim

@@ -31,7 +31,8 @@ class DecoderModel(nn.Module):
         if spec.rope is not None:
             self.rotary = RotaryEmbedding(spec.rope, spec.head_dim, spec.max_position_embeddings, device)
         self._build_inputs(spec, device, dtype)
-        self.layers = nn.ModuleList(DecoderLayer(spec, ctx, kernels, device, dtype) for _ in range(spec.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(spec, ctx, kernels, device, dtype, layer_index=i)
+                                    for i in range(spec.num_layers))
         self._build_head(spec, kernels, device, dtype)
 
     def _build_inputs(self, spec: DecoderSpec, device: torch.device, dtype: torch.dtype) -> None:

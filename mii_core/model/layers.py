@@ -21,11 +21,12 @@ Residual = Optional[torch.Tensor]
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype,
+                 layer_index: int = 0):
         super().__init__()
         self.layout = spec.layout
         self.attn_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
-        self.attn = Attention(spec, ctx, kernels, device, dtype)
+        self.attn = Attention(spec, ctx, kernels, device, dtype, layer_index)
         self.mlp_norm = None
         if spec.layout != "parallel" or spec.parallel_norms == 2:
             self.mlp_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)

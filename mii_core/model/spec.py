@@ -56,6 +56,8 @@ class DecoderSpec:
     learned_position_offset: int = 0
     embed_dim: Optional[int] = None  # word embedding width when it differs from hidden (project in/out)
     sliding_window: Optional[int] = None  # key j visible from query p when p - j < sliding_window
+    # per-layer windows when layers differ (None: that layer sees everything); overrides sliding_window
+    layer_windows: Optional[tuple[Optional[int], ...]] = None
     attention_scale: Optional[float] = None  # None: head_dim ** -0.5
     logn_attention_base: Optional[int] = None  # Qwen: scale q by log_base(position + 1) past this length
     bos_token_id: Optional[int] = None
@@ -71,10 +73,26 @@ class DecoderSpec:
             raise ValueError(f"parallel_norms must be 1 or 2, got {self.parallel_norms}")
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"sliding_window must be positive, got {self.sliding_window}")
+        if self.layer_windows is not None:
+            if len(self.layer_windows) != self.num_layers:
+                raise ValueError(f"layer_windows has {len(self.layer_windows)} entries for {self.num_layers} layers")
+            if any(w is not None and w < 1 for w in self.layer_windows):
+                raise ValueError(f"every window in layer_windows must be positive, got {self.layer_windows}")
 
     @property
     def word_embed_dim(self) -> int:
         return self.embed_dim or self.hidden_size
+
+    def window_of(self, layer: int) -> Optional[int]:
+        """Layer ``layer``'s sliding window; None when it attends to the whole context."""
+        return self.layer_windows[layer] if self.layer_windows is not None else self.sliding_window
+
+    @property
+    def kv_window(self) -> Optional[int]:
+        """The window beyond which no layer reads a key again, so the engine may free KV blocks that left
+        it; None when some layer attends to the whole context."""
+        windows = [self.window_of(layer) for layer in range(self.num_layers)]
+        return None if None in windows else max(windows)
 
     @property
     def scale(self) -> float:

@@ -4,9 +4,10 @@ Every step: (1) one token for each running decode, oldest first; a decode that n
 none is free preempts the most recently admitted sequence (its blocks are freed and it is recomputed
 later); (2) prompt chunks, first for sequences already part-way through their prompt, then for waiting
 ones in arrival order, a long prompt split across steps, short ones packed. A waiting sequence is
-admitted only when its whole remaining prompt fits in the free blocks, and the queue head is never
-overtaken (FCFS). If nothing could be scheduled, the newest running sequence is preempted until the
-oldest can move; since every request fits the cache on its own (checked when it is added), some
+admitted only when its whole remaining prompt fits in the free blocks (on a sliding-window model: when
+the most blocks it ever holds, a window's, are free; its prompt then goes in chunks that fit), and the
+queue head is never overtaken (FCFS). If nothing could be scheduled, the newest running sequence is
+preempted until the oldest can move; since every request fits the cache on its own (checked when it is added), some
 sequence always advances: no deadlock, and no request is dropped.
 """
 from __future__ import annotations
@@ -88,11 +89,13 @@ class Scheduler:
         while self.waiting and self._room(plan, budget) and len(self.running) < self.config.max_tracked_sequences:
             seq = self.waiting[0]
             seq.num_computed = self.engine.state.adopt_prefix(seq.uid, seq.token_slice(0, seq.num_tokens))
-            if self.engine.state.blocks_needed(seq.uid, seq.num_pending) > self.engine.free_blocks:
+            free = self.engine.free_blocks
+            # the whole remaining prompt, or under a sliding window the most blocks it holds fed in chunks
+            if self.engine.state.admission_blocks(seq.uid, seq.num_pending) > free:
                 self.engine.flush(seq.uid)  # give any adopted prefix back until it can run
                 seq.num_computed = 0
                 return  # FCFS: later arrivals do not overtake the head
-            count = min(seq.num_pending, budget)
+            count = min(seq.num_pending, budget, self.engine.state.tokens_fitting(seq.uid, free))
             self.engine.state.reserve(seq.uid, count)
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING

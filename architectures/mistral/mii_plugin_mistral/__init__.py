@@ -1,0 +1,1 @@
+"""mii-core plugin for Mistral checkpoints (HF model_type "mistral")."""

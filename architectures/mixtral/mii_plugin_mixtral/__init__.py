@@ -1,0 +1,1 @@
+"""mii-core plugin for Mixtral checkpoints (HF model_type "mixtral")."""

@@ -1,0 +1,90 @@
+"""What most HF decoder families share, so that their plugins declare only what differs.
+
+Checkpoint names: ``model.embed_tokens``, per layer ``model.layers.{i}.`` + ``input_layernorm``,
+``self_attn.{q,k,v,o}_proj``, ``post_attention_layernorm``, ``mlp.{gate,up,down}_proj``, then
+``model.norm`` and ``lm_head``. Config keys: ``hidden_size``, ``num_hidden_layers``,
+``num_attention_heads``, ``num_key_value_heads``, ``head_dim``, ``intermediate_size``, ``rms_norm_eps``,
+``hidden_act``, ``tie_word_embeddings``, rope settings, ``attention_bias`` / ``mlp_bias``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mii_core.model.mlp import GATED_ACTIVATIONS
+from mii_core.model.policy import eos_ids_from_hf, rope_spec_from_hf
+from mii_core.model.rotary import RotaryEmbedding
+from mii_core.model.spec import DecoderSpec
+from mii_core.model.weight_rules import WeightRule
+
+LAYER = "model.layers.{i}."
+
+
+def _biased(hf_name: str, target: str, shard: str | None = None) -> dict[str, WeightRule]:
+    """Rules for ``hf_name.weight`` and ``hf_name.bias`` (a bias the spec does not ask for is skipped)."""
+    return {f"{hf_name}.{part}": (f"{target}.{part}", shard) for part in ("weight", "bias")}
+
+
+def attention_rules(prefix: str = LAYER + "self_attn.") -> dict[str, WeightRule]:
+    rules: dict[str, WeightRule] = {}
+    for part in ("q", "k", "v"):
+        rules |= _biased(f"{prefix}{part}_proj", "layers.{i}.attn.qkv", part)
+    return rules | _biased(f"{prefix}o_proj", "layers.{i}.attn.o_proj")
+
+
+def gated_mlp_rules(prefix: str = LAYER + "mlp.") -> dict[str, WeightRule]:
+    return (_biased(f"{prefix}gate_proj", "layers.{i}.mlp.up", "gate") | _biased(f"{prefix}up_proj", "layers.{i}.mlp.up", "up")
+            | _biased(f"{prefix}down_proj", "layers.{i}.mlp.down"))
+
+
+def decoder_rules(mlp: bool = True) -> dict[str, WeightRule]:
+    """Every tensor of the common layout; ``mlp=False`` leaves the feed-forward to the plugin (MoE)."""
+    return {
+        "model.embed_tokens.weight": "embed.weight",
+        LAYER + "input_layernorm.weight": "layers.{i}.attn_norm.weight",
+        **attention_rules(),
+        LAYER + "post_attention_layernorm.weight": "layers.{i}.mlp_norm.weight",
+        **(gated_mlp_rules() if mlp else {}),
+        "model.norm.weight": "final_norm.weight",
+        "lm_head.weight": "lm_head.weight",
+    }
+
+
+def decoder_spec(hf: dict[str, Any], **fields: Any) -> DecoderSpec:
+    """A pre-norm RMSNorm decoder with a gated MLP from the common config keys; ``fields`` override.
+    Required keys are read as ``hf[...]``; an unsupported rope type or activation is a ValueError
+    naming it and the model type."""
+    model_type = hf.get("model_type")
+    heads = hf["num_attention_heads"]
+    attention_bias = hf.get("attention_bias", False)
+    activation = hf.get("hidden_act", "silu")
+    if activation not in GATED_ACTIVATIONS:
+        raise ValueError(f"{model_type}: hidden_act '{activation}' is not supported "
+                         f"(supported: {', '.join(GATED_ACTIVATIONS)})")
+    spec = DecoderSpec(**{
+        "vocab_size": hf["vocab_size"], "hidden_size": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
+        "num_heads": heads, "num_kv_heads": hf.get("num_key_value_heads") or heads,
+        "head_dim": hf.get("head_dim") or hf["hidden_size"] // heads,
+        "intermediate_size": hf["intermediate_size"],
+        "max_position_embeddings": hf.get("max_position_embeddings", 2048),
+        "norm": "rms", "norm_eps": hf.get("rms_norm_eps", 1e-6), "activation": activation, "gated_mlp": True,
+        "qkv_bias": attention_bias, "o_bias": attention_bias, "mlp_bias": hf.get("mlp_bias", False),
+        "tie_word_embeddings": hf.get("tie_word_embeddings", False), "rope": rope_spec_from_hf(hf),
+        "bos_token_id": hf.get("bos_token_id"), "eos_token_ids": eos_ids_from_hf(hf),
+        "checkpoint_dtype": hf.get("dtype") or hf.get("torch_dtype"),
+        **fields,
+    })
+    _check_rope(spec, model_type)
+    return spec
+
+
+def _check_rope(spec: DecoderSpec, model_type: Any) -> None:
+    """Fails now, naming the model type, rather than when the model is built."""
+    if spec.rope is None:
+        return
+    try:
+        RotaryEmbedding(spec.rope, spec.head_dim, spec.max_position_embeddings, torch.device("cpu"))
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{model_type}: rope settings {spec.rope.rope_type!r} {spec.rope.params} are not "
+                         f"supported: {exc}") from None

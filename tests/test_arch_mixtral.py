@@ -1,0 +1,143 @@
+"""Mixtral (mii-plugin-mixtral): top-2 of 8 experts with weights softmaxed over the chosen two, GQA, and a
+sliding window when set; experts load from the hub's per-expert tensors and from transformers' fused ones."""
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM
+
+from support.family_checks import SCHEDULES, assert_greedy_parity, checkpoint_builder, edited_config
+from support.prompts import MIXED_PROMPTS
+from support.tiny_models import build_tiny_checkpoint
+
+EXPERTS, TOP_K, LAYERS = 8, 2, 2
+NEW_TOKENS = 24
+WINDOW_NEW_TOKENS = 48  # with a window of 16: every long sequence runs well past it
+# variant -> (sliding_window, seed); seeds keep every greedy reference clear of near-ties
+VARIANTS = {"full": (None, 0), "window": (16, 4)}
+
+
+@pytest.fixture(scope="module")
+def mixtral(tmp_path_factory):
+    return checkpoint_builder(tmp_path_factory, "mixtral", _write_checkpoint)
+
+
+def _write_checkpoint(folder, variant: str):
+    window, seed = VARIANTS[variant]
+    config = MixtralConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=LAYERS, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=window,
+                           num_local_experts=EXPERTS, num_experts_per_tok=TOP_K, initializer_range=0.15,
+                           rms_norm_eps=1e-5)
+    return build_tiny_checkpoint(folder, MixtralForCausalLM, config, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def fused_mixtral(mixtral, tmp_path_factory):
+    """The "full" checkpoint rewritten in transformers' fused layout: per layer ``mlp.gate.weight``,
+    ``mlp.experts.gate_up_proj`` [E, 2F, H] (each expert's w1 rows, then its w3 rows) and
+    ``mlp.experts.down_proj`` [E, H, F] (w2)."""
+    source = mixtral("full")
+    folder = tmp_path_factory.mktemp("mixtral-fused")
+    for file in source.iterdir():
+        if file.name != "model.safetensors":
+            shutil.copy(file, folder / file.name)
+    hub = load_file(source / "model.safetensors")
+    fused = {name: tensor for name, tensor in hub.items() if ".block_sparse_moe." not in name}
+    for i in range(LAYERS):
+        moe = f"model.layers.{i}.block_sparse_moe."
+        expert = lambda e, w: hub[f"{moe}experts.{e}.{w}.weight"]  # noqa: E731
+        fused[f"model.layers.{i}.mlp.gate.weight"] = hub[moe + "gate.weight"]
+        fused[f"model.layers.{i}.mlp.experts.gate_up_proj"] = torch.stack(
+            [torch.cat([expert(e, "w1"), expert(e, "w3")]) for e in range(EXPERTS)])
+        fused[f"model.layers.{i}.mlp.experts.down_proj"] = torch.stack([expert(e, "w2") for e in range(EXPERTS)])
+    save_file(fused, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_transformers_saves_the_hub_layout_and_loads_our_fused_copy_alike(mixtral, fused_mixtral):
+    """Checks the fixtures: save_pretrained writes one tensor per expert, and HF reads the fused copy
+    into the same weights (so the copy is a faithful fused checkpoint)."""
+    names = load_file(mixtral("full") / "model.safetensors").keys()
+    assert "model.layers.0.block_sparse_moe.experts.7.w3.weight" in names
+    assert not any("gate_up_proj" in n for n in names)
+    hub, fused = (AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).state_dict()
+                  for p in (mixtral("full"), fused_mixtral))
+    assert hub.keys() == fused.keys()
+    assert all(torch.equal(hub[name], fused[name]) for name in hub)
+
+
+@pytest.mark.parametrize("layout", ["hub", "fused"])
+def test_mixed_batch_greedy_matches_hf(mixtral, fused_mixtral, oracle, pipeline, layout):
+    path = mixtral("full") if layout == "hub" else fused_mixtral
+    references = [oracle(mixtral("full")).greedy(p, NEW_TOKENS, ignore_eos=True) for p in MIXED_PROMPTS]
+    responses = pipeline(path)(MIXED_PROMPTS, do_sample=False, max_new_tokens=NEW_TOKENS, ignore_eos=True)
+    assert [r.generated_text for r in responses] == [g.text for g in references]
+
+
+@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "plain"])
+def test_chunked_and_preempted_greedy_matches_hf(mixtral, oracle, pipeline, schedule):
+    # 30 blocks of 4: the longest sequence (27 blocks) fits alone, the batch (~82) does not
+    assert_greedy_parity(pipeline, oracle, mixtral("full"), NEW_TOKENS, schedule, preempt_blocks=30)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_sliding_window_past_the_window_matches_hf(mixtral, oracle, pipeline, schedule):
+    assert_greedy_parity(pipeline, oracle, mixtral("window"), WINDOW_NEW_TOKENS, schedule, preempt_blocks=10)
+
+
+def test_routing_spreads_tokens_over_the_experts(mixtral, pipeline, monkeypatch):
+    """The router really picks among the experts: in each layer at least half of them get tokens, and
+    the two weights of each token are softmaxed over its two picks (they sum to 1)."""
+    import mii_core.model.moe
+
+    calls = []
+    gating = mii_core.model.moe.top_k_gating
+
+    def recording(router_logits, k, renormalize):
+        weights, ids = gating(router_logits, k, renormalize)
+        calls.append((weights, ids))
+        return weights, ids
+
+    monkeypatch.setattr(mii_core.model.moe, "top_k_gating", recording)
+    pipeline(mixtral("full"))(MIXED_PROMPTS, do_sample=False, max_new_tokens=4, ignore_eos=True)
+    assert calls and len(calls) % LAYERS == 0, "each forward pass routes once per layer"
+    for layer in range(LAYERS):
+        picked = torch.cat([ids.reshape(-1) for ids in (c[1] for c in calls[layer::LAYERS])])
+        assert picked.unique().numel() >= EXPERTS // 2, f"layer {layer} used experts {picked.unique().tolist()}"
+        assert torch.bincount(picked, minlength=EXPERTS).max() < 0.5 * picked.numel(), "one expert dominates"
+    for weights, ids in calls:
+        assert ids.shape[1] == TOP_K and (ids[:, 0] != ids[:, 1]).all()
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[0]))
+
+
+def test_missing_expert_count_is_named(mixtral, tmp_path):
+    import mii_core
+
+    with pytest.raises(ValueError, match=r"config\.json.*num_local_experts"):
+        mii_core.pipeline(str(edited_config(tmp_path, mixtral("full"), num_local_experts=None)))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("num_experts_per_tok", 9, r"mixtral.*num_experts_per_tok"),
+    ("hidden_act", "relu", r"mixtral.*hidden_act 'relu'"),
+])
+def test_bad_config_is_named_with_the_model_type(mixtral, tmp_path, field, value, match):
+    import mii_core
+
+    with pytest.raises(ValueError, match=match):
+        mii_core.pipeline(str(edited_config(tmp_path, mixtral("full"), **{field: value})))
+
+
+def test_missing_expert_tensor_is_named(mixtral, tmp_path):
+    """Either layout may be complete; a hub checkpoint missing one expert's tensor is refused, naming it."""
+    import mii_core
+
+    source = mixtral("full")
+    for file in source.iterdir():
+        shutil.copy(file, tmp_path / file.name)
+    tensors = load_file(source / "model.safetensors")
+    del tensors["model.layers.1.block_sparse_moe.experts.5.w3.weight"]
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"missing weights: model\.layers\.1\.block_sparse_moe\.experts\.5\.w3"):
+        mii_core.pipeline(str(tmp_path))
