@@ -140,11 +140,18 @@ def _merge(word: list[bytes], pair: tuple[bytes, bytes]) -> list[bytes]:
     return out
 
 
+# Multi-digit tokens Qwen's pattern never lets form (it splits digits one by one): a tokenizer that splits
+# like cl100k (up to 3 digits) would produce them, so a wrong pattern shows.
+DIGIT_TOKENS = (b"20", b"202", b"24")
+
+
 def write_tiny_tiktoken(path, merges: int = 150) -> Path:
     """``qwen.tiktoken`` in the format Qwen ships: one 'base64(token) rank' line per token."""
     path = Path(path)
+    ranks = train_bpe_ranks(CORPUS, merges)
+    ranks.update({token: len(ranks) + i for i, token in enumerate(DIGIT_TOKENS)})
     lines = [base64.b64encode(token) + b" " + str(rank).encode()
-             for token, rank in sorted(train_bpe_ranks(CORPUS, merges).items(), key=lambda item: item[1])]
+             for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
 
