@@ -34,7 +34,7 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
                              "does not have (does the config match the weights?)")
         with torch.no_grad():
             param.weight_loader(param, target.prepare(tensor, policy.spec), target.shard_id, name=name)  # copy_ casts and moves
-        loaded.add(name)
+        loaded.add(target.checkpoint_name or name)  # as expected_weights() names it: prefix included
     bar.close()
     missing = [n for n in policy.expected_weights() if n not in loaded and _required(n, params, policy)]
     if missing:

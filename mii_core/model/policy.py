@@ -15,7 +15,8 @@ from mii_core.model.weight_rules import RuleTable, WeightRule, WeightTarget
 
 class ArchitecturePolicy:
     """Subclass per architecture: set ``weight_rules`` (see :mod:`mii_core.model.weight_rules`) and write
-    ``build_spec``. ``checkpoint_prefix`` is the prefix the rules' names carry (``"model."``,
+    ``build_spec`` (read required fields as ``hf[...]``: a missing one is reported as a ValueError naming
+    config.json and the field). ``checkpoint_prefix`` is the prefix the rules' names carry (``"model."``,
     ``"transformer."``) that some checkpoints of the family leave out; such names are matched with it added.
     Override ``build_model`` only for a model the generic decoder cannot express (its contract is in
     :mod:`mii_core.model.decoder`)."""
@@ -28,11 +29,9 @@ class ArchitecturePolicy:
         self.hf_config = hf_config
         try:
             self.spec = self.build_spec(hf_config)
-        except KeyError as exc:
-            if isinstance(exc, ValueError):  # already says which file and field
-                raise
-            raise ValueError(f"config.json has no '{exc.args[0]}', which model_type "
-                             f"'{hf_config.get('model_type')}' needs; restore the checkpoint's config.json") from None
+        except KeyError as missing:  # build_spec reads required fields as hf[...]: say which one is absent
+            raise ValueError(f"config.json has no '{missing.args[0]}' field, which a "
+                             f"'{hf_config.get('model_type')}' model needs; add it to config.json") from None
         self.rules = RuleTable(self.weight_rules, self.checkpoint_prefix)
         self._ignored = [re.compile(p) for p in self.ignored_weights]
 

@@ -36,6 +36,7 @@ class WeightTarget:
     param_name: str
     shard_id: ShardId
     rule: Rule
+    checkpoint_name: str = ""  # the name the rule matched, with the checkpoint prefix (as expand() lists it)
 
     def prepare(self, tensor: torch.Tensor, spec: DecoderSpec) -> torch.Tensor:
         if self.rule.transpose:
@@ -73,7 +74,7 @@ class RuleTable:
                 if found:
                     fill = found.groupdict()
                     shard = rule.shard.format(**fill) if isinstance(rule.shard, str) else rule.shard
-                    return WeightTarget(rule.target.format(**fill), shard, rule)
+                    return WeightTarget(rule.target.format(**fill), shard, rule, name)
         return None
 
     def expand(self, num_layers: int, num_experts: int) -> list[str]:
