@@ -41,6 +41,8 @@ class DecodeGraphs:
         self.context_lens = torch.ones(largest, **long)
         self.block_tables = torch.full((largest, max_blocks), scratch_block, **long)
         self.arange = torch.arange(largest + 1, **long)
+        self.ones = torch.ones(largest, **long)
+        # every tensor a graph reads must outlive it: the static batches hold views of these buffers only
         self._staging = torch.empty(4 * largest + largest * max_blocks, dtype=torch.int64,
                                     pin_memory=device.type == "cuda")
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -50,7 +52,7 @@ class DecodeGraphs:
         return RaggedBatch(
             token_ids=self.token_ids[:size], positions=self.positions[:size],
             slot_mapping=self.slot_mapping[:size], query_start=self.arange[:size + 1],
-            query_lens=torch.ones_like(self.arange[:size]), context_lens=self.context_lens[:size],
+            query_lens=self.ones[:size], context_lens=self.context_lens[:size],
             block_tables=self.block_tables[:size], last_token_index=self.arange[:size],
             decode_seqs=self.arange[:size], prefill_seqs=self.arange[:0],
             max_query_len=1, max_context_len=self.max_blocks * self.block_size, max_prefill_context_len=0,

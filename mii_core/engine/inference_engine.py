@@ -1,6 +1,7 @@
 """FastGen's engine calls over a ragged batch: put / flush / query / can_schedule."""
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import torch
@@ -10,6 +11,9 @@ from mii_core.engine.state_manager import SchedulingResult, StateManager
 from mii_core.kv_cache import BlockAllocator, KVCache
 from mii_core.kv_cache.prefix_cache import PrefixCache
 from mii_core.config.engine import StateManagerConfig
+
+
+log = logging.getLogger(__name__)
 
 
 class InferenceEngine:
@@ -33,7 +37,11 @@ class InferenceEngine:
         max_blocks = -(-self.config.max_context // self.block_size)
         graphs = DecodeGraphs(self.model, self._kv_layers, self.block_size, max_blocks, self.kv_cache.scratch_block,
                               min(max_batch, self.config.max_ragged_sequence_count), self.device)
-        seconds = graphs.capture() if self.device.type == "cuda" else 0.0
+        try:
+            seconds = graphs.capture() if self.device.type == "cuda" else 0.0
+        except (RuntimeError, torch.OutOfMemoryError) as exc:  # a kernel that cannot be captured: stay eager
+            log.warning("decode steps stay eager: CUDA graph capture failed (%s: %s)", type(exc).__name__, exc)
+            return 0.0
         self.graphs = graphs
         return seconds
 
