@@ -8,14 +8,14 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 TEXT = """\
-The quick brown fox jumps over the lazy dog near the river bank.
-A small boat drifted slowly down the river while the sun went down behind the hills.
-Every morning the baker opens his shop and sells fresh bread to the people of the town.
-The children walked to school together, talking about the game they played last night.
-In the middle of the forest there is an old house with a red door and a green roof.
+GPT-2 reads text as bytes and merges the most frequent pairs into tokens.
+Each layer normalises its input, attends to earlier tokens, then runs a small feed-forward network.
+Learned position vectors tell the model where each token sits in the sequence.
+The output layer shares its weights with the token embedding, so the model stays small.
+A greedy decoder always picks the token with the highest score at every step.
 """
-PROMPTS = ["river", "The old house", "Every morning the baker opens his shop",
-           "A small boat drifted slowly down the river while the sun went down behind the hills. The children"]
+PROMPTS = ["tokens", "Each layer normalises", "Learned position vectors tell the model",
+           "GPT-2 reads text as bytes and merges the most frequent pairs into tokens. A greedy decoder"]
 NEW_TOKENS = 16
 BLOCK_SIZE = 4
 
@@ -64,8 +64,10 @@ def engine_config(schedule: str, checkpoint) -> dict:
     if schedule == "chunked":  # prompts split into 8-token chunks
         return {"state_manager": {"max_ragged_batch_size": 8, "max_ragged_sequence_count": 8}}
     if schedule == "preempted":  # a KV cache too small for the batch: sequences are preempted and recomputed
-        longest = max(len(AutoTokenizer.from_pretrained(checkpoint)(p)["input_ids"]) for p in PROMPTS)
-        blocks = -(-(longest + NEW_TOKENS) // BLOCK_SIZE) * 3 // 2
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        needs = [-(-(len(tokenizer(p)["input_ids"]) + NEW_TOKENS) // BLOCK_SIZE) for p in PROMPTS]
+        blocks = max(needs) * 3 // 2  # room for the longest alone, not for all at once
+        assert sum(needs) > blocks
         return {"state_manager": {"kv_block_size": BLOCK_SIZE, "memory_config": {"mode": "allocate", "size": blocks}}}
     return {}
 
