@@ -151,7 +151,9 @@ def test_past_seq_length_greedy_matches_qwen_reference(convert, hf, qwen2_folder
         expected.append(generated)
         _check_margins(reference, ids, generated)
     if schedule == "preempted":
-        config, _ = tight_kv_config(lambda _path: hf, qwen2_folder, prompts, NEW_TOKENS)
+        config, n_blocks = tight_kv_config(lambda _path: hf, qwen2_folder, prompts, NEW_TOKENS)
+        needed = sum(math.ceil((len(hf.encode(p)) + NEW_TOKENS) / BLOCK_SIZE) for p in prompts)
+        assert needed > n_blocks, "the batch must not fit in the KV cache at once"
     else:
         config = SCHEDULES[schedule]
     pipe = pipeline(folder, inference_engine_config=config)
