@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 PLUGINS := $(wildcard architectures/*/pyproject.toml)
+# the third-party kit's worked plugin, installed like one (tests/test_kit_gpt2.py runs its own tests)
+KIT_PLUGIN := plugins/example-gpt2
 MODEL ?=
 DEMO_MODEL_DIR ?= demo-model
 PYTEST_ARGS ?=
@@ -16,7 +18,7 @@ install: $(STAMP)
 
 # On a machine without a working NVIDIA driver the CPU build of torch goes in first, so that the
 # plain `torch` requirement of the packages is already met and pip never pulls the CUDA wheels.
-$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS)
+$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "setuptools>=68" wheel
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS)
 	else \
 		echo "no CUDA driver: installing the CPU build torch==2.13.0"; $(PIP) install -q torch==2.13.0; \
 	fi
-	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS)))
+	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS))) -e $(KIT_PLUGIN)
 	touch $(STAMP)
 
 demo: install

@@ -31,7 +31,9 @@ class Pipeline:
         built = build_engine(config)
         self.engine, self.spec = built.engine, built.policy.spec
         tokenizer_path = built.model_path if config.tokenizer == config.model_name_or_path else config.tokenizer
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
+        self.tokenizer = built.policy.load_tokenizer(tokenizer_path)  # None: the architecture has no own loader
+        if self.tokenizer is None:  # never run a checkpoint's code, nor ask on stdin whether to
+            self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), trust_remote_code=False)
         eos_ids = (generation_eos_ids(built.model_path) or list(self.spec.eos_token_ids)
                    or [self.tokenizer.eos_token_id])
         eos_ids = [e for e in eos_ids if e is not None]

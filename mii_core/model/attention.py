@@ -40,16 +40,19 @@ class Attention(nn.Module):
         q = q.view(-1, self.local_heads, self.head_dim)
         k = k.view(-1, self.local_kv_heads, self.head_dim)
         v = v.view(-1, self.local_kv_heads, self.head_dim)
-        if self.logn_base is not None:
-            q = q * _logn_factor(batch.positions, self.logn_base, q.dtype)[:, None, None]
         cos, sin = rope if rope is not None else (None, None)
         q = self.kernels.rotary_write_kv(q, k, v, cos, sin, self.rotary_dim, kv_cache[0], kv_cache[1],
                                          batch.slot_mapping)
+        if self.logn_base is not None:  # on the rotated query, as modeling_qwen.py
+            q = q * _logn_factor(batch.positions, self.logn_base, q.dtype)[:, None, None]
         out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.scale, self.window)
         return self.o_proj(out.reshape(-1, q_size))
 
 
 def _logn_factor(positions: torch.Tensor, base: int, dtype: torch.dtype) -> torch.Tensor:
-    """Qwen's log-n scaling: a query at position p is scaled by log_base(p + 1) once p + 1 > base."""
-    length = positions.to(torch.float32) + 1
-    return torch.where(length > base, torch.log(length) / math.log(base), torch.ones_like(length)).to(dtype)
+    """Qwen's log-n scaling (``use_logn_attn``): its table holds log(i, seq_length) for i > seq_length, else
+    1, and the query at position p takes entry p, i = p + 1. Worked out in float64 as Python's math.log,
+    stored in float32 as Qwen's table, then cast to the query's dtype."""
+    length = positions.to(torch.float64) + 1
+    factor = torch.where(length > base, torch.log(length) / math.log(base), torch.ones_like(length))
+    return factor.to(torch.float32).to(dtype)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Optional
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 
@@ -40,6 +41,13 @@ class ArchitecturePolicy:
 
     def build_model(self, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         return DecoderModel(self.spec, ctx, kernels, device, dtype)
+
+    def load_tokenizer(self, path: Union[str, Path]) -> Optional[Any]:
+        """The tokenizer for the checkpoint folder ``path``, or None (the default) for ``AutoTokenizer``.
+        Override for a family whose checkpoints ship their tokenizer as remote code (Qwen's
+        ``qwen.tiktoken``). The object must offer what the core calls: ``tokenizer(text)["input_ids"]``,
+        ``decode(ids, skip_special_tokens=True)`` and ``eos_token_id``."""
+        return None
 
     def map_weight(self, checkpoint_name: str) -> Optional[WeightTarget]:
         """Where a checkpoint tensor goes; None for tensors the engine does not use."""

@@ -1,0 +1,1 @@
+"""GPT-2 for mii-core (HF model_type "gpt2")."""
