@@ -38,3 +38,17 @@ def test_padded_decode_step_equals_plain_step(checkpoint, oracle, pipeline):
         engine.graphs = None
         for uid in uids:
             engine.flush(uid)
+
+
+def test_warm_up_leaves_no_trace(checkpoint, oracle, pipeline):
+    path = checkpoint("gqa")
+    engine = pipeline(path, inference_engine_config={"state_manager": {"kv_block_size": 8}}).engine
+    free_before = engine.free_blocks
+    engine.warm_up()
+    assert engine.free_blocks == free_before and not engine.state.sequences
+    prompt = oracle(path).encode("The old man")
+    try:
+        logits = engine.put([900], [prompt])
+        torch.testing.assert_close(logits[0].float(), oracle(path).last_logits(prompt), atol=1e-4, rtol=0)
+    finally:
+        engine.flush(900)

@@ -33,6 +33,21 @@ class InferenceEngine:
         self._kv_layers = kv_cache.layers()
         self.graphs = None  # DecodeGraphs, when the builder captured them
 
+    def warm_up(self) -> None:
+        """A prompt chunk, then a step mixing a decode with a new prompt, on uids no request uses: the
+        kernels compile (JIT) now rather than in the middle of the first requests."""
+        first, second = -1, -2
+        tokens = min(self.config.max_ragged_batch_size - 3, (self.free_blocks - 2) * self.block_size,
+                     self.config.max_context - 2)
+        if tokens < 2:
+            return
+        try:
+            self.put([first], [[0] * tokens])
+            self.put([first, second], [[0], [0, 0]])
+        finally:
+            self.flush(first)
+            self.flush(second)
+
     def capture_decode_graphs(self, max_batch: int) -> float:
         """Captures CUDA graphs of decode steps up to ``max_batch`` sequences; returns the seconds taken."""
         from mii_core.engine.cuda_graphs import DecodeGraphs

@@ -160,7 +160,9 @@ def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
-@triton.jit
+# ints that change from step to step are not specialised on (== 1, % 16): that would compile new
+# variants in the middle of a run
+@triton.jit(do_not_specialize=['num_seqs', 'stride_bt', 'window'])
 def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, num_seqs,
                     stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
@@ -201,7 +203,7 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     tl.store(out + o_off, (acc / l_i[:, None]).to(out.dtype.element_ty), mask=io_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['num_splits', 'stride_bt', 'window'])
 def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
                    decode_seqs, num_splits, num_q_heads,
                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
@@ -245,7 +247,7 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         tl.store(out + o_off, result.to(out.dtype.element_ty), mask=io_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['num_splits'])
 def _reduce_kernel(out, part_out, part_lse, query_start, decode_seqs, num_splits, num_q_heads,
                    stride_ot, stride_oh, SPLITS_PAD: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr):
     index = tl.program_id(0)

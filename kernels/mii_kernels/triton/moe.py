@@ -34,7 +34,8 @@ def _owner(slots, padded_end):
     return tl.sum((padded_end[None, :] <= slots[:, None]).to(tl.int32), axis=1)
 
 
-@triton.jit
+# routing-dependent counts are not specialised on: that would compile new variants mid-run
+@triton.jit(do_not_specialize=['picks', 'padded_len', 'num_blocks'])
 def _align_kernel(ids_ptr, sorted_ptr, block_expert_ptr, picks, padded_len, num_blocks,
                   BLOCK_M: tl.constexpr, E_PAD: tl.constexpr, CHUNK: tl.constexpr):
     experts = tl.arange(0, E_PAD)
@@ -84,7 +85,7 @@ def _block_tile(sorted_ptr, block_expert_ptr, num_blocks, n_size, BLOCK_M: tl.co
     return tl.load(block_expert_ptr + block).to(tl.int64), rows, tl.load(sorted_ptr + rows), n
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
                     hidden, features, stride_xt, stride_xh, stride_we, stride_wn, stride_wh,
                     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
@@ -122,7 +123,7 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
     tl.store(out_ptr + rows[:, None].to(tl.int64) * features + n[None, :], hidden_act, mask=n_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
                  hidden, features, stride_we, stride_wh, stride_wf, PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
