@@ -61,12 +61,14 @@ class Pipeline:
 
     def submit(self, prompts: Optional[list[str]], options, prompt_ids: Optional[list[list[int]]] = None,
                stream_tokens: bool = True) -> RequestStream:
-        """Queues one request (checked here, all-or-nothing) on the engine service; for servers."""
+        """Queues one request (checked here, all-or-nothing) on the engine service; for servers.
+        ``options``: one GenerationConfig for all prompts, or a list with one per prompt."""
         self._check_alive()
         if prompt_ids is None:
             prompt_ids = [self.tokenizer(p)["input_ids"] for p in prompts]
-        request = RequestStream(self._sequences(prompt_ids, options), self.detokenizer, stream_tokens)
-        return self.service.submit(request)
+        per_prompt = options if isinstance(options, list) else [options] * len(prompt_ids)
+        seqs = [seq for ids, opts in zip(prompt_ids, per_prompt, strict=True) for seq in self._sequences([ids], opts)]
+        return self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens))
 
     def generate_tokens(self, token_lists: Seq[Seq[int]], max_new_tokens: Union[int, Seq[int], None] = None,
                         **generate_kwargs: Any) -> list[TokenOutput]:

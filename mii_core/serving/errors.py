@@ -33,6 +33,10 @@ class RequestCancelled(ServingError):
     kind = "cancelled"
 
 
+class DeploymentStartError(RuntimeError):
+    """A deployment did not come up; the message carries the failing process's log tail."""
+
+
 _BY_KIND = {cls.kind: cls for cls in (ServingError, InvalidRequest, QueueFull, Unavailable, RequestCancelled)}
 
 

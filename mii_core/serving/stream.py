@@ -78,11 +78,12 @@ class RequestStream:
     def done(self) -> bool:
         return self._remaining == 0
 
-    def chunks(self, poll_interval: Optional[float] = None) -> Iterator[Optional[StreamChunk]]:
+    def chunks(self, poll_interval: Optional[float] = None, decode: bool = True) -> Iterator[Optional[StreamChunk]]:
         """Text pieces as the sequences grow, the last of each sequence with its finish_reason.
 
         With ``poll_interval``, also yields None when nothing came for that long and when the request
-        started, so a server can check its client and report the start. Raises the request's error.
+        started, so a server can check its client and report the start. ``decode=False``: pieces carry
+        token counts only. Raises the request's error.
         """
         while self._remaining:
             try:
@@ -90,7 +91,7 @@ class RequestStream:
             except queue.Empty:
                 yield None
                 continue
-            chunk = self._apply(event, decode=True)
+            chunk = self._apply(event, decode=decode)
             if chunk is not None or (poll_interval is not None and event[0] == "started"):
                 yield chunk
 
