@@ -1,11 +1,12 @@
 # One-command set-up on a fresh machine: `make demo` and `make test` create .venv and install
-# everything they need (core + every architecture plugin + kernels, editable).
+# everything they need (core + every architecture plugin + kernels + transport servers, editable).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 PLUGINS := $(wildcard architectures/*/pyproject.toml)
+SERVERS := $(wildcard servers/*/pyproject.toml)
 MODEL ?=
 DEMO_MODEL_DIR ?= demo-model
 PYTEST_ARGS ?=
@@ -16,7 +17,7 @@ install: $(STAMP)
 
 # On a machine without a working NVIDIA driver the CPU build of torch goes in first, so that the
 # plain `torch` requirement of the packages is already met and pip never pulls the CUDA wheels.
-$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS)
+$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(SERVERS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "setuptools>=68" wheel
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
@@ -24,7 +25,8 @@ $(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS)
 	else \
 		echo "no CUDA driver: installing the CPU build torch==2.13.0"; $(PIP) install -q torch==2.13.0; \
 	fi
-	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS)))
+	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS))) \
+		$(addprefix -e ,$(dir $(SERVERS)))
 	touch $(STAMP)
 
 demo: install

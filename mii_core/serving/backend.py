@@ -40,7 +40,9 @@ class GenerateRequest:
 
     @property
     def count(self) -> int:
-        return len(self.prompts if self.prompts is not None else self.chats or [])
+        """Sequences this request asks for (for load accounting; the engine checks the shape)."""
+        items = self.prompts if self.prompts is not None else self.chats
+        return len(items) if isinstance(items, list) else 1
 
     def to_wire(self) -> dict[str, Any]:
         return {"op": "generate", **asdict(self)}

@@ -47,3 +47,35 @@ def deploy():
             pass
         if client.record.router_pid:
             kill_group(client.record.router_pid)
+
+
+# A chat template made of characters the tiny tokenizer knows (no newline: it has no token for it).
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} | {% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def chat_checkpoint(checkpoint, tmp_path_factory):
+    """The gqa checkpoint with a chat template in its tokenizer config (for /v1/chat/completions)."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("chat") / "tiny-chat-llama"
+    shutil.copytree(checkpoint("gqa"), folder)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["chat_template"] = CHAT_TEMPLATE
+    config_file.write_text(json.dumps(config, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo(chat_checkpoint, deploy):
+    """The issue's sample deployment: named "demo", REST on 28080 (another free port if taken), two
+    replicas, gRPC on port_number; shared by the REST, gRPC, OpenAI and load tests."""
+    from support.serving import free_port_block, port_free
+
+    rest_port = 28080 if port_free(28080) else free_port_block(1)
+    client = deploy(chat_checkpoint, replica_num=2, deployment_name="demo", enable_restful_api=True,
+                    restful_api_port=rest_port)
+    return client
