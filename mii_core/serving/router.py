@@ -50,9 +50,10 @@ class ReplicaState:
     load: dict[str, Any] = field(default_factory=dict)  # the replica's last health answer
 
     def describe(self) -> dict[str, Any]:
+        engine = {k: v for k, v in self.load.items() if k not in ("status", "pid")} if self.alive else {}
         return {"index": self.index, "alive": self.alive, "pid": self.process.pid if self.process else None,
                 "lost_reason": self.lost_reason, "outstanding": self.outstanding, "served": self.served,
-                **{k: v for k, v in self.load.items() if k not in ("status", "pid")}}
+                "engine": engine}
 
 
 class Router(Backend):
@@ -64,6 +65,7 @@ class Router(Backend):
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._unstarted = 0
+        self.rerouted = 0  # requests a replica lost before starting them, sent to another
         self._picks = itertools.count()
         self._active: set["RoutedStream"] = set()
         self._observers: list[Observer] = []
@@ -86,10 +88,11 @@ class Router(Backend):
         alive = sum(r.alive for r in self.replicas)
         status = ("stopping" if self._stopping.is_set() else "ok" if alive == len(self.replicas)
                   else "degraded" if alive else "down")
-        totals = {key: sum(r.get(key) or 0 for r in replicas)
+        totals = {key: sum(r["engine"].get(key) or 0 for r in replicas)
                   for key in ("running", "waiting", "kv_blocks_used", "kv_blocks_total")}
         return {"status": status, "deployment": self.deployment_name, "model": self.model_name,
-                "queued_requests": self._unstarted, "replicas_alive": alive, "replicas": replicas, **totals}
+                "queued_requests": self._unstarted, "rerouted": self.rerouted, "replicas_alive": alive,
+                "replicas": replicas, **totals}
 
     def terminate(self) -> None:
         self.terminate_requested.set()
@@ -242,6 +245,8 @@ class RoutedStream(ResponseStream):
                         raise Unavailable(f"replica {replica.index} was lost while running this request "
                                           f"({replica.lost_reason or exc}); send it again") from None
                     log.warning("replica %d could not run a request (%s); trying another", replica.index, exc)
+                    with self._router._lock:
+                        self._router.rerouted += 1
                 finally:
                     if remote_events is not None:
                         remote_events.close()  # closes the link, so the replica drops the request

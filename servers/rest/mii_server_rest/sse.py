@@ -39,6 +39,7 @@ def sse_stream(stream: ResponseStream, first: Any, rest: Iterator[Any],
     finally:
         if stream.responses is None:
             stream.cancel()
+            rest.close()  # ends the backend's generator now, which closes its link to the replica
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
