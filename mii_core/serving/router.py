@@ -72,6 +72,13 @@ class Router(Backend):
 
     # ---- Backend ----
     def submit(self, request: GenerateRequest) -> "RoutedStream":
+        try:
+            return self._admit(request)
+        except (QueueFull, Unavailable) as exc:
+            self.notify("request_ended", exc.kind)
+            raise
+
+    def _admit(self, request: GenerateRequest) -> "RoutedStream":
         if self._stopping.is_set():
             raise Unavailable("the deployment is shutting down")
         with self._lock:
@@ -164,13 +171,16 @@ class Router(Backend):
                 if code is not None:
                     self.mark_lost(replica, f"its process exited with code {code}")
 
+    def refresh_load(self) -> None:
+        for replica in [r for r in self.replicas if r.alive]:
+            try:
+                replica.load = replica.backend.health(timeout=HEALTH_SECONDS)
+            except Exception as exc:  # reported by the process watch if it died
+                log.debug("replica %d health: %s", replica.index, exc)
+
     def _poll_load(self) -> None:
         while not self._stopping.wait(HEALTH_SECONDS):
-            for replica in [r for r in self.replicas if r.alive]:
-                try:
-                    replica.load = replica.backend.health(timeout=HEALTH_SECONDS)
-                except Exception as exc:  # reported by the process watch if it died
-                    log.debug("replica %d health: %s", replica.index, exc)
+            self.refresh_load()
 
     # ---- shutdown ----
     def begin_shutdown(self) -> None:

@@ -106,6 +106,7 @@ def run(record: DeploymentRecord) -> int:
         router.stop_replicas(grace=2)
         remove_record(record)
         return 1
+    router.refresh_load()  # so health is complete from the first call
     router.start_monitors()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: router.terminate())

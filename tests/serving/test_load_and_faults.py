@@ -154,6 +154,8 @@ def test_past_max_queued_requests_it_is_503_with_retry_after_and_resource_exhaus
     with pytest.raises(grpc.RpcError) as exhausted:
         grpc_stub(guarded).GeneratorReply(make_request(["river"]), metadata=[("authorization", f"Bearer {API_KEY}")])
     assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    metrics = requests.get(f"{url}/metrics").text
+    assert 'mii_requests_total{outcome="queue_full"} 2.0' in metrics  # the REST and the gRPC refusal
     running.close()  # the queue drains: both waiting requests are answered
     for t in queued:
         t.join(timeout=120)

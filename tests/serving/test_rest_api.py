@@ -115,23 +115,33 @@ def test_healthz_reports_the_replicas(rest):
     assert [r["alive"] for r in health["replicas"]] == [True, True]
 
 
+def scrape(url):
+    text = requests.get(f"{url}/metrics").text
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
 def test_metrics_count_requests_tokens_and_latency(rest):
     url, _, _ = rest
+    before = scrape(url)
     requests.post(f"{url}/mii/demo", json={"prompts": ["river", "The old man"], "max_new_tokens": 6,
                                            "do_sample": False, "ignore_eos": True})
-    requests.post(f"{url}/mii/demo", json={"prompts": "river", "bogus": 1})
-    text = requests.get(f"{url}/metrics").text
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
-              if line and not line.startswith("#")}
-    assert values['mii_requests_total{outcome="ok"}'] >= 1
-    assert values['mii_requests_total{outcome="invalid"}'] >= 1
-    assert values["mii_generated_tokens_total"] >= 12
-    assert values["mii_time_to_first_token_seconds_count"] >= 2
-    assert values["mii_inter_token_latency_seconds_count"] >= 10
-    for gauge in ("mii_queue_depth", "mii_running_sequences", "mii_kv_blocks_in_use", "mii_kv_blocks_total",
-                  "mii_replicas_alive", "mii_generation_tokens_per_second"):
-        assert gauge in values
-    assert values["mii_replicas_alive"] == 2
+    requests.post(f"{url}/mii/demo", json={"prompts": "river", "bogus": 1})  # refused by the engine
+    post_raw(url, b"{not json")  # refused by the REST layer
+    after = scrape(url)
+
+    def grew(name):
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert grew('mii_requests_total{outcome="ok"}') == 1
+    assert grew('mii_requests_total{outcome="invalid"}') == 2
+    assert grew("mii_generated_tokens_total") == 12
+    assert grew("mii_time_to_first_token_seconds_count") == 2  # one per prompt
+    assert grew("mii_inter_token_latency_seconds_count") == 10  # the 5 tokens after the first, per prompt
+    assert after["mii_replicas_alive"] == 2 and after["mii_queue_depth"] == 0
+    assert after["mii_kv_blocks_total"] == 2 * 96 and after["mii_generation_tokens_per_second"] > 0
+    for gauge in ("mii_running_sequences", "mii_kv_blocks_in_use"):
+        assert gauge in after
 
 
 def test_the_server_is_waitress_not_flasks_development_server(rest):

@@ -22,7 +22,7 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     app = Flask("mii_server_rest")
     app.config["MII"] = (backend, settings)
     metrics = Metrics(backend)
-    _register_errors(app, settings)
+    _register_errors(app, settings, metrics)
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
     from mii_server_rest.openai_api import register_openai_routes
@@ -64,7 +64,7 @@ def sse_response(body: Iterator[bytes]) -> Response:
     return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
-def _register_errors(app: Flask, settings: TransportSettings) -> None:
+def _register_errors(app: Flask, settings: TransportSettings, metrics: Metrics) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         kind = "not_found" if exc.code == 404 else "invalid"
@@ -74,7 +74,9 @@ def _register_errors(app: Flask, settings: TransportSettings) -> None:
 
     @app.errorhandler(Exception)
     def any_error(exc: Exception) -> Response:
-        if not isinstance(exc, HttpError):
+        if isinstance(exc, HttpError):  # refused here, before the router saw it (which counts its own)
+            metrics.request_ended(exc.kind)
+        else:
             app.logger.debug("request failed", exc_info=exc)
         return from_exception(exc, settings.retry_after_seconds)
 
