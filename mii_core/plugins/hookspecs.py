@@ -47,4 +47,9 @@ def mii_core_register_kernels(registry: "KernelRegistry") -> None:
 
 @hookspec
 def mii_core_register_transports(registry: "TransportRegistry") -> None:
-    """Offer a front end (gRPC, REST, ...) under a name: ``registry.register(name, "module:Class")``."""
+    """Offer a front end (gRPC, REST, ...) under a name: ``registry.register(name, "module:Class")``.
+
+    The class subclasses :class:`mii_core.serving.transport.Transport` (its contract: errors by kind,
+    API key, cancelling a request whose client left). A deployment starts it in its router process
+    when its name is in ``serve(..., transports=[...])`` (or ``$MII_CORE_TRANSPORTS``).
+    """
