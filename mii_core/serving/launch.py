@@ -26,7 +26,13 @@ def router_command(folder: Path) -> list[str]:
 
 def replica_env(placement: dict[str, Any], replica_num: int) -> dict[str, str]:
     env = dict(os.environ)
-    if not placement["devices"] and "OMP_NUM_THREADS" not in env:
+    devices = placement["devices"]
+    if devices:
+        # The replica sees only its GPUs (as cuda:0, ...); device_map indices count the GPUs this
+        # process sees, so an inherited CUDA_VISIBLE_DEVICES is mapped through.
+        visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[d] if visible else str(d) for d in devices)
+    elif "OMP_NUM_THREADS" not in env:
         # CPU replicas share the cores; more threads each than cores each only thrash.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // replica_num))
     return env

@@ -109,8 +109,8 @@ class LocalBackend(Backend):
 def replica_model_config(config: MIIConfig, placement: dict[str, Any]) -> ModelConfig:
     """The model options of one replica: one engine, on this replica's devices."""
     device = config.model_conf.device
-    if device is None:
-        device = f"cuda:{placement['devices'][0]}" if placement["devices"] else "cpu"
+    if device is None:  # launch.replica_env shows the replica only its own GPUs
+        device = "cuda:0" if placement["devices"] else "cpu"
     return config.model_conf.model_copy(update={"replica_num": 1, "device": device, "device_map": "auto"})
 
 

@@ -103,6 +103,11 @@ class EngineService:
 
     # ---- the loop thread ----
     def _run(self) -> None:
+        device = self.loop.engine.device
+        if device.type == "cuda":  # kernels launch on the thread's current device
+            import torch
+
+            torch.cuda.set_device(device)
         while True:
             if not self._take_inbox(block=not self.loop.scheduler.has_work()):
                 return

@@ -158,3 +158,25 @@ def test_metadata_is_written_atomically_and_readable_by_its_owner_only(monkeypat
     assert metadata.read_record("atomic").config == {"a": 1}  # the old record, whole
     assert [p.name for p in path.parent.iterdir()] == [metadata.RECORD_FILE]  # no temporary left behind
     metadata.remove_record(record)
+
+
+@pytest.mark.parametrize("inherited, devices, expected", [
+    (None, (1,), "1"),
+    ("2,3", (1,), "3"),  # device_map counts the GPUs this process sees
+    ("4,5,6,7", (0, 2), "4,6"),
+])
+def test_a_replica_sees_only_its_own_gpus(monkeypatch, inherited, devices, expected):
+    from mii_core.serving.launch import replica_env
+
+    if inherited is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+    assert replica_env({"devices": devices}, 2)["CUDA_VISIBLE_DEVICES"] == expected
+
+
+def test_cpu_replicas_share_the_cores(monkeypatch):
+    from mii_core.serving.launch import replica_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert replica_env({"devices": ()}, 2)["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
