@@ -121,8 +121,9 @@ def _serve_generate(conn: Connection, backend: Backend, request: GenerateRequest
     except Exception as exc:
         _send_error(conn, exc)
         return
+    events = stream.events(poll_interval=POLL_SECONDS)
     try:
-        for event in stream.events(poll_interval=POLL_SECONDS):
+        for event in events:
             if event is None:
                 if conn.poll(0):  # the caller never sends twice: readable means it closed (cancel)
                     raise LinkBroken("caller went away")
@@ -135,6 +136,8 @@ def _serve_generate(conn: Connection, backend: Backend, request: GenerateRequest
         stream.cancel()  # the caller is gone: free the engine for others
     except Exception as exc:
         _send_error(conn, exc)
+    finally:
+        events.close()  # a stream left mid-way lets go of what it holds now, not at garbage collection
 
 
 # ---- calling a Backend over the link ----

@@ -13,7 +13,7 @@ import mii_core
 from mii_core.serving.errors import DeploymentStartError
 from support.compare import assert_responses_match
 from support.prompts import MIXED_PROMPTS
-from support.serving import SMALL_KV, free_port_block, pid_alive, port_free
+from support.serving import SMALL_KV, free_port_block, pid_alive, port_free, processes_mentioning
 
 GREEDY = dict(do_sample=False, ignore_eos=True)
 
@@ -120,6 +120,18 @@ def test_a_replica_that_fails_to_start_is_an_error_with_its_log_tail(tmp_path):
     assert "no installed plugin handles model_type 'no-such-architecture'" in message  # from the replica's log
     assert all(port_free(base + i) for i in range(4))
     assert mii_core.serving.metadata.read_record("broken") is None
+
+
+def test_readiness_has_a_timeout_and_leaves_nothing_behind(checkpoint, mii_cache):
+    base = free_port_block(4)
+    with pytest.raises(DeploymentStartError, match=r"replica\(s\) 0 not ready after startup_timeout=0 s"):
+        mii_core.serve(str(checkpoint("gqa")), deployment_name="slow", port_number=base, transports=[],
+                       startup_timeout=0.3, inference_engine_config=SMALL_KV)  # less than importing torch
+    folder = str(mii_cache / "slow")
+    assert processes_mentioning(folder) == []
+    assert all(port_free(base + i) for i in range(4))
+    assert mii_core.serving.metadata.read_record("slow") is None
+
 
 
 def test_terminate_stops_every_process_and_frees_every_port(core):

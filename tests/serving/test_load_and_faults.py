@@ -19,7 +19,7 @@ from mii_server_grpc.convert import make_request
 from mii_server_grpc.proto import modelresponse_pb2_grpc as pb_grpc
 from support.compare import reference_fields
 from support.prompts import many_prompts
-from support.serving import pid_alive, port_free, wait_until
+from support.serving import pid_alive, port_free, processes_mentioning, wait_until
 
 GREEDY = dict(do_sample=False, ignore_eos=True)
 LOAD_REQUESTS, LOAD_CLIENTS, GRPC_CLIENTS, LOAD_TOKENS = 1000, 64, 16, 6
@@ -281,16 +281,7 @@ def test_terminate_under_load_ends_every_process_and_frees_every_port(fault, che
     assert not any(t.is_alive() for t in threads), "a client hung"
     assert not any(pid_alive(pid) for pid in pids)
     assert all(port_free(port) for port in ports)
-    orphans = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_mentions(pid, record.folder)]
-    assert orphans == []
+    assert processes_mentioning(record.folder) == []  # no orphan
     assert set(outcomes) <= {200, 503, "connection closed"}
     print(f"\nTERMINATE under 8 clients: every process gone and every port free {took:.2f} s after "
           f"terminate_server(); {outcomes.count(200)} answered, {len(outcomes) - outcomes.count(200)} refused or cut")
-
-
-def _cmdline_mentions(pid, text):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return text.encode() in cmdline.read()
-    except OSError:
-        return False

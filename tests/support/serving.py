@@ -37,6 +37,19 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line holds `text` (a deployment's folder: its router and replicas)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if text.encode() in cmdline.read() and pid_alive(int(pid)):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
 def wait_until(condition, timeout: float = 30.0, what: str = "condition", interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while True:
