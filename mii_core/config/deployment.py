@@ -41,7 +41,8 @@ class MIIConfig(StrictModel):
     # ---- added by mii-core ----
     transports: Optional[list[str]] = Field(default=None, description="None: $MII_CORE_TRANSPORTS, else ['grpc']")
     host: str = Field(default="localhost", description="where front ends without their own host option listen")
-    transport_ports: dict[str, int] = Field(default_factory=dict, description="ports of transports MII has no option for")
+    transport_ports: dict[str, int] = Field(default_factory=dict,
+                                            description="ports of transports MII has no option for")
     max_queued_requests: int = Field(default=1024, gt=0, description="requests waiting to start; more get 503")
     api_key: Optional[str] = Field(default=None, min_length=1, description="Bearer token / gRPC metadata required")
     startup_timeout: float = Field(default=600.0, gt=0, description="seconds to wait for every replica")

@@ -21,6 +21,11 @@ class Chunk:
     index: int  # which prompt of the request
     response: Response  # generated_text is the new text ("" when text was not asked for)
 
+    @property
+    def has_news(self) -> bool:
+        """New text, or the end of its prompt: what a client is shown (others only count tokens)."""
+        return bool(self.response.generated_text) or self.response.finish_reason != "none"
+
 
 Event = Union[str, Chunk, None]
 

@@ -45,7 +45,7 @@ class MIIClient:
         try:
             stream = self._backend.submit(request)
             for event in stream.events():
-                if streaming_fn is not None and isinstance(event, Chunk) and _worth_sending(event.response):
+                if streaming_fn is not None and isinstance(event, Chunk) and event.has_news:
                     streaming_fn([event.response])
         except LinkBroken as exc:
             raise Unavailable(f"deployment '{self.deployment_name}' is not reachable ({exc}); is it running?") from None
@@ -69,10 +69,6 @@ class MIIClient:
                 os.killpg(self.record.router_pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-
-
-def _worth_sending(response: Response) -> bool:
-    return bool(response.generated_text) or response.finish_reason != "none"
 
 
 def client(model_or_deployment_name: str) -> MIIClient:

@@ -57,7 +57,8 @@ def cleans_up_spaces(tokenizer: Any) -> bool:
         return False
     backend = getattr(tokenizer, "backend_tokenizer", None)
     is_bpe = backend is not None and type(backend.model).__name__ == "BPE"
-    return not is_bpe or bool(getattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False))
+    forced = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"
+    return not is_bpe or bool(getattr(tokenizer, forced, False))
 
 
 def stop_prefix_length(text: str, stops: Seq[str]) -> int:

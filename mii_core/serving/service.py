@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from mii_core.engine.generation_loop import GenerationLoop

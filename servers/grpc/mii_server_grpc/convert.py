@@ -12,7 +12,8 @@ from mii_server_grpc.proto import modelresponse_pb2 as pb
 def value_to_python(value: pb.Value) -> Any:
     kind = value.WhichOneof("oneof_values")
     if kind is None:
-        raise InvalidRequest("a query_kwargs value is empty; set one of svalue, ivalue, fvalue, dvalue, bvalue, lvalue, mvalue")
+        raise InvalidRequest("a query_kwargs value is empty; set one of svalue, ivalue, fvalue, dvalue, bvalue, "
+                             "lvalue, mvalue")
     if kind == "fvalue":  # float32 on the wire (MII's clients): 0.9 arrives as 0.899999976
         return float(f"{value.fvalue:.7g}")
     if kind == "lvalue":

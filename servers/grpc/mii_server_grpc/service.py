@@ -46,7 +46,7 @@ class ModelResponseService:
         stream = self._start(request, context, streaming=True)
         try:
             for event in stream.events():
-                if isinstance(event, Chunk) and (event.response.generated_text or event.response.finish_reason != "none"):
+                if isinstance(event, Chunk) and event.has_news:
                     yield pb.MultiGenerationReply(response=[to_reply(event.response, event.index)])
         except Exception as exc:
             self._abort(context, exc)

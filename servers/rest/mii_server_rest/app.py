@@ -86,8 +86,9 @@ def _register_mii_routes(app: Flask, backend: Backend, settings: TransportSettin
     @needs_key(settings)
     def mii_generate(deployment_name: str) -> Any:
         if deployment_name != settings.deployment_name:
-            raise HttpError("not_found", f"no deployment '{deployment_name}' here; this is '{settings.deployment_name}' "
-                            f"(POST /mii/{settings.deployment_name})", "deployment_not_found")
+            here = settings.deployment_name
+            raise HttpError("not_found", f"no deployment '{deployment_name}' here; this is '{here}' (POST /mii/{here})",
+                            "deployment_not_found")
         body = json_body(request, settings.max_request_bytes)
         if "prompts" not in body:
             raise HttpError("invalid", "the body needs 'prompts': a string or a list of strings", "missing_prompts")
@@ -104,7 +105,7 @@ def _register_mii_routes(app: Flask, backend: Backend, settings: TransportSettin
 
 
 def _mii_piece(event: Any) -> list[dict[str, Any]]:
-    if isinstance(event, Chunk) and (event.response.generated_text or event.response.finish_reason != "none"):
+    if isinstance(event, Chunk) and event.has_news:
         return [{"index": event.index, **asdict(event.response)}]
     return []
 

@@ -73,8 +73,9 @@ class _HealthCollector:
             "mii_kv_blocks_in_use": ("KV cache blocks held by sequences", health.get("kv_blocks_used", 0)),
             "mii_kv_blocks_total": ("KV cache blocks of all live replicas", health.get("kv_blocks_total", 0)),
             "mii_replicas_alive": ("Replicas serving", health.get("replicas_alive", 0)),
-            "mii_generation_tokens_per_second": (f"Tokens generated per second over the last {RATE_WINDOW_SECONDS:.0f} s",
-                                                 self.metrics.tokens_per_second()),
+            "mii_generation_tokens_per_second": (
+                f"Tokens generated per second over the last {RATE_WINDOW_SECONDS:.0f} s",
+                self.metrics.tokens_per_second()),
         }
         for name, (help_text, value) in gauges.items():
             yield GaugeMetricFamily(name, help_text, value=value)

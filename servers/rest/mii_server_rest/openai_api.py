@@ -118,7 +118,8 @@ def _common(body: dict[str, Any], settings: TransportSettings,
     return model, n, options
 
 
-def _integer(body: dict[str, Any], name: str, default: Optional[int], low: Optional[int], high: Optional[int]) -> Optional[int]:
+def _integer(body: dict[str, Any], name: str, default: Optional[int], low: Optional[int],
+             high: Optional[int]) -> Optional[int]:
     value = body.get(name)
     if value is None:
         return default
