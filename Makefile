@@ -1,5 +1,5 @@
 # One-command set-up on a fresh machine: `make demo` and `make test` create .venv and install
-# everything they need (core + every architecture plugin + kernels, editable).
+# everything they need (core + every architecture plugin + kernels + transport servers, editable).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 PLUGINS := $(wildcard architectures/*/pyproject.toml)
 # the third-party kit's worked plugin, installed like one (tests/test_kit_gpt2.py runs its own tests)
 KIT_PLUGIN := plugins/example-gpt2
+SERVERS := $(wildcard servers/*/pyproject.toml)
 MODEL ?=
 DEMO_MODEL_DIR ?= demo-model
 PYTEST_ARGS ?=
@@ -18,7 +19,7 @@ install: $(STAMP)
 
 # On a machine without a working NVIDIA driver the CPU build of torch goes in first, so that the
 # plain `torch` requirement of the packages is already met and pip never pulls the CUDA wheels.
-$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproject.toml
+$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproject.toml $(SERVERS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "setuptools>=68" wheel
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
@@ -26,7 +27,8 @@ $(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproje
 	else \
 		echo "no CUDA driver: installing the CPU build torch==2.13.0"; $(PIP) install -q torch==2.13.0; \
 	fi
-	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS))) -e $(KIT_PLUGIN)
+	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS))) \
+		$(addprefix -e ,$(dir $(SERVERS))) -e $(KIT_PLUGIN)
 	touch $(STAMP)
 
 demo: install

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Optional, Sequence as Seq, Union
+from collections import deque
+from typing import Any, Iterator, Optional, Sequence as Seq, Union
 
 from tqdm.auto import tqdm
 
@@ -16,6 +17,8 @@ from mii_core.requests import (LengthLimit, build_sequence, check_max_length, ge
 from mii_core.response import Response, TokenOutput
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
+from mii_core.serving.service import EngineService
+from mii_core.serving.stream import Detokenizer, RequestStream, SequenceOutput
 
 PROGRESS_MIN_PROMPTS = 16  # below this a progress bar is noise
 
@@ -41,18 +44,35 @@ class Pipeline:
         self.loop = GenerationLoop(self.engine, Sampler(eos_ids, self.spec.vocab_size), self.stopper)
         self.length_limits = self._length_limits()
         check_max_length(config.max_length, self.length_limits)
+        # One loop thread owns the engine, so any number of threads may call this pipeline at once.
+        self.service = EngineService(self.loop)
+        self.detokenizer = Detokenizer(self.tokenizer, self.stopper)
         self._uids = itertools.count()
         self._destroyed = False
 
-    def __call__(self, prompts: Union[str, Seq[str]], **generate_kwargs: Any) -> list[Response]:
+    def __call__(self, prompts: Union[str, Seq[str]], **generate_kwargs: Any) -> Union[list[Response], Iterator[Response]]:
+        """Generates for each prompt. ``stream=True`` returns an iterator of incremental Responses:
+        each prompt's pieces in turn (all prompts are generated together), the last piece of each
+        with its finish_reason, the others with "none"; a prompt's pieces add up to its text."""
         self._check_alive()
         prompts = normalize_prompts(prompts)
         options = generation_options(generate_kwargs)
-        refuse_streaming(options)
-        prompt_ids = tokenize_prompts(self.tokenizer, prompts)
-        seqs = self._sequences(prompt_ids, options)
-        self._run(seqs)
-        return [self._response(prompt, seq, options.return_full_text) for prompt, seq in zip(prompts, seqs)]
+        request = self.submit(prompts, options, stream_tokens=options.stream)
+        if options.stream:
+            return self._stream(prompts, request, options.return_full_text)
+        outputs = self._wait(request)
+        return [self._response(prompt, out, options.return_full_text) for prompt, out in zip(prompts, outputs)]
+
+    def submit(self, prompts: Optional[list[str]], options, prompt_ids: Optional[list[list[int]]] = None,
+               stream_tokens: bool = True) -> RequestStream:
+        """Queues one request (checked here, all-or-nothing) on the engine service; for servers.
+        ``options``: one GenerationConfig for all prompts, or a list with one per prompt."""
+        self._check_alive()
+        if prompt_ids is None:
+            prompt_ids = tokenize_prompts(self.tokenizer, prompts)
+        per_prompt = options if isinstance(options, list) else [options] * len(prompt_ids)
+        seqs = [seq for ids, opts in zip(prompt_ids, per_prompt, strict=True) for seq in self._sequences([ids], opts)]
+        return self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens))
 
     def generate_tokens(self, token_lists: Seq[Seq[int]], max_new_tokens: Union[int, Seq[int], None] = None,
                         **generate_kwargs: Any) -> list[TokenOutput]:
@@ -64,10 +84,9 @@ class Pipeline:
         seqs = []
         for tokens, new_tokens in zip(token_lists, per_request, strict=True):
             options = generation_options({**generate_kwargs, "max_new_tokens": new_tokens})
-            refuse_streaming(options)
             seqs.extend(self._sequences([list(tokens)], options))
-        self._run(seqs)
-        return [TokenOutput(seq.generated_ids, seq.finish_reason) for seq in seqs]
+        outputs = self._wait(self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens=False)))
+        return [TokenOutput(out.token_ids, out.finish_reason) for out in outputs]
 
     def destroy(self) -> None:
         """Frees the engine and its device memory; the pipeline cannot be used afterwards."""
@@ -76,7 +95,8 @@ class Pipeline:
         import torch
 
         self._destroyed = True
-        self.loop = self.engine = None
+        self.service.close()
+        self.service = self.loop = self.engine = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -102,16 +122,42 @@ class Pipeline:
                         f"{engine.block_size} tokens; inference_engine_config.state_manager.memory_config)"),
         ]
 
-    def _run(self, seqs: list) -> None:
-        show = len(seqs) >= PROGRESS_MIN_PROMPTS
-        with tqdm(total=len(seqs), desc="Generating", unit="req", disable=None if show else True, leave=False) as bar:  # None: off when not a TTY
-            self.loop.run(seqs, on_finish=lambda _seq: bar.update(1))
+    def _wait(self, request: RequestStream) -> list[SequenceOutput]:
+        show = len(request.seqs) >= PROGRESS_MIN_PROMPTS
+        with tqdm(total=len(request.seqs), desc="Generating", unit="req", disable=None if show else True, leave=False) as bar:  # None: off when not a TTY
+            try:
+                return request.result(on_finish=lambda _index: bar.update(1))
+            except BaseException:
+                request.cancel()  # e.g. Ctrl-C while waiting: free the engine for the next call
+                raise
 
-    def _response(self, prompt: str, seq, return_full_text: bool) -> Response:
-        text = self.stopper.final_text(seq)
-        return Response(generated_text=prompt + text if return_full_text else text,
-                        prompt_length=len(seq.prompt_ids), generated_length=len(seq.generated_ids),
-                        finish_reason=seq.finish_reason)
+    def _stream(self, prompts: list[str], request: RequestStream, return_full_text: bool) -> Iterator[Response]:
+        """Each prompt's pieces in prompt order; pieces of later prompts wait in a buffer meanwhile."""
+        pending: list[deque[Response]] = [deque() for _ in prompts]
+        prefixed = [not return_full_text] * len(prompts)
+        current = 0
+        try:
+            for chunk in request.chunks():
+                if chunk.text == "" and chunk.finish_reason == "none":
+                    continue
+                text = chunk.text
+                if not prefixed[chunk.index]:
+                    text, prefixed[chunk.index] = prompts[chunk.index] + text, True
+                pending[chunk.index].append(Response(text, len(request.seqs[chunk.index].prompt_ids),
+                                                     chunk.generated_length, chunk.finish_reason))
+                while current < len(prompts) and pending[current]:
+                    piece = pending[current].popleft()
+                    yield piece
+                    if piece.finish_reason != "none":
+                        current += 1
+        finally:
+            if not request.done:
+                request.cancel()  # the caller stopped reading: free the sequences
+
+    def _response(self, prompt: str, out: SequenceOutput, return_full_text: bool) -> Response:
+        return Response(generated_text=prompt + out.text if return_full_text else out.text,
+                        prompt_length=out.prompt_length, generated_length=len(out.token_ids),
+                        finish_reason=out.finish_reason)
 
     def _check_alive(self) -> None:
         if self._destroyed:
@@ -120,13 +166,6 @@ class Pipeline:
 
 def _as_text(path: Any) -> Any:
     return os.fspath(path) if isinstance(path, os.PathLike) else path
-
-
-def refuse_streaming(options) -> None:
-    """The one place a pipeline call refuses ``stream=True`` (until the pipeline streams)."""
-    if options.stream:
-        raise ValueError("stream=True: streaming in mii_core.pipeline is not available yet; leave stream unset "
-                         "(or False) to get each whole response when it finishes")
 
 
 def pipeline(model_name_or_path: Optional[str] = None, model_config: Optional[dict] = None,

@@ -58,8 +58,6 @@ def assert_still_serves(pipe, hf):
         ([PROMPT], dict(ignore_eos=1), "ignore_eos"),
         ([PROMPT], dict(max_new_tokens=2.0), "max_new_tokens"),
         ([PROMPT], dict(top_p="0.5"), "top_p"),
-        # not available in the pipeline yet: refused, never ignored
-        ([PROMPT], dict(stream=True), "(?i)stream"),
         (["fine", "bad \ud800 text"], {}, r"prompt 1\b.*surrogate"),
     ],
     ids=lambda value: repr(value)[:40] if not isinstance(value, str) else value,
@@ -70,14 +68,6 @@ def test_bad_request_is_rejected_and_pipeline_survives(gqa, prompts, options, na
         assert len(hf.encode(PROMPT)) == 4, "fixture: the max_length cases assume a 4-token prompt"
     with pytest.raises(USER_ERRORS, match=named):
         pipe(prompts, **options)
-    assert_still_serves(pipe, hf)
-
-
-def test_streaming_refusal_says_what_to_do(gqa):
-    _, pipe, hf = gqa
-    with pytest.raises(ValueError, match="streaming in mii_core.pipeline is not available yet") as failure:
-        pipe([PROMPT], stream=True)
-    assert "stream unset" in str(failure.value)
     assert_still_serves(pipe, hf)
 
 

@@ -14,18 +14,36 @@ class GenerationLoop:
     def __init__(self, engine: InferenceEngine, sampler: Sampler, stopper: StopChecker) -> None:
         self.engine, self.sampler, self.stopper = engine, sampler, stopper
         self.scheduler = Scheduler(engine, engine.config)
+        # The sequences of the step under way: an error raised by step() hit exactly these, so a caller
+        # that keeps serving (the engine service) fails their requests and no others.
+        self.in_flight: list[Sequence] = []
 
-    def add(self, seq: Sequence) -> None:
+    def check_fits(self, seq: Sequence) -> None:
+        """Raises ValueError if ``seq`` could never fit the KV cache alone (safe from any thread)."""
         needed = len(seq.prompt_ids) + seq.max_new_tokens
         if needed > self.engine.capacity_tokens:
             raise ValueError(f"a request of {len(seq.prompt_ids)} prompt + {seq.max_new_tokens} new tokens needs "
                              f"more KV cache than the engine has ({self.engine.capacity_tokens} tokens); lower "
                              "max_new_tokens / max_length or give the KV cache more memory (memory_config)")
+
+    def add(self, seq: Sequence) -> None:
+        self.check_fits(seq)
         self.scheduler.add(seq)
+
+    def cancel(self, seq: Sequence) -> None:
+        """Takes an unfinished ``seq`` out of the batch between steps; its KV blocks are freed now."""
+        if seq.status is SequenceStatus.RUNNING:
+            self.scheduler.finish(seq)
+        elif seq in self.scheduler.waiting:
+            self.scheduler.waiting.remove(seq)
+        seq.finish_reason = "cancelled"
+        seq.status = SequenceStatus.FINISHED
 
     def step(self) -> list[Sequence]:
         """Runs one forward pass; returns the sequences that finished in it."""
+        self.in_flight = []
         plan = self.scheduler.schedule()
+        self.in_flight = plan.seqs
         if not plan.seqs:
             return []
         token_lists = [seq.token_slice(seq.num_computed, n) for seq, n in zip(plan.seqs, plan.num_tokens)]

@@ -84,7 +84,9 @@ def mii_core_register_transports(registry: "TransportRegistry") -> None:
 
     ``registry.register(name, target, *, priority=0, override=False)``, with the same rules as
     architectures: two plugins offering one name at the same rank is an error naming both.
-    A plugin module::
+    The class subclasses :class:`mii_core.serving.transport.Transport` (its contract: errors by kind,
+    API key, cancelling a request whose client left). A deployment starts it in its router process
+    when its name is in ``serve(..., transports=[...])`` (or ``$MII_CORE_TRANSPORTS``). A plugin module::
 
         from mii_core import hookimpl
 

@@ -1,0 +1,99 @@
+"""What serves a request, seen from a front end: a replica's engine, or the router in front of them.
+
+Every hop speaks the same shape: ``Backend.submit(GenerateRequest)`` returns a ``ResponseStream``
+whose events are ``STARTED`` (the request entered an engine's batch), ``Chunk`` (new text of one
+prompt; the last one of a prompt carries its finish_reason) and, when polled, ``None`` (nothing new:
+a chance to check the client). Errors are :mod:`mii_core.serving.errors` exceptions.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Optional, Union
+
+from mii_core.response import Response
+
+STARTED = "started"
+
+
+@dataclass(slots=True)
+class Chunk:
+    index: int  # which prompt of the request
+    response: Response  # generated_text is the new text ("" when text was not asked for)
+
+    @property
+    def has_news(self) -> bool:
+        """New text, or the end of its prompt: what a client is shown (others only count tokens)."""
+        return bool(self.response.generated_text) or self.response.finish_reason != "none"
+
+
+Event = Union[str, Chunk, None]
+
+
+@dataclass
+class GenerateRequest:
+    """Prompts (or chat conversations, rendered by the model's chat template) and their options.
+
+    ``options`` holds MII's generation options, one dict for all prompts or one per prompt.
+    ``stream``: the caller wants the text as it comes (else chunks only count tokens).
+    """
+
+    prompts: Optional[list[str]] = None
+    chats: Optional[list[list[dict[str, Any]]]] = None
+    options: Union[dict[str, Any], list[dict[str, Any]]] = field(default_factory=dict)
+    stream: bool = False
+
+    @property
+    def count(self) -> int:
+        """Sequences this request asks for (for load accounting; the engine checks the shape)."""
+        items = self.prompts if self.prompts is not None else self.chats
+        return len(items) if isinstance(items, list) else 1
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": "generate", **asdict(self)}
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> "GenerateRequest":
+        return cls(prompts=message.get("prompts"), chats=message.get("chats"),
+                   options=message.get("options") or {}, stream=bool(message.get("stream")))
+
+
+class ResponseStream(ABC):
+    """One request in flight. Iterate ``events()`` (or call ``result()``); ``cancel()`` from any thread."""
+
+    responses: Optional[list[Response]] = None  # set once every prompt finished
+
+    @abstractmethod
+    def events(self, poll_interval: Optional[float] = None) -> Iterator[Event]:
+        """STARTED, then Chunks; with ``poll_interval`` also None when nothing came for that long."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Stops the request; the engine frees its sequences at its next step."""
+
+    def result(self) -> list[Response]:
+        for _ in self.events():
+            pass
+        return self.responses
+
+
+class Backend(ABC):
+    @abstractmethod
+    def submit(self, request: GenerateRequest) -> ResponseStream:
+        """Starts a request; errors found before it runs (bad input, a full queue) raise here."""
+
+    @abstractmethod
+    def health(self) -> dict[str, Any]:
+        """At least ``status``: "ok", "degraded" (serving, but a part is lost), "down" or "stopping"."""
+
+    @abstractmethod
+    def terminate(self) -> None:
+        """Asks the whole deployment (or this replica) to shut down; returns at once."""
+
+
+def response_to_wire(response: Response) -> dict[str, Any]:
+    return asdict(response)
+
+
+def response_from_wire(data: dict[str, Any]) -> Response:
+    return Response(**data)

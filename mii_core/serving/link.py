@@ -1,0 +1,204 @@
+"""The deployment's own wire: router ↔ replicas and Python clients ↔ router, over loopback TCP.
+
+Built on :mod:`multiprocessing.connection` (length-prefixed pickles with an HMAC challenge on both
+sides, keyed by the deployment's secret authkey), so no transport plugin is needed inside a
+deployment. One connection per request: the caller sends one message, the server answers with
+``("started",)``, ``("chunk", index, response)``…, then ``("done", payload)`` or
+``("error", kind, message)``. A caller that goes away closes its connection; the server notices on
+its next send or poll and cancels the request.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
+from typing import Any, Callable, Iterator, Optional
+
+from mii_core.serving.backend import (STARTED, Backend, Chunk, GenerateRequest, ResponseStream, response_from_wire,
+                                      response_to_wire)
+from mii_core.serving.errors import RequestCancelled, error_from_wire, error_kind
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.1  # how often a waiting side checks its peer and its cancel flag
+BACKLOG = 512
+
+
+class LinkBroken(ConnectionError):
+    """The peer went away (process died, connection refused or closed)."""
+
+
+class LinkServer:
+    """Accepts connections on (host, port); each is handled in its own thread by ``handle``."""
+
+    def __init__(self, host: str, port: int, authkey: bytes,
+                 handle: Callable[[Connection, dict[str, Any]], None], name: str = "link") -> None:
+        # The handshake runs in each connection's thread, not in accept(), so a slow peer blocks no one.
+        self._listener = Listener((host, port), backlog=BACKLOG)
+        self._authkey, self._handle, self._name = authkey, handle, name
+        self._closed = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._listener.address
+
+    def start(self) -> "LinkServer":
+        threading.Thread(target=self._accept_loop, name=f"{self._name}-accept", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), name=f"{self._name}-conn", daemon=True).start()
+
+    def _serve(self, conn: Connection) -> None:
+        try:
+            deliver_challenge(conn, self._authkey)
+            answer_challenge(conn, self._authkey)
+            self._handle(conn, conn.recv())
+        except (EOFError, OSError):
+            pass  # the peer left
+        except Exception:
+            log.exception("link request failed")
+        finally:
+            conn.close()
+
+
+def connect(address: tuple[str, int], authkey: bytes) -> Connection:
+    try:
+        return Client(address, authkey=authkey)
+    except (OSError, EOFError) as exc:
+        raise LinkBroken(f"cannot reach {address[0]}:{address[1]}: {exc}") from None
+
+
+def call(address: tuple[str, int], authkey: bytes, message: dict[str, Any], timeout: float = 30.0) -> Any:
+    """One request, one answer (health, terminate)."""
+    conn = connect(address, authkey)
+    try:
+        conn.send(message)
+        if not conn.poll(timeout):
+            raise LinkBroken(f"{address[0]}:{address[1]} did not answer within {timeout:.0f} s")
+        reply = conn.recv()
+    except (OSError, EOFError) as exc:
+        raise LinkBroken(f"lost {address[0]}:{address[1]}: {exc}") from None
+    finally:
+        conn.close()
+    if reply[0] == "error":
+        raise error_from_wire(reply[1], reply[2])
+    return reply[1]
+
+
+# ---- serving a Backend over the link ----
+
+def backend_handler(backend: Backend) -> Callable[[Connection, dict[str, Any]], None]:
+    def handle(conn: Connection, message: dict[str, Any]) -> None:
+        op = message.get("op") if isinstance(message, dict) else None
+        if op == "generate":
+            _serve_generate(conn, backend, GenerateRequest.from_wire(message))
+        elif op == "health":
+            conn.send(("done", backend.health()))
+        elif op == "terminate":
+            conn.send(("done", None))
+            backend.terminate()
+        else:
+            conn.send(("error", "invalid", f"unknown link operation {op!r}"))
+    return handle
+
+
+def _send_error(conn: Connection, exc: BaseException) -> None:
+    conn.send(("error", error_kind(exc), str(exc)))
+
+
+def _serve_generate(conn: Connection, backend: Backend, request: GenerateRequest) -> None:
+    try:
+        stream = backend.submit(request)
+    except Exception as exc:
+        _send_error(conn, exc)
+        return
+    events = stream.events(poll_interval=POLL_SECONDS)
+    try:
+        for event in events:
+            if event is None:
+                if conn.poll(0):  # the caller never sends twice: readable means it closed (cancel)
+                    raise LinkBroken("caller went away")
+            elif event == STARTED:
+                conn.send(("started",))
+            else:
+                conn.send(("chunk", event.index, response_to_wire(event.response)))
+        conn.send(("done", [response_to_wire(r) for r in stream.responses]))
+    except (LinkBroken, EOFError, OSError):
+        stream.cancel()  # the caller is gone: free the engine for others
+    except Exception as exc:
+        _send_error(conn, exc)
+    finally:
+        events.close()  # a stream left mid-way lets go of what it holds now, not at garbage collection
+
+
+# ---- calling a Backend over the link ----
+
+class RemoteBackend(Backend):
+    """A backend in another process (a replica, or a deployment's router)."""
+
+    def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
+        self.address, self.authkey = address, authkey
+
+    def submit(self, request: GenerateRequest) -> "RemoteStream":
+        conn = connect(self.address, self.authkey)
+        try:
+            conn.send(request.to_wire())
+        except (OSError, EOFError) as exc:
+            conn.close()
+            raise LinkBroken(f"lost {self.address}: {exc}") from None
+        return RemoteStream(conn)
+
+    def health(self, timeout: float = 10.0) -> dict[str, Any]:
+        return call(self.address, self.authkey, {"op": "health"}, timeout)
+
+    def terminate(self) -> None:
+        call(self.address, self.authkey, {"op": "terminate"})
+
+
+class RemoteStream(ResponseStream):
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._cancelled = False
+        self.responses = None
+
+    def cancel(self) -> None:
+        self._cancelled = True  # the reading thread closes the connection within POLL_SECONDS
+
+    def events(self, poll_interval: Optional[float] = None) -> Iterator[Any]:
+        waited = 0.0
+        try:
+            while True:
+                if self._cancelled:
+                    raise RequestCancelled("the request was cancelled")
+                if not self._conn.poll(POLL_SECONDS):
+                    waited += POLL_SECONDS
+                    if poll_interval is not None and waited >= poll_interval:
+                        waited = 0.0
+                        yield None
+                    continue
+                waited = 0.0
+                message = self._conn.recv()
+                kind = message[0]
+                if kind == "started":
+                    yield STARTED
+                elif kind == "chunk":
+                    yield Chunk(message[1], response_from_wire(message[2]))
+                elif kind == "done":
+                    self.responses = [response_from_wire(r) for r in message[1]]
+                    return
+                else:
+                    raise error_from_wire(message[1], message[2])
+        except (EOFError, OSError) as exc:
+            raise LinkBroken(f"the serving process went away: {exc}") from None
+        finally:
+            self._conn.close()
+

@@ -1,0 +1,73 @@
+"""The ports a deployment takes (MII's layout) and the check that they are free before anything starts.
+
+- each front end: gRPC on ``port_number`` (MII's load balancer), REST on ``restful_api_port``, others
+  from ``transport_ports``;
+- replica i: ``port_number + 1 + i * tensor_parallel`` (MII: the replica's ranks take the following
+  ports), on 127.0.0.1;
+- the router's link for Python clients: the port after the last replica's, on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+LINK_HOST = "127.0.0.1"  # the deployment's own links never leave this machine
+
+
+@dataclass
+class PortPlan:
+    front_ends: dict[str, tuple[str, int]] = field(default_factory=dict)
+    replica_links: list[int] = field(default_factory=list)
+    router_link: int = 0
+
+    def roles(self) -> list[tuple[str, str, int]]:
+        """(what, host, port) for every port the deployment binds."""
+        roles = [(f"the {name} front end", host, port) for name, (host, port) in self.front_ends.items()]
+        roles += [(f"replica {i}'s link", LINK_HOST, port) for i, port in enumerate(self.replica_links)]
+        roles.append(("the router's client link", LINK_HOST, self.router_link))
+        return roles
+
+
+def plan_ports(config, transports: list[str]) -> PortPlan:
+    tp = config.model_conf.tensor_parallel
+    replicas = [config.port_number + 1 + i * tp for i in range(config.model_conf.replica_num)]
+    plan = PortPlan({name: config.transport_endpoint(name) for name in transports}, replicas,
+                    config.port_number + 1 + config.model_conf.replica_num * tp)
+    _check_distinct(plan)
+    return plan
+
+
+def _check_distinct(plan: PortPlan) -> None:
+    seen: dict[int, str] = {}
+    for what, _host, port in plan.roles():
+        if not 0 < port < 65536:
+            raise ValueError(f"{what} would use port {port}, outside 1..65535; choose a lower port_number")
+        if port in seen:
+            raise ValueError(f"{what} and {seen[port]} would both use port {port}; choose other ports "
+                             "(replica i uses port_number + 1 + i * tensor_parallel, the router's client link "
+                             "the next one)")
+        seen[port] = what
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen there now (SO_REUSEADDR as servers set it, so only a live
+    listener counts, not connections lingering in TIME_WAIT)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return True  # an unknown host fails later, with the server's own message
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError:
+                return False
+    return True
+
+
+def check_ports_free(plan: PortPlan) -> None:
+    for what, host, port in plan.roles():
+        if not port_is_free(host, port):
+            raise ValueError(f"port {port} on {host} ({what}) is already in use; stop what holds it or choose "
+                             "other ports (port_number, restful_api_port, transport_ports)")

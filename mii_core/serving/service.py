@@ -1,0 +1,224 @@
+"""The engine service: one loop thread owns the engine; callers on any thread submit requests.
+
+A :class:`GenerationLoop` is not thread-safe, and a server needs the engine busy with every caller's
+requests at once. So the loop thread is the only code that touches the engine, the scheduler and the
+sequences' KV state, and callers talk to it through a queue:
+
+- ``submit`` checks a request in the caller's thread (its errors raise there) and queues it; the loop
+  adds it to the scheduler before the next step, so it joins the running batch (continuous batching
+  across callers and clients);
+- after every step the loop posts each request's new tokens to that request's own queue; the caller
+  reads them as text pieces (:meth:`RequestStream.chunks`) or waits for the end (``result``);
+- ``cancel`` queues a cancel; before the next step the loop takes the request's sequences out of the
+  batch and frees their KV blocks;
+- an exception inside a step fails the requests whose sequences were in that step, with that
+  exception; the loop keeps serving the others.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+from mii_core.engine.generation_loop import GenerationLoop
+from mii_core.scheduler.sequence import Sequence, SequenceStatus
+from mii_core.serving.errors import QueueFull, RequestCancelled, Unavailable
+from mii_core.serving.stream import RequestStream
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """One sequence the loop is running for a request."""
+
+    request: RequestStream
+    index: int
+    seq: Sequence
+    delivered: int = 0  # generated tokens already posted to the request
+
+
+@dataclass
+class ServiceStats:
+    served: int = 0
+    cancelled: int = 0
+    failed: int = 0
+
+
+class EngineService:
+    def __init__(self, loop: GenerationLoop, max_queued_requests: Optional[int] = None,
+                 name: str = "mii-core-engine") -> None:
+        self.loop = loop
+        self.max_queued_requests = max_queued_requests
+        self.stats = ServiceStats()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._entries: list[_Entry] = []
+        self._unstarted = 0  # requests accepted whose sequences have not entered the batch yet
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ---- callers' side (any thread) ----
+    def submit(self, request: RequestStream) -> RequestStream:
+        """Queues the request's sequences; raises if one can never run or the queue is full."""
+        for seq in request.seqs:
+            self.loop.check_fits(seq)
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the engine service was stopped")
+            if self.max_queued_requests is not None and self._unstarted >= self.max_queued_requests:
+                raise QueueFull(f"{self._unstarted} requests are already waiting (max_queued_requests="
+                                f"{self.max_queued_requests}); retry later")
+            self._unstarted += 1
+        request._service = self
+        self._inbox.put(("add", request))
+        return request
+
+    def cancel(self, request: RequestStream) -> None:
+        self._inbox.put(("cancel", request))
+
+    def close(self) -> None:
+        """Stops the loop; requests still in it fail with Unavailable."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._inbox.put(_STOP)
+        self._thread.join(timeout=60)
+
+    def snapshot(self) -> dict:
+        """Counters and occupancy for health and metrics (reads only; safe from any thread)."""
+        engine = self.loop.engine
+        return {
+            "running": len(self.loop.scheduler.running), "waiting": len(self.loop.scheduler.waiting),
+            "queued_requests": self._unstarted,
+            "kv_blocks_used": engine.allocator.num_blocks - engine.free_blocks,
+            "kv_blocks_total": engine.allocator.num_blocks,
+            "served": self.stats.served, "cancelled": self.stats.cancelled, "failed": self.stats.failed,
+        }
+
+    # ---- the loop thread ----
+    def _run(self) -> None:
+        device = self.loop.engine.device
+        if device.type == "cuda":  # kernels launch on the thread's current device
+            import torch
+
+            torch.cuda.set_device(device)
+        while True:
+            if not self._take_inbox(block=not self.loop.scheduler.has_work()):
+                return
+            if not self.loop.scheduler.has_work():
+                continue
+            try:
+                self.loop.step()
+            except Exception as exc:  # a bad step must not take the other requests down with it
+                log.exception("engine step failed; failing the requests in that step")
+                self._fail_step(exc)
+            self._publish()
+
+    def _take_inbox(self, block: bool) -> bool:
+        """Applies queued adds and cancels; False once the service is stopping."""
+        try:
+            item = self._inbox.get() if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+        while True:
+            if item is _STOP:
+                self._fail_requests({e.request for e in self._entries}, Unavailable("the engine service was stopped"))
+                return False
+            action, request = item
+            if action == "add":
+                self._add(request)
+            else:
+                self._cancel(request)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _add(self, request: RequestStream) -> None:
+        if request._ended:  # cancelled before the loop saw it
+            return
+        added = []
+        try:
+            for index, seq in enumerate(request.seqs):
+                self.loop.add(seq)
+                added.append(_Entry(request, index, seq))
+        except Exception as exc:  # checked in submit(); this is a last guard so the loop survives
+            for entry in added:
+                self.loop.cancel(entry.seq)
+            self._fail_requests({request}, exc)
+            return
+        self._entries.extend(added)
+
+    def _cancel(self, request: RequestStream) -> None:
+        if request._ended:
+            return
+        entries = [e for e in self._entries if e.request is request]
+        for entry in entries:
+            self.loop.cancel(entry.seq)
+        self.stats.cancelled += 1
+        self._end(request, RequestCancelled("the request was cancelled"))
+
+    def _publish(self) -> None:
+        """Posts each request's new tokens and finished sequences; drops finished entries."""
+        still_running = []
+        for entry in self._entries:
+            seq, request = entry.seq, entry.request
+            if not request._started and (seq.num_computed > 0 or seq.status is not SequenceStatus.WAITING):
+                self._mark_started(request)
+            count = len(seq.generated_ids)
+            if count > entry.delivered and request.stream_tokens:
+                entry.delivered = count
+                request._post(("tokens", entry.index, count))
+            if seq.status is SequenceStatus.FINISHED:
+                request._post(("finished", entry.index))
+                request._live -= 1
+                if request._live == 0:
+                    self.stats.served += 1
+                    self._end(request, None)
+            else:
+                still_running.append(entry)
+        self._entries = still_running
+
+    def _mark_started(self, request: RequestStream) -> None:
+        request._started = True
+        with self._lock:
+            self._unstarted -= 1
+        request._post(("started",))
+
+    def _fail_step(self, exc: Exception) -> None:
+        hit = {id(seq) for seq in self.loop.in_flight}
+        if hit:
+            failed = {e.request for e in self._entries if id(e.seq) in hit}
+        else:  # the scheduler itself failed: its state is unknown, start clean
+            failed = {e.request for e in self._entries}
+        try:
+            for entry in self._entries:
+                if entry.request in failed and entry.seq.status is not SequenceStatus.FINISHED:
+                    self.loop.cancel(entry.seq)
+        except Exception:
+            log.exception("could not take the failed step's sequences out; resetting the engine state")
+            self.loop.abort_all()
+            failed = {e.request for e in self._entries}
+        self._fail_requests(failed, exc)
+
+    def _fail_requests(self, requests: set, exc: BaseException) -> None:
+        for request in requests:
+            self.stats.failed += 1
+            self._end(request, exc)
+
+    def _end(self, request: RequestStream, error: Optional[BaseException]) -> None:
+        """The request leaves the loop: finished (error None), cancelled or failed."""
+        request._ended = True
+        if not request._started:
+            request._started = True
+            with self._lock:
+                self._unstarted -= 1
+        if error is not None:
+            self._entries = [e for e in self._entries if e.request is not request]
+            request._post(("failed", error))

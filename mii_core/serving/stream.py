@@ -1,0 +1,139 @@
+"""A submitted request as its caller sees it: a queue of events from the engine's loop thread.
+
+The loop thread only posts cheap events (started, a sequence's token count, finished, failed); the
+caller's thread does the decoding, so text work runs beside the engine rather than inside its loop.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+from mii_core.scheduler.sequence import Sequence
+from mii_core.serving.detokenize import TextStream
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    index: int  # which sequence of the request
+    text: str  # new text since the last chunk ("" when nothing is ready, or text is not streamed)
+    generated_length: int  # tokens generated so far
+    finish_reason: str  # "none" until the sequence's last chunk
+
+
+@dataclass(slots=True)
+class SequenceOutput:
+    token_ids: list[int]
+    text: str  # the unstreamed text: decoded, cut at a stop string
+    finish_reason: str
+    prompt_length: int
+
+
+class Detokenizer:
+    """Final and streamed text of a sequence, from the tokenizer and the stop checker."""
+
+    def __init__(self, tokenizer: Any, stopper: Any) -> None:
+        self.tokenizer, self.stopper = tokenizer, stopper
+
+    def final_text(self, seq: Sequence) -> str:
+        return self.stopper.final_text(seq)
+
+    def text_stream(self, seq: Sequence) -> TextStream:
+        stops = seq.options.stop
+        # With min_new_tokens, a stop string found later may cut text before that point (the stop
+        # check scans from the start once allowed), so nothing is safe to send before the end.
+        return TextStream(self.tokenizer, stops, hold_all=bool(stops) and seq.options.min_new_tokens > 0)
+
+
+class RequestStream:
+    """Events of one request (one or more sequences) on their way from the loop thread."""
+
+    def __init__(self, seqs: list[Sequence], detokenizer: Detokenizer, stream_tokens: bool = True) -> None:
+        self.seqs = seqs
+        self.stream_tokens = stream_tokens  # False: the loop posts only start and end (a waiting caller)
+        self.started = threading.Event()  # set once the consumer saw a sequence enter the batch
+        self._detok = detokenizer
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._service: Any = None
+        # written by the loop thread only
+        self._started = False
+        self._ended = False
+        self._live = len(seqs)
+        # written by the consumer only
+        self._outputs: list[Optional[SequenceOutput]] = [None] * len(seqs)
+        self._texts: list[Optional[TextStream]] = [None] * len(seqs)
+        self._seen = [0] * len(seqs)
+        self._remaining = len(seqs)
+
+    def _post(self, event: tuple) -> None:
+        self._events.put(event)
+
+    def cancel(self) -> None:
+        """Asks the loop to drop the request; its KV blocks are freed before the next step."""
+        if self._service is not None and self._remaining:
+            self._service.cancel(self)
+
+    @property
+    def done(self) -> bool:
+        return self._remaining == 0
+
+    def chunks(self, poll_interval: Optional[float] = None, decode: bool = True) -> Iterator[Optional[StreamChunk]]:
+        """Text pieces as the sequences grow, the last of each sequence with its finish_reason.
+
+        With ``poll_interval``, also yields None when nothing came for that long and when the request
+        started, so a server can check its client and report the start. ``decode=False``: pieces carry
+        token counts only. Raises the request's error.
+        """
+        while self._remaining:
+            try:
+                event = self._events.get(timeout=poll_interval)
+            except queue.Empty:
+                yield None
+                continue
+            chunk = self._apply(event, decode=decode)
+            if chunk is not None or (poll_interval is not None and event[0] == "started"):
+                yield chunk
+
+    def result(self, on_finish: Optional[Callable[[int], None]] = None,
+               timeout: Optional[float] = None) -> list[SequenceOutput]:
+        """Waits for every sequence; raises the request's error (or queue.Empty after ``timeout``)."""
+        while self._remaining:
+            event = self._events.get(timeout=timeout)
+            self._apply(event, decode=False)
+            if event[0] == "finished" and on_finish is not None:
+                on_finish(event[1])
+        return list(self._outputs)
+
+    def _apply(self, event: tuple, decode: bool) -> Optional[StreamChunk]:
+        kind = event[0]
+        if kind == "failed":
+            self._remaining = 0
+            raise event[1]
+        if kind == "started":
+            self.started.set()
+            return None
+        index = event[1]
+        seq = self.seqs[index]
+        if kind == "tokens":
+            return self._on_tokens(index, seq, event[2], decode)
+        return self._on_finished(index, seq, decode)
+
+    def _on_tokens(self, index: int, seq: Sequence, count: int, decode: bool) -> StreamChunk:
+        text = ""
+        if decode:
+            text = self._text(index).push(seq.generated_ids[self._seen[index]:count])
+            self._seen[index] = count
+        return StreamChunk(index, text, count, "none")
+
+    def _on_finished(self, index: int, seq: Sequence, decode: bool) -> StreamChunk:
+        final = self._detok.final_text(seq)
+        self._outputs[index] = SequenceOutput(list(seq.generated_ids), final, seq.finish_reason, len(seq.prompt_ids))
+        self._remaining -= 1
+        rest = self._text(index).finish(final) if decode else ""
+        return StreamChunk(index, rest, len(seq.generated_ids), seq.finish_reason)
+
+    def _text(self, index: int) -> TextStream:
+        if self._texts[index] is None:
+            self._texts[index] = self._detok.text_stream(self.seqs[index])
+        return self._texts[index]

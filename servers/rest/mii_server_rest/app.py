@@ -1,0 +1,129 @@
+"""The Flask app: MII's routes (``POST /mii/<deployment>``, ``/healthz``, ``/terminate``), the
+OpenAI-compatible ``/v1`` routes, and Prometheus ``/metrics``."""
+from __future__ import annotations
+
+import hmac
+from dataclasses import asdict
+from functools import wraps
+from typing import Any, Callable, Iterator
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from mii_core.serving.backend import Backend, Chunk, GenerateRequest, ResponseStream
+from mii_core.serving.transport import TransportSettings
+from mii_server_rest.body import json_body
+from mii_server_rest.errors import HttpError, error_response, from_exception
+from mii_server_rest.metrics import Metrics
+from mii_server_rest.sse import KEEPALIVE_SECONDS, SSE_HEADERS, sse_stream
+
+
+def create_app(backend: Backend, settings: TransportSettings) -> Flask:
+    app = Flask("mii_server_rest")
+    app.config["MII"] = (backend, settings)
+    metrics = Metrics(backend)
+    _register_errors(app, settings, metrics)
+    _register_mii_routes(app, backend, settings)
+    _register_ops_routes(app, backend, settings, metrics)
+    from mii_server_rest.openai_api import register_openai_routes
+
+    register_openai_routes(app, backend, settings)
+    return app
+
+
+def needs_key(settings: TransportSettings) -> Callable:
+    """With an api_key, the view answers only ``Authorization: Bearer <api_key>``."""
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if settings.api_key is not None:
+                header = request.headers.get("Authorization", "")
+                token = header[7:] if header.lower().startswith("bearer ") else ""
+                if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
+                    raise HttpError("unauthenticated", "this deployment needs its API key: send the header "
+                                    "'Authorization: Bearer <api_key>'")
+            return view(*args, **kwargs)
+        return guarded
+    return decorate
+
+
+def start_stream(backend: Backend, generate: GenerateRequest) -> tuple[ResponseStream, Any, Iterator[Any]]:
+    """Submits and waits for the first event, so errors found before the request runs (bad input,
+    a full queue) become a status code rather than an event inside a 200 stream."""
+    stream = backend.submit(generate)
+    events = stream.events(poll_interval=KEEPALIVE_SECONDS)
+    try:
+        first = next(events)
+    except BaseException:
+        stream.cancel()
+        raise
+    return stream, first, events
+
+
+def sse_response(body: Iterator[bytes]) -> Response:
+    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _register_errors(app: Flask, settings: TransportSettings, metrics: Metrics) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        kind = "not_found" if exc.code == 404 else "invalid"
+        response = error_response(kind, f"{exc.name}: {exc.description}", code=str(exc.code))
+        response.status_code = exc.code or 400
+        return response
+
+    @app.errorhandler(Exception)
+    def any_error(exc: Exception) -> Response:
+        if isinstance(exc, HttpError):  # refused here, before the router saw it (which counts its own)
+            metrics.request_ended(exc.kind)
+        else:
+            app.logger.debug("request failed", exc_info=exc)
+        return from_exception(exc, settings.retry_after_seconds)
+
+
+def _register_mii_routes(app: Flask, backend: Backend, settings: TransportSettings) -> None:
+    @app.post("/mii/<deployment_name>")
+    @needs_key(settings)
+    def mii_generate(deployment_name: str) -> Any:
+        if deployment_name != settings.deployment_name:
+            here = settings.deployment_name
+            raise HttpError("not_found", f"no deployment '{deployment_name}' here; this is '{here}' (POST /mii/{here})",
+                            "deployment_not_found")
+        body = json_body(request, settings.max_request_bytes)
+        if "prompts" not in body:
+            raise HttpError("invalid", "the body needs 'prompts': a string or a list of strings", "missing_prompts")
+        prompts = body.pop("prompts")
+        stream = body.pop("stream", False)
+        if not isinstance(stream, bool):
+            raise HttpError("invalid", f"'stream' must be true or false, got {stream!r}", "bad_stream")
+        generate = GenerateRequest(prompts=[prompts] if isinstance(prompts, str) else prompts, options=body,
+                                   stream=stream)
+        if not stream:
+            return jsonify([asdict(r) for r in backend.submit(generate).result()])
+        handle, first, rest = start_stream(backend, generate)
+        return sse_response(sse_stream(handle, first, rest, _mii_piece, lambda: ()))
+
+
+def _mii_piece(event: Any) -> list[dict[str, Any]]:
+    if isinstance(event, Chunk) and event.has_news:
+        return [{"index": event.index, **asdict(event.response)}]
+    return []
+
+
+def _register_ops_routes(app: Flask, backend: Backend, settings: TransportSettings, metrics: Metrics) -> None:
+    @app.get("/healthz")
+    def healthz() -> Any:
+        health = backend.health()
+        response = jsonify(health)
+        response.status_code = 200 if health["status"] in ("ok", "degraded") else 503
+        return response
+
+    @app.route("/terminate", methods=["GET", "POST"])
+    @needs_key(settings)
+    def terminate() -> Any:
+        backend.terminate()
+        return jsonify({"status": "terminating", "deployment": settings.deployment_name})
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(metrics.render(), mimetype=metrics.content_type)

@@ -1,0 +1,37 @@
+"""Every error as JSON in OpenAI's shape ``{"error": {"message", "type", "code"}}``, with its status."""
+from __future__ import annotations
+
+from flask import Response, jsonify
+
+from mii_core.serving.errors import error_kind
+
+STATUS_BY_KIND = {"invalid": 400, "unauthenticated": 401, "not_found": 404, "queue_full": 503,
+                  "unavailable": 503, "cancelled": 499, "internal": 500}
+TYPE_BY_KIND = {"invalid": "invalid_request_error", "unauthenticated": "authentication_error",
+                "not_found": "invalid_request_error", "queue_full": "server_overloaded",
+                "unavailable": "service_unavailable", "cancelled": "cancelled", "internal": "server_error"}
+
+
+class HttpError(Exception):
+    """An error found by the REST layer itself (body, route, key)."""
+
+    def __init__(self, kind: str, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.code = kind, code
+
+
+def error_response(kind: str, message: str, code: str | None = None, retry_after: int = 1) -> Response:
+    response = jsonify({"error": {"message": message, "type": TYPE_BY_KIND.get(kind, "server_error"),
+                                  "code": code or kind}})
+    response.status_code = STATUS_BY_KIND.get(kind, 500)
+    if kind == "queue_full":
+        response.headers["Retry-After"] = str(retry_after)
+    if kind == "unauthenticated":
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def from_exception(exc: BaseException, retry_after: int = 1) -> Response:
+    if isinstance(exc, HttpError):
+        return error_response(exc.kind, str(exc), exc.code, retry_after)
+    return error_response(error_kind(exc), str(exc) or type(exc).__name__, retry_after=retry_after)

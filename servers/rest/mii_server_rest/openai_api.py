@@ -1,0 +1,278 @@
+"""OpenAI-compatible routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``.
+
+Each request becomes one mii-core request of ``len(prompts) * n`` sequences (choice ``i * n + j`` is
+prompt i's j-th completion, OpenAI's order). ``temperature=0`` is greedy; a ``seed`` with ``n > 1``
+gives choice j the seed ``seed + j`` so the choices differ but repeat. Streams are Server-Sent
+Events ending with ``data: [DONE]``; ``stream_options.include_usage`` adds the usage chunk.
+Parameters mii-core cannot honour (logprobs, penalties, logit_bias, tools, suffix) are refused
+with a 400 that names them, never silently ignored.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable, Iterable, Optional
+
+from flask import Flask, jsonify, request
+
+from mii_core.serving.backend import Backend, Chunk, GenerateRequest
+from mii_core.serving.transport import TransportSettings
+from mii_server_rest.app import needs_key, sse_response, start_stream
+from mii_server_rest.body import json_body
+from mii_server_rest.errors import HttpError
+from mii_server_rest.sse import sse_stream
+
+COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
+          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
+COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of"}
+CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
+                        "tool_choice", "parallel_tool_calls"}
+MAX_N = 128
+STARTED_AT = int(time.time())
+
+
+def bad(message: str, param: Optional[str] = None) -> HttpError:
+    return HttpError("invalid", message, f"invalid_{param}" if param else None)
+
+
+def register_openai_routes(app: Flask, backend: Backend, settings: TransportSettings) -> None:
+    @app.get("/v1/models")
+    @needs_key(settings)
+    def models() -> Any:
+        return jsonify({"object": "list", "data": [{"id": settings.deployment_name, "object": "model",
+                                                   "created": STARTED_AT, "owned_by": "mii-core",
+                                                   "root": settings.model_name}]})
+
+    @app.post("/v1/completions")
+    @needs_key(settings)
+    def completions() -> Any:
+        body = json_body(request, settings.max_request_bytes)
+        _check_fields(body, COMPLETION_FIELDS)
+        model, n, options = _common(body, settings, default_max_tokens=16)
+        prompts = _prompts(body.get("prompt"))
+        if body.get("suffix") is not None:
+            raise bad("suffix is not supported", "suffix")
+        if body.get("best_of") not in (None, n):
+            raise bad("best_of other than n is not supported", "best_of")
+        options["return_full_text"] = _flag(body, "echo")
+        generate = GenerateRequest(prompts=[p for p in prompts for _ in range(n)],
+                                   options=_per_choice(options, len(prompts), n), stream=_flag(body, "stream"))
+        return _answer(backend, generate, CompletionShape(model, len(prompts), n), _include_usage(body))
+
+    @app.post("/v1/chat/completions")
+    @needs_key(settings)
+    def chat_completions() -> Any:
+        body = json_body(request, settings.max_request_bytes)
+        _check_fields(body, CHAT_FIELDS)
+        if body.get("max_completion_tokens") is not None:
+            body["max_tokens"] = body["max_completion_tokens"]
+        model, n, options = _common(body, settings, default_max_tokens=None)
+        if body.get("tools"):
+            raise bad("tools (function calling) are not supported", "tools")
+        if (body.get("response_format") or {}).get("type", "text") != "text":
+            raise bad("only response_format type 'text' is supported", "response_format")
+        messages = _messages(body.get("messages"))
+        generate = GenerateRequest(chats=[messages] * n, options=_per_choice(options, 1, n),
+                                   stream=_flag(body, "stream"))
+        return _answer(backend, generate, ChatShape(model, 1, n), _include_usage(body))
+
+
+# ---- reading the request ----
+
+def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise bad(f"unrecognized request argument(s): {', '.join(unknown)}")
+
+
+def _common(body: dict[str, Any], settings: TransportSettings,
+            default_max_tokens: Optional[int]) -> tuple[str, int, dict[str, Any]]:
+    model = body.get("model")
+    if model not in (settings.deployment_name, settings.model_name):
+        raise HttpError("not_found", f"the model {model!r} does not exist here; this server serves "
+                        f"'{settings.deployment_name}' (GET /v1/models)", "model_not_found")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if body.get(name) not in (None, 0, 0.0):
+            raise bad(f"{name} is not supported (leave it 0)", name)
+    if body.get("logit_bias"):
+        raise bad("logit_bias is not supported", "logit_bias")
+    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") not in (None, 0):
+        raise bad("logprobs are not supported", "logprobs")
+    n = _integer(body, "n", 1, 1, MAX_N)
+    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
+    options: dict[str, Any] = {"do_sample": temperature > 0, "top_p": _number(body, "top_p", 1.0, 0.0, 1.0)}
+    if options["top_p"] == 0:
+        raise bad("top_p must be above 0", "top_p")
+    if temperature > 0 and temperature != 1.0:
+        options["temperature"] = temperature
+    max_tokens = _integer(body, "max_tokens", default_max_tokens, 1, None)
+    if max_tokens is not None:
+        options["max_new_tokens"] = max_tokens
+    if body.get("stop") is not None:
+        stop = body["stop"]
+        if not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
+            raise bad("stop must be a string or a list of strings", "stop")
+        options["stop"] = stop
+    if body.get("seed") is not None:
+        options["seed"] = _integer(body, "seed", None, None, None)
+    return model, n, options
+
+
+def _integer(body: dict[str, Any], name: str, default: Optional[int], low: Optional[int],
+             high: Optional[int]) -> Optional[int]:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad(f"{name} must be an integer, got {value!r}", name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise bad(f"{name} must be in [{low}, {high if high is not None else '∞'}], got {value}", name)
+    return value
+
+
+def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad(f"{name} must be a number, got {value!r}", name)
+    if not low <= value <= high:
+        raise bad(f"{name} must be in [{low}, {high}], got {value}", name)
+    return float(value)
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad(f"{name} must be true or false, got {value!r}", name)
+    return value
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise bad("stream_options must be an object", "stream_options")
+    return bool(options.get("include_usage"))
+
+
+def _prompts(prompt: Any) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return prompt
+    raise bad("prompt must be a non-empty string or a list of strings (token id prompts are not supported)", "prompt")
+
+
+def _messages(messages: Any) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise bad("messages must be a non-empty list of {role, content} objects", "messages")
+    plain = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise bad(f"messages[{i}] must be an object with a string 'role'", "messages")
+        plain.append({"role": message["role"], "content": _content_text(message.get("content"), i)})
+    return plain
+
+
+def _content_text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(str(p.get("text", "")) for p in content)
+    raise bad(f"messages[{index}].content must be a string or a list of text parts (images etc. are not "
+              "supported)", "messages")
+
+
+def _per_choice(options: dict[str, Any], prompts: int, n: int) -> Any:
+    if n == 1 or options.get("seed") is None or not options.get("do_sample"):
+        return options
+    return [{**options, "seed": options["seed"] + j} for _ in range(prompts) for j in range(n)]
+
+
+# ---- writing the answer ----
+
+class CompletionShape:
+    """The JSON of /v1/completions answers; ChatShape overrides what differs."""
+
+    object_name, chunk_object, id_prefix = "text_completion", "text_completion", "cmpl"
+
+    def __init__(self, model: str, prompts: int, n: int) -> None:
+        self.model, self.prompts, self.n = model, prompts, n
+        self.id, self.created = f"{self.id_prefix}-{uuid.uuid4().hex}", int(time.time())
+
+    def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
+
+    def choice(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+    def first_pieces(self, index: int) -> list[dict[str, Any]]:
+        return []
+
+    def piece(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
+        return self.choice(index, text, finish_reason)
+
+    def usage(self, prompt_lengths: dict[int, int], generated: dict[int, int]) -> dict[str, int]:
+        prompt_tokens = sum(length for i, length in prompt_lengths.items() if i % self.n == 0)
+        completion_tokens = sum(generated.values())
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}
+
+
+class ChatShape(CompletionShape):
+    object_name, chunk_object, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
+
+    def choice(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
+        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                "finish_reason": finish_reason}
+
+    def first_pieces(self, index: int) -> list[dict[str, Any]]:
+        return [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                 "finish_reason": None}]
+
+    def piece(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
+        delta = {"content": text} if text else {}
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _answer(backend: Backend, generate: GenerateRequest, shape: CompletionShape, include_usage: bool) -> Any:
+    if not generate.stream:
+        responses = backend.submit(generate).result()
+        choices = [shape.choice(i, r.generated_text, r.finish_reason) for i, r in enumerate(responses)]
+        usage = shape.usage({i: r.prompt_length for i, r in enumerate(responses)},
+                            {i: r.generated_length for i, r in enumerate(responses)})
+        return jsonify({**shape.envelope(shape.object_name, choices), "usage": usage})
+    stream, first, rest = start_stream(backend, generate)
+    render, closing = _stream_renderer(shape, include_usage)
+    return sse_response(sse_stream(stream, first, rest, render, closing))
+
+
+def _stream_renderer(shape: CompletionShape, include_usage: bool) -> tuple[Callable, Callable]:
+    seen: set[int] = set()
+    prompt_lengths: dict[int, int] = {}
+    generated: dict[int, int] = {}
+
+    def render(event: Any) -> Iterable[dict[str, Any]]:
+        if not isinstance(event, Chunk):
+            return []
+        index, response = event.index, event.response
+        prompt_lengths[index], generated[index] = response.prompt_length, response.generated_length
+        pieces = []
+        if index not in seen:
+            seen.add(index)
+            pieces.extend(shape.first_pieces(index))
+        final = response.finish_reason if response.finish_reason != "none" else None
+        if response.generated_text or final:
+            pieces.append(shape.piece(index, response.generated_text, final))
+        return [shape.envelope(shape.chunk_object, [p]) for p in pieces]
+
+    def closing() -> Iterable[dict[str, Any]]:
+        if not include_usage:
+            return []
+        return [{**shape.envelope(shape.chunk_object, []), "usage": shape.usage(prompt_lengths, generated)}]
+
+    return render, closing

@@ -1,0 +1,81 @@
+"""Deployments for the serving tests: real processes on loopback, tiny checkpoints, a private cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from support.serving import SMALL_KV, free_port_block, kill_group
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mii_cache(tmp_path_factory):
+    """Every deployment of the session keeps its metadata in a private MII_CACHE_PATH."""
+    path = tmp_path_factory.mktemp("mii_cache")
+    old = os.environ.get("MII_CACHE_PATH")
+    os.environ["MII_CACHE_PATH"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MII_CACHE_PATH", None)
+    else:
+        os.environ["MII_CACHE_PATH"] = old
+
+
+@pytest.fixture(scope="session")
+def deploy():
+    """deploy(path, **options) -> client of a new deployment on free ports; all ended at session end."""
+    import mii_core
+
+    clients = []
+
+    def start(path, replica_num=1, **options):
+        base = free_port_block(3 + replica_num)
+        options.setdefault("port_number", base)
+        options.setdefault("inference_engine_config", SMALL_KV)
+        if options.get("enable_restful_api") or "rest" in (options.get("transports") or []):
+            options.setdefault("restful_api_port", base + 2 + replica_num)
+        client = mii_core.serve(str(path), replica_num=replica_num, **options)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        try:
+            client.terminate_server(timeout=20)
+        except Exception:
+            pass
+        if client.record.router_pid:
+            kill_group(client.record.router_pid)
+
+
+# A chat template made of characters the tiny tokenizer knows (no newline: it has no token for it).
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} | {% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def chat_checkpoint(checkpoint, tmp_path_factory):
+    """The gqa checkpoint with a chat template in its tokenizer config (for /v1/chat/completions)."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("chat") / "tiny-chat-llama"
+    shutil.copytree(checkpoint("gqa"), folder)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["chat_template"] = CHAT_TEMPLATE
+    config_file.write_text(json.dumps(config, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo(chat_checkpoint, deploy):
+    """The issue's sample deployment: named "demo", REST on 28080 (another free port if taken), two
+    replicas, gRPC on port_number; shared by the REST, gRPC, OpenAI and load tests."""
+    from support.serving import free_port_block, port_free
+
+    rest_port = 28080 if port_free(28080) else free_port_block(1)
+    client = deploy(chat_checkpoint, replica_num=2, deployment_name="demo", enable_restful_api=True,
+                    restful_api_port=rest_port)
+    return client
