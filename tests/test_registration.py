@@ -182,7 +182,7 @@ from mii_core import hookimpl
 
 @hookimpl
 def mii_core_register_transports(registry):
-    registry.register("grpc", __name__ + ":Transport"{options})
+    registry.register("testproto", __name__ + ":Transport"{options})
 
 class Transport:
     pass
@@ -196,10 +196,10 @@ def test_transports_follow_the_same_rules(site, options, served_by):
     install_fake_plugin(site, "zzz_grpc", TRANSPORT_PLUGIN.format(options=""))
     transports = get_plugins().transports
     if served_by is None:
-        with pytest.raises(PluginConflictError, match="transport 'grpc'.*'aaa_grpc' and 'zzz_grpc'"):
-            transports.load("grpc")
+        with pytest.raises(PluginConflictError, match="transport 'testproto'.*'aaa_grpc' and 'zzz_grpc'"):
+            transports.load("testproto")
     else:
-        assert transports.load("grpc") is sys.modules[f"mii_test_plugin_{served_by}"].Transport
+        assert transports.load("testproto") is sys.modules[f"mii_test_plugin_{served_by}"].Transport
 
 
 KERNEL_PLUGIN = """\
