@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
+from itertools import chain
 from typing import Sequence
 
 import torch
@@ -35,16 +37,21 @@ class DecodeGraphs:
         self.sizes = batch_size_ladder(max_batch)
         largest = self.sizes[-1]
         long = dict(dtype=torch.int64, device=device)
-        self.token_ids = torch.zeros(largest, **long)
-        self.positions = torch.zeros(largest, **long)
-        self.slot_mapping = torch.full((largest,), scratch_block * block_size, **long)
-        self.context_lens = torch.ones(largest, **long)
+        pinned = device.type == "cuda"
+        # per-row inputs as the rows of one [4, largest] tensor (token, position, slot, context length),
+        # mirrored in pinned host memory, so a step's inputs travel in two copies (header, tables)
+        self._host_header = torch.empty(4, largest, dtype=torch.int64, pin_memory=pinned)
+        self._host_tables = torch.full((largest, max_blocks), scratch_block, dtype=torch.int64, pin_memory=pinned)
+        self._header = torch.zeros(4, largest, **long)
+        self.token_ids, self.positions, self.slot_mapping, self.context_lens = self._header.unbind(0)
+        self.slot_mapping.fill_(scratch_block * block_size)
+        self.context_lens.fill_(1)
         self.block_tables = torch.full((largest, max_blocks), scratch_block, **long)
         self.arange = torch.arange(largest + 1, **long)
         self.ones = torch.ones(largest, **long)
         # every tensor a graph reads must outlive it: the static batches hold views of these buffers only
-        self._staging = torch.empty(4 * largest + largest * max_blocks, dtype=torch.int64,
-                                    pin_memory=device.type == "cuda")
+        self._padding = torch.tensor([[0], [0], [scratch_block * block_size], [1]], dtype=torch.int64)
+        self._copied = torch.cuda.Event() if pinned else None
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
 
@@ -84,28 +91,25 @@ class DecodeGraphs:
         n = len(tokens)
         size = next(s for s in self.sizes if s >= n)
         width = max(len(t) for t in tables)
+        if self._copied is not None:
+            self._copied.synchronize()  # the last step's copies have left the pinned buffers
         slots = [table[seen // self.block_size] * self.block_size + seen % self.block_size
                  for table, seen in zip(tables, seen_tokens)]
-        host = self._staging
-        host[:4 * n] = torch.tensor([*tokens, *seen_tokens, *slots, *(s + 1 for s in seen_tokens)])
-        host_tables = host[4 * n:4 * n + n * width].view(n, width)
-        host_tables.copy_(torch.tensor([list(t) + [self.scratch_block] * (width - len(t)) for t in tables]))
-        fields = host[:4 * n].view(4, n).to(self.device, non_blocking=True)
-        self.token_ids[:n], self.positions[:n] = fields[0], fields[1]
-        self.slot_mapping[:n], self.context_lens[:n] = fields[2], fields[3]
-        self.block_tables[:n, :width] = host_tables.to(self.device, non_blocking=True)
-        self._pad(n, size)
+        header = array("q", chain(tokens, seen_tokens, slots, (seen + 1 for seen in seen_tokens)))
+        self._host_header[:, :n] = torch.frombuffer(header, dtype=torch.int64).view(4, n)
+        self._host_header[:, n:size] = self._padding
+        flat, pad = array("q"), array("q", [self.scratch_block]) * width
+        for table in tables:
+            flat.extend(table)
+            flat.extend(pad[:width - len(table)])
+        self._host_tables[:n, :width] = torch.frombuffer(flat, dtype=torch.int64).view(n, width)
+        self._host_tables[n:size, 0] = self.scratch_block  # a padded row reads its first block only
+        self._header.copy_(self._host_header, non_blocking=True)
+        self.block_tables[:size].copy_(self._host_tables[:size], non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
         if size in self.graphs:
             self.graphs[size].replay()
         else:  # not captured (CPU, or capture failed): the same padded step, run eagerly
             self.outputs[size] = self.model(self.static_batch(size), self.kv_layers)
         return self.outputs[size][:n]
-
-    def _pad(self, n: int, size: int) -> None:
-        if n == size:
-            return
-        self.token_ids[n:size] = 0
-        self.positions[n:size] = 0
-        self.slot_mapping[n:size] = self.scratch_block * self.block_size
-        self.context_lens[n:size] = 1
-        self.block_tables[n:size] = self.scratch_block
