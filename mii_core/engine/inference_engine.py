@@ -34,19 +34,22 @@ class InferenceEngine:
         self.graphs = None  # DecodeGraphs, when the builder captured them
 
     def warm_up(self) -> None:
-        """A prompt chunk, then a step mixing a decode with a new prompt, on uids no request uses: the
-        kernels compile (JIT) now rather than in the middle of the first requests."""
-        first, second = -1, -2
+        """Steps of each kind on uids no request uses (a prompt chunk; a decode beside a new prompt; many
+        decodes at once), so that JIT-compiled kernels compile now, not in the middle of the first requests."""
         tokens = min(self.config.max_ragged_batch_size - 3, (self.free_blocks - 2) * self.block_size,
                      self.config.max_context - 2)
+        many = min(64, self.config.max_ragged_sequence_count, self.free_blocks - 2 - tokens // self.block_size)
         if tokens < 2:
             return
+        uids = [-1, -2] + [-3 - i for i in range(max(many, 0))]
         try:
-            self.put([first], [[0] * tokens])
-            self.put([first, second], [[0], [0, 0]])
+            self.put(uids[:1], [[0] * tokens])
+            self.put(uids[:2], [[0], [0, 0]])
+            if many > 0:
+                self.put(uids[2:], [[0]] * many)
         finally:
-            self.flush(first)
-            self.flush(second)
+            for uid in uids:
+                self.flush(uid)
 
     def capture_decode_graphs(self, max_batch: int) -> float:
         """Captures CUDA graphs of decode steps up to ``max_batch`` sequences; returns the seconds taken."""

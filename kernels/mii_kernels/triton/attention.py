@@ -343,7 +343,12 @@ def _launch_decode(out, q, k_cache, v_cache, batch, scale, window, num_decodes):
     if splits > 1:
         _reduce_kernel[(num_decodes, heads)](
             out, part_out, part_lse, batch.query_start, batch.decode_seqs, splits, heads, out.stride(0),
-            out.stride(1), SPLITS_PAD=triton.next_power_of_2(splits), D=meta["D"], D_PAD=meta["D_PAD"], num_warps=4)
+            out.stride(1), SPLITS_PAD=_REDUCE_LANES, D=meta["D"], D_PAD=meta["D_PAD"], num_warps=4)
+
+
+# one lane per possible split, whatever this step's count: a single compiled reduce kernel instead of one
+# per power of two, so no step compiles a new variant in the middle of a run
+_REDUCE_LANES = 64
 
 
 def decode_splits(num_decodes: int, kv_heads: int, max_keys: int, window: int | None,
@@ -353,12 +358,12 @@ def decode_splits(num_decodes: int, kv_heads: int, max_keys: int, window: int | 
     captured graph keeps its split count. A power of two, so few variants get compiled."""
     cfg = _active
     if cfg["decode_splits"] is not None:
-        return cfg["decode_splits"]
+        return min(cfg["decode_splits"], _REDUCE_LANES)
     if window is not None:
         max_keys = min(max_keys, window)
     by_work = -(-max_keys // cfg["decode_min_keys_per_split"])
     by_fill = -(-cfg["decode_target_waves"] * _multiprocessors(device) // (num_decodes * kv_heads))
-    splits = max(1, min(by_work, by_fill, cfg["decode_max_splits"]))
+    splits = max(1, min(by_work, by_fill, cfg["decode_max_splits"], _REDUCE_LANES))
     return 1 << (splits.bit_length() - 1)
 
 
