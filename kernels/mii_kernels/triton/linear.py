@@ -102,9 +102,9 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, tokens, features_out, features
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     toks = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
-    # padding rows and tokens re-read the last real one, so the loads need no mask; the store has one
+    # padding rows re-read the last real one, so the weight loads need no mask; the store has one
     w_rows = w_ptr + tl.minimum(rows, features_out - 1).to(tl.int64)[:, None] * features_in
-    x_rows = x_ptr + tl.minimum(toks, tokens - 1)[:, None] * stride_xt
+    x_rows = x_ptr + toks[:, None] * stride_xt
     if MODE == 0 and BLOCK_T == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     else:
@@ -115,8 +115,8 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, tokens, features_out, features
         cols = start + offs_k
         in_k = cols < features_in
         w = _load(w_rows + cols[None, :], in_k[None, :], EVEN_K)
-        if MODE == 2:
-            x = _load(x_rows + cols[None, :] * stride_xk, in_k[None, :], EVEN_K)
+        if MODE == 2:  # the padding tokens' rows are masked: zeros, no memory traffic
+            x = tl.load(x_rows + cols[None, :] * stride_xk, mask=(toks < tokens)[:, None] & in_k[None, :], other=0.0)
             acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
         elif MODE == 0 and BLOCK_T == 1:
             acc += w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
