@@ -29,8 +29,8 @@ class Attention(nn.Module):
         self.local_kv_heads = spec.num_kv_heads // ctx.world_size
         q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         self.qkv = ColumnParallelLinear(spec.hidden_size, [q_size, kv_size, kv_size], spec.qkv_bias, ctx,
-                                        device, dtype, part_names=("q", "k", "v"))
-        self.o_proj = RowParallelLinear(q_size, spec.hidden_size, spec.o_bias, ctx, device, dtype)
+                                        kernels, device, dtype, part_names=("q", "k", "v"))
+        self.o_proj = RowParallelLinear(q_size, spec.hidden_size, spec.o_bias, ctx, kernels, device, dtype)
 
     def forward(self, hidden: torch.Tensor, batch: RaggedBatch, rope: Rope,
                 kv_cache: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -26,19 +26,19 @@ from mii_core.model.spec import DecoderSpec
 class DecoderModel(nn.Module):
     def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
         super().__init__()
-        self.spec = spec
+        self.spec, self.kernels = spec, kernels
         self.rotary = None
         if spec.rope is not None:
             self.rotary = RotaryEmbedding(spec.rope, spec.head_dim, spec.max_position_embeddings, device)
-        self._build_inputs(spec, device, dtype)
+        self._build_inputs(spec, kernels, device, dtype)
         self.layers = nn.ModuleList(DecoderLayer(spec, ctx, kernels, device, dtype, layer_index=i)
                                     for i in range(spec.num_layers))
         self._build_head(spec, kernels, device, dtype)
 
-    def _build_inputs(self, spec: DecoderSpec, device: torch.device, dtype: torch.dtype) -> None:
+    def _build_inputs(self, spec: DecoderSpec, kernels, device: torch.device, dtype: torch.dtype) -> None:
         self.embed = ReplicatedEmbedding(spec.vocab_size, spec.word_embed_dim, device, dtype)
         projected = spec.word_embed_dim != spec.hidden_size
-        self.project_in = ReplicatedLinear(spec.word_embed_dim, spec.hidden_size, False, device, dtype) \
+        self.project_in = ReplicatedLinear(spec.word_embed_dim, spec.hidden_size, False, kernels, device, dtype) \
             if projected else None
         self.positions = ReplicatedEmbedding(spec.max_position_embeddings + spec.learned_position_offset,
                                              spec.hidden_size, device, dtype) if spec.learned_positions else None
@@ -46,7 +46,7 @@ class DecoderModel(nn.Module):
     def _build_head(self, spec: DecoderSpec, kernels, device: torch.device, dtype: torch.dtype) -> None:
         self.final_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype) \
             if spec.final_norm else None
-        self.project_out = ReplicatedLinear(spec.hidden_size, spec.word_embed_dim, False, device, dtype) \
+        self.project_out = ReplicatedLinear(spec.hidden_size, spec.word_embed_dim, False, kernels, device, dtype) \
             if self.project_in is not None else None
         self.lm_head = self.embed if spec.tie_word_embeddings else ReplicatedEmbedding(
             spec.vocab_size, spec.word_embed_dim, device, dtype)
@@ -69,7 +69,7 @@ class DecoderModel(nn.Module):
             last_hidden = self.final_norm(last_hidden)
         if self.project_out is not None:
             last_hidden = self.project_out(last_hidden)
-        return nn.functional.linear(last_hidden, self.lm_head.weight, self.lm_head_bias).float()
+        return self.kernels.linear(last_hidden, self.lm_head.weight, self.lm_head_bias).float()
 
     @torch.inference_mode()
     def forward(self, batch: RaggedBatch, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

@@ -29,9 +29,10 @@ class MLP(nn.Module):
                              f"{'gated' if spec.gated_mlp else 'plain'} MLP (supported: {', '.join(supported)})")
         self.activation = GATED_ACTIVATIONS[spec.activation] if spec.gated_mlp else _PLAIN_ACTIVATIONS[spec.activation]
         parts = [spec.intermediate_size] * (2 if spec.gated_mlp else 1)
-        self.up = ColumnParallelLinear(spec.hidden_size, parts, spec.mlp_bias, ctx, device, dtype,
+        self.up = ColumnParallelLinear(spec.hidden_size, parts, spec.mlp_bias, ctx, kernels, device, dtype,
                                        part_names=("gate", "up") if spec.gated_mlp else ("up",))
-        self.down = RowParallelLinear(spec.intermediate_size, spec.hidden_size, spec.mlp_bias, ctx, device, dtype)
+        self.down = RowParallelLinear(spec.intermediate_size, spec.hidden_size, spec.mlp_bias, ctx, kernels,
+                                      device, dtype)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         up = self.up(hidden)

@@ -8,6 +8,11 @@ the same name with a higher priority for its devices and must honour the same co
 synchronise with the host (no ``.item()``, no data-dependent shapes) so that decode steps can be
 captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence count.
 
+``linear(x, weight, bias) -> Tensor``
+    ``x`` [T, K] (may be a strided view, unit stride along K), ``weight`` [N, K] contiguous, ``bias`` [N]
+    or None. Returns ``x @ weight.T + bias`` [T, N] in x's dtype, products summed in float32 and rounded
+    once (as cuBLAS does). Every projection of a block goes through it: at batch 1 a decode step is a
+    chain of these, bound by how fast the weights are read.
 ``rms_norm(x, weight, eps, residual=None)``
     ``x`` [T, H]. Without ``residual``: returns the normalised ``x`` (statistics in float32, cast back
     to ``x.dtype``, then times ``weight``: HF Llama's order). With ``residual`` [T, H]: first
@@ -47,7 +52,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 # the ops every built-in block uses; listed by `mii-core plugins`
-OP_NAMES = ("rms_norm", "layer_norm", "rotary_write_kv", "paged_attention", "gated_activation", "moe_experts")
+OP_NAMES = ("rms_norm", "layer_norm", "rotary_write_kv", "paged_attention", "gated_activation", "moe_experts",
+            "linear")
 
 
 class KernelSet:

@@ -40,12 +40,12 @@ def _copy_checked(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
 class ColumnParallelLinear(nn.Module):
     """y = x Wᵀ with W's output rows split over ranks; ``parts`` lists fused outputs (q|k|v, gate|up)."""
 
-    def __init__(self, in_features: int, parts: Sequence[int], bias: bool, ctx: ParallelContext,
+    def __init__(self, in_features: int, parts: Sequence[int], bias: bool, ctx: ParallelContext, kernels,
                  device: torch.device, dtype: torch.dtype, part_names: Optional[Sequence[str]] = None):
         super().__init__()
         if any(p % ctx.world_size for p in parts):
             raise ValueError(f"output sizes {list(parts)} do not divide over {ctx.world_size} ranks")
-        self.ctx = ctx
+        self.ctx, self.kernels = ctx, kernels
         self.local_parts = [p // ctx.world_size for p in parts]
         self.part_names = list(part_names) if part_names else list(range(len(parts)))
         self.weight = _param((sum(self.local_parts), in_features), device, dtype)
@@ -78,18 +78,18 @@ class ColumnParallelLinear(nn.Module):
             self._load(param, piece, part, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight, self.bias)
+        return self.kernels.linear(x, self.weight, self.bias)
 
 
 class RowParallelLinear(nn.Module):
     """y = x Wᵀ with W's input columns split over ranks; partial sums are all-reduced, then bias added."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, ctx: ParallelContext,
+    def __init__(self, in_features: int, out_features: int, bias: bool, ctx: ParallelContext, kernels,
                  device: torch.device, dtype: torch.dtype):
         super().__init__()
         if in_features % ctx.world_size:
             raise ValueError(f"input size {in_features} does not divide over {ctx.world_size} ranks")
-        self.ctx = ctx
+        self.ctx, self.kernels = ctx, kernels
         self.local_in = in_features // ctx.world_size
         self.weight = _param((out_features, self.local_in), device, dtype)
         self.weight.weight_loader = self._load_weight
@@ -103,15 +103,17 @@ class RowParallelLinear(nn.Module):
         _copy_checked(param.data, local, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.ctx.all_reduce(nn.functional.linear(x, self.weight))
+        out = self.ctx.all_reduce(self.kernels.linear(x, self.weight, None))
         return out if self.bias is None else out + self.bias
 
 
 class ReplicatedLinear(nn.Module):
     """y = x Wᵀ + b, whole on every rank (small projections: project in/out, routers)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, device: torch.device, dtype: torch.dtype):
+    def __init__(self, in_features: int, out_features: int, bias: bool, kernels, device: torch.device,
+                 dtype: torch.dtype):
         super().__init__()
+        self.kernels = kernels
         self.weight = _param((out_features, in_features), device, dtype)
         self.weight.weight_loader = _load_whole
         self.bias = _param((out_features,), device, dtype) if bias else None
@@ -119,7 +121,7 @@ class ReplicatedLinear(nn.Module):
             self.bias.weight_loader = _load_whole
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight, self.bias)
+        return self.kernels.linear(x, self.weight, self.bias)
 
 
 def _load_whole(param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:

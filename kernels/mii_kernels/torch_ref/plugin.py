@@ -8,6 +8,7 @@ _OPS = {
     "paged_attention": "mii_kernels.torch_ref.attention:paged_attention",
     "gated_activation": "mii_kernels.torch_ref.activations:gated_activation",
     "moe_experts": "mii_kernels.torch_ref.moe:moe_experts",
+    "linear": "mii_kernels.torch_ref.linear:linear",
 }
 
 

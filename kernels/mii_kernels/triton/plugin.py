@@ -13,6 +13,7 @@ _OPS = {
     "gated_activation": "mii_kernels.triton.activations:gated_activation",
     "moe_experts": "mii_kernels.triton.moe:moe_experts",
     "paged_attention": "mii_kernels.triton.attention:paged_attention",
+    "linear": "mii_kernels.triton.linear:linear",
 }
 
 

@@ -1,0 +1,177 @@
+"""Triton GEMV for the few-token steps of decode (contract: ``linear`` in mii_core/model/ops.py).
+
+At batch 1 a decode step is a chain of matrix-vector products: each reads its whole weight once and
+does two FLOPs per weight element, so the only thing that matters is how close the read gets to the
+memory bandwidth. ``_gemv_kernel`` gives each program ``BLOCK_N`` output features (weight rows) and walks
+their ``K`` columns in chunks of ``BLOCK_K``: the weight tile is loaded once and multiplied by the same
+chunk of every token's ``x`` (all ``T <= GEMV_MAX_TOKENS`` rows in one program), so the weights are read
+once per step whatever ``T`` is. Products are summed in float32; the bias is added in float32 and the
+result rounded once to x's dtype, as cuBLAS and PyTorch's CPU kernels do. Above ``GEMV_MAX_TOKENS`` the
+step is a real matrix product and cuBLAS (``torch.nn.functional.linear``) is faster.
+
+How a program multiplies its tile (``mode`` of a tile setting):
+
+* ``"lanes"`` (one token only; more run as ``"reduce"``): float32 partial products per lane
+  [BLOCK_N, BLOCK_K], summed across lanes once after the loop, so the loop has no reduction;
+* ``"reduce"``: each chunk's products are summed at once, token by token, into [T, BLOCK_N];
+* ``"dot"``: ``tl.dot`` on tensor cores with the tokens padded to 16 rows; Triton then pipelines the
+  tile loads through shared memory (cp.async) over ``stages`` buffers.
+
+A token axis is never added to the weight tile: a 3-D [T, BLOCK_N, BLOCK_K] product made Triton change
+the layout of every weight tile through shared memory (seen in the compiled TTGIR for sm_90).
+``stages`` > 1 pipelines the loads of the CUDA-core modes through shared memory too.
+
+Nothing here reads a tensor's values on the host: a decode step that calls it can be captured in a CUDA
+graph. The token count is not a specialisation key (a graph ladder would otherwise compile per size);
+the tile, and so the compiled kernel, depends only on the token count rounded up to a power of two.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
+_MODES = {"lanes": 0, "reduce": 1, "dot": 2}
+_TILE_KEYS = {"mode", "block_n", "block_k", "warps", "stages"}
+
+
+def _tile(mode: str, block_n: int, block_k: int, warps: int = 4, stages: int = 1) -> dict:
+    return dict(mode=mode, block_n=block_n, block_k=block_k, warps=warps, stages=stages)
+
+
+# Launch settings, chosen by name (env MII_TRITON_LINEAR_CONFIG or use_config()) so that
+# benchmarks/kernel_bench_linear.py can compare them in one run. Each config maps a token count
+# (rounded up to a power of two) to its tile.
+_FEW = (2, 4, 8)
+CONFIGS: dict[str, dict[int, dict]] = {
+    "default": {1: _tile("lanes", 16, 512), 2: _tile("reduce", 16, 256),
+                4: _tile("dot", 16, 256, stages=4), 8: _tile("dot", 16, 256, stages=4)},
+    "gemv": {1: _tile("lanes", 16, 512), **{t: _tile("reduce", 16, 256) for t in _FEW}},
+    "gemv_n8": {1: _tile("lanes", 8, 1024), **{t: _tile("reduce", 8, 512) for t in _FEW}},
+    "gemv_staged": {1: _tile("lanes", 16, 512, stages=3), **{t: _tile("reduce", 16, 256, stages=3) for t in _FEW}},
+    "gemv_w8": {1: _tile("lanes", 32, 512, warps=8), **{t: _tile("reduce", 32, 256, warps=8) for t in _FEW}},
+    "reduce": {t: _tile("reduce", 16, 512) for t in (1, *_FEW)},
+    "dot": {t: _tile("dot", 16, 256, stages=4) for t in (1, *_FEW)},
+    "dot_n32": {t: _tile("dot", 32, 128, stages=5) for t in (1, *_FEW)},
+    "dot_k512": {t: _tile("dot", 16, 512, stages=3) for t in (1, *_FEW)},
+}
+_active: dict[int, dict] = dict(CONFIGS["default"])
+
+
+def use_config(config: str | dict) -> dict:
+    """Selects a named config, or replaces the tiles of some token counts ({8: {...}}); returns the
+    previous one."""
+    global _active
+    previous = dict(_active)
+    if isinstance(config, str):
+        if config not in CONFIGS:
+            raise ValueError(f"unknown linear config '{config}'; choose one of {sorted(CONFIGS)}")
+        _active = dict(CONFIGS[config])
+    else:
+        for rows, tile in config.items():
+            _check_tile(rows, tile)
+        _active = {**_active, **config}
+    return previous
+
+
+def _check_tile(rows, tile: dict) -> None:
+    if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
+        raise ValueError(f"linear config keys are token counts that are powers of two, not {rows!r}")
+    if set(tile) != _TILE_KEYS or tile["mode"] not in _MODES:
+        raise ValueError(f"a linear tile needs exactly the keys {sorted(_TILE_KEYS)} with mode one of "
+                         f"{sorted(_MODES)}; got {tile}")
+
+
+use_config(os.environ.get("MII_TRITON_LINEAR_CONFIG", "default"))
+
+
+@triton.jit
+def _load(pointers, in_k, EVEN_K: tl.constexpr):
+    if EVEN_K:
+        return tl.load(pointers)
+    return tl.load(pointers, mask=in_k, other=0.0)
+
+
+@triton.jit(do_not_specialize=["tokens"])
+def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, tokens, features_out, features_in, stride_xt, stride_xk,
+                 HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 MODE: tl.constexpr, EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    toks = tl.arange(0, BLOCK_T)
+    offs_k = tl.arange(0, BLOCK_K)
+    # padding rows re-read the last real one, so the weight loads need no mask; the store has one
+    w_rows = w_ptr + tl.minimum(rows, features_out - 1).to(tl.int64)[:, None] * features_in
+    x_rows = x_ptr + toks[:, None] * stride_xt
+    if MODE == 0 and BLOCK_T == 1:
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_T, BLOCK_N], tl.float32)
+    # x is loaded 1-D in the CUDA-core modes: as [1, BLOCK_K] it made Triton convert the weight tile's
+    # layout (through shared memory) instead of x's
+    for start in tl.range(0, features_in, BLOCK_K, num_stages=NUM_STAGES):
+        cols = start + offs_k
+        in_k = cols < features_in
+        w = _load(w_rows + cols[None, :], in_k[None, :], EVEN_K)
+        if MODE == 2:  # the padding tokens' rows are masked: zeros, no memory traffic
+            x = tl.load(x_rows + cols[None, :] * stride_xk, mask=(toks < tokens)[:, None] & in_k[None, :], other=0.0)
+            acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
+        elif MODE == 0 and BLOCK_T == 1:
+            acc += w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
+        else:
+            w = w.to(tl.float32)
+            for t in tl.static_range(BLOCK_T):  # one row of x at a time, its sums put in row t
+                x = _load(x_ptr + tl.minimum(t, tokens - 1) * stride_xt + cols * stride_xk, in_k, EVEN_K)
+                acc += tl.where(toks[:, None] == t, tl.sum(w * x.to(tl.float32)[None, :], 1)[None, :], 0.0)
+    if MODE == 0 and BLOCK_T == 1:
+        result = tl.sum(acc, 1)[None, :]
+    else:
+        result = acc
+    in_n = rows < features_out
+    if HAS_BIAS:
+        result += tl.load(bias_ptr + rows, mask=in_n, other=0.0).to(tl.float32)[None, :]
+    out = out_ptr + toks[:, None] * features_out + rows[None, :]
+    tl.store(out, result.to(out_ptr.dtype.element_ty), mask=(toks < tokens)[:, None] & in_n[None, :])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    rows = x.reshape(-1, x.shape[-1])  # a view for 2-D input, strided rows included
+    if not _gemv_applies(rows, weight, bias):
+        return torch.nn.functional.linear(x, weight, bias)
+    tokens, (features_out, features_in) = rows.shape[0], weight.shape
+    out = torch.empty((tokens, features_out), dtype=x.dtype, device=x.device)
+    tile = tile_for(tokens)
+    block_t = triton.next_power_of_2(tokens)
+    if tile["mode"] == "dot":
+        block_t = max(16, block_t)  # tl.dot needs 16 rows
+    grid = (triton.cdiv(features_out, tile["block_n"]),)
+    _gemv_kernel[grid](
+        rows, weight, bias if bias is not None else weight, out, tokens, features_out, features_in,
+        rows.stride(0), rows.stride(1), HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"],
+        BLOCK_K=tile["block_k"], MODE=_MODES[tile["mode"]], EVEN_K=features_in % tile["block_k"] == 0,
+        NUM_STAGES=tile["stages"], PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+        num_warps=tile["warps"])
+    return out.view(*x.shape[:-1], features_out)
+
+
+def tile_for(tokens: int) -> dict:
+    """The active config's tile for ``tokens`` rows: the entry of the smallest power of two >= tokens,
+    else the largest entry."""
+    padded = triton.next_power_of_2(tokens)
+    fitting = [rows for rows in _active if rows >= padded]
+    return _active[min(fitting) if fitting else max(_active)]
+
+
+def _gemv_applies(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """A few tokens and the layout the kernel reads; anything else (including shapes or dtypes that do not
+    match) goes to torch, which computes it or raises its own error."""
+    if not 0 < rows.shape[0] <= GEMV_MAX_TOKENS or weight.dim() != 2 or not weight.is_contiguous():
+        return False
+    if rows.shape[1] != weight.shape[1] or 0 in weight.shape or weight.dtype != rows.dtype:
+        return False
+    if rows.device != weight.device:
+        return False
+    return bias is None or (bias.shape == weight.shape[:1] and bias.dtype == rows.dtype
+                            and bias.is_contiguous() and bias.device == rows.device)
