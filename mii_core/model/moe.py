@@ -75,7 +75,7 @@ class MoE(nn.Module):
         self.experts = Experts(spec.moe.num_experts, spec.hidden_size, spec.intermediate_size, ctx, device, dtype)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        router_logits = nn.functional.linear(hidden, self.router.weight)
+        router_logits = self.kernels.linear(hidden, self.router.weight, None)
         weights, ids = top_k_gating(router_logits, self.moe.experts_per_token, self.moe.renormalize)
         out = self.kernels.moe_experts(hidden, weights, ids, self.experts.gate_up, self.experts.down, self.activation)
         return self.ctx.all_reduce(out)
