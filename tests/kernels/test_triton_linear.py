@@ -35,7 +35,14 @@ def projection(tokens, features_in, features_out, dtype, with_bias, seed=0):
 def test_linear_matches_reference(tokens, features_in, features_out, dtype, with_bias):
     x, weight, bias = projection(tokens, features_in, features_out, dtype, with_bias)
     assert x.stride(0) != features_in  # really strided
-    assert_matches(triton_linear.linear(x, weight, bias), reference(x, weight, bias))
+    ours, theirs = triton_linear.linear(x, weight, bias), reference(x, weight, bias)
+    if dtype == torch.bfloat16:
+        # bf16 over K up to 14336: summation order alone changes many last bits, so hold the kernel to
+        # cuBLAS's own error against exact float32 arithmetic instead of to cuBLAS's bits
+        exact = reference(x.float(), weight.float(), None if bias is None else bias.float())
+        assert (ours.float() - exact).abs().max() <= 1.5 * (theirs.float() - exact).abs().max() + 1e-3
+        return
+    assert_matches(ours, theirs)
 
 
 @pytest.mark.parametrize("config", sorted(triton_linear.CONFIGS))
