@@ -18,6 +18,7 @@ from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.parallel import ParallelContext
 from mii_core.model.policy import ArchitecturePolicy
+from mii_core.model.sharding import check_tensor_parallel, local_kv_heads
 from mii_core.plugins import get_plugins
 from mii_core.plugins.manager import ALLOW_ENV
 
@@ -44,7 +45,7 @@ def available_devices() -> list[str]:
 def choose_device(config: ModelConfig, ctx: ParallelContext) -> torch.device:
     if config.device is None:
         if torch.cuda.is_available():
-            return torch.device("cuda", ctx.rank % torch.cuda.device_count())
+            return torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
         return torch.device("cpu")
     return check_device(config.device)
 
@@ -96,6 +97,7 @@ def load_policy(model_path: Path) -> ArchitecturePolicy:
 def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), show_progress: bool = True) -> BuiltEngine:
     model_path = resolve_model_path(config.model_name_or_path)
     policy = load_policy(model_path)
+    check_tensor_parallel(policy.spec, config.tensor_parallel)  # before any rank loads a weight
     device = choose_device(config, ctx)
     dtype = choose_dtype(config, policy, device)
     kernels = KernelSet(device.type, get_plugins().kernels)
@@ -103,7 +105,7 @@ def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), 
     load_weights(model, policy, model_path, show_progress=show_progress)
     state_config = config.inference_engine_config.state_manager
     spec = policy.spec
-    shape = KVCacheShape(spec.num_layers, spec.num_kv_heads // ctx.world_size, spec.head_dim,
+    shape = KVCacheShape(spec.num_layers, local_kv_heads(spec.num_kv_heads, ctx.world_size), spec.head_dim,
                          state_config.kv_block_size or default_block_size(spec.head_dim), dtype)
     num_blocks = kv_cache_blocks(shape, state_config.memory_config, device)
     kv_cache = allocate_kv_cache(shape, num_blocks, device)
