@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import weakref
 from typing import Any, Optional, Sequence as Seq, Union
 
 from tqdm.auto import tqdm
 
 from mii_core.config import ModelConfig, validate_options
+from mii_core.distributed.process_group import before_process_group_teardown
+from mii_core.distributed.step_sync import RankZeroSampler, check_same_requests
 from mii_core.engine.builder import build_engine
 from mii_core.engine.generation_loop import GenerationLoop
 from mii_core.loading.checkpoint import generation_eos_ids
@@ -24,12 +27,12 @@ class Pipeline:
     def __init__(self, config: ModelConfig) -> None:
         from transformers import AutoTokenizer
 
-        if config.tensor_parallel > 1 or config.replica_num > 1:
-            raise ValueError("tensor_parallel > 1 and replica_num > 1 are not supported yet by mii_core.pipeline; "
-                             "use the default of 1")
+        if config.replica_num > 1:
+            raise ValueError("replica_num > 1 means several model replicas, which mii_core.serve runs; a pipeline "
+                             "is one replica: leave replica_num at 1")
         self.config = config
         built = build_engine(config)
-        self.engine, self.spec = built.engine, built.policy.spec
+        self.engine, self.spec, self.ctx = built.engine, built.policy.spec, built.ctx
         tokenizer_path = built.model_path if config.tokenizer == config.model_name_or_path else config.tokenizer
         self.tokenizer = built.policy.load_tokenizer(tokenizer_path)  # None: the architecture has no own loader
         if self.tokenizer is None:  # never run a checkpoint's code, nor ask on stdin whether to
@@ -38,11 +41,16 @@ class Pipeline:
                    or [self.tokenizer.eos_token_id])
         eos_ids = [e for e in eos_ids if e is not None]
         self.stopper = StopChecker(self.tokenizer, eos_ids)
-        self.loop = GenerationLoop(self.engine, Sampler(eos_ids, self.spec.vocab_size), self.stopper)
+        sampler = Sampler(eos_ids, self.spec.vocab_size)
+        if self.ctx.world_size > 1:  # rank 0 samples, every rank gets the tokens
+            sampler = RankZeroSampler(sampler, self.ctx)
+        self.loop = GenerationLoop(self.engine, sampler, self.stopper)
         self.length_limits = self._length_limits()
         check_max_length(config.max_length, self.length_limits)
         self._uids = itertools.count()
         self._destroyed = False
+        if self.ctx.world_size > 1:
+            before_process_group_teardown(weakref.WeakMethod(self.destroy))
 
     def __call__(self, prompts: Union[str, Seq[str]], **generate_kwargs: Any) -> list[Response]:
         self._check_alive()
@@ -52,6 +60,8 @@ class Pipeline:
         prompt_ids = tokenize_prompts(self.tokenizer, prompts)
         seqs = self._sequences(prompt_ids, options)
         self._run(seqs)
+        if not self._returns_output():
+            return []
         return [self._response(prompt, seq, options.return_full_text) for prompt, seq in zip(prompts, seqs)]
 
     def generate_tokens(self, token_lists: Seq[Seq[int]], max_new_tokens: Union[int, Seq[int], None] = None,
@@ -67,6 +77,8 @@ class Pipeline:
             refuse_streaming(options)
             seqs.extend(self._sequences([list(tokens)], options))
         self._run(seqs)
+        if not self._returns_output():
+            return []
         return [TokenOutput(seq.generated_ids, seq.finish_reason) for seq in seqs]
 
     def destroy(self) -> None:
@@ -102,8 +114,16 @@ class Pipeline:
                         f"{engine.block_size} tokens; inference_engine_config.state_manager.memory_config)"),
         ]
 
+    def _returns_output(self) -> bool:
+        """MII's rule: rank 0 returns the responses, other ranks only with all_rank_output=True (every rank
+        got the same sampled tokens, so each builds the same responses itself)."""
+        return self.ctx.rank == 0 or self.config.all_rank_output
+
     def _run(self, seqs: list) -> None:
-        show = len(seqs) >= PROGRESS_MIN_PROMPTS
+        if self.ctx.world_size > 1:
+            check_same_requests(self.ctx, repr([(s.uid, s.prompt_ids, s.max_new_tokens, s.options) for s in seqs]),
+                                self.engine.device)
+        show = len(seqs) >= PROGRESS_MIN_PROMPTS and self.ctx.rank == 0
         with tqdm(total=len(seqs), desc="Generating", unit="req", disable=None if show else True, leave=False) as bar:  # None: off when not a TTY
             self.loop.run(seqs, on_finish=lambda _seq: bar.update(1))
 
