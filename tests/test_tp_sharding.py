@@ -53,6 +53,37 @@ def test_ranks_hold_their_vocabulary_rows_and_heads(checkpoint):
         assert torch.equal(qkv[32:48], k_proj[16 * rank:16 * (rank + 1)])  # KV head r
 
 
+def test_four_ranks_share_each_of_two_kv_heads(checkpoint):
+    """GQA with fewer KV heads than ranks: rank r holds query head r and KV head r // 2, its group's."""
+    path = checkpoint("gqa")
+    weights = load_file(path / "model.safetensors")
+    q_proj, v_proj = weights["model.layers.0.self_attn.q_proj.weight"], weights["model.layers.0.self_attn.v_proj.weight"]
+    for rank in range(4):
+        attn = _rank_model(path, rank, 4).layers[0].attn
+        assert (attn.local_heads, attn.local_kv_heads) == (1, 1)
+        assert torch.equal(attn.qkv.weight[:16], q_proj[16 * rank:16 * (rank + 1)])
+        kv_head = rank // 2
+        assert torch.equal(attn.qkv.weight[32:], v_proj[16 * kv_head:16 * (kv_head + 1)])
+
+
+def test_experts_split_on_their_width(tmp_path_factory):
+    """Mixtral: each rank holds every expert's F/2 slice of w1 (gate), w3 (up) and w2 (down); the router whole."""
+    import test_arch_mixtral
+
+    path = test_arch_mixtral._write_checkpoint(tmp_path_factory.mktemp("mixtral-tp"), "full")
+    weights = load_file(path / "model.safetensors")
+    prefix = "model.layers.1.block_sparse_moe"
+    half = 48  # intermediate_size 96
+    for rank in (0, 1):
+        moe = _rank_model(path, rank, 2).layers[1].mlp
+        rows = slice(half * rank, half * (rank + 1))
+        for expert in (0, 7):
+            assert torch.equal(moe.experts.gate_up[expert, :half], weights[f"{prefix}.experts.{expert}.w1.weight"][rows])
+            assert torch.equal(moe.experts.gate_up[expert, half:], weights[f"{prefix}.experts.{expert}.w3.weight"][rows])
+            assert torch.equal(moe.experts.down[expert], weights[f"{prefix}.experts.{expert}.w2.weight"][:, rows])
+        assert torch.equal(moe.router.weight, weights[f"{prefix}.gate.weight"])
+
+
 @pytest.mark.parametrize("kv_heads, world, expected", [
     (1, 2, [(0, 1), (0, 1)]),                    # Falcon-7B: the one KV head on both ranks
     (2, 4, [(0, 1), (0, 1), (1, 1), (1, 1)]),    # query heads of ranks 0, 1 are KV head 0's group

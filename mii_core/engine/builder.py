@@ -110,7 +110,7 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     dtype = choose_dtype(config, policy, device)
     kernels = KernelSet(device.type, get_plugins().kernels)
     model = policy.build_model(ctx, kernels, device, dtype).eval()
-    load_weights(model, policy, model_path, show_progress=show_progress)
+    load_weights(model, policy, model_path, show_progress=show_progress and ctx.rank == 0)  # one bar, not N
     state_config = config.inference_engine_config.state_manager
     spec = policy.spec
     shape = KVCacheShape(spec.num_layers, local_kv_heads(spec.num_kv_heads, ctx.world_size), spec.head_dim,

@@ -21,6 +21,12 @@ def _mistral(folder) -> Path:
     return test_arch_mistral._write_checkpoint(folder("mistral"), "full")
 
 
+def _mistral_window(folder) -> Path:
+    import test_arch_mistral
+
+    return test_arch_mistral._write_checkpoint(folder("mistral-window"), "window")
+
+
 def _mixtral(folder) -> Path:
     import test_arch_mixtral
 
@@ -51,6 +57,7 @@ def _family(module_name: str, variant: str):
 TP_CHECKPOINTS: dict[str, Callable] = {
     "llama": _llama,
     "mistral": _mistral,
+    "mistral-window": _mistral_window,  # sliding window: blocks behind it freed alike on every rank
     "mixtral": _mixtral,
     "qwen2": _qwen2,
     "qwen": _qwen,
