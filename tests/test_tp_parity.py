@@ -71,6 +71,12 @@ def test_tensor_parallel_greedy_equals_one_rank(runs, family, schedule):
     assert rank1["generated"] == (single["generated"] if family == "llama" else None)
 
 
+def test_rank0_shares_an_object_with_every_rank(runs):
+    """share_from_rank0 (what a server uses to bring rank 0's requests to the others)."""
+    for name, (_single, ranks) in runs.items():
+        assert [rank["shared"] for rank in ranks] == [{"job": name}] * 2
+
+
 @pytest.mark.parametrize("family", list(TP_CHECKPOINTS))
 def test_each_rank_holds_about_half_the_parameters_and_its_kv_heads(runs, family):
     single, ranks = runs[f"{family}/whole"]

@@ -49,6 +49,13 @@ def test_single_replica_device_map_int_list():
     assert launch.command[3:5] == ["-i", "localhost:2,3"]
 
 
+def test_each_replica_may_run_its_own_server_arguments():
+    launches = replica_launch_commands(1, 2, 29500, "auto", lambda i: ["serve", f"--port={50051 + i}"],
+                                       hostfile="/no/such/hostfile", local_devices=2)
+    assert [l.command[-2:] for l in launches] == [["serve", "--port=50051"], ["serve", "--port=50052"]]
+    assert [l.command[4] for l in launches] == ["localhost:0", "localhost:1"]
+
+
 def test_torchrun_launcher_pins_devices_through_the_environment():
     launches = replica_launch_commands(2, 2, 29500, "auto", SERVER, hostfile="/no/such/hostfile", local_devices=4,
                                        launcher="torchrun")

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 LOCAL_HOST = "localhost"
 PORT_STRIDE = 100  # replica i's ranks rendezvous on torch_dist_port + 100·i
@@ -92,12 +92,16 @@ def _check_placement(placed, tensor_parallel: int, replica_num: int, hosts: dict
                              f"device(s) (0..{slots - 1})")
 
 
+ServerCommand = Union[Sequence[str], Callable[[int], Sequence[str]]]
+
+
 def replica_launch_commands(tensor_parallel: int, replica_num: int, torch_dist_port: int, device_map: Any,
-                            server_command: Sequence[str], hostfile: Union[str, Path] = "/job/hostfile",
+                            server_command: ServerCommand, hostfile: Union[str, Path] = "/job/hostfile",
                             local_devices: Optional[int] = None,
                             launcher: str = "deepspeed") -> list[ReplicaLaunch]:
-    """Each replica's launch. ``server_command`` is what every rank runs (a program and its arguments; the
-    rank reads RANK / WORLD_SIZE / LOCAL_RANK from the launcher). ``local_devices``: this machine's device
+    """Each replica's launch. ``server_command`` is what every rank of a replica runs (a program and its
+    arguments; the rank reads RANK / WORLD_SIZE / LOCAL_RANK from the launcher), or a function of the
+    replica's index returning it (each replica serving on its own port). ``local_devices``: this machine's device
     count when there is no hostfile (default: torch.cuda.device_count()). ``launcher``: "deepspeed" (MII's,
     any host of the hostfile) or "torchrun" (this machine only)."""
     if launcher not in ("deepspeed", "torchrun"):
@@ -109,17 +113,18 @@ def replica_launch_commands(tensor_parallel: int, replica_num: int, torch_dist_p
     launches = []
     for index, (host, devices) in enumerate(place_replicas(tensor_parallel, replica_num, device_map, hosts)):
         port = torch_dist_port + PORT_STRIDE * index
+        program = list(server_command(index) if callable(server_command) else server_command)
         if launcher == "deepspeed":
             command = ["deepspeed", "-H", str(hostfile) if multi_node else os.devnull,
                        "-i", f"{host}:{','.join(map(str, devices))}", "--master_port", str(port),
-                       "--master_addr", host, "--no_ssh_check", "--no_local_rank", "--no_python", *server_command]
+                       "--master_addr", host, "--no_ssh_check", "--no_local_rank", "--no_python", *program]
             env = {}
         else:
             if host != LOCAL_HOST:
                 raise ValueError(f"launcher='torchrun' starts ranks on this machine only, but a replica is placed "
                                  f"on {host!r}; use launcher='deepspeed' for a multi-node hostfile")
             command = ["torchrun", "--nproc_per_node", str(tensor_parallel), "--master_port", str(port),
-                       "--no-python", *server_command]
+                       "--no-python", *program]
             env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
         launches.append(ReplicaLaunch(index, host, list(devices), port, command, env))
     return launches

@@ -3,6 +3,7 @@ the same requests (once per call), the KV cache size they agree on (once), and e
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -35,6 +36,17 @@ def check_same_requests(ctx: ParallelContext, description: str, device: torch.de
     if differing:
         raise ValueError(f"rank(s) {differing} were called with other prompts or options than rank 0; under "
                          "tensor parallelism every rank must make the same pipeline calls")
+
+
+def share_from_rank0(ctx: ParallelContext, value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object) on every rank. For a server, whose requests arrive on rank 0
+    only: share each step's new requests before adding them, so every rank schedules the same work."""
+    if ctx.world_size == 1:
+        return value
+    box = [value if ctx.rank == 0 else None]
+    with ctx.naming_failed_peers():
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class RankZeroSampler:
