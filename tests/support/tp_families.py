@@ -44,6 +44,16 @@ def _qwen(folder) -> Path:
     return convert_to_qwen_v1(qwen2, folder("qwen"), seq_length=2048)
 
 
+def _gpt2_kit(folder) -> Path:
+    """The third-party kit's worked plugin (plugins/example-gpt2): Conv1D weights stored transposed."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from support.tiny_models import build_tiny_checkpoint
+
+    config = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, initializer_range=0.2)
+    return build_tiny_checkpoint(folder("gpt2"), GPT2LMHeadModel, config, seed=0)
+
+
 def _family(module_name: str, variant: str):
     def build(folder) -> Path:
         module = __import__(module_name)
@@ -65,4 +75,5 @@ TP_CHECKPOINTS: dict[str, Callable] = {
     "falcon-40b": _family("test_arch_falcon", "40b"),  # grouped KV heads, interleaved fused qkv
     "phi": _family("test_arch_phi", "phi2"),           # biased LM head, split with the vocabulary
     "opt-350m": _family("test_arch_opt", "350m"),      # post-norm, project in/out replicated
+    "gpt2-kit": _gpt2_kit,
 }
