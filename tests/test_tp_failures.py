@@ -56,3 +56,15 @@ def test_fewer_ranks_than_tensor_parallel_is_a_clear_error(checkpoint, monkeypat
     with pytest.raises(ValueError, match=r"tensor_parallel=2 but this process was launched as one of 1 rank.*"
                                          r"deepspeed --num_gpus 2 .*torchrun --nproc_per_node 2"):
         mii_core.pipeline(str(checkpoint("gqa")), tensor_parallel=2)
+
+
+def test_launcher_environment_is_read_and_checked():
+    from mii_core.distributed import LaunchEnv, read_launch_env
+
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "node-a", "MASTER_PORT": "29600"}
+    assert read_launch_env(env) == LaunchEnv(3, 4, 1, "node-a", 29600)
+    assert read_launch_env({}) == LaunchEnv(0, 1, 0, "127.0.0.1", None)
+    with pytest.raises(ValueError, match=r"RANK=4 is not below WORLD_SIZE=4"):
+        read_launch_env({**env, "RANK": "4"})
+    with pytest.raises(ValueError, match=r"WORLD_SIZE='two' must be an integer >= 1"):
+        read_launch_env({**env, "WORLD_SIZE": "two"})
