@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import weakref
 from collections import deque
 from typing import Any, Iterator, Optional, Sequence as Seq, Union
 
 from tqdm.auto import tqdm
 
 from mii_core.config import ModelConfig, validate_options
+from mii_core.distributed.process_group import before_process_group_teardown
+from mii_core.distributed.step_sync import RankZeroSampler, check_same_requests
 from mii_core.engine.builder import build_engine
 from mii_core.engine.generation_loop import GenerationLoop
 from mii_core.loading.checkpoint import generation_eos_ids
@@ -27,12 +30,12 @@ class Pipeline:
     def __init__(self, config: ModelConfig) -> None:
         from transformers import AutoTokenizer
 
-        if config.tensor_parallel > 1 or config.replica_num > 1:
-            raise ValueError("tensor_parallel > 1 and replica_num > 1 are not supported yet by mii_core.pipeline; "
-                             "use the default of 1")
+        if config.replica_num > 1:
+            raise ValueError("replica_num > 1 means several model replicas, which mii_core.serve runs; a pipeline "
+                             "is one replica: leave replica_num at 1")
         self.config = config
         built = build_engine(config)
-        self.engine, self.spec = built.engine, built.policy.spec
+        self.engine, self.spec, self.ctx = built.engine, built.policy.spec, built.ctx
         tokenizer_path = built.model_path if config.tokenizer == config.model_name_or_path else config.tokenizer
         self.tokenizer = built.policy.load_tokenizer(tokenizer_path)  # None: the architecture has no own loader
         if self.tokenizer is None:  # never run a checkpoint's code, nor ask on stdin whether to
@@ -41,7 +44,10 @@ class Pipeline:
                    or [self.tokenizer.eos_token_id])
         eos_ids = [e for e in eos_ids if e is not None]
         self.stopper = StopChecker(self.tokenizer, eos_ids)
-        self.loop = GenerationLoop(self.engine, Sampler(eos_ids, self.spec.vocab_size), self.stopper)
+        sampler = Sampler(eos_ids, self.spec.vocab_size)
+        if self.ctx.world_size > 1:  # rank 0 samples, every rank gets the tokens
+            sampler = RankZeroSampler(sampler, self.ctx)
+        self.loop = GenerationLoop(self.engine, sampler, self.stopper)
         self.length_limits = self._length_limits()
         check_max_length(config.max_length, self.length_limits)
         # One loop thread owns the engine, so any number of threads may call this pipeline at once.
@@ -49,6 +55,8 @@ class Pipeline:
         self.detokenizer = Detokenizer(self.tokenizer, self.stopper)
         self._uids = itertools.count()
         self._destroyed = False
+        if self.ctx.world_size > 1:
+            before_process_group_teardown(weakref.WeakMethod(self.destroy))
 
     def __call__(self, prompts: Union[str, Seq[str]], **generate_kwargs: Any) -> Union[list[Response], Iterator[Response]]:
         """Generates for each prompt. ``stream=True`` returns an iterator of incremental Responses:
@@ -57,6 +65,8 @@ class Pipeline:
         self._check_alive()
         prompts = normalize_prompts(prompts)
         options = generation_options(generate_kwargs)
+        if self.service is None:
+            return self._call_in_lockstep(prompts, options)
         request = self.submit(prompts, options, stream_tokens=options.stream)
         if options.stream:
             return self._stream(prompts, request, options.return_full_text)
@@ -74,6 +84,17 @@ class Pipeline:
         seqs = [seq for ids, opts in zip(prompt_ids, per_prompt, strict=True) for seq in self._sequences([ids], opts)]
         return self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens))
 
+    def _call_in_lockstep(self, prompts: list[str], options) -> list[Response]:
+        if options.stream:
+            raise ValueError("stream=True is not available under tensor parallelism yet; leave stream unset")
+        seqs = self._sequences(tokenize_prompts(self.tokenizer, prompts), options)
+        self._run(seqs)
+        if not self._returns_output():
+            return []
+        outputs = [SequenceOutput(list(seq.generated_ids), self.detokenizer.final_text(seq), seq.finish_reason,
+                                  len(seq.prompt_ids)) for seq in seqs]
+        return [self._response(prompt, out, options.return_full_text) for prompt, out in zip(prompts, outputs)]
+
     def generate_tokens(self, token_lists: Seq[Seq[int]], max_new_tokens: Union[int, Seq[int], None] = None,
                         **generate_kwargs: Any) -> list[TokenOutput]:
         """Token ids in, token ids out: no tokenizer on the way (benchmarks, servers)."""
@@ -85,6 +106,11 @@ class Pipeline:
         for tokens, new_tokens in zip(token_lists, per_request, strict=True):
             options = generation_options({**generate_kwargs, "max_new_tokens": new_tokens})
             seqs.extend(self._sequences([list(tokens)], options))
+        if self.service is None:
+            self._run(seqs)
+            if not self._returns_output():
+                return []
+            return [TokenOutput(seq.generated_ids, seq.finish_reason) for seq in seqs]
         outputs = self._wait(self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens=False)))
         return [TokenOutput(out.token_ids, out.finish_reason) for out in outputs]
 
@@ -95,7 +121,8 @@ class Pipeline:
         import torch
 
         self._destroyed = True
-        self.service.close()
+        if self.service is not None:
+            self.service.close()
         self.service = self.loop = self.engine = None
         gc.collect()
         if torch.cuda.is_available():
@@ -130,6 +157,19 @@ class Pipeline:
             except BaseException:
                 request.cancel()  # e.g. Ctrl-C while waiting: free the engine for the next call
                 raise
+
+    def _returns_output(self) -> bool:
+        """MII's rule: rank 0 returns the responses, other ranks only with all_rank_output=True (every rank
+        got the same sampled tokens, so each builds the same responses itself)."""
+        return self.ctx.rank == 0 or self.config.all_rank_output
+
+    def _run(self, seqs: list) -> None:
+        if self.ctx.world_size > 1:
+            check_same_requests(self.ctx, repr([(s.uid, s.prompt_ids, s.max_new_tokens, s.options) for s in seqs]),
+                                self.engine.device)
+        show = len(seqs) >= PROGRESS_MIN_PROMPTS and self.ctx.rank == 0
+        with tqdm(total=len(seqs), desc="Generating", unit="req", disable=None if show else True, leave=False) as bar:  # None: off when not a TTY
+            self.loop.run(seqs, on_finish=lambda _seq: bar.update(1))
 
     def _stream(self, prompts: list[str], request: RequestStream, return_full_text: bool) -> Iterator[Response]:
         """Each prompt's pieces in prompt order; pieces of later prompts wait in a buffer meanwhile."""

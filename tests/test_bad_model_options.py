@@ -33,7 +33,7 @@ def engine_options(state_manager=None, **sections):
          r"unknown option '.*memory_config\.blocks'; valid options here are: cpu_budget_bytes, mode, size$"),
         # DeepSpeed keys mii-core does not honour yet are refused, not ignored
         (engine_options(tensor_parallel={"tp_size": 2}),
-         r"inference_engine_config\.tensor_parallel\.tp_size=2 is not supported yet \(tensor parallelism"),
+         r"inference_engine_config\.tensor_parallel\.tp_size=2 differs from tensor_parallel=1; set the model option"),
         (engine_options({"offload": True}), r"inference_engine_config\.state_manager\.offload=True is not supported"),
         (engine_options(quantization={"quantization_mode": "wf6af16"}),
          r"inference_engine_config\.quantization\.quantization_mode='wf6af16' is not supported"),

@@ -1,7 +1,6 @@
 """Engine knobs, shaped like DeepSpeed's RaggedInferenceEngineConfig (``inference_engine_config``).
 
-DeepSpeed keys that mii-core does not honour yet (``tensor_parallel.tp_size`` above 1,
-``state_manager.offload``, ``quantization.quantization_mode``) are recognised and refused, never ignored.
+DeepSpeed keys that mii-core does not honour yet (``state_manager.offload``, ``quantization.quantization_mode``) are recognised and refused, never ignored.
 """
 from __future__ import annotations
 
@@ -66,13 +65,8 @@ class StateManagerConfig(StrictModel):
 
 
 class TensorParallelConfig(StrictModel):
+    """DeepSpeed's key; the model option ``tensor_parallel`` sets the split (ModelConfig checks they agree)."""
     tp_size: int = Field(default=1, gt=0)
-
-    @model_validator(mode="after")
-    def _check_supported(self) -> "TensorParallelConfig":
-        refuse_unsupported("inference_engine_config.tensor_parallel.tp_size", self.tp_size, 1,
-                           "tensor parallelism comes in a later release")
-        return self
 
 
 class QuantizationConfig(StrictModel):

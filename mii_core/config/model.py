@@ -54,6 +54,11 @@ class ModelConfig(StrictModel):
     @model_validator(mode="after")
     def _check_supported(self) -> "ModelConfig":
         refuse_unsupported("quantization_mode", self.quantization_mode, None, "quantization comes in a later release")
+        tp_size = self.inference_engine_config.tensor_parallel.tp_size
+        if tp_size not in (1, self.tensor_parallel):
+            raise ValueError(f"inference_engine_config.tensor_parallel.tp_size={tp_size} differs from tensor_parallel="
+                             f"{self.tensor_parallel}; set the model option tensor_parallel (and launch that many "
+                             "ranks) and leave tp_size out")
         if self.tokenizer is None:
             self.tokenizer = self.model_name_or_path
         return self

@@ -11,6 +11,8 @@ import torch
 
 from mii_core.config.engine import KVCacheMemoryConfig
 from mii_core.config.model import ModelConfig
+from mii_core.distributed import init_parallel_context
+from mii_core.distributed.step_sync import agree_on_min
 from mii_core.engine.inference_engine import InferenceEngine
 from mii_core.kv_cache import KVCache, KVCacheShape, blocks_for_budget, default_block_size
 from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
@@ -18,6 +20,7 @@ from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.parallel import ParallelContext
 from mii_core.model.policy import ArchitecturePolicy
+from mii_core.model.sharding import check_tensor_parallel, local_kv_heads
 from mii_core.plugins import get_plugins
 from mii_core.plugins.manager import ALLOW_ENV
 
@@ -31,6 +34,7 @@ class BuiltEngine:
     engine: InferenceEngine
     policy: ArchitecturePolicy
     model_path: Path
+    ctx: ParallelContext
 
 
 def available_devices() -> list[str]:
@@ -44,7 +48,7 @@ def available_devices() -> list[str]:
 def choose_device(config: ModelConfig, ctx: ParallelContext) -> torch.device:
     if config.device is None:
         if torch.cuda.is_available():
-            return torch.device("cuda", ctx.rank % torch.cuda.device_count())
+            return torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
         return torch.device("cpu")
     return check_device(config.device)
 
@@ -93,19 +97,26 @@ def load_policy(model_path: Path) -> ArchitecturePolicy:
     return policy_cls(hf_config)
 
 
-def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), show_progress: bool = True) -> BuiltEngine:
+def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, show_progress: bool = True) -> BuiltEngine:
+    """``ctx`` None: this process's rank from the launcher's environment (joining the process group when
+    ``config.tensor_parallel`` > 1)."""
     model_path = resolve_model_path(config.model_name_or_path)
     policy = load_policy(model_path)
+    check_tensor_parallel(policy.spec, config.tensor_parallel)  # before any rank loads a weight
+    if ctx is None:
+        device_type = check_device(config.device).type if config.device else available_devices()[-1].split(":")[0]
+        ctx = init_parallel_context(config.tensor_parallel, device_type, config.torch_dist_port)
     device = choose_device(config, ctx)
     dtype = choose_dtype(config, policy, device)
     kernels = KernelSet(device.type, get_plugins().kernels)
     model = policy.build_model(ctx, kernels, device, dtype).eval()
-    load_weights(model, policy, model_path, show_progress=show_progress)
+    load_weights(model, policy, model_path, show_progress=show_progress and ctx.rank == 0)  # one bar, not N
     state_config = config.inference_engine_config.state_manager
     spec = policy.spec
-    shape = KVCacheShape(spec.num_layers, spec.num_kv_heads // ctx.world_size, spec.head_dim,
+    shape = KVCacheShape(spec.num_layers, local_kv_heads(spec.num_kv_heads, ctx.world_size), spec.head_dim,
                          state_config.kv_block_size or default_block_size(spec.head_dim), dtype)
-    num_blocks = kv_cache_blocks(shape, state_config.memory_config, device)
+    # every rank must schedule the same cache: the smallest any rank can hold
+    num_blocks = agree_on_min(ctx, kv_cache_blocks(shape, state_config.memory_config, device), device)
     kv_cache = allocate_kv_cache(shape, num_blocks, device)
     # the engine turns the prefix cache off by itself where a sliding window frees blocks
     engine = InferenceEngine(model, kv_cache, state_config, device, state_config.enable_prefix_caching)
@@ -117,7 +128,7 @@ def build_engine(config: ModelConfig, ctx: ParallelContext = ParallelContext(), 
     if device.type == "cuda" and graph_batch > 0:
         seconds = engine.capture_decode_graphs(graph_batch)
         log.info("captured CUDA graphs for decode batches %s in %.1f s", engine.graphs.sizes, seconds)
-    return BuiltEngine(engine, policy, model_path)
+    return BuiltEngine(engine, policy, model_path, ctx)
 
 
 def kv_cache_blocks(shape: KVCacheShape, memory: KVCacheMemoryConfig, device: torch.device) -> int:

@@ -9,6 +9,7 @@ from torch import nn
 
 from mii_core.batch import RaggedBatch
 from mii_core.model.parallel import ColumnParallelLinear, ParallelContext, RowParallelLinear
+from mii_core.model.sharding import check_tensor_parallel, kv_head_slice
 from mii_core.model.spec import DecoderSpec
 
 Rope = tuple[torch.Tensor, torch.Tensor] | None
@@ -20,16 +21,17 @@ class Attention(nn.Module):
     def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype,
                  layer_index: int = 0):
         super().__init__()
-        if spec.num_kv_heads % ctx.world_size:
-            raise ValueError(f"{spec.num_kv_heads} KV heads do not divide over {ctx.world_size} ranks")
+        check_tensor_parallel(spec, ctx.world_size)
         self.kernels, self.head_dim = kernels, spec.head_dim
         self.rotary_dim = ((spec.rope.rotary_dim or spec.head_dim) if spec.rope is not None else 0)
         self.window, self.scale, self.logn_base = spec.window_of(layer_index), spec.scale, spec.logn_attention_base
         self.local_heads = spec.num_heads // ctx.world_size
-        self.local_kv_heads = spec.num_kv_heads // ctx.world_size
+        first_kv, self.local_kv_heads = kv_head_slice(spec.num_kv_heads, ctx)
         q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+        kv_slice = (first_kv * spec.head_dim, self.local_kv_heads * spec.head_dim)
         self.qkv = ColumnParallelLinear(spec.hidden_size, [q_size, kv_size, kv_size], spec.qkv_bias, ctx,
-                                        kernels, device, dtype, part_names=("q", "k", "v"))
+                                        kernels, device, dtype, part_names=("q", "k", "v"),
+                                        part_slices=[ctx.even_slice(q_size), kv_slice, kv_slice])
         self.o_proj = RowParallelLinear(q_size, spec.hidden_size, spec.o_bias, ctx, kernels, device, dtype)
 
     def forward(self, hidden: torch.Tensor, batch: RaggedBatch, rope: Rope,

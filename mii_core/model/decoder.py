@@ -18,7 +18,8 @@ from torch import nn
 
 from mii_core.batch import RaggedBatch
 from mii_core.model.layers import DecoderLayer
-from mii_core.model.parallel import Norm, ParallelContext, ReplicatedEmbedding, ReplicatedLinear, _load_whole, _param
+from mii_core.model.parallel import (Norm, ParallelContext, ReplicatedEmbedding, ReplicatedLinear,
+                                     VocabParallelEmbedding, _param)
 from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec
 
@@ -30,30 +31,32 @@ class DecoderModel(nn.Module):
         self.rotary = None
         if spec.rope is not None:
             self.rotary = RotaryEmbedding(spec.rope, spec.head_dim, spec.max_position_embeddings, device)
-        self._build_inputs(spec, kernels, device, dtype)
+        self._build_inputs(spec, ctx, kernels, device, dtype)
         self.layers = nn.ModuleList(DecoderLayer(spec, ctx, kernels, device, dtype, layer_index=i)
                                     for i in range(spec.num_layers))
-        self._build_head(spec, kernels, device, dtype)
+        self._build_head(spec, ctx, kernels, device, dtype)
 
-    def _build_inputs(self, spec: DecoderSpec, kernels, device: torch.device, dtype: torch.dtype) -> None:
-        self.embed = ReplicatedEmbedding(spec.vocab_size, spec.word_embed_dim, device, dtype)
+    def _build_inputs(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device,
+                      dtype: torch.dtype) -> None:
+        self.embed = VocabParallelEmbedding(spec.vocab_size, spec.word_embed_dim, ctx, device, dtype)
         projected = spec.word_embed_dim != spec.hidden_size
         self.project_in = ReplicatedLinear(spec.word_embed_dim, spec.hidden_size, False, kernels, device, dtype) \
             if projected else None
         self.positions = ReplicatedEmbedding(spec.max_position_embeddings + spec.learned_position_offset,
                                              spec.hidden_size, device, dtype) if spec.learned_positions else None
 
-    def _build_head(self, spec: DecoderSpec, kernels, device: torch.device, dtype: torch.dtype) -> None:
+    def _build_head(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device,
+                    dtype: torch.dtype) -> None:
         self.final_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype) \
             if spec.final_norm else None
         self.project_out = ReplicatedLinear(spec.hidden_size, spec.word_embed_dim, False, kernels, device, dtype) \
             if self.project_in is not None else None
-        self.lm_head = self.embed if spec.tie_word_embeddings else ReplicatedEmbedding(
-            spec.vocab_size, spec.word_embed_dim, device, dtype)
+        self.lm_head = self.embed if spec.tie_word_embeddings else VocabParallelEmbedding(
+            spec.vocab_size, spec.word_embed_dim, ctx, device, dtype)
         self.lm_head_bias = None
-        if spec.lm_head_bias:
-            self.lm_head_bias = _param((spec.vocab_size,), device, dtype)
-            self.lm_head_bias.weight_loader = _load_whole
+        if spec.lm_head_bias:  # split over ranks as the head's rows are
+            self.lm_head_bias = _param((self.lm_head.local_rows,), device, dtype)
+            self.lm_head_bias.weight_loader = self.lm_head._load
 
     def embed_tokens(self, batch: RaggedBatch) -> torch.Tensor:
         hidden = self.embed(batch.token_ids)
@@ -69,7 +72,7 @@ class DecoderModel(nn.Module):
             last_hidden = self.final_norm(last_hidden)
         if self.project_out is not None:
             last_hidden = self.project_out(last_hidden)
-        return self.kernels.linear(last_hidden, self.lm_head.weight, self.lm_head_bias).float()
+        return self.lm_head.logits(last_hidden, self.lm_head_bias, self.kernels.linear)
 
     @torch.inference_mode()
     def forward(self, batch: RaggedBatch, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

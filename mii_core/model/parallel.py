@@ -5,8 +5,9 @@ lives with the layer, so architecture plugins only say which checkpoint tensor g
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -15,15 +16,49 @@ from torch import nn
 ShardId = Union[int, str, None]
 
 
+class RankFailure(RuntimeError):
+    """A collective with the other ranks failed: a peer died, stalled past the timeout, or returned early."""
+
+
 @dataclass(frozen=True, slots=True)
 class ParallelContext:
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0  # the rank's index on its machine: which GPU it drives
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
-            dist.all_reduce(tensor)
+            with self.naming_failed_peers():
+                dist.all_reduce(tensor)
         return tensor
+
+    @contextlib.contextmanager
+    def naming_failed_peers(self) -> Iterator[None]:
+        """Wrap collectives: a failure (gloo: connection closed; NCCL: watchdog timeout) becomes a
+        RankFailure naming the peer ranks (with two ranks: the one that failed)."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if isinstance(exc, RankFailure):
+                raise
+            peers = ", ".join(str(r) for r in range(self.world_size) if r != self.rank)
+            raise RankFailure(f"rank {self.rank} of {self.world_size}: lost rank(s) {peers} in a collective (a "
+                              "rank died, stalled past the collective timeout MII_CORE_DIST_TIMEOUT, or returned "
+                              f"early); see that rank's log. Cause: {exc}") from exc
+
+    def all_gather_last(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor`` side by side on the last axis, in rank order (vocab-parallel logits)."""
+        if self.world_size == 1:
+            return tensor
+        pieces = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        with self.naming_failed_peers():
+            dist.all_gather(pieces, tensor.contiguous())
+        return torch.cat(pieces, dim=-1)
+
+    def even_slice(self, full: int) -> tuple[int, int]:
+        """(start, size) of this rank's share of ``full`` rows split evenly."""
+        size = full // self.world_size
+        return self.rank * size, size
 
 
 def _param(shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> nn.Parameter:
@@ -38,15 +73,22 @@ def _copy_checked(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
 
 
 class ColumnParallelLinear(nn.Module):
-    """y = x Wᵀ with W's output rows split over ranks; ``parts`` lists fused outputs (q|k|v, gate|up)."""
+    """y = x Wᵀ with W's output rows split over ranks; ``parts`` lists fused outputs (q|k|v, gate|up) by their
+    full sizes. ``part_slices`` gives this rank's (start, size) within each part where it is not an even
+    1/N split (KV heads replicated over more ranks than there are heads)."""
 
     def __init__(self, in_features: int, parts: Sequence[int], bias: bool, ctx: ParallelContext, kernels,
-                 device: torch.device, dtype: torch.dtype, part_names: Optional[Sequence[str]] = None):
+                 device: torch.device, dtype: torch.dtype, part_names: Optional[Sequence[str]] = None,
+                 part_slices: Optional[Sequence[tuple[int, int]]] = None):
         super().__init__()
-        if any(p % ctx.world_size for p in parts):
-            raise ValueError(f"output sizes {list(parts)} do not divide over {ctx.world_size} ranks")
+        if part_slices is None:
+            if any(p % ctx.world_size for p in parts):
+                raise ValueError(f"output sizes {list(parts)} do not divide over {ctx.world_size} ranks")
+            part_slices = [ctx.even_slice(p) for p in parts]
         self.ctx, self.kernels = ctx, kernels
-        self.local_parts = [p // ctx.world_size for p in parts]
+        self.full_parts = list(parts)
+        self.part_slices = list(part_slices)
+        self.local_parts = [size for _start, size in self.part_slices]
         self.part_names = list(part_names) if part_names else list(range(len(parts)))
         self.weight = _param((sum(self.local_parts), in_features), device, dtype)
         self.weight.weight_loader = self._load
@@ -62,14 +104,14 @@ class ColumnParallelLinear(nn.Module):
             raise ValueError(f"checkpoint tensor '{name}' names part '{shard_id}'; this layer's parts are "
                              f"{self.part_names}")
         index = 0 if shard_id is None else self.part_names.index(shard_id)
-        size = self.local_parts[index]
-        start = sum(self.local_parts[:index])
-        local = loaded.narrow(0, self.ctx.rank * size, size) if loaded.shape[0] == size * self.ctx.world_size else loaded
-        _copy_checked(param.data.narrow(0, start, size), local, name)
+        start, size = self.part_slices[index]
+        # the whole part is narrowed to this rank's rows; a tensor of exactly those rows is taken as it is
+        local = loaded.narrow(0, start, size) if loaded.shape[0] == self.full_parts[index] else loaded
+        _copy_checked(param.data.narrow(0, sum(self.local_parts[:index]), size), local, name)
 
     def _load_fused(self, param: nn.Parameter, loaded: torch.Tensor, name: str) -> None:
         """A checkpoint tensor holding every part back to back ([q | k | v]): split, then load each part."""
-        full_parts = [p * self.ctx.world_size for p in self.local_parts]
+        full_parts = self.full_parts
         if loaded.shape[0] != sum(full_parts):
             raise ValueError(f"checkpoint tensor '{name}' has {loaded.shape[0]} rows; as the fused parts "
                              f"{self.part_names} it must have {' + '.join(map(str, full_parts))} = "
@@ -129,7 +171,7 @@ def _load_whole(param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name
 
 
 class ReplicatedEmbedding(nn.Module):
-    """Token embedding, whole on every rank (vocab-parallel sharding arrives with tensor parallelism)."""
+    """An embedding table whole on every rank (learned positions)."""
 
     def __init__(self, vocab_size: int, hidden_size: int, device: torch.device, dtype: torch.dtype):
         super().__init__()
@@ -138,6 +180,48 @@ class ReplicatedEmbedding(nn.Module):
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(token_ids, self.weight)
+
+
+class VocabParallelEmbedding(nn.Module):
+    """Token embedding whose vocabulary rows are split over ranks; also the LM head (``logits``).
+
+    The vocabulary is padded to a multiple of the world size; padding rows are zero and their logits are
+    cut off. A rank looks up the tokens in its range (others give zeros) and the ranks' rows are summed."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, ctx: ParallelContext, device: torch.device,
+                 dtype: torch.dtype, bias: bool = False):
+        super().__init__()
+        self.ctx, self.vocab_size = ctx, vocab_size
+        padded = -(-vocab_size // ctx.world_size) * ctx.world_size
+        self.start, self.local_rows = ctx.even_slice(padded)
+        self.weight = _param((self.local_rows, hidden_size), device, dtype)
+        self.weight.weight_loader = self._load
+        self.bias = _param((self.local_rows,), device, dtype) if bias else None
+        if self.bias is not None:
+            self.bias.weight_loader = self._load
+
+    def _load(self, param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:
+        if loaded.shape[0] != self.vocab_size:
+            raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}, expected "
+                             f"{(self.vocab_size, *param.shape[1:])}")
+        rows = max(0, min(self.local_rows, self.vocab_size - self.start))
+        param.data.zero_()
+        _copy_checked(param.data.narrow(0, 0, rows), loaded.narrow(0, self.start, rows), name)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        if self.ctx.world_size == 1:
+            return nn.functional.embedding(token_ids, self.weight)
+        local_ids = token_ids - self.start
+        mine = (local_ids >= 0) & (local_ids < self.local_rows)
+        hidden = nn.functional.embedding(local_ids.clamp(0, self.local_rows - 1), self.weight)
+        return self.ctx.all_reduce(hidden * mine.unsqueeze(-1).to(hidden.dtype))
+
+    def logits(self, hidden: torch.Tensor, bias: Optional[torch.Tensor] = None,
+               linear=nn.functional.linear) -> torch.Tensor:
+        """float32 logits [S, vocab]: each rank scores its rows (``linear``: the kernel op), then the ranks'
+        columns are gathered."""
+        local = linear(hidden, self.weight, bias).float()
+        return self.ctx.all_gather_last(local)[..., :self.vocab_size]
 
 
 class Norm(nn.Module):
