@@ -50,8 +50,9 @@ class Pipeline:
         self.loop = GenerationLoop(self.engine, sampler, self.stopper)
         self.length_limits = self._length_limits()
         check_max_length(config.max_length, self.length_limits)
-        # One loop thread owns the engine, so any number of threads may call this pipeline at once.
-        self.service = EngineService(self.loop)
+        # One loop thread owns the engine, so any number of threads may call this pipeline at once. Under
+        # tensor parallelism every rank runs the same steps in lockstep from the caller's thread instead.
+        self.service = EngineService(self.loop) if self.ctx.world_size == 1 else None
         self.detokenizer = Detokenizer(self.tokenizer, self.stopper)
         self._uids = itertools.count()
         self._destroyed = False
