@@ -39,11 +39,21 @@ def _slots(block_table: Sequence[int], start: int, count: int, block_size: int) 
 
 
 def _one_transfer(fields: dict[str, list[int]], device: torch.device) -> dict[str, torch.Tensor]:
-    """Packs every int64 field into one host tensor so a step costs one host→device copy."""
-    host = torch.tensor([v for values in fields.values() for v in values], dtype=torch.int64)
+    """Packs every int64 field into one host tensor so a step costs one host→device copy.
+
+    Each field starts on a 16-byte boundary (fields padded to an even length): Triton specialises a
+    kernel on whether each pointer it gets is 16-byte aligned, so fields at offsets that moved with the
+    step's token count made new kernel variants compile in the middle of a workload."""
+    sizes = [len(values) for values in fields.values()]
+    padded = [n + n % 2 for n in sizes]
+    flat: list[int] = []
+    for values, width in zip(fields.values(), padded):
+        flat.extend(values)
+        flat.extend([0] * (width - len(values)))
+    host = torch.tensor(flat, dtype=torch.int64)
     if device.type == "cuda":
         host = host.pin_memory().to(device, non_blocking=True)
-    return dict(zip(fields, host.split([len(v) for v in fields.values()])))
+    return {name: part[:n] for name, part, n in zip(fields, host.split(padded), sizes)}
 
 
 def build_ragged_batch(token_lists: Sequence[Sequence[int]], seen_tokens: Sequence[int],
