@@ -47,7 +47,7 @@ class Pipeline:
         sampler = Sampler(eos_ids, self.spec.vocab_size)
         if self.ctx.world_size > 1:  # rank 0 samples, every rank gets the tokens
             sampler = RankZeroSampler(sampler, self.ctx)
-        self.loop = GenerationLoop(self.engine, sampler, self.stopper)
+        self.loop = GenerationLoop(self.engine, sampler, self.stopper, overlap=self._async_scheduling())
         self.length_limits = self._length_limits()
         check_max_length(config.max_length, self.length_limits)
         # One loop thread owns the engine, so any number of threads may call this pipeline at once. Under
@@ -58,6 +58,13 @@ class Pipeline:
         self._destroyed = False
         if self.ctx.world_size > 1:
             before_process_group_teardown(weakref.WeakMethod(self.destroy))
+
+    def _async_scheduling(self) -> bool:
+        wanted = self.config.inference_engine_config.async_scheduling
+        if wanted and self.ctx.world_size > 1:
+            raise ValueError("inference_engine_config.async_scheduling needs one rank: under tensor parallelism "
+                             "rank 0 shares each step's tokens with the others; leave it unset")
+        return wanted if wanted is not None else (self.engine.device.type == "cuda" and self.ctx.world_size == 1)
 
     def __call__(self, prompts: Union[str, Seq[str]], **generate_kwargs: Any) -> Union[list[Response], Iterator[Response]]:
         """Generates for each prompt. ``stream=True`` returns an iterator of incremental Responses:

@@ -86,9 +86,14 @@ class DecodeGraphs:
     def fits(self, num_seqs: int, widest_table: int) -> bool:
         return num_seqs <= self.sizes[-1] and widest_table <= self.max_blocks
 
-    def run(self, tokens: Sequence[int], seen_tokens: Sequence[int], tables: Sequence[Sequence[int]]) -> torch.Tensor:
-        """One decode step: ``tokens[i]`` is sequence i's single new token. Returns logits [n, vocab]."""
-        n = len(tokens)
+    def run(self, tokens: Sequence[int] | torch.Tensor, seen_tokens: Sequence[int],
+            tables: Sequence[Sequence[int]]) -> torch.Tensor:
+        """One decode step: ``tokens[i]`` is sequence i's single new token, a host value or, as a device
+        tensor, the last step's sample not read yet (copied in on the stream). Returns logits [n, vocab]."""
+        n = len(seen_tokens)
+        tokens_device = tokens if isinstance(tokens, torch.Tensor) else None
+        if tokens_device is not None:
+            tokens = [0] * n
         size = next(s for s in self.sizes if s >= n)
         width = max(len(t) for t in tables)
         if self._copied is not None:
@@ -105,6 +110,8 @@ class DecodeGraphs:
         self._host_tables[:n, :width] = torch.frombuffer(flat, dtype=torch.int64).view(n, width)
         self._host_tables[n:size, 0] = self.scratch_block  # a padded row reads its first block only
         self._header.copy_(self._host_header, non_blocking=True)
+        if tokens_device is not None:
+            self.token_ids[:n].copy_(tokens_device)
         self.block_tables[:size].copy_(self._host_tables[:size], non_blocking=True)
         if self._copied is not None:
             self._copied.record()

@@ -1,7 +1,19 @@
-"""The step loop: scheduler → ragged batch → model forward → logits → sampler → finished sequences."""
+"""The step loop: scheduler → ragged batch → model forward → logits → sampler → finished sequences.
+
+With ``overlap`` (async scheduling), once every running sequence is a greedy decode and nothing waits,
+the loop launches decode step n+1 fed with step n's tokens still on the device, and only then reads step
+n's tokens: the host's work (reading tokens, stop checks, the next step's inputs) runs while the device
+computes. A sequence that turns out to have finished at step n wastes its row of step n+1, nothing more:
+its KV blocks are freed and step n+1's write into them is ordered before any later use. Anything else
+(a new request, a prompt chunk, a sampled row, a full cache) drains the step in flight and the next
+step is planned as usual.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
+
+import torch
 
 from mii_core.engine.inference_engine import InferenceEngine
 from mii_core.sampling.sampler import Sampler
@@ -10,10 +22,38 @@ from mii_core.scheduler.sequence import Sequence, SequenceStatus
 from mii_core.scheduler.splitfuse import Scheduler
 
 
+@dataclass(slots=True)
+class _Ahead:
+    """A decode step launched before the host read the tokens it was fed."""
+    seqs: list[Sequence]  # its rows; some may have finished or been cancelled since
+    tokens: torch.Tensor  # [len(seqs)] its greedy samples, on the device, not read yet
+
+
+def _start_reading(tokens: torch.Tensor) -> Callable[[], list[int]]:
+    """Starts copying ``tokens`` to the host now and returns the call that waits for them. A plain
+    ``.tolist()`` later would queue its copy behind every kernel launched meanwhile."""
+    if not tokens.is_cuda:
+        return tokens.tolist
+    host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+    host.copy_(tokens, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def wait() -> list[int]:
+        copied.synchronize()
+        return host.tolist()
+
+    return wait
+
+
 class GenerationLoop:
-    def __init__(self, engine: InferenceEngine, sampler: Sampler, stopper: StopChecker) -> None:
+    def __init__(self, engine: InferenceEngine, sampler: Sampler, stopper: StopChecker,
+                 overlap: bool = False) -> None:
         self.engine, self.sampler, self.stopper = engine, sampler, stopper
         self.scheduler = Scheduler(engine, engine.config)
+        self.overlap = overlap
+        self._ahead: Optional[_Ahead] = None
+        self.num_steps_ahead = 0  # observable, so tests can prove the overlapped path ran
         # The sequences of the step under way: an error raised by step() hit exactly these, so a caller
         # that keeps serving (the engine service) fails their requests and no others.
         self.in_flight: list[Sequence] = []
@@ -41,6 +81,8 @@ class GenerationLoop:
 
     def step(self) -> list[Sequence]:
         """Runs one forward pass; returns the sequences that finished in it."""
+        if self._ahead is not None:
+            return self._step_ahead()
         self.in_flight = []
         plan = self.scheduler.schedule()
         self.in_flight = plan.seqs
@@ -57,13 +99,59 @@ class GenerationLoop:
             return []
         ready = [plan.seqs[r] for r in ready_rows]
         rows = logits if len(ready_rows) == len(plan.seqs) else logits[ready_rows]
+        if len(ready) == len(plan.seqs) and self._may_look_ahead(ready, unread=0):
+            return self._launch_ahead_then_read(ready, rows.argmax(dim=-1))
+        return self._take(ready, self.sampler(rows, ready), fed_ahead=False)
+
+    def _may_look_ahead(self, seqs: list[Sequence], unread: int) -> bool:
+        """Every running sequence decodes next, nothing waits, the KV cache has room, and the tokens fed
+        ahead are greedy (``unread``: tokens sampled but not yet read; the next ones then are greedy too)."""
+        return (self.overlap and not self.scheduler.waiting and len(seqs) == len(self.scheduler.running)
+                and self.sampler.all_greedy(seqs, unread) and self.engine.can_put_ahead([seq.uid for seq in seqs]))
+
+    def _launch_ahead_then_read(self, seqs: list[Sequence], tokens: torch.Tensor) -> list[Sequence]:
+        """Launches the next decode step fed with ``tokens`` (this step's samples, on the device), then
+        reads them while it runs."""
+        read = _start_reading(tokens)  # queued before the next step, so the copy does not wait for it
+        logits = self.engine.put_ahead([seq.uid for seq in seqs], tokens)
+        self.num_steps_ahead += 1
+        self._ahead = _Ahead(seqs, logits.argmax(dim=-1))
+        self.in_flight = seqs
+        return self._take(seqs, read(), fed_ahead=True)
+
+    def _step_ahead(self) -> list[Sequence]:
+        """The step in flight: continue ahead with it, or read its tokens and plan normally next."""
+        ahead, self._ahead = self._ahead, None
+        rows = [i for i, seq in enumerate(ahead.seqs) if seq.status is SequenceStatus.RUNNING]
+        seqs = [ahead.seqs[i] for i in rows]
+        self.in_flight = seqs
+        if not seqs:
+            return []
+        tokens = ahead.tokens if len(rows) == len(ahead.seqs) else ahead.tokens[self._on_device(rows, ahead)]
+        if self._may_look_ahead(seqs, unread=1):
+            return self._launch_ahead_then_read(seqs, tokens)
+        return self._take(seqs, tokens.tolist(), fed_ahead=False)
+
+    @staticmethod
+    def _on_device(rows: list[int], ahead: _Ahead) -> torch.Tensor:
+        index = torch.tensor(rows, dtype=torch.int64)
+        if ahead.tokens.is_cuda:  # pinned and non-blocking: the host does not wait for the device here
+            index = index.pin_memory().to(ahead.tokens.device, non_blocking=True)
+        return index
+
+    def _take(self, seqs: list[Sequence], tokens: list[int], fed_ahead: bool) -> list[Sequence]:
+        """Appends each sequence's new token and checks whether it stops. ``fed_ahead``: the token is
+        already fed to the step in flight, so it counts as computed unless the sequence stopped."""
         finished = []
-        for seq, token in zip(ready, self.sampler(rows, ready)):
+        for seq, token in zip(seqs, tokens):
             seq.generated_ids.append(token)
             reason = self.stopper.check(seq)
             if reason is not None:
                 self._finish(seq, reason)
                 finished.append(seq)
+            elif fed_ahead:
+                self.engine.commit_ahead(seq.uid, token)
+                seq.num_computed += 1
         return finished
 
     def run(self, seqs: list[Sequence], on_finish: Optional[Callable[[Sequence], None]] = None) -> None:
@@ -91,6 +179,7 @@ class GenerationLoop:
         self.scheduler.finish(seq)
 
     def abort_all(self) -> None:
+        self._ahead = None
         for seq in list(self.scheduler.running):
             self.scheduler.finish(seq)
         self.scheduler.waiting.clear()

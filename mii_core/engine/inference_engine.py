@@ -100,6 +100,32 @@ class InferenceEngine:
             self.state.commit(uid, list(tokens))
         return logits
 
+    def can_put_ahead(self, uids: Sequence[int]) -> bool:
+        """Whether a decode step of one more token for each of ``uids`` fits now (KV blocks, max_context)
+        with no preemption: the condition for :meth:`put_ahead`."""
+        states = [self.state.get(uid) for uid in uids]
+        if any(s.seen_tokens + 1 > self.config.max_context for s in states):
+            return False
+        needed = [self.state.blocks_needed(uid, 1) for uid in uids]
+        return sum(needed) <= self.free_blocks
+
+    def put_ahead(self, uids: Sequence[int], tokens: torch.Tensor) -> torch.Tensor:
+        """A decode step whose tokens are still on the device (the last step's samples, not read yet):
+        one token per uid, fed in on the stream, so the host need not wait for them. Their values are
+        committed later with :meth:`commit_ahead`. The caller checked :meth:`can_put_ahead`."""
+        states = [self.state.reserve(uid, 1) for uid in uids]
+        seen, tables = [s.seen_tokens for s in states], [s.blocks for s in states]
+        placeholders = [[0]] * len(uids)
+        if self._graph_step(placeholders, tables):
+            return self.graphs.run(tokens, seen, tables)
+        batch = build_ragged_batch(placeholders, seen, tables, self.block_size, self.device)
+        batch.token_ids = tokens
+        return self.model(batch, self._kv_layers)
+
+    def commit_ahead(self, uid: int, token: int) -> None:
+        """``uid``'s token fed by :meth:`put_ahead`, now read: it counts as cached from here on."""
+        self.state.commit(uid, [token])
+
     def _graph_step(self, token_lists: Sequence[Sequence[int]], tables: Sequence[Sequence[int]]) -> bool:
         return (self.graphs is not None and all(len(t) == 1 for t in token_lists)
                 and self.graphs.fits(len(token_lists), max(len(t) for t in tables)))

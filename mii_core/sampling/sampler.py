@@ -22,6 +22,14 @@ class Sampler:
             chosen[rows] = self._sample(logits.index_select(0, rows), [seqs[i] for i in sampled_rows])
         return chosen.tolist()
 
+    def all_greedy(self, seqs: list[Sequence], unread: int = 0) -> bool:
+        """Whether the next token of every sequence is plain argmax (greedy, and none still barred from
+        EOS), so that it can stay on the device. ``unread``: tokens each sequence sampled that are not in
+        ``generated_ids`` yet."""
+        return not any(seq.options.do_sample or (self.eos_ids and not seq.options.ignore_eos
+                                                 and len(seq.generated_ids) + unread < seq.options.min_new_tokens)
+                       for seq in seqs)
+
     def _suppress_early_eos(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """min_new_tokens: EOS cannot be chosen before that many tokens were generated (HF's rule)."""
         early = [i for i, s in enumerate(seqs)

@@ -1,0 +1,101 @@
+"""Async scheduling: decode step n+1 is launched fed with step n's tokens still on the device, before the
+host reads them. Output must equal HF's token for token, and the overlapped path must really run."""
+
+import math
+
+import pytest
+import torch
+
+from mii_core.requests import generation_options
+from support.compare import assert_responses_match
+from support.prompts import MIXED_PROMPTS
+
+NEW_TOKENS = 20
+BLOCK_SIZE = 4
+EOS_PROMPTS = ["five years they gave", "the sea,", "They built", "The old man", "river", "cook soup"]
+ASYNC = {"async_scheduling": True}
+
+
+def _config(**state_manager):
+    return {"inference_engine_config": {**ASYNC, "state_manager": state_manager}}
+
+
+def _schedule(name, oracle, path):
+    if name == "whole":
+        return _config()
+    if name == "chunked":  # prompts go in 8-token chunks, beside the other sequences' decodes
+        return _config(max_ragged_batch_size=8, max_ragged_sequence_count=8)
+    longest = max(len(oracle(path).encode(p)) for p in MIXED_PROMPTS)
+    blocks = math.ceil((longest + NEW_TOKENS) / BLOCK_SIZE) * 3 // 2  # the batch does not fit at once
+    return _config(kv_block_size=BLOCK_SIZE, memory_config={"mode": "allocate", "size": blocks})
+
+
+@pytest.mark.parametrize("schedule", ["whole", "chunked", "preempted"])
+def test_overlapped_greedy_matches_hf(checkpoint, oracle, pipeline, schedule):
+    path = checkpoint("gqa")
+    references = [oracle(path).greedy(p, NEW_TOKENS, ignore_eos=True) for p in MIXED_PROMPTS]
+    pipe = pipeline(path, **_schedule(schedule, oracle, path))
+    ahead, preempted = pipe.loop.num_steps_ahead, pipe.loop.scheduler.num_preemptions
+    responses = pipe(MIXED_PROMPTS, do_sample=False, max_new_tokens=NEW_TOKENS, ignore_eos=True)
+    assert_responses_match(responses, references)
+    assert pipe.loop.num_steps_ahead - ahead >= NEW_TOKENS // 2, "the overlapped path must carry most steps"
+    if schedule == "preempted":
+        assert pipe.loop.scheduler.num_preemptions > preempted
+    assert not pipe.engine.state.sequences, "finished sequences must leave no KV state behind"
+
+
+@pytest.mark.parametrize("min_new_tokens", [0, 2])
+def test_eos_and_min_new_tokens_like_hf(checkpoint, oracle, pipeline, min_new_tokens):
+    """EOS found one step late: the row fed ahead is dropped; EOS barred below min_new_tokens is argmax's
+    business only once the bar is lifted for every sequence."""
+    path = checkpoint("gqa")
+    references = [oracle(path).greedy(p, 24, min_new_tokens=min_new_tokens) for p in EOS_PROMPTS]
+    assert {g.finish_reason for g in references} == {"stop", "length"}, "fixture must mix both endings"
+    pipe = pipeline(path, **_config())
+    ahead = pipe.loop.num_steps_ahead
+    responses = pipe(EOS_PROMPTS, do_sample=False, max_new_tokens=24, min_new_tokens=min_new_tokens)
+    assert_responses_match(responses, references)
+    assert pipe.loop.num_steps_ahead > ahead
+    assert not pipe.engine.state.sequences, "finished sequences must leave no KV state behind"
+
+
+def test_tokens_committed_ahead_serve_the_prefix_cache(checkpoint, oracle, pipeline):
+    """Generated tokens enter the cache's block keys when they are read: a later prompt made of the
+    first prompt and its output reuses those blocks and still continues exactly as HF does."""
+    path = checkpoint("gqa")
+    hf = oracle(path)
+    pipe = pipeline(path, **_config(kv_block_size=BLOCK_SIZE))
+    first = hf.encode(MIXED_PROMPTS[5])
+    generated = pipe.generate_tokens([first], max_new_tokens=NEW_TOKENS, do_sample=False, ignore_eos=True)[0]
+    longer = first + list(generated.token_ids)
+    hits = pipe.engine.state.prefix_cache.hit_blocks
+    got = pipe.generate_tokens([longer], max_new_tokens=8, do_sample=False, ignore_eos=True)[0]
+    assert pipe.engine.state.prefix_cache.hit_blocks - hits >= (len(longer) - 1) // BLOCK_SIZE - 1
+    with torch.no_grad():
+        expected = hf.model.generate(torch.tensor([longer]), do_sample=False, max_new_tokens=8,
+                                     eos_token_id=None)[0, len(longer):].tolist()
+    assert list(got.token_ids) == expected
+
+
+def test_a_request_cancelled_while_a_step_is_in_flight_frees_everything(checkpoint, oracle, pipeline):
+    path = checkpoint("gqa")
+    references = [oracle(path).greedy(p, NEW_TOKENS, ignore_eos=True) for p in MIXED_PROMPTS[:2]]
+    pipe = pipeline(path, **_config())
+    options = generation_options({"do_sample": False, "max_new_tokens": 200, "ignore_eos": True})
+    doomed = pipe.submit([MIXED_PROMPTS[3]], options)
+    kept = pipe.submit(MIXED_PROMPTS[:2], generation_options(
+        {"do_sample": False, "max_new_tokens": NEW_TOKENS, "ignore_eos": True}))
+    chunks = doomed.chunks()
+    for _ in range(5):
+        next(chunks)
+    doomed.cancel()
+    outputs = kept.result()
+    assert [list(o.token_ids) for o in outputs] == [list(g.new_ids) for g in references]
+    pipe(MIXED_PROMPTS[:1], do_sample=False, max_new_tokens=2)  # the loop still serves after the cancel
+    assert not pipe.engine.state.sequences
+
+
+def test_async_scheduling_is_off_by_default_on_cpu(checkpoint, pipeline):
+    """Unset, it follows the device: on for one GPU, off on CPU (where the host is the device)."""
+    assert pipeline(checkpoint("gqa")).loop.overlap is False
+    assert pipeline(checkpoint("gqa"), **_config()).loop.overlap is True
