@@ -148,10 +148,7 @@ class _Length:  # what schedule_options reads from a reference
 
 
 def engine_options(case: Case, schedule: str, token_lists) -> dict:
-    options = schedule_options(schedule, [_Length(len(t)) for t in token_lists])
-    if schedule == "preempted" and case.preempt_blocks:
-        options["inference_engine_config"]["state_manager"]["memory_config"]["size"] = case.preempt_blocks
-    return options
+    return schedule_options(schedule, [_Length(len(t)) for t in token_lists], case.new_tokens, case.preempt_blocks)
 
 
 def check_float32(case: Case, ours: Path, reference: Path, tally: Tally) -> None:

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from support.family_parity import TinyFamily
 from support.qwen_v1 import build_tiny_qwen2, convert_to_qwen_v1
 from support.tiny_llama import VARIANT_SEEDS, VARIANTS as LLAMA_VARIANTS, build_tiny_llama
 
@@ -36,14 +35,10 @@ def llama(variant: str) -> Builder:
 
 
 def family(module_name: str, variant: str) -> Builder:
-    """A variant of a tests/test_arch_<family>.py module (imported by name: tests/ must be on sys.path)."""
+    """A variant of the family of a tests/test_arch_<family>.py module, made by its ``tiny_family(mktemp)``
+    (the module is imported by name: tests/ must be on sys.path)."""
     def build(mktemp) -> Built:
-        module = __import__(module_name)
-        if hasattr(module, "_write_checkpoint"):
-            path = module._write_checkpoint(mktemp(f"{module_name}-{variant}"), variant)
-        else:
-            path = TinyFamily(mktemp, module.FAMILY_MODEL, module.FAMILY_CONFIG, module.SHAPE, module.VARIANTS,
-                              module.SEEDS, getattr(module, "VECTOR_SPREAD", {})).path(variant)
+        path = __import__(module_name).tiny_family(mktemp).path(variant)
         return path, path
     return build
 
