@@ -33,7 +33,7 @@ import torch
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))  # `support.*` and the test modules holding the builders
 import support.arch_checkpoints as checkpoints  # noqa: E402
-from support.family_parity import NEW_TOKENS, schedule_options  # noqa: E402
+from support.family_parity import NEW_TOKENS, SCHEDULES, schedule_options  # noqa: E402
 from support.prompts import MIXED_PROMPTS  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
@@ -45,7 +45,6 @@ LOGITS_TOLERANCE = 1e-3  # float32; GPU matmuls order their sums differently on 
 WINDOW_NEW_TOKENS = 48  # a window of 16: every sequence runs well past it (as tests/test_arch_mistral.py)
 BF16_NEW_TOKENS = 12
 BF16_NOISE = 0.5  # an HF bf16 greedy margin below this may flip under another bf16 rounding: stop comparing there
-SCHEDULES = ("whole", "chunked", "preempted")
 
 
 @dataclass
@@ -53,7 +52,7 @@ class Case:
     name: str
     build: Callable  # build(mktemp) -> (checkpoint for us, checkpoint for HF)
     new_tokens: int = NEW_TOKENS
-    preempt_blocks: int | None = None  # where a window frees blocks, the batch fits the usual tight cache
+    cache_blocks: int | None = None  # preempted: where a window frees blocks, the batch fits the usual tight cache
     extra: Callable | None = None  # extra(pipe, token_lists) -> (ok, detail)
     needs: str | None = None  # an optional plugin's entry-point name
 
@@ -70,7 +69,7 @@ class Tally:
 
 
 def cases() -> list[Case]:
-    window = dict(new_tokens=WINDOW_NEW_TOKENS, preempt_blocks=10)  # 10 blocks of 4 hold two windows
+    window = dict(new_tokens=WINDOW_NEW_TOKENS, cache_blocks=10)  # 10 blocks of 4 hold two windows
     return [
         *(Case(f"llama-{v}", checkpoints.llama(v)) for v in checkpoints.LLAMA_VARIANTS),
         Case("mistral-window", checkpoints.family("test_arch_mistral", "window"), **window),
@@ -148,7 +147,7 @@ class _Length:  # what schedule_options reads from a reference
 
 
 def engine_options(case: Case, schedule: str, token_lists) -> dict:
-    return schedule_options(schedule, [_Length(len(t)) for t in token_lists], case.new_tokens, case.preempt_blocks)
+    return schedule_options(schedule, [_Length(len(t)) for t in token_lists], case.new_tokens, case.cache_blocks)
 
 
 def check_float32(case: Case, ours: Path, reference: Path, tally: Tally) -> None:
