@@ -1,68 +1,284 @@
-"""CUDA correctness check beside the benchmark: our engine against HF transformers on the GPU.
+"""CUDA correctness check beside the benchmark: our engine against HF transformers on the GPU, for every
+architecture plugin (and the third-party kit's GPT-2 when it is installed).
 
-Builds the tiny random Llama variants of the test suite, then compares greedy tokens (float32,
-chunked + preempting engine too) and last-token logits. Prints one line per check and exits 1 on
-any mismatch.
+Each check builds the tiny random checkpoint the test suite builds (the builders are imported from
+tests/support), then in float32 compares:
+  - last-token logits of the mixed prompt batch in one engine step with HF's, within 1e-3;
+  - greedy tokens of the mixed batch with HF ``generate``, scheduled whole, in small prompt chunks and in a KV
+    cache too small for the batch (preemption asserted), token for token;
+  - family extras: Mistral and the windowed variants generate well past their window; Mixtral's router
+    really spreads tokens over its experts.
+In bf16 it runs a short greedy comparison on Llama (float32 is the parity check: bf16 rounds differently
+in HF and here, so a step whose HF margin is within bf16 noise may flip; such a step ends the comparison
+and is reported, not counted as a mismatch).
+
+One line per check, a summary at the end, exit 1 on any mismatch. Without CUDA it runs on the CPU as a
+dry run of itself (a few minutes). On the lent GPU: `. benchmarks/gpu_setup.sh && python3 benchmarks/gpu_parity.py`
+(`--only llama-gqa,mixtral` runs some checks; `--list` names them).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
-from tiny_llama import build_tiny_llama  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))  # `support.*` and the test modules holding the builders
+import support.arch_checkpoints as checkpoints  # noqa: E402
+from support.family_parity import NEW_TOKENS, SCHEDULES, schedule_options  # noqa: E402
+from support.prompts import MIXED_PROMPTS  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 import mii_core  # noqa: E402
 
-PROMPTS = ["The quick brown fox", "Every morning the baker opens his shop and sells fresh bread to the",
-           "She wrote", "Scientists study the stars to learn how the universe began and how it might end. The"]
-NEW_TOKENS = 24
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a dry run of this script
-TIGHT = {"state_manager": {"max_ragged_batch_size": 16, "kv_block_size": 8,
-                           "memory_config": {"mode": "allocate", "size": 12}}}
+LOGITS_TOLERANCE = 1e-3  # float32; GPU matmuls order their sums differently on the two sides
+WINDOW_NEW_TOKENS = 48  # a window of 16: every sequence runs well past it (as tests/test_arch_mistral.py)
+BF16_NEW_TOKENS = 12
+BF16_NOISE = 0.5  # an HF bf16 greedy margin below this may flip under another bf16 rounding: stop comparing there
 
 
-def hf_greedy(model, tokenizer, prompt: str) -> list[int]:
-    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(DEVICE)
-    out = model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
-    return out[0, ids.shape[1]:].tolist()
+@dataclass
+class Case:
+    name: str
+    build: Callable  # build(mktemp) -> (checkpoint for us, checkpoint for HF)
+    new_tokens: int = NEW_TOKENS
+    cache_blocks: int | None = None  # preempted: where a window frees blocks, the batch fits the usual tight cache
+    extra: Callable | None = None  # extra(pipe, token_lists) -> (ok, detail)
+    needs: str | None = None  # an optional plugin's entry-point name
 
 
-def check_variant(variant: str, root: Path) -> bool:
-    path = build_tiny_llama(root / variant, variant=variant)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(DEVICE).eval()
-    expected = [hf_greedy(model, tokenizer, p) for p in PROMPTS]
-    ok = True
-    for label, engine_config in (("default", None), ("chunked+preempting", TIGHT)):
-        pipe = mii_core.pipeline(str(path), dtype="float32", inference_engine_config=engine_config)
-        got = pipe.generate_tokens([tokenizer(p).input_ids for p in PROMPTS], max_new_tokens=NEW_TOKENS,
-                                   do_sample=False, min_new_tokens=NEW_TOKENS)  # HF rule
-        same = [g.token_ids == e for g, e in zip(got, expected)]
-        print(f"[parity] {variant:7s} {label:19s} device={pipe.engine.device} tokens equal: {same}"
-              f" preemptions={pipe.loop.scheduler.num_preemptions}", flush=True)
-        ok &= all(same)
-        if label == "default":
-            ids = [tokenizer(p).input_ids for p in PROMPTS]
-            logits = pipe.engine.put(list(range(len(ids))), ids)
-            ref = torch.stack([model(torch.tensor([i], device=DEVICE)).logits[0, -1] for i in ids]).float()
-            diff = (logits - ref).abs().max().item()
-            print(f"[parity] {variant:7s} last-token logits max |diff| = {diff:.2e}", flush=True)
-            ok &= diff < 1e-3  # TF32 may be on in either side's matmuls on the GPU
+@dataclass
+class Tally:
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def record(self, label: str, ok: bool, detail: str) -> None:
+        (self.passed if ok else self.failed).append(label)
+        print(f"[parity] {'ok  ' if ok else 'FAIL'} {label:34s} {detail}", flush=True)
+
+
+def cases() -> list[Case]:
+    window = dict(new_tokens=WINDOW_NEW_TOKENS, cache_blocks=10)  # 10 blocks of 4 hold two windows
+    return [
+        *(Case(f"llama-{v}", checkpoints.llama(v)) for v in checkpoints.LLAMA_VARIANTS),
+        Case("mistral-window", checkpoints.family("test_arch_mistral", "window"), **window),
+        Case("mistral-full", checkpoints.family("test_arch_mistral", "full")),
+        Case("mixtral", checkpoints.family("test_arch_mixtral", "full"), extra=experts_really_used),
+        Case("mixtral-window", checkpoints.family("test_arch_mixtral", "window"), **window),
+        Case("qwen2-tied", checkpoints.family("test_arch_qwen2", "tied")),
+        Case("qwen2-window", checkpoints.family("test_arch_qwen2", "window"), new_tokens=WINDOW_NEW_TOKENS),
+        Case("qwen-v1", checkpoints.qwen_v1),  # HF Qwen2 on the original folder is the reference
+        Case("falcon-7b", checkpoints.family("test_arch_falcon", "7b")),
+        Case("falcon-40b", checkpoints.family("test_arch_falcon", "40b")),
+        Case("falcon2", checkpoints.family("test_arch_falcon", "falcon2")),
+        Case("falcon-rw", checkpoints.family("test_arch_falcon", "rw")),
+        Case("phi-2", checkpoints.family("test_arch_phi", "phi2")),
+        Case("phi-gqa", checkpoints.family("test_arch_phi", "gqa")),
+        Case("opt-125m", checkpoints.family("test_arch_opt", "125m")),
+        Case("opt-350m", checkpoints.family("test_arch_opt", "350m")),
+        Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
+    ]
+
+
+def hf_model(path: Path, dtype: torch.dtype):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(DEVICE).eval()
+
+
+@torch.no_grad()
+def hf_greedy(model, token_lists: list[list[int]], new_tokens: int) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Each prompt alone and unpadded, EOS ignored: the new ids and each step's top-1 minus top-2 logit."""
+    ids, margins = [], []
+    for prompt in token_lists:
+        out = model.generate(torch.tensor([prompt], device=DEVICE), do_sample=False, max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, eos_token_id=None, output_logits=True,
+                             return_dict_in_generate=True)
+        ids.append(out.sequences[0, len(prompt):].tolist())
+        top2 = torch.stack(out.logits)[:, 0].float().topk(2, dim=-1).values
+        margins.append((top2[:, 0] - top2[:, 1]).cpu())
+    return ids, margins
+
+
+def first_difference(got: list[int], expected: list[int]) -> int | None:
+    return next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e),
+                None if len(got) == len(expected) else min(len(got), len(expected)))
+
+
+def compare_tokens(got: list[list[int]], expected: list[list[int]], margins) -> tuple[bool, str]:
+    """Equal token for token; on a difference, where, and how close HF's choice was there."""
+    where = [first_difference(g, e) for g, e in zip(got, expected)]
+    if all(w is None for w in where):
+        return True, f"{len(got)} prompts x {len(expected[0])} tokens equal"
+    notes = [f"prompt {i} differs at step {w} (HF margin {margins[i][w]:.1e})"
+             for i, w in enumerate(where) if w is not None and w < len(margins[i])]
+    return False, "; ".join(notes) or "lengths differ"
+
+
+@torch.no_grad()
+def last_logits_diff(pipe, model, token_lists: list[list[int]]) -> float:
+    uids = list(range(10_000, 10_000 + len(token_lists)))
+    try:
+        logits = pipe.engine.put(uids, token_lists).float()
+    finally:
+        for uid in uids:
+            pipe.engine.flush(uid)
+    ref = torch.stack([model(torch.tensor([ids], device=DEVICE)).logits[0, -1] for ids in token_lists]).float()
+    return (logits.to(ref.device) - ref).abs().max().item()
+
+
+def generate(pipe, token_lists: list[list[int]], new_tokens: int) -> list[list[int]]:
+    outputs = pipe.generate_tokens(token_lists, max_new_tokens=new_tokens, do_sample=False, ignore_eos=True)
+    return [list(o.token_ids) for o in outputs]
+
+
+@dataclass
+class _Length:  # what schedule_options reads from a reference
+    prompt_length: int
+
+
+def engine_options(case: Case, schedule: str, token_lists) -> dict:
+    return schedule_options(schedule, [_Length(len(t)) for t in token_lists], case.new_tokens, case.cache_blocks)
+
+
+def check_float32(case: Case, ours: Path, reference: Path, tally: Tally) -> None:
+    model = hf_model(reference, torch.float32)
+    expected = margins = token_lists = None
+    for schedule in SCHEDULES:
+        label = f"{case.name} {schedule}"
+        if token_lists is None:  # the engine's tokenizer; HF then reads the very same ids
+            pipe = mii_core.pipeline(str(ours), dtype="float32")
+            token_lists = [pipe.tokenizer(p)["input_ids"] for p in MIXED_PROMPTS]
+            expected, margins = hf_greedy(model, token_lists, case.new_tokens)
+            diff = last_logits_diff(pipe, model, token_lists)
+            tally.record(f"{case.name} last-token logits", diff < LOGITS_TOLERANCE,
+                         f"max |diff| {diff:.2e} (< {LOGITS_TOLERANCE:g}) device={pipe.engine.device}")
+        else:
+            pipe = mii_core.pipeline(str(ours), dtype="float32", **engine_options(case, schedule, token_lists))
+        try:
+            before = pipe.loop.scheduler.num_preemptions
+            ok, detail = compare_tokens(generate(pipe, token_lists, case.new_tokens), expected, margins)
+            preempted = pipe.loop.scheduler.num_preemptions - before
+            if schedule == "preempted" and preempted == 0:
+                ok, detail = False, f"no sequence was preempted; {detail}"
+            tally.record(label, ok, f"{detail}; preemptions {preempted}")
+            if case.extra is not None and schedule == "whole":
+                tally.record(f"{case.name} {case.extra.__name__}", *case.extra(pipe, token_lists))
+        finally:
+            pipe.destroy()
+    del model
+
+
+def experts_really_used(pipe, token_lists) -> tuple[bool, str]:
+    """Mixtral's router in the engine picks among its experts: in each layer at least half of them get
+    tokens and none takes half the picks (eager steps are recorded; replayed CUDA graphs call no Python)."""
+    import mii_core.model.moe as moe
+
+    picks, gating = [], moe.top_k_gating
+
+    def recording(router_logits, k, renormalize):
+        weights, ids = gating(router_logits, k, renormalize)
+        if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+            picks.append(ids.reshape(-1).cpu())
+        return weights, ids
+
+    moe.top_k_gating = recording
+    try:
+        generate(pipe, token_lists, 4)
+    finally:
+        moe.top_k_gating = gating
+    layers, experts = pipe.spec.num_layers, pipe.spec.moe.num_experts
+    if not picks or len(picks) % layers:
+        return False, f"{len(picks)} routing calls for {layers} layers"
+    counts = [torch.bincount(torch.cat(picks[layer::layers]), minlength=experts) for layer in range(layers)]
+    used = [int((c > 0).sum()) for c in counts]
+    top_share = max(float(c.max() / c.sum()) for c in counts)
+    ok = min(used) >= experts // 2 and top_share < 0.5
+    return ok, f"experts used per layer {used} of {experts}; busiest expert's share {top_share:.2f}"
+
+
+def check_bf16_llama(tally: Tally, mktemp) -> None:
+    """A short greedy run in bf16 on both sides. The comparison of a prompt stops at the first step whose
+    HF margin is below BF16_NOISE (a tie under bf16 rounding); a difference before that is a mismatch."""
+    ours, reference = checkpoints.llama("gqa")(mktemp)
+    model = hf_model(reference, torch.bfloat16)
+    pipe = mii_core.pipeline(str(ours), dtype="bfloat16")
+    try:
+        token_lists = [pipe.tokenizer(p)["input_ids"] for p in MIXED_PROMPTS]
+        expected, margins = hf_greedy(model, token_lists, BF16_NEW_TOKENS)
+        got = generate(pipe, token_lists, BF16_NEW_TOKENS)
+        diff = last_logits_diff(pipe, model, token_lists)
+    finally:
         pipe.destroy()
-    return ok
+    compared, bad = 0, []
+    for i, (g, e, m) in enumerate(zip(got, expected, margins)):
+        steps = next((s for s in range(len(e)) if m[s] < BF16_NOISE), len(e))  # comparable up to a bf16 tie
+        compared += steps
+        if g[:steps] != e[:steps]:
+            bad.append(f"prompt {i} differs at step {first_difference(g[:steps], e[:steps])}")
+    detail = (f"{compared} of {len(expected) * BF16_NEW_TOKENS} tokens clear of bf16 ties compared"
+              f"{'; ' + '; '.join(bad) if bad else ', all equal'}; last-token logits max |diff| {diff:.2e} (reported)")
+    tally.record("llama-gqa bf16 greedy", not bad and compared > 0, detail)
 
 
-def main() -> int:
-    torch.backends.cuda.matmul.allow_tf32 = False
+def run_case(case: Case, mktemp, tally: Tally) -> None:
+    if case.needs and case.needs not in {ep.name for ep in entry_points(group="mii_core.plugins")}:
+        tally.skipped.append(case.name)
+        print(f"[parity] skip {case.name:34s} no '{case.needs}' plugin is installed", flush=True)
+        return
+    guarded(case.name, tally, lambda: check_float32(case, *case.build(mktemp), tally))
+
+
+def guarded(name: str, tally: Tally, check: Callable[[], None]) -> None:
+    start = time.perf_counter()
+    try:
+        check()
+    except Exception:  # one broken family must not hide the others' results
+        tally.record(f"{name} (error)", False, traceback.format_exc().strip().splitlines()[-1])
+        traceback.print_exc()
+    print(f"[parity]      {name} took {time.perf_counter() - start:.1f}s", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated check names (see --list); bf16 runs as 'llama-bf16'")
+    parser.add_argument("--list", action="store_true", help="print the check names and exit")
+    args = parser.parse_args(argv)
+    names = [c.name for c in cases()] + ["llama-bf16"]
+    if args.list:
+        print("\n".join(names))
+        return 0
+    only = set(filter(None, args.only.split(",")))
+    if only - set(names):
+        parser.error(f"unknown check(s) {sorted(only - set(names))}; choose from {names}")
+    transformers.logging.set_verbosity_error()  # load reports and progress bars would bury the check lines
+    transformers.utils.logging.disable_progress_bar()
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 parity: no TF32 in either side's matmuls
+    torch.backends.cudnn.allow_tf32 = False
+    print(f"[parity] device {DEVICE}"
+          f"{' (' + torch.cuda.get_device_name() + ')' if DEVICE == 'cuda' else ' (dry run: no CUDA)'}", flush=True)
+    tally, start = Tally(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [check_variant(v, Path(tmp)) for v in ("gqa", "mha", "llama3", "tied")]
-    print(f"[parity] all equal: {all(results)}", flush=True)
-    return 0 if all(results) else 1
+        mktemp = checkpoints.folder_maker(Path(tmp))
+        for case in cases():
+            if not only or case.name in only:
+                run_case(case, mktemp, tally)
+        if not only or "llama-bf16" in only:
+            guarded("llama-bf16", tally, lambda: check_bf16_llama(tally, mktemp))
+    print(f"[parity] summary: {len(tally.passed)} passed, {len(tally.failed)} failed, "
+          f"{len(tally.skipped)} skipped {tally.skipped} in {time.perf_counter() - start:.0f}s on {DEVICE}", flush=True)
+    for label in tally.failed:
+        print(f"[parity] FAILED {label}", flush=True)
+    return 1 if tally.failed else 0
 
 
 if __name__ == "__main__":

@@ -20,11 +20,7 @@ import pytest  # noqa: E402
 import transformers  # noqa: E402
 
 from support.oracle import HFOracle  # noqa: E402
-from support.tiny_llama import VARIANTS, build_tiny_llama
-
-# Seeds chosen so that every reference run used by the tests is unambiguous (see
-# HFOracle._check_unambiguous): no greedy near-ties, no EOS under ignore_eos.
-VARIANT_SEEDS = {"mha": 0, "gqa": 2, "llama3": 1, "tied": 0}
+from support.tiny_llama import VARIANT_SEEDS, VARIANTS, build_tiny_llama
 
 # Keep load reports and progress bars out of the test output.
 transformers.logging.set_verbosity_error()

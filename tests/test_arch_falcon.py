@@ -23,9 +23,13 @@ VARIANTS = {
 SEEDS = {"7b": 0, "40b": 0, "falcon2": 2, "rw": 2}  # clear greedy margins, varied references
 
 
+def tiny_family(mktemp) -> TinyFamily:
+    return TinyFamily(mktemp, FAMILY_MODEL, FAMILY_CONFIG, SHAPE, VARIANTS, SEEDS)
+
+
 @pytest.fixture(scope="module")
 def falcon(tmp_path_factory):
-    return TinyFamily(tmp_path_factory.mktemp, FAMILY_MODEL, FAMILY_CONFIG, SHAPE, VARIANTS, SEEDS)
+    return tiny_family(tmp_path_factory.mktemp)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

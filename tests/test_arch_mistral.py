@@ -10,43 +10,46 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, MistralConfig, MistralForCausalLM
 
+from support.checkpoint_edits import REMOVE
 from support.compare import assert_responses_match
-from support.family_checks import (BLOCK_SIZE, SCHEDULES, assert_greedy_parity, checkpoint_builder, edited_config,
-                                   engine_options, recording_held_blocks)
+from support.family_parity import (BLOCK_SIZE, SCHEDULES, TinyFamily, assert_config_refused,
+                                   assert_greedy_matches_hf, recording_held_blocks, small_cache_options)
 from support.prompts import MIXED_PROMPTS
-from support.tiny_models import build_tiny_checkpoint
 
 WINDOW = 16
 NEW_TOKENS = 48  # prompts of 2 to 81 tokens: every sequence runs well past the window
 LOGITS_TOLERANCE = 1e-4
-# variant -> (sliding_window, layers, seed); seeds keep every greedy reference clear of near-ties
-VARIANTS = {"window": (WINDOW, 2, 0), "full": (None, 2, 1), "one_layer": (WINDOW, 1, 0)}
+SHAPE = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+             max_position_embeddings=512, initializer_range=0.15, rms_norm_eps=1e-5)
+VARIANTS = {
+    "window": dict(sliding_window=WINDOW, num_hidden_layers=2),
+    "full": dict(sliding_window=None, num_hidden_layers=2),
+    "one_layer": dict(sliding_window=WINDOW, num_hidden_layers=1),
+}
+SEEDS = {"window": 0, "full": 1, "one_layer": 0}  # every greedy reference clear of near-ties (norms as HF writes them)
+# 10 blocks of 4 tokens: one sequence's window (5 blocks) fits twice, the batch (~82 blocks without
+# freeing) never, nor the longest sequence alone (33 blocks): it is admitted in chunks
+WINDOW_CACHE_BLOCKS = 10
+
+
+def tiny_family(mktemp) -> TinyFamily:
+    return TinyFamily(mktemp, MistralForCausalLM, MistralConfig, SHAPE, VARIANTS, SEEDS, randomize_norms=False)
 
 
 @pytest.fixture(scope="module")
 def mistral(tmp_path_factory):
-    return checkpoint_builder(tmp_path_factory, "mistral", _write_checkpoint)
-
-
-def _write_checkpoint(folder, variant: str):
-    window, layers, seed = VARIANTS[variant]
-    config = MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=window,
-                           initializer_range=0.15, rms_norm_eps=1e-5)
-    return build_tiny_checkpoint(folder, MistralForCausalLM, config, seed=seed)
+    return tiny_family(tmp_path_factory.mktemp).path
 
 
 @pytest.mark.parametrize("variant", ["window", "full"])
 def test_mixed_batch_greedy_matches_hf(mistral, oracle, pipeline, variant):
-    assert_greedy_parity(pipeline, oracle, mistral(variant), NEW_TOKENS)
+    assert_greedy_matches_hf(pipeline, oracle, mistral(variant), new_tokens=NEW_TOKENS)
 
 
-@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "plain"])
+@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "whole"])
 def test_past_the_window_with_chunking_and_preemption_matches_hf(mistral, oracle, pipeline, schedule):
-    path = mistral("window")
-    # 10 blocks of 4 tokens: one sequence's window (5 blocks) fits twice, the batch (~82 blocks
-    # without freeing) never, nor the longest sequence alone (33 blocks): it is admitted in chunks
-    assert_greedy_parity(pipeline, oracle, path, NEW_TOKENS, schedule, preempt_blocks=10)
+    assert_greedy_matches_hf(pipeline, oracle, mistral("window"), schedule, new_tokens=NEW_TOKENS,
+                             cache_blocks=WINDOW_CACHE_BLOCKS)
 
 
 def test_hf_window_is_the_last_window_keys_and_the_engine_agrees(mistral, oracle, pipeline):
@@ -74,7 +77,7 @@ def test_long_generation_holds_at_most_window_plus_one_block(mistral, oracle, pi
     prompt, new_tokens, blocks = MIXED_PROMPTS[4], 64, 8
     reference = oracle(path).greedy(prompt, new_tokens, ignore_eos=True)
     assert reference.prompt_length + new_tokens > 2 * blocks * BLOCK_SIZE, "must outgrow the cache twice"
-    pipe = pipeline(path, **engine_options("preempted", blocks))
+    pipe = pipeline(path, **small_cache_options(blocks))
     engine = pipe.engine
     with recording_held_blocks(engine) as (in_use, held):
         [response] = pipe([prompt], do_sample=False, max_new_tokens=new_tokens, ignore_eos=True)
@@ -88,7 +91,7 @@ def test_long_generation_holds_at_most_window_plus_one_block(mistral, oracle, pi
 def test_state_manager_frees_blocks_that_left_the_window(mistral, pipeline):
     """Hand-worked: window 16, blocks of 4. After n cached tokens the next query (position n) sees keys
     n - 15 .. n, so the blocks wholly before key n - 15 go back: floor((n - 15) / 4) of them."""
-    engine = pipeline(mistral("window"), **engine_options("preempted", 40)).engine
+    engine = pipeline(mistral("window"), **small_cache_options(40)).engine
     expected = {15: 0, 18: 0, 19: 1, 30: 3, 31: 4, 60: 11}
     try:
         seen = 0
@@ -104,7 +107,7 @@ def test_state_manager_frees_blocks_that_left_the_window(mistral, pipeline):
 
 
 def test_full_attention_keeps_every_block(mistral, pipeline):
-    engine = pipeline(mistral("full"), **engine_options("preempted", 40)).engine
+    engine = pipeline(mistral("full"), **small_cache_options(40)).engine
     try:
         engine.put([902], [[5] * 60])
         assert (engine.state.sequences[902].released, engine.allocator.num_free) == (0, 40 - 15)
@@ -113,11 +116,8 @@ def test_full_attention_keeps_every_block(mistral, pipeline):
 
 
 def test_missing_field_is_named(mistral, tmp_path):
-    import mii_core
-
-    folder = edited_config(tmp_path, mistral("window"), num_attention_heads=None)
-    with pytest.raises(ValueError, match=r"config\.json.*num_attention_heads"):
-        mii_core.pipeline(str(folder))
+    assert_config_refused(mistral("window"), tmp_path, {"num_attention_heads": REMOVE},
+                          r"config\.json.*num_attention_heads")
 
 
 @pytest.mark.parametrize("field, value, feature", [
@@ -125,11 +125,7 @@ def test_missing_field_is_named(mistral, tmp_path):
     ("hidden_act", "relu2", "relu2"),
 ])
 def test_unsupported_feature_is_named_with_the_model_type(mistral, tmp_path, field, value, feature):
-    import mii_core
-
-    folder = edited_config(tmp_path, mistral("window"), **{field: value})
-    with pytest.raises(ValueError, match=rf"mistral.*{feature}"):
-        mii_core.pipeline(str(folder))
+    assert_config_refused(mistral("window"), tmp_path, {field: value}, rf"mistral.*{feature}")
 
 
 def test_serves_with_only_the_core_its_plugin_and_the_kernels(mistral, oracle):

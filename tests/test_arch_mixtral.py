@@ -7,29 +7,27 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM
 
-from support.family_checks import SCHEDULES, assert_greedy_parity, checkpoint_builder, edited_config
+from support.checkpoint_edits import REMOVE
+from support.family_parity import SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf
 from support.prompts import MIXED_PROMPTS
-from support.tiny_models import build_tiny_checkpoint
 
 EXPERTS, TOP_K, LAYERS = 8, 2, 2
 NEW_TOKENS = 24
 WINDOW_NEW_TOKENS = 48  # with a window of 16: every long sequence runs well past it
-# variant -> (sliding_window, seed); seeds keep every greedy reference clear of near-ties
-VARIANTS = {"full": (None, 0), "window": (16, 4)}
+SHAPE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=LAYERS, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, max_position_embeddings=512, num_local_experts=EXPERTS,
+             num_experts_per_tok=TOP_K, initializer_range=0.15, rms_norm_eps=1e-5)
+VARIANTS = {"full": dict(sliding_window=None), "window": dict(sliding_window=16)}
+SEEDS = {"full": 0, "window": 4}  # every greedy reference clear of near-ties (norms as HF writes them)
+
+
+def tiny_family(mktemp) -> TinyFamily:
+    return TinyFamily(mktemp, MixtralForCausalLM, MixtralConfig, SHAPE, VARIANTS, SEEDS, randomize_norms=False)
 
 
 @pytest.fixture(scope="module")
 def mixtral(tmp_path_factory):
-    return checkpoint_builder(tmp_path_factory, "mixtral", _write_checkpoint)
-
-
-def _write_checkpoint(folder, variant: str):
-    window, seed = VARIANTS[variant]
-    config = MixtralConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=LAYERS, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=window,
-                           num_local_experts=EXPERTS, num_experts_per_tok=TOP_K, initializer_range=0.15,
-                           rms_norm_eps=1e-5)
-    return build_tiny_checkpoint(folder, MixtralForCausalLM, config, seed=seed)
+    return tiny_family(tmp_path_factory.mktemp).path
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +68,19 @@ def test_transformers_saves_the_hub_layout_and_loads_our_fused_copy_alike(mixtra
 @pytest.mark.parametrize("layout", ["hub", "fused"])
 def test_mixed_batch_greedy_matches_hf(mixtral, fused_mixtral, oracle, pipeline, layout):
     path = mixtral("full") if layout == "hub" else fused_mixtral
-    references = [oracle(mixtral("full")).greedy(p, NEW_TOKENS, ignore_eos=True) for p in MIXED_PROMPTS]
-    responses = pipeline(path)(MIXED_PROMPTS, do_sample=False, max_new_tokens=NEW_TOKENS, ignore_eos=True)
-    assert [r.generated_text for r in responses] == [g.text for g in references]
+    assert_greedy_matches_hf(pipeline, oracle, path, reference_path=mixtral("full"), new_tokens=NEW_TOKENS)
 
 
-@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "plain"])
+@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "whole"])
 def test_chunked_and_preempted_greedy_matches_hf(mixtral, oracle, pipeline, schedule):
     # 30 blocks of 4: the longest sequence (27 blocks) fits alone, the batch (~82) does not
-    assert_greedy_parity(pipeline, oracle, mixtral("full"), NEW_TOKENS, schedule, preempt_blocks=30)
+    assert_greedy_matches_hf(pipeline, oracle, mixtral("full"), schedule, new_tokens=NEW_TOKENS, cache_blocks=30)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_sliding_window_past_the_window_matches_hf(mixtral, oracle, pipeline, schedule):
-    assert_greedy_parity(pipeline, oracle, mixtral("window"), WINDOW_NEW_TOKENS, schedule, preempt_blocks=10)
+    assert_greedy_matches_hf(pipeline, oracle, mixtral("window"), schedule, new_tokens=WINDOW_NEW_TOKENS,
+                             cache_blocks=10)
 
 
 def test_routing_spreads_tokens_over_the_experts(mixtral, pipeline, monkeypatch):
@@ -112,10 +109,7 @@ def test_routing_spreads_tokens_over_the_experts(mixtral, pipeline, monkeypatch)
 
 
 def test_missing_expert_count_is_named(mixtral, tmp_path):
-    import mii_core
-
-    with pytest.raises(ValueError, match=r"config\.json.*num_local_experts"):
-        mii_core.pipeline(str(edited_config(tmp_path, mixtral("full"), num_local_experts=None)))
+    assert_config_refused(mixtral("full"), tmp_path, {"num_local_experts": REMOVE}, r"config\.json.*num_local_experts")
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -123,10 +117,7 @@ def test_missing_expert_count_is_named(mixtral, tmp_path):
     ("hidden_act", "relu", r"mixtral.*hidden_act 'relu'"),
 ])
 def test_bad_config_is_named_with_the_model_type(mixtral, tmp_path, field, value, match):
-    import mii_core
-
-    with pytest.raises(ValueError, match=match):
-        mii_core.pipeline(str(edited_config(tmp_path, mixtral("full"), **{field: value})))
+    assert_config_refused(mixtral("full"), tmp_path, {field: value}, match)
 
 
 def test_missing_expert_tensor_is_named(mixtral, tmp_path):

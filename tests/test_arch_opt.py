@@ -21,9 +21,13 @@ SEEDS = {"125m": 0, "350m": 0}  # clear greedy margins, varied references
 VECTOR_SPREAD = {"350m": 0.25}
 
 
+def tiny_family(mktemp) -> TinyFamily:
+    return TinyFamily(mktemp, FAMILY_MODEL, FAMILY_CONFIG, SHAPE, VARIANTS, SEEDS, VECTOR_SPREAD)
+
+
 @pytest.fixture(scope="module")
 def opt(tmp_path_factory):
-    return TinyFamily(tmp_path_factory.mktemp, FAMILY_MODEL, FAMILY_CONFIG, SHAPE, VARIANTS, SEEDS, VECTOR_SPREAD)
+    return tiny_family(tmp_path_factory.mktemp)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

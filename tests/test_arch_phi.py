@@ -18,9 +18,13 @@ VARIANTS = {
 SEEDS = {"phi2": 1, "gqa": 1}  # clear greedy margins, varied references
 
 
+def tiny_family(mktemp) -> TinyFamily:
+    return TinyFamily(mktemp, FAMILY_MODEL, FAMILY_CONFIG, SHAPE, VARIANTS, SEEDS)
+
+
 @pytest.fixture(scope="module")
 def phi(tmp_path_factory):
-    return TinyFamily(tmp_path_factory.mktemp, FAMILY_MODEL, FAMILY_CONFIG, SHAPE, VARIANTS, SEEDS)
+    return tiny_family(tmp_path_factory.mktemp)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

@@ -50,9 +50,8 @@ def runs(tmp_path_factory):
                           "param_bytes": sum(p.numel() * p.element_size() for p in pipe.engine.model.parameters())}
         pipe.destroy()
         for schedule in SCHEDULES:
-            options = schedule_options(schedule, [_Reference(len(t)) for t in token_lists])
-            if schedule == "preempted" and family in PREEMPT_BLOCKS:
-                options["inference_engine_config"]["state_manager"]["memory_config"]["size"] = PREEMPT_BLOCKS[family]
+            options = schedule_options(schedule, [_Reference(len(t)) for t in token_lists],
+                                       cache_blocks=PREEMPT_BLOCKS.get(family))
             name = f"{family}/{schedule}"
             jobs.append({"name": name, "path": str(path), "options": options, "token_lists": token_lists,
                          "max_new_tokens": NEW_TOKENS, "all_rank_output": family == "llama"})

@@ -70,7 +70,7 @@ def test_experts_split_on_their_width(tmp_path_factory):
     """Mixtral: each rank holds every expert's F/2 slice of w1 (gate), w3 (up) and w2 (down); the router whole."""
     import test_arch_mixtral
 
-    path = test_arch_mixtral._write_checkpoint(tmp_path_factory.mktemp("mixtral-tp"), "full")
+    path = test_arch_mixtral.tiny_family(tmp_path_factory.mktemp).path("full")
     weights = load_file(path / "model.safetensors")
     prefix = "model.layers.1.block_sparse_moe"
     half = 48  # intermediate_size 96

@@ -24,17 +24,19 @@ def _rewrite_weights(folder: Path, edit: Callable[[dict[str, torch.Tensor]], dic
     save_file(edit(load_file(file)), file, metadata={"format": "pt"})
 
 
-def randomize_vectors(folder, *, seed: int, spread: float = 0.5) -> Path:
-    """Norm weights become 1 + spread·N(0, 1), every 1-D bias spread·N(0, 1), in place."""
+def randomize_vectors(folder, *, seed: int, spread: float = 0.5, norms: bool = True) -> Path:
+    """Norm weights become 1 + spread·N(0, 1) (unless ``norms`` is False: left as written), every 1-D bias
+    spread·N(0, 1), in place."""
     generator = torch.Generator().manual_seed(seed)
 
     def edit(tensors):
         for name in sorted(tensors):
             tensor = tensors[name]
-            if tensor.dim() != 1:
+            is_norm = name.endswith(".weight")
+            if tensor.dim() != 1 or (is_norm and not norms):
                 continue
             noise = spread * torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
-            tensors[name] = (noise + 1 if name.endswith(".weight") else noise).to(tensor.dtype)
+            tensors[name] = (noise + 1 if is_norm else noise).to(tensor.dtype)
         return tensors
 
     _rewrite_weights(Path(folder), edit)

@@ -1,8 +1,9 @@
 """What every architecture test does: build tiny checkpoints of a family's variants, then check greedy
 generation against HF on one mixed-length batch, scheduled whole, in small prompt chunks, or in a KV
-cache too small for the batch (so sequences are preempted and recomputed)."""
+cache too small for the batch (so sequences are preempted and recomputed); refuse a bad config.json."""
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from support.tiny_models import build_tiny_checkpoint
 
 NEW_TOKENS = 20
 SCHEDULES = ("whole", "chunked", "preempted")
-CHUNK_TOKENS = 8  # tokens per forward pass when chunking: the longest prompt needs several passes
+# tokens per forward pass when chunking: the longest prompt needs several passes, and chunks of 7 tokens
+# straddle the 4-token KV blocks
+CHUNK_TOKENS = 7
 BLOCK_SIZE = 4
 DEFAULT_VECTOR_SPREAD = 0.5
 
@@ -27,7 +30,8 @@ DEFAULT_VECTOR_SPREAD = 0.5
 class TinyFamily:
     """Tiny checkpoints of one HF family, built on first use: ``variants[name]`` are the config's keyword
     arguments over the shared ``shape``, ``seeds[name]`` the weights' seed (chosen for clear greedy margins);
-    every norm and bias is then randomised (see :func:`randomize_vectors`)."""
+    every bias and (unless ``randomize_norms`` is False) every norm is then randomised (see
+    :func:`randomize_vectors`). ``tiny_family(mktemp)`` in each tests/test_arch_<family>.py makes its family's (support/arch_checkpoints.py builds them from there)."""
     folder: Callable[[str], Path]  # tmp_path_factory.mktemp
     model_cls: Any
     config_cls: Any
@@ -35,6 +39,7 @@ class TinyFamily:
     variants: dict[str, dict[str, Any]]
     seeds: dict[str, int]
     vector_spread: dict[str, float] = field(default_factory=dict)  # norms' and biases' noise, per variant
+    randomize_norms: bool = True
     built: dict[str, Path] = field(default_factory=dict)
 
     def path(self, variant: str) -> Path:
@@ -43,40 +48,52 @@ class TinyFamily:
             folder = self.folder(re.sub(r"\W+", "-", f"{self.config_cls.__name__}-{variant}"))
             build_tiny_checkpoint(folder, self.model_cls, config, seed=self.seeds[variant])
             spread = self.vector_spread.get(variant, DEFAULT_VECTOR_SPREAD)
-            self.built[variant] = randomize_vectors(folder, seed=self.seeds[variant], spread=spread)
+            self.built[variant] = randomize_vectors(folder, seed=self.seeds[variant], spread=spread,
+                                                    norms=self.randomize_norms)
         return self.built[variant]
 
 
-def schedule_options(schedule: str, references) -> dict:
-    """Model options that force ``schedule`` on this batch (asserting the batch really needs it)."""
+def schedule_options(schedule: str, references, new_tokens: int = NEW_TOKENS, cache_blocks: int | None = None) -> dict:
+    """Model options that force ``schedule`` on this batch (asserting the batch really needs it).
+    ``cache_blocks`` (preempted): the KV cache's size in BLOCK_SIZE-token blocks; by default about 1.5 times
+    what the longest sequence needs. A family with a sliding window sets it, as its freed blocks let more fit."""
     if schedule == "whole":
         return {}
     if schedule == "chunked":
         assert max(g.prompt_length for g in references) > 4 * CHUNK_TOKENS, "prompts must need several chunks"
         # a pass cannot hold more sequences than tokens
-        limits = {"max_ragged_batch_size": CHUNK_TOKENS, "max_ragged_sequence_count": CHUNK_TOKENS}
+        limits = {"max_ragged_batch_size": CHUNK_TOKENS, "max_ragged_sequence_count": CHUNK_TOKENS,
+                  "kv_block_size": BLOCK_SIZE}
         return {"inference_engine_config": {"state_manager": limits}}
     if schedule == "preempted":
-        blocks = [math.ceil((g.prompt_length + NEW_TOKENS) / BLOCK_SIZE) for g in references]
-        cache_blocks = max(blocks) * 3 // 2  # the longest sequence fits, the batch does not
+        blocks = [math.ceil((g.prompt_length + new_tokens) / BLOCK_SIZE) for g in references]
+        cache_blocks = cache_blocks or max(blocks) * 3 // 2  # the longest sequence fits, the batch does not
         assert sum(blocks) > cache_blocks, "the batch must not fit in the KV cache at once"
-        memory = {"mode": "allocate", "size": cache_blocks}
-        return {"inference_engine_config": {"state_manager": {"kv_block_size": BLOCK_SIZE, "memory_config": memory}}}
+        return small_cache_options(cache_blocks)
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
 
 
+def small_cache_options(blocks: int) -> dict:
+    """Model options for a KV cache of ``blocks`` blocks of BLOCK_SIZE tokens."""
+    memory = {"mode": "allocate", "size": blocks}
+    return {"inference_engine_config": {"state_manager": {"kv_block_size": BLOCK_SIZE, "memory_config": memory}}}
+
+
 def assert_greedy_matches_hf(pipeline, oracle, path, schedule: str = "whole", prompts=MIXED_PROMPTS,
-                             reference_path=None) -> None:
-    """``reference_path``: the folder HF reads, when ``path`` is an edited copy HF may not read alike."""
+                             reference_path=None, new_tokens: int = NEW_TOKENS, cache_blocks: int | None = None):
+    """Greedy, EOS ignored, one mixed-length batch: token-exact (text, lengths) against HF per prompt; returns
+    the pipeline. ``reference_path``: the folder HF reads, when ``path`` is an edited copy HF may not read alike;
+    ``cache_blocks``: see :func:`schedule_options`."""
     reference_path = reference_path or path
-    references = [oracle(reference_path).greedy(p, NEW_TOKENS, ignore_eos=True) for p in prompts]
+    references = [oracle(reference_path).greedy(p, new_tokens, ignore_eos=True) for p in prompts]
     assert_fixture_is_context_sensitive(references, reference_path)
-    pipe = pipeline(path, **schedule_options(schedule, references))
+    pipe = pipeline(path, **schedule_options(schedule, references, new_tokens, cache_blocks))
     preemptions_before = pipe.loop.scheduler.num_preemptions
-    responses = pipe(prompts, do_sample=False, max_new_tokens=NEW_TOKENS, ignore_eos=True)
+    responses = pipe(prompts, do_sample=False, max_new_tokens=new_tokens, ignore_eos=True)
     assert_responses_match(responses, references)
     if schedule == "preempted":
         assert pipe.loop.scheduler.num_preemptions > preemptions_before, "no sequence was preempted"
+    return pipe
 
 
 def assert_fixture_is_context_sensitive(references, path) -> None:
@@ -99,3 +116,23 @@ def assert_config_refused(path, tmp_path, changes: dict[str, Any], named: str) -
 def missing_field_cases(*fields: str) -> dict[str, tuple[dict, str]]:
     """``assert_config_refused`` cases: each field deleted, and an error naming config.json and the field."""
     return {f"no-{field}": ({field: REMOVE}, rf"(?=.*config\.json)(?=.*{field})") for field in fields}
+
+
+@contextlib.contextmanager
+def recording_held_blocks(engine):
+    """Records for every forward pass the KV blocks in use as it starts (the scheduler reserved the
+    step's blocks: the peak) and, after it, the most blocks one of its sequences still holds."""
+    in_use, held = [], []
+    original = engine.put
+
+    def put(uids, token_lists):
+        in_use.append(engine.allocator.num_blocks - engine.allocator.num_free)
+        logits = original(uids, token_lists)
+        held.append(max(engine.state.sequences[uid].held_blocks for uid in uids))
+        return logits
+
+    engine.put = put  # the instance attribute shadows the method for the loop's calls
+    try:
+        yield in_use, held
+    finally:
+        del engine.put
