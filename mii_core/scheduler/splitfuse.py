@@ -88,7 +88,8 @@ class Scheduler:
                 budget -= count
         while self.waiting and self._room(plan, budget) and len(self.running) < self.config.max_tracked_sequences:
             seq = self.waiting[0]
-            seq.num_computed = self.engine.state.adopt_prefix(seq.uid, seq.token_slice(0, seq.num_tokens))
+            seq.num_computed = self.engine.state.adopt_prefix(seq.uid, seq.token_slice(0, seq.num_tokens),
+                                                               len(seq.prompt_ids))
             free = self.engine.free_blocks
             # the whole remaining prompt, or under a sliding window the most blocks it holds fed in chunks
             if self.engine.state.admission_blocks(seq.uid, seq.num_pending) > free:
