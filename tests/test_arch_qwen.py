@@ -196,6 +196,14 @@ def test_put_without_prompt_lengths_takes_its_first_put_as_the_prompt(convert, h
     torch.testing.assert_close(torch.stack(logits), reference, atol=LOGITS_TOLERANCE, rtol=0)
 
 
+@pytest.mark.parametrize("lengths", [[20, 20], [0]])
+def test_put_refuses_prompt_lengths_that_do_not_fit_its_uids(v1_folder, pipeline, lengths):
+    engine = pipeline(v1_folder).engine
+    with pytest.raises(ValueError, match="one prompt length >= 1 per uid"):
+        engine.put([9], [[5, 6]], prompt_lengths=lengths)
+    assert 9 not in engine.state.sequences
+
+
 LONG_SCHEDULES = {
     **SCHEDULES,
     "chunked by 5": {"state_manager": {"max_ragged_batch_size": 5, "max_ragged_sequence_count": 5}},

@@ -47,9 +47,7 @@ class GenerationLoop:
         if not plan.seqs:
             return []
         token_lists = [seq.token_slice(seq.num_computed, n) for seq, n in zip(plan.seqs, plan.num_tokens)]
-        # the original prompt's length, whatever this step holds (a chunk, or prompt + output after a preemption)
-        prompt_lengths = [len(seq.prompt_ids) for seq in plan.seqs]
-        logits = self.engine.put([seq.uid for seq in plan.seqs], token_lists, prompt_lengths)
+        logits = self.engine.put([seq.uid for seq in plan.seqs], token_lists)
         ready_rows = []
         for row, (seq, count) in enumerate(zip(plan.seqs, plan.num_tokens)):
             seq.num_computed += count

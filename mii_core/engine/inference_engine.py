@@ -86,8 +86,8 @@ class InferenceEngine:
             prompt_lengths: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Appends each uid's tokens, runs one forward pass, returns float32 logits [len(uids), vocab]
         of each sequence's last new token. New uids start tracking; the caller checks ``can_schedule``.
-        ``prompt_lengths[i]``: uid i's prompt length, kept from its first put on (a rope may depend on
-        it); by default the length that first put brings it to."""
+        A sequence's prompt length (a rope may depend on it) is fixed once: by the scheduler at admission,
+        else ``prompt_lengths[i]``, else the length its first put brings it to."""
         if len(uids) != len(token_lists) or not uids:
             raise ValueError("put needs one non-empty token list per uid")
         if prompt_lengths is not None and (len(prompt_lengths) != len(uids) or min(prompt_lengths) < 1):
@@ -96,9 +96,9 @@ class InferenceEngine:
             raise ValueError("put got an empty token list")
         if len(set(uids)) != len(uids):
             raise ValueError("put got the same uid twice in one batch")
-        states = [self.state.reserve(uid, len(tokens)) for uid, tokens in zip(uids, token_lists)]
-        for i, (state, tokens) in enumerate(zip(states, token_lists)):
-            self.state.start_prompt(state, len(tokens), prompt_lengths[i] if prompt_lengths is not None else None)
+        if prompt_lengths is None:  # a new sequence's prompt: what its first put brings it to
+            prompt_lengths = [self.state.get(uid).seen_tokens + len(t) for uid, t in zip(uids, token_lists)]
+        states = [self.state.reserve(uid, len(tokens), n) for uid, tokens, n in zip(uids, token_lists, prompt_lengths)]
         seen, tables = [s.seen_tokens for s in states], [s.blocks for s in states]
         prompt_lens = [s.prompt_length for s in states]
         if self._graph_step(token_lists, tables):

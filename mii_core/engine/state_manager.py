@@ -6,8 +6,8 @@ entries in the block table (positions still index it); attention masks them, as 
 With a prefix cache (models without a window) a new sequence adopts the cached blocks of its prompt's
 prefix, and every block that fills is offered to the cache.
 
-Each sequence keeps the prompt length it started with: a rope may rotate every token of a sequence by
-it (Qwen's dynamic NTK), so it must outlive prompt chunking and preemption. When a rope does, its
+Each sequence keeps the prompt length it started with (``reserve``): a rope may rotate every token of a
+sequence by it (Qwen's dynamic NTK), so it must outlive prompt chunking and preemption. When a rope does, its
 ``prompt_key`` (mii_core.model.rotary.prompt_cache_key) keys cached blocks by it as well as by tokens.
 """
 from __future__ import annotations
@@ -86,8 +86,10 @@ class StateManager:
         state = self.get(uid)
         return (len(state.blocks) + free_blocks) * self.block_size - state.seen_tokens
 
-    def reserve(self, uid: int, new_tokens: int) -> SequenceKV:
-        """Tracks ``uid`` (new or known) and allocates the blocks its next ``new_tokens`` need."""
+    def reserve(self, uid: int, new_tokens: int, prompt_length: Optional[int] = None) -> SequenceKV:
+        """Tracks ``uid`` (new or known) and allocates the blocks its next ``new_tokens`` need. A sequence
+        without a prompt length yet takes ``prompt_length`` (the scheduler gives it at admission, so it
+        holds across chunks and preemptions); it is kept from then on."""
         state = self.sequences.get(uid)
         if state is None:
             if len(self.sequences) >= self.max_tracked:
@@ -97,14 +99,9 @@ class StateManager:
             raise ValueError(f"sequence {uid} would hold {state.seen_tokens + new_tokens} tokens, "
                              f"more than max_context={self.max_context}")
         state.blocks.extend(self.allocator.allocate(self.blocks_needed(uid, new_tokens)))
+        if not state.prompt_length and prompt_length:
+            state.prompt_length = prompt_length
         return state
-
-    def start_prompt(self, state: SequenceKV, new_tokens: int, prompt_length: Optional[int] = None) -> None:
-        """Fixes the prompt length of a sequence on its first forward pass: ``prompt_length`` when the
-        caller knows it (the scheduler does, across chunks and preemptions), else the length this pass
-        brings it to. Later passes keep it."""
-        if state.prompt_length == 0:
-            state.prompt_length = prompt_length or state.seen_tokens + new_tokens
 
     def adopt_prefix(self, uid: int, tokens: list[int], prompt_length: Optional[int] = None) -> int:
         """Starts tracking ``uid`` on the cached blocks that hold a prefix of ``tokens`` (of a sequence whose

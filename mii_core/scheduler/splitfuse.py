@@ -97,7 +97,9 @@ class Scheduler:
                 seq.num_computed = 0
                 return  # FCFS: later arrivals do not overtake the head
             count = min(seq.num_pending, budget, self.engine.state.tokens_fitting(seq.uid, free))
-            self.engine.state.reserve(seq.uid, count)
+            # the original prompt's length, whatever the first put holds (a chunk, or prompt + output
+            # when recomputed after a preemption): a rope may rotate every token by it
+            self.engine.state.reserve(seq.uid, count, len(seq.prompt_ids))
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
