@@ -7,7 +7,7 @@ sequences: it reads these tensors.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -20,6 +20,8 @@ class RaggedBatch:
     query_start: torch.Tensor      # [S + 1] int64, where each sequence's tokens start in token_ids
     query_lens: torch.Tensor       # [S] int64, new tokens per sequence
     context_lens: torch.Tensor     # [S] int64, cached tokens per sequence after this step
+    prompt_lens: torch.Tensor      # [S] int64, each sequence's prompt length, fixed when it started (for a
+                                   # rope whose rotation depends on it: Qwen's dynamic NTK; others ignore it)
     block_tables: torch.Tensor     # [S, max_blocks] int64, padded with 0 (masked by context_lens)
     last_token_index: torch.Tensor  # [S] int64, index in token_ids of each sequence's last new token
     decode_seqs: torch.Tensor      # [S_d] int64, sequences with exactly one new token
@@ -58,8 +60,9 @@ def _one_transfer(fields: dict[str, list[int]], device: torch.device) -> dict[st
 
 def build_ragged_batch(token_lists: Sequence[Sequence[int]], seen_tokens: Sequence[int],
                        block_tables: Sequence[Sequence[int]], block_size: int,
-                       device: torch.device) -> RaggedBatch:
-    """``token_lists[i]`` are sequence i's new tokens; ``seen_tokens[i]`` how many it already cached."""
+                       device: torch.device, prompt_lens: Optional[Sequence[int]] = None) -> RaggedBatch:
+    """``token_lists[i]`` are sequence i's new tokens; ``seen_tokens[i]`` how many it already cached;
+    ``prompt_lens[i]`` its prompt length (default: its length after this step)."""
     tokens, positions, slots, query_start = [], [], [], [0]
     for new, seen, table in zip(token_lists, seen_tokens, block_tables):
         tokens.extend(new)
@@ -74,6 +77,7 @@ def build_ragged_batch(token_lists: Sequence[Sequence[int]], seen_tokens: Sequen
     fields = {
         "token_ids": tokens, "positions": positions, "slot_mapping": slots, "query_start": query_start,
         "query_lens": query_lens, "context_lens": context_lens,
+        "prompt_lens": list(prompt_lens) if prompt_lens is not None else context_lens,
         "block_tables": [b for table in padded_tables for b in table],
         "last_token_index": [s - 1 for s in query_start[1:]],
         "decode_seqs": [i for i, n in enumerate(query_lens) if n == 1], "prefill_seqs": prefill,

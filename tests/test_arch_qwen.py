@@ -92,21 +92,54 @@ def test_mixed_batch_greedy_matches_hf_qwen2(v1_folder, hf, qwen2_folder, pipeli
     assert_responses_match(responses, references)
 
 
-def test_qwen_dynamic_rope_tables_follow_qwens_formula():
-    """Per token: Qwen's RotaryEmbedding tables for the alpha of length position + 1, across the steps."""
+def test_ntk_alpha_worked_by_hand():
+    """Qwen's alpha, 2 ** ceil(log2(L / seq_length) + 1) - 1 and at least 1, for seq_length 16, by hand:
+    16 -> ceil(1) = 1 -> 1; 17 -> ceil(1.09) = 2 -> 3; 32 -> ceil(2) = 2 -> 3; 33 -> ceil(2.04) = 3 -> 7."""
+    from mii_core.model.rotary import stepped_ntk_alpha
+
+    by_hand = {1: 1, 8: 1, 16: 1, 17: 3, 32: 3, 33: 7, 64: 7, 65: 15, 128: 15, 129: 31}
+    assert {n: get_ntk_alpha(n, 16) for n in by_hand} == by_hand  # the reference's formula
+    ours = stepped_ntk_alpha(torch.tensor(list(by_hand)), 16)
+    assert dict(zip(by_hand, ours.tolist())) == by_hand
+
+
+@pytest.mark.parametrize("seq_length", [16, 2048, 8192])
+def test_ntk_alpha_steps_where_qwens_python_arithmetic_steps(seq_length):
+    """modeling_qwen.py computes the alpha with math.log in float64: ours steps on exactly the same lengths."""
+    from mii_core.model.rotary import stepped_ntk_alpha
+
+    lengths = list(range(1, 8 * seq_length + 2))
+    ours = stepped_ntk_alpha(torch.tensor(lengths), seq_length).tolist()
+    assert ours == [get_ntk_alpha(n, seq_length) for n in lengths]
+
+
+def test_qwen_dynamic_rope_tables_take_the_alpha_of_the_prompt():
+    """Per token: Qwen's RotaryEmbedding tables for the alpha of its sequence's prompt length, whatever
+    the token's position (generated tokens past the prompt keep it), through a ragged batch of chunks."""
+    from mii_core.batch import build_ragged_batch
     from mii_core.model.rotary import RotaryEmbedding
     from mii_core.model.spec import RopeSpec
 
     trained, dim, theta = 16, 12, 10000.0
     spec = RopeSpec(theta=theta, rope_type="qwen_dynamic", params={"original_max_position_embeddings": trained})
-    positions = torch.tensor([0, 7, 14, 15, 16, 17, 31, 32, 33, 63, 64, 100, 255, 256, 1000])
-    cos, sin = RotaryEmbedding(spec, dim, 4096, torch.device("cpu")).cos_sin(positions, torch.float32)
-    alphas = [get_ntk_alpha(int(p) + 1, trained) for p in positions]
-    assert alphas == [1, 1, 1, 1, 3, 3, 3, 7, 7, 7, 15, 15, 31, 63, 127], "worked by hand: 2^ceil(log2(L/16)+1)-1"
-    for row, (p, alpha) in enumerate(zip(positions.tolist(), alphas)):
-        want_cos, want_sin = rotary_tables(dim, theta, p + 1, alpha)
-        torch.testing.assert_close(cos[row], want_cos[p], atol=2e-6, rtol=0)
-        torch.testing.assert_close(sin[row], want_sin[p], atol=2e-6, rtol=0)
+    rotary = RotaryEmbedding(spec, dim, 4096, torch.device("cpu"))
+    # (prompt length, tokens cached, new tokens): a short prompt generating past seq_length, a prompt chunk,
+    # a long prompt's generated token, a recomputed prompt + output after a preemption
+    seqs = [(10, 30, 1), (33, 8, 12), (20, 90, 1), (17, 0, 40)]
+    batch = build_ragged_batch([[0] * new for _, _, new in seqs], [seen for _, seen, _ in seqs],
+                               [list(range(40))] * len(seqs), 4, torch.device("cpu"),
+                               prompt_lens=[prompt for prompt, _, _ in seqs])
+    cos, sin = rotary.tables(batch, torch.float32)
+    alphas = {prompt: get_ntk_alpha(prompt, trained) for prompt, _, _ in seqs}
+    assert alphas == {10: 1, 33: 7, 20: 3, 17: 3}, "worked by hand: 2^ceil(log2(L/16)+1)-1"
+    row = 0
+    for prompt, seen, new in seqs:
+        want_cos, want_sin = rotary_tables(dim, theta, seen + new, alphas[prompt])
+        for position in range(seen, seen + new):
+            torch.testing.assert_close(cos[row], want_cos[position], atol=2e-6, rtol=0)
+            torch.testing.assert_close(sin[row], want_sin[position], atol=2e-6, rtol=0)
+            row += 1
+    assert row == cos.shape[0]
 
 
 LONG_VARIANTS = {
@@ -119,54 +152,141 @@ LONG_VARIANTS = {
 
 @pytest.mark.parametrize("variant", list(LONG_VARIANTS))
 def test_past_seq_length_logits_match_qwen_reference(convert, hf, pipeline, variant):
-    """Chunks of a 81-token prompt (alpha 1, 3, 7, 15, 31; logn up to log_8(81)) against the reference;
-    the reference itself agrees with HF Qwen2 up to seq_length and not after (so the flags are live)."""
+    """An 81-token prompt (alpha 31 for seq_length 8; logn up to log_8(81)) put in chunks, then 10 tokens
+    one at a time that keep the prompt's alpha, against the reference; the reference itself agrees with
+    HF Qwen2 within seq_length and not past it (so the flags are live)."""
     folder = convert(seq_length=SHORT_SEQ_LENGTH, **LONG_VARIANTS[variant])
     ids = hf.encode(MIXED_PROMPTS[5])
-    reference = QwenV1Reference(folder).logits(ids)
+    prompt, continuation = ids[:-10], ids[-10:]
+    reference = QwenV1Reference(folder)
     if "rotary_pct" not in LONG_VARIANTS[variant]:
         with torch.no_grad():
-            plain = hf.model(torch.tensor([ids])).logits[0]
-        torch.testing.assert_close(reference[:SHORT_SEQ_LENGTH], plain[:SHORT_SEQ_LENGTH], atol=LOGITS_TOLERANCE, rtol=0)
-        assert (reference[SHORT_SEQ_LENGTH:] - plain[SHORT_SEQ_LENGTH:]).abs().amax(-1).min() > 0.01
+            plain = hf.model(torch.tensor([prompt])).logits[0]
+        within = reference.logits(prompt[:SHORT_SEQ_LENGTH])
+        torch.testing.assert_close(within, plain[:SHORT_SEQ_LENGTH], atol=LOGITS_TOLERANCE, rtol=0)
+        past = reference.logits(prompt)[SHORT_SEQ_LENGTH:] - plain[SHORT_SEQ_LENGTH:]
+        assert past.abs().amax(-1).min() > 0.01
+    expected_prompt = reference.logits(prompt)
+    expected_steps = [reference.step(t) for t in continuation]
     engine = pipeline(folder).engine
-    ends = [5, 30, 31, 55, len(ids)]
+    ends = [5, 30, 31, 55, len(prompt)]
     try:
         for start, end in zip([0] + ends, ends):
-            logits = engine.put([7], [ids[start:end]])
-            torch.testing.assert_close(logits[0], reference[end - 1], atol=LOGITS_TOLERANCE, rtol=0)
+            logits = engine.put([7], [prompt[start:end]], prompt_lengths=[len(prompt)])
+            torch.testing.assert_close(logits[0], expected_prompt[end - 1], atol=LOGITS_TOLERANCE, rtol=0)
+        for token, expected in zip(continuation, expected_steps):
+            logits = engine.put([7], [[token]], prompt_lengths=[len(prompt)])
+            torch.testing.assert_close(logits[0], expected, atol=LOGITS_TOLERANCE, rtol=0)
     finally:
         engine.flush(7)
 
 
-@pytest.mark.parametrize("schedule", ["chunked", "preempted"])
-def test_past_seq_length_greedy_matches_qwen_reference(convert, hf, qwen2_folder, pipeline, schedule):
-    folder = convert(seq_length=SHORT_SEQ_LENGTH, use_dynamic_ntk=True, use_logn_attn=True)
-    reference = QwenV1Reference(folder)
-    prompts = MIXED_PROMPTS[2:]
-    expected = []
-    for prompt in prompts:
-        ids = hf.encode(prompt)
-        generated = reference.greedy(ids, NEW_TOKENS)
-        expected.append(generated)
-        _check_margins(reference, ids, generated)
+def test_put_without_prompt_lengths_takes_its_first_put_as_the_prompt(convert, hf, pipeline):
+    """The engine's default: the tokens of a sequence's first put are its prompt (alpha 3 for 20 tokens),
+    and what follows is scored as generated (the alpha stays 3 up to 47 tokens, where Qwen's alpha of a
+    47-token prompt would be 7)."""
+    folder = convert(seq_length=16, use_dynamic_ntk=True, use_logn_attn=True)
+    ids = hf.encode(MIXED_PROMPTS[4])
+    reference = QwenV1Reference(folder).continuation_logits(ids[:20], ids[20:])
+    engine = pipeline(folder).engine
+    try:
+        logits = [engine.put([8], [ids[:20]])[0]] + [engine.put([8], [[t]])[0] for t in ids[20:]]
+    finally:
+        engine.flush(8)
+    torch.testing.assert_close(torch.stack(logits), reference, atol=LOGITS_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("lengths", [[20, 20], [0]])
+def test_put_refuses_prompt_lengths_that_do_not_fit_its_uids(v1_folder, pipeline, lengths):
+    engine = pipeline(v1_folder).engine
+    with pytest.raises(ValueError, match="one prompt length >= 1 per uid"):
+        engine.put([9], [[5, 6]], prompt_lengths=lengths)
+    assert 9 not in engine.state.sequences
+
+
+LONG_SCHEDULES = {
+    **SCHEDULES,
+    "chunked by 5": {"state_manager": {"max_ragged_batch_size": 5, "max_ragged_sequence_count": 5}},
+    "decode graphs": {"state_manager": {"kv_block_size": BLOCK_SIZE}},
+}
+
+
+@pytest.fixture(scope="module")
+def long_batch(convert, hf):
+    """long_batch(seq_length) -> (folder, prompt ids, new tokens, the reference's greedy tokens), made once.
+    Prompts of 2 to 81 tokens; the last two (16 and 30 tokens, admitted last, so the ones preempted under a
+    tight cache) would pass the next alpha step if recomputed with their output as the prompt; they also
+    finish early, so the decode steps after them run 7 and 6 sequences padded to a decode graph's 8."""
+    made = {}
+
+    def get(seq_length: int):
+        if seq_length not in made:
+            folder = convert(seq_length=seq_length, use_dynamic_ntk=True, use_logn_attn=True)
+            reference = QwenV1Reference(folder)
+            prompt_ids = [hf.encode(p) for p in MIXED_PROMPTS]
+            prompt_ids += [prompt_ids[5][:16], prompt_ids[5][:30]]
+            new_tokens = [NEW_TOKENS] * 6 + [14, 17]
+            expected = [reference.greedy(ids, n) for ids, n in zip(prompt_ids, new_tokens)]
+            for ids, generated in zip(prompt_ids, expected):
+                _check_margins(reference, ids, generated)
+            made[seq_length] = folder, prompt_ids, new_tokens, expected
+        return made[seq_length]
+
+    return get
+
+
+@pytest.mark.parametrize("seq_length", [16, SHORT_SEQ_LENGTH])
+@pytest.mark.parametrize("schedule", ["one_step", "chunked", "chunked by 5", "preempted", "decode graphs"])
+def test_past_seq_length_greedy_matches_qwen_reference(long_batch, hf, qwen2_folder, pipeline, schedule,
+                                                       seq_length):
+    """A mixed batch of prompts within seq_length and up to 10 times past it, token-exact against the
+    reference: every sequence keeps the alpha of its own prompt, however its prompt was chunked,
+    recomputed after a preemption, or decoded through the padded CUDA-graph step."""
+    folder, prompt_ids, new_tokens, expected = long_batch(seq_length)
     if schedule == "preempted":
-        config, n_blocks = tight_kv_config(lambda _path: hf, qwen2_folder, prompts, NEW_TOKENS)
-        needed = sum(math.ceil((len(hf.encode(p)) + NEW_TOKENS) / BLOCK_SIZE) for p in prompts)
+        config, n_blocks = tight_kv_config(lambda _path: hf, qwen2_folder, MIXED_PROMPTS, NEW_TOKENS)
+        needed = sum(math.ceil((len(ids) + n) / BLOCK_SIZE) for ids, n in zip(prompt_ids, new_tokens))
         assert needed > n_blocks, "the batch must not fit in the KV cache at once"
     else:
-        config = SCHEDULES[schedule]
+        config = LONG_SCHEDULES[schedule]
     pipe = pipeline(folder, inference_engine_config=config)
-    outputs = pipe.generate_tokens([hf.encode(p) for p in prompts], max_new_tokens=NEW_TOKENS,
-                                   do_sample=False, ignore_eos=True)
+    if schedule == "decode graphs":  # on CPU the padded static step runs eagerly in place of the graph
+        pipe.engine.capture_decode_graphs(8)
+        assert pipe.engine.graphs.sizes[-1] == 8
+    try:
+        outputs = pipe.generate_tokens(prompt_ids, max_new_tokens=new_tokens, do_sample=False, ignore_eos=True)
+    finally:
+        pipe.engine.graphs = None
     assert [list(o.token_ids) for o in outputs] == expected
+    if schedule == "preempted":
+        assert pipe.loop.scheduler.num_preemptions > 0
 
 
 def _check_margins(reference: QwenV1Reference, prompt_ids: list[int], generated: list[int]) -> None:
-    logits = reference.logits(prompt_ids + generated[:-1])[len(prompt_ids) - 1:]
+    logits = reference.continuation_logits(prompt_ids, generated[:-1])
     top2 = logits.topk(2, dim=-1).values
     margin = (top2[:, 0] - top2[:, 1]).min().item()
     assert margin > MIN_GREEDY_MARGIN, f"fixture problem: reference near-tie (margin {margin:.1e})"
+
+
+def test_prefix_cache_keys_blocks_by_the_prompts_alpha(convert, hf, pipeline):
+    """A cached block of a long prompt (rotated with alpha 7) is never reused by a short prompt with the
+    same first tokens (alpha 1), nor the other way round; prompts of one alpha share blocks."""
+    folder = convert(seq_length=16, use_dynamic_ntk=True, use_logn_attn=True)
+    reference = QwenV1Reference(folder)
+    long_ids = hf.encode(MIXED_PROMPTS[4])  # 47 tokens: alpha 7
+    prompts = [long_ids, long_ids[:12], long_ids[:14], long_ids[:40]]  # alphas 7, 1, 1, 7
+    pipe = pipeline(folder, inference_engine_config={"state_manager": {"kv_block_size": 2}})  # a fresh cache
+    cache = pipe.engine.state.prefix_cache
+    assert cache is not None, "prefix caching stays on for Qwen: blocks are keyed by alpha"
+    hits = []
+    for ids in prompts:
+        before = cache.hit_blocks
+        out = pipe.generate_tokens([ids], max_new_tokens=4, do_sample=False, ignore_eos=True)[0]
+        hits.append(cache.hit_blocks - before)
+        assert list(out.token_ids) == reference.greedy(ids, 4)
+    # 14 tokens reuse the 6 blocks the 12-token prompt wrote; 40 tokens the first 19 blocks of the 47
+    assert hits == [0, 0, 6, 19], "only prompts of the same alpha share blocks"
 
 
 BAD_CONFIGS = {

@@ -38,19 +38,20 @@ class DecodeGraphs:
         largest = self.sizes[-1]
         long = dict(dtype=torch.int64, device=device)
         pinned = device.type == "cuda"
-        # per-row inputs as the rows of one [4, largest] tensor (token, position, slot, context length),
-        # mirrored in pinned host memory, so a step's inputs travel in two copies (header, tables)
-        self._host_header = torch.empty(4, largest, dtype=torch.int64, pin_memory=pinned)
+        # per-row inputs as the rows of one [5, largest] tensor (token, position, slot, context length,
+        # prompt length), mirrored in pinned host memory, so a step's inputs travel in two copies (header, tables)
+        self._host_header = torch.empty(5, largest, dtype=torch.int64, pin_memory=pinned)
         self._host_tables = torch.full((largest, max_blocks), scratch_block, dtype=torch.int64, pin_memory=pinned)
-        self._header = torch.zeros(4, largest, **long)
-        self.token_ids, self.positions, self.slot_mapping, self.context_lens = self._header.unbind(0)
+        self._header = torch.zeros(5, largest, **long)
+        self.token_ids, self.positions, self.slot_mapping, self.context_lens, self.prompt_lens = self._header.unbind(0)
         self.slot_mapping.fill_(scratch_block * block_size)
         self.context_lens.fill_(1)
+        self.prompt_lens.fill_(1)
         self.block_tables = torch.full((largest, max_blocks), scratch_block, **long)
         self.arange = torch.arange(largest + 1, **long)
         self.ones = torch.ones(largest, **long)
         # every tensor a graph reads must outlive it: the static batches hold views of these buffers only
-        self._padding = torch.tensor([[0], [0], [scratch_block * block_size], [1]], dtype=torch.int64)
+        self._padding = torch.tensor([[0], [0], [scratch_block * block_size], [1], [1]], dtype=torch.int64)
         self._copied = torch.cuda.Event() if pinned else None
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
@@ -59,7 +60,7 @@ class DecodeGraphs:
         return RaggedBatch(
             token_ids=self.token_ids[:size], positions=self.positions[:size],
             slot_mapping=self.slot_mapping[:size], query_start=self.arange[:size + 1],
-            query_lens=self.ones[:size], context_lens=self.context_lens[:size],
+            query_lens=self.ones[:size], context_lens=self.context_lens[:size], prompt_lens=self.prompt_lens[:size],
             block_tables=self.block_tables[:size], last_token_index=self.arange[:size],
             decode_seqs=self.arange[:size], prefill_seqs=self.arange[:0],
             max_query_len=1, max_context_len=self.max_blocks * self.block_size, max_prefill_context_len=0,
@@ -87,7 +88,7 @@ class DecodeGraphs:
         return num_seqs <= self.sizes[-1] and widest_table <= self.max_blocks
 
     def run(self, tokens: Sequence[int] | torch.Tensor, seen_tokens: Sequence[int],
-            tables: Sequence[Sequence[int]]) -> torch.Tensor:
+            tables: Sequence[Sequence[int]], prompt_lens: Sequence[int]) -> torch.Tensor:
         """One decode step: ``tokens[i]`` is sequence i's single new token, a host value or, as a device
         tensor, the last step's sample not read yet (copied in on the stream). Returns logits [n, vocab]."""
         n = len(seen_tokens)
@@ -100,8 +101,8 @@ class DecodeGraphs:
             self._copied.synchronize()  # the last step's copies have left the pinned buffers
         slots = [table[seen // self.block_size] * self.block_size + seen % self.block_size
                  for table, seen in zip(tables, seen_tokens)]
-        header = array("q", chain(tokens, seen_tokens, slots, (seen + 1 for seen in seen_tokens)))
-        self._host_header[:, :n] = torch.frombuffer(header, dtype=torch.int64).view(4, n)
+        header = array("q", chain(tokens, seen_tokens, slots, (seen + 1 for seen in seen_tokens), prompt_lens))
+        self._host_header[:, :n] = torch.frombuffer(header, dtype=torch.int64).view(5, n)
         self._host_header[:, n:size] = self._padding
         flat, pad = array("q"), array("q", [self.scratch_block]) * width
         for table in tables:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -11,6 +11,7 @@ from mii_core.engine.state_manager import SchedulingResult, StateManager
 from mii_core.kv_cache import BlockAllocator, KVCache
 from mii_core.kv_cache.prefix_cache import PrefixCache
 from mii_core.config.engine import StateManagerConfig
+from mii_core.model.rotary import prompt_cache_key
 
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,11 @@ class InferenceEngine:
         self.allocator = BlockAllocator(kv_cache.num_blocks)
         # a sliding window shared by every layer lets sequences free the blocks behind it; the model's
         # spec says (build_model's contract), so the engine never asks which architecture it runs
-        window = getattr(getattr(model, "spec", None), "kv_window", None)
+        spec = getattr(model, "spec", None)
+        window = getattr(spec, "kv_window", None)
         prefix_cache = PrefixCache(self.allocator, self.block_size) if prefix_caching and window is None else None
-        self.state = StateManager(self.allocator, self.block_size, config.max_tracked_sequences,
-                                  config.max_context, window, prefix_cache)
+        self.state = StateManager(self.allocator, self.block_size, config.max_tracked_sequences, config.max_context,
+                                  window, prefix_cache, prompt_cache_key(getattr(spec, "rope", None)))
         self._kv_layers = kv_cache.layers()
         self.graphs = None  # DecodeGraphs, when the builder captured them
 
@@ -80,21 +82,29 @@ class InferenceEngine:
             return max(cache_tokens, self.config.max_context)
         return cache_tokens
 
-    def put(self, uids: Sequence[int], token_lists: Sequence[Sequence[int]]) -> torch.Tensor:
+    def put(self, uids: Sequence[int], token_lists: Sequence[Sequence[int]],
+            prompt_lengths: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Appends each uid's tokens, runs one forward pass, returns float32 logits [len(uids), vocab]
-        of each sequence's last new token. New uids start tracking; the caller checks ``can_schedule``."""
+        of each sequence's last new token. New uids start tracking; the caller checks ``can_schedule``.
+        A sequence's prompt length (a rope may depend on it) is fixed once: by the scheduler at admission,
+        else ``prompt_lengths[i]``, else the length its first put brings it to."""
         if len(uids) != len(token_lists) or not uids:
             raise ValueError("put needs one non-empty token list per uid")
+        if prompt_lengths is not None and (len(prompt_lengths) != len(uids) or min(prompt_lengths) < 1):
+            raise ValueError("put needs one prompt length >= 1 per uid (or none)")
         if any(len(tokens) == 0 for tokens in token_lists):
             raise ValueError("put got an empty token list")
         if len(set(uids)) != len(uids):
             raise ValueError("put got the same uid twice in one batch")
-        states = [self.state.reserve(uid, len(tokens)) for uid, tokens in zip(uids, token_lists)]
+        if prompt_lengths is None:  # a new sequence's prompt: what its first put brings it to
+            prompt_lengths = [self.state.get(uid).seen_tokens + len(t) for uid, t in zip(uids, token_lists)]
+        states = [self.state.reserve(uid, len(tokens), n) for uid, tokens, n in zip(uids, token_lists, prompt_lengths)]
         seen, tables = [s.seen_tokens for s in states], [s.blocks for s in states]
+        prompt_lens = [s.prompt_length for s in states]
         if self._graph_step(token_lists, tables):
-            logits = self.graphs.run([t[0] for t in token_lists], seen, tables)
+            logits = self.graphs.run([t[0] for t in token_lists], seen, tables, prompt_lens)
         else:
-            batch = build_ragged_batch(token_lists, seen, tables, self.block_size, self.device)
+            batch = build_ragged_batch(token_lists, seen, tables, self.block_size, self.device, prompt_lens)
             logits = self.model(batch, self._kv_layers)
         for uid, tokens in zip(uids, token_lists):
             self.state.commit(uid, list(tokens))
@@ -115,10 +125,11 @@ class InferenceEngine:
         committed later with :meth:`commit_ahead`. The caller checked :meth:`can_put_ahead`."""
         states = [self.state.reserve(uid, 1) for uid in uids]
         seen, tables = [s.seen_tokens for s in states], [s.blocks for s in states]
+        prompt_lens = [s.prompt_length for s in states]
         placeholders = [[0]] * len(uids)
         if self._graph_step(placeholders, tables):
-            return self.graphs.run(tokens, seen, tables)
-        batch = build_ragged_batch(placeholders, seen, tables, self.block_size, self.device)
+            return self.graphs.run(tokens, seen, tables, prompt_lens)
+        batch = build_ragged_batch(placeholders, seen, tables, self.block_size, self.device, prompt_lens)
         batch.token_ids = tokens
         return self.model(batch, self._kv_layers)
 

@@ -1,10 +1,12 @@
 """Automatic prefix caching: full KV blocks keyed by a chained hash of their tokens.
 
 A block's key hashes its tokens together with the key of the block before it, so equal keys mean an
-equal whole prefix. On a hit the stored tokens are compared as well, so a hash collision is a miss and
-can never return another prompt's K/V. Cached blocks are shared through the allocator's reference
-counts; a cached block nobody holds stays in the free list, and is forgotten only when it is handed out
-again (least recently freed first).
+equal whole prefix. The first block's parent is a root key: None, or what else the K/V depend on (a
+rope's prompt-length variant), so blocks written under another rotation never match. On a hit the
+stored tokens are compared as well, so a hash collision is a miss and can never return another
+prompt's K/V. Cached blocks are shared through the allocator's reference counts; a cached block
+nobody holds stays in the free list, and is forgotten only when it is handed out again (least
+recently freed first).
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ class PrefixCache:
     def key(parent: Optional[int], tokens: tuple[int, ...]) -> int:
         return hash((parent, tokens))
 
-    def match(self, tokens: Sequence[int]) -> tuple[list[int], list[int]]:
-        """Takes a share of the cached blocks holding a prefix of ``tokens``; returns (blocks, keys).
-        Never the whole of ``tokens``: the last token must run through the model to give logits."""
-        blocks, keys, parent = [], [], None
+    def match(self, tokens: Sequence[int], root: Optional[int] = None) -> tuple[list[int], list[int]]:
+        """Takes a share of the cached blocks holding a prefix of ``tokens`` (the chain starting at
+        ``root``); returns (blocks, keys). Never the whole of ``tokens``: the last token must run through
+        the model to give logits."""
+        blocks, keys, parent = [], [], root
         for start in range(0, len(tokens) - 1 - self.block_size + 1, self.block_size):
             chunk = tuple(tokens[start:start + self.block_size])
             key = self.key(parent, chunk)

@@ -77,7 +77,7 @@ class DecoderModel(nn.Module):
     @torch.inference_mode()
     def forward(self, batch: RaggedBatch, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         hidden, residual = self.embed_tokens(batch), None
-        rope = self.rotary.cos_sin(batch.positions, hidden.dtype) if self.rotary is not None else None
+        rope = self.rotary.tables(batch, hidden.dtype) if self.rotary is not None else None
         for layer, kv_cache in zip(self.layers, kv_caches):
             hidden, residual = layer(hidden, residual, batch, rope, kv_cache)
         # only the last token of each sequence needs logits: gather before the norm and the big matmul

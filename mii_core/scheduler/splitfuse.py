@@ -88,7 +88,8 @@ class Scheduler:
                 budget -= count
         while self.waiting and self._room(plan, budget) and len(self.running) < self.config.max_tracked_sequences:
             seq = self.waiting[0]
-            seq.num_computed = self.engine.state.adopt_prefix(seq.uid, seq.token_slice(0, seq.num_tokens))
+            seq.num_computed = self.engine.state.adopt_prefix(seq.uid, seq.token_slice(0, seq.num_tokens),
+                                                               len(seq.prompt_ids))
             free = self.engine.free_blocks
             # the whole remaining prompt, or under a sliding window the most blocks it holds fed in chunks
             if self.engine.state.admission_blocks(seq.uid, seq.num_pending) > free:
@@ -96,7 +97,9 @@ class Scheduler:
                 seq.num_computed = 0
                 return  # FCFS: later arrivals do not overtake the head
             count = min(seq.num_pending, budget, self.engine.state.tokens_fitting(seq.uid, free))
-            self.engine.state.reserve(seq.uid, count)
+            # the original prompt's length, whatever the first put holds (a chunk, or prompt + output
+            # when recomputed after a preemption): a rope may rotate every token by it
+            self.engine.state.reserve(seq.uid, count, len(seq.prompt_ids))
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)

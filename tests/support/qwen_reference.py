@@ -2,10 +2,12 @@
 converted checkpoint folder, the oracle for ``use_dynamic_ntk`` and ``use_logn_attn`` past ``seq_length``
 (where HF Qwen2 computes something else, and transformers has no Qwen v1).
 
-Tokens go in one at a time with a KV cache of rotated keys, as in generation. Each forward takes Qwen's
-NTK alpha from the sequence length at that forward (``get_ntk_alpha(kv_seq_len)``), so token p is
-rotated with the alpha of length p + 1. (modeling_qwen.py's generate reuses the prompt's alpha for every
-generated token; the engine, like this reference, does not: see mii_core/model/rotary.py.)
+Qwen's NTK rule as QWenModel.forward applies it in generation: the forward without a past (the prompt)
+takes ``get_ntk_alpha`` of the prompt's length and caches it (``_ntk_alpha_cached_list``); every later
+forward (with a past, one generated token) reuses that cached alpha. So every token of a sequence, the
+prompt's and the generated ones, is rotated with the prompt's alpha, and keys in the cache keep it.
+Tokens go through the layers one at a time with a KV cache of rotated keys: under the causal mask that
+computes what the prompt's one batched forward computes. logn scaling depends on the position only.
 """
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ class QwenV1Reference:
 
     def reset(self) -> None:
         self.cache: list[tuple[list, list]] = [([], []) for _ in range(self.config["num_hidden_layers"])]
+        self.alpha = 1.0  # QWenModel's _ntk_alpha_cached_list, of one sequence
 
     def _norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
         x32 = x.float()
@@ -74,11 +77,10 @@ class QwenV1Reference:
         return torch.nn.functional.linear(x, self.w[name + ".weight"], bias)
 
     @torch.no_grad()
-    def step(self, token: int) -> torch.Tensor:
-        """Feeds one token; returns its float32 logits [vocab]."""
+    def _forward(self, token: int) -> torch.Tensor:
+        """One token through every layer with the cached alpha; returns its float32 logits [vocab]."""
         kv_len = len(self.cache[0][0]) + 1
-        alpha = get_ntk_alpha(kv_len, self.seq_length) if self.config["use_dynamic_ntk"] else 1.0
-        cos, sin = rotary_tables(self.rot_dim, self.config["rotary_emb_base"], kv_len, alpha)
+        cos, sin = rotary_tables(self.rot_dim, self.config["rotary_emb_base"], kv_len, self.alpha)
         cos, sin = cos[kv_len - 1], sin[kv_len - 1]
         h = self.w["transformer.wte.weight"][token]
         for i, (keys, values) in enumerate(self.cache):
@@ -98,10 +100,22 @@ class QwenV1Reference:
             h = h + self._linear(a1 * torch.nn.functional.silu(a2), layer + "mlp.c_proj")
         return self._linear(self._norm(h, "transformer.ln_f.weight"), "lm_head").float()
 
-    def logits(self, token_ids: list[int]) -> torch.Tensor:
-        """Logits [len(token_ids), vocab] of every position, from a fresh cache."""
+    def logits(self, prompt_ids: list[int]) -> torch.Tensor:
+        """The prompt's forward (no past): logits [len(prompt_ids), vocab] of every position, all rotated
+        with the alpha of the prompt's length, which is cached for the steps that follow."""
         self.reset()
-        return torch.stack([self.step(t) for t in token_ids])
+        self.alpha = get_ntk_alpha(len(prompt_ids), self.seq_length) if self.config["use_dynamic_ntk"] else 1.0
+        return torch.stack([self._forward(t) for t in prompt_ids])
+
+    def step(self, token: int) -> torch.Tensor:
+        """A forward with a past (a generated token): the cached alpha; returns its logits [vocab]."""
+        return self._forward(token)
+
+    def continuation_logits(self, prompt_ids: list[int], continuation: list[int]) -> torch.Tensor:
+        """Logits [1 + len(continuation), vocab]: after the prompt, then after each continuation token."""
+        rows = [self.logits(prompt_ids)[-1]]
+        rows += [self.step(t) for t in continuation]
+        return torch.stack(rows)
 
     def greedy(self, prompt_ids: list[int], new_tokens: int) -> list[int]:
         last = self.logits(prompt_ids)[-1]
