@@ -112,7 +112,8 @@ def test_rank_memory_while_loading_is_about_half(tmp_path):
     whole = results[(0, 1)]
     print("\nloading a 129 MB float32 checkpoint, per rank (MB): " + "; ".join(
         f"TP={w} rank {r}: parameters {m['param_bytes'] / 1e6:.1f}, read {m['bytes_read'] / 1e6:.1f}, "
-        f"peak private memory growth {m['peak_anon_growth'] / 1e6:.1f}, peak RSS growth {m['peak_rss_growth'] / 1e6:.1f}"
+        f"peak private memory growth {m['peak_anon_growth'] / 1e6:.1f}, "
+        f"peak RSS growth {m['peak_rss_growth'] / 1e6:.1f}"
         for (r, w), m in results.items()))
     for rank in (0, 1):
         half = results[(rank, 2)]

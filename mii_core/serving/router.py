@@ -64,10 +64,11 @@ class ReplicaState:
                 pass
 
     def describe(self) -> dict[str, Any]:
-        engine = {k: v for k, v in self.load.items() if k not in ("status", "pid")} if self.alive else {}
+        engine = ({k: v for k, v in self.load.items() if k not in ("status", "pid", "rank_pids")}
+                  if self.alive else {})
         return {"index": self.index, "alive": self.alive, "pid": self.process.pid if self.process else None,
-                "rank_pids": self.rank_pids, "lost_reason": self.lost_reason, "outstanding": self.outstanding, "served": self.served,
-                "engine": engine}
+                "rank_pids": self.rank_pids, "lost_reason": self.lost_reason, "outstanding": self.outstanding,
+                "served": self.served, "engine": engine}
 
 
 class Router(Backend):

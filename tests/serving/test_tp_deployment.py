@@ -71,8 +71,11 @@ def test_tp_deployment_answers_as_the_tp1_pipeline(tp_deployment):
     assert_responses_match(responses, [hf.greedy(p, 16, ignore_eos=True) for p in MIXED_PROMPTS])
     # concurrent requests spread over both replicas, each answering right
     results = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, client.generate(MIXED_PROMPTS[i], max_new_tokens=16, **GREEDY)))
-               for i in range(4)]
+
+    def ask(i: int) -> None:
+        results[i] = client.generate(MIXED_PROMPTS[i], max_new_tokens=16, **GREEDY)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
