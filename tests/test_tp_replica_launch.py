@@ -81,3 +81,18 @@ def test_bad_hostfile_line_names_file_and_line(tmp_path):
     hostfile.write_text("worker-1 slots=2\nworker-2 gpus=2\n")
     with pytest.raises(ValueError, match=r"line 2: 'worker-2 gpus=2' is not 'hostname slots=N'"):
         read_hostfile(hostfile)
+
+
+def test_cpu_ranks_are_launched_by_count():
+    """No devices (CPU ranks, gloo): deepspeed takes --num_gpus N (its -i needs device slots), torchrun
+    pins nothing."""
+    from mii_core.distributed.replica_launch import launch_command
+
+    command, env = launch_command("deepspeed", "localhost", (), 2, 29600, ["python", "-m", "x"],
+                                  executable=["/venv/bin/deepspeed"])
+    assert command == ["/venv/bin/deepspeed", "-H", os.devnull, "--num_gpus", "2", "--master_port", "29600",
+                       "--master_addr", "localhost", "--no_ssh_check", "--no_local_rank", "--no_python",
+                       "python", "-m", "x"] and env == {}
+    command, env = launch_command("torchrun", "localhost", (), 2, 29600, ["python"])
+    assert command == ["torchrun", "--nproc_per_node", "2", "--master_port", "29600", "--no-python", "python"]
+    assert env == {}

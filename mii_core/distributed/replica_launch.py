@@ -114,20 +114,31 @@ def replica_launch_commands(tensor_parallel: int, replica_num: int, torch_dist_p
     for index, (host, devices) in enumerate(place_replicas(tensor_parallel, replica_num, device_map, hosts)):
         port = torch_dist_port + PORT_STRIDE * index
         program = list(server_command(index) if callable(server_command) else server_command)
-        if launcher == "deepspeed":
-            command = ["deepspeed", "-H", str(hostfile) if multi_node else os.devnull,
-                       "-i", f"{host}:{','.join(map(str, devices))}", "--master_port", str(port),
-                       "--master_addr", host, "--no_ssh_check", "--no_local_rank", "--no_python", *program]
-            env = {}
-        else:
-            if host != LOCAL_HOST:
-                raise ValueError(f"launcher='torchrun' starts ranks on this machine only, but a replica is placed "
-                                 f"on {host!r}; use launcher='deepspeed' for a multi-node hostfile")
-            command = ["torchrun", "--nproc_per_node", str(tensor_parallel), "--master_port", str(port),
-                       "--no-python", *program]
-            env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))}
+        command, env = launch_command(launcher, host, devices, tensor_parallel, port, program,
+                                      str(hostfile) if multi_node else None)
         launches.append(ReplicaLaunch(index, host, list(devices), port, command, env))
     return launches
+
+
+def launch_command(launcher: str, host: str, devices: Sequence[int], tensor_parallel: int, master_port: int,
+                   program: Sequence[str], hostfile: Optional[str] = None,
+                   executable: Optional[Sequence[str]] = None) -> tuple[list[str], dict[str, str]]:
+    """One replica's launcher line and the environment it adds. ``devices`` empty: CPU ranks (gloo),
+    ``tensor_parallel`` processes on this machine. ``executable``: how to run the launcher (default:
+    its name, found on PATH)."""
+    program = list(program)
+    if launcher == "deepspeed":
+        where = ["-i", f"{host}:{','.join(map(str, devices))}"] if devices else ["--num_gpus", str(tensor_parallel)]
+        command = [*(executable or ["deepspeed"]), "-H", hostfile or os.devnull, *where, "--master_port",
+                   str(master_port), "--master_addr", host, "--no_ssh_check", "--no_local_rank", "--no_python",
+                   *program]
+        return command, {}
+    if host != LOCAL_HOST:
+        raise ValueError(f"launcher='torchrun' starts ranks on this machine only, but a replica is placed "
+                         f"on {host!r}; use launcher='deepspeed' for a multi-node hostfile")
+    command = [*(executable or ["torchrun"]), "--nproc_per_node", str(tensor_parallel), "--master_port",
+               str(master_port), "--no-python", *program]
+    return command, ({"CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))} if devices else {})
 
 
 def _local_device_count() -> int:

@@ -1,13 +1,16 @@
-"""Resolves a model name or path to a local folder and iterates its tensors one at a time."""
+"""Resolves a model name or path to a local folder and iterates its tensors one at a time, unread
+(:mod:`mii_core.loading.slices`)."""
 from __future__ import annotations
 
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from safetensors import safe_open
+
+from mii_core.loading.slices import LazySlice, ReadCounter
 
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt", "*.tiktoken"]
 
@@ -121,29 +124,31 @@ def count_tensors(files: list[Path]) -> int:
     return total or -1
 
 
-def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yields (name, tensor) one at a time, so peak memory stays near one copy of the weights."""
+def iter_slices(files: list[Path], counter: Optional[ReadCounter] = None) -> Iterator[tuple[str, LazySlice]]:
+    """Yields (name, lazy view) one tensor at a time; nothing is read until a loader copies its part
+    (safetensors through ``get_slice``, ``.bin`` through a memory map), so a rank reads its shard."""
     for file in files:
         if file.suffix == ".safetensors":
-            yield from _safetensors_tensors(file)
+            yield from _safetensors_slices(file, counter)
         else:
             with reading(file):
                 state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
             if not isinstance(state, dict):
                 raise ValueError(f"weights file '{file}' holds a {type(state).__name__}, not a dict of "
                                  "tensors (a state_dict); save the weights with model.state_dict()")
-            yield from state.items()
+            for name, tensor in state.items():
+                yield name, LazySlice.of_tensor(tensor, counter)
             del state
 
 
-def _safetensors_tensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+def _safetensors_slices(file: Path, counter: Optional[ReadCounter]) -> Iterator[tuple[str, LazySlice]]:
     with reading(file):
         handle = safe_open(str(file), framework="pt")
         names = list(handle.keys())
     for name in names:
         with reading(file):
-            tensor = handle.get_tensor(name)
-        yield name, tensor
+            view = LazySlice.of_safetensors(handle.get_slice(name), counter)
+        yield name, view
 
 
 def generation_eos_ids(model_path: Path) -> list[int]:

@@ -1,4 +1,10 @@
-"""Streams checkpoint tensors into the engine model through each parameter's ``weight_loader``."""
+"""Streams checkpoint tensors into the engine model through each parameter's ``weight_loader``.
+
+Each tensor arrives as a :class:`~mii_core.loading.slices.LazySlice`: the loader narrows it to its
+rank's part and only that part is read, so a tensor-parallel rank reads about 1/N of the checkpoint.
+Exceptions, where a rank reads a whole tensor and keeps its slice: a rule's ``transform`` (it reorders
+rows across the tensor, e.g. Falcon's grouped q/k/v) and the replicated parameters (norms, biases of
+row-parallel layers, routers, learned positions, project in/out)."""
 from __future__ import annotations
 
 import logging
@@ -8,20 +14,24 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mii_core.loading.checkpoint import count_tensors, iter_tensors, weight_files
+from mii_core.loading.checkpoint import count_tensors, iter_slices, weight_files
+from mii_core.loading.slices import ReadCounter
 from mii_core.model.policy import ArchitecturePolicy
 
 log = logging.getLogger(__name__)
 
 
-def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path, show_progress: bool = True) -> None:
+def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
+                 show_progress: bool = True) -> ReadCounter:
+    """Loads every parameter; returns how many bytes of the used checkpoint tensors this rank read."""
+    counter = ReadCounter()
     params = dict(model.named_parameters(remove_duplicate=False))
     files = weight_files(model_path)
     total = count_tensors(files)
     loaded: set[str] = set()
     bar = tqdm(total=total if total > 0 else None, desc="Loading weights", unit="tensor",
                disable=None if show_progress else True, leave=False)  # None: off when not a TTY
-    for name, tensor in iter_tensors(files):
+    for name, tensor in iter_slices(files, counter):
         bar.update(1)
         target = policy.map_weight(name)
         if target is None:
@@ -32,6 +42,7 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
         if param is None:
             raise ValueError(f"checkpoint tensor '{name}' maps to '{target.param_name}', which this model "
                              "does not have (does the config match the weights?)")
+        counter.checkpoint_bytes += tensor.numel() * tensor.element_size()
         with torch.no_grad():
             param.weight_loader(param, target.prepare(tensor, policy.spec), target.shard_id, name=name)  # copy_ casts and moves
         loaded.add(target.checkpoint_name or name)  # as expected_weights() names it: prefix included
@@ -40,6 +51,9 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise ValueError(f"checkpoint '{model_path}' is missing weights: {shown}")
+    log.debug("read %d of %d bytes of checkpoint tensors (%.0f%%)", counter.bytes_read, counter.checkpoint_bytes,
+              100 * counter.share_read)
+    return counter
 
 
 def _missing(policy: ArchitecturePolicy, loaded: set[str], params: dict[str, nn.Parameter]) -> list[str]:

@@ -38,15 +38,18 @@ class Experts(nn.Module):
             offset = 0 if part == "gate" else self.local_f
             _copy_checked(param.data[expert].narrow(0, offset, self.local_f), self._rank_slice(loaded, 0), name)
             return
-        experts = range(param.shape[0]) if expert is None else [expert]
-        stacked = loaded if expert is None else loaded[None]
-        if stacked.dim() != 3 or stacked.shape[1] % 2:
+        if expert is None and (loaded.dim() != 3 or loaded.shape[0] != param.shape[0]):
             raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}; a fused expert "
-                             "gate|up tensor must be [2F, H] per expert or [E, 2F, H] for all")
-        gate, up = stacked.chunk(2, dim=1)
-        for index, e in enumerate(experts):
-            _copy_checked(param.data[e, :self.local_f], self._rank_slice(gate[index], 0), name)
-            _copy_checked(param.data[e, self.local_f:], self._rank_slice(up[index], 0), name)
+                             f"gate|up tensor must be [2F, H] per expert or [E, 2F, H] for all (E={param.shape[0]})")
+        # select/narrow/chunk only narrow a lazy checkpoint view: each rank reads its rows of each expert
+        matrices = [(expert, loaded)] if expert is not None else [(e, loaded.select(0, e)) for e in range(param.shape[0])]
+        for e, matrix in matrices:
+            if matrix.dim() != 2 or matrix.shape[0] % 2:
+                raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}; a fused expert "
+                                 "gate|up tensor must be [2F, H] per expert or [E, 2F, H] for all")
+            gate, up = matrix.chunk(2, dim=0)
+            _copy_checked(param.data[e, :self.local_f], self._rank_slice(gate, 0), name)
+            _copy_checked(param.data[e, self.local_f:], self._rank_slice(up, 0), name)
 
     def _load_down(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: ShardId, name: str = "") -> None:
         expert, _part = _parse(shard_id)

@@ -43,7 +43,12 @@ class WeightTarget:
             if tensor.dim() != 2:
                 raise ValueError(f"a transpose rule needs a matrix, got shape {tuple(tensor.shape)}")
             tensor = tensor.t()
-        return self.rule.transform(tensor, spec) if self.rule.transform is not None else tensor
+        if self.rule.transform is None:
+            return tensor
+        # A transform reorders rows across the whole tensor, so no slice read is possible: the lazy
+        # checkpoint view (mii_core.loading.slices) reads all of it at the transform's first tensor call,
+        # and the parameter's loader keeps its rank's slice of the result.
+        return self.rule.transform(tensor, spec)
 
 
 def as_rule(rule: WeightRule) -> Rule:

@@ -20,7 +20,7 @@ from mii_core.config.deployment import MIIConfig, split_serve_options
 from mii_core.serving.client import MIIClient
 from mii_core.serving.devices import place_replicas
 from mii_core.serving.errors import DeploymentStartError
-from mii_core.serving.launch import log_path, log_tail, spawn_router
+from mii_core.serving.launch import log_path, log_tail, spawn_router, tp_launcher
 from mii_core.serving.metadata import (DeploymentRecord, ensure_folder, process_alive, read_record, remove_record,
                                        write_record)
 from mii_core.serving.ports import LINK_HOST, check_ports_free, plan_ports
@@ -91,8 +91,7 @@ def plan_deployment(config: MIIConfig) -> DeploymentRecord:
     model = config.model_conf
     placements = place_replicas(model.device_map, model.replica_num, model.tensor_parallel, config.hostfile)
     if model.tensor_parallel > 1:
-        raise ValueError("tensor_parallel > 1 is not supported yet; serve with tensor_parallel=1 "
-                         "(replica_num adds data-parallel replicas)")
+        tp_launcher()  # a launcher must exist (deepspeed, else torchrun): refused here rather than at start
     remote = sorted({p.host for p in placements if not p.is_local})
     if remote:
         raise ValueError(f"replicas on other hosts ({', '.join(remote)}) are not supported yet; place every "

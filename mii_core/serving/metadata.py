@@ -119,3 +119,10 @@ def process_alive(pid: Optional[int]) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def lost_ranks(rank_pids: list[int]) -> list[str]:
+    """A tensor-parallel replica's ranks whose processes are gone, each as "rank r of N (pid p)"."""
+    if len(rank_pids) < 2:
+        return []
+    return [f"rank {r} of {len(rank_pids)} (pid {pid})" for r, pid in enumerate(rank_pids) if not process_alive(pid)]

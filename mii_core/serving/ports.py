@@ -4,7 +4,8 @@
   from ``transport_ports``;
 - replica i: ``port_number + 1 + i * tensor_parallel`` (MII: the replica's ranks take the following
   ports), on 127.0.0.1;
-- the router's link for Python clients: the port after the last replica's, on 127.0.0.1.
+- the router's link for Python clients: the port after the last replica's, on 127.0.0.1;
+- under tensor parallelism, replica i's ranks meet on ``torch_dist_port + 100·i`` (MII's rule).
 """
 from __future__ import annotations
 
@@ -19,20 +20,24 @@ class PortPlan:
     front_ends: dict[str, tuple[str, int]] = field(default_factory=dict)
     replica_links: list[int] = field(default_factory=list)
     router_link: int = 0
+    rank_rendezvous: list[int] = field(default_factory=list)  # tensor parallel: replica i's master port
 
     def roles(self) -> list[tuple[str, str, int]]:
         """(what, host, port) for every port the deployment binds."""
         roles = [(f"the {name} front end", host, port) for name, (host, port) in self.front_ends.items()]
         roles += [(f"replica {i}'s link", LINK_HOST, port) for i, port in enumerate(self.replica_links)]
         roles.append(("the router's client link", LINK_HOST, self.router_link))
+        roles += [(f"replica {i}'s rank rendezvous (torch_dist_port + 100·{i})", LINK_HOST, port)
+                  for i, port in enumerate(self.rank_rendezvous)]
         return roles
 
 
 def plan_ports(config, transports: list[str]) -> PortPlan:
     tp = config.model_conf.tensor_parallel
     replicas = [config.port_number + 1 + i * tp for i in range(config.model_conf.replica_num)]
+    rendezvous = [config.model_conf.torch_dist_port + 100 * i for i in range(config.model_conf.replica_num)]
     plan = PortPlan({name: config.transport_endpoint(name) for name in transports}, replicas,
-                    config.port_number + 1 + config.model_conf.replica_num * tp)
+                    config.port_number + 1 + config.model_conf.replica_num * tp, rendezvous if tp > 1 else [])
     _check_distinct(plan)
     return plan
 

@@ -1,8 +1,11 @@
 """A replica: one engine (a pipeline and its service) served over the deployment's link.
 
-Run by the router as ``python -m mii_core.serving.replica DEPLOYMENT_FOLDER INDEX`` (see launch.py).
-It exits when asked (terminate), or when its parent (the router) is gone, so no replica outlives
-its deployment.
+Run by the router as ``python -m mii_core.serving.replica DEPLOYMENT_FOLDER INDEX`` (see launch.py),
+once, or under tensor parallelism once per rank by the launcher: rank 0 serves the link and its engine
+service drives the other ranks, which follow its steps (:mod:`mii_core.serving.lockstep`). It exits
+when asked (terminate: rank 0 stops the other ranks), when the router is gone, or (tensor parallel)
+when a rank is lost: rank 0 fails its requests with an error naming the replica and the cause, then
+exits with code 3, and the launcher ends the remaining ranks. So no rank outlives its deployment.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -19,13 +23,17 @@ from mii_core.requests import generation_options, normalize_prompts
 from mii_core.response import Response
 from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
 from mii_core.serving.errors import InvalidRequest
+from mii_core.serving.launch import ROUTER_PID_ENV
 from mii_core.serving.link import LinkServer, backend_handler
-from mii_core.serving.metadata import load_record
+from mii_core.serving.lockstep import LockstepLoop, follow, gather_rank_pids
+from mii_core.serving.metadata import load_record, lost_ranks, process_alive
 from mii_core.serving.ports import LINK_HOST
+from mii_core.serving.service import EngineService
 from mii_core.serving.stream import RequestStream
 
 log = logging.getLogger("mii_core.replica")
 PARENT_CHECK_SECONDS = 0.5
+RANK_LOST_EXIT_CODE = 3
 
 
 class LocalStream(ResponseStream):
@@ -61,8 +69,9 @@ class LocalStream(ResponseStream):
 class LocalBackend(Backend):
     """The engine of this process as a Backend."""
 
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, pipe: Any, rank_pids: Optional[list[int]] = None) -> None:
         self.pipe = pipe
+        self.rank_pids = rank_pids or [os.getpid()]  # rank order; the router watches each
         self.terminated = threading.Event()
 
     def submit(self, request: GenerateRequest) -> LocalStream:
@@ -100,7 +109,7 @@ class LocalBackend(Backend):
         return list(ids)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "pid": os.getpid(), **self.pipe.service.snapshot()}
+        return {"status": "ok", "pid": os.getpid(), "rank_pids": self.rank_pids, **self.pipe.service.snapshot()}
 
     def terminate(self) -> None:
         self.terminated.set()
@@ -109,34 +118,99 @@ class LocalBackend(Backend):
 def replica_model_config(config: MIIConfig, placement: dict[str, Any]) -> ModelConfig:
     """The model options of one replica: one engine, on this replica's devices."""
     device = config.model_conf.device
-    if device is None:  # launch.replica_env shows the replica only its own GPUs
-        device = "cuda:0" if placement["devices"] else "cpu"
+    if device is None and not placement["devices"]:
+        device = "cpu"
+    elif device is None and config.model_conf.tensor_parallel == 1:
+        device = "cuda:0"  # launch.replica_env shows the replica only its own GPUs
+    # (tensor parallel on GPUs: device None, so each rank takes cuda:LOCAL_RANK of those its launcher gave)
     return config.model_conf.model_copy(update={"replica_num": 1, "device": device, "device_map": "auto"})
+
+
+class RouterWatch:
+    """Whether the router that started this replica still runs (its pid from the environment; else the
+    parent, which is the router for a replica without a launcher)."""
+
+    def __init__(self) -> None:
+        raw = os.environ.get(ROUTER_PID_ENV, "")
+        self.pid = int(raw) if raw.isdigit() else os.getppid()
+
+    def alive(self) -> bool:
+        return process_alive(self.pid)
+
+    def exit_when_gone(self, what: str) -> None:
+        """A daemon thread that ends this process once the router is gone (for ranks busy in collectives)."""
+        def watch() -> None:
+            while self.alive():
+                threading.Event().wait(PARENT_CHECK_SECONDS)
+            log.warning("the router (pid %d) is gone; %s exits", self.pid, what)
+            os._exit(1)
+        threading.Thread(target=watch, name="router-watch", daemon=True).start()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     folder, index = argv if argv is not None else sys.argv[1:3]
     index = int(index)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s replica {index} %(levelname)s %(message)s")
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s replica {index} rank {rank} %(levelname)s %(message)s")
     record = load_record(Path(folder))
     if record is None:
         raise SystemExit(f"no deployment record in {folder}")
     config = MIIConfig.model_validate(record.config)
-    parent = os.getppid()
+    router = RouterWatch()
+    router.exit_when_gone(f"replica {index} rank {rank}")
     from mii_core.pipeline import Pipeline
 
-    backend = LocalBackend(Pipeline(replica_model_config(config, record.placements[index])))
+    pipe = Pipeline(replica_model_config(config, record.placements[index]))
+    rank_pids = gather_rank_pids(pipe.ctx)
+    if pipe.ctx.rank > 0:
+        _follow(pipe, index)
+    if pipe.ctx.world_size > 1:  # rank 0: its engine service drives every rank
+        pipe.service = EngineService(LockstepLoop(pipe.loop, pipe.ctx), lockstep=True,
+                                     explain_stop=lambda exc: _explain_loss(index, rank_pids, exc))
+    backend = LocalBackend(pipe, rank_pids)
     host, port = record.replica_links[index]
     server = LinkServer(host or LINK_HOST, port, record.key, backend_handler(backend), name=f"replica{index}").start()
-    log.info("replica %d ready on %s:%d (pid %d)", index, host, port, os.getpid())
-    while not backend.terminated.wait(PARENT_CHECK_SECONDS):
-        if os.getppid() != parent:
-            log.warning("the router (pid %d) is gone; exiting", parent)
-            break
+    log.info("replica %d ready on %s:%d (pid %d, ranks' pids %s)", index, host, port, os.getpid(), rank_pids)
+    code = _serve_until_done(backend, router)
     server.close()
-    backend.pipe.service.close()
+    if code == 0:
+        backend.pipe.service.close()  # under tensor parallelism this stops the other ranks too
     logging.shutdown()
-    os._exit(0)  # daemon threads (link connections) need no join; the engine holds nothing to flush
+    os._exit(code)  # daemon threads (link connections) need no join; the engine holds nothing to flush
+
+
+def _serve_until_done(backend: LocalBackend, router: RouterWatch) -> int:
+    service = backend.pipe.service
+    while not backend.terminated.wait(PARENT_CHECK_SECONDS):
+        if not router.alive():
+            log.warning("the router (pid %d) is gone; exiting", router.pid)
+            return 0
+        if service.stopped.is_set():  # under tensor parallelism: a rank was lost
+            log.error("%s", service.fatal_error)
+            time.sleep(PARENT_CHECK_SECONDS)  # lets the link threads deliver the requests' errors
+            return RANK_LOST_EXIT_CODE
+    return 0
+
+
+def _explain_loss(index: int, rank_pids: list[int], exc: Exception) -> str:
+    time.sleep(0.1)  # a dying peer's sockets close just before its process turns into a zombie
+    gone = lost_ranks(rank_pids)
+    return f"replica {index} lost {', '.join(gone)}: {exc}" if gone else f"replica {index} stopped: {exc}"
+
+
+def _follow(pipe: Any, index: int) -> None:
+    """Ranks > 0: follow rank 0's steps until it stops them (exit 0) or is lost (exit 3)."""
+    from mii_core.requests import build_sequence
+
+    device = pipe.engine.device
+    try:
+        follow(pipe.loop, pipe.ctx, lambda uid, ids, n, options: build_sequence(uid, ids, n, options, device))
+        code = 0
+    except Exception:
+        log.exception("replica %d rank %d stopped", index, pipe.ctx.rank)
+        code = RANK_LOST_EXIT_CODE
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
   start, losing it ends the request with an error that says so (it cannot be resumed elsewhere).
 - Replica processes are polled every MONITOR_SECONDS, so a dead one stops getting requests and is
   reported by ``health()`` within that time; their load (running sequences, KV blocks) every second.
+  A tensor-parallel replica is watched rank by rank (the pids its rank 0 reports): one lost rank makes
+  the replica lost, with the rank named, and what is left of it is ended.
 - At most ``max_queued_requests`` requests wait to start; past that ``QueueFull``.
 - Observers (the REST plugin's metrics) hear time to first token, inter-token latency, tokens and
   each request's outcome.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -24,6 +28,7 @@ from typing import Any, Iterator, Optional, Protocol
 from mii_core.serving.backend import Backend, Chunk, GenerateRequest, ResponseStream
 from mii_core.serving.errors import QueueFull, RequestCancelled, Unavailable, error_kind
 from mii_core.serving.link import LinkBroken, RemoteBackend
+from mii_core.serving.metadata import lost_ranks
 
 log = logging.getLogger(__name__)
 MONITOR_SECONDS = 0.2
@@ -48,12 +53,22 @@ class ReplicaState:
     served: int = 0  # requests finished here
     last_pick: int = -1
     load: dict[str, Any] = field(default_factory=dict)  # the replica's last health answer
+    own_group: bool = False  # its process leads a process group of its own (a launcher and its ranks)
+    rank_pids: list[int] = field(default_factory=list)  # tensor parallel: each rank's pid, in rank order
+
+    def end_process_group(self, signum: int = signal.SIGKILL) -> None:
+        if self.own_group and self.process is not None:
+            try:
+                os.killpg(self.process.pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def describe(self) -> dict[str, Any]:
-        engine = {k: v for k, v in self.load.items() if k not in ("status", "pid")} if self.alive else {}
+        engine = ({k: v for k, v in self.load.items() if k not in ("status", "pid", "rank_pids")}
+                  if self.alive else {})
         return {"index": self.index, "alive": self.alive, "pid": self.process.pid if self.process else None,
-                "lost_reason": self.lost_reason, "outstanding": self.outstanding, "served": self.served,
-                "engine": engine}
+                "rank_pids": self.rank_pids, "lost_reason": self.lost_reason, "outstanding": self.outstanding,
+                "served": self.served, "engine": engine}
 
 
 class Router(Backend):
@@ -140,12 +155,24 @@ class Router(Backend):
                 log.exception("metrics observer failed on %s", event)
 
     def replica_broke(self, replica: ReplicaState, error: Exception) -> None:
-        """A link to ``replica`` broke: if its process is gone, it is lost for good."""
+        """A link to ``replica`` broke: if its process (or one of its ranks) is gone, it is lost for good."""
+        if not self.check_replica(replica):
+            log.warning("replica %d: link broke (%s) but the process lives", replica.index, error)
+
+    def check_replica(self, replica: ReplicaState) -> bool:
+        """Marks ``replica`` lost if one of its ranks or its process is gone; True if it is lost."""
+        if not replica.alive:
+            return True
+        gone = lost_ranks(replica.rank_pids)
+        if gone:
+            self.mark_lost(replica, f"lost {', '.join(gone)}")
+            replica.end_process_group()  # the launcher ends the other ranks too; this makes sure
+            return True
         code = replica.process.poll() if replica.process else None
         if code is not None:
             self.mark_lost(replica, f"its process exited with code {code}")
-        else:
-            log.warning("replica %d: link broke (%s) but the process lives", replica.index, error)
+            return True
+        return False
 
     def mark_lost(self, replica: ReplicaState, reason: str) -> None:
         with self._lock:
@@ -167,9 +194,7 @@ class Router(Backend):
     def _watch_processes(self) -> None:
         while not self._stopping.wait(MONITOR_SECONDS):
             for replica in self.replicas:
-                code = replica.process.poll() if replica.alive and replica.process else None
-                if code is not None:
-                    self.mark_lost(replica, f"its process exited with code {code}")
+                self.check_replica(replica)
 
     def refresh_load(self) -> None:
         for replica in [r for r in self.replicas if r.alive]:
@@ -208,6 +233,7 @@ class Router(Backend):
                 log.warning("replica %d did not exit in %.0f s; killing it", replica.index, grace)
                 process.kill()
                 process.wait()
+            replica.end_process_group()  # a launcher's ranks, should any be left
 
 
 class RoutedStream(ResponseStream):

@@ -30,10 +30,13 @@ log = logging.getLogger("mii_core.router")
 READY_POLL_SECONDS = 0.2
 
 
-def start_replicas(record: DeploymentRecord) -> list[ReplicaState]:
+def start_replicas(record: DeploymentRecord, config: MIIConfig) -> list[ReplicaState]:
     folder = Path(record.folder)
     count = len(record.placements)
-    return [ReplicaState(i, RemoteBackend(address, record.key), spawn_replica(folder, i, placement, count))
+    model = config.model_conf
+    return [ReplicaState(i, RemoteBackend(address, record.key),
+                         spawn_replica(folder, i, placement, count, model.tensor_parallel, model.torch_dist_port),
+                         own_group=model.tensor_parallel > 1)
             for i, (address, placement) in enumerate(zip(record.replica_links, record.placements))]
 
 
@@ -48,7 +51,8 @@ def wait_until_ready(replicas: list[ReplicaState], folder: Path, timeout: float)
                 raise DeploymentStartError(f"replica {replica.index} exited with code {code} while starting; "
                                            f"the end of its log ({path}):\n{log_tail(path)}")
             try:
-                replica.backend.health(timeout=5)
+                answer = replica.backend.health(timeout=5)
+                replica.rank_pids = list(answer.get("rank_pids") or [])
                 waiting.remove(replica)
             except Exception:
                 pass  # not listening yet: still loading the model
@@ -90,7 +94,7 @@ def stop_front_ends(transports: list[Transport]) -> None:
 def run(record: DeploymentRecord) -> int:
     config = MIIConfig.model_validate(record.config)
     record.router_pid = os.getpid()
-    replicas = start_replicas(record)
+    replicas = start_replicas(record, config)
     record.replica_pids = [r.process.pid for r in replicas]
     write_record(record)
     router = Router(replicas, record.name, config.model_conf.model_name_or_path, config.max_queued_requests)

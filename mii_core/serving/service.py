@@ -13,6 +13,11 @@ sequences' KV state, and callers talk to it through a queue:
   batch and frees their KV blocks;
 - an exception inside a step fails the requests whose sequences were in that step, with that
   exception; the loop keeps serving the others.
+
+Under tensor parallelism (``lockstep=True``) the loop is rank 0's :class:`~mii_core.serving.lockstep.LockstepLoop`:
+while idle the service sends the other ranks a heartbeat every ``HEARTBEAT_SECONDS``; a failed step or
+heartbeat (a rank lost, or ranks whose states may now differ) stops the service and fails every
+request with ``Unavailable(explain_stop(cause))``; ``close`` stops the other ranks too.
 """
 from __future__ import annotations
 
@@ -20,11 +25,12 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from mii_core.engine.generation_loop import GenerationLoop
 from mii_core.scheduler.sequence import Sequence, SequenceStatus
 from mii_core.serving.errors import QueueFull, RequestCancelled, Unavailable
+from mii_core.serving.lockstep import HEARTBEAT_SECONDS
 from mii_core.serving.stream import RequestStream
 
 log = logging.getLogger(__name__)
@@ -50,8 +56,12 @@ class ServiceStats:
 
 class EngineService:
     def __init__(self, loop: GenerationLoop, max_queued_requests: Optional[int] = None,
-                 name: str = "mii-core-engine") -> None:
-        self.loop = loop
+                 name: str = "mii-core-engine", lockstep: bool = False,
+                 explain_stop: Optional[Callable[[Exception], str]] = None) -> None:
+        self.loop, self.lockstep = loop, lockstep
+        self.explain_stop = explain_stop or (lambda exc: f"the engine stopped: {exc}")
+        self.fatal_error: Optional[Unavailable] = None  # set when a lockstep failure stopped the service
+        self.stopped = threading.Event()
         self.max_queued_requests = max_queued_requests
         self.stats = ServiceStats()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -69,7 +79,7 @@ class EngineService:
             self.loop.check_fits(seq)
         with self._lock:
             if self._closed:
-                raise Unavailable("the engine service was stopped")
+                raise self.fatal_error or Unavailable("the engine service was stopped")
             if self.max_queued_requests is not None and self._unstarted >= self.max_queued_requests:
                 raise QueueFull(f"{self._unstarted} requests are already waiting (max_queued_requests="
                                 f"{self.max_queued_requests}); retry later")
@@ -108,6 +118,15 @@ class EngineService:
             import torch
 
             torch.cuda.set_device(device)
+        try:
+            self._serve()
+        except Exception as exc:  # lockstep only: a rank lost, or ranks that may have diverged
+            log.exception("the engine service stopped")
+            self._stop_fatally(exc)
+        finally:
+            self.stopped.set()
+
+    def _serve(self) -> None:
         while True:
             if not self._take_inbox(block=not self.loop.scheduler.has_work()):
                 return
@@ -116,19 +135,22 @@ class EngineService:
             try:
                 self.loop.step()
             except Exception as exc:  # a bad step must not take the other requests down with it
+                if self.lockstep:
+                    raise  # the other ranks' states are unknown now: nothing can be served
                 log.exception("engine step failed; failing the requests in that step")
                 self._fail_step(exc)
             self._publish()
 
     def _take_inbox(self, block: bool) -> bool:
         """Applies queued adds and cancels; False once the service is stopping."""
-        try:
-            item = self._inbox.get() if block else self._inbox.get_nowait()
-        except queue.Empty:
+        item = self._next_item(block)
+        if item is None:
             return True
         while True:
             if item is _STOP:
                 self._fail_requests({e.request for e in self._entries}, Unavailable("the engine service was stopped"))
+                if self.lockstep:
+                    self.loop.stop_followers()
                 return False
             action, request = item
             if action == "add":
@@ -139,6 +161,36 @@ class EngineService:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return True
+
+    def _next_item(self, block: bool):
+        """The next queued item, or None; under lockstep an idle wait sends heartbeats meanwhile."""
+        while True:
+            try:
+                if not block:
+                    return self._inbox.get_nowait()
+                return self._inbox.get(timeout=HEARTBEAT_SECONDS if self.lockstep else None)
+            except queue.Empty:
+                if not block:
+                    return None
+                self.loop.heartbeat()
+
+    def _stop_fatally(self, exc: Exception) -> None:
+        with self._lock:
+            self._closed = True
+            self.fatal_error = Unavailable(self.explain_stop(exc))
+        self._fail_requests({e.request for e in self._entries}, self.fatal_error)
+        self._fail_queued(self.fatal_error)
+
+    def _fail_queued(self, error: Exception) -> None:
+        """Requests submitted but not yet taken into the loop."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP and item[0] == "add" and not item[1]._ended:
+                self.stats.failed += 1
+                self._end(item[1], error)
 
     def _add(self, request: RequestStream) -> None:
         if request._ended:  # cancelled before the loop saw it

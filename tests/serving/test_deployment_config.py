@@ -94,10 +94,24 @@ def test_device_map_checks_run_before_anything_is_spawned(tmp_path, hostfile):
     assert no_deployment_started("dm")
 
 
-def test_tensor_parallel_is_refused_for_now(tmp_path):
-    with pytest.raises(ValueError, match="tensor_parallel > 1 is not supported yet"):
-        mii_core.serve(str(tmp_path), tensor_parallel=2, transports=[], device_map="auto",
-                       hostfile=str(tmp_path / "none"))
+def test_a_busy_rank_rendezvous_port_is_refused_before_spawning(tmp_path):
+    """Under tensor parallelism replica i's ranks meet on torch_dist_port + 100·i (MII's rule)."""
+    base, dist_port = free_port_block(6), free_port_block(1)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", dist_port))
+        holder.listen()
+        with pytest.raises(ValueError, match=f"port {dist_port} on 127.0.0.1 \\(replica 0's rank rendezvous"):
+            mii_core.serve(str(tmp_path), deployment_name="tp-busy", tensor_parallel=2, port_number=base,
+                           torch_dist_port=dist_port, transports=[], hostfile=str(tmp_path / "none"))
+    assert no_deployment_started("tp-busy")
+
+
+def test_an_unknown_tensor_parallel_launcher_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("MII_CORE_TP_LAUNCHER", "mpirun")
+    with pytest.raises(ValueError, match="MII_CORE_TP_LAUNCHER='mpirun': choose 'deepspeed' or 'torchrun'"):
+        mii_core.serve(str(tmp_path), deployment_name="tp-launcher", tensor_parallel=2, transports=[],
+                       port_number=free_port_block(6), hostfile=str(tmp_path / "none"))
+    assert no_deployment_started("tp-launcher")
 
 
 def test_a_port_in_use_is_a_clear_error_before_spawning(tmp_path):
