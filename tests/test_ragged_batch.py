@@ -29,6 +29,6 @@ def test_every_field_starts_on_a_16_byte_boundary(new_tokens):
     batch = build_ragged_batch(token_lists, [4] * len(new_tokens), tables, 4, torch.device("cpu"))
     tensors = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)
                if isinstance(getattr(batch, f.name), torch.Tensor)}
-    assert len(tensors) == 10
+    assert len(tensors) == 11
     misaligned = {name: t.data_ptr() % 16 for name, t in tensors.items() if t.data_ptr() % 16}
     assert not misaligned

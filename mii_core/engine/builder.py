@@ -124,7 +124,7 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
              num_blocks * shape.bytes_per_block / 1e9)
     graph_batch = config.inference_engine_config.cuda_graph_max_batch_size
     if device.type == "cuda":
-        engine.warm_up()
+        engine.warm_up(policy.spec.max_position_embeddings)
     if device.type == "cuda" and graph_batch > 0:
         seconds = engine.capture_decode_graphs(graph_batch)
         log.info("captured CUDA graphs for decode batches %s in %.1f s", engine.graphs.sizes, seconds)

@@ -35,11 +35,12 @@ class InferenceEngine:
         self._kv_layers = kv_cache.layers()
         self.graphs = None  # DecodeGraphs, when the builder captured them
 
-    def warm_up(self) -> None:
+    def warm_up(self, max_positions: Optional[int] = None) -> None:
         """Steps of each kind on uids no request uses (a prompt chunk; a decode beside a new prompt; many
-        decodes at once), so that JIT-compiled kernels compile now, not in the middle of the first requests."""
+        decodes at once), so that JIT-compiled kernels compile now, not in the middle of the first requests.
+        ``max_positions``: the model's position limit (a learned position table ends there)."""
         tokens = min(self.config.max_ragged_batch_size - 3, (self.free_blocks - 2) * self.block_size,
-                     self.config.max_context - 2)
+                     self.config.max_context - 2, (max_positions or self.config.max_context) - 2)
         many = min(64, self.config.max_ragged_sequence_count, self.free_blocks - 2 - tokens // self.block_size)
         if tokens < 2:
             return
