@@ -99,3 +99,51 @@ def test_async_scheduling_is_off_by_default_on_cpu(checkpoint, pipeline):
     """Unset, it follows the device: on for one GPU, off on CPU (where the host is the device)."""
     assert pipeline(checkpoint("gqa")).loop.overlap is False
     assert pipeline(checkpoint("gqa"), **_config()).loop.overlap is True
+
+
+def test_a_request_arriving_while_steps_run_ahead_joins_the_batch(checkpoint, oracle):
+    """A new request waits while a step is in flight: the loop reads that step's tokens, plans the new
+    prompts beside the running decode, and goes ahead again once every sequence decodes. Driven step by
+    step (the engine service stopped) so that the arrival surely lands while a step runs ahead."""
+    import mii_core
+    from mii_core.requests import build_sequence
+
+    path = checkpoint("gqa")
+    hf = oracle(path)
+    references = [hf.greedy(p, NEW_TOKENS, ignore_eos=True) for p in MIXED_PROMPTS[:3]]
+    pipe = mii_core.pipeline(str(path), inference_engine_config=ASYNC)
+    try:
+        pipe.service.close()  # this test's thread drives the loop itself
+        greedy = generation_options({"do_sample": False, "max_new_tokens": NEW_TOKENS, "ignore_eos": True})
+        seqs = [build_sequence(900 + i, hf.encode(p), NEW_TOKENS, greedy, pipe.engine.device)
+                for i, p in enumerate(MIXED_PROMPTS[:3])]
+        loop = pipe.loop
+        loop.add(seqs[0])
+        while loop.num_steps_ahead < 3:
+            loop.step()
+        assert len(seqs[0].generated_ids) < NEW_TOKENS, "the first request must still be running"
+        ahead = loop.num_steps_ahead
+        loop.add(seqs[1])
+        loop.add(seqs[2])
+        loop.step()  # reads the step in flight
+        loop.step()
+        assert seqs[1].num_computed > 0 and len(seqs[0].generated_ids) < NEW_TOKENS, \
+            "the new prompts must go in beside the running decode, not after it"
+        while loop.scheduler.has_work():
+            loop.step()
+        assert [s.generated_ids for s in seqs] == [list(g.new_ids) for g in references]
+        assert loop.num_steps_ahead > ahead, "once the new prompts are in, the loop goes ahead again"
+    finally:
+        pipe.destroy()
+
+
+def test_seeded_sampling_is_unchanged_by_async_scheduling(checkpoint, pipeline):
+    """A sampled row keeps the whole batch on the plain path (its draw needs the host), so the same seed
+    gives the same text with the option on or off, greedy rows beside it included."""
+    path = checkpoint("gqa")
+    sampled = {"do_sample": True, "seed": 77, "top_p": 0.9, "max_new_tokens": NEW_TOKENS, "ignore_eos": True}
+    texts = {}
+    for overlap in (False, True):
+        pipe = pipeline(path, inference_engine_config={"async_scheduling": overlap})
+        texts[overlap] = [r.generated_text for r in pipe(MIXED_PROMPTS[:3], **sampled)]
+    assert texts[True] == texts[False]
