@@ -34,6 +34,7 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))  # `support.*` and the test modules holding the builders
 import support.arch_checkpoints as checkpoints  # noqa: E402
 from support.family_parity import NEW_TOKENS, SCHEDULES, schedule_options  # noqa: E402
+from support.moe_routing import expert_spread, recording_routing  # noqa: E402
 from support.prompts import MIXED_PROMPTS  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
@@ -181,27 +182,12 @@ def check_float32(case: Case, ours: Path, reference: Path, tally: Tally) -> None
 def experts_really_used(pipe, token_lists) -> tuple[bool, str]:
     """Mixtral's router in the engine picks among its experts: in each layer at least half of them get
     tokens and none takes half the picks (eager steps are recorded; replayed CUDA graphs call no Python)."""
-    import mii_core.model.moe as moe
-
-    picks, gating = [], moe.top_k_gating
-
-    def recording(router_logits, k, renormalize):
-        weights, ids = gating(router_logits, k, renormalize)
-        if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
-            picks.append(ids.reshape(-1).cpu())
-        return weights, ids
-
-    moe.top_k_gating = recording
-    try:
+    with recording_routing() as calls:
         generate(pipe, token_lists, 4)
-    finally:
-        moe.top_k_gating = gating
     layers, experts = pipe.spec.num_layers, pipe.spec.moe.num_experts
-    if not picks or len(picks) % layers:
-        return False, f"{len(picks)} routing calls for {layers} layers"
-    counts = [torch.bincount(torch.cat(picks[layer::layers]), minlength=experts) for layer in range(layers)]
-    used = [int((c > 0).sum()) for c in counts]
-    top_share = max(float(c.max() / c.sum()) for c in counts)
+    if not calls or len(calls) % layers:
+        return False, f"{len(calls)} routing calls for {layers} layers"
+    used, top_share = expert_spread(calls, layers, experts)
     ok = min(used) >= experts // 2 and top_share < 0.5
     return ok, f"experts used per layer {used} of {experts}; busiest expert's share {top_share:.2f}"
 

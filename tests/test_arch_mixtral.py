@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, MixtralConfig, MixtralForCausalLM
 
 from support.checkpoint_edits import REMOVE
 from support.family_parity import SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf
+from support.moe_routing import expert_spread, recording_routing
 from support.prompts import MIXED_PROMPTS
 
 EXPERTS, TOP_K, LAYERS = 8, 2, 2
@@ -83,26 +84,14 @@ def test_sliding_window_past_the_window_matches_hf(mixtral, oracle, pipeline, sc
                              cache_blocks=10)
 
 
-def test_routing_spreads_tokens_over_the_experts(mixtral, pipeline, monkeypatch):
-    """The router really picks among the experts: in each layer at least half of them get tokens, and
-    the two weights of each token are softmaxed over its two picks (they sum to 1)."""
-    import mii_core.model.moe
-
-    calls = []
-    gating = mii_core.model.moe.top_k_gating
-
-    def recording(router_logits, k, renormalize):
-        weights, ids = gating(router_logits, k, renormalize)
-        calls.append((weights, ids))
-        return weights, ids
-
-    monkeypatch.setattr(mii_core.model.moe, "top_k_gating", recording)
-    pipeline(mixtral("full"))(MIXED_PROMPTS, do_sample=False, max_new_tokens=4, ignore_eos=True)
-    assert calls and len(calls) % LAYERS == 0, "each forward pass routes once per layer"
-    for layer in range(LAYERS):
-        picked = torch.cat([ids.reshape(-1) for ids in (c[1] for c in calls[layer::LAYERS])])
-        assert picked.unique().numel() >= EXPERTS // 2, f"layer {layer} used experts {picked.unique().tolist()}"
-        assert torch.bincount(picked, minlength=EXPERTS).max() < 0.5 * picked.numel(), "one expert dominates"
+def test_routing_spreads_tokens_over_the_experts(mixtral, pipeline):
+    """The router really picks among the experts: in each layer at least half of them get tokens, none
+    takes half the picks, and the two weights of each token are softmaxed over its two picks (sum 1)."""
+    with recording_routing() as calls:
+        pipeline(mixtral("full"))(MIXED_PROMPTS, do_sample=False, max_new_tokens=4, ignore_eos=True)
+    used, busiest_share = expert_spread(calls, LAYERS, EXPERTS)
+    assert min(used) >= EXPERTS // 2, f"experts used per layer: {used}"
+    assert busiest_share < 0.5, "one expert dominates"
     for weights, ids in calls:
         assert ids.shape[1] == TOP_K and (ids[:, 0] != ids[:, 1]).all()
         torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[0]))
