@@ -20,10 +20,22 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def ephemeral_port_floor() -> int:
+    """The lowest port the kernel hands out as the local end of outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port_block(count: int) -> int:
-    """A base port with `count` consecutive free ports (checked now; tests use them right away)."""
+    """A base port with `count` consecutive free ports (checked now; tests use them right away), below
+    the ephemeral range, so that no client connection can take one as its local port meanwhile (that made
+    a "port freed after terminate" check fail now and then). 200 spare above the block: a tensor-parallel
+    replica also takes torch_dist_port + 100·i."""
     for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
+        base = random.randrange(20000, min(60000, ephemeral_port_floor()) - count - 200)
         if all(port_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no block of free ports found")
