@@ -55,14 +55,3 @@ BAD_CONFIGS = {
 @pytest.mark.parametrize("case", BAD_CONFIGS)
 def test_bad_config_is_a_clear_error(opt, tmp_path, case):
     assert_config_refused(opt.path("125m"), tmp_path, *BAD_CONFIGS[case])
-
-
-def test_start_up_warm_up_stays_inside_the_learned_position_table(opt, oracle, pipeline):
-    """The GPU start-up runs one long warm-up prompt; on OPT's 256 learned positions (max_context is
-    8,192) it must stop at the table's end, then greedy output still equals HF's."""
-    path = opt.path("125m")
-    pipe = pipeline(path)
-    assert pipe.config.inference_engine_config.state_manager.max_context > pipe.spec.max_position_embeddings
-    pipe.engine.warm_up(pipe.spec.max_position_embeddings)
-    assert not pipe.engine.state.sequences, "the warm-up's sequences must be flushed"
-    assert_greedy_matches_hf(pipeline, oracle, path, "whole")

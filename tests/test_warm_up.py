@@ -1,0 +1,37 @@
+"""The start-up warm-up (run on GPUs before the CUDA graphs are captured) on every architecture: it must
+stay inside the model's limits (a learned position table ends at max_position_embeddings: OPT and GPT-2
+hit a device-side assert on the H100 when it did not), leave no state behind, and change no output."""
+
+import pytest
+
+import support.arch_checkpoints as checkpoints
+from support.prompts import MIXED_PROMPTS
+
+NEW_TOKENS = 8
+ARCHITECTURES = {
+    "llama": checkpoints.llama("gqa"),
+    "mistral-window": checkpoints.family("test_arch_mistral", "window"),
+    "mixtral": checkpoints.family("test_arch_mixtral", "full"),
+    "qwen2": checkpoints.family("test_arch_qwen2", "tied"),
+    "qwen-v1": checkpoints.qwen_v1,
+    "falcon-7b": checkpoints.family("test_arch_falcon", "7b"),
+    "phi-2": checkpoints.family("test_arch_phi", "phi2"),
+    "opt-350m": checkpoints.family("test_arch_opt", "350m"),
+    "gpt2-kit": checkpoints.gpt2_kit,
+}
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_warm_up_stays_inside_the_model_and_changes_nothing(name, tmp_path_factory, oracle, pipeline):
+    ours, reference = ARCHITECTURES[name](tmp_path_factory.mktemp)
+    references = [oracle(reference).greedy(p, NEW_TOKENS, ignore_eos=True) for p in MIXED_PROMPTS[:3]]
+    pipe = pipeline(ours)
+    limit = pipe.spec.max_position_embeddings
+    assert pipe.config.inference_engine_config.state_manager.max_context > limit or limit > 4096, \
+        "the engine's max_context alone would not keep this warm-up inside the model"
+    pipe.engine.warm_up(limit)
+    assert not pipe.engine.state.sequences, "the warm-up's sequences must be flushed"
+    # token ids in and out: Qwen v1's own tokenizer differs from the HF Qwen2 oracle's
+    outputs = pipe.generate_tokens([list(g.prompt_ids) for g in references], max_new_tokens=NEW_TOKENS,
+                                   do_sample=False, ignore_eos=True)
+    assert [list(o.token_ids) for o in outputs] == [list(g.new_ids) for g in references]
