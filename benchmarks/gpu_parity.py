@@ -12,13 +12,15 @@ In bf16 it runs a short greedy comparison on Llama (float32 is the parity check:
 in HF and here, so a step whose HF margin is within bf16 noise may flip; such a step ends the comparison
 and is reported, not counted as a mismatch).
 
-One line per check, a summary at the end, exit 1 on any mismatch. Without CUDA it runs on the CPU as a
+One line per check, a summary at the end, exit 1 on any mismatch. A check that kills the process's CUDA
+context (a device-side assert) fails alone: the checks after it run in a fresh process. Without CUDA it runs on the CPU as a
 dry run of itself (a few minutes). On the lent GPU: `. benchmarks/gpu_setup.sh && python3 benchmarks/gpu_parity.py`
 (`--only llama-gqa,mixtral` runs some checks; `--list` names them).
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -234,6 +236,25 @@ def guarded(name: str, tally: Tally, check: Callable[[], None]) -> None:
     print(f"[parity]      {name} took {time.perf_counter() - start:.1f}s", flush=True)
 
 
+def cuda_usable() -> bool:
+    """False once a device-side error (an assert in a kernel) has poisoned this process's CUDA context:
+    every later CUDA call fails, whatever it is."""
+    if DEVICE != "cuda":
+        return True
+    try:
+        torch.cuda.synchronize()
+        return True
+    except Exception:
+        return False
+
+
+def run_rest_in_fresh_process(names: list[str], tally: Tally) -> None:
+    """The remaining checks in a new process, so that one family's device-side error does not fail them."""
+    print(f"[parity] this process's CUDA context is lost; {', '.join(names)} run in a fresh process", flush=True)
+    code = subprocess.call([sys.executable, __file__, "--only", ",".join(names)])
+    tally.record("checks run in a fresh process", code == 0, f"exit {code} ({len(names)} checks, lines above)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated check names (see --list); bf16 runs as 'llama-bf16'")
@@ -255,11 +276,16 @@ def main(argv=None) -> int:
     tally, start = Tally(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         mktemp = checkpoints.folder_maker(Path(tmp))
-        for case in cases():
-            if not only or case.name in only:
-                run_case(case, mktemp, tally)
-        if not only or "llama-bf16" in only:
-            guarded("llama-bf16", tally, lambda: check_bf16_llama(tally, mktemp))
+        selected = [name for name in names if not only or name in only]
+        by_name = {case.name: case for case in cases()}
+        for index, name in enumerate(selected):
+            if name == "llama-bf16":
+                guarded(name, tally, lambda: check_bf16_llama(tally, mktemp))
+            else:
+                run_case(by_name[name], mktemp, tally)
+            if not cuda_usable() and selected[index + 1:]:
+                run_rest_in_fresh_process(selected[index + 1:], tally)
+                break
     print(f"[parity] summary: {len(tally.passed)} passed, {len(tally.failed)} failed, "
           f"{len(tally.skipped)} skipped {tally.skipped} in {time.perf_counter() - start:.0f}s on {DEVICE}", flush=True)
     for label in tally.failed:
