@@ -26,15 +26,16 @@ class Sampler:
         """Whether the next token of every sequence is plain argmax (greedy, and none still barred from
         EOS), so that it can stay on the device. ``unread``: tokens each sequence sampled that are not in
         ``generated_ids`` yet."""
-        return not any(seq.options.do_sample or (self.eos_ids and not seq.options.ignore_eos
-                                                 and len(seq.generated_ids) + unread < seq.options.min_new_tokens)
-                       for seq in seqs)
+        return not any(seq.options.do_sample or self._barred_from_eos(seq, unread) for seq in seqs)
+
+    def _barred_from_eos(self, seq: Sequence, unread: int = 0) -> bool:
+        """min_new_tokens: EOS cannot be chosen before that many tokens were generated (HF's rule)."""
+        return (bool(self.eos_ids) and not seq.options.ignore_eos
+                and len(seq.generated_ids) + unread < seq.options.min_new_tokens)
 
     def _suppress_early_eos(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        """min_new_tokens: EOS cannot be chosen before that many tokens were generated (HF's rule)."""
-        early = [i for i, s in enumerate(seqs)
-                 if len(s.generated_ids) < s.options.min_new_tokens and not s.options.ignore_eos]
-        if early and self.eos_ids:
+        early = [i for i, s in enumerate(seqs) if self._barred_from_eos(s)]
+        if early:
             logits = logits.clone()
             rows = torch.tensor(early, device=logits.device)[:, None]
             logits[rows, torch.tensor(self.eos_ids, device=logits.device)[None, :]] = float("-inf")
