@@ -149,8 +149,17 @@ class _Length:  # what schedule_options reads from a reference
     prompt_length: int
 
 
-def engine_options(case: Case, schedule: str, token_lists) -> dict:
-    return schedule_options(schedule, [_Length(len(t)) for t in token_lists], case.new_tokens, case.cache_blocks)
+KV_FRACTION = {"value": None}  # --kv-fraction: None keeps the engine's default share of free GPU memory
+
+
+def engine_options(case: Case | None = None, schedule: str = "whole", token_lists=()) -> dict:
+    """The schedule's options; where they leave the KV cache's size alone, --kv-fraction's share if given."""
+    options = schedule_options(schedule, [_Length(len(t)) for t in token_lists], case.new_tokens,
+                               case.cache_blocks) if case else {}
+    state = options.setdefault("inference_engine_config", {}).setdefault("state_manager", {})
+    if KV_FRACTION["value"] is not None and "memory_config" not in state:
+        state["memory_config"] = {"mode": "fraction", "size": KV_FRACTION["value"]}
+    return options
 
 
 def check_float32(case: Case, ours: Path, reference: Path, tally: Tally) -> None:
@@ -159,7 +168,7 @@ def check_float32(case: Case, ours: Path, reference: Path, tally: Tally) -> None
     for schedule in SCHEDULES:
         label = f"{case.name} {schedule}"
         if token_lists is None:  # the engine's tokenizer; HF then reads the very same ids
-            pipe = mii_core.pipeline(str(ours), dtype="float32")
+            pipe = mii_core.pipeline(str(ours), dtype="float32", **engine_options())
             token_lists = [pipe.tokenizer(p)["input_ids"] for p in MIXED_PROMPTS]
             expected, margins = hf_greedy(model, token_lists, case.new_tokens)
             diff = last_logits_diff(pipe, model, token_lists)
@@ -199,7 +208,7 @@ def check_bf16_llama(tally: Tally, mktemp) -> None:
     HF margin is below BF16_NOISE (a tie under bf16 rounding); a difference before that is a mismatch."""
     ours, reference = checkpoints.llama("gqa")(mktemp)
     model = hf_model(reference, torch.bfloat16)
-    pipe = mii_core.pipeline(str(ours), dtype="bfloat16")
+    pipe = mii_core.pipeline(str(ours), dtype="bfloat16", **engine_options())
     try:
         token_lists = [pipe.tokenizer(p)["input_ids"] for p in MIXED_PROMPTS]
         expected, margins = hf_greedy(model, token_lists, BF16_NEW_TOKENS)
@@ -251,7 +260,8 @@ def cuda_usable() -> bool:
 def run_rest_in_fresh_process(names: list[str], tally: Tally) -> None:
     """The remaining checks in a new process, so that one family's device-side error does not fail them."""
     print(f"[parity] this process's CUDA context is lost; {', '.join(names)} run in a fresh process", flush=True)
-    code = subprocess.call([sys.executable, __file__, "--only", ",".join(names)])
+    fraction = [] if KV_FRACTION["value"] is None else ["--kv-fraction", str(KV_FRACTION["value"])]
+    code = subprocess.call([sys.executable, __file__, "--only", ",".join(names), *fraction])
     tally.record("checks run in a fresh process", code == 0, f"exit {code} ({len(names)} checks, lines above)")
 
 
@@ -259,7 +269,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated check names (see --list); bf16 runs as 'llama-bf16'")
     parser.add_argument("--list", action="store_true", help="print the check names and exit")
+    parser.add_argument("--kv-fraction", type=float, default=None,
+                        help="share of free GPU memory for each engine's KV cache (default: the engine's 0.9); "
+                             "lower leaves room for another GPU process beside this one")
     args = parser.parse_args(argv)
+    KV_FRACTION["value"] = args.kv_fraction
     names = [c.name for c in cases()] + ["llama-bf16"]
     if args.list:
         print("\n".join(names))

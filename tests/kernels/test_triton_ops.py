@@ -48,10 +48,7 @@ def assert_matches(actual, expected):
     if expected.dtype == torch.float32:
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
         return
-    # one unit in the last place at the inputs' scale (about 1): a result formed by cancelling products,
-    # as rotary's x cos - y sin, may differ by that much where the GPU fuses a multiply-add
-    rtol = {torch.float16: 1e-3, torch.bfloat16: 1.6e-2}[expected.dtype]  # torch's own defaults
-    torch.testing.assert_close(actual, expected, atol=torch.finfo(expected.dtype).eps, rtol=rtol)
+    torch.testing.assert_close(actual, expected)
     assert_rounded_alike(actual, expected)
 
 

@@ -9,20 +9,24 @@ Contract (``mii_core.model.ops.rotary_write_kv``), with what this kernel accepts
   A negative slot writes nothing: padding tokens of a captured CUDA graph may use -1.
 - Returns a new contiguous [T, Hq, D] tensor holding the rotated q; the inputs are not modified.
 The arithmetic rounds where the reference does: ``x * cos`` and ``rotate_half(x) * sin`` are each
-rounded to x's dtype before their sum (PyTorch's op-by-op order), so 16-bit results are bit-identical
-to it; float32 ones may differ in the last bit where the compiler fuses a multiply and an add.
+rounded to x's dtype before their sum (PyTorch's op-by-op order), so results are bit-identical to it.
+Compiled for NVIDIA, the products and the sum use round-to-nearest intrinsics: with plain operators the
+backend narrowed them to float16 arithmetic and fused product and sum into one fma (one rounding where
+PyTorch has two), which changed a quarter of a float16 case's elements by one ulp on the H100. The
+interpreter (CPU) has no intrinsics and never fuses, so it keeps the plain operators.
 """
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 
 @triton.jit
 def _rotate_heads(src, dst, cos_row, sin_row, head0, heads, dim, rotary_dim, stride_sh, stride_sd,
                   stride_dh, stride_dd, stride_cd, HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr,
-                  BLOCK_D: tl.constexpr):
+                  BLOCK_D: tl.constexpr, UNFUSED: tl.constexpr):
     """Copies heads [head0, head0 + BLOCK_H) of one token's row ``src`` to ``dst``, rotating the first
     ``rotary_dim`` features of each."""
     h = head0 + tl.arange(0, BLOCK_H)[:, None]
@@ -39,9 +43,16 @@ def _rotate_heads(src, dst, cos_row, sin_row, head0, heads, dim, rotary_dim, str
         sin = tl.load(sin_row + d * stride_cd, mask=rotated, other=0.0).to(tl.float32)
         x_partner = tl.load(src + h * stride_sh + partner * stride_sd, mask=mask & rotated, other=0.0)
         # rounded as PyTorch rounds ``x * cos + rotate_half(x) * sin`` in x's dtype
-        first = (x.to(tl.float32) * cos).to(dtype).to(tl.float32)
-        second = (sign * x_partner.to(tl.float32) * sin).to(dtype).to(tl.float32)
-        x = tl.where(rotated, (first + second).to(dtype), x)
+        partner_signed = sign * x_partner.to(tl.float32)  # exact: a sign flip
+        if UNFUSED:
+            first = libdevice.mul_rn(x.to(tl.float32), cos).to(dtype).to(tl.float32)
+            second = libdevice.mul_rn(partner_signed, sin).to(dtype).to(tl.float32)
+            total = libdevice.add_rn(first, second)
+        else:
+            first = (x.to(tl.float32) * cos).to(dtype).to(tl.float32)
+            second = (partner_signed * sin).to(dtype).to(tl.float32)
+            total = first + second
+        x = tl.where(rotated, total.to(dtype), x)
     tl.store(dst + h * stride_dh + d * stride_dd, x.to(dst.dtype.element_ty), mask=mask)
 
 
@@ -52,7 +63,8 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
                          stride_vt, stride_vh, stride_vd, stride_ct, stride_cd,
                          stride_kb, stride_ko, stride_kch, stride_kcd,    # k_cache
                          stride_vb, stride_vo, stride_vch, stride_vcd,    # v_cache
-                         HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+                         HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+                         UNFUSED: tl.constexpr):
     # grid: (token, head block); the first blocks hold q's heads, the rest k's and v's
     token = tl.program_id(0).to(tl.int64)
     head_block = tl.program_id(1)
@@ -62,7 +74,7 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
     if head_block < q_blocks:
         _rotate_heads(q_ptr + token * stride_qt, q_out_ptr + token * q_heads * dim, cos_row, sin_row,
                       head_block * BLOCK_H, q_heads, dim, rotary_dim, stride_qh, stride_qd, dim, 1, stride_cd,
-                      HAS_ROTARY, BLOCK_H, BLOCK_D)
+                      HAS_ROTARY, BLOCK_H, BLOCK_D, UNFUSED)
     else:
         slot = tl.load(slot_ptr + token).to(tl.int64)
         if slot >= 0:
@@ -71,10 +83,10 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
             offset = slot % block_size
             _rotate_heads(k_ptr + token * stride_kt, k_cache_ptr + block * stride_kb + offset * stride_ko,
                           cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_kh, stride_kd,
-                          stride_kch, stride_kcd, stride_cd, HAS_ROTARY, BLOCK_H, BLOCK_D)
+                          stride_kch, stride_kcd, stride_cd, HAS_ROTARY, BLOCK_H, BLOCK_D, UNFUSED)
             _rotate_heads(v_ptr + token * stride_vt, v_cache_ptr + block * stride_vb + offset * stride_vo,
                           cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_vh, stride_vd,
-                          stride_vch, stride_vcd, stride_cd, False, BLOCK_H, BLOCK_D)
+                          stride_vch, stride_vcd, stride_cd, False, BLOCK_H, BLOCK_D, UNFUSED)
 
 
 def _check(q, k, v, cos, sin, rotary_dim, k_cache):
@@ -87,6 +99,11 @@ def _check(q, k, v, cos, sin, rotary_dim, k_cache):
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not fit together")
     if k_cache.shape[2:] != k.shape[1:]:
         raise ValueError(f"k_cache {tuple(k_cache.shape)} does not hold heads of shape {tuple(k.shape[1:])}")
+
+
+def _has_nvidia_intrinsics(q: torch.Tensor) -> bool:
+    """libdevice's round-to-nearest intrinsics: compiled for an NVIDIA GPU, not under the interpreter."""
+    return q.is_cuda and torch.version.hip is None
 
 
 def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin, rotary_dim: int,
@@ -108,5 +125,6 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
         q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping,
         q_heads, kv_heads, dim, rotary_dim, k_cache.shape[1],
         *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
-        HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=4)
+        HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=_has_nvidia_intrinsics(q),
+        num_warps=4)
     return q_out
