@@ -136,7 +136,7 @@ def _throughput_md(title, rows):
 
 
 def markdown(res):
-    s = res.get("summary") or summarise(res)
+    s = summarise(res)
     env = s["environment"]
     lines = ["# Multi-GPU benchmark (issue 11)", "", f"Command: `{res['command']}`", "",
              f"Date: {res['date_utc']}; GPUs: {env.get('gpu') or 'none (CPU dry run)'}; torch {env.get('torch')}, "
