@@ -32,7 +32,7 @@ TP_RUNS = {"tp_parity", "tp_latency", "tp_throughput"}
 # (section, budget s on H200s, least time worth starting it, runs that need it, GPUs it needs). Estimates:
 # an 8B build ~45 s; an engine start-up (load + CUDA graph capture) 30-60 s per rank set; W1 at TP=1 ~20 s.
 PLAN = (
-    ("checkpoint", 50, 10, LLAMA_RUNS, 1),
+    ("checkpoint", 50, 5, LLAMA_RUNS, 1),
     ("tp1", 100, 30, TP_RUNS, 1),
     ("tp2", 110, 40, TP_RUNS, 2),
     ("tp4", 90, 40, {"tp_latency"}, 4),

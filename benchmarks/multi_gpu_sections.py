@@ -191,10 +191,10 @@ def parity_margin_section(ph, ctx, prefix):
     with open(ctx.args.out) as f:
         figures = json.load(f)["figures"]
     ref, other = figures.get(f"{prefix}tp1.parity"), figures.get(f"{prefix}tp2.parity")
-    ck = ctx.moe if prefix else ctx.ckpt
-    if not (ref and other and ck):
+    if not (ref and other):
         ph.log(f"{prefix}parity_margin: no parity outputs of both TP=1 and TP=2 to look at")
         return
+    ck = ctx.moe if prefix else ctx.ckpt
     prompts, _ = parity_prompts(ck["shape"]["bos_token_id"], ctx.args.tiny)
     ph.phase(f"{prefix}parity_margin", hf_margins.margins, ck["path"], prompts, ref["token_ids"], other["token_ids"],
              ctx.args.tiny)
@@ -211,15 +211,34 @@ SECTIONS.update({n: (lambda ph, ctx, n=n: serve_section(ph, ctx, n)) for n in ("
 class Ctx:
     def __init__(self, d):
         self.args = SimpleNamespace(**d["args"])
-        self.ckpt, self.moe = d.get("checkpoint"), d.get("moe_checkpoint")
+        self._ckpt, self._moe = d.get("checkpoint"), d.get("moe_checkpoint")
         self.engine_kwargs = json.loads(self.args.engine_kwargs or "{}")
+
+    @property
+    def ckpt(self):
+        return self._need(self._ckpt, "checkpoint")
+
+    @property
+    def moe(self):
+        return self._need(self._moe, "moe_checkpoint")
+
+    @staticmethod
+    def _need(ck, section):
+        if ck is None:
+            raise RuntimeError(f"no checkpoint: the {section} section did not finish (see its status)")
+        return ck
 
 
 def run(name, ctx_dict, part_path):
     """Runs one section here; its part of the results is in part_path afterwards (and after every phase)."""
     ph = Phases(part_path, ctx_dict["t0"], ctx_dict["deadline"])
     ph.save()
-    SECTIONS[name](ph, Ctx(ctx_dict))
+    try:
+        SECTIONS[name](ph, Ctx(ctx_dict))
+    except Exception as e:  # the reason goes into the results, not only into the log
+        ph.part["errors"][name] = f"{type(e).__name__}: {e}"[:2000]
+        ph.save()
+        raise
     return ph.part
 
 
