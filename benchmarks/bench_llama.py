@@ -20,14 +20,13 @@ import json
 import os
 import platform
 import shlex
-import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
-from phases import write_json  # noqa: E402
+from phases import stop_group, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEMS = ("ours", "hf_generate", "hf_cb", "hf_static")
@@ -189,15 +188,7 @@ class Runner:
             rc = proc.wait(timeout=max(end - time.time(), 1))
             return "ok" if rc == 0 else f"failed: exit code {rc}"
         except subprocess.TimeoutExpired:
-            for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 30)):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-                except ProcessLookupError:
-                    break
+            stop_group(proc, KILL_GRACE_S)
             return "stopped at its time limit"
 
     def _merge(self, name, part_path):

@@ -38,7 +38,8 @@ def environment(pipe):
     info = {"world_size": pipe.ctx.world_size, "torch": torch.__version__,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     if torch.cuda.is_available():
-        info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        nccl = torch.cuda.nccl.version()  # a tuple in recent torch, an int in older ones
+        info["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
         info["device"] = torch.cuda.get_device_name()
     return info
 
@@ -75,7 +76,7 @@ def main(spec_path):
         return 1
     pipe, startup_s = started
     ph.record("startup", {"startup_s": startup_s, **ours.facts(pipe)})
-    ph.record("environment", environment(pipe))
+    ph.phase("environment", environment, pipe)
     call = tokens_caller(pipe)
     warm = spec["jobs"][0]["prompts"][0][:16]
     ph.phase("first_call", lambda: {"seconds": call([warm, warm[:8]], [8, 4])[0]})

@@ -26,7 +26,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import workloads as wls  # noqa: E402
-from phases import Phases, write_json  # noqa: E402
+from phases import Phases, stop_group, write_json  # noqa: E402
+import sections  # noqa: E402  (its checkpoint section and command line)
 
 RANK_SCRIPT = os.path.join(HERE, "multi_gpu_rank.py")
 STOP_S = 20  # kept back from a section's deadline: time to stop the ranks / the deployment and save
@@ -121,19 +122,7 @@ def run_stoppable(command, env, deadline):
     except subprocess.TimeoutExpired:
         return "stopped at the section's time limit"
     finally:  # also when this section is itself stopped: ranks left behind would hold the GPUs
-        stop_group(proc)
-
-
-def stop_group(proc):
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 20)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
+        stop_group(proc, kill_grace=20)
 
 
 def merge_rank0(ph, name, rank_part):
@@ -151,16 +140,6 @@ def merge_rank0(ph, name, rank_part):
     if part.get("running"):
         ph.part["errors"][f"{name}.{part['running']}"] = "stopped at the time limit while this ran"
     ph.save()
-
-
-def checkpoint_section(ph, ctx):
-    import checkpoint
-
-    def build():
-        ck = checkpoint.build_checkpoint(ctx.args.ckpt, ctx.args.tiny, 0, ph.log)
-        ph.part["info"]["checkpoint"] = ck
-        return {"reused": ck["reused"], "build_s": ck.get("build_s", 0.0), "weight_bytes": ck["weight_bytes"]}
-    ph.phase("checkpoint", build)
 
 
 def moe_checkpoint_section(ph, ctx):
@@ -200,7 +179,7 @@ def parity_margin_section(ph, ctx, prefix):
              ctx.args.tiny)
 
 
-SECTIONS = {"checkpoint": checkpoint_section, "moe_checkpoint": moe_checkpoint_section,
+SECTIONS = {"checkpoint": sections.checkpoint_section, "moe_checkpoint": moe_checkpoint_section,
             "parity_margin": lambda ph, ctx: parity_margin_section(ph, ctx, ""),
             "moe_parity_margin": lambda ph, ctx: parity_margin_section(ph, ctx, "moe_")}
 SECTIONS.update({n: (lambda ph, ctx, n=n: pipeline_section(ph, ctx, n)) for n in ("tp1", "tp2", "tp4", "moe_tp1",
@@ -243,16 +222,8 @@ def run(name, ctx_dict, part_path):
 
 
 def main(argv=None):
-    import argparse
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ctx", required=True)
-    p.add_argument("--section", required=True, choices=sorted(SECTIONS))
-    p.add_argument("--part", required=True)
-    a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: `finally` blocks end what was started
-    with open(a.ctx) as f:
-        run(a.section, json.load(f), a.part)
-    return 0
+    return sections.main(argv, __doc__, SECTIONS, run)
 
 
 if __name__ == "__main__":
