@@ -101,6 +101,12 @@ def main(argv=None):
     args = parse_args(argv)
     runner = MultiGpuRunner(args, [os.path.relpath(__file__)] + list(argv))
     runner.log(f"env {json.dumps(runner.res['env'])}")
+    gpus = len((runner.res["env"].get("gpu") or "").splitlines())
+    if not args.tiny and gpus < args.gpus:
+        fewer = f", pass --gpus {gpus}" if gpus >= 2 else ""
+        runner.log(f"--gpus {args.gpus} but nvidia-smi lists {gpus} GPU(s): ask for a machine with "
+                   f"{args.gpus}{fewer}, or use --tiny for the CPU dry run")
+        return 2
     plan = chosen_sections(args)
     runner.res["plan"] = [{"section": n, "budget_s": b} for n, b, _ in plan]
     runner.log(f"runs {args.runs}; sections {[n for n, *_ in plan]}; budget {args.time_budget_s:.0f}s; "
