@@ -30,7 +30,8 @@ RUNS = ("tp_parity", "tp_latency", "tp_throughput", "replicas", "mixtral_tp")
 LLAMA_RUNS = {"tp_parity", "tp_latency", "tp_throughput", "replicas"}
 TP_RUNS = {"tp_parity", "tp_latency", "tp_throughput"}
 # (section, budget s on H200s, least time worth starting it, runs that need it, GPUs it needs). Estimates:
-# an 8B build ~45 s; an engine start-up (load + CUDA graph capture) 30-60 s per rank set; W1 at TP=1 ~20 s.
+# an 8B build ~45 s (16 GB written at 0.4-0.6 GB/s on the H100: 26-37 s), so 93 GB of Mixtral ~150-230 s;
+# an engine start-up (load + CUDA graph capture) 30-60 s per rank set; W1 at TP=1 ~20 s.
 PLAN = (
     ("checkpoint", 50, 5, LLAMA_RUNS, 1),
     ("tp1", 100, 30, TP_RUNS, 1),
@@ -40,9 +41,9 @@ PLAN = (
     ("serve_r1", 100, 40, {"replicas"}, 1),
     ("serve_r2", 80, 40, {"replicas"}, 2),
     ("serve_tp2r2", 110, 50, {"replicas"}, 4),
-    ("moe_checkpoint", 130, 30, {"mixtral_tp"}, 1),
-    ("moe_tp2", 170, 60, {"mixtral_tp"}, 2),
-    ("moe_tp1", 170, 60, {"mixtral_tp"}, 1),
+    ("moe_checkpoint", 220, 30, {"mixtral_tp"}, 1),
+    ("moe_tp2", 150, 60, {"mixtral_tp"}, 2),
+    ("moe_tp1", 150, 60, {"mixtral_tp"}, 1),
     ("moe_parity_margin", 120, 60, {"mixtral_tp"}, 1),  # only with --moe-margins (HF loads all 93 GB), or tiny
 )
 
