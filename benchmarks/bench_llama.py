@@ -14,19 +14,19 @@ See benchmarks/RESULTS.md.
 
 import argparse
 import datetime
+import importlib
 import importlib.metadata as md
 import json
 import os
 import platform
 import shlex
-import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
-from phases import write_json  # noqa: E402
+from phases import stop_group, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEMS = ("ours", "hf_generate", "hf_cb", "hf_static")
@@ -122,6 +122,8 @@ def env_info():
 
 
 class Runner:
+    sections_module = "sections"  # the module (beside this file) whose run() / main() run one section
+
     def __init__(self, args, argv):
         self.args, self.t0 = args, time.time()
         self.deadline = self.t0 + args.time_budget_s
@@ -152,14 +154,13 @@ class Runner:
 
     def run_section(self, name, budget, end):
         os.makedirs(self.work_dir, exist_ok=True)
-        ctx = {"args": vars(self.args), "checkpoint": self.res.get("checkpoint"), "t0": self.t0,
-               "deadline": end - MARGIN_S}
+        ctx = self.section_ctx(end)
         ctx_path, part_path = (os.path.join(self.work_dir, f"{name}.{k}.json") for k in ("ctx", "part"))
         write_json(ctx_path, ctx)
         self.log(f"section {name}: up to {end - time.time():.0f}s (budget {budget:.0f}s)")
         start = time.time()
         if self.args.in_process:
-            import sections
+            sections = importlib.import_module(self.sections_module)
             try:
                 sections.run(name, ctx, part_path)
                 status = "ok"
@@ -174,23 +175,20 @@ class Runner:
         self.log(f"section {name}: {status} after {time.time() - start:.1f}s")
         self.save()
 
+    def section_ctx(self, end):
+        """What a section process is given: the options, what earlier sections built, its deadline."""
+        return {"args": vars(self.args), "checkpoint": self.res.get("checkpoint"), "t0": self.t0,
+                "deadline": end - MARGIN_S}
+
     def _subprocess(self, name, ctx_path, part_path, end):
-        cmd = [sys.executable, os.path.join(HERE, "sections.py"), "--ctx", ctx_path, "--section", name,
+        cmd = [sys.executable, os.path.join(HERE, f"{self.sections_module}.py"), "--ctx", ctx_path, "--section", name,
                "--part", part_path]
         proc = subprocess.Popen(cmd, start_new_session=True)  # its own group: a kill reaches compile workers
         try:
             rc = proc.wait(timeout=max(end - time.time(), 1))
             return "ok" if rc == 0 else f"failed: exit code {rc}"
         except subprocess.TimeoutExpired:
-            for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 30)):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-                except ProcessLookupError:
-                    break
+            stop_group(proc, KILL_GRACE_S)
             return "stopped at its time limit"
 
     def _merge(self, name, part_path):

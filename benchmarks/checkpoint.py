@@ -93,7 +93,9 @@ def _save_tokenizer(path, shape):
     fast.save_pretrained(path)
 
 
-def _save_weights(path, shape, dtype, device, seed):
+def _save_weights(path, shape, dtype, device, seed, tensors=None):
+    """Random weights for `tensors` ([(name, dims)], default the Llama layout of `shape`), made on `device`
+    shard by shard and written as sharded safetensors with an index; returns the bytes written."""
     from safetensors.torch import save_file
     gen = torch.Generator(device=device).manual_seed(seed)
     weight_map, shard, shard_bytes, shards = {}, {}, 0, []
@@ -108,7 +110,7 @@ def _save_weights(path, shape, dtype, device, seed):
             shard, shard_bytes = {}, 0
 
     total_bytes = 0
-    for name, dims in tensor_shapes(shape):
+    for name, dims in tensors or tensor_shapes(shape):
         if len(dims) == 1:
             t = torch.ones(dims, dtype=dtype, device=device)
         else:

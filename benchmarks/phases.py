@@ -4,7 +4,9 @@ Also the two measurements every system shares: batch-1 latency and whole-batch t
 
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -14,6 +16,19 @@ def sync():
     import torch
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def stop_group(proc, term_grace=5, kill_grace=30):
+    """Ends the process group led by `proc` (started with start_new_session=True): SIGTERM, then SIGKILL."""
+    for sig, grace in ((signal.SIGTERM, term_grace), (signal.SIGKILL, kill_grace)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
 
 
 def write_json(path, obj):

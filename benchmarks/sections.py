@@ -257,14 +257,15 @@ def run(name, ctx_dict, part_path):
     return ph.part
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, doc=__doc__, names=None, run_section=None):
+    """`--ctx CTX --section NAME --part PART`: runs one section (also multi_gpu_sections.py's command line)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ctx", required=True)
-    p.add_argument("--section", required=True, choices=sorted(SECTIONS))
+    p.add_argument("--section", required=True, choices=sorted(names or SECTIONS))
     p.add_argument("--part", required=True)
     a = p.parse_args(argv)
     with open(a.ctx) as f:
-        run(a.section, json.load(f), a.part)
+        (run_section or run)(a.section, json.load(f), a.part)
     return 0
 
 
