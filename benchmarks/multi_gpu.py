@@ -3,6 +3,11 @@
     python3 benchmarks/multi_gpu.py --gpus 2 --out $OUT/multi.json            # 2 H200s: runs 1-3
     python3 benchmarks/multi_gpu.py --gpus 2 --only mixtral_tp --out $OUT/moe.json   # run 4, a second call
     python3 benchmarks/multi_gpu.py --tiny --gpus 2 --out /tmp/multi.json     # CPU dry run (gloo), tiny shapes
+    python3 benchmarks/multi_gpu.py --gpus 1 --only tp_parity,replicas --out $OUT/multi.json   # rehearsal
+
+--gpus 1 is a rehearsal on a one-GPU machine: only the sections that need one GPU run (the 8B checkpoint,
+TP=1, HF's margins, one replica through the client), so the real shapes' GPU path is tried before a
+multi-GPU machine is lent; it compares nothing.
 
 Runs (--only picks them): tp_parity (greedy tokens of TP=2 against TP=1 on one GPU, HF's margin where they
 part), tp_latency (W2 ms/token at TP 1, 2 and 4), tp_throughput (W1 at TP 2 against 1), replicas (W1
@@ -50,7 +55,8 @@ PLAN = (
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gpus", type=int, required=True, help="GPUs to use: 2 or 4 (the tiny run: CPU ranks)")
+    p.add_argument("--gpus", type=int, required=True,
+                   help="GPUs to use: 2 or 4 (the tiny run: CPU ranks); 1: a rehearsal of the one-GPU sections")
     p.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "multi.json"))
     p.add_argument("--only", default=None, help="comma list of runs: " + ",".join(RUNS))
     p.add_argument("--time-budget-s", type=float, default=540.0, help="the whole run (sections stop at it)")
@@ -68,8 +74,8 @@ def parse_args(argv=None):
     args.runs = [r.strip() for r in (args.only or ",".join(RUNS)).split(",") if r.strip()]
     if set(args.runs) - set(RUNS):
         p.error(f"unknown run(s) {sorted(set(args.runs) - set(RUNS))}; the runs are {', '.join(RUNS)}")
-    if args.gpus < 2:
-        p.error("--gpus must be at least 2 (this benchmark compares several GPUs with one)")
+    if args.gpus < 1:
+        p.error("--gpus must be 2 or 4 (1: a rehearsal of the one-GPU sections, comparing nothing)")
     args.w1_requests = args.w1_requests or (8 if args.tiny else 256)
     args.ckpt = args.ckpt or ("/tmp/llama-tiny-random" if args.tiny else "/tmp/llama3-8b-random")
     args.moe_ckpt = args.moe_ckpt or ("/tmp/mixtral-tiny-full" if args.tiny else "/tmp/mixtral-8x7b-random")
