@@ -12,20 +12,27 @@ from support.tp_launch import start_ranks_by_hand
 BOUND_S = 60  # the collective timeout is 30 s; gloo notices a closed connection at once
 
 
-def test_a_killed_rank_ends_the_other_with_an_error_naming_it(checkpoint, tmp_path):
-    job = {"name": "llama", "path": str(checkpoint("gqa")), "options": {}, "token_lists": [[1, 5, 6, 7, 8]],
+def rank0_after_rank1_fails(model_path, tmp_path, still: str, **env) -> tuple[list, str]:
+    """Two ranks generating; rank 1 fails at step 3 as ``env`` says. Returns the ranks (all ended) and rank
+    0's stderr once it has ended; fails the test if rank 0 still runs after BOUND_S (``still``: what it does)."""
+    job = {"name": "llama", "path": str(model_path), "options": {}, "token_lists": [[1, 5, 6, 7, 8]],
            "max_new_tokens": 40}
-    started = time.monotonic()
-    ranks = start_ranks_by_hand([job], tmp_path, MII_TEST_DIE_RANK="1", MII_TEST_DIE_AT_STEP="3",
-                                MII_CORE_DIST_TIMEOUT="30")
+    ranks = start_ranks_by_hand([job], tmp_path, MII_TEST_DIE_RANK="1", MII_TEST_DIE_AT_STEP="3", **env)
     try:
         _out, err = ranks[0].communicate(timeout=BOUND_S)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"rank 0 still runs {BOUND_S} s after rank 1 was killed")
+        pytest.fail(f"rank 0 still {still} {BOUND_S} s after rank 1 failed")
     finally:
         for rank in ranks:
             rank.kill()
             rank.wait()
+    return ranks, err
+
+
+def test_a_killed_rank_ends_the_other_with_an_error_naming_it(checkpoint, tmp_path):
+    model_path = checkpoint("gqa")
+    started = time.monotonic()
+    ranks, err = rank0_after_rank1_fails(model_path, tmp_path, "runs", MII_CORE_DIST_TIMEOUT="30")
     assert ranks[1].returncode == -9  # the test really killed rank 1
     assert ranks[0].returncode != 0
     assert "RankFailure: rank 0 of 2: lost rank(s) 1" in err, err[-3000:]
@@ -33,18 +40,8 @@ def test_a_killed_rank_ends_the_other_with_an_error_naming_it(checkpoint, tmp_pa
 
 
 def test_a_stalled_rank_ends_the_other_after_the_collective_timeout(checkpoint, tmp_path):
-    job = {"name": "llama", "path": str(checkpoint("gqa")), "options": {}, "token_lists": [[1, 5, 6, 7, 8]],
-           "max_new_tokens": 40}
-    ranks = start_ranks_by_hand([job], tmp_path, MII_TEST_DIE_RANK="1", MII_TEST_DIE_AT_STEP="3",
-                                MII_TEST_DIE_SIGNAL="SIGSTOP", MII_CORE_DIST_TIMEOUT="5")
-    try:
-        _out, err = ranks[0].communicate(timeout=BOUND_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"rank 0 still waits {BOUND_S} s after rank 1 stopped")
-    finally:
-        for rank in ranks:
-            rank.kill()
-            rank.wait()
+    ranks, err = rank0_after_rank1_fails(checkpoint("gqa"), tmp_path, "waits", MII_TEST_DIE_SIGNAL="SIGSTOP",
+                                         MII_CORE_DIST_TIMEOUT="5")
     assert ranks[0].returncode != 0
     assert "RankFailure: rank 0 of 2: lost rank(s) 1" in err, err[-3000:]
 
