@@ -58,19 +58,19 @@ def _one_transfer(fields: dict[str, list[int]], device: torch.device) -> dict[st
     return {name: part[:n] for name, part, n in zip(fields, host.split(padded), sizes)}
 
 
-def build_ragged_batch(token_lists: Sequence[Sequence[int]], seen_tokens: Sequence[int],
+def build_ragged_batch(token_lists: Sequence[Sequence[int]], cached: Sequence[int],
                        block_tables: Sequence[Sequence[int]], block_size: int,
                        device: torch.device, prompt_lens: Optional[Sequence[int]] = None) -> RaggedBatch:
-    """``token_lists[i]`` are sequence i's new tokens; ``seen_tokens[i]`` how many it already cached;
+    """``token_lists[i]`` are sequence i's new tokens; ``cached[i]`` how many it already cached;
     ``prompt_lens[i]`` its prompt length (default: its length after this step)."""
     tokens, positions, slots, query_start = [], [], [], [0]
-    for new, seen, table in zip(token_lists, seen_tokens, block_tables):
+    for new, seen, table in zip(token_lists, cached, block_tables):
         tokens.extend(new)
         positions.extend(range(seen, seen + len(new)))
         slots.extend(_slots(table, seen, len(new), block_size))
         query_start.append(query_start[-1] + len(new))
     query_lens = [len(t) for t in token_lists]
-    context_lens = [seen + n for seen, n in zip(seen_tokens, query_lens)]
+    context_lens = [seen + n for seen, n in zip(cached, query_lens)]
     width = max(len(t) for t in block_tables)
     padded_tables = [list(t) + [0] * (width - len(t)) for t in block_tables]
     prefill = [i for i, n in enumerate(query_lens) if n > 1]

@@ -85,7 +85,7 @@ def test_long_generation_holds_at_most_window_plus_one_block(mistral, oracle, pi
     # decode steps: the window's keys plus the block the next key opens, never more (and that often)
     bound = WINDOW // BLOCK_SIZE + 1
     assert max(in_use[-new_tokens + 1:]) == bound and max(held) <= bound, (in_use, held)
-    assert engine.allocator.num_free == blocks, "every block is back when the sequence is done"
+    assert engine.scheduler.kv.allocator.num_free == blocks, "every block is back when the sequence is done"
 
 
 def test_state_manager_frees_blocks_that_left_the_window(mistral, pipeline):
@@ -98,19 +98,19 @@ def test_state_manager_frees_blocks_that_left_the_window(mistral, pipeline):
         for total, released in expected.items():
             engine.put([901], [[5] * (total - seen)])
             seen = total
-            state = engine.state.sequences[901]
+            state = engine.scheduler.kv.sequences[901]
             assert (state.released, state.held_blocks) == (released, math.ceil(total / 4) - released), total
-            assert engine.allocator.num_free == 40 - state.held_blocks
+            assert engine.scheduler.kv.allocator.num_free == 40 - state.held_blocks
     finally:
         engine.flush(901)
-    assert engine.allocator.num_free == 40
+    assert engine.scheduler.kv.allocator.num_free == 40
 
 
 def test_full_attention_keeps_every_block(mistral, pipeline):
     engine = pipeline(mistral("full"), **small_cache_options(40)).engine
     try:
         engine.put([902], [[5] * 60])
-        assert (engine.state.sequences[902].released, engine.allocator.num_free) == (0, 40 - 15)
+        assert (engine.scheduler.kv.sequences[902].released, engine.scheduler.kv.allocator.num_free) == (0, 40 - 15)
     finally:
         engine.flush(902)
 

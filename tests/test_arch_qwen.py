@@ -201,7 +201,7 @@ def test_put_refuses_prompt_lengths_that_do_not_fit_its_uids(v1_folder, pipeline
     engine = pipeline(v1_folder).engine
     with pytest.raises(ValueError, match="one prompt length >= 1 per uid"):
         engine.put([9], [[5, 6]], prompt_lengths=lengths)
-    assert 9 not in engine.state.sequences
+    assert 9 not in engine.scheduler.kv.sequences
 
 
 LONG_SCHEDULES = {
@@ -277,7 +277,7 @@ def test_prefix_cache_keys_blocks_by_the_prompts_alpha(convert, hf, pipeline):
     long_ids = hf.encode(MIXED_PROMPTS[4])  # 47 tokens: alpha 7
     prompts = [long_ids, long_ids[:12], long_ids[:14], long_ids[:40]]  # alphas 7, 1, 1, 7
     pipe = pipeline(folder, inference_engine_config={"state_manager": {"kv_block_size": 2}})  # a fresh cache
-    cache = pipe.engine.state.prefix_cache
+    cache = pipe.engine.scheduler.kv.prefix_cache
     assert cache is not None, "prefix caching stays on for Qwen: blocks are keyed by alpha"
     hits = []
     for ids in prompts:

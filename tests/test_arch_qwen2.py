@@ -46,7 +46,7 @@ def test_sliding_top_layers_past_the_window_match_hf(qwen2, oracle, pipeline, sc
     # 56 blocks: the longest sequence (38 blocks, all kept: layer 0 sees everything) fits alone
     pipe = assert_greedy_matches_hf(pipeline, oracle, qwen2("window"), schedule, new_tokens=WINDOW_NEW_TOKENS,
                                     cache_blocks=56)
-    assert pipe.engine.state.window is None, "a full-attention layer reads every key: no block may be freed"
+    assert pipe.engine.scheduler.kv.window is None, "a full-attention layer reads every key: no block may be freed"
 
 
 def test_each_layer_gets_its_own_window(qwen2, oracle, pipeline):

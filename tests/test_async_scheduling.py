@@ -41,7 +41,7 @@ def test_overlapped_greedy_matches_hf(checkpoint, oracle, pipeline, schedule):
     assert pipe.loop.num_steps_ahead - ahead >= NEW_TOKENS // 2, "the overlapped path must carry most steps"
     if schedule == "preempted":
         assert pipe.loop.scheduler.num_preemptions > preempted
-    assert not pipe.engine.state.sequences, "finished sequences must leave no KV state behind"
+    assert not pipe.engine.scheduler.kv.sequences, "finished sequences must leave no KV state behind"
 
 
 @pytest.mark.parametrize("min_new_tokens", [0, 2])
@@ -56,7 +56,7 @@ def test_eos_and_min_new_tokens_like_hf(checkpoint, oracle, pipeline, min_new_to
     responses = pipe(EOS_PROMPTS, do_sample=False, max_new_tokens=24, min_new_tokens=min_new_tokens)
     assert_responses_match(responses, references)
     assert pipe.loop.num_steps_ahead > ahead
-    assert not pipe.engine.state.sequences, "finished sequences must leave no KV state behind"
+    assert not pipe.engine.scheduler.kv.sequences, "finished sequences must leave no KV state behind"
 
 
 def test_tokens_committed_ahead_serve_the_prefix_cache(checkpoint, oracle, pipeline):
@@ -68,9 +68,9 @@ def test_tokens_committed_ahead_serve_the_prefix_cache(checkpoint, oracle, pipel
     first = hf.encode(MIXED_PROMPTS[5])
     generated = pipe.generate_tokens([first], max_new_tokens=NEW_TOKENS, do_sample=False, ignore_eos=True)[0]
     longer = first + list(generated.token_ids)
-    hits = pipe.engine.state.prefix_cache.hit_blocks
+    hits = pipe.engine.scheduler.kv.prefix_cache.hit_blocks
     got = pipe.generate_tokens([longer], max_new_tokens=8, do_sample=False, ignore_eos=True)[0]
-    assert pipe.engine.state.prefix_cache.hit_blocks - hits >= (len(longer) - 1) // BLOCK_SIZE - 1
+    assert pipe.engine.scheduler.kv.prefix_cache.hit_blocks - hits >= (len(longer) - 1) // BLOCK_SIZE - 1
     with torch.no_grad():
         expected = hf.model.generate(torch.tensor([longer]), do_sample=False, max_new_tokens=8,
                                      eos_token_id=None)[0, len(longer):].tolist()
@@ -92,7 +92,7 @@ def test_a_request_cancelled_while_a_step_is_in_flight_frees_everything(checkpoi
     outputs = kept.result()
     assert [list(o.token_ids) for o in outputs] == [list(g.new_ids) for g in references]
     pipe(MIXED_PROMPTS[:1], do_sample=False, max_new_tokens=2)  # the loop still serves after the cancel
-    assert not pipe.engine.state.sequences
+    assert not pipe.engine.scheduler.kv.sequences
 
 
 def test_async_scheduling_is_off_by_default_on_cpu(checkpoint, pipeline):

@@ -45,7 +45,7 @@ def test_warm_up_leaves_no_trace(checkpoint, oracle, pipeline):
     engine = pipeline(path, inference_engine_config={"state_manager": {"kv_block_size": 8}}).engine
     free_before = engine.free_blocks
     engine.warm_up()
-    assert engine.free_blocks == free_before and not engine.state.sequences
+    assert engine.free_blocks == free_before and not engine.scheduler.kv.sequences
     prompt = oracle(path).encode("The old man")
     try:
         logits = engine.put([900], [prompt])

@@ -21,7 +21,7 @@ def test_shared_prefix_blocks_are_reused_and_output_equals_hf(checkpoint, oracle
     path = checkpoint("gqa")
     references = [oracle(path).greedy(p, NEW_TOKENS, ignore_eos=True) for p in PROMPTS]
     pipe = pipeline(path, inference_engine_config=SMALL_BLOCKS)
-    cache = pipe.engine.state.prefix_cache
+    cache = pipe.engine.scheduler.kv.prefix_cache
     assert cache is not None, "prefix caching is on by default"
     before = cache.hit_blocks
     assert_texts_match(_run_one_by_one(pipe, PROMPTS), references)
@@ -34,7 +34,7 @@ def test_output_is_the_same_with_prefix_caching_off(checkpoint, pipeline):
     path = checkpoint("gqa")
     off = {"state_manager": {"kv_block_size": 4, "enable_prefix_caching": False}}
     uncached = pipeline(path, inference_engine_config=off)
-    assert uncached.engine.state.prefix_cache is None
+    assert uncached.engine.scheduler.kv.prefix_cache is None
     cached = pipeline(path, inference_engine_config=SMALL_BLOCKS)
     batch_cached = cached(PROMPTS * 2, do_sample=False, max_new_tokens=NEW_TOKENS, ignore_eos=True)
     batch_uncached = uncached(PROMPTS * 2, do_sample=False, max_new_tokens=NEW_TOKENS, ignore_eos=True)
@@ -58,4 +58,4 @@ def test_cached_blocks_are_evicted_under_pressure_without_changing_output(checkp
     tight = {"state_manager": {"kv_block_size": 8, "memory_config": {"mode": "allocate", "size": blocks}}}
     pipe = pipeline(path, inference_engine_config=tight)
     assert_texts_match(_run_one_by_one(pipe, prompts), references)
-    assert pipe.engine.allocator.num_free == blocks, "every block is free again (cached ones stay evictable)"
+    assert pipe.engine.scheduler.kv.allocator.num_free == blocks, "every block is free again (cached ones stay evictable)"

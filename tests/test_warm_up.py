@@ -30,7 +30,7 @@ def test_warm_up_stays_inside_the_model_and_changes_nothing(name, tmp_path_facto
     assert pipe.config.inference_engine_config.state_manager.max_context > limit or limit > 4096, \
         "the engine's max_context alone would not keep this warm-up inside the model"
     pipe.engine.warm_up(limit)
-    assert not pipe.engine.state.sequences, "the warm-up's sequences must be flushed"
+    assert not pipe.engine.scheduler.kv.sequences, "the warm-up's sequences must be flushed"
     # token ids in and out: Qwen v1's own tokenizer differs from the HF Qwen2 oracle's
     outputs = pipe.generate_tokens([list(g.prompt_ids) for g in references], max_new_tokens=NEW_TOKENS,
                                    do_sample=False, ignore_eos=True)

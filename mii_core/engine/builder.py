@@ -9,20 +9,24 @@ from typing import Optional
 
 import torch
 
-from mii_core.config.engine import KVCacheMemoryConfig
+from mii_core.config.engine import KVCacheMemoryConfig, StateManagerConfig
 from mii_core.config.model import ModelConfig
 from mii_core.distributed import init_parallel_context
 from mii_core.distributed.step_sync import agree_on_min
 from mii_core.engine.inference_engine import InferenceEngine
+from mii_core.engine.model_runner import ModelRunner
 from mii_core.kv_cache import KVCache, KVCacheShape, blocks_for_budget, default_block_size
+from mii_core.kv_cache.manager import KVCacheManager
 from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
 from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.parallel import ParallelContext
 from mii_core.model.policy import ArchitecturePolicy
+from mii_core.model.rotary import prompt_cache_key
 from mii_core.model.sharding import check_tensor_parallel, local_kv_heads
 from mii_core.plugins import get_plugins
 from mii_core.plugins.manager import ALLOW_ENV
+from mii_core.scheduler.splitfuse import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +121,8 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
                          state_config.kv_block_size or default_block_size(spec.head_dim), dtype)
     # every rank must schedule the same cache: the smallest any rank can hold
     num_blocks = agree_on_min(ctx, kv_cache_blocks(shape, state_config.memory_config, device), device)
-    kv_cache = allocate_kv_cache(shape, num_blocks, device)
-    # the engine turns the prefix cache off by itself where a sliding window frees blocks
-    engine = InferenceEngine(model, kv_cache, state_config, device, state_config.enable_prefix_caching)
+    engine = InferenceEngine(ModelRunner(model, allocate_kv_cache(shape, num_blocks, device), device),
+                             Scheduler(kv_cache_manager(model, num_blocks, shape.block_size, state_config), state_config))
     log.info("KV cache: %d blocks of %d tokens (%.2f GB)", num_blocks, shape.block_size,
              num_blocks * shape.bytes_per_block / 1e9)
     graph_batch = config.inference_engine_config.cuda_graph_max_batch_size
@@ -129,6 +132,16 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
         seconds = engine.capture_decode_graphs(graph_batch)
         log.info("captured CUDA graphs for decode batches %s in %.1f s", engine.graphs.sizes, seconds)
     return BuiltEngine(engine, policy, model_path, ctx)
+
+
+def kv_cache_manager(model: torch.nn.Module, num_blocks: int, block_size: int,
+                     config: StateManagerConfig) -> KVCacheManager:
+    """The bookkeeping of the KV cache's blocks, for the scheduler to own. A sliding window every layer
+    shares (the model's spec says, per build_model's contract) lets sequences free the blocks behind it,
+    and then turns the prefix cache off."""
+    spec = getattr(model, "spec", None)
+    return KVCacheManager(num_blocks, block_size, config, getattr(spec, "kv_window", None),
+                          config.enable_prefix_caching, prompt_cache_key(getattr(spec, "rope", None)))
 
 
 def kv_cache_blocks(shape: KVCacheShape, memory: KVCacheMemoryConfig, device: torch.device) -> int:

@@ -87,11 +87,11 @@ class DecodeGraphs:
     def fits(self, num_seqs: int, widest_table: int) -> bool:
         return num_seqs <= self.sizes[-1] and widest_table <= self.max_blocks
 
-    def run(self, tokens: Sequence[int] | torch.Tensor, seen_tokens: Sequence[int],
+    def run(self, tokens: Sequence[int] | torch.Tensor, cached: Sequence[int],
             tables: Sequence[Sequence[int]], prompt_lens: Sequence[int]) -> torch.Tensor:
         """One decode step: ``tokens[i]`` is sequence i's single new token, a host value or, as a device
         tensor, the last step's sample not read yet (copied in on the stream). Returns logits [n, vocab]."""
-        n = len(seen_tokens)
+        n = len(cached)
         tokens_device = tokens if isinstance(tokens, torch.Tensor) else None
         if tokens_device is not None:
             tokens = [0] * n
@@ -100,8 +100,8 @@ class DecodeGraphs:
         if self._copied is not None:
             self._copied.synchronize()  # the last step's copies have left the pinned buffers
         slots = [table[seen // self.block_size] * self.block_size + seen % self.block_size
-                 for table, seen in zip(tables, seen_tokens)]
-        header = array("q", chain(tokens, seen_tokens, slots, (seen + 1 for seen in seen_tokens), prompt_lens))
+                 for table, seen in zip(tables, cached)]
+        header = array("q", chain(tokens, cached, slots, (seen + 1 for seen in cached), prompt_lens))
         self._host_header[:, :n] = torch.frombuffer(header, dtype=torch.int64).view(5, n)
         self._host_header[:, n:size] = self._padding
         flat, pad = array("q"), array("q", [self.scratch_block]) * width

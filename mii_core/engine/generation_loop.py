@@ -18,8 +18,8 @@ import torch
 from mii_core.engine.inference_engine import InferenceEngine
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
+from mii_core.scheduler.plan import StepPlan
 from mii_core.scheduler.sequence import Sequence, SequenceStatus
-from mii_core.scheduler.splitfuse import Scheduler
 
 
 @dataclass(slots=True)
@@ -50,7 +50,7 @@ class GenerationLoop:
     def __init__(self, engine: InferenceEngine, sampler: Sampler, stopper: StopChecker,
                  overlap: bool = False) -> None:
         self.engine, self.sampler, self.stopper = engine, sampler, stopper
-        self.scheduler = Scheduler(engine, engine.config)
+        self.scheduler, self.runner = engine.scheduler, engine.runner
         self.overlap = overlap
         self._ahead: Optional[_Ahead] = None
         self.num_steps_ahead = 0  # observable, so tests can prove the overlapped path ran
@@ -60,24 +60,14 @@ class GenerationLoop:
 
     def check_fits(self, seq: Sequence) -> None:
         """Raises ValueError if ``seq`` could never fit the KV cache alone (safe from any thread)."""
-        needed = len(seq.prompt_ids) + seq.max_new_tokens
-        if needed > self.engine.capacity_tokens:
-            raise ValueError(f"a request of {len(seq.prompt_ids)} prompt + {seq.max_new_tokens} new tokens needs "
-                             f"more KV cache than the engine has ({self.engine.capacity_tokens} tokens); lower "
-                             "max_new_tokens / max_length or give the KV cache more memory (memory_config)")
+        self.scheduler.check_fits(seq)
 
     def add(self, seq: Sequence) -> None:
-        self.check_fits(seq)
         self.scheduler.add(seq)
 
     def cancel(self, seq: Sequence) -> None:
         """Takes an unfinished ``seq`` out of the batch between steps; its KV blocks are freed now."""
-        if seq.status is SequenceStatus.RUNNING:
-            self.scheduler.finish(seq)
-        elif seq in self.scheduler.waiting:
-            self.scheduler.waiting.remove(seq)
-        seq.finish_reason = "cancelled"
-        seq.status = SequenceStatus.FINISHED
+        self.scheduler.finish(seq, "cancelled")
 
     def step(self) -> list[Sequence]:
         """Runs one forward pass; returns the sequences that finished in it."""
@@ -85,35 +75,34 @@ class GenerationLoop:
             return self._step_ahead()
         self.in_flight = []
         plan = self.scheduler.schedule()
-        self.in_flight = plan.seqs
+        self.in_flight = list(plan.seqs)
         if not plan.seqs:
             return []
-        token_lists = [seq.token_slice(seq.num_computed, n) for seq, n in zip(plan.seqs, plan.num_tokens)]
-        logits = self.engine.put([seq.uid for seq in plan.seqs], token_lists)
-        ready_rows = []
-        for row, (seq, count) in enumerate(zip(plan.seqs, plan.num_tokens)):
-            seq.num_computed += count
-            if seq.num_pending == 0:  # only the last chunk of a prompt (or a decode) yields a token
-                ready_rows.append(row)
-        if not ready_rows:
+        logits = self.runner.run(plan)
+        ready = self.scheduler.commit(plan)  # only the last chunk of a prompt (or a decode) yields a token
+        if not ready:
             return []
-        ready = [plan.seqs[r] for r in ready_rows]
-        rows = logits if len(ready_rows) == len(plan.seqs) else logits[ready_rows]
-        if len(ready) == len(plan.seqs) and self._may_look_ahead(ready, unread=0):
-            return self._launch_ahead_then_read(ready, rows.argmax(dim=-1))
+        rows = logits if len(ready) == len(plan.seqs) else logits[[i for i, s in enumerate(plan.seqs)
+                                                                     if s.num_pending == 0]]
+        ahead = self._plan_ahead(ready, unread=0) if len(ready) == len(plan.seqs) else None
+        if ahead is not None:
+            return self._launch_ahead_then_read(ahead, ready, rows.argmax(dim=-1))
         return self._take(ready, self.sampler(rows, ready), fed_ahead=False)
 
-    def _may_look_ahead(self, seqs: list[Sequence], unread: int) -> bool:
-        """Every running sequence decodes next, nothing waits, the KV cache has room, and the tokens fed
-        ahead are greedy (``unread``: tokens sampled but not yet read; the next ones then are greedy too)."""
-        return (self.overlap and not self.scheduler.waiting and len(seqs) == len(self.scheduler.running)
-                and self.sampler.all_greedy(seqs, unread) and self.engine.can_put_ahead([seq.uid for seq in seqs]))
+    def _plan_ahead(self, seqs: list[Sequence], unread: int) -> Optional[StepPlan]:
+        """The next decode step of ``seqs``, planned before their tokens are read, when every running
+        sequence decodes next, nothing waits, the tokens fed ahead are greedy (``unread``: tokens sampled
+        but not yet read; the next ones then are greedy too) and the KV cache has room; else None."""
+        if not (self.overlap and not self.scheduler.waiting and len(seqs) == len(self.scheduler.running)
+                and self.sampler.all_greedy(seqs, unread)):
+            return None
+        return self.scheduler.plan_ahead(seqs)
 
-    def _launch_ahead_then_read(self, seqs: list[Sequence], tokens: torch.Tensor) -> list[Sequence]:
-        """Launches the next decode step fed with ``tokens`` (this step's samples, on the device), then
-        reads them while it runs."""
+    def _launch_ahead_then_read(self, plan: StepPlan, seqs: list[Sequence], tokens: torch.Tensor) -> list[Sequence]:
+        """Launches ``plan``, the next decode step, fed with ``tokens`` (this step's samples, on the device),
+        then reads them while it runs."""
         read = _start_reading(tokens)  # queued before the next step, so the copy does not wait for it
-        logits = self.engine.put_ahead([seq.uid for seq in seqs], tokens)
+        logits = self.runner.run(plan, device_tokens=tokens)
         self.num_steps_ahead += 1
         self._ahead = _Ahead(seqs, logits.argmax(dim=-1))
         self.in_flight = seqs
@@ -128,8 +117,9 @@ class GenerationLoop:
         if not seqs:
             return []
         tokens = ahead.tokens if len(rows) == len(ahead.seqs) else ahead.tokens[self._on_device(rows, ahead)]
-        if self._may_look_ahead(seqs, unread=1):
-            return self._launch_ahead_then_read(seqs, tokens)
+        plan = self._plan_ahead(seqs, unread=1)
+        if plan is not None:
+            return self._launch_ahead_then_read(plan, seqs, tokens)
         return self._take(seqs, tokens.tolist(), fed_ahead=False)
 
     @staticmethod
@@ -150,8 +140,7 @@ class GenerationLoop:
                 self._finish(seq, reason)
                 finished.append(seq)
             elif fed_ahead:
-                self.engine.commit_ahead(seq.uid, token)
-                seq.num_computed += 1
+                self.scheduler.commit_ahead(seq, token)
         return finished
 
     def run(self, seqs: list[Sequence], on_finish: Optional[Callable[[Sequence], None]] = None) -> None:
@@ -174,12 +163,8 @@ class GenerationLoop:
             raise
 
     def _finish(self, seq: Sequence, reason: str) -> None:
-        seq.finish_reason = reason
-        seq.status = SequenceStatus.FINISHED
-        self.scheduler.finish(seq)
+        self.scheduler.finish(seq, reason)
 
     def abort_all(self) -> None:
         self._ahead = None
-        for seq in list(self.scheduler.running):
-            self.scheduler.finish(seq)
-        self.scheduler.waiting.clear()
+        self.scheduler.abort_all()

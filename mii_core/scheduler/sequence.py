@@ -1,11 +1,16 @@
-"""A request's life in the engine: tokens, how many are in the KV cache, and its options."""
+"""A request's life in the engine: its tokens, its options, and its KV record while it holds blocks."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
+
+from mii_core.config.generation import GenerationConfig
+
+if TYPE_CHECKING:
+    from mii_core.kv_cache.manager import SequenceKV
 
 
 class SequenceStatus(Enum):
@@ -19,9 +24,10 @@ class Sequence:
     uid: int
     prompt_ids: list[int]
     max_new_tokens: int
-    options: Any  # GenerationConfig
+    options: GenerationConfig
     generated_ids: list[int] = field(default_factory=list)
-    num_computed: int = 0  # tokens already in the KV cache
+    # its record in the scheduler's KV manager while it holds blocks (set and cleared by the scheduler only)
+    kv: Optional["SequenceKV"] = None
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: Optional[str] = None
     generator: Optional[torch.Generator] = None  # per-request RNG when a seed is given
@@ -31,6 +37,11 @@ class Sequence:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.generated_ids)
+
+    @property
+    def num_computed(self) -> int:
+        """Tokens already in the KV cache: the KV record's count, the only one kept."""
+        return self.kv.cached if self.kv is not None else 0
 
     def token_slice(self, start: int, count: int) -> list[int]:
         """Tokens ``start .. start + count`` of prompt + output, without building the whole list."""
@@ -45,8 +56,3 @@ class Sequence:
     def num_pending(self) -> int:
         """Tokens not yet in the KV cache: the prompt (or all, after a preemption) or the last sample."""
         return self.num_tokens - self.num_computed
-
-    def preempt(self) -> None:
-        """Drops the cached state; everything so far is recomputed as one long prompt later."""
-        self.num_computed = 0
-        self.status = SequenceStatus.WAITING

@@ -106,8 +106,8 @@ class EngineService:
         return {
             "running": len(self.loop.scheduler.running), "waiting": len(self.loop.scheduler.waiting),
             "queued_requests": self._unstarted,
-            "kv_blocks_used": engine.allocator.num_blocks - engine.free_blocks,
-            "kv_blocks_total": engine.allocator.num_blocks,
+            "kv_blocks_used": engine.scheduler.kv.num_blocks - engine.free_blocks,
+            "kv_blocks_total": engine.scheduler.kv.num_blocks,
             "served": self.stats.served, "cancelled": self.stats.cancelled, "failed": self.stats.failed,
         }
 

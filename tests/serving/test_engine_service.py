@@ -27,7 +27,7 @@ def wait_until(condition, timeout=20.0, what="condition"):
 
 
 def all_blocks_free(pipe):
-    return pipe.engine.free_blocks == pipe.engine.allocator.num_blocks and not pipe.loop.scheduler.has_work()
+    return pipe.engine.free_blocks == pipe.engine.scheduler.kv.allocator.num_blocks and not pipe.loop.scheduler.has_work()
 
 
 def test_eight_threads_on_one_pipeline_each_get_their_serial_output(gqa):
@@ -124,7 +124,7 @@ def test_cancel_frees_the_sequence_and_its_blocks_at_the_next_step(gqa):
     pieces = request.chunks()
     first = [next(pieces) for _ in range(3)]
     assert all(c.finish_reason == "none" for c in first)
-    assert pipe.engine.free_blocks < pipe.engine.allocator.num_blocks, "a running sequence holds blocks"
+    assert pipe.engine.free_blocks < pipe.engine.scheduler.kv.allocator.num_blocks, "a running sequence holds blocks"
     request.cancel()
     with pytest.raises(RequestCancelled):
         list(pieces)
@@ -148,14 +148,14 @@ def test_an_error_inside_a_step_fails_that_steps_requests_and_the_loop_goes_on(c
     # One sequence per step, so the faulty step holds exactly the doomed request.
     pipe = pipeline(path, inference_engine_config={"state_manager": {"max_ragged_sequence_count": 1}})
     doomed_ids = hf.encode("The old man")
-    real_put = pipe.engine.put
+    real_run = pipe.engine.runner.run
 
-    def faulty_put(uids, token_lists):
-        if any(list(tokens) == doomed_ids for tokens in token_lists):
+    def faulty_run(plan, *args, **kwargs):
+        if any(list(tokens) == doomed_ids for tokens in plan.token_lists):
             raise RuntimeError("injected fault in the forward pass")
-        return real_put(uids, token_lists)
+        return real_run(plan, *args, **kwargs)
 
-    monkeypatch.setattr(pipe.engine, "put", faulty_put)
+    monkeypatch.setattr(pipe.engine.runner, "run", faulty_run)
     outcome = {}
 
     def run(name, prompt):

@@ -121,18 +121,23 @@ def missing_field_cases(*fields: str) -> dict[str, tuple[dict, str]]:
 @contextlib.contextmanager
 def recording_held_blocks(engine):
     """Records for every forward pass the KV blocks in use as it starts (the scheduler reserved the
-    step's blocks: the peak) and, after it, the most blocks one of its sequences still holds."""
+    step's blocks: the peak) and, once its tokens are committed, the most blocks one of its sequences
+    still holds."""
     in_use, held = [], []
-    original = engine.put
+    kv, run, commit = engine.scheduler.kv, engine.runner.run, engine.scheduler.commit
 
-    def put(uids, token_lists):
-        in_use.append(engine.allocator.num_blocks - engine.allocator.num_free)
-        logits = original(uids, token_lists)
-        held.append(max(engine.state.sequences[uid].held_blocks for uid in uids))
-        return logits
+    def recording_run(plan, *args, **kwargs):
+        in_use.append(kv.num_blocks - kv.free_blocks)
+        return run(plan, *args, **kwargs)
 
-    engine.put = put  # the instance attribute shadows the method for the loop's calls
+    def recording_commit(plan):
+        ready = commit(plan)
+        held.append(max(kv.sequences[uid].held_blocks for uid in plan.uids))
+        return ready
+
+    # instance attributes shadow the methods for the loop's calls
+    engine.runner.run, engine.scheduler.commit = recording_run, recording_commit
     try:
         yield in_use, held
     finally:
-        del engine.put
+        del engine.runner.run, engine.scheduler.commit

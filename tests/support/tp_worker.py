@@ -22,16 +22,16 @@ def arm_death(pipe) -> None:
     die_rank, die_step = os.environ.get("MII_TEST_DIE_RANK"), os.environ.get("MII_TEST_DIE_AT_STEP")
     if die_rank is None or int(die_rank) != pipe.ctx.rank:
         return
-    engine, steps = pipe.engine, [0]
-    real_put = engine.put
+    runner, steps = pipe.engine.runner, [0]
+    real_run = runner.run
 
-    def put(*args, **kwargs):
+    def run(*args, **kwargs):
         steps[0] += 1
         if steps[0] >= int(die_step):
             os.kill(os.getpid(), getattr(signal, os.environ.get("MII_TEST_DIE_SIGNAL", "SIGKILL")))
-        return real_put(*args, **kwargs)
+        return real_run(*args, **kwargs)
 
-    engine.put = put
+    runner.run = run
 
 
 def run_job(job: dict) -> dict:
