@@ -11,13 +11,14 @@ from tqdm.auto import tqdm
 
 from mii_core.config import ModelConfig, validate_options
 from mii_core.distributed.process_group import before_process_group_teardown
-from mii_core.distributed.step_sync import RankZeroSampler, check_same_requests
+from mii_core.distributed.step_sync import check_same_requests
 from mii_core.engine.builder import build_engine
 from mii_core.engine.generation_loop import GenerationLoop
 from mii_core.loading.checkpoint import generation_eos_ids
 from mii_core.requests import (LengthLimit, build_sequence, check_max_length, generation_options, new_tokens_for,
                                normalize_prompts, tokenize_prompts)
 from mii_core.response import Response, TokenOutput
+from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
 from mii_core.serving.service import EngineService

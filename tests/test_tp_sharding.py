@@ -11,7 +11,7 @@ def _rank_model(path, rank: int, world_size: int):
     from mii_core.engine.builder import load_policy
     from mii_core.loading.weights import load_weights
     from mii_core.model.ops import KernelSet
-    from mii_core.model.parallel import ParallelContext
+    from mii_core.distributed.parallel_context import ParallelContext
     from mii_core.plugins import get_plugins
 
     policy = load_policy(path)
@@ -91,7 +91,7 @@ def test_experts_split_on_their_width(tmp_path_factory):
     (8, 16, [(r // 2, 1) for r in range(16)]),   # GQA with 8 KV heads on 16 ranks
 ])
 def test_kv_heads_split_or_replicated(kv_heads, world, expected):
-    from mii_core.model.parallel import ParallelContext
+    from mii_core.distributed.parallel_context import ParallelContext
     from mii_core.model.sharding import kv_head_slice
 
     assert [kv_head_slice(kv_heads, ParallelContext(r, world)) for r in range(world)] == expected

@@ -72,7 +72,7 @@ def test_each_rank_reads_its_share_of_the_checkpoint(family, tmp_path_factory):
     from mii_core.engine.builder import load_policy
     from mii_core.loading.weights import load_weights
     from mii_core.model.ops import KernelSet
-    from mii_core.model.parallel import ParallelContext
+    from mii_core.distributed.parallel_context import ParallelContext
     from mii_core.plugins import get_plugins
 
     path = TP_CHECKPOINTS[family](lambda name: tmp_path_factory.mktemp(name))

@@ -6,6 +6,7 @@ rank runs the same deterministic scheduler and KV allocation; only rank 0 sample
 sampled token ids reach the other ranks in one broadcast.
 """
 from mii_core.distributed.launch_env import LaunchEnv, read_launch_env
-from mii_core.distributed.process_group import RankFailure, init_parallel_context
+from mii_core.distributed.parallel_context import ParallelContext, RankFailure
+from mii_core.distributed.process_group import init_parallel_context
 
-__all__ = ["LaunchEnv", "RankFailure", "init_parallel_context", "read_launch_env"]
+__all__ = ["LaunchEnv", "ParallelContext", "RankFailure", "init_parallel_context", "read_launch_env"]

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from mii_core.distributed.launch_env import LaunchEnv, read_launch_env
-from mii_core.model.parallel import ParallelContext, RankFailure  # noqa: F401  (re-exported)
+from mii_core.distributed.parallel_context import ParallelContext
 
 TIMEOUT_ENV = "MII_CORE_DIST_TIMEOUT"  # seconds a collective may wait for a peer (named in RankFailure)
 DEFAULT_TIMEOUT_S = 300

@@ -1,5 +1,6 @@
 """What the pipeline exchanges between ranks besides the model's all-reduces: a check that every rank got
-the same requests (once per call), the KV cache size they agree on (once), and each step's sampled tokens."""
+the same requests (once per call), the KV cache size they agree on (once), and a server's requests
+(``share_from_rank0``). Each step's sampled tokens travel in ``mii_core.sampling.rank_zero``."""
 from __future__ import annotations
 
 import hashlib
@@ -8,10 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mii_core.model.parallel import ParallelContext
-
-_MASK = (1 << 62) - 1
-
+from mii_core.distributed.parallel_context import ParallelContext
 
 def agree_on_min(ctx: ParallelContext, value: int, device: torch.device) -> int:
     """The smallest ``value`` over the ranks (KV blocks: every rank must schedule the same cache)."""
@@ -47,32 +45,3 @@ def share_from_rank0(ctx: ParallelContext, value: Any) -> Any:
     with ctx.naming_failed_peers():
         dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-class RankZeroSampler:
-    """Rank 0 samples; one broadcast per step gives every rank the tokens, behind a checksum of the step's
-    schedule so that a rank whose scheduler diverged stops with an error instead of computing garbage."""
-
-    def __init__(self, sampler, ctx: ParallelContext) -> None:
-        self.sampler, self.ctx = sampler, ctx
-
-    def __call__(self, logits: torch.Tensor, seqs: list) -> list[int]:
-        checksum = schedule_checksum(seqs)
-        if self.ctx.rank == 0:
-            message = torch.tensor([checksum, *self.sampler(logits, seqs)], dtype=torch.int64, device=logits.device)
-        else:
-            message = torch.empty(len(seqs) + 1, dtype=torch.int64, device=logits.device)
-        with self.ctx.naming_failed_peers():
-            dist.broadcast(message, src=0)
-        values = message.tolist()
-        if values[0] != checksum:
-            raise RuntimeError(f"rank {self.ctx.rank}'s schedule diverged from rank 0's (were all ranks given the "
-                               "same requests and the same inference_engine_config?)")
-        return values[1:]
-
-
-def schedule_checksum(seqs: list) -> int:
-    value = len(seqs)
-    for seq in seqs:
-        value = (value * 1_000_003 + seq.uid * 7919 + seq.num_computed) & _MASK
-    return value

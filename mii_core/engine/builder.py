@@ -12,6 +12,7 @@ import torch
 from mii_core.config.engine import KVCacheMemoryConfig, StateManagerConfig
 from mii_core.config.model import ModelConfig
 from mii_core.distributed import init_parallel_context
+from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.distributed.step_sync import agree_on_min
 from mii_core.engine.inference_engine import InferenceEngine
 from mii_core.engine.model_runner import ModelRunner
@@ -20,7 +21,6 @@ from mii_core.kv_cache.manager import KVCacheManager
 from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
 from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
-from mii_core.model.parallel import ParallelContext
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.rotary import prompt_cache_key
 from mii_core.model.sharding import check_tensor_parallel, local_kv_heads

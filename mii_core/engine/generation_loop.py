@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from mii_core.engine.inference_engine import InferenceEngine
-from mii_core.sampling.sampler import Sampler
+from mii_core.sampling.protocol import TokenSampler
 from mii_core.sampling.stopping import StopChecker
 from mii_core.scheduler.plan import StepPlan
 from mii_core.scheduler.sequence import Sequence, SequenceStatus
@@ -47,7 +47,7 @@ def _start_reading(tokens: torch.Tensor) -> Callable[[], list[int]]:
 
 
 class GenerationLoop:
-    def __init__(self, engine: InferenceEngine, sampler: Sampler, stopper: StopChecker,
+    def __init__(self, engine: InferenceEngine, sampler: TokenSampler, stopper: StopChecker,
                  overlap: bool = False) -> None:
         self.engine, self.sampler, self.stopper = engine, sampler, stopper
         self.scheduler, self.runner = engine.scheduler, engine.runner

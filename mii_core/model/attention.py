@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from mii_core.batch import RaggedBatch
-from mii_core.model.parallel import ColumnParallelLinear, ParallelContext, RowParallelLinear
+from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.parallel import ColumnParallelLinear, RowParallelLinear
 from mii_core.model.sharding import check_tensor_parallel, kv_head_slice
 from mii_core.model.spec import DecoderSpec
 

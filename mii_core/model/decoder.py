@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from mii_core.batch import RaggedBatch
+from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.layers import DecoderLayer
-from mii_core.model.parallel import (Norm, ParallelContext, ReplicatedEmbedding, ReplicatedLinear,
-                                     VocabParallelEmbedding, _param)
+from mii_core.model.norm import Norm
+from mii_core.model.parallel import ReplicatedEmbedding, ReplicatedLinear, VocabParallelEmbedding
+from mii_core.model.parameters import empty_parameter
 from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec
 
@@ -55,7 +57,7 @@ class DecoderModel(nn.Module):
             spec.vocab_size, spec.word_embed_dim, ctx, device, dtype)
         self.lm_head_bias = None
         if spec.lm_head_bias:  # split over ranks as the head's rows are
-            self.lm_head_bias = _param((self.lm_head.local_rows,), device, dtype)
+            self.lm_head_bias = empty_parameter((self.lm_head.local_rows,), device, dtype)
             self.lm_head_bias.weight_loader = self.lm_head._load
 
     def embed_tokens(self, batch: RaggedBatch) -> torch.Tensor:

@@ -12,11 +12,27 @@ from typing import Any
 
 import torch
 
-from mii_core.model.mlp import GATED_ACTIVATIONS
-from mii_core.model.policy import eos_ids_from_hf, rope_spec_from_hf
+from mii_core.model.activations import GATED_ACTIVATIONS
 from mii_core.model.rotary import RotaryEmbedding
-from mii_core.model.spec import DecoderSpec
+from mii_core.model.spec import DecoderSpec, RopeSpec
 from mii_core.model.weight_rules import WeightRule
+
+
+def rope_spec_from_hf(hf_config: dict[str, Any]) -> RopeSpec:
+    """HF keeps rope settings in ``rope_scaling`` + ``rope_theta`` (v4) or ``rope_parameters`` (v5)."""
+    params = dict(hf_config.get("rope_parameters") or hf_config.get("rope_scaling") or {})
+    theta = params.pop("rope_theta", hf_config.get("rope_theta", 10000.0))
+    rope_type = params.pop("rope_type", params.pop("type", "default"))
+    return RopeSpec(theta=float(theta), rope_type=rope_type, params=params)
+
+
+def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
+    """``eos_token_id`` as a tuple: HF configs hold one id, a list, or none."""
+    eos = hf_config.get("eos_token_id")
+    if eos is None:
+        return ()
+    return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+
 
 LAYER = "model.layers.{i}."
 

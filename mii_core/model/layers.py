@@ -12,9 +12,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.attention import Attention
 from mii_core.model.mlp import build_mlp
-from mii_core.model.parallel import Norm, ParallelContext
+from mii_core.model.norm import Norm
 from mii_core.model.spec import DecoderSpec
 
 Residual = Optional[torch.Tensor]

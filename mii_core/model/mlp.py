@@ -8,26 +8,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mii_core.model.parallel import ColumnParallelLinear, ParallelContext, RowParallelLinear
+from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.activations import GATED_ACTIVATIONS, PLAIN_ACTIVATIONS
+from mii_core.model.moe import MoE
+from mii_core.model.parallel import ColumnParallelLinear, RowParallelLinear
 from mii_core.model.spec import DecoderSpec
-
-_PLAIN_ACTIVATIONS = {"gelu": nn.functional.gelu, "relu": nn.functional.relu, "silu": nn.functional.silu,
-                      "gelu_new": lambda x: nn.functional.gelu(x, approximate="tanh"),
-                      "gelu_pytorch_tanh": lambda x: nn.functional.gelu(x, approximate="tanh")}
-# HF activation names -> the gated_activation op's names
-GATED_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_tanh",
-                     "gelu_pytorch_tanh": "gelu_tanh"}
 
 
 class MLP(nn.Module):
     def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
         super().__init__()
         self.kernels, self.gated = kernels, spec.gated_mlp
-        supported = GATED_ACTIVATIONS if spec.gated_mlp else _PLAIN_ACTIVATIONS
+        supported = GATED_ACTIVATIONS if spec.gated_mlp else PLAIN_ACTIVATIONS
         if spec.activation not in supported:
             raise ValueError(f"activation '{spec.activation}' is not supported for a "
                              f"{'gated' if spec.gated_mlp else 'plain'} MLP (supported: {', '.join(supported)})")
-        self.activation = GATED_ACTIVATIONS[spec.activation] if spec.gated_mlp else _PLAIN_ACTIVATIONS[spec.activation]
+        self.activation = GATED_ACTIVATIONS[spec.activation] if spec.gated_mlp else PLAIN_ACTIVATIONS[spec.activation]
         parts = [spec.intermediate_size] * (2 if spec.gated_mlp else 1)
         self.up = ColumnParallelLinear(spec.hidden_size, parts, spec.mlp_bias, ctx, kernels, device, dtype,
                                        part_names=("gate", "up") if spec.gated_mlp else ("up",))
@@ -42,7 +38,5 @@ class MLP(nn.Module):
 
 def build_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> nn.Module:
     if spec.moe is not None:
-        from mii_core.model.moe import MoE
-
         return MoE(spec, ctx, kernels, device, dtype)
     return MLP(spec, ctx, kernels, device, dtype)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mii_core.model.mlp import GATED_ACTIVATIONS
-from mii_core.model.parallel import ParallelContext, ShardId, _copy_checked, _param
+from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.activations import GATED_ACTIVATIONS
+from mii_core.model.parameters import ShardId, copy_checking_shape, empty_parameter, load_whole
 from mii_core.model.spec import DecoderSpec
 
 
@@ -23,8 +24,8 @@ class Experts(nn.Module):
         if intermediate % ctx.world_size:
             raise ValueError(f"expert width {intermediate} does not divide over {ctx.world_size} ranks")
         self.ctx, self.local_f = ctx, intermediate // ctx.world_size
-        self.gate_up = _param((num_experts, 2 * self.local_f, hidden), device, dtype)
-        self.down = _param((num_experts, hidden, self.local_f), device, dtype)
+        self.gate_up = empty_parameter((num_experts, 2 * self.local_f, hidden), device, dtype)
+        self.down = empty_parameter((num_experts, hidden, self.local_f), device, dtype)
         self.gate_up.weight_loader = self._load_gate_up
         self.down.weight_loader = self._load_down
 
@@ -36,7 +37,7 @@ class Experts(nn.Module):
         expert, part = _parse(shard_id)
         if part is not None:  # one expert's gate or up matrix [F, H]
             offset = 0 if part == "gate" else self.local_f
-            _copy_checked(param.data[expert].narrow(0, offset, self.local_f), self._rank_slice(loaded, 0), name)
+            copy_checking_shape(param.data[expert].narrow(0, offset, self.local_f), self._rank_slice(loaded, 0), name)
             return
         if expert is None and (loaded.dim() != 3 or loaded.shape[0] != param.shape[0]):
             raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}; a fused expert "
@@ -48,13 +49,13 @@ class Experts(nn.Module):
                 raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}; a fused expert "
                                  "gate|up tensor must be [2F, H] per expert or [E, 2F, H] for all")
             gate, up = matrix.chunk(2, dim=0)
-            _copy_checked(param.data[e, :self.local_f], self._rank_slice(gate, 0), name)
-            _copy_checked(param.data[e, self.local_f:], self._rank_slice(up, 0), name)
+            copy_checking_shape(param.data[e, :self.local_f], self._rank_slice(gate, 0), name)
+            copy_checking_shape(param.data[e, self.local_f:], self._rank_slice(up, 0), name)
 
     def _load_down(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: ShardId, name: str = "") -> None:
         expert, _part = _parse(shard_id)
         target = param.data if expert is None else param.data[expert]
-        _copy_checked(target, self._rank_slice(loaded, loaded.dim() - 1), name)
+        copy_checking_shape(target, self._rank_slice(loaded, loaded.dim() - 1), name)
 
 
 def _parse(shard_id: ShardId) -> tuple[int | None, str | None]:
@@ -73,8 +74,8 @@ class MoE(nn.Module):
         self.ctx, self.kernels, self.moe = ctx, kernels, spec.moe
         self.activation = GATED_ACTIVATIONS[spec.activation]
         self.router = nn.Module()
-        self.router.weight = _param((spec.moe.num_experts, spec.hidden_size), device, dtype)
-        self.router.weight.weight_loader = lambda p, t, _s, name="": _copy_checked(p.data, t, name)
+        self.router.weight = empty_parameter((spec.moe.num_experts, spec.hidden_size), device, dtype)
+        self.router.weight.weight_loader = load_whole
         self.experts = Experts(spec.moe.num_experts, spec.hidden_size, spec.intermediate_size, ctx, device, dtype)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,75 +1,17 @@
-"""Tensor-parallel context and the linear layers that shard themselves when weights are loaded.
+"""The linear layers and embeddings that shard themselves over tensor-parallel ranks when weights are loaded.
 
 Each parameter carries a ``weight_loader(param, loaded, shard_id)``: sharding for tensor parallelism
 lives with the layer, so architecture plugins only say which checkpoint tensor goes where.
 """
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-ShardId = Union[int, str, None]
-
-
-class RankFailure(RuntimeError):
-    """A collective with the other ranks failed: a peer died, stalled past the timeout, or returned early."""
-
-
-@dataclass(frozen=True, slots=True)
-class ParallelContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0  # the rank's index on its machine: which GPU it drives
-
-    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world_size > 1:
-            with self.naming_failed_peers():
-                dist.all_reduce(tensor)
-        return tensor
-
-    @contextlib.contextmanager
-    def naming_failed_peers(self) -> Iterator[None]:
-        """Wrap collectives: a failure (gloo: connection closed; NCCL: watchdog timeout) becomes a
-        RankFailure naming the peer ranks (with two ranks: the one that failed)."""
-        try:
-            yield
-        except RuntimeError as exc:
-            if isinstance(exc, RankFailure):
-                raise
-            peers = ", ".join(str(r) for r in range(self.world_size) if r != self.rank)
-            raise RankFailure(f"rank {self.rank} of {self.world_size}: lost rank(s) {peers} in a collective (a "
-                              "rank died, stalled past the collective timeout MII_CORE_DIST_TIMEOUT, or returned "
-                              f"early); see that rank's log. Cause: {exc}") from exc
-
-    def all_gather_last(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Every rank's ``tensor`` side by side on the last axis, in rank order (vocab-parallel logits)."""
-        if self.world_size == 1:
-            return tensor
-        pieces = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        with self.naming_failed_peers():
-            dist.all_gather(pieces, tensor.contiguous())
-        return torch.cat(pieces, dim=-1)
-
-    def even_slice(self, full: int) -> tuple[int, int]:
-        """(start, size) of this rank's share of ``full`` rows split evenly."""
-        size = full // self.world_size
-        return self.rank * size, size
-
-
-def _param(shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> nn.Parameter:
-    # torch.empty: every value is overwritten by the checkpoint; missing ones are reported, not zeroed
-    return nn.Parameter(torch.empty(*shape, device=device, dtype=dtype), requires_grad=False)
-
-
-def _copy_checked(dst: torch.Tensor, src: torch.Tensor, name: str) -> None:
-    if dst.shape != src.shape:
-        raise ValueError(f"checkpoint tensor for '{name}' has shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
-    dst.copy_(src)
+from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.parameters import ShardId, copy_checking_shape, empty_parameter, load_whole
 
 
 class ColumnParallelLinear(nn.Module):
@@ -90,9 +32,9 @@ class ColumnParallelLinear(nn.Module):
         self.part_slices = list(part_slices)
         self.local_parts = [size for _start, size in self.part_slices]
         self.part_names = list(part_names) if part_names else list(range(len(parts)))
-        self.weight = _param((sum(self.local_parts), in_features), device, dtype)
+        self.weight = empty_parameter((sum(self.local_parts), in_features), device, dtype)
         self.weight.weight_loader = self._load
-        self.bias = _param((sum(self.local_parts),), device, dtype) if bias else None
+        self.bias = empty_parameter((sum(self.local_parts),), device, dtype) if bias else None
         if self.bias is not None:
             self.bias.weight_loader = self._load
 
@@ -107,7 +49,7 @@ class ColumnParallelLinear(nn.Module):
         start, size = self.part_slices[index]
         # the whole part is narrowed to this rank's rows; a tensor of exactly those rows is taken as it is
         local = loaded.narrow(0, start, size) if loaded.shape[0] == self.full_parts[index] else loaded
-        _copy_checked(param.data.narrow(0, sum(self.local_parts[:index]), size), local, name)
+        copy_checking_shape(param.data.narrow(0, sum(self.local_parts[:index]), size), local, name)
 
     def _load_fused(self, param: nn.Parameter, loaded: torch.Tensor, name: str) -> None:
         """A checkpoint tensor holding every part back to back ([q | k | v]): split, then load each part."""
@@ -133,16 +75,16 @@ class RowParallelLinear(nn.Module):
             raise ValueError(f"input size {in_features} does not divide over {ctx.world_size} ranks")
         self.ctx, self.kernels = ctx, kernels
         self.local_in = in_features // ctx.world_size
-        self.weight = _param((out_features, self.local_in), device, dtype)
+        self.weight = empty_parameter((out_features, self.local_in), device, dtype)
         self.weight.weight_loader = self._load_weight
-        self.bias = _param((out_features,), device, dtype) if bias else None
+        self.bias = empty_parameter((out_features,), device, dtype) if bias else None
         if self.bias is not None:
-            self.bias.weight_loader = _load_whole
+            self.bias.weight_loader = load_whole
 
     def _load_weight(self, param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:
         local = loaded.narrow(1, self.ctx.rank * self.local_in, self.local_in) if loaded.dim() == 2 and \
             loaded.shape[1] == self.local_in * self.ctx.world_size else loaded
-        _copy_checked(param.data, local, name)
+        copy_checking_shape(param.data, local, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ctx.all_reduce(self.kernels.linear(x, self.weight, None))
@@ -156,18 +98,14 @@ class ReplicatedLinear(nn.Module):
                  dtype: torch.dtype):
         super().__init__()
         self.kernels = kernels
-        self.weight = _param((out_features, in_features), device, dtype)
-        self.weight.weight_loader = _load_whole
-        self.bias = _param((out_features,), device, dtype) if bias else None
+        self.weight = empty_parameter((out_features, in_features), device, dtype)
+        self.weight.weight_loader = load_whole
+        self.bias = empty_parameter((out_features,), device, dtype) if bias else None
         if self.bias is not None:
-            self.bias.weight_loader = _load_whole
+            self.bias.weight_loader = load_whole
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernels.linear(x, self.weight, self.bias)
-
-
-def _load_whole(param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:
-    _copy_checked(param.data, loaded, name)
 
 
 class ReplicatedEmbedding(nn.Module):
@@ -175,8 +113,8 @@ class ReplicatedEmbedding(nn.Module):
 
     def __init__(self, vocab_size: int, hidden_size: int, device: torch.device, dtype: torch.dtype):
         super().__init__()
-        self.weight = _param((vocab_size, hidden_size), device, dtype)
-        self.weight.weight_loader = _load_whole
+        self.weight = empty_parameter((vocab_size, hidden_size), device, dtype)
+        self.weight.weight_loader = load_whole
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(token_ids, self.weight)
@@ -194,9 +132,9 @@ class VocabParallelEmbedding(nn.Module):
         self.ctx, self.vocab_size = ctx, vocab_size
         padded = -(-vocab_size // ctx.world_size) * ctx.world_size
         self.start, self.local_rows = ctx.even_slice(padded)
-        self.weight = _param((self.local_rows, hidden_size), device, dtype)
+        self.weight = empty_parameter((self.local_rows, hidden_size), device, dtype)
         self.weight.weight_loader = self._load
-        self.bias = _param((self.local_rows,), device, dtype) if bias else None
+        self.bias = empty_parameter((self.local_rows,), device, dtype) if bias else None
         if self.bias is not None:
             self.bias.weight_loader = self._load
 
@@ -206,7 +144,7 @@ class VocabParallelEmbedding(nn.Module):
                              f"{(self.vocab_size, *param.shape[1:])}")
         rows = max(0, min(self.local_rows, self.vocab_size - self.start))
         param.data.zero_()
-        _copy_checked(param.data.narrow(0, 0, rows), loaded.narrow(0, self.start, rows), name)
+        copy_checking_shape(param.data.narrow(0, 0, rows), loaded.narrow(0, self.start, rows), name)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         if self.ctx.world_size == 1:
@@ -222,23 +160,3 @@ class VocabParallelEmbedding(nn.Module):
         columns are gathered."""
         local = linear(hidden, self.weight, bias).float()
         return self.ctx.all_gather_last(local)[..., :self.vocab_size]
-
-
-class Norm(nn.Module):
-    """RMSNorm or LayerNorm through the kernel registry."""
-
-    def __init__(self, kind: str, size: int, eps: float, kernels, device: torch.device, dtype: torch.dtype):
-        super().__init__()
-        self.kind, self.eps, self.kernels = kind, eps, kernels
-        self.weight = _param((size,), device, dtype)
-        self.weight.weight_loader = _load_whole
-        self.bias = None
-        if kind == "layer":
-            self.bias = _param((size,), device, dtype)
-            self.bias.weight_loader = self.weight.weight_loader
-
-    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None):
-        """norm(x); with ``residual``: (norm(x + residual), x + residual), fused by the kernel."""
-        if self.kind == "rms":
-            return self.kernels.rms_norm(x, self.weight, self.eps, residual)
-        return self.kernels.layer_norm(x, self.weight, self.bias, self.eps, residual)

@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Optional, Union
 
 import torch
 
+from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.decoder import DecoderModel
-from mii_core.model.parallel import ParallelContext
 from mii_core.model.spec import DecoderSpec
 from mii_core.model.weight_rules import RuleTable, WeightRule, WeightTarget
 
@@ -65,19 +65,3 @@ class ArchitecturePolicy:
         names = self.rules.expand(self.spec.num_layers, experts)
         return [n for n in names if self.map_weight(n) is not None]
 
-
-def rope_spec_from_hf(hf_config: dict[str, Any]):
-    """HF keeps rope settings in ``rope_scaling`` + ``rope_theta`` (v4) or ``rope_parameters`` (v5)."""
-    from mii_core.model.spec import RopeSpec
-
-    params = dict(hf_config.get("rope_parameters") or hf_config.get("rope_scaling") or {})
-    theta = params.pop("rope_theta", hf_config.get("rope_theta", 10000.0))
-    rope_type = params.pop("rope_type", params.pop("type", "default"))
-    return RopeSpec(theta=float(theta), rope_type=rope_type, params=params)
-
-
-def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
-    eos = hf_config.get("eos_token_id")
-    if eos is None:
-        return ()
-    return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)

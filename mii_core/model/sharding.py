@@ -6,7 +6,7 @@ as ranks; with fewer (Falcon-7B's one KV head, 8 GQA KV heads on 16 ranks) each 
 """
 from __future__ import annotations
 
-from mii_core.model.parallel import ParallelContext
+from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.spec import DecoderSpec
 
 

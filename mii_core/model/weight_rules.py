@@ -14,7 +14,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from mii_core.model.parallel import ShardId
+from mii_core.model.parameters import ShardId
 from mii_core.model.spec import DecoderSpec
 
 Transform = Callable[[torch.Tensor, DecoderSpec], torch.Tensor]

@@ -6,14 +6,16 @@ from typing import Sequence as Seq
 import torch
 
 from mii_core.sampling.filters import filter_logits
-from mii_core.scheduler.sequence import Sequence
+from mii_core.sampling.protocol import SequenceForSampling
 
 
 class Sampler:
+    """One rank's :class:`~mii_core.sampling.protocol.TokenSampler`."""
+
     def __init__(self, eos_ids: Seq[int], vocab_size: int) -> None:
         self.eos_ids = [e for e in eos_ids if 0 <= e < vocab_size]
 
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+    def __call__(self, logits: torch.Tensor, seqs: Seq[SequenceForSampling]) -> list[int]:
         logits = self._suppress_early_eos(logits, seqs)
         chosen = logits.argmax(dim=-1)
         sampled_rows = [i for i, s in enumerate(seqs) if s.options.do_sample]
@@ -22,18 +24,18 @@ class Sampler:
             chosen[rows] = self._sample(logits.index_select(0, rows), [seqs[i] for i in sampled_rows])
         return chosen.tolist()
 
-    def all_greedy(self, seqs: list[Sequence], unread: int = 0) -> bool:
+    def all_greedy(self, seqs: Seq[SequenceForSampling], unread: int = 0) -> bool:
         """Whether the next token of every sequence is plain argmax (greedy, and none still barred from
         EOS), so that it can stay on the device. ``unread``: tokens each sequence sampled that are not in
         ``generated_ids`` yet."""
         return not any(seq.options.do_sample or self._barred_from_eos(seq, unread) for seq in seqs)
 
-    def _barred_from_eos(self, seq: Sequence, unread: int = 0) -> bool:
+    def _barred_from_eos(self, seq: SequenceForSampling, unread: int = 0) -> bool:
         """min_new_tokens: EOS cannot be chosen before that many tokens were generated (HF's rule)."""
         return (bool(self.eos_ids) and not seq.options.ignore_eos
                 and len(seq.generated_ids) + unread < seq.options.min_new_tokens)
 
-    def _suppress_early_eos(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    def _suppress_early_eos(self, logits: torch.Tensor, seqs: Seq[SequenceForSampling]) -> torch.Tensor:
         early = [i for i, s in enumerate(seqs) if self._barred_from_eos(s)]
         if early:
             logits = logits.clone()
@@ -41,7 +43,7 @@ class Sampler:
             logits[rows, torch.tensor(self.eos_ids, device=logits.device)[None, :]] = float("-inf")
         return logits
 
-    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    def _sample(self, logits: torch.Tensor, seqs: Seq[SequenceForSampling]) -> torch.Tensor:
         vocab = logits.shape[1]
         device = logits.device
         top_k = torch.tensor([s.options.top_k or vocab for s in seqs], device=device)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence as Seq
 
-from mii_core.scheduler.sequence import Sequence
+from mii_core.sampling.protocol import SequenceForSampling
 
 
 class StopChecker:
@@ -11,7 +11,7 @@ class StopChecker:
         self.tokenizer = tokenizer
         self.eos_ids = set(eos_ids)
 
-    def check(self, seq: Sequence) -> Optional[str]:
+    def check(self, seq: SequenceForSampling) -> Optional[str]:
         """Returns "stop", "length" or None after ``seq`` got a new token."""
         generated = len(seq.generated_ids)
         options = seq.options
@@ -24,7 +24,7 @@ class StopChecker:
             return "length"
         return None
 
-    def _find_stop(self, seq: Sequence) -> bool:
+    def _find_stop(self, seq: SequenceForSampling) -> bool:
         """Stop strings may span several tokens, so they are matched on the decoded text.
 
         With min_new_tokens, a match counts only when it ends after the text of the first
@@ -48,6 +48,6 @@ class StopChecker:
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
-    def final_text(self, seq: Sequence) -> str:
+    def final_text(self, seq: SequenceForSampling) -> str:
         text = self.decode(seq.generated_ids)
         return text if seq.stop_cut is None else text[:seq.stop_cut]

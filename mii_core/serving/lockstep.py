@@ -19,9 +19,9 @@ from typing import Callable, Optional
 
 import torch.distributed as dist
 
+from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.distributed.step_sync import share_from_rank0
 from mii_core.engine.generation_loop import GenerationLoop
-from mii_core.model.parallel import ParallelContext
 from mii_core.scheduler.sequence import Sequence
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,7 @@ def main() -> None:
     from mii_core.engine.builder import load_policy
     from mii_core.loading.weights import load_weights
     from mii_core.model.ops import KernelSet
-    from mii_core.model.parallel import ParallelContext
+    from mii_core.distributed.parallel_context import ParallelContext
     from mii_core.plugins import get_plugins
 
     policy = load_policy(path)

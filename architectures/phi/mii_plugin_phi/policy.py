@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mii_core.model.policy import ArchitecturePolicy, eos_ids_from_hf, rope_spec_from_hf
+from mii_core.model.hf_common import eos_ids_from_hf, rope_spec_from_hf
+from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
 
 _LAYER = "model.layers.{i}."

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from mii_core.model.policy import ArchitecturePolicy, eos_ids_from_hf
+from mii_core.model.hf_common import eos_ids_from_hf
+from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec, RopeSpec
 
 _LAYER = "transformer.h.{i}."

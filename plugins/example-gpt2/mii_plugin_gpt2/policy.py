@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mii_core.model.policy import ArchitecturePolicy, eos_ids_from_hf
+from mii_core.model.hf_common import eos_ids_from_hf
+from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
 from mii_core.model.weight_rules import Rule
 

@@ -1,0 +1,33 @@
+"""The seam between the generation loop and whatever picks tokens: ``TokenSampler`` (``Sampler`` on one
+rank, ``RankZeroSampler`` under tensor parallelism) and ``SequenceForSampling``, what sampling and stop
+checks read from a sequence in flight (``mii_core.scheduler.Sequence`` has all of it), so that sampling
+does not depend on the scheduler."""
+from __future__ import annotations
+
+from typing import Optional, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from mii_core.config.generation import GenerationConfig
+
+
+class SequenceForSampling(Protocol):
+    options: GenerationConfig  # the request's generation options
+    generated_ids: list[int]  # tokens sampled so far (those the host has read)
+    max_new_tokens: int
+    generator: Optional[torch.Generator]  # the request's own RNG when it gave a seed
+    text_checked: int  # characters of generated text already searched for stop strings (StopChecker's)
+    stop_cut: Optional[int]  # where a stop string begins in the generated text (StopChecker's)
+
+
+@runtime_checkable
+class TokenSampler(Protocol):
+    def __call__(self, logits: torch.Tensor, seqs: Sequence[SequenceForSampling]) -> list[int]:
+        """The next token of each sequence: ``logits`` [len(seqs), vocab], one row per sequence, in order."""
+        ...
+
+    def all_greedy(self, seqs: Sequence[SequenceForSampling], unread: int = 0) -> bool:
+        """Whether every sequence's next token is plain argmax, so that the loop may pick it on the device
+        without calling the sampler. ``unread``: tokens each sequence sampled that are not in
+        ``generated_ids`` yet."""
+        ...

@@ -1,0 +1,50 @@
+"""The sampler the generation loop calls is a typed seam (``TokenSampler``): the one-rank ``Sampler`` and the
+tensor-parallel ``RankZeroSampler`` both implement all of it, and ``RankZeroSampler.all_greedy`` gives the
+same answer on every rank without a collective. Expected answers are worked out by hand from HF's rules
+(``min_new_tokens`` bars EOS until that many tokens were generated)."""
+from __future__ import annotations
+
+import pytest
+
+from mii_core.config.generation import GenerationConfig
+from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.sampling.protocol import TokenSampler
+from mii_core.sampling.rank_zero import RankZeroSampler
+from mii_core.sampling.sampler import Sampler
+from mii_core.scheduler.sequence import Sequence
+
+EOS = 2
+VOCAB = 8
+
+
+def seq(uid: int, generated: int, **options) -> Sequence:
+    return Sequence(uid=uid, prompt_ids=[5, 6], max_new_tokens=16, options=GenerationConfig(**options),
+                    generated_ids=[3] * generated)
+
+
+# (sequences, unread, expected all_greedy)
+CASES = [
+    ([seq(0, 0, do_sample=False), seq(1, 4, do_sample=False)], 0, True),
+    ([seq(0, 0, do_sample=False), seq(1, 4, do_sample=True)], 0, False),  # one samples
+    ([seq(0, 1, do_sample=False, min_new_tokens=3)], 0, False),  # 1 generated < 3: EOS barred
+    ([seq(0, 1, do_sample=False, min_new_tokens=3)], 2, True),  # 1 + 2 unread = 3: EOS allowed
+    ([seq(0, 1, do_sample=False, min_new_tokens=3, ignore_eos=True)], 0, True),  # EOS never stops it
+]
+
+
+def samplers(rank: int):
+    one_rank = Sampler([EOS], VOCAB)
+    return one_rank, RankZeroSampler(Sampler([EOS], VOCAB), ParallelContext(rank=rank, world_size=2))
+
+
+def test_both_samplers_implement_the_protocol():
+    for sampler in samplers(rank=0):
+        assert isinstance(sampler, TokenSampler)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+@pytest.mark.parametrize("seqs, unread, expected", CASES)
+def test_all_greedy_is_the_same_answer_on_every_rank(rank, seqs, unread, expected):
+    one_rank, tensor_parallel = samplers(rank)
+    assert one_rank.all_greedy(seqs, unread) is expected
+    assert tensor_parallel.all_greedy(seqs, unread) is expected
