@@ -5,7 +5,7 @@ import itertools
 import os
 import weakref
 from collections import deque
-from typing import Any, Iterator, Optional, Sequence as Seq, Union
+from typing import Any, Callable, Iterator, Optional, Sequence as Seq, Union
 
 from tqdm.auto import tqdm
 
@@ -21,6 +21,7 @@ from mii_core.response import Response, TokenOutput
 from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
+from mii_core.serving.lockstep import LockstepLoop, follow
 from mii_core.serving.service import EngineService
 from mii_core.serving.stream import Detokenizer, RequestStream, SequenceOutput
 
@@ -122,6 +123,33 @@ class Pipeline:
             return [TokenOutput(seq.generated_ids, seq.finish_reason) for seq in seqs]
         outputs = self._wait(self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens=False)))
         return [TokenOutput(out.token_ids, out.finish_reason) for out in outputs]
+
+    # ---- serving this pipeline (a deployment's replica) ----
+    def lead_followers(self, explain_stop: Callable[[Exception], str]) -> None:
+        """Tensor parallel, rank 0 of a server: requests go through an engine service whose loop drives the
+        other ranks' steps (they run :meth:`follow_leader`). ``explain_stop`` words why it stopped (a rank lost)."""
+        if self.ctx.world_size == 1 or self.ctx.rank != 0:
+            raise ValueError(f"lead_followers is for rank 0 of several ranks; this is rank {self.ctx.rank} of "
+                             f"{self.ctx.world_size}")
+        self.service = EngineService(LockstepLoop(self.loop, self.ctx), lockstep=True, explain_stop=explain_stop)
+
+    def follow_leader(self) -> None:
+        """Tensor parallel, ranks > 0 of a server: replays rank 0's steps until it stops them; raises when a
+        rank is lost."""
+        device = self.engine.device
+        follow(self.loop, self.ctx, lambda uid, ids, n, options: build_sequence(uid, ids, n, options, device))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The engine service's counters and occupancy (for a server's health answer)."""
+        return self.service.snapshot()
+
+    def service_failure(self) -> Optional[Exception]:
+        """The error that stopped the engine service (under tensor parallelism: a rank lost); None while it serves."""
+        return self.service.fatal_error if self.service.stopped.is_set() else None
+
+    def stop_service(self) -> None:
+        """Stops the engine service (requests still in it fail; a leader stops its followers too)."""
+        self.service.close()
 
     def destroy(self) -> None:
         """Frees the engine and its device memory; the pipeline cannot be used afterwards."""

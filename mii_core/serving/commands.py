@@ -85,7 +85,7 @@ def _interrupt(*_: Any) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from mii_core.serving.deploy import serve
+    from mii_core.serving.deploy import serve  # not through mii_core: serving never imports the pipeline
 
     try:
         client = serve(args.model, mii_config=args.config, **_serve_options(args))
@@ -116,7 +116,7 @@ def _still_running(client: Any) -> bool:
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    from mii_core.serving.client import client as connect_to_deployment
+    from mii_core.serving.client import client as deployment_client
 
     options = {"max_new_tokens": args.max_new_tokens, "max_length": args.max_length, "temperature": args.temperature,
                "top_p": args.top_p, "top_k": args.top_k, "stop": args.stop, "seed": args.seed}
@@ -126,7 +126,7 @@ def generate_command(args: argparse.Namespace) -> int:
     if args.ignore_eos:
         options["ignore_eos"] = True
     try:
-        client = connect_to_deployment(args.deployment)
+        client = deployment_client(args.deployment)
         streaming_fn = _print_piece if args.stream else None
         responses = client.generate(args.prompts, streaming_fn=streaming_fn, **options)
     except (ValueError, TypeError, RuntimeError) as exc:

@@ -27,7 +27,7 @@ ROUTER_PID_ENV = "MII_CORE_ROUTER_PID"  # a replica's ranks exit when this proce
 def replica_command(folder: Path, index: int, tensor_parallel: int = 1, torch_dist_port: int = 29500,
                     devices: tuple[int, ...] = ()) -> tuple[list[str], dict[str, str]]:
     """The command of replica ``index`` and what it adds to the environment."""
-    program = [sys.executable, "-m", "mii_core.serving.replica", str(folder), str(index)]
+    program = [sys.executable, "-m", "mii_core.replica_main", str(folder), str(index)]
     if tensor_parallel == 1:
         return program, {}
     launcher, executable = tp_launcher()

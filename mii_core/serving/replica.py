@@ -1,7 +1,8 @@
 """A replica: one engine (a pipeline and its service) served over the deployment's link.
 
-Run by the router as ``python -m mii_core.serving.replica DEPLOYMENT_FOLDER INDEX`` (see launch.py),
-once, or under tensor parallelism once per rank by the launcher: rank 0 serves the link and its engine
+Run by the router as ``python -m mii_core.replica_main DEPLOYMENT_FOLDER INDEX`` (see launch.py), which
+hands :func:`run_replica` the way to build the pipeline (serving sits below the pipeline and never imports
+it), once, or under tensor parallelism once per rank by the launcher: rank 0 serves the link and its engine
 service drives the other ranks, which follow its steps (:mod:`mii_core.serving.lockstep`). It exits
 when asked (terminate: rank 0 stops the other ranks), when the router is gone, or (tensor parallel)
 when a rank is lost: rank 0 fails its requests with an error naming the replica and the cause, then
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 from mii_core.config import ModelConfig
 from mii_core.config.deployment import MIIConfig
@@ -25,15 +26,29 @@ from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, R
 from mii_core.serving.errors import InvalidRequest
 from mii_core.serving.launch import ROUTER_PID_ENV
 from mii_core.serving.link import LinkServer, backend_handler
-from mii_core.serving.lockstep import LockstepLoop, follow, gather_rank_pids
+from mii_core.serving.lockstep import gather_rank_pids
 from mii_core.serving.metadata import load_record, lost_ranks, process_alive
 from mii_core.serving.ports import LINK_HOST
-from mii_core.serving.service import EngineService
 from mii_core.serving.stream import RequestStream
 
 log = logging.getLogger("mii_core.replica")
 PARENT_CHECK_SECONDS = 0.5
 RANK_LOST_EXIT_CODE = 3
+
+
+class ServedPipeline(Protocol):
+    """What a replica needs of the pipeline it serves (``mii_core.pipeline.Pipeline``)."""
+
+    tokenizer: Any
+    ctx: Any  # the tensor-parallel context: rank, world_size
+
+    def submit(self, prompts: Optional[list[str]], options: Any, prompt_ids: Optional[list[list[int]]] = None,
+               stream_tokens: bool = True) -> RequestStream: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def lead_followers(self, explain_stop: Callable[[Exception], str]) -> None: ...
+    def follow_leader(self) -> None: ...
+    def service_failure(self) -> Optional[Exception]: ...
+    def stop_service(self) -> None: ...
 
 
 class LocalStream(ResponseStream):
@@ -69,7 +84,7 @@ class LocalStream(ResponseStream):
 class LocalBackend(Backend):
     """The engine of this process as a Backend."""
 
-    def __init__(self, pipe: Any, rank_pids: Optional[list[int]] = None) -> None:
+    def __init__(self, pipe: ServedPipeline, rank_pids: Optional[list[int]] = None) -> None:
         self.pipe = pipe
         self.rank_pids = rank_pids or [os.getpid()]  # rank order; the router watches each
         self.terminated = threading.Event()
@@ -109,7 +124,7 @@ class LocalBackend(Backend):
         return list(ids)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "pid": os.getpid(), "rank_pids": self.rank_pids, **self.pipe.service.snapshot()}
+        return {"status": "ok", "pid": os.getpid(), "rank_pids": self.rank_pids, **self.pipe.snapshot()}
 
     def terminate(self) -> None:
         self.terminated.set()
@@ -147,7 +162,8 @@ class RouterWatch:
         threading.Thread(target=watch, name="router-watch", daemon=True).start()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def run_replica(build_pipeline: Callable[[ModelConfig], ServedPipeline], argv: Optional[list[str]] = None) -> int:
+    """The replica process (one rank of it): ``argv`` is DEPLOYMENT_FOLDER INDEX; never returns (os._exit)."""
     folder, index = argv if argv is not None else sys.argv[1:3]
     index = int(index)
     rank = os.environ.get("RANK", "0")
@@ -158,15 +174,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     config = MIIConfig.model_validate(record.config)
     router = RouterWatch()
     router.exit_when_gone(f"replica {index} rank {rank}")
-    from mii_core.pipeline import Pipeline
-
-    pipe = Pipeline(replica_model_config(config, record.placements[index]))
+    pipe = build_pipeline(replica_model_config(config, record.placements[index]))
     rank_pids = gather_rank_pids(pipe.ctx)
     if pipe.ctx.rank > 0:
         _follow(pipe, index)
     if pipe.ctx.world_size > 1:  # rank 0: its engine service drives every rank
-        pipe.service = EngineService(LockstepLoop(pipe.loop, pipe.ctx), lockstep=True,
-                                     explain_stop=lambda exc: _explain_loss(index, rank_pids, exc))
+        pipe.lead_followers(explain_stop=lambda exc: _explain_loss(index, rank_pids, exc))
     backend = LocalBackend(pipe, rank_pids)
     host, port = record.replica_links[index]
     server = LinkServer(host or LINK_HOST, port, record.key, backend_handler(backend), name=f"replica{index}").start()
@@ -174,19 +187,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     code = _serve_until_done(backend, router)
     server.close()
     if code == 0:
-        backend.pipe.service.close()  # under tensor parallelism this stops the other ranks too
+        pipe.stop_service()  # under tensor parallelism this stops the other ranks too
     logging.shutdown()
     os._exit(code)  # daemon threads (link connections) need no join; the engine holds nothing to flush
 
 
 def _serve_until_done(backend: LocalBackend, router: RouterWatch) -> int:
-    service = backend.pipe.service
     while not backend.terminated.wait(PARENT_CHECK_SECONDS):
         if not router.alive():
             log.warning("the router (pid %d) is gone; exiting", router.pid)
             return 0
-        if service.stopped.is_set():  # under tensor parallelism: a rank was lost
-            log.error("%s", service.fatal_error)
+        failure = backend.pipe.service_failure()
+        if failure is not None:  # under tensor parallelism: a rank was lost
+            log.error("%s", failure)
             time.sleep(PARENT_CHECK_SECONDS)  # lets the link threads deliver the requests' errors
             return RANK_LOST_EXIT_CODE
     return 0
@@ -198,20 +211,13 @@ def _explain_loss(index: int, rank_pids: list[int], exc: Exception) -> str:
     return f"replica {index} lost {', '.join(gone)}: {exc}" if gone else f"replica {index} stopped: {exc}"
 
 
-def _follow(pipe: Any, index: int) -> None:
+def _follow(pipe: ServedPipeline, index: int) -> None:
     """Ranks > 0: follow rank 0's steps until it stops them (exit 0) or is lost (exit 3)."""
-    from mii_core.requests import build_sequence
-
-    device = pipe.engine.device
     try:
-        follow(pipe.loop, pipe.ctx, lambda uid, ids, n, options: build_sequence(uid, ids, n, options, device))
+        pipe.follow_leader()
         code = 0
     except Exception:
         log.exception("replica %d rank %d stopped", index, pipe.ctx.rank)
         code = RANK_LOST_EXIT_CODE
     logging.shutdown()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -84,7 +84,7 @@ class EngineService:
                 raise QueueFull(f"{self._unstarted} requests are already waiting (max_queued_requests="
                                 f"{self.max_queued_requests}); retry later")
             self._unstarted += 1
-        request._service = self
+        request.attach(self)
         self._inbox.put(("add", request))
         return request
 
@@ -188,12 +188,12 @@ class EngineService:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if item is not _STOP and item[0] == "add" and not item[1]._ended:
+            if item is not _STOP and item[0] == "add" and not item[1].ended:
                 self.stats.failed += 1
                 self._end(item[1], error)
 
     def _add(self, request: RequestStream) -> None:
-        if request._ended:  # cancelled before the loop saw it
+        if request.ended:  # cancelled before the loop saw it
             return
         added = []
         try:
@@ -208,7 +208,7 @@ class EngineService:
         self._entries.extend(added)
 
     def _cancel(self, request: RequestStream) -> None:
-        if request._ended:
+        if request.ended:
             return
         entries = [e for e in self._entries if e.request is request]
         for entry in entries:
@@ -221,16 +221,14 @@ class EngineService:
         still_running = []
         for entry in self._entries:
             seq, request = entry.seq, entry.request
-            if not request._started and (seq.num_computed > 0 or seq.status is not SequenceStatus.WAITING):
+            if request.waiting and (seq.num_computed > 0 or seq.status is not SequenceStatus.WAITING):
                 self._mark_started(request)
             count = len(seq.generated_ids)
             if count > entry.delivered and request.stream_tokens:
                 entry.delivered = count
-                request._post(("tokens", entry.index, count))
+                request.post_tokens(entry.index, count)
             if seq.status is SequenceStatus.FINISHED:
-                request._post(("finished", entry.index))
-                request._live -= 1
-                if request._live == 0:
+                if request.finish_sequence(entry.index):
                     self.stats.served += 1
                     self._end(request, None)
             else:
@@ -238,10 +236,9 @@ class EngineService:
         self._entries = still_running
 
     def _mark_started(self, request: RequestStream) -> None:
-        request._started = True
         with self._lock:
             self._unstarted -= 1
-        request._post(("started",))
+        request.mark_started()
 
     def _fail_step(self, exc: Exception) -> None:
         hit = {id(seq) for seq in self.loop.in_flight}
@@ -266,11 +263,9 @@ class EngineService:
 
     def _end(self, request: RequestStream, error: Optional[BaseException]) -> None:
         """The request leaves the loop: finished (error None), cancelled or failed."""
-        request._ended = True
-        if not request._started:
-            request._started = True
+        if request.waiting:  # it will never start: it no longer counts as queued
             with self._lock:
                 self._unstarted -= 1
         if error is not None:
             self._entries = [e for e in self._entries if e.request is not request]
-            request._post(("failed", error))
+        request.end(error)

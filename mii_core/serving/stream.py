@@ -56,19 +56,53 @@ class RequestStream:
         self._detok = detokenizer
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._service: Any = None
-        # written by the loop thread only
-        self._started = False
+        # written by the loop thread only, through the methods below
+        self._waiting = True  # accepted, but no sequence has entered the batch and it has not ended
         self._ended = False
-        self._live = len(seqs)
+        self._live = len(seqs)  # sequences not finished yet
         # written by the consumer only
         self._outputs: list[Optional[SequenceOutput]] = [None] * len(seqs)
         self._texts: list[Optional[TextStream]] = [None] * len(seqs)
         self._seen = [0] * len(seqs)
         self._remaining = len(seqs)
 
-    def _post(self, event: tuple) -> None:
-        self._events.put(event)
+    # ---- the loop thread's side (the engine service) ----
+    def attach(self, service: Any) -> None:
+        """The service that runs this request; ``cancel`` goes to it."""
+        self._service = service
 
+    @property
+    def waiting(self) -> bool:
+        """Accepted, but no sequence has entered the batch yet, and the request has not ended."""
+        return self._waiting
+
+    @property
+    def ended(self) -> bool:
+        """The request left the loop: finished, cancelled or failed."""
+        return self._ended
+
+    def mark_started(self) -> None:
+        """A sequence entered the batch: the caller hears "started"."""
+        self._waiting = False
+        self._events.put(("started",))
+
+    def post_tokens(self, index: int, count: int) -> None:
+        """Sequence ``index`` has ``count`` generated tokens now."""
+        self._events.put(("tokens", index, count))
+
+    def finish_sequence(self, index: int) -> bool:
+        """Sequence ``index`` finished; True when it was the request's last one running."""
+        self._events.put(("finished", index))
+        self._live -= 1
+        return self._live == 0
+
+    def end(self, error: Optional[BaseException] = None) -> None:
+        """The request leaves the loop: finished (``error`` None), cancelled or failed with ``error``."""
+        self._ended, self._waiting = True, False
+        if error is not None:
+            self._events.put(("failed", error))
+
+    # ---- the caller's side ----
     def cancel(self) -> None:
         """Asks the loop to drop the request; its KV blocks are freed before the next step."""
         if self._service is not None and self._remaining:

@@ -1,21 +1,21 @@
 """The Flask app: MII's routes (``POST /mii/<deployment>``, ``/healthz``, ``/terminate``), the
-OpenAI-compatible ``/v1`` routes, and Prometheus ``/metrics``."""
+OpenAI-compatible ``/v1`` routes (``openai_api.py``), and Prometheus ``/metrics``."""
 from __future__ import annotations
 
-import hmac
 from dataclasses import asdict
-from functools import wraps
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from mii_core.serving.backend import Backend, Chunk, GenerateRequest, ResponseStream
+from mii_core.serving.backend import Backend, Chunk, GenerateRequest
 from mii_core.serving.transport import TransportSettings
+from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError, error_response, from_exception
 from mii_server_rest.metrics import Metrics
-from mii_server_rest.sse import KEEPALIVE_SECONDS, SSE_HEADERS, sse_stream
+from mii_server_rest.openai_api import register_openai_routes
+from mii_server_rest.sse import sse_response, sse_stream, start_stream
 
 
 def create_app(backend: Backend, settings: TransportSettings) -> Flask:
@@ -25,43 +25,8 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     _register_errors(app, settings, metrics)
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
-    from mii_server_rest.openai_api import register_openai_routes
-
     register_openai_routes(app, backend, settings)
     return app
-
-
-def needs_key(settings: TransportSettings) -> Callable:
-    """With an api_key, the view answers only ``Authorization: Bearer <api_key>``."""
-    def decorate(view: Callable) -> Callable:
-        @wraps(view)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            if settings.api_key is not None:
-                header = request.headers.get("Authorization", "")
-                token = header[7:] if header.lower().startswith("bearer ") else ""
-                if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
-                    raise HttpError("unauthenticated", "this deployment needs its API key: send the header "
-                                    "'Authorization: Bearer <api_key>'")
-            return view(*args, **kwargs)
-        return guarded
-    return decorate
-
-
-def start_stream(backend: Backend, generate: GenerateRequest) -> tuple[ResponseStream, Any, Iterator[Any]]:
-    """Submits and waits for the first event, so errors found before the request runs (bad input,
-    a full queue) become a status code rather than an event inside a 200 stream."""
-    stream = backend.submit(generate)
-    events = stream.events(poll_interval=KEEPALIVE_SECONDS)
-    try:
-        first = next(events)
-    except BaseException:
-        stream.cancel()
-        raise
-    return stream, first, events
-
-
-def sse_response(body: Iterator[bytes]) -> Response:
-    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def _register_errors(app: Flask, settings: TransportSettings, metrics: Metrics) -> None:

@@ -17,10 +17,10 @@ from flask import Flask, jsonify, request
 
 from mii_core.serving.backend import Backend, Chunk, GenerateRequest
 from mii_core.serving.transport import TransportSettings
-from mii_server_rest.app import needs_key, sse_response, start_stream
+from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError
-from mii_server_rest.sse import sse_stream
+from mii_server_rest.sse import sse_response, sse_stream, start_stream
 
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
           "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}

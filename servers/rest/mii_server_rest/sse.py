@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, Iterator
 
-from mii_core.serving.backend import ResponseStream
+from flask import Response
+
+from mii_core.serving.backend import Backend, GenerateRequest, ResponseStream
 from mii_core.serving.errors import error_kind
 from mii_server_rest.errors import TYPE_BY_KIND
 
@@ -14,6 +16,23 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def event(data: Any) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+def start_stream(backend: Backend, generate: GenerateRequest) -> tuple[ResponseStream, Any, Iterator[Any]]:
+    """Submits and waits for the first event, so errors found before the request runs (bad input,
+    a full queue) become a status code rather than an event inside a 200 stream."""
+    stream = backend.submit(generate)
+    events = stream.events(poll_interval=KEEPALIVE_SECONDS)
+    try:
+        first = next(events)
+    except BaseException:
+        stream.cancel()
+        raise
+    return stream, first, events
+
+
+def sse_response(body: Iterator[bytes]) -> Response:
+    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def sse_stream(stream: ResponseStream, first: Any, rest: Iterator[Any],
