@@ -11,7 +11,6 @@ from mii_core.engine.state_manager import SchedulingResult, StateManager
 from mii_core.kv_cache import BlockAllocator, KVCache
 from mii_core.kv_cache.prefix_cache import PrefixCache
 from mii_core.config.engine import StateManagerConfig
-from mii_core.model.rotary import prompt_cache_key
 
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ class InferenceEngine:
         window = getattr(spec, "kv_window", None)
         prefix_cache = PrefixCache(self.allocator, self.block_size) if prefix_caching and window is None else None
         self.state = StateManager(self.allocator, self.block_size, config.max_tracked_sequences, config.max_context,
-                                  window, prefix_cache, prompt_cache_key(getattr(spec, "rope", None)))
+                                  window, prefix_cache, model.prompt_variant)
         self._kv_layers = kv_cache.layers()
         self.graphs = None  # DecodeGraphs, when the builder captured them
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mii_core.model.ops import KernelOps
 from mii_core.model.parallel import ColumnParallelLinear, ParallelContext, RowParallelLinear
 from mii_core.model.spec import DecoderSpec
 
@@ -20,7 +21,8 @@ GATED_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new"
 
 
 class MLP(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
+                 dtype: torch.dtype):
         super().__init__()
         self.kernels, self.gated = kernels, spec.gated_mlp
         supported = GATED_ACTIVATIONS if spec.gated_mlp else _PLAIN_ACTIVATIONS
@@ -40,7 +42,9 @@ class MLP(nn.Module):
         return self.down(act)
 
 
-def build_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def build_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device, dtype: torch.dtype,
+              layer_index: int = 0) -> nn.Module:
+    """The spec's MLP (every layer alike; ``layer_index`` is there for a family whose layers differ)."""
     if spec.moe is not None:
         from mii_core.model.moe import MoE
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mii_core.model.mlp import GATED_ACTIVATIONS
+from mii_core.model.ops import KernelOps
 from mii_core.model.parallel import ParallelContext, ShardId, _copy_checked, _param
 from mii_core.model.spec import DecoderSpec
 
@@ -65,7 +66,8 @@ def _parse(shard_id: ShardId) -> tuple[int | None, str | None]:
 
 
 class MoE(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
+                 dtype: torch.dtype):
         super().__init__()
         if spec.activation not in GATED_ACTIVATIONS:
             raise ValueError(f"activation '{spec.activation}' is not supported for experts "
