@@ -21,6 +21,7 @@ SEEDS = {"6-heads": 1, "8-heads": 4}  # clear greedy margins, varied references
 # the loud fixtures' logits reach ~35: float32 summation order alone moves them by up to ~4e-4 (one
 # prompt position does even in one put); a wrong bias or position moves them by whole units
 LOGITS_TOLERANCE = dict(atol=1e-3, rtol=0)
+pytestmark = pytest.mark.usefixtures("bloom_plugin")  # every pipeline here is made with the plugin installed
 
 
 @pytest.fixture(scope="module")
@@ -51,33 +52,15 @@ def bloom(tmp_path_factory):
     return TinyFamily(tmp_path_factory.mktemp, BloomForCausalLM, BloomConfig, SHAPE, VARIANTS, SEEDS)
 
 
-@pytest.fixture(scope="module")
-def bloom_pipeline(bloom_plugin):
-    """bloom_pipeline(path, **options): a pipeline made while the plugin is installed, shared in the module."""
-    import mii_core
-
-    made = {}
-
-    def get(path, **options):
-        key = (str(path), repr(sorted(options.items())))
-        if key not in made:
-            made[key] = mii_core.pipeline(str(path), **options)
-        return made[key]
-
-    yield get
-    for pipe in made.values():
-        pipe.destroy()
-
-
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_greedy_matches_hf(bloom, oracle, bloom_pipeline, variant, schedule):
-    assert_greedy_matches_hf(bloom_pipeline, oracle, bloom.path(variant), schedule)
+def test_greedy_matches_hf(bloom, oracle, pipeline, variant, schedule):
+    assert_greedy_matches_hf(pipeline, oracle, bloom.path(variant), schedule)
 
 
 @pytest.mark.parametrize("chunk_ends", [None, (5, 11, 12, 20)], ids=["one-put", "chunks"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_prompt_logits_match_hf(bloom, oracle, bloom_pipeline, variant, chunk_ends):
+def test_prompt_logits_match_hf(bloom, oracle, pipeline, variant, chunk_ends):
     """The last token's logits after each put (a whole prompt, or the prompt in chunks that straddle the
     KV blocks), then after each of a few decode steps, against HF's logits at the same positions."""
     path = bloom.path(variant)
@@ -88,7 +71,7 @@ def test_prompt_logits_match_hf(bloom, oracle, bloom_pipeline, variant, chunk_en
         expected = hf.model(torch.tensor([ids])).logits[0]
     prompt, continuation = ids[:-4], ids[-4:]
     ends = [*(chunk_ends or ()), len(prompt)]
-    engine = bloom_pipeline(path, inference_engine_config={"state_manager": {"kv_block_size": 4}}).engine
+    engine = pipeline(path, inference_engine_config={"state_manager": {"kv_block_size": 4}}).engine
     try:
         for start, end in zip([0, *ends], ends):
             logits = engine.put([11], [prompt[start:end]])
@@ -100,7 +83,7 @@ def test_prompt_logits_match_hf(bloom, oracle, bloom_pipeline, variant, chunk_en
         engine.flush(11)
 
 
-def test_slopes_are_hfs(bloom_plugin):
+def test_slopes_are_hfs():
     """The plugin's slopes against HF's build_alibi_tensor (one sequence: slope_h * j) for several counts."""
     from mii_plugin_mini_bloom.blocks import alibi_slopes
     from transformers.models.bloom.modeling_bloom import build_alibi_tensor

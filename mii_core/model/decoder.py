@@ -20,10 +20,10 @@ Engine parameter names (what weight rules map checkpoint tensors onto):
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
-
-from typing import Optional
 
 from mii_core.batch import RaggedBatch
 from mii_core.model.layers import DecoderLayer
