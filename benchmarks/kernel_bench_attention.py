@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from mii_core.batch import build_ragged_batch
+from mii_core.model.ops import AttentionParams
 from mii_kernels.torch_ref.attention import paged_attention as torch_reference
 from mii_kernels.triton import attention as triton_attention
 
@@ -81,7 +82,7 @@ class Setup:
         self.scale = HEAD_DIM ** -0.5
 
     def call(self, attend, layer: int):
-        return attend(self.q, self.cache[layer, 0], self.cache[layer, 1], self.batch, self.scale, None)
+        return attend(self.q, self.cache[layer, 0], self.cache[layer, 1], self.batch, AttentionParams(self.scale))
 
 
 def time_eager(setup: Setup, attend, reps: int) -> float:
@@ -161,24 +162,19 @@ def bench_workload(work: Workload, configs: dict[str, dict], args, device) -> di
     want = setup.call(torch_reference, 0).float()
     rows = {}
     impls = {"torch_ref": (torch_reference, None)}
-    impls.update({f"triton[{name}]": (triton_attention.paged_attention, cfg) for name, cfg in configs.items()})
+    impls.update({f"triton[{name}]": (triton_attention.TritonAttention(cfg), cfg) for name, cfg in configs.items()})
     for label, (attend, cfg) in impls.items():
-        previous = triton_attention.use_config(cfg) if cfg is not None else None
         try:
             err = (setup.call(attend, 0).float() - want).abs().max().item()
             graph, eager = time_graph(setup, attend, args.reps), time_eager(setup, attend, args.reps)
             splits = None
             if cfg is not None and setup.batch.decode_seqs.numel():
-                splits = triton_attention.decode_splits(setup.batch.decode_seqs.numel(), KV_HEADS,
-                                                        setup.batch.block_tables.shape[1] * args.block_size,
-                                                        None, device)
+                splits = attend.decode_splits(setup.batch.decode_seqs.numel(), KV_HEADS,
+                                              setup.batch.block_tables.shape[1] * args.block_size, None, device)
         except Exception as exc:  # one failing config must not hide the others
             print(f"  {label:24s} FAILED: {type(exc).__name__}: {str(exc)[:200]}")
             rows[label] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        finally:
-            if previous is not None:
-                triton_attention.use_config(previous)
         ref = rows.get("torch_ref", {})
         pair = (ref.get("graph_us"), graph) if ref.get("graph_us") and graph else (ref.get("eager_us"), eager)
         speedup = f"{pair[0] / pair[1]:5.2f}x ref" if pair[0] and label != "torch_ref" else ""

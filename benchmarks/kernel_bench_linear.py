@@ -152,14 +152,10 @@ def main(argv=None):
           f"{'max diff':>8s}")
     configs = candidates(args, triton_linear)
     rows = bench_config("cublas", lambda x, w, b: F.linear(x, w, b), weights, args, device, dtype)
-    previous = triton_linear.use_config("default")
-    try:
-        for name, config in configs.items():
-            triton_linear.use_config("default")
-            triton_linear.use_config(config)
-            rows += bench_config(name, triton_linear.linear, weights, args, device, dtype, triton_linear.tile_for)
-    finally:
-        triton_linear.use_config(previous)
+    for name, config in configs.items():
+        op = triton_linear.TritonLinear(config)
+        rows += bench_config(name, op, weights, args, device, dtype,
+                             lambda tokens, tiles=op.tiles: triton_linear.tile_for(tokens, tiles))
     mix = summarise(rows)
     if args.out:
         with open(args.out, "w") as f:

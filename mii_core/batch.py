@@ -20,8 +20,8 @@ class RaggedBatch:
     query_start: torch.Tensor      # [S + 1] int64, where each sequence's tokens start in token_ids
     query_lens: torch.Tensor       # [S] int64, new tokens per sequence
     context_lens: torch.Tensor     # [S] int64, cached tokens per sequence after this step
-    prompt_lens: torch.Tensor      # [S] int64, each sequence's prompt length, fixed when it started (for a
-                                   # rope whose rotation depends on it: Qwen's dynamic NTK; others ignore it)
+    prompt_lens: torch.Tensor      # [S] int64, each sequence's prompt length, fixed when it was admitted (a
+                                   # family's own module may depend on it; most ignore it)
     block_tables: torch.Tensor     # [S, max_blocks] int64, padded with 0 (masked by context_lens)
     last_token_index: torch.Tensor  # [S] int64, index in token_ids of each sequence's last new token
     decode_seqs: torch.Tensor      # [S_d] int64, sequences with exactly one new token

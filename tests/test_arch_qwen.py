@@ -95,7 +95,7 @@ def test_mixed_batch_greedy_matches_hf_qwen2(v1_folder, hf, qwen2_folder, pipeli
 def test_ntk_alpha_worked_by_hand():
     """Qwen's alpha, 2 ** ceil(log2(L / seq_length) + 1) - 1 and at least 1, for seq_length 16, by hand:
     16 -> ceil(1) = 1 -> 1; 17 -> ceil(1.09) = 2 -> 3; 32 -> ceil(2) = 2 -> 3; 33 -> ceil(2.04) = 3 -> 7."""
-    from mii_core.model.rotary import stepped_ntk_alpha
+    from mii_plugin_qwen.rotary import stepped_ntk_alpha
 
     by_hand = {1: 1, 8: 1, 16: 1, 17: 3, 32: 3, 33: 7, 64: 7, 65: 15, 128: 15, 129: 31}
     assert {n: get_ntk_alpha(n, 16) for n in by_hand} == by_hand  # the reference's formula
@@ -106,7 +106,7 @@ def test_ntk_alpha_worked_by_hand():
 @pytest.mark.parametrize("seq_length", [16, 2048, 8192])
 def test_ntk_alpha_steps_where_qwens_python_arithmetic_steps(seq_length):
     """modeling_qwen.py computes the alpha with math.log in float64: ours steps on exactly the same lengths."""
-    from mii_core.model.rotary import stepped_ntk_alpha
+    from mii_plugin_qwen.rotary import stepped_ntk_alpha
 
     lengths = list(range(1, 8 * seq_length + 2))
     ours = stepped_ntk_alpha(torch.tensor(lengths), seq_length).tolist()
@@ -117,12 +117,12 @@ def test_qwen_dynamic_rope_tables_take_the_alpha_of_the_prompt():
     """Per token: Qwen's RotaryEmbedding tables for the alpha of its sequence's prompt length, whatever
     the token's position (generated tokens past the prompt keep it), through a ragged batch of chunks."""
     from mii_core.batch import build_ragged_batch
-    from mii_core.model.rotary import RotaryEmbedding
     from mii_core.model.spec import RopeSpec
+    from mii_plugin_qwen.rotary import QwenRotaryEmbedding
 
     trained, dim, theta = 16, 12, 10000.0
     spec = RopeSpec(theta=theta, rope_type="qwen_dynamic", params={"original_max_position_embeddings": trained})
-    rotary = RotaryEmbedding(spec, dim, 4096, torch.device("cpu"))
+    rotary = QwenRotaryEmbedding(spec, dim, 4096, torch.device("cpu"))
     # (prompt length, tokens cached, new tokens): a short prompt generating past seq_length, a prompt chunk,
     # a long prompt's generated token, a recomputed prompt + output after a preemption
     seqs = [(10, 30, 1), (33, 8, 12), (20, 90, 1), (17, 0, 40)]

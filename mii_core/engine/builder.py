@@ -22,7 +22,6 @@ from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
 from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.policy import ArchitecturePolicy
-from mii_core.model.rotary import prompt_cache_key
 from mii_core.model.sharding import check_tensor_parallel, local_kv_heads
 from mii_core.plugins import get_plugins
 from mii_core.plugins.manager import ALLOW_ENV
@@ -138,10 +137,9 @@ def kv_cache_manager(model: torch.nn.Module, num_blocks: int, block_size: int,
                      config: StateManagerConfig) -> KVCacheManager:
     """The bookkeeping of the KV cache's blocks, for the scheduler to own. A sliding window every layer
     shares (the model's spec says, per build_model's contract) lets sequences free the blocks behind it,
-    and then turns the prefix cache off."""
-    spec = getattr(model, "spec", None)
-    return KVCacheManager(num_blocks, block_size, config, getattr(spec, "kv_window", None),
-                          config.enable_prefix_caching, prompt_cache_key(getattr(spec, "rope", None)))
+    and then turns the prefix cache off; the model's ``prompt_variant`` keys cached blocks besides tokens."""
+    return KVCacheManager(num_blocks, block_size, config, model.spec.kv_window, config.enable_prefix_caching,
+                          model.prompt_variant)
 
 
 def kv_cache_blocks(shape: KVCacheShape, memory: KVCacheMemoryConfig, device: torch.device) -> int:

@@ -1,14 +1,18 @@
 """Self-attention over the blocked KV cache: the projections here, rotary + cache write and the
-attention itself through the kernel ops (``rotary_write_kv``, ``paged_attention``)."""
-from __future__ import annotations
+attention itself through the kernel ops (``rotary_write_kv``, ``paged_attention``).
 
-import math
+A family whose attention differs subclasses :class:`Attention` in its plugin: ``params`` (the
+``AttentionParams`` the op gets: ALiBi slopes, a soft cap) may be replaced after ``__init__``, and
+``adjust_queries`` changes the rotated queries before the op (Qwen's log-n scaling does).
+"""
+from __future__ import annotations
 
 import torch
 from torch import nn
 
 from mii_core.batch import RaggedBatch
 from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.ops import AttentionParams, KernelOps
 from mii_core.model.parallel import ColumnParallelLinear, RowParallelLinear
 from mii_core.model.sharding import check_tensor_parallel, kv_head_slice
 from mii_core.model.spec import DecoderSpec
@@ -19,13 +23,13 @@ Rope = tuple[torch.Tensor, torch.Tensor] | None
 class Attention(nn.Module):
     """Engine parameters: ``qkv.{weight,bias}`` (shards "q", "k", "v"), ``o_proj.{weight,bias}``."""
 
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype,
-                 layer_index: int = 0):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
+                 dtype: torch.dtype, layer_index: int = 0):
         super().__init__()
         check_tensor_parallel(spec, ctx.world_size)
         self.kernels, self.head_dim = kernels, spec.head_dim
         self.rotary_dim = ((spec.rope.rotary_dim or spec.head_dim) if spec.rope is not None else 0)
-        self.window, self.scale, self.logn_base = spec.window_of(layer_index), spec.scale, spec.logn_attention_base
+        self.params = AttentionParams(scale=spec.scale, window=spec.window_of(layer_index))
         self.local_heads = spec.num_heads // ctx.world_size
         first_kv, self.local_kv_heads = kv_head_slice(spec.num_kv_heads, ctx)
         q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
@@ -46,16 +50,10 @@ class Attention(nn.Module):
         cos, sin = rope if rope is not None else (None, None)
         q = self.kernels.rotary_write_kv(q, k, v, cos, sin, self.rotary_dim, kv_cache[0], kv_cache[1],
                                          batch.slot_mapping)
-        if self.logn_base is not None:  # on the rotated query, as modeling_qwen.py
-            q = q * _logn_factor(batch.positions, self.logn_base, q.dtype)[:, None, None]
-        out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.scale, self.window)
+        q = self.adjust_queries(q, batch)
+        out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.params)
         return self.o_proj(out.reshape(-1, q_size))
 
-
-def _logn_factor(positions: torch.Tensor, base: int, dtype: torch.dtype) -> torch.Tensor:
-    """Qwen's log-n scaling (``use_logn_attn``): its table holds log(i, seq_length) for i > seq_length, else
-    1, and the query at position p takes entry p, i = p + 1. Worked out in float64 as Python's math.log,
-    stored in float32 as Qwen's table, then cast to the query's dtype."""
-    length = positions.to(torch.float64) + 1
-    factor = torch.where(length > base, torch.log(length) / math.log(base), torch.ones_like(length))
-    return factor.to(torch.float32).to(dtype)
+    def adjust_queries(self, q: torch.Tensor, batch: RaggedBatch) -> torch.Tensor:
+        """The rotated queries [T, Hq_local, D] as the attention op gets them; unchanged here."""
+        return q

@@ -3,8 +3,15 @@
 ``build_model`` contract (what :meth:`ArchitecturePolicy.build_model` returns): an ``nn.Module`` whose
 ``forward(batch: RaggedBatch, kv_caches: list[(k_cache, v_cache)]) -> Tensor`` returns float32 logits
 [S, vocab] of each sequence's last new token, whose parameters each carry a
-``weight_loader(param, tensor, shard_id, name=...)``, and that has a ``spec`` attribute. It must not
-loop over sequences, and should call kernels only through the ``kernels`` it was given.
+``weight_loader(param, tensor, shard_id, name=...)``, that has a ``spec`` attribute, and a method
+``prompt_variant(prompt_length: int) -> Optional[int]``: what a sequence's cached K/V depend on besides
+its tokens, given the prompt length it was admitted with (``RaggedBatch.prompt_lens``), or None when they
+depend on the tokens alone. The prefix cache roots a prompt's blocks at that value, so blocks are shared
+only between prompts of the same variant (Qwen v1's NTK alpha is one). It must not loop over sequences,
+and should call kernels only through the ``kernels`` it was given.
+
+A family whose blocks differ from the spec's builds ``DecoderModel(spec, ..., parts=DecoderParts(...))``
+with its own factories (:mod:`mii_core.model.parts`), or subclasses it (an extra embedding norm, say).
 
 Engine parameter names (what weight rules map checkpoint tensors onto):
 ``embed.weight``, ``positions.weight`` (learned positions), ``project_in.weight``,
@@ -13,32 +20,37 @@ Engine parameter names (what weight rules map checkpoint tensors onto):
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
 from mii_core.batch import RaggedBatch
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.layers import DecoderLayer
-from mii_core.model.norm import Norm
+from mii_core.model.ops import KernelOps
 from mii_core.model.parallel import ReplicatedEmbedding, ReplicatedLinear, VocabParallelEmbedding
 from mii_core.model.parameters import empty_parameter
-from mii_core.model.rotary import RotaryEmbedding
+from mii_core.model.parts import DecoderParts
 from mii_core.model.spec import DecoderSpec
 
 
 class DecoderModel(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
+                 dtype: torch.dtype, parts: DecoderParts = DecoderParts()):
         super().__init__()
-        self.spec, self.kernels = spec, kernels
-        self.rotary = None
-        if spec.rope is not None:
-            self.rotary = RotaryEmbedding(spec.rope, spec.head_dim, spec.max_position_embeddings, device)
+        self.spec, self.kernels, self.parts = spec, kernels, parts
+        self.rotary = parts.rotary(spec, device)
         self._build_inputs(spec, ctx, kernels, device, dtype)
-        self.layers = nn.ModuleList(DecoderLayer(spec, ctx, kernels, device, dtype, layer_index=i)
+        self.layers = nn.ModuleList(DecoderLayer(spec, ctx, kernels, device, dtype, layer_index=i, parts=parts)
                                     for i in range(spec.num_layers))
         self._build_head(spec, ctx, kernels, device, dtype)
 
-    def _build_inputs(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device,
+    def prompt_variant(self, prompt_length: int) -> Optional[int]:
+        """The ``build_model`` contract's hook: the rotary part's answer (None without one)."""
+        return self.rotary.prompt_variant(prompt_length) if self.rotary is not None else None
+
+    def _build_inputs(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
                       dtype: torch.dtype) -> None:
         self.embed = VocabParallelEmbedding(spec.vocab_size, spec.word_embed_dim, ctx, device, dtype)
         projected = spec.word_embed_dim != spec.hidden_size
@@ -47,10 +59,9 @@ class DecoderModel(nn.Module):
         self.positions = ReplicatedEmbedding(spec.max_position_embeddings + spec.learned_position_offset,
                                              spec.hidden_size, device, dtype) if spec.learned_positions else None
 
-    def _build_head(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device,
+    def _build_head(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
                     dtype: torch.dtype) -> None:
-        self.final_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype) \
-            if spec.final_norm else None
+        self.final_norm = self.parts.norm(spec, kernels, device, dtype) if spec.final_norm else None
         self.project_out = ReplicatedLinear(spec.hidden_size, spec.word_embed_dim, False, kernels, device, dtype) \
             if self.project_in is not None else None
         self.lm_head = self.embed if spec.tie_word_embeddings else VocabParallelEmbedding(

@@ -13,25 +13,26 @@ import torch
 from torch import nn
 
 from mii_core.distributed.parallel_context import ParallelContext
-from mii_core.model.attention import Attention
-from mii_core.model.mlp import build_mlp
-from mii_core.model.norm import Norm
+from mii_core.model.ops import KernelOps
+from mii_core.model.parts import DecoderParts
 from mii_core.model.spec import DecoderSpec
 
 Residual = Optional[torch.Tensor]
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype,
-                 layer_index: int = 0):
+    """Its blocks come from ``parts`` (the core's by default, a family's where it supplies its own)."""
+
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
+                 dtype: torch.dtype, layer_index: int = 0, parts: DecoderParts = DecoderParts()):
         super().__init__()
         self.layout = spec.layout
-        self.attn_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
-        self.attn = Attention(spec, ctx, kernels, device, dtype, layer_index)
+        self.attn_norm = parts.norm(spec, kernels, device, dtype)
+        self.attn = parts.attention(spec, ctx, kernels, device, dtype, layer_index)
         self.mlp_norm = None
         if spec.layout != "parallel" or spec.parallel_norms == 2:
-            self.mlp_norm = Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
-        self.mlp = build_mlp(spec, ctx, kernels, device, dtype)
+            self.mlp_norm = parts.norm(spec, kernels, device, dtype)
+        self.mlp = parts.mlp(spec, ctx, kernels, device, dtype, layer_index)
         self._forward = {"sequential": self._sequential, "parallel": self._parallel,
                          "post_norm": self._post_norm}[spec.layout]
 
@@ -39,7 +40,7 @@ class DecoderLayer(nn.Module):
         """Returns (this layer's output, the residual stream before it); their sum is the hidden state."""
         return self._forward(hidden, residual, batch, rope, kv_cache)
 
-    def _norm(self, norm: Norm, hidden: torch.Tensor, residual: Residual) -> tuple[torch.Tensor, torch.Tensor]:
+    def _norm(self, norm: nn.Module, hidden: torch.Tensor, residual: Residual) -> tuple[torch.Tensor, torch.Tensor]:
         return (norm(hidden), hidden) if residual is None else norm(hidden, residual)
 
     def _sequential(self, hidden, residual, batch, rope, kv_cache):

@@ -11,12 +11,14 @@ from torch import nn
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.activations import GATED_ACTIVATIONS, PLAIN_ACTIVATIONS
 from mii_core.model.moe import MoE
+from mii_core.model.ops import KernelOps
 from mii_core.model.parallel import ColumnParallelLinear, RowParallelLinear
 from mii_core.model.spec import DecoderSpec
 
 
 class MLP(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
+                 dtype: torch.dtype):
         super().__init__()
         self.kernels, self.gated = kernels, spec.gated_mlp
         supported = GATED_ACTIVATIONS if spec.gated_mlp else PLAIN_ACTIVATIONS
@@ -36,7 +38,9 @@ class MLP(nn.Module):
         return self.down(act)
 
 
-def build_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def build_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device, dtype: torch.dtype,
+              layer_index: int = 0) -> nn.Module:
+    """The spec's MLP (every layer alike; ``layer_index`` is there for a family whose layers differ)."""
     if spec.moe is not None:
         return MoE(spec, ctx, kernels, device, dtype)
     return MLP(spec, ctx, kernels, device, dtype)

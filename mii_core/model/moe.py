@@ -13,6 +13,7 @@ from torch import nn
 
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.activations import GATED_ACTIVATIONS
+from mii_core.model.ops import KernelOps
 from mii_core.model.parameters import ShardId, copy_checking_shape, empty_parameter, load_whole
 from mii_core.model.spec import DecoderSpec
 
@@ -66,7 +67,8 @@ def _parse(shard_id: ShardId) -> tuple[int | None, str | None]:
 
 
 class MoE(nn.Module):
-    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
+                 dtype: torch.dtype):
         super().__init__()
         if spec.activation not in GATED_ACTIVATIONS:
             raise ValueError(f"activation '{spec.activation}' is not supported for experts "

@@ -27,11 +27,14 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     of every head of q and k, writes k and v into ``k_cache``/``v_cache`` [num_blocks, block_size, Hkv, D]
     at the flat slots ``slot_mapping`` [T] (block * block_size + offset), and returns the rotated q
     (a new tensor or q itself). ``q``/``k``/``v`` may be strided views of one fused qkv output.
-``paged_attention(q, k_cache, v_cache, batch, scale, window) -> Tensor``
+``paged_attention(q, k_cache, v_cache, batch, params: AttentionParams) -> Tensor``
     ``q`` [T, Hq, D], Hq a multiple of Hkv (MHA, GQA, MQA). Every new token's K/V is already in the cache
-    (``rotary_write_kv`` ran first). Returns [T, Hq, D]: for each token of sequence s at position p,
-    softmax(scale · q·kᵀ) v over the keys of sequence s at positions j with j <= p and, when ``window``
-    is not None, p - j < window (HF's sliding window). Sequence s's keys are at
+    (``rotary_write_kv`` ran first). Returns [T, Hq, D]: for each token of sequence s at position p and
+    head h, softmax_j(score(p, j)) v_j over the keys of sequence s at positions j with j <= p and, when
+    ``params.window`` is not None, p - j < window (HF's sliding window), where
+    ``score = scale · q·kᵀ``, then ``cap · tanh(score / cap)`` when ``params.logit_softcap`` is set
+    (Gemma-2), then ``+ alibi_slopes[h] · (j - p)`` when ``params.alibi_slopes`` is set (Bloom, MPT;
+    HF adds ``slope · j``, the same after softmax's shift invariance). Sequence s's keys are at
     ``batch.block_tables[s, j // block_size]``, offset ``j % block_size``; ``batch.context_lens[s]`` is
     its key count after this step, its new tokens are ``batch.query_start[s] : batch.query_start[s+1]``
     at positions ``context_lens[s] - query_lens[s]`` onwards. Block-table entries of blocks that left the
@@ -44,20 +47,93 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     float32 their weights; ``w_gate_up`` [E, 2F, H] ([gate | up] rows per expert), ``w_down`` [E, H, F].
     Returns sum_j topk_weights[t, j] · down_e(act(gate_e x) · up_e x) with e = topk_ids[t, j], in x's dtype.
 
+What blocks do with torch directly, and why not through an op: embedding lookups (a gather, no
+arithmetic worth a kernel: ``parallel.py``), the collectives of tensor parallelism (``ParallelContext``),
+the element-wise activation of a plain (non-gated) MLP (``mlp.py``: fused by nothing, read once), and the
+router's softmax + top-k of a mixture of experts (``moe.py``: [T, E] values, a few microseconds). Every
+matrix product, norm, rotation, attention and expert product goes through an op.
+
 A plugin may add an op of its own: register it under a new name with the same ``registry.register``
-call; ``KernelSet`` resolves any name on first use, so ``kernels.my_op(...)`` works in its blocks.
+call; its blocks get it with ``kernels.op("my_op")`` (resolved on first use, then cached).
+
+A registration's target is a function, or a class: a class is instantiated once per :class:`KernelSet`
+(with no arguments) and the instance is the op. That is where a kernel keeps its launch settings
+(tile sizes, split counts): read when the kernel set first resolves the op (from the environment, say),
+held by the instance, never by a module global.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+
+if TYPE_CHECKING:  # torch only for the annotations: importing this module must stay cheap
+    import torch
+
+    from mii_core.batch import RaggedBatch
 
 # the ops every built-in block uses; listed by `mii-core plugins`
 OP_NAMES = ("rms_norm", "layer_norm", "rotary_write_kv", "paged_attention", "gated_activation", "moe_experts",
             "linear")
 
 
+@dataclass(frozen=True)
+class AttentionParams:
+    """What one attention layer asks of ``paged_attention`` beyond its tensors (contract above).
+
+    ``scale``: multiplies q·kᵀ. ``window``: the sliding window in tokens, or None. ``alibi_slopes``: a
+    float32 [Hq_local] tensor on q's device (each rank of a tensor-parallel model holds its own heads'
+    slopes), or None. ``logit_softcap``: Gemma-2's cap, or None. A new attention option (the FP8 KV cache
+    scales of issue 18, for one) joins this dataclass with a default that keeps the old behaviour, so the
+    op's signature never changes; a kernel that cannot honour a set field must raise, naming it.
+    """
+
+    scale: float
+    window: Optional[int] = None
+    alibi_slopes: Optional["torch.Tensor"] = None
+    logit_softcap: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be None or a positive token count, not {self.window}")
+        if self.logit_softcap is not None and not self.logit_softcap > 0:
+            raise ValueError(f"logit_softcap must be None or positive, not {self.logit_softcap}")
+        if self.alibi_slopes is not None and self.alibi_slopes.dim() != 1:
+            raise ValueError(f"alibi_slopes must be one slope per local query head [Hq], "
+                             f"got shape {tuple(self.alibi_slopes.shape)}")
+
+
+class KernelOps(Protocol):
+    """The ``kernels`` argument every block takes: the built-in ops (contracts above), and ``op`` for a
+    plugin's own."""
+
+    def linear(self, x: "torch.Tensor", weight: "torch.Tensor",
+               bias: Optional["torch.Tensor"]) -> "torch.Tensor": ...
+
+    def rms_norm(self, x: "torch.Tensor", weight: "torch.Tensor", eps: float,
+                 residual: Optional["torch.Tensor"] = None) -> Any: ...
+
+    def layer_norm(self, x: "torch.Tensor", weight: "torch.Tensor", bias: Optional["torch.Tensor"], eps: float,
+                   residual: Optional["torch.Tensor"] = None) -> Any: ...
+
+    def rotary_write_kv(self, q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor",
+                        cos: Optional["torch.Tensor"], sin: Optional["torch.Tensor"], rotary_dim: int,
+                        k_cache: "torch.Tensor", v_cache: "torch.Tensor",
+                        slot_mapping: "torch.Tensor") -> "torch.Tensor": ...
+
+    def paged_attention(self, q: "torch.Tensor", k_cache: "torch.Tensor", v_cache: "torch.Tensor",
+                        batch: "RaggedBatch", params: AttentionParams) -> "torch.Tensor": ...
+
+    def gated_activation(self, x: "torch.Tensor", activation: str) -> "torch.Tensor": ...
+
+    def moe_experts(self, x: "torch.Tensor", topk_weights: "torch.Tensor", topk_ids: "torch.Tensor",
+                    w_gate_up: "torch.Tensor", w_down: "torch.Tensor", activation: str) -> "torch.Tensor": ...
+
+    def op(self, name: str) -> Callable[..., Any]: ...
+
+
 class KernelSet:
-    """The implementation of each op for one device, resolved on first use and then cached."""
+    """The implementation of each op for one device (implements :class:`KernelOps`), each resolved on
+    first use and then cached."""
 
     def __init__(self, device_type: str, registry: Any) -> None:
         self.device_type = device_type
@@ -69,10 +145,30 @@ class KernelSet:
         """op -> the registration chosen for this device (for listing; imports nothing)."""
         return {op: self._registry.choose(op, self.device_type) for op in OP_NAMES}
 
-    def __getattr__(self, op: str) -> Callable[..., Any]:
-        if op.startswith("_"):
-            raise AttributeError(op)
-        impls = self.__dict__["_impls"]
-        if op not in impls:
-            impls[op] = self._registry.resolve(op, self.device_type)
-        return impls[op]
+    def op(self, name: str) -> Callable[..., Any]:
+        """The implementation of op ``name`` (a built-in one or a plugin's own) for this device."""
+        if name not in self._impls:
+            target = self._registry.resolve(name, self.device_type)
+            self._impls[name] = target() if isinstance(target, type) else target
+        return self._impls[name]
+
+    def linear(self, x, weight, bias):
+        return self.op("linear")(x, weight, bias)
+
+    def rms_norm(self, x, weight, eps, residual=None):
+        return self.op("rms_norm")(x, weight, eps, residual)
+
+    def layer_norm(self, x, weight, bias, eps, residual=None):
+        return self.op("layer_norm")(x, weight, bias, eps, residual)
+
+    def rotary_write_kv(self, q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping):
+        return self.op("rotary_write_kv")(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping)
+
+    def paged_attention(self, q, k_cache, v_cache, batch, params: AttentionParams):
+        return self.op("paged_attention")(q, k_cache, v_cache, batch, params)
+
+    def gated_activation(self, x, activation):
+        return self.op("gated_activation")(x, activation)
+
+    def moe_experts(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation):
+        return self.op("moe_experts")(x, topk_weights, topk_ids, w_gate_up, w_down, activation)

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 @dataclass(frozen=True, slots=True)
 class RopeSpec:
     theta: float = 10000.0
-    rope_type: str = "default"  # default | linear | dynamic | llama3 | qwen_dynamic
+    rope_type: str = "default"  # default | linear | dynamic | llama3, or a family's own (its rotary part)
     rotary_dim: Optional[int] = None  # None: the whole head; less for partial rotary (Phi-2, Qwen rotary_pct)
     params: dict[str, Any] = field(default_factory=dict)  # factor, low_freq_factor, ...
 
@@ -59,7 +59,6 @@ class DecoderSpec:
     # per-layer windows when layers differ (None: that layer sees everything); overrides sliding_window
     layer_windows: Optional[tuple[Optional[int], ...]] = None
     attention_scale: Optional[float] = None  # None: head_dim ** -0.5
-    logn_attention_base: Optional[int] = None  # Qwen: scale q by log_base(position + 1) past this length
     bos_token_id: Optional[int] = None
     eos_token_ids: tuple[int, ...] = ()
     checkpoint_dtype: Optional[str] = None

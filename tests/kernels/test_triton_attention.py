@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from contextlib import contextmanager
 
 import pytest
 import torch
 
 from mii_core.batch import RaggedBatch, build_ragged_batch
+from mii_core.model.ops import AttentionParams
 from mii_core.plugins import get_plugins
 from mii_kernels.torch_ref.attention import paged_attention as reference
 from mii_kernels.triton import attention as triton_attention
@@ -67,6 +67,10 @@ class Case:
     scale: float
     window: int | None
 
+    @property
+    def params(self) -> AttentionParams:
+        return AttentionParams(self.scale, self.window)
+
     def poisoned_batch(self, width: int | None = None) -> RaggedBatch:
         tables = [list(t) for t in self.poisoned_tables]
         if width is not None:
@@ -103,24 +107,18 @@ def make_case(seqs, q_heads, kv_heads, head_dim, block_size, window=None, seed=0
                 block_size, head_dim ** -0.5, window)
 
 
-@contextmanager
-def config(**overrides):
-    previous = triton_attention.use_config({**TILES, **overrides})
-    try:
-        yield
-    finally:
-        triton_attention.use_config(previous)
+def attention(**overrides) -> triton_attention.TritonAttention:
+    """The op as a kernel set holds it, with the test's tiles and ``overrides`` as its launch config."""
+    return triton_attention.TritonAttention({**TILES, **overrides})
 
 
 def expected(case: Case) -> torch.Tensor:
-    return reference(case.q.float(), case.k.float(), case.v.float(), case.batch, case.scale, case.window)
+    return reference(case.q.float(), case.k.float(), case.v.float(), case.batch, case.params)
 
 
 def check(case: Case, q=None, batch=None, rows=None, **overrides) -> torch.Tensor:
     q = case.q if q is None else q
-    with config(**overrides):
-        got = triton_attention.paged_attention(q, case.k_poisoned, case.v_poisoned,
-                                               batch or case.poisoned_batch(), case.scale, case.window)
+    got = attention(**overrides)(q, case.k_poisoned, case.v_poisoned, batch or case.poisoned_batch(), case.params)
     assert got.dtype == q.dtype and got.shape == q.shape
     want = expected(case)
     torch.testing.assert_close(got[:rows].float(), want, **TOLERANCE)
@@ -142,8 +140,7 @@ def test_mixed_prompt_chunks_and_decodes(q_heads, kv_heads, head_dim, block_size
 def test_mixed_batch_with_the_default_tiles():
     q_heads, kv_heads, head_dim = LLAMA_HEADS
     case = make_case(layout(2, **MIXED), q_heads, kv_heads, head_dim, 16)
-    with config(**triton_attention.CONFIGS["default"]):
-        check(case)
+    check(case, **triton_attention.CONFIGS["default"])
 
 
 def test_prompt_chunks_spanning_several_tiles():
@@ -173,9 +170,8 @@ def test_decodes_split_over_the_context(layout_name, splits, window):
     case = make_case(layout(5, **SPLIT_LAYOUTS[layout_name]), q_heads, kv_heads, head_dim, 16, window=window)
     floor = by_device(16, 512)
     if splits is None:
-        with config(decode_min_keys_per_split=floor):
-            chosen = triton_attention.decode_splits(len(case.seqs), kv_heads, case.batch.block_tables.shape[1] * 16,
-                                                    window, DEVICE)
+        chosen = attention(decode_min_keys_per_split=floor).decode_splits(
+            len(case.seqs), kv_heads, case.batch.block_tables.shape[1] * 16, window, DEVICE)
         assert chosen > 1
     check(case, decode_splits=splits, decode_min_keys_per_split=floor)
 
@@ -213,13 +209,12 @@ def test_decode_step_replays_in_a_cuda_graph(splits):
     q_heads, kv_heads, head_dim = LLAMA_HEADS
     case = make_case(layout(8, **DECODES), q_heads, kv_heads, head_dim, 16)
     static = case.poisoned_batch(width=case.batch.block_tables.shape[1] + 8)
-    run = lambda: triton_attention.paged_attention(case.q, case.k_poisoned, case.v_poisoned, static,  # noqa: E731
-                                                   case.scale, None)
-    with config(decode_splits=splits):
-        run()  # compiles outside the capture
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = run()
+    attend = attention(decode_splits=splits)
+    run = lambda: attend(case.q, case.k_poisoned, case.v_poisoned, static, case.params)  # noqa: E731
+    run()  # compiles outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
     shorter = [(max(0, seen - random.Random(i).randint(0, 50)), 1) for i, (seen, _) in enumerate(case.seqs)]
     static.context_lens.copy_(torch.tensor([seen + 1 for seen, _ in shorter], device=DEVICE))
     graph.replay()
@@ -238,12 +233,22 @@ def test_registry_prefers_triton_on_cuda_only():
 def test_bad_arguments_say_what_to_change():
     q_heads, kv_heads, head_dim = LLAMA_HEADS
     case = make_case([(3, 1)], q_heads, kv_heads, head_dim, 16)
-    attend = triton_attention.paged_attention
+    attend = attention()
     with pytest.raises(ValueError, match="window"):
-        attend(case.q, case.k, case.v, case.batch, case.scale, 0)
+        attend(case.q, case.k, case.v, case.batch, AttentionParams(case.scale, 0))
     with pytest.raises(ValueError, match="multiple"):
-        attend(case.q[:, :3], case.k, case.v, case.batch, case.scale)
+        attend(case.q[:, :3], case.k, case.v, case.batch, case.params)
     with pytest.raises(ValueError, match="block size"):
-        attend(case.q, case.k[:, :8], case.v[:, :8], case.batch, case.scale)
+        attend(case.q, case.k[:, :8], case.v[:, :8], case.batch, case.params)
+    with pytest.raises(ValueError, match="alibi_slopes"):
+        attend(case.q, case.k, case.v, case.batch, AttentionParams(case.scale, alibi_slopes=torch.ones(3)))
     with pytest.raises(ValueError, match="unknown attention config"):
-        triton_attention.use_config("no-such-config")
+        triton_attention.TritonAttention("no-such-config")
+
+
+def test_launch_config_is_read_from_the_environment_when_the_op_is_made(monkeypatch):
+    """The env override picks the config of each op instance made after it is set, not at import."""
+    monkeypatch.setenv("MII_TRITON_ATTENTION_CONFIG", "long_kv")
+    assert triton_attention.TritonAttention().config == triton_attention.CONFIGS["long_kv"]
+    monkeypatch.delenv("MII_TRITON_ATTENTION_CONFIG")
+    assert triton_attention.TritonAttention().config == triton_attention.CONFIGS["default"]

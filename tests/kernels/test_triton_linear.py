@@ -50,11 +50,7 @@ def test_linear_matches_reference(tokens, features_in, features_out, dtype, with
 @pytest.mark.parametrize("features_in, features_out, dtype", cases([(300, 70)], [(4096, 6144)]))
 def test_every_config_matches_reference(config, tokens, features_in, features_out, dtype):
     x, weight, bias = projection(tokens, features_in, features_out, dtype, with_bias=True, seed=5)
-    previous = triton_linear.use_config(config)
-    try:
-        got = triton_linear.linear(x, weight, bias)
-    finally:
-        triton_linear.use_config(previous)
+    got = triton_linear.TritonLinear(config)(x, weight, bias)
     assert_matches(got, reference(x, weight, bias))
 
 
@@ -95,7 +91,7 @@ def test_mismatched_shapes_are_refused():
                                               "mode one of")])
 def test_bad_configs_are_refused(config, message):
     with pytest.raises(ValueError, match=message):
-        triton_linear.use_config(config)
+        triton_linear.TritonLinear(config)
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a GPU")
@@ -112,3 +108,10 @@ def test_replays_in_a_cuda_graph(tokens):
     static_x.copy_(fresh)
     graph.replay()
     assert_matches(out, reference(fresh, weight, bias))
+
+
+def test_tiles_are_read_from_the_environment_when_the_op_is_made(monkeypatch):
+    monkeypatch.setenv("MII_TRITON_LINEAR_CONFIG", "gemv")
+    assert triton_linear.TritonLinear().tiles == triton_linear.CONFIGS["gemv"]
+    monkeypatch.delenv("MII_TRITON_LINEAR_CONFIG")
+    assert triton_linear.TritonLinear().tiles == triton_linear.CONFIGS["default"]

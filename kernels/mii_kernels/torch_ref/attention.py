@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from mii_core.model.ops import AttentionParams
+
 
 def _gather_queries(q, batch, seqs, max_q):
     offsets = torch.arange(max_q, device=q.device)
@@ -24,7 +26,7 @@ def _gather_cache(cache, batch, seqs, max_context):
     return gathered.reshape(len(seqs), blocks * batch.block_size, *cache.shape[2:])
 
 
-def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, scale, window):
+def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, params):
     queries, token_index, valid, q_positions = _gather_queries(q, batch, seqs, max_q)
     keys = _gather_cache(k_cache, batch, seqs, max_context)              # [G, L, Hkv, D]
     values = _gather_cache(v_cache, batch, seqs, max_context)
@@ -36,14 +38,23 @@ def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, sca
     key_positions = torch.arange(length, device=q.device)
     visible = (key_positions[None, None, :] <= q_positions[:, :, None]) & \
               (key_positions[None, None, :] < batch.context_lens[seqs][:, None, None])  # [G, max_q, L]
-    if window is not None:
-        visible &= q_positions[:, :, None] - key_positions[None, None, :] < window
+    if params.window is not None:
+        visible &= q_positions[:, :, None] - key_positions[None, None, :] < params.window
     visible = visible[:, None, None].expand(groups, 1, per_kv, max_q, length).reshape(groups, 1, -1, length)
-    # K/V stay strided views of the gathered cache: a plain matmul would copy them into contiguous
-    # batches first (that copy was 60% of a 256-sequence decode step on the H100); SDPA takes strides
-    # and never materialises float32 scores
-    attended = torch.nn.functional.scaled_dot_product_attention(
-        q_rows, keys.permute(0, 2, 1, 3), values.permute(0, 2, 1, 3), attn_mask=visible, scale=scale)
+    k_rows, v_rows = keys.permute(0, 2, 1, 3), values.permute(0, 2, 1, 3)
+    if params.logit_softcap is None:
+        # K/V stay strided views of the gathered cache: a plain matmul would copy them into contiguous
+        # batches first (that copy was 60% of a 256-sequence decode step on the H100); SDPA takes strides
+        # and never materialises float32 scores
+        mask = visible
+        if params.alibi_slopes is not None:
+            bias = _alibi_bias(params.alibi_slopes, q_positions, key_positions, kv_heads, per_kv)
+            mask = bias.masked_fill(~visible, float("-inf")).to(q.dtype)
+        attended = torch.nn.functional.scaled_dot_product_attention(q_rows, k_rows, v_rows, attn_mask=mask,
+                                                                    scale=params.scale)
+    else:  # a cap bends the scores themselves, which SDPA cannot do: the scores in float32
+        attended = _softcapped_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positions, params,
+                                         kv_heads, per_kv)
     attended = attended.view(groups, kv_heads, per_kv, max_q, dim).permute(0, 3, 1, 2, 4)
     attended = attended.reshape(groups, max_q, kv_heads * per_kv, dim)
     # padded query slots land in the spare last row of ``out``: a boolean-mask scatter would force a
@@ -53,12 +64,28 @@ def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, sca
     out.index_copy_(0, rows, attended.reshape(-1, *attended.shape[2:]))
 
 
-def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch, scale: float,
-                    window=None) -> torch.Tensor:
+def _alibi_bias(slopes, q_positions, key_positions, kv_heads, per_kv):
+    """slope_h · (j - p) as float32 [G, Hkv, per_kv · max_q, L], rows ordered as ``q_rows``'."""
+    distance = (key_positions[None, None, :] - q_positions[:, :, None]).float()      # [G, max_q, L]
+    bias = slopes.float().view(1, kv_heads, per_kv, 1, 1) * distance[:, None, None]  # [G, Hkv, per_kv, max_q, L]
+    return bias.reshape(distance.shape[0], kv_heads, -1, distance.shape[-1])
+
+
+def _softcapped_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positions, params, kv_heads, per_kv):
+    scores = torch.matmul(q_rows.float(), k_rows.float().transpose(-1, -2)) * params.scale
+    scores = params.logit_softcap * torch.tanh(scores / params.logit_softcap)
+    if params.alibi_slopes is not None:
+        scores = scores + _alibi_bias(params.alibi_slopes, q_positions, key_positions, kv_heads, per_kv)
+    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    return torch.matmul(probs, v_rows.float()).to(q_rows.dtype)
+
+
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
+                    params: AttentionParams) -> torch.Tensor:
     out = q.new_empty((q.shape[0] + 1, *q.shape[1:]))  # + a spare row, see _attend_group
     if batch.decode_seqs.numel():
-        _attend_group(out, q, k_cache, v_cache, batch, batch.decode_seqs, 1, batch.max_context_len, scale, window)
+        _attend_group(out, q, k_cache, v_cache, batch, batch.decode_seqs, 1, batch.max_context_len, params)
     if batch.prefill_seqs.numel():
         _attend_group(out, q, k_cache, v_cache, batch, batch.prefill_seqs, batch.max_query_len,
-                      batch.max_prefill_context_len, scale, window)
+                      batch.max_prefill_context_len, params)
     return out[:-1]

@@ -25,11 +25,13 @@ import torch
 import triton
 import triton.language as tl
 
+from mii_core.model.ops import AttentionParams
+
 LOG2_E = 1.4426950408889634
 NEG_BIG = tl.constexpr(-1.0e30)  # running max starts finite so a fully masked row never computes inf - inf
 
-# Launch settings, chosen by name (env MII_TRITON_ATTENTION_CONFIG or use_config()) so a benchmark can
-# compare them in one run. "*_large_d" applies when the padded head size exceeds 128.
+# Launch settings, chosen by name (env MII_TRITON_ATTENTION_CONFIG, read when a kernel set builds its
+# TritonAttention, or TritonAttention(config)) so a benchmark can compare them in one run. "*_large_d" applies when the padded head size exceeds 128.
 CONFIGS: dict[str, dict] = {
     "default": dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefill_stages=3,
                     prefill_block_m_large_d=64, prefill_block_n_large_d=32,
@@ -47,37 +49,59 @@ CONFIGS: dict[str, dict] = {
                     decode_splits=None, decode_min_keys_per_split=1024, decode_target_waves=2,
                     decode_max_splits=32),
 }
-_active = dict(CONFIGS["default"])
 
 
-def use_config(config: str | dict) -> dict:
-    """Selects a named config or overrides some keys of the active one; returns the previous one."""
-    global _active
-    previous = dict(_active)
+def launch_config(config: str | dict | None = None) -> dict:
+    """A whole launch config: a name from ``CONFIGS``, or some keys overriding ``"default"``'s; None reads
+    the name from ``MII_TRITON_ATTENTION_CONFIG`` (default ``"default"``)."""
+    if config is None:
+        config = os.environ.get("MII_TRITON_ATTENTION_CONFIG", "default")
     if isinstance(config, str):
         if config not in CONFIGS:
             raise ValueError(f"unknown attention config '{config}'; choose one of {sorted(CONFIGS)}")
-        _active = dict(CONFIGS[config])
-    else:
-        unknown = set(config) - set(_active)
-        if unknown:
-            raise ValueError(f"unknown attention config keys {sorted(unknown)}; valid: {sorted(_active)}")
-        _active = {**_active, **config}
-    return previous
+        return dict(CONFIGS[config])
+    unknown = set(config) - set(CONFIGS["default"])
+    if unknown:
+        raise ValueError(f"unknown attention config keys {sorted(unknown)}; valid: {sorted(CONFIGS['default'])}")
+    return {**CONFIGS["default"], **config}
 
 
-use_config(os.environ.get("MII_TRITON_ATTENTION_CONFIG", "default"))
+class TritonAttention:
+    """The ``paged_attention`` op with its launch config (registered as a class: each kernel set makes one,
+    reading the environment then)."""
+
+    def __init__(self, config: str | dict | None = None) -> None:
+        self.config = launch_config(config)
+
+    def __call__(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
+                 params: AttentionParams) -> torch.Tensor:
+        return paged_attention(q, k_cache, v_cache, batch, params, self.config)
+
+    def decode_splits(self, num_decodes: int, kv_heads: int, max_keys: int, window: int | None,
+                      device: torch.device) -> int:
+        return decode_splits(num_decodes, kv_heads, max_keys, window, device, self.config)
 
 
 @triton.jit
-def _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
-            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+def _tanh(x):
+    """tanh from one exp of a non-positive argument (no overflow; libdevice is not in the interpreter)."""
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
+            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
             BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
-            MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+            MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+            NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
     """Online softmax of rows ``q`` [M, D_PAD] at positions ``q_pos`` over keys [key_lo, key_hi).
 
     ``acc``, ``m_i``, ``l_i`` (unnormalised output, running max and sum, log2 domain) go in and come out
     updated. Without ``MASKED`` the range must hold whole tiles every row sees: no mask is computed.
+    Scores are in the log2 domain: ``qk_scale`` is scale · log2(e), or scale / cap with ``USE_SOFTCAP``
+    (then ``cap`` is cap · log2(e)); ``slope`` [M] is each row's ALiBi slope · log2(e).
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D_PAD)
@@ -96,6 +120,10 @@ def _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, key_lo, key_hi
         else:
             k = tl.load(k_cache + row + offs_d[None, :])
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        if USE_SOFTCAP:
+            s = _tanh(s) * cap
+        if USE_ALIBI:
+            s += slope[:, None] * (keys[None, :] - q_pos[:, None]).to(tl.float32)
         if MASKED:
             visible = key_ok[None, :] & (keys[None, :] <= q_pos[:, None])
             if USE_WINDOW:
@@ -116,26 +144,27 @@ def _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, key_lo, key_hi
 
 
 @triton.jit
-def _attend_range(q, q_pos, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi, kv_head,
-                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+def _attend_range(q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi, kv_head,
+                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                   M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
-                  D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, NUM_STAGES: tl.constexpr,
-                  PRECISION: tl.constexpr):
+                  D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
+                  USE_SOFTCAP: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
     """Keys [key_lo, key_hi), of which every row sees [full_lo, full_hi): whole tiles of that part run
     without masks, the edges (window start, causal diagonal, context end) with them. Returns (acc, m, l)."""
     m_i = tl.full([M], NEG_BIG, tl.float32)
     l_i = tl.zeros([M], tl.float32)
     acc = tl.zeros([M, D_PAD], tl.float32)
     full_hi = full_lo + tl.maximum(full_hi - full_lo, 0) // BLOCK_N * BLOCK_N
-    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, key_lo, full_lo, kv_head,
-                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
-                            BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, 1, PRECISION)
-    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, full_lo, full_hi, kv_head,
-                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
-                            BLOCK_N, BLOCK_SIZE, D, D_PAD, False, USE_WINDOW, NUM_STAGES, PRECISION)
-    return _attend(acc, m_i, l_i, q, q_pos, k_cache, v_cache, table_row, full_hi, key_hi, kv_head,
-                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
-                   BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, 1, PRECISION)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, kv_head,
+                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
+                            BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi, kv_head,
+                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
+                            BLOCK_N, BLOCK_SIZE, D, D_PAD, False, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES,
+                            PRECISION)
+    return _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi, kv_head,
+                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
+                   BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION)
 
 
 @triton.jit
@@ -143,6 +172,14 @@ def _first_key(q_pos, window, USE_WINDOW: tl.constexpr):
     if USE_WINDOW:
         return tl.maximum(q_pos - window + 1, 0)
     return q_pos * 0
+
+
+@triton.jit
+def _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI: tl.constexpr):
+    """Each row's ALiBi slope in the log2 domain (0 for padding rows, and without ALiBi)."""
+    if USE_ALIBI:
+        return tl.load(alibi_slopes + head, mask=row_ok, other=0.0) * LOG2_E
+    return tl.zeros(head.shape, tl.float32)
 
 
 @triton.jit
@@ -163,13 +200,13 @@ def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
 # ints that change from step to step are not specialised on (== 1, % 16): that would compile new
 # variants in the middle of a run
 @triton.jit(do_not_specialize=['num_seqs', 'stride_bt', 'window'])
-def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, num_seqs,
+def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, alibi_slopes, num_seqs,
                     stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
-                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                     G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
-                    USE_WINDOW: tl.constexpr, SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr,
-                    PRECISION: tl.constexpr):
+                    USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+                    SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
     tile = tl.program_id(0)
     kv_head = tl.program_id(1)
     seq = _find_sequence(query_start, num_seqs, tile, BLOCK_Q)
@@ -186,6 +223,7 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     head = kv_head * G + rows % G_PAD
     row_ok = (token < q_len) & (rows % G_PAD < G)
     q_pos = tl.where(row_ok, context - q_len + token, -1)
+    slope = _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI)
     offs_d = tl.arange(0, D_PAD)
     q_off = (q_start + token).to(tl.int64)[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :]
     io_mask = row_ok[:, None] & (offs_d[None, :] < D)
@@ -193,11 +231,12 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     first_pos = context - q_len + local * BLOCK_Q
     last_pos = tl.minimum(first_pos + BLOCK_Q, context) - 1
     table_row = block_tables + seq.to(tl.int64) * stride_bt
-    acc, m_i, l_i = _attend_range(q_tile, q_pos, k_cache, v_cache, table_row,
+    acc, m_i, l_i = _attend_range(q_tile, q_pos, slope, k_cache, v_cache, table_row,
                                   _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
                                   first_pos + 1, last_pos + 1, kv_head,
-                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
-                                  BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, NUM_STAGES, PRECISION)
+                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
+                                  window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, USE_ALIBI,
+                                  USE_SOFTCAP, NUM_STAGES, PRECISION)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
     o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
     tl.store(out + o_off, (acc / l_i[:, None]).to(out.dtype.element_ty), mask=io_mask)
@@ -205,12 +244,13 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
 
 @triton.jit(do_not_specialize=['num_splits', 'stride_bt', 'window'])
 def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
-                   decode_seqs, num_splits, num_q_heads,
+                   alibi_slopes, decode_seqs, num_splits, num_q_heads,
                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
-                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, window,
+                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                   D: tl.constexpr, D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, SPLIT: tl.constexpr,
-                   NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+                   D: tl.constexpr, D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
+                   USE_SOFTCAP: tl.constexpr, SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr,
+                   PRECISION: tl.constexpr):
     index = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -221,6 +261,7 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
     head = kv_head * G + rows
     row_ok = rows < G
     q_pos = tl.where(row_ok, context - 1, -1)
+    slope = _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI)
     offs_d = tl.arange(0, D_PAD)
     io_mask = row_ok[:, None] & (offs_d[None, :] < D)
     q_tile = tl.load(q + token * stride_qt + head[:, None] * stride_qh + offs_d[None, :], mask=io_mask, other=0.0)
@@ -231,10 +272,10 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         key_lo = key_lo + split * tiles_per_split * BLOCK_N
         key_hi = tl.minimum(key_hi, key_lo + tiles_per_split * BLOCK_N)
     table_row = block_tables + seq * stride_bt
-    acc, m_i, l_i = _attend_range(q_tile, q_pos, k_cache, v_cache, table_row, key_lo, key_lo, key_hi, key_hi,
-                                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                  qk_scale, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, NUM_STAGES,
-                                  PRECISION)
+    acc, m_i, l_i = _attend_range(q_tile, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo, key_hi,
+                                  key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                  qk_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, USE_ALIBI,
+                                  USE_SOFTCAP, NUM_STAGES, PRECISION)
     empty = l_i == 0.0
     l_i = tl.where(empty, 1.0, l_i)
     result = acc / l_i[:, None]
@@ -267,21 +308,22 @@ def _reduce_kernel(out, part_out, part_lse, query_start, decode_seqs, num_splits
              mask=offs_d < D)
 
 
-def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch, scale: float,
-                    window: int | None = None) -> torch.Tensor:
-    _check_inputs(q, k_cache, v_cache, batch, window)
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
+                    params: AttentionParams, config: dict = CONFIGS["default"]) -> torch.Tensor:
+    """The op (contract: mii_core/model/ops.py) under the launch ``config`` (see :func:`launch_config`)."""
+    _check_inputs(q, k_cache, v_cache, batch, params)
     if q.stride(-1) != 1:
         q = q.contiguous()
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     num_decodes = batch.decode_seqs.shape[0]
     if num_decodes:
-        _launch_decode(out, q, k_cache, v_cache, batch, scale, window, num_decodes)
+        _launch_decode(out, q, k_cache, v_cache, batch, params, config, num_decodes)
     if num_decodes < batch.num_seqs:
-        _launch_prefill(out, q, k_cache, v_cache, batch, scale, window, skip_decodes=num_decodes > 0)
+        _launch_prefill(out, q, k_cache, v_cache, batch, params, config, skip_decodes=num_decodes > 0)
     return out
 
 
-def _check_inputs(q, k_cache, v_cache, batch, window) -> None:
+def _check_inputs(q, k_cache, v_cache, batch, params: AttentionParams) -> None:
     if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
         raise ValueError(f"paged_attention takes q [T, Hq, D] and caches [blocks, block_size, Hkv, D]; got "
                          f"q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)}, v_cache {tuple(v_cache.shape)}")
@@ -294,22 +336,29 @@ def _check_inputs(q, k_cache, v_cache, batch, window) -> None:
         raise ValueError(f"the Triton paged_attention handles head sizes up to 256, not {dim}")
     if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or k_cache.dtype != q.dtype:
         raise ValueError("the KV cache must be contiguous along the head size and have q's dtype")
-    if window is not None and window < 1:
-        raise ValueError(f"window must be None or a positive token count, not {window}")
+    slopes = params.alibi_slopes
+    if slopes is not None and (tuple(slopes.shape) != (heads,) or slopes.dtype != torch.float32 or
+                               slopes.device != q.device or not slopes.is_contiguous()):
+        raise ValueError(f"alibi_slopes must be a contiguous float32 tensor of one slope per query head "
+                         f"[{heads}] on {q.device}; got {slopes.dtype} {tuple(slopes.shape)} on {slopes.device}")
 
 
-def _common_args(q, k_cache, v_cache, out, batch, scale, window):
+def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
+    cap = params.logit_softcap
+    # log2-domain scores: the cap's tanh takes scale · qk / cap and gives back cap · log2(e) times it
+    qk_scale, cap_log2 = (params.scale / cap, cap * LOG2_E) if cap is not None else (params.scale * LOG2_E, 0.0)
     strides = (out.stride(0), out.stride(1), q.stride(0), q.stride(1), batch.block_tables.stride(0),
-               *k_cache.stride()[:3], *v_cache.stride()[:3], scale * LOG2_E, window or 0)
+               *k_cache.stride()[:3], *v_cache.stride()[:3], qk_scale, cap_log2, params.window or 0)
     dim = q.shape[2]
     meta = dict(BLOCK_SIZE=batch.block_size, D=dim, D_PAD=max(16, triton.next_power_of_2(dim)),
-                USE_WINDOW=window is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
-    return strides, meta
+                USE_WINDOW=params.window is not None, USE_ALIBI=params.alibi_slopes is not None,
+                USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+    slopes = params.alibi_slopes if params.alibi_slopes is not None else q  # a placeholder, never read
+    return slopes, strides, meta
 
 
-def _launch_prefill(out, q, k_cache, v_cache, batch, scale, window, skip_decodes):
-    cfg = _active
-    strides, meta = _common_args(q, k_cache, v_cache, out, batch, scale, window)
+def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes):
+    slopes, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
     large = meta["D_PAD"] > 128
     group = q.shape[1] // k_cache.shape[2]
     group_pad = triton.next_power_of_2(group)
@@ -317,27 +366,26 @@ def _launch_prefill(out, q, k_cache, v_cache, batch, scale, window, skip_decodes
     block_q = max(block_m // group_pad, -(-16 // group_pad))  # tl.dot needs at least 16 rows
     grid = (q.shape[0] // block_q + batch.num_seqs, k_cache.shape[2])
     _prefill_kernel[grid](
-        out, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens, batch.num_seqs,
-        *strides, G=group, G_PAD=group_pad, BLOCK_Q=block_q,
+        out, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens, slopes,
+        batch.num_seqs, *strides, G=group, G_PAD=group_pad, BLOCK_Q=block_q,
         BLOCK_N=cfg["prefill_block_n_large_d" if large else "prefill_block_n"], SKIP_DECODES=skip_decodes,
         NUM_STAGES=cfg["prefill_stages"], num_warps=cfg["prefill_warps"], **meta)
 
 
-def _launch_decode(out, q, k_cache, v_cache, batch, scale, window, num_decodes):
-    cfg = _active
-    strides, meta = _common_args(q, k_cache, v_cache, out, batch, scale, window)
+def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes):
+    slopes, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
     heads, kv_heads = q.shape[1], k_cache.shape[2]
     group = heads // kv_heads
     block_n = cfg["decode_block_n_large_d" if meta["D_PAD"] > 128 else "decode_block_n"]
-    splits = decode_splits(num_decodes, kv_heads, batch.block_tables.shape[1] * batch.block_size, window,
-                           q.device)
+    splits = decode_splits(num_decodes, kv_heads, batch.block_tables.shape[1] * batch.block_size, params.window,
+                           q.device, cfg)
     part_out = part_lse = out  # placeholders, unused without a split
     if splits > 1:
         part_out = torch.empty((num_decodes, heads, splits, q.shape[2]), dtype=torch.float32, device=q.device)
         part_lse = torch.empty((num_decodes, heads, splits), dtype=torch.float32, device=q.device)
     _decode_kernel[(num_decodes, kv_heads, splits)](
         out, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens,
-        batch.decode_seqs, splits, heads, *strides,
+        slopes, batch.decode_seqs, splits, heads, *strides,
         G=group, G_PAD=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, SPLIT=splits > 1,
         NUM_STAGES=cfg["decode_stages"], num_warps=cfg["decode_warps"], **meta)
     if splits > 1:
@@ -352,11 +400,10 @@ _REDUCE_LANES = 64
 
 
 def decode_splits(num_decodes: int, kv_heads: int, max_keys: int, window: int | None,
-                  device: torch.device) -> int:
+                  device: torch.device, cfg: dict = CONFIGS["default"]) -> int:
     """How many key ranges each decode is split into: enough programs to fill the GPU, each with at least
     ``decode_min_keys_per_split`` keys of the longest possible context. Shapes only, never the data: a
     captured graph keeps its split count. A power of two, so few variants get compiled."""
-    cfg = _active
     if cfg["decode_splits"] is not None:
         return min(cfg["decode_splits"], _REDUCE_LANES)
     if window is not None:

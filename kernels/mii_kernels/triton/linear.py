@@ -42,7 +42,8 @@ def _tile(mode: str, block_n: int, block_k: int, warps: int = 4, stages: int = 1
     return dict(mode=mode, block_n=block_n, block_k=block_k, warps=warps, stages=stages)
 
 
-# Launch settings, chosen by name (env MII_TRITON_LINEAR_CONFIG or use_config()) so that
+# Launch settings, chosen by name (env MII_TRITON_LINEAR_CONFIG, read when a kernel set builds its
+# TritonLinear, or TritonLinear(config)) so that
 # benchmarks/kernel_bench_linear.py can compare them in one run. Each config maps a token count
 # (rounded up to a power of two) to its tile.
 _FEW = (2, 4, 8)
@@ -60,23 +61,20 @@ CONFIGS: dict[str, dict[int, dict]] = {
     "dot_n32": {t: _tile("dot", 32, 128, stages=5) for t in (1, *_FEW)},
     "dot_k512": {t: _tile("dot", 16, 512, stages=3) for t in (1, *_FEW)},
 }
-_active: dict[int, dict] = dict(CONFIGS["default"])
 
 
-def use_config(config: str | dict) -> dict:
-    """Selects a named config, or replaces the tiles of some token counts ({8: {...}}); returns the
-    previous one."""
-    global _active
-    previous = dict(_active)
+def launch_config(config: str | dict | None = None) -> dict[int, dict]:
+    """A whole config: a name from ``CONFIGS``, or the tiles of some token counts ({8: {...}}) over
+    ``"default"``'s; None reads the name from ``MII_TRITON_LINEAR_CONFIG`` (default ``"default"``)."""
+    if config is None:
+        config = os.environ.get("MII_TRITON_LINEAR_CONFIG", "default")
     if isinstance(config, str):
         if config not in CONFIGS:
             raise ValueError(f"unknown linear config '{config}'; choose one of {sorted(CONFIGS)}")
-        _active = dict(CONFIGS[config])
-    else:
-        for rows, tile in config.items():
-            _check_tile(rows, tile)
-        _active = {**_active, **config}
-    return previous
+        return dict(CONFIGS[config])
+    for rows, tile in config.items():
+        _check_tile(rows, tile)
+    return {**CONFIGS["default"], **config}
 
 
 def _check_tile(rows, tile: dict) -> None:
@@ -87,7 +85,15 @@ def _check_tile(rows, tile: dict) -> None:
                          f"{sorted(_MODES)}; got {tile}")
 
 
-use_config(os.environ.get("MII_TRITON_LINEAR_CONFIG", "default"))
+class TritonLinear:
+    """The ``linear`` op with its tiles (registered as a class: each kernel set makes one, reading the
+    environment then)."""
+
+    def __init__(self, config: str | dict | None = None) -> None:
+        self.tiles = launch_config(config)
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return linear(x, weight, bias, self.tiles)
 
 
 @triton.jit
@@ -138,13 +144,14 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, tokens, features_out, features
     tl.store(out, result.to(out_ptr.dtype.element_ty), mask=(toks < tokens)[:, None] & in_n[None, :])
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           tiles: dict[int, dict] = CONFIGS["default"]) -> torch.Tensor:
     rows = x.reshape(-1, x.shape[-1])  # a view for 2-D input, strided rows included
     if not _gemv_applies(rows, weight, bias):
         return torch.nn.functional.linear(x, weight, bias)
     tokens, (features_out, features_in) = rows.shape[0], weight.shape
     out = torch.empty((tokens, features_out), dtype=x.dtype, device=x.device)
-    tile = tile_for(tokens)
+    tile = tile_for(tokens, tiles)
     block_t = triton.next_power_of_2(tokens)
     if tile["mode"] == "dot":
         block_t = max(16, block_t)  # tl.dot needs 16 rows
@@ -158,12 +165,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return out.view(*x.shape[:-1], features_out)
 
 
-def tile_for(tokens: int) -> dict:
-    """The active config's tile for ``tokens`` rows: the entry of the smallest power of two >= tokens,
-    else the largest entry."""
+def tile_for(tokens: int, tiles: dict[int, dict] = CONFIGS["default"]) -> dict:
+    """The tile of ``tiles`` for ``tokens`` rows: the entry of the smallest power of two >= tokens, else the
+    largest entry."""
     padded = triton.next_power_of_2(tokens)
-    fitting = [rows for rows in _active if rows >= padded]
-    return _active[min(fitting) if fitting else max(_active)]
+    fitting = [rows for rows in tiles if rows >= padded]
+    return tiles[min(fitting) if fitting else max(tiles)]
 
 
 def _gemv_applies(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:

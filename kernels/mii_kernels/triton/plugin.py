@@ -12,8 +12,8 @@ _OPS = {
     "rotary_write_kv": "mii_kernels.triton.rotary:rotary_write_kv",
     "gated_activation": "mii_kernels.triton.activations:gated_activation",
     "moe_experts": "mii_kernels.triton.moe:moe_experts",
-    "paged_attention": "mii_kernels.triton.attention:paged_attention",
-    "linear": "mii_kernels.triton.linear:linear",
+    "paged_attention": "mii_kernels.triton.attention:TritonAttention",
+    "linear": "mii_kernels.triton.linear:TritonLinear",
 }
 
 

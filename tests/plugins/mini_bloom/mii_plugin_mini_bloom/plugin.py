@@ -1,0 +1,7 @@
+"""mii-core plugin for HF Bloom checkpoints (model_type "bloom")."""
+from mii_core.plugins import hookimpl
+
+
+@hookimpl
+def mii_core_register_architectures(registry) -> None:
+    registry.register("bloom", "mii_plugin_mini_bloom.policy:BloomPolicy")
