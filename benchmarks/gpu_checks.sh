@@ -4,7 +4,7 @@
 #
 #     sh benchmarks/gpu_checks.sh "$OUT"        (from the repository root; carry .whl as for gpu_setup.sh)
 #
-# Writes FOLDER/setup.log, FOLDER/kernels.log, FOLDER/parity.log and FOLDER/summary.txt; exits 1 if
+# Writes FOLDER/setup.log, FOLDER/kernels.log, FOLDER/kernels-options.log, FOLDER/parity.log and FOLDER/summary.txt; exits 1 if
 # either check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
 # GPU_CHECKS_SETUP=0 skips the set-up (an environment that has everything already, e.g. `make install`'s
 # .venv activated: a CPU dry run of this file).
@@ -24,17 +24,26 @@ fi
 # other they took 520-600 s on a fresh H100, most of it compiling). Each parity engine takes half the free
 # memory for its KV cache instead of 0.9, leaving room for the kernel tests' real-shape tensors.
 # kernels compiled for the GPU: the interpreter only where there is none (tests/conftest.py)
+# The attention-options tests (ALiBi, soft-cap: many kernel variants to compile, 370 s alone on the H200)
+# run in a process of their own beside the other kernel tests: Triton compiles on one CPU core a process.
 unset TRITON_INTERPRET
-python3 -m pytest -q -p no:cacheprovider -p no:timeout tests/kernels > "$out/kernels.log" 2>&1 &
+python3 -m pytest -q -p no:cacheprovider -p no:timeout tests/kernels --deselect tests/kernels/test_attention_options.py \
+    > "$out/kernels.log" 2>&1 &
 kernel_tests=$!
+python3 -m pytest -q -p no:cacheprovider -p no:timeout tests/kernels/test_attention_options.py \
+    > "$out/kernels-options.log" 2>&1 &
+option_tests=$!
 python3 benchmarks/gpu_parity.py --kv-fraction 0.5 > "$out/parity.log" 2>&1
 parity=$?
 wait "$kernel_tests"
 kernels=$?
+wait "$option_tests"
+options=$?
 
 {
     echo "kernel tests (rc $kernels): $(tail -1 "$out/kernels.log")"
+    echo "attention-option kernel tests (rc $options): $(tail -1 "$out/kernels-options.log")"
     echo "gpu_parity (rc $parity): $(grep '\[parity\] summary' "$out/parity.log")"
     grep -E '^\[parity\] FAIL' "$out/parity.log"
 } | tee "$out/summary.txt"
-[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ]
+[ "$kernels" -eq 0 ] && [ "$options" -eq 0 ] && [ "$parity" -eq 0 ]

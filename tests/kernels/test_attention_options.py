@@ -111,7 +111,8 @@ def test_triton_kernels_match_dense_attention(option, heads, dtype):
 def test_split_decodes_merge_with_the_options(option):
     """The split-K decode kernel (several key ranges per decode, merged by the reduce kernel)."""
     case, q, params, want = make("gqa-12/4", option, torch.float32, seed=3)
-    got = attention(decode_splits=3)(q, case.k_poisoned, case.v_poisoned, case.poisoned_batch(), params)
+    got = attention(decode_splits=3)(q, case.k_poisoned.to(q.dtype), case.v_poisoned.to(q.dtype), case.poisoned_batch(),
+                                     params)
     torch.testing.assert_close(got.double().cpu(), want, **tolerance(torch.float32))
 
 

@@ -42,19 +42,16 @@ def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, par
         visible &= q_positions[:, :, None] - key_positions[None, None, :] < params.window
     visible = visible[:, None, None].expand(groups, 1, per_kv, max_q, length).reshape(groups, 1, -1, length)
     k_rows, v_rows = keys.permute(0, 2, 1, 3), values.permute(0, 2, 1, 3)
-    if params.logit_softcap is None:
+    if params.logit_softcap is None and params.alibi_slopes is None:
         # K/V stay strided views of the gathered cache: a plain matmul would copy them into contiguous
         # batches first (that copy was 60% of a 256-sequence decode step on the H100); SDPA takes strides
         # and never materialises float32 scores
-        mask = visible
-        if params.alibi_slopes is not None:
-            bias = _alibi_bias(params.alibi_slopes, q_positions, key_positions, kv_heads, per_kv)
-            mask = bias.masked_fill(~visible, float("-inf")).to(q.dtype)
-        attended = torch.nn.functional.scaled_dot_product_attention(q_rows, k_rows, v_rows, attn_mask=mask,
+        attended = torch.nn.functional.scaled_dot_product_attention(q_rows, k_rows, v_rows, attn_mask=visible,
                                                                     scale=params.scale)
-    else:  # a cap bends the scores themselves, which SDPA cannot do: the scores in float32
-        attended = _softcapped_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positions, params,
-                                         kv_heads, per_kv)
+    else:  # a cap bends the scores, which SDPA cannot do, and a bias in a 16-bit mask loses digits on the
+        # GPU's SDPA kernels: the scores in float32
+        attended = _float32_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positions, params,
+                                      kv_heads, per_kv)
     attended = attended.view(groups, kv_heads, per_kv, max_q, dim).permute(0, 3, 1, 2, 4)
     attended = attended.reshape(groups, max_q, kv_heads * per_kv, dim)
     # padded query slots land in the spare last row of ``out``: a boolean-mask scatter would force a
@@ -71,9 +68,10 @@ def _alibi_bias(slopes, q_positions, key_positions, kv_heads, per_kv):
     return bias.reshape(distance.shape[0], kv_heads, -1, distance.shape[-1])
 
 
-def _softcapped_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positions, params, kv_heads, per_kv):
+def _float32_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positions, params, kv_heads, per_kv):
     scores = torch.matmul(q_rows.float(), k_rows.float().transpose(-1, -2)) * params.scale
-    scores = params.logit_softcap * torch.tanh(scores / params.logit_softcap)
+    if params.logit_softcap is not None:
+        scores = params.logit_softcap * torch.tanh(scores / params.logit_softcap)
     if params.alibi_slopes is not None:
         scores = scores + _alibi_bias(params.alibi_slopes, q_positions, key_positions, kv_heads, per_kv)
     probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)

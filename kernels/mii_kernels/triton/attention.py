@@ -28,6 +28,7 @@ import triton.language as tl
 from mii_core.model.ops import AttentionParams
 
 LOG2_E = 1.4426950408889634
+LOG2_E_JIT = tl.constexpr(LOG2_E)  # a compiled kernel reads only constexpr globals (the interpreter reads any)
 NEG_BIG = tl.constexpr(-1.0e30)  # running max starts finite so a fully masked row never computes inf - inf
 
 # Launch settings, chosen by name (env MII_TRITON_ATTENTION_CONFIG, read when a kernel set builds its
@@ -178,7 +179,7 @@ def _first_key(q_pos, window, USE_WINDOW: tl.constexpr):
 def _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI: tl.constexpr):
     """Each row's ALiBi slope in the log2 domain (0 for padding rows, and without ALiBi)."""
     if USE_ALIBI:
-        return tl.load(alibi_slopes + head, mask=row_ok, other=0.0) * LOG2_E
+        return tl.load(alibi_slopes + head, mask=row_ok, other=0.0) * LOG2_E_JIT
     return tl.zeros(head.shape, tl.float32)
 
 
