@@ -22,6 +22,9 @@ MAX_MESSAGE_BYTES = 1 << 30  # one message (a reply of 100,000 responses fits); 
 OPS = ("generate", "health", "terminate")
 RESPONSE_FIELDS = {f.name: f.type for f in fields(Response)}  # "str" / "int", as written in Response
 SHOWN_CHARS = 200  # how much of a bad value an error message quotes
+BIG_INT = 1  # extension code: an integer beyond msgpack's 64 bits, as decimal text, so the engine can
+# refuse it by name ("top_k ... got 10**30") rather than the link failing to carry it
+MAX_BIG_INT_DIGITS = 1000
 
 
 class MalformedMessage(ValueError):
@@ -30,24 +33,30 @@ class MalformedMessage(ValueError):
 
 def encode(message: Any) -> bytes:
     """Plain data (dicts, lists, tuples, str, int, float, bool, None) as msgpack; TypeError otherwise."""
-    return msgpack.packb(message, use_bin_type=True, default=_refuse_object)
+    return msgpack.packb(message, use_bin_type=True, default=_encode_other)
 
 
 def decode(data: bytes) -> Any:
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_extension)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_decode_extension)
     except MalformedMessage:
         raise
     except Exception as exc:  # msgpack's errors: ExtraData, FormatError, StackError, ValueError, ...
         raise MalformedMessage(f"not a msgpack message: {type(exc).__name__}: {_short(exc)}") from None
 
 
-def _refuse_object(value: Any) -> Any:
+def _encode_other(value: Any) -> Any:
+    if isinstance(value, int) and len(str(abs(value))) <= MAX_BIG_INT_DIGITS:
+        return msgpack.ExtType(BIG_INT, str(value).encode("ascii"))
+    if isinstance(value, int):
+        raise TypeError(f"an integer of {len(str(abs(value)))} digits is too large to send over the link")
     raise TypeError(f"cannot send a {type(value).__name__} over the link: only plain data "
                     "(dict, list, str, int, float, bool, None)")
 
 
-def _refuse_extension(code: int, data: bytes) -> Any:
+def _decode_extension(code: int, data: bytes) -> Any:
+    if code == BIG_INT and 0 < len(data) <= MAX_BIG_INT_DIGITS + 1 and data.lstrip(b"-").isdigit():
+        return int(data)
     raise MalformedMessage(f"msgpack extension type {code} is not part of the link's messages")
 
 

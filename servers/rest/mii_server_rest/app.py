@@ -2,7 +2,6 @@
 OpenAI-compatible ``/v1`` routes, and Prometheus ``/metrics``."""
 from __future__ import annotations
 
-import hmac
 from dataclasses import asdict
 from functools import wraps
 from typing import Any, Callable, Iterator
@@ -14,6 +13,7 @@ from mii_core.serving.backend import Backend, Chunk, GenerateRequest, ResponseSt
 from mii_core.serving.transport import TransportSettings
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError, error_response, from_exception
+from mii_server_rest.gate import KEY_MESSAGE, key_matches
 from mii_server_rest.metrics import Metrics
 from mii_server_rest.sse import KEEPALIVE_SECONDS, SSE_HEADERS, sse_stream
 
@@ -36,12 +36,9 @@ def needs_key(settings: TransportSettings) -> Callable:
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if settings.api_key is not None:
-                header = request.headers.get("Authorization", "")
-                token = header[7:] if header.lower().startswith("bearer ") else ""
-                if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
-                    raise HttpError("unauthenticated", "this deployment needs its API key: send the header "
-                                    "'Authorization: Bearer <api_key>'")
+            if settings.api_key is not None and not key_matches(request.headers.get("Authorization", ""),
+                                                                 settings.api_key):
+                raise HttpError("unauthenticated", KEY_MESSAGE)
             return view(*args, **kwargs)
         return guarded
     return decorate
