@@ -6,6 +6,7 @@ the deployment keeps answering well-formed requests, checked against the HF refe
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
@@ -24,10 +25,19 @@ GREEDY = {"do_sample": False, "ignore_eos": True}
 MAX_BODY = 2**20
 
 
+LIMITS = {"MII_REST_IDLE_TIMEOUT": "3", "MII_REST_HEADER_TIMEOUT": "2"}  # the router reads them at start
+
+
 @pytest.fixture(scope="module")
 def hardened(chat_checkpoint, deploy, oracle):
-    client = deploy(chat_checkpoint, deployment_name=NAME, enable_restful_api=True, restful_api_host="127.0.0.1",
-                    host="127.0.0.1", api_key=KEY, max_request_bytes=MAX_BODY)
+    saved = {name: os.environ.get(name) for name in LIMITS}
+    os.environ.update(LIMITS)
+    try:
+        client = deploy(chat_checkpoint, deployment_name=NAME, enable_restful_api=True,
+                        restful_api_host="127.0.0.1", host="127.0.0.1", api_key=KEY, max_request_bytes=MAX_BODY)
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
     host, port = client.record.front_ends["rest"]
     assert host == "127.0.0.1"
     return client, port, oracle(chat_checkpoint)
@@ -86,13 +96,37 @@ def test_500_idle_connections_leave_rest_serving(hardened):
         for _ in range(3):
             greedy_still_right(port, hf)
         assert time.monotonic() - started < 60
-        deadline = time.monotonic() + 30  # the idle timeout (10 s) closes them, bounded
+        deadline = time.monotonic() + 15  # the idle timeout (3 s here) closes them, bounded
         for sock in idle:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             assert sock.recv(1) == b""
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(hardened):
+    _, port, _ = hardened
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST /mii/{NAME} HTTP/1.1\r\n".encode())
+        started = time.monotonic()
+        answer = b""
+        while time.monotonic() - started < 15 and not answer:
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                break  # closed by the server
+            time.sleep(0.5)
+            sock.setblocking(False)
+            try:
+                answer = sock.recv(65536)
+            except BlockingIOError:
+                pass
+            finally:
+                sock.setblocking(True)
+    assert answer.split(b" ", 2)[1] == b"408", answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "header_timeout"
+    assert time.monotonic() - started < 10
 
 
 # ---- row 7: refused from the headers, before the body is read ----
@@ -125,7 +159,7 @@ def test_a_body_without_the_key_is_refused_before_it_is_read(hardened):
 def test_a_body_over_max_request_bytes_is_refused_from_its_length(hardened):
     _, port, hf = hardened
     status, body = raw_post_headers(port, 60 * 2**20, f"Bearer {KEY}")
-    assert status == 413 and body["error"]["code"] == "body_too_large"
+    assert status == 400 and body["error"]["code"] == "body_too_large"
     assert f"limit is {MAX_BODY}" in body["error"]["message"]
     greedy_still_right(port, hf)
 
@@ -171,3 +205,17 @@ def test_grpc_refuses_huge_options_with_a_short_invalid_argument(hardened, optio
                 request, metadata=[("authorization", f"Bearer {KEY}")], timeout=60)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert len(refused.value.details()) < 3000
+
+
+def test_a_limit_option_that_is_not_positive_is_refused_naming_it(monkeypatch):
+    from mii_server_rest.limits import RestLimits
+
+    monkeypatch.setenv("MII_REST_CONNECTION_LIMIT", "0")
+    with pytest.raises(ValueError, match="MII_REST_CONNECTION_LIMIT='0': give a positive int"):
+        RestLimits.from_environment()
+    monkeypatch.setenv("MII_REST_CONNECTION_LIMIT", "5000")
+    with pytest.raises(ValueError, match="at most 900"):
+        RestLimits.from_environment()
+    monkeypatch.setenv("MII_REST_CONNECTION_LIMIT", "800")
+    monkeypatch.setenv("MII_REST_HEADER_TIMEOUT", "2.5")
+    assert RestLimits.from_environment() == RestLimits(connection_limit=800, header_timeout=2.5)

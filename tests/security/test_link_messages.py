@@ -136,9 +136,7 @@ def test_a_malformed_reply_is_refused_cleanly(reply):
         RemoteBackend(address, KEY).submit(GenerateRequest(prompts=["x"])).result()
 
 
-@pytest.mark.parametrize("request_message", [
-    {"op": "unpickle"}, ["generate"], {"op": "generate", "prompts": "x", "options": {}},
-    {"op": "generate", "prompts": ["x"], "options": 5}, {"op": "generate", "stream": "yes"}])
+@pytest.mark.parametrize("request_message", [{"op": "unpickle"}, ["generate"], "generate", {"op": 5}])
 def test_a_malformed_request_is_answered_invalid_and_the_server_keeps_serving(echo_server, request_message):
     with Client(echo_server, authkey=KEY) as conn:
         conn.send_bytes(msgpack.packb(request_message))

@@ -3,7 +3,7 @@
 Waitress reads a whole body before the app runs, so the app alone cannot keep an unauthenticated
 client from sending 60 MiB. Here the request parser, once the headers are in, refuses a request
 that carries a body without the deployment's key (401) or declares one over ``max_request_bytes``
-(413), and headers that take longer than the header timeout (408); the connection is closed without
+(400 ``body_too_large``, as the app answers), and headers that take longer than the header timeout (408); the connection is closed without
 reading the body. Every waitress error is answered with OpenAI's JSON error shape.
 """
 from __future__ import annotations
@@ -66,8 +66,7 @@ def gated_channel(api_key: Optional[str], max_body: int, header_timeout: float) 
                 if refusal is not None:
                     self._refuse(refusal)
             if self.error is not None and not isinstance(self.error, JsonError):
-                code = "body_too_large" if self.error.code == 413 else "bad_request"
-                self.error = JsonError(self.error.code, "invalid", self.error.body, code)
+                self.error = self._as_json(self.error)
             return consumed
 
         def _refusal(self) -> Optional[JsonError]:
@@ -76,9 +75,16 @@ def gated_channel(api_key: Optional[str], max_body: int, header_timeout: float) 
             if api_key is not None and not key_matches(self.headers.get("AUTHORIZATION", ""), api_key):
                 return JsonError(401, "unauthenticated", KEY_MESSAGE, "unauthenticated")
             if self.content_length > max_body:
-                return JsonError(413, "invalid", f"the request body is {self.content_length} bytes; the limit is "
+                return JsonError(400, "invalid", f"the request body is {self.content_length} bytes; the limit is "
                                  f"{max_body} (max_request_bytes)", "body_too_large")
             return None
+
+        @staticmethod
+        def _as_json(error: Error) -> JsonError:
+            if error.code == 413:  # a chunked body past the limit: the same answer as a declared one
+                return JsonError(400, "invalid", f"the request body is over {max_body} bytes (max_request_bytes)",
+                                 "body_too_large")
+            return JsonError(error.code, "invalid", error.body, "bad_request")
 
         def _refuse(self, error: JsonError) -> None:
             self.error, self.completed = error, True

@@ -21,7 +21,6 @@ class RestTransport(Transport):
         self._server = create_server(app, host=settings.host, port=settings.port, threads=settings.threads,
                                      ident="mii-core", connection_limit=limits.connection_limit,
                                      channel_timeout=limits.idle_timeout, cleanup_interval=1,
-                                     asyncore_use_poll=True,  # select() stops at 1,024 descriptors
                                      # waitress itself never reads more than this (chunked bodies too);
                                      # the gate refuses a declared length over it before reading
                                      max_request_body_size=settings.max_request_bytes + 1,
