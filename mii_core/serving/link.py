@@ -99,7 +99,6 @@ class LinkServer:
         finally:
             conn.close()
 
-
     def _read_request(self, conn: Connection) -> Optional[dict[str, Any]]:
         """The caller's request, or None after answering a malformed one with an ``invalid`` error."""
         try:
@@ -197,6 +196,9 @@ class RemoteBackend(Backend):
         except (OSError, EOFError) as exc:
             conn.close()
             raise LinkBroken(f"lost {self.address}: {exc}") from None
+        except TypeError:  # an option that is not plain data
+            conn.close()
+            raise
         return RemoteStream(conn)
 
     def health(self, timeout: float = 10.0) -> dict[str, Any]:
