@@ -9,6 +9,10 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 ModelT = TypeVar("ModelT", bound="StrictModel")
+# A hostile request can hold 10,000 unknown keys or a 20,000-character value: the error names the
+# first problems, each quoted briefly, so it still fits a gRPC status or a log line.
+MAX_PROBLEMS = 10
+MAX_LINE_CHARS = 500
 
 
 class StrictModel(BaseModel):
@@ -67,7 +71,16 @@ def _describe(model_cls: type[BaseModel], errors: list[dict[str, Any]]) -> list[
                 reasons.append(error["msg"])
     lines += [f"invalid value for '{where}' (got {given!r}): {' / '.join(reasons)}"
               for where, (given, reasons) in bad_values.items()]
-    return lines
+    return _bounded(lines)
+
+
+def _bounded(lines: list[str]) -> list[str]:
+    """At most MAX_PROBLEMS lines of at most MAX_LINE_CHARS characters each, saying what was left out."""
+    shown = [line if len(line) <= MAX_LINE_CHARS else f"{line[:MAX_LINE_CHARS]}... ({len(line)} characters)"
+             for line in lines[:MAX_PROBLEMS]]
+    if len(lines) > MAX_PROBLEMS:
+        shown.append(f"and {len(lines) - MAX_PROBLEMS} more problems")
+    return shown
 
 
 def validate_options(model_cls: type[ModelT], options: dict[str, Any], what: str) -> ModelT:

@@ -8,18 +8,22 @@ from pydantic import Field, field_validator, model_validator
 from mii_core.config.base import StrictModel
 
 SEED_LIMIT = 2**64  # torch generators take 64-bit seeds
+# Token counts and top_k end up in the engine's int32/int64 tensors; past this they overflow there (a
+# failing step), and no model's length or vocabulary comes near it.
+COUNT_LIMIT = 2**31 - 1
 
 
 class GenerationConfig(StrictModel):
-    max_length: Optional[int] = Field(default=None, gt=0, description="prompt + output tokens")
-    max_new_tokens: Optional[int] = Field(default=None, gt=0)
-    min_new_tokens: int = Field(default=0, ge=0, description="counted on generated tokens (MII: whole length)")
+    max_length: Optional[int] = Field(default=None, gt=0, le=COUNT_LIMIT, description="prompt + output tokens")
+    max_new_tokens: Optional[int] = Field(default=None, gt=0, le=COUNT_LIMIT)
+    min_new_tokens: int = Field(default=0, ge=0, le=COUNT_LIMIT,
+                                description="counted on generated tokens (MII: whole length)")
     stream: bool = False
     ignore_eos: bool = False
     return_full_text: bool = False
     do_sample: bool = True
     top_p: float = Field(default=0.9, gt=0, le=1, allow_inf_nan=False)
-    top_k: Optional[int] = Field(default=None, gt=0)
+    top_k: Optional[int] = Field(default=None, gt=0, le=COUNT_LIMIT)
     temperature: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False)
     stop: list[str] = Field(default_factory=list)
     # Not negative: elsewhere -1 often means "random", which a fixed torch seed would silently not be.

@@ -90,10 +90,3 @@ class Backend(ABC):
     def terminate(self) -> None:
         """Asks the whole deployment (or this replica) to shut down; returns at once."""
 
-
-def response_to_wire(response: Response) -> dict[str, Any]:
-    return asdict(response)
-
-
-def response_from_wire(data: dict[str, Any]) -> Response:
-    return Response(**data)

@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 API_KEY_ENV = "MII_CORE_API_KEY"  # so the key need not show in the process list
+KEY_IN_ARGV_WARNING = ("mii-core serve: warning: --api-key on the command line is readable by every local user "
+                       f"(ps, /proc/<pid>/cmdline); pass it in ${API_KEY_ENV} or --api-key-file instead")
 
 
 def add_serving_commands(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +27,9 @@ def add_serving_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--rest-port", type=int, default=None, help="enable REST on this port (MII: 51080)")
     serve.add_argument("--rest-host", default=None, help="address the REST front end listens on (localhost)")
     serve.add_argument("--transports", default=None, help="comma-separated front ends (default: grpc)")
-    serve.add_argument("--api-key", default=os.getenv(API_KEY_ENV), help=f"require this key (or ${API_KEY_ENV})")
+    serve.add_argument("--api-key", default=None,
+                       help=f"require this key (visible in ps: prefer ${API_KEY_ENV} or --api-key-file)")
+    serve.add_argument("--api-key-file", default=None, help="require the key held in this file (its first line)")
     serve.add_argument("--max-queued-requests", type=int, default=None)
     serve.add_argument("--max-length", type=int, default=None)
     serve.add_argument("--device-map", default=None, help='JSON, e.g. "[[0], [1]]" (default: auto)')
@@ -56,7 +60,7 @@ def run_serving_command(args: argparse.Namespace) -> int:
 def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"deployment_name": args.deployment_name or None, "replica_num": args.replica_num,
              "tensor_parallel": args.tensor_parallel, "port_number": args.port, "host": args.host,
-             "restful_api_host": args.rest_host, "api_key": args.api_key,
+             "restful_api_host": args.rest_host, "api_key": _api_key(args),
              "max_queued_requests": args.max_queued_requests, "max_length": args.max_length}
     options = {key: value for key, value in flags.items() if value is not None}
     if args.rest_port is not None:
@@ -71,6 +75,31 @@ def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--model-option {item!r}: write KEY=VALUE (VALUE as JSON)")
         options[key] = _json_value(value)
     return options
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key-file, $MII_CORE_API_KEY or (with a warning) --api-key; at most one of them."""
+    given = [name for name, value in (("--api-key-file", args.api_key_file), (f"${API_KEY_ENV}", os.getenv(API_KEY_ENV)),
+                                      ("--api-key", args.api_key)) if value]
+    if len(given) > 1:
+        raise ValueError(f"the API key is given twice ({' and '.join(given)}); give it once")
+    if args.api_key:
+        print(KEY_IN_ARGV_WARNING, file=sys.stderr, flush=True)
+        return args.api_key
+    if args.api_key_file:
+        return _read_key_file(args.api_key_file)
+    return os.getenv(API_KEY_ENV) or None
+
+
+def _read_key_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as key_file:
+            key = key_file.readline().strip()
+    except OSError as exc:
+        raise ValueError(f"--api-key-file {path}: cannot read it ({exc.strerror})") from None
+    if not key:
+        raise ValueError(f"--api-key-file {path}: its first line is empty; write the key there")
+    return key
 
 
 def _json_value(text: str) -> Any:

@@ -1,21 +1,23 @@
 """The deployment's own wire: router ↔ replicas and Python clients ↔ router, over loopback TCP.
 
-Built on :mod:`multiprocessing.connection` (length-prefixed pickles with an HMAC challenge on both
-sides, keyed by the deployment's secret authkey), so no transport plugin is needed inside a
-deployment. One connection per request: the caller sends one message, the server answers with
-``("started",)``, ``("chunk", index, response)``…, then ``("done", payload)`` or
-``("error", kind, message)``. A caller that goes away closes its connection; the server notices on
-its next send or poll and cancels the request.
+Built on :mod:`multiprocessing.connection`'s framing (length-prefixed byte messages, an HMAC challenge
+on both sides keyed by the deployment's secret authkey) but never its pickles: every message is msgpack
+of a checked shape (:mod:`mii_core.serving.wire`), so a peer that knows a key (another user's planted
+record, say) can at worst send a malformed message, which is refused. One connection per request: the
+caller sends one message, the server answers with ``["started"]``, ``["chunk", index, response]``…,
+then ``["done", payload]`` or ``["error", kind, message]``. A caller that goes away closes its
+connection; the server notices on its next send or poll and cancels the request.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from typing import Any, Callable, Iterator, Optional
 
-from mii_core.serving.backend import (STARTED, Backend, Chunk, GenerateRequest, ResponseStream, response_from_wire,
-                                      response_to_wire)
+from mii_core.serving import wire
+from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
 from mii_core.serving.errors import RequestCancelled, error_from_wire, error_kind
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,30 @@ BACKLOG = 512
 
 class LinkBroken(ConnectionError):
     """The peer went away (process died, connection refused or closed)."""
+
+
+class BadPeer(LinkBroken):
+    """The peer sent a message that is not of the link's shapes: treated as a broken peer."""
+
+
+def send(conn: Connection, message: Any) -> None:
+    conn.send_bytes(wire.encode(message))
+
+
+def receive(conn: Connection) -> Any:
+    """The next message, decoded (plain data only); BadPeer when it is not msgpack."""
+    data = conn.recv_bytes(wire.MAX_MESSAGE_BYTES)
+    try:
+        return wire.decode(data)
+    except wire.MalformedMessage as exc:
+        raise BadPeer(str(exc)) from None
+
+
+def receive_reply(conn: Connection) -> list[Any]:
+    try:
+        return wire.check_reply(receive(conn))
+    except wire.MalformedMessage as exc:
+        raise BadPeer(str(exc)) from None
 
 
 class LinkServer:
@@ -61,13 +87,26 @@ class LinkServer:
         try:
             deliver_challenge(conn, self._authkey)
             answer_challenge(conn, self._authkey)
-            self._handle(conn, conn.recv())
+            message = self._read_request(conn)
+            if message is not None:
+                self._handle(conn, message)
+        except AuthenticationError as exc:
+            log.warning("%s: refused a connection without the deployment's key (%s)", self._name, exc)
         except (EOFError, OSError):
             pass  # the peer left
         except Exception:
             log.exception("link request failed")
         finally:
             conn.close()
+
+    def _read_request(self, conn: Connection) -> Optional[dict[str, Any]]:
+        """The caller's request, or None after answering a malformed one with an ``invalid`` error."""
+        try:
+            return wire.check_request(receive(conn))
+        except (BadPeer, wire.MalformedMessage) as exc:
+            log.warning("%s: refused a malformed message: %s", self._name, exc)
+            send(conn, ["error", "invalid", f"malformed link message: {exc}"])
+            return None
 
 
 def connect(address: tuple[str, int], authkey: bytes) -> Connection:
@@ -81,16 +120,20 @@ def call(address: tuple[str, int], authkey: bytes, message: dict[str, Any], time
     """One request, one answer (health, terminate)."""
     conn = connect(address, authkey)
     try:
-        conn.send(message)
+        send(conn, message)
         if not conn.poll(timeout):
             raise LinkBroken(f"{address[0]}:{address[1]} did not answer within {timeout:.0f} s")
-        reply = conn.recv()
+        reply = receive_reply(conn)
+    except BadPeer:
+        raise
     except (OSError, EOFError) as exc:
         raise LinkBroken(f"lost {address[0]}:{address[1]}: {exc}") from None
     finally:
         conn.close()
     if reply[0] == "error":
         raise error_from_wire(reply[1], reply[2])
+    if reply[0] != "done":
+        raise BadPeer(f"expected a done or error reply, got {reply[0]!r}")
     return reply[1]
 
 
@@ -98,21 +141,19 @@ def call(address: tuple[str, int], authkey: bytes, message: dict[str, Any], time
 
 def backend_handler(backend: Backend) -> Callable[[Connection, dict[str, Any]], None]:
     def handle(conn: Connection, message: dict[str, Any]) -> None:
-        op = message.get("op") if isinstance(message, dict) else None
+        op = message["op"]  # one of wire.OPS: checked on receipt
         if op == "generate":
             _serve_generate(conn, backend, GenerateRequest.from_wire(message))
         elif op == "health":
-            conn.send(("done", backend.health()))
-        elif op == "terminate":
-            conn.send(("done", None))
-            backend.terminate()
+            send(conn, ["done", backend.health()])
         else:
-            conn.send(("error", "invalid", f"unknown link operation {op!r}"))
+            send(conn, ["done", None])
+            backend.terminate()
     return handle
 
 
 def _send_error(conn: Connection, exc: BaseException) -> None:
-    conn.send(("error", error_kind(exc), str(exc)))
+    send(conn, ["error", error_kind(exc), str(exc)])
 
 
 def _serve_generate(conn: Connection, backend: Backend, request: GenerateRequest) -> None:
@@ -128,10 +169,10 @@ def _serve_generate(conn: Connection, backend: Backend, request: GenerateRequest
                 if conn.poll(0):  # the caller never sends twice: readable means it closed (cancel)
                     raise LinkBroken("caller went away")
             elif event == STARTED:
-                conn.send(("started",))
+                send(conn, ["started"])
             else:
-                conn.send(("chunk", event.index, response_to_wire(event.response)))
-        conn.send(("done", [response_to_wire(r) for r in stream.responses]))
+                send(conn, ["chunk", event.index, wire.response_to_wire(event.response)])
+        send(conn, ["done", [wire.response_to_wire(r) for r in stream.responses]])
     except (LinkBroken, EOFError, OSError):
         stream.cancel()  # the caller is gone: free the engine for others
     except Exception as exc:
@@ -151,14 +192,17 @@ class RemoteBackend(Backend):
     def submit(self, request: GenerateRequest) -> "RemoteStream":
         conn = connect(self.address, self.authkey)
         try:
-            conn.send(request.to_wire())
+            send(conn, request.to_wire())
         except (OSError, EOFError) as exc:
             conn.close()
             raise LinkBroken(f"lost {self.address}: {exc}") from None
+        except TypeError:  # an option that is not plain data
+            conn.close()
+            raise
         return RemoteStream(conn)
 
     def health(self, timeout: float = 10.0) -> dict[str, Any]:
-        return call(self.address, self.authkey, {"op": "health"}, timeout)
+        return wire.health_from_wire(call(self.address, self.authkey, {"op": "health"}, timeout))
 
     def terminate(self) -> None:
         call(self.address, self.authkey, {"op": "terminate"})
@@ -186,19 +230,28 @@ class RemoteStream(ResponseStream):
                         yield None
                     continue
                 waited = 0.0
-                message = self._conn.recv()
+                message = receive_reply(self._conn)
                 kind = message[0]
                 if kind == "started":
                     yield STARTED
                 elif kind == "chunk":
-                    yield Chunk(message[1], response_from_wire(message[2]))
+                    yield Chunk(message[1], self._checked(wire.response_from_wire, message[2]))
                 elif kind == "done":
-                    self.responses = [response_from_wire(r) for r in message[1]]
+                    self.responses = self._checked(wire.responses_from_wire, message[1])
                     return
                 else:
                     raise error_from_wire(message[1], message[2])
+        except BadPeer:
+            raise
         except (EOFError, OSError) as exc:
             raise LinkBroken(f"the serving process went away: {exc}") from None
         finally:
             self._conn.close()
+
+    @staticmethod
+    def _checked(convert: Callable[[Any], Any], payload: Any) -> Any:
+        try:
+            return convert(payload)
+        except wire.MalformedMessage as exc:
+            raise BadPeer(str(exc)) from None
 

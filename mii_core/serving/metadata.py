@@ -1,21 +1,33 @@
 """Deployment metadata in MII's cache folder, so ``mii_core.client(name)`` works from any process.
 
-``$MII_CACHE_PATH`` (default ``/tmp/mii_cache``) holds one folder per deployment (mode 0700) with
-``deployment.json`` (mode 0600: it names the ports, the link's secret key and the API key), written
-atomically (a temporary file renamed over the old one), and the processes' logs.
+``$MII_CACHE_PATH`` (default: per user, ``$XDG_RUNTIME_DIR/mii_core`` or ``~/.cache/mii_core``) holds
+one folder per deployment (mode 0700) with ``deployment.json`` (mode 0600: it names the ports, the link's
+secret key and the API key), written atomically (a temporary file renamed over the old one), and the
+processes' logs.
+
+A record tells a client where to connect and with which key, so trusting another user's record hands
+that user the client's requests (and, before the links carried no pickles, the client's process). The
+cache, a deployment's folder and its record are therefore used only when owned by the current user and
+not writable by group or others: :func:`check_private` refuses anything else, saying why.
 """
 from __future__ import annotations
 
 import json
 import os
+import pwd
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 CACHE_ENV = "MII_CACHE_PATH"
-DEFAULT_CACHE = "/tmp/mii_cache"
+CACHE_NAME = "mii_core"  # under $XDG_RUNTIME_DIR or ~/.cache
 RECORD_FILE = "deployment.json"
+
+
+class UnsafeCache(RuntimeError):
+    """A cache folder or record another local user could have written: never trusted."""
 
 
 @dataclass
@@ -47,17 +59,49 @@ class DeploymentRecord:
         return cls(**data)
 
 
+def default_cache() -> Path:
+    """Per user: a shared default (MII's /tmp/mii_cache) lets another user plant records first."""
+    runtime = os.getenv("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime and os.path.isabs(runtime) else Path.home() / ".cache"
+    return base / CACHE_NAME
+
+
 def cache_root() -> Path:
-    return Path(os.getenv(CACHE_ENV) or DEFAULT_CACHE)
+    return Path(os.getenv(CACHE_ENV) or default_cache())
 
 
 def deployment_folder(name: str) -> Path:
     return cache_root() / name
 
 
+def _owner_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_private(path: Path, what: str) -> None:
+    """Raises UnsafeCache unless ``path`` is owned by this user and not writable by group or others."""
+    info = os.stat(path)
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise UnsafeCache(f"refusing {what} {path}: it is owned by {_owner_name(info.st_uid)}, not by you "
+                          f"({_owner_name(me)}), so another user may have planted it; remove it, or set "
+                          f"{CACHE_ENV} to a folder of your own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeCache(f"refusing {what} {path}: it is writable by group or others (mode "
+                          f"{stat.S_IMODE(info.st_mode):04o}); run chmod go-w on it, or set {CACHE_ENV} to a "
+                          "private folder")
+
+
 def ensure_folder(name: str) -> Path:
-    folder = deployment_folder(name)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_private(root, "the deployment cache")
+    folder = root / name
+    folder.mkdir(exist_ok=True, mode=0o700)
+    check_private(folder, "the deployment folder")
     os.chmod(folder, 0o700)
     return folder
 
@@ -82,8 +126,15 @@ def read_record(name: str) -> Optional[DeploymentRecord]:
 
 
 def load_record(folder: Path) -> Optional[DeploymentRecord]:
+    """The record in ``folder`` (None when there is none); UnsafeCache when another user could have written it."""
+    path = Path(folder) / RECORD_FILE
+    if not path.exists():
+        return None
+    for part, what in ((Path(folder).parent, "the deployment cache"), (Path(folder), "the deployment folder"),
+                       (path, "the deployment record")):
+        check_private(part, what)
     try:
-        text = (Path(folder) / RECORD_FILE).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     return DeploymentRecord.from_json(json.loads(text))

@@ -21,6 +21,9 @@ STATUS_BY_KIND = {
     "cancelled": grpc.StatusCode.CANCELLED,
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
 }
+# The status message travels in trailing metadata (8 KiB by default): a longer one would turn the
+# status into RESOURCE_EXHAUSTED, so it is cut (the engine's messages already quote values briefly).
+MAX_DETAILS_CHARS = 2000
 
 
 class UndecodableRequest:
@@ -85,4 +88,7 @@ class ModelResponseService:
     @staticmethod
     def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
         kind = error_kind(exc)
-        context.abort(STATUS_BY_KIND.get(kind, grpc.StatusCode.INTERNAL), str(exc) or type(exc).__name__)
+        details = str(exc) or type(exc).__name__
+        if len(details) > MAX_DETAILS_CHARS:
+            details = f"{details[:MAX_DETAILS_CHARS]}... ({len(details)} characters)"
+        context.abort(STATUS_BY_KIND.get(kind, grpc.StatusCode.INTERNAL), details)

@@ -1,7 +1,6 @@
 """The API key check every guarded route shares (MII's routes and the OpenAI-compatible ones)."""
 from __future__ import annotations
 
-import hmac
 from functools import wraps
 from typing import Any, Callable
 
@@ -9,6 +8,7 @@ from flask import request
 
 from mii_core.serving.transport import TransportSettings
 from mii_server_rest.errors import HttpError
+from mii_server_rest.gate import KEY_MESSAGE, key_matches
 
 
 def needs_key(settings: TransportSettings) -> Callable:
@@ -16,12 +16,9 @@ def needs_key(settings: TransportSettings) -> Callable:
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if settings.api_key is not None:
-                header = request.headers.get("Authorization", "")
-                token = header[7:] if header.lower().startswith("bearer ") else ""
-                if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
-                    raise HttpError("unauthenticated", "this deployment needs its API key: send the header "
-                                    "'Authorization: Bearer <api_key>'")
+            if settings.api_key is not None and not key_matches(request.headers.get("Authorization", ""),
+                                                                 settings.api_key):
+                raise HttpError("unauthenticated", KEY_MESSAGE)
             return view(*args, **kwargs)
         return guarded
     return decorate

@@ -8,6 +8,8 @@ from flask import Request
 
 from mii_server_rest.errors import HttpError
 
+MAX_DEPTH = 64  # no request of ours nests deeper than a few levels; deeper ones only recurse the server
+
 
 def json_body(request: Request, limit: int) -> dict[str, Any]:
     length = request.content_length
@@ -27,6 +29,21 @@ def json_body(request: Request, limit: int) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise HttpError("invalid", f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
                         f"column {exc.colno}", "bad_json") from None
+    except RecursionError:
+        body = None  # nested beyond what the decoder can take: deeper than MAX_DEPTH too
+    if body is None or _depth_over(body, MAX_DEPTH):
+        raise HttpError("invalid", f"the request body nests JSON deeper than {MAX_DEPTH} levels", "bad_json")
     if not isinstance(body, dict):
         raise HttpError("invalid", f"the request body must be a JSON object, got {type(body).__name__}", "bad_json")
     return body
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """True when lists/objects nest more than ``limit`` levels (walked level by level, not recursively)."""
+    level = [value]
+    for _ in range(limit + 1):
+        containers = [item for item in level if isinstance(item, (list, dict))]
+        if not containers:
+            return False
+        level = [child for item in containers for child in (item.values() if isinstance(item, dict) else item)]
+    return True  # containers found at depth limit + 1

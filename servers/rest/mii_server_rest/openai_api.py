@@ -2,7 +2,7 @@
 
 Each request becomes one mii-core request of ``len(prompts) * n`` sequences (choice ``i * n + j`` is
 prompt i's j-th completion, OpenAI's order). ``temperature=0`` is greedy; a ``seed`` with ``n > 1``
-gives choice j the seed ``seed + j`` so the choices differ but repeat. Streams are Server-Sent
+gives choice j the seed ``(seed + j) mod 2**64`` so the choices differ but repeat. Streams are Server-Sent
 Events ending with ``data: [DONE]``; ``stream_options.include_usage`` adds the usage chunk.
 Parameters mii-core cannot honour (logprobs, penalties, logit_bias, tools, suffix) are refused
 with a 400 that names them, never silently ignored.
@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from flask import Flask, jsonify, request
 
+from mii_core.config.generation import COUNT_LIMIT, SEED_LIMIT
 from mii_core.serving.backend import Backend, Chunk, GenerateRequest
 from mii_core.serving.transport import TransportSettings
 from mii_server_rest.auth import needs_key
@@ -69,8 +70,7 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         model, n, options = _common(body, settings, default_max_tokens=None)
         if body.get("tools"):
             raise bad("tools (function calling) are not supported", "tools")
-        if (body.get("response_format") or {}).get("type", "text") != "text":
-            raise bad("only response_format type 'text' is supported", "response_format")
+        _check_response_format(body.get("response_format"))
         messages = _messages(body.get("messages"))
         generate = GenerateRequest(chats=[messages] * n, options=_per_choice(options, 1, n),
                                    stream=_flag(body, "stream"))
@@ -105,7 +105,7 @@ def _common(body: dict[str, Any], settings: TransportSettings,
         raise bad("top_p must be above 0", "top_p")
     if temperature > 0 and temperature != 1.0:
         options["temperature"] = temperature
-    max_tokens = _integer(body, "max_tokens", default_max_tokens, 1, None)
+    max_tokens = _integer(body, "max_tokens", default_max_tokens, 1, COUNT_LIMIT)
     if max_tokens is not None:
         options["max_new_tokens"] = max_tokens
     if body.get("stop") is not None:
@@ -114,7 +114,7 @@ def _common(body: dict[str, Any], settings: TransportSettings,
             raise bad("stop must be a string or a list of strings", "stop")
         options["stop"] = stop
     if body.get("seed") is not None:
-        options["seed"] = _integer(body, "seed", None, None, None)
+        options["seed"] = _integer(body, "seed", None, 0, SEED_LIMIT - 1)
     return model, n, options
 
 
@@ -139,6 +139,16 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
     if not low <= value <= high:
         raise bad(f"{name} must be in [{low}, {high}], got {value}", name)
     return float(value)
+
+
+def _check_response_format(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise bad(f"response_format must be an object such as {{\"type\": \"text\"}}, got {type(value).__name__}",
+                  "response_format")
+    if value.get("type", "text") != "text":
+        raise bad("only response_format type 'text' is supported", "response_format")
 
 
 def _flag(body: dict[str, Any], name: str) -> bool:
@@ -190,7 +200,8 @@ def _content_text(content: Any, index: int) -> str:
 def _per_choice(options: dict[str, Any], prompts: int, n: int) -> Any:
     if n == 1 or options.get("seed") is None or not options.get("do_sample"):
         return options
-    return [{**options, "seed": options["seed"] + j} for _ in range(prompts) for j in range(n)]
+    # modulo: a seed near the top of the range still gives every choice a valid (and distinct) seed
+    return [{**options, "seed": (options["seed"] + j) % SEED_LIMIT} for _ in range(prompts) for j in range(n)]
 
 
 # ---- writing the answer ----

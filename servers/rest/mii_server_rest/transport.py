@@ -8,20 +8,25 @@ from waitress.server import create_server
 
 from mii_core.serving.transport import Transport
 from mii_server_rest.app import create_app
+from mii_server_rest.gate import gated_channel
+from mii_server_rest.limits import RestLimits
 
 
 class RestTransport(Transport):
     def start(self) -> None:
         settings = self.settings
         app = create_app(self.backend, settings)
+        limits = RestLimits.from_environment()
         # create_server binds now, so a taken port fails here (OSError), in start().
         self._server = create_server(app, host=settings.host, port=settings.port, threads=settings.threads,
-                                     ident="mii-core", connection_limit=max(100, 4 * settings.threads),
-                                     # the app refuses bodies over max_request_bytes with a JSON 400;
-                                     # waitress refuses absurd ones (a declared length 16x over) with 413
-                                     # before reading them
-                                     max_request_body_size=16 * settings.max_request_bytes,
+                                     ident="mii-core", connection_limit=limits.connection_limit,
+                                     channel_timeout=limits.idle_timeout, cleanup_interval=1,
+                                     # waitress itself never reads more than this (chunked bodies too);
+                                     # the gate refuses a declared length over it before reading
+                                     max_request_body_size=settings.max_request_bytes + 1,
                                      clear_untrusted_proxy_headers=True)
+        self._server.channel_class = gated_channel(settings.api_key, settings.max_request_bytes,
+                                                   limits.header_timeout)
         self._thread = threading.Thread(target=self._server.run, name="rest-server", daemon=True)
         self._thread.start()
 
