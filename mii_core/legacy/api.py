@@ -70,7 +70,7 @@ def _build(name: str, task: str, model_type: str, folder: Path, config: LegacyCo
     return InProcessDeployment(name, model, config)
 
 
-def _deployment(name: str) -> Deployment:
+def get_deployment(name: str) -> Deployment:
     with _lock:
         found = _deployments.get(name)
     if found is None:
@@ -85,10 +85,10 @@ class QueryHandle:
 
     def __init__(self, deployment_name: str) -> None:
         self.deployment_name = deployment_name
-        _deployment(deployment_name)  # a handle on nothing is an error now, not at the first query
+        get_deployment(deployment_name)  # a handle on nothing is an error now, not at the first query
 
     def query(self, request_dict: dict, **options: Any) -> LegacyResult:
-        return _deployment(self.deployment_name).query(request_dict, **options)
+        return get_deployment(self.deployment_name).query(request_dict, **options)
 
     def terminate(self) -> None:
         terminate(self.deployment_name)
