@@ -25,8 +25,8 @@ def encoder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def oracle():
-    """oracle(task, folder) -> HF's pipeline on the same checkpoint, on CPU (built once each)."""
+def hf_pipeline():
+    """hf_pipeline(task, folder) -> HF's pipeline on the same checkpoint, on CPU (built once each)."""
     built = {}
 
     def make(task: str, folder):

@@ -170,3 +170,17 @@ def test_task_registry_rules():
         registry.register("sentiment", "pkg.mod:B", model_types=("roberta",))
     registry.forget_plugin("b")
     assert registry.served_for("sentiment", "roberta").plugin == "a"
+
+
+def test_text_generation_goes_to_the_fastgen_pipeline(checkpoint, oracle):
+    folder = checkpoint()  # a tiny llama: an architecture plugin serves it
+    handle = mii.deploy(task="text-generation", model=str(folder), deployment_name="gen",
+                        deployment_type="non-persistent")
+    try:
+        prompts = ["Hello world", "DeepSpeed is"]
+        result = handle.query({"query": prompts}, max_new_tokens=6, do_sample=False)
+        assert result.response == [oracle(folder).greedy(p, 6).text for p in prompts]
+        with pytest.raises(QueryError, match="text-generation query has no 'query' key"):
+            handle.query({"prompt": "x"})
+    finally:
+        mii.terminate("gen")

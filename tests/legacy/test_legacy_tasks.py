@@ -59,9 +59,9 @@ def concurrently(handle, queries, **options):
 
 
 @pytest.mark.parametrize("model_type", ENCODERS)
-def test_fill_mask_equals_hf_pipeline(deployed, oracle, model_type):
+def test_fill_mask_equals_hf_pipeline(deployed, hf_pipeline, model_type):
     handle, folder = deployed("fill-mask", model_type)
-    hf = oracle("fill-mask", folder)
+    hf = hf_pipeline("fill-mask", folder)
     mask = hf.tokenizer.mask_token
     texts = [f"Hello I'm a {mask} model.", f"Paris is the {mask} of France.", f"{mask} {mask} is a city."]
     results = concurrently(handle, [{"query": t} for t in texts])
@@ -72,18 +72,18 @@ def test_fill_mask_equals_hf_pipeline(deployed, oracle, model_type):
 
 
 @pytest.mark.parametrize("model_type", ENCODERS)
-def test_text_classification_equals_hf_pipeline(deployed, oracle, model_type):
+def test_text_classification_equals_hf_pipeline(deployed, hf_pipeline, model_type):
     handle, folder = deployed("text-classification", model_type)
-    hf = oracle("text-classification", folder)
+    hf = hf_pipeline("text-classification", folder)
     for text, result in zip(TEXTS, concurrently(handle, [{"query": t} for t in TEXTS])):
         assert_same(result.response, hf(text))
     assert_same(handle.query({"query": TEXTS[0]}, top_k=None).response, hf(TEXTS[0], top_k=None))
 
 
 @pytest.mark.parametrize("model_type", ENCODERS)
-def test_token_classification_equals_hf_pipeline(deployed, oracle, model_type):
+def test_token_classification_equals_hf_pipeline(deployed, hf_pipeline, model_type):
     handle, folder = deployed("token-classification", model_type)
-    hf = oracle("token-classification", folder)
+    hf = hf_pipeline("token-classification", folder)
     for text, result in zip(TEXTS, concurrently(handle, [{"query": t} for t in TEXTS])):
         assert_same(result.response, hf(text))
     every_token = handle.query({"query": TEXTS[0]}, ignore_labels=[]).response
