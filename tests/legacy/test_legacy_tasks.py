@@ -71,24 +71,18 @@ def test_fill_mask_equals_hf_pipeline(deployed, hf_pipeline, model_type):
     assert_same(handle.query({"query": texts[0]}, top_k=2).response, hf(texts[0], top_k=2))
 
 
+# the second query's option makes every label (text) or every token (token) show, so all are compared
+@pytest.mark.parametrize("task, every", [("text-classification", {"top_k": None}),
+                                         ("token-classification", {"ignore_labels": []})])
 @pytest.mark.parametrize("model_type", ENCODERS)
-def test_text_classification_equals_hf_pipeline(deployed, hf_pipeline, model_type):
-    handle, folder = deployed("text-classification", model_type)
-    hf = hf_pipeline("text-classification", folder)
+def test_classification_equals_hf_pipeline(deployed, hf_pipeline, model_type, task, every):
+    handle, folder = deployed(task, model_type)
+    hf = hf_pipeline(task, folder)
     for text, result in zip(TEXTS, concurrently(handle, [{"query": t} for t in TEXTS])):
         assert_same(result.response, hf(text))
-    assert_same(handle.query({"query": TEXTS[0]}, top_k=None).response, hf(TEXTS[0], top_k=None))
-
-
-@pytest.mark.parametrize("model_type", ENCODERS)
-def test_token_classification_equals_hf_pipeline(deployed, hf_pipeline, model_type):
-    handle, folder = deployed("token-classification", model_type)
-    hf = hf_pipeline("token-classification", folder)
-    for text, result in zip(TEXTS, concurrently(handle, [{"query": t} for t in TEXTS])):
-        assert_same(result.response, hf(text))
-    every_token = handle.query({"query": TEXTS[0]}, ignore_labels=[]).response
-    assert len(every_token) > 3  # the "O" tokens too: the comparison covers every token
-    assert_same(every_token, hf(TEXTS[0], ignore_labels=[]))
+    everything = handle.query({"query": TEXTS[0]}, **every).response
+    assert len(everything) > 2
+    assert_same(everything, hf(TEXTS[0], **every))
 
 
 def best_span_by_hand(model, tokenizer, question, context, max_answer_len=15):
