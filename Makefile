@@ -9,6 +9,8 @@ PLUGINS := $(wildcard architectures/*/pyproject.toml)
 # the third-party kit's worked plugin, installed like one (tests/test_kit_gpt2.py runs its own tests)
 KIT_PLUGIN := plugins/example-gpt2
 SERVERS := $(wildcard servers/*/pyproject.toml)
+# MII Legacy's task plugins (mii_core.legacy)
+TASK_PLUGINS := $(wildcard plugins/tasks-*/pyproject.toml)
 MODEL ?=
 DEMO_MODEL_DIR ?= demo-model
 PYTEST_ARGS ?=
@@ -19,7 +21,8 @@ install: $(STAMP)
 
 # On a machine without a working NVIDIA driver the CPU build of torch goes in first, so that the
 # plain `torch` requirement of the packages is already met and pip never pulls the CUDA wheels.
-$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproject.toml $(SERVERS)
+$(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproject.toml $(SERVERS) \
+		$(TASK_PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "setuptools>=68" wheel
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
@@ -28,7 +31,7 @@ $(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproje
 		echo "no CUDA driver: installing the CPU build torch==2.13.0"; $(PIP) install -q torch==2.13.0; \
 	fi
 	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS))) \
-		$(addprefix -e ,$(dir $(SERVERS))) -e $(KIT_PLUGIN)
+		$(addprefix -e ,$(dir $(SERVERS))) $(addprefix -e ,$(dir $(TASK_PLUGINS))) -e $(KIT_PLUGIN)
 	touch $(STAMP)
 
 demo: install

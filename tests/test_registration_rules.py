@@ -15,7 +15,7 @@ import pytest
 
 from mii_core.plugins import ENTRY_POINT_GROUP, PluginConflictError, get_plugins, hookspecs, reset_plugins
 from mii_core.plugins.manager import LOADED
-from mii_core.plugins.registries import ArchitectureRegistry, KernelRegistry, TransportRegistry
+from mii_core.plugins.registries import ArchitectureRegistry, KernelRegistry, TaskRegistry, TransportRegistry
 from support.fake_plugins import install_fake_plugin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,8 @@ def fenced_blocks(markdown: str, language: str) -> list[str]:
 
 HOOKSPEC_DOCS = [hookspecs.__doc__] + [f.__doc__ for f in (hookspecs.mii_core_register_architectures,
                                                              hookspecs.mii_core_register_kernels,
-                                                             hookspecs.mii_core_register_transports)]
+                                                             hookspecs.mii_core_register_transports,
+                                                             hookspecs.mii_core_register_tasks)]
 README = (REPO / "plugins" / "README.md").read_text()
 PLUGIN_EXAMPLES = ([b for doc in HOOKSPEC_DOCS for b in literal_blocks(doc) if "@hookimpl" in b]
                    + [b for b in fenced_blocks(README, "python") if "@hookimpl" in b])
@@ -113,7 +114,8 @@ PLUGIN_EXAMPLES = ([b for doc in HOOKSPEC_DOCS for b in literal_blocks(doc) if "
 
 def test_the_docs_show_an_example_for_every_hook():
     shown = " ".join(PLUGIN_EXAMPLES)
-    for hook in ("mii_core_register_architectures", "mii_core_register_kernels", "mii_core_register_transports"):
+    for hook in ("mii_core_register_architectures", "mii_core_register_kernels", "mii_core_register_transports",
+                 "mii_core_register_tasks"):
         assert f"def {hook}(registry)" in shown
 
 
@@ -128,11 +130,11 @@ def test_each_documented_plugin_example_loads_and_gets_what_it_claims(example, t
             state = get_plugins()
         assert [p.status for p in state.plugins if p.name == "example"] == [LOADED], state.failed
         assert not caplog.records, [r.getMessage() for r in caplog.records]  # no conflict, no failure
-        claims = [c for r in (state.architectures, state.transports) for c in r.claims if c.plugin == "example"]
+        named = (state.architectures, state.transports, state.tasks)
+        claims = [(r, c) for r in named for c in r.claims if c.plugin == "example"]
         kernels = [k for k in state.kernels.entries if k.plugin == "example"]
         assert claims or kernels, "the example registers nothing"
-        for claim in claims:  # an example that claims a name also serves it
-            registry = state.architectures if claim in state.architectures.claims else state.transports
+        for registry, claim in claims:  # an example that claims a name also serves it
             assert registry.served_by(claim.name) == claim
         for kernel in kernels:
             assert all(state.kernels.choose(kernel.op, d) == kernel for d in kernel.devices)
@@ -165,7 +167,8 @@ def real_shape(registry_class) -> tuple[int, list[tuple[str, object]], list[tupl
 
 DOCUMENTED_CALLS = [(hookspecs.mii_core_register_architectures.__doc__, ArchitectureRegistry),
                     (hookspecs.mii_core_register_kernels.__doc__, KernelRegistry),
-                    (hookspecs.mii_core_register_transports.__doc__, TransportRegistry)]
+                    (hookspecs.mii_core_register_transports.__doc__, TransportRegistry),
+                    (hookspecs.mii_core_register_tasks.__doc__, TaskRegistry)]
 DOCUMENTED_CALLS += list(zip(re.findall(r"^\| `mii_core_register_\w+` \| `[^|]*` \|", README, re.MULTILINE),
                              [ArchitectureRegistry, TransportRegistry, KernelRegistry]))
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from mii_core.plugins.registries import ArchitectureRegistry, KernelRegistry, TransportRegistry
+    from mii_core.plugins.registries import ArchitectureRegistry, KernelRegistry, TaskRegistry, TransportRegistry
 
 PROJECT_NAME = "mii_core"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -93,4 +93,23 @@ def mii_core_register_transports(registry: "TransportRegistry") -> None:
         @hookimpl
         def mii_core_register_transports(registry):
             registry.register("myproto", "my_server.transport:MyProtoTransport")
+    """
+
+
+@hookspec
+def mii_core_register_tasks(registry: "TaskRegistry") -> None:
+    """Offer MII Legacy tasks (``mii_core.legacy.deploy(task=...)``) for some HF ``model_type`` values.
+
+    ``registry.register(task, target, *, model_types=(), priority=0, override=False)``: ``target`` is a
+    ``"package.module:Class"`` string, imported only when a deployment of that task and model type is made;
+    the class subclasses :class:`mii_core.legacy.task.TaskModel` (load a checkpoint folder on a device and
+    dtype, the query keys it needs, a query → tensors, one forward pass over a padded batch, outputs → one
+    response per query). Each (task, model type) pair is claimed on its own, with the same rules as
+    architectures. The core knows no task by name. A plugin module::
+
+        from mii_core import hookimpl
+
+        @hookimpl
+        def mii_core_register_tasks(registry):
+            registry.register("sentiment", "my_tasks.sentiment:Sentiment", model_types=("bert", "roberta"))
     """

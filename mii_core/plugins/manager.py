@@ -1,8 +1,8 @@
 """Finds plugins through entry points, loads each once per process, and fills the registries.
 
 A plugin either registers everything its hooks ask for or nothing: when its import, its hooks'
-signatures or one of its hooks fails, whatever it had registered is removed from all three
-registries and it is reported FAILED by name, with its error; the other plugins are unaffected.
+signatures or one of its hooks fails, whatever it had registered is removed from every
+registry and it is reported FAILED by name, with its error; the other plugins are unaffected.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pluggy
 from mii_core.plugins import hookspecs
 from mii_core.plugins.claims import UNKNOWN_PLUGIN, conflict_message
 from mii_core.plugins.registries import (ArchitectureRegistry, KernelRegistry, PluginConflictError,
-                                         TransportRegistry)
+                                         TaskRegistry, TransportRegistry)
 
 ENTRY_POINT_GROUP = "mii_core.plugins"
 ALLOW_ENV = "MII_CORE_PLUGINS"  # comma-separated entry-point names; unset = load all
@@ -44,11 +44,12 @@ class PluginState:
     architectures: ArchitectureRegistry = field(default_factory=ArchitectureRegistry)
     kernels: KernelRegistry = field(default_factory=KernelRegistry)
     transports: TransportRegistry = field(default_factory=TransportRegistry)
+    tasks: TaskRegistry = field(default_factory=TaskRegistry)
     plugins: list[PluginRecord] = field(default_factory=list)  # in load order (entry-point name)
 
     @property
-    def registries(self) -> tuple[ArchitectureRegistry, KernelRegistry, TransportRegistry]:
-        return (self.architectures, self.kernels, self.transports)
+    def registries(self) -> tuple[ArchitectureRegistry, KernelRegistry, TransportRegistry, TaskRegistry]:
+        return (self.architectures, self.kernels, self.transports, self.tasks)
 
     @property
     def loaded(self) -> list[PluginRecord]:
@@ -67,7 +68,8 @@ class PluginState:
 
 _state: PluginState | None = None
 _lock = threading.Lock()
-_HOOKS = ("mii_core_register_architectures", "mii_core_register_kernels", "mii_core_register_transports")
+_HOOKS = ("mii_core_register_architectures", "mii_core_register_kernels", "mii_core_register_transports",
+          "mii_core_register_tasks")  # in the order of PluginState.registries
 
 
 def _allowed_names() -> set[str] | None:
@@ -144,7 +146,7 @@ def _load(state: PluginState) -> None:
 
 def _log_outcomes(state: PluginState) -> None:
     """Says, once, which plugin overrides which, and which names no plugin serves because of a tie."""
-    for registry in (state.architectures, state.transports):
+    for registry in (state.architectures, state.transports, state.tasks):
         for outcome in registry.outcomes():
             what = f"{registry.kind} '{outcome.name}'"
             if outcome.winner is None:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 from mii_core.plugins.claims import (UNKNOWN_PLUGIN, Claim, Outcome, PluginConflictError, check_registration,
                                      conflict_message, decide, import_target)
 
-__all__ = ["ArchitectureRegistry", "KernelRegistry", "TransportRegistry", "KernelRegistration",
+__all__ = ["ArchitectureRegistry", "KernelRegistry", "TransportRegistry", "TaskRegistry", "KernelRegistration",
            "PluginConflictError", "import_target"]
 
 
@@ -93,6 +93,81 @@ class TransportRegistry(NamedRegistry):
     """Transport name (``grpc``, ``rest``) → ``"module:Class"``."""
 
     kind = "transport"
+
+
+class TaskRegistry(NamedRegistry):
+    """(task, HF ``model_type``) → ``"module:TaskModelClass"``: the legacy tasks (``mii_core.legacy``).
+
+    One plugin registration names a task and the model types it serves for it; each pair is a claim of
+    its own (named ``"task/model_type"``), so two plugins may serve one task for different model types
+    and the rules of :mod:`mii_core.plugins.claims` decide per pair.
+    """
+
+    kind = "task"
+    SEPARATOR = "/"  # neither task names nor HF model types contain it
+
+    def register(self, task: str, target: str, *, model_types: Iterable[str] = (), priority: int = 0,
+                 override: bool = False) -> None:
+        if not isinstance(task, str) or not task or self.SEPARATOR in task:
+            raise TypeError(f"task must be a non-empty string without '{self.SEPARATOR}', got {task!r}")
+        types_ = self._checked_model_types(model_types)
+        for model_type in types_:  # all checked before any is added: a bad call registers nothing
+            check_registration(target, priority)
+            if any(c.name == self.key(task, model_type) and c.plugin == self.current_plugin for c in self.claims):
+                raise ValueError(f"plugin '{self.current_plugin}' registers task '{task}' for model_type "
+                                 f"'{model_type}' twice")
+        for model_type in types_:
+            super().register(self.key(task, model_type), target, priority=priority, override=override)
+
+    def _checked_model_types(self, model_types: Iterable[str]) -> tuple[str, ...]:
+        if isinstance(model_types, str) or not all(isinstance(m, str) and m for m in model_types):
+            raise TypeError(f"model_types must be a tuple of HF model_type strings such as ('bert',), "
+                            f"got {model_types!r}")
+        found = tuple(model_types)
+        if not found or any(self.SEPARATOR in m for m in found):
+            raise TypeError(f"model_types must name at least one HF model_type (without '{self.SEPARATOR}'), "
+                            f"got {model_types!r}")
+        return found
+
+    @classmethod
+    def key(cls, task: str, model_type: str) -> str:
+        return f"{task}{cls.SEPARATOR}{model_type}"
+
+    def tasks(self) -> list[str]:
+        return sorted({name.split(self.SEPARATOR)[0] for name in self.names()})
+
+    def model_types(self, task: str) -> list[str]:
+        prefix = task + self.SEPARATOR
+        return sorted(name.removeprefix(prefix) for name in self.names() if name.startswith(prefix))
+
+    def describe_installed(self) -> str:
+        """Each task plugin with what it serves: 'plugin' (task: types; ...), for error messages."""
+        served: dict[str, dict[str, list[str]]] = {}
+        for claim in self.claims:
+            task, _, model_type = claim.name.partition(self.SEPARATOR)
+            served.setdefault(claim.plugin, {}).setdefault(task, []).append(model_type)
+        if not served:
+            return "no task plugin is installed (`pip install mii-tasks-text` adds the text tasks)"
+        def listing(tasks: dict[str, list[str]]) -> str:
+            return ", ".join(f"{task}: {'/'.join(sorted(types_))}" for task, types_ in sorted(tasks.items()))
+
+        return "; ".join(f"'{plugin}' ({listing(tasks)})" for plugin, tasks in sorted(served.items()))
+
+    def served_for(self, task: str, model_type: str) -> Claim:
+        """The claim serving ``task`` on ``model_type``; an unknown task or model type is a ValueError naming
+        what is installed."""
+        if task not in self.tasks():
+            raise ValueError(f"unknown task '{task}'; the installed task plugins serve: "
+                             f"{', '.join(self.tasks()) or 'no task'} ({self.describe_installed()})"
+                             + self._failed_note())
+        if model_type not in self.model_types(task):
+            raise ValueError(f"no installed task plugin serves task '{task}' for model_type '{model_type}' "
+                             f"(it is served for: {', '.join(self.model_types(task))}); installed task "
+                             f"plugins: {self.describe_installed()}" + self._failed_note())
+        return self.served_by(self.key(task, model_type))
+
+    def load_for(self, task: str, model_type: str) -> Any:
+        return import_target(self.served_for(task, model_type).target)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The text of ``mii-core plugins``: each installed plugin and its status, who serves each model type
-(and whom it overrides, or who is in conflict), the kernel chosen per op and device, the transports."""
+(and whom it overrides, or who is in conflict), the kernel chosen per op and device, the transports, the
+legacy tasks."""
 from __future__ import annotations
 
 import os
@@ -64,4 +65,6 @@ def format_report(state: PluginState) -> str:
                             state.architectures)
     lines += _kernel_section(state.kernels)
     lines += _named_section("Transports (name -> class, and the plugin that serves it):", state.transports)
+    lines += _named_section("Tasks of mii_core.legacy (task/model_type -> class, and the plugin that serves it):",
+                            state.tasks)
     return "\n".join(lines)

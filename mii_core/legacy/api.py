@@ -1,0 +1,107 @@
+"""MII Legacy's functions: ``deploy``, ``mii_query_handle``, ``terminate`` (``import mii_core.legacy as mii``)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+from mii_core.config.base import validate_options
+from mii_core.legacy.config import LegacyConfig
+from mii_core.legacy.deployment import InProcessDeployment
+from mii_core.legacy.result import LegacyResult
+from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
+from mii_core.plugins import get_plugins
+
+NON_PERSISTENT, LOCAL = "non-persistent", "local"
+FASTGEN_TASK = "text-generation"  # MII Legacy's one task the FastGen engine also serves
+
+
+class Deployment(Protocol):
+    name: str
+    task: str
+
+    def query(self, query: dict, **options: Any) -> LegacyResult: ...
+
+    def terminate(self) -> None: ...
+
+
+_deployments: dict[str, Deployment] = {}
+_lock = threading.Lock()
+
+
+def deploy(task: str, model: str, deployment_name: Optional[str] = None, deployment_type: str = LOCAL,
+           model_path: Optional[str] = None, enable_deepspeed: bool = True, enable_zero: bool = False,
+           ds_config: Optional[dict] = None, mii_config: Optional[dict] = None, **kwargs: Any) -> "QueryHandle":
+    """Deploys ``model`` (a hub id, or a folder: ``model_path`` if given) for ``task`` under
+    ``deployment_name`` and returns its query handle. MII Legacy's signature; see the README for what is built."""
+    _refuse_unbuilt(deployment_type, enable_zero, ds_config, kwargs)
+    name = deployment_name or f"{Path(model).name}-{task}-deployment"
+    config = validate_options(LegacyConfig, dict(mii_config or {}), "mii_config")
+    folder = resolve_model_path(model_path or model)
+    model_type = str(read_hf_config(folder).get("model_type", ""))
+    with _lock:
+        if name in _deployments:
+            raise ValueError(f"a deployment named '{name}' is running; terminate it first or choose another name")
+        _deployments[name] = _build(name, task, model_type, folder, config)
+    return QueryHandle(name)
+
+
+def _refuse_unbuilt(deployment_type: str, enable_zero: bool, ds_config: Optional[dict], kwargs: dict) -> None:
+    if kwargs:
+        raise TypeError(f"deploy() got unknown argument(s) {sorted(kwargs)}")
+    if deployment_type == LOCAL:
+        raise NotImplementedError("deployment_type='local' (a persistent legacy deployment) is not built yet in "
+                                  "mii-core; use deployment_type='non-persistent' (in this process)")
+    if deployment_type != NON_PERSISTENT:
+        raise ValueError(f"deployment_type must be '{NON_PERSISTENT}' or '{LOCAL}' ('aml' is not supported), "
+                         f"got {deployment_type!r}")
+    if enable_zero or ds_config:
+        raise ValueError("enable_zero and ds_config (DeepSpeed ZeRO inference) are not supported by mii-core")
+
+
+def _build(name: str, task: str, model_type: str, folder: Path, config: LegacyConfig) -> Deployment:
+    plugins = get_plugins()
+    if task == FASTGEN_TASK and model_type in plugins.architectures.entries:
+        from mii_core.legacy.textgen import FastGenDeployment  # the engine's imports only when used
+
+        return FastGenDeployment(name, str(folder), config.pipeline_kwargs)
+    task_class = plugins.tasks.load_for(task, model_type)
+    model = task_class.load(folder, task=task, device=config.torch_device(), dtype=config.torch_dtype())
+    return InProcessDeployment(name, model, config)
+
+
+def get_deployment(name: str) -> Deployment:
+    with _lock:
+        found = _deployments.get(name)
+    if found is None:
+        raise ValueError(f"no legacy deployment named '{name}' in this process (running: "
+                         f"{', '.join(sorted(_deployments)) or 'none'})")
+    return found
+
+
+class QueryHandle:
+    """MII Legacy's query handle: ``query(request_dict, **options)`` → a result with ``.response`` and
+    ``.time_taken``."""
+
+    def __init__(self, deployment_name: str) -> None:
+        self.deployment_name = deployment_name
+        get_deployment(deployment_name)  # a handle on nothing is an error now, not at the first query
+
+    def query(self, request_dict: dict, **options: Any) -> LegacyResult:
+        return get_deployment(self.deployment_name).query(request_dict, **options)
+
+    def terminate(self) -> None:
+        terminate(self.deployment_name)
+
+
+def mii_query_handle(deployment_name: str) -> QueryHandle:
+    return QueryHandle(deployment_name)
+
+
+def terminate(deployment_name: str) -> None:
+    """Stops a deployment; its pending queries are answered first."""
+    with _lock:
+        found = _deployments.pop(deployment_name, None)
+    if found is None:
+        raise ValueError(f"no legacy deployment named '{deployment_name}' to terminate")
+    found.terminate()

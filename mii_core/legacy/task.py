@@ -1,0 +1,85 @@
+"""What a task plugin provides for one MII Legacy task: the typed seam between ``mii_core.legacy`` and
+the plugins. The core names no task; a plugin registers a subclass of :class:`TaskModel` per task and
+model type (``mii_core_register_tasks``), and the deployment drives it:
+
+``load`` once → per query ``check_keys`` + ``prepare`` (alone: a bad query fails here, only itself) →
+the dynamic batcher pads a batch of prepared queries to one bucketed length, ``collate`` → ``run`` (one
+forward pass) → ``respond`` once per query (a failing response fails only its query).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+class QueryError(ValueError):
+    """A query this task cannot answer (a missing key, no mask token, too long): it fails alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One query made ready for a batch: ``length`` (tokens, what the batch is padded to), ``data``
+    (whatever the plugin's ``collate`` and ``respond`` need) and the query's own ``options``."""
+
+    length: int
+    data: Any
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TaskModel(ABC):
+    """A model serving one task. Subclasses set ``required_keys`` (the keys every query must hold) and
+    ``option_names`` (the per-query options ``query(..., **options)`` accepts)."""
+
+    required_keys: tuple[str, ...] = ()
+    option_names: tuple[str, ...] = ()
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+
+    @classmethod
+    @abstractmethod
+    def load(cls, model_dir: Path, *, task: str, device: str, dtype: Any) -> "TaskModel":
+        """The model and tokenizer of the checkpoint folder ``model_dir``, on ``device`` in ``dtype`` (a
+        ``torch.dtype``), in eval mode."""
+
+    @property
+    @abstractmethod
+    def max_length(self) -> int:
+        """The most tokens one query may have (the model's positions)."""
+
+    def check_keys(self, query: Mapping[str, Any]) -> None:
+        """A query must be a dict holding every required key; the error names the key and the task."""
+        if not isinstance(query, Mapping):
+            raise QueryError(f"a {self.task} query is a dict with the keys {list(self.required_keys)}, "
+                             f"got {type(query).__name__}")
+        for key in self.required_keys:
+            if key not in query:
+                raise QueryError(f"the {self.task} query has no '{key}' key (it needs "
+                                 f"{', '.join(repr(k) for k in self.required_keys)}; got {sorted(query)})")
+        unknown = sorted(set(query) - set(self.required_keys))
+        if unknown:
+            raise QueryError(f"the {self.task} query has unknown keys {unknown}; it takes {list(self.required_keys)} "
+                             "(options such as top_k go as keyword arguments of query())")
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            raise QueryError(f"unknown {self.task} option(s) {unknown}; valid: {list(self.option_names) or 'none'}")
+
+    @abstractmethod
+    def prepare(self, query: Mapping[str, Any], options: Mapping[str, Any]) -> Prepared:
+        """One query (its keys already checked) → tokens; raises :class:`QueryError` for bad input."""
+
+    @abstractmethod
+    def collate(self, prepared: Sequence[Prepared], pad_to: int) -> Any:
+        """Prepared queries → the model's input tensors, every row padded to ``pad_to`` tokens."""
+
+    @abstractmethod
+    def run(self, batch: Any) -> Any:
+        """One forward pass over a collated batch (under ``torch.inference_mode``)."""
+
+    @abstractmethod
+    def respond(self, prepared: Prepared, outputs: Any, row: int) -> Any:
+        """The response of the query in batch row ``row`` (padding ignored): what ``result.response`` is."""
