@@ -8,7 +8,6 @@ from typing import Optional, Sequence
 import torch
 
 from mii_core.engine.model_runner import ModelRunner
-from mii_core.kv_cache import KVCache
 from mii_core.kv_cache.manager import SchedulingResult
 from mii_core.scheduler.splitfuse import Scheduler
 
@@ -17,22 +16,9 @@ class InferenceEngine:
     def __init__(self, runner: ModelRunner, scheduler: Scheduler) -> None:
         self.runner, self.scheduler = runner, scheduler
         self.config = scheduler.limits
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.runner.model
-
-    @property
-    def device(self) -> torch.device:
-        return self.runner.device
-
-    @property
-    def kv_cache(self) -> KVCache:
-        return self.runner.kv_cache
-
-    @property
-    def block_size(self) -> int:
-        return self.runner.block_size
+        # what never changes after the build, named here for the engine's callers
+        self.model, self.device, self.kv_cache, self.block_size = (runner.model, runner.device, runner.kv_cache,
+                                                                   runner.block_size)
 
     @property
     def free_blocks(self) -> int:

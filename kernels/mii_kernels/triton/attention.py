@@ -19,13 +19,12 @@ may belong to other sequences by now.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from mii_core.model.ops import AttentionParams
+from mii_kernels.triton.configs import pick_config
 
 LOG2_E = 1.4426950408889634
 LOG2_E_JIT = tl.constexpr(LOG2_E)  # a compiled kernel reads only constexpr globals (the interpreter reads any)
@@ -55,12 +54,10 @@ CONFIGS: dict[str, dict] = {
 def launch_config(config: str | dict | None = None) -> dict:
     """A whole launch config: a name from ``CONFIGS``, or some keys overriding ``"default"``'s; None reads
     the name from ``MII_TRITON_ATTENTION_CONFIG`` (default ``"default"``)."""
-    if config is None:
-        config = os.environ.get("MII_TRITON_ATTENTION_CONFIG", "default")
-    if isinstance(config, str):
-        if config not in CONFIGS:
-            raise ValueError(f"unknown attention config '{config}'; choose one of {sorted(CONFIGS)}")
-        return dict(CONFIGS[config])
+    return pick_config(config, CONFIGS, "MII_TRITON_ATTENTION_CONFIG", "attention", _over_default)
+
+
+def _over_default(config: dict) -> dict:
     unknown = set(config) - set(CONFIGS["default"])
     if unknown:
         raise ValueError(f"unknown attention config keys {sorted(unknown)}; valid: {sorted(CONFIGS['default'])}")

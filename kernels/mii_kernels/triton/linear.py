@@ -27,11 +27,11 @@ the tile, and so the compiled kernel, depends only on the token count rounded up
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from mii_kernels.triton.configs import pick_config
 
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
 _MODES = {"lanes": 0, "reduce": 1, "dot": 2}
@@ -66,15 +66,13 @@ CONFIGS: dict[str, dict[int, dict]] = {
 def launch_config(config: str | dict | None = None) -> dict[int, dict]:
     """A whole config: a name from ``CONFIGS``, or the tiles of some token counts ({8: {...}}) over
     ``"default"``'s; None reads the name from ``MII_TRITON_LINEAR_CONFIG`` (default ``"default"``)."""
-    if config is None:
-        config = os.environ.get("MII_TRITON_LINEAR_CONFIG", "default")
-    if isinstance(config, str):
-        if config not in CONFIGS:
-            raise ValueError(f"unknown linear config '{config}'; choose one of {sorted(CONFIGS)}")
-        return dict(CONFIGS[config])
-    for rows, tile in config.items():
+    return pick_config(config, CONFIGS, "MII_TRITON_LINEAR_CONFIG", "linear", _over_default)
+
+
+def _over_default(tiles: dict) -> dict[int, dict]:
+    for rows, tile in tiles.items():
         _check_tile(rows, tile)
-    return {**CONFIGS["default"], **config}
+    return {**CONFIGS["default"], **tiles}
 
 
 def _check_tile(rows, tile: dict) -> None:
