@@ -49,7 +49,8 @@ class Pipeline:
         sampler = Sampler(eos_ids, self.spec.vocab_size)
         if self.ctx.world_size > 1:  # rank 0 samples, every rank gets the tokens
             sampler = RankZeroSampler(sampler, self.ctx)
-        self.loop = GenerationLoop(self.engine, sampler, self.stopper, overlap=self._async_scheduling())
+        self.loop = GenerationLoop(self.engine, sampler, self.stopper, overlap=self._async_scheduling(),
+                                   isolate_failures=self.ctx.world_size == 1)
         self.length_limits = self._length_limits()
         check_max_length(config.max_length, self.length_limits)
         # One loop thread owns the engine, so any number of threads may call this pipeline at once. Under

@@ -48,10 +48,13 @@ def _start_reading(tokens: torch.Tensor) -> Callable[[], list[int]]:
 
 class GenerationLoop:
     def __init__(self, engine: InferenceEngine, sampler: TokenSampler, stopper: StopChecker,
-                 overlap: bool = False) -> None:
+                 overlap: bool = False, isolate_failures: bool = False) -> None:
+        """``isolate_failures``: a sampling or stop check that fails for one sequence fails that sequence
+        alone (finished with reason "error" and its ``error``), not the step; only where rows are
+        independent (one rank: under tensor parallelism rank 0's sampling is part of the lockstep)."""
         self.engine, self.sampler, self.stopper = engine, sampler, stopper
         self.scheduler, self.runner = engine.scheduler, engine.runner
-        self.overlap = overlap
+        self.overlap, self.isolate_failures = overlap, isolate_failures
         self._ahead: Optional[_Ahead] = None
         self.num_steps_ahead = 0  # observable, so tests can prove the overlapped path ran
         # The sequences of the step under way: an error raised by step() hit exactly these, so a caller
@@ -87,7 +90,7 @@ class GenerationLoop:
         ahead = self._plan_ahead(ready, unread=0) if len(ready) == len(plan.seqs) else None
         if ahead is not None:
             return self._launch_ahead_then_read(ahead, ready, rows.argmax(dim=-1))
-        return self._take(ready, self.sampler(rows, ready), fed_ahead=False)
+        return self._take(ready, self._sample(rows, ready), fed_ahead=False)
 
     def _plan_ahead(self, seqs: list[Sequence], unread: int) -> Optional[StepPlan]:
         """The next decode step of ``seqs``, planned before their tokens are read, when every running
@@ -129,13 +132,43 @@ class GenerationLoop:
             index = index.pin_memory().to(ahead.tokens.device, non_blocking=True)
         return index
 
-    def _take(self, seqs: list[Sequence], tokens: list[int], fed_ahead: bool) -> list[Sequence]:
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[Optional[int]]:
+        """The sampler's token for each row. Isolating failures, a batch the sampler fails on is sampled
+        again a row at a time (the error path only), and a row that fails alone gets None and its error."""
+        try:
+            return self.sampler(logits, seqs)
+        except Exception:
+            if not self.isolate_failures:
+                raise
+        tokens: list[Optional[int]] = []
+        for row, seq in enumerate(seqs):
+            try:
+                tokens.extend(self.sampler(logits[row:row + 1], [seq]))
+            except Exception as exc:
+                seq.error = exc
+                tokens.append(None)
+        return tokens
+
+    def _stop_reason(self, seq: Sequence) -> Optional[str]:
+        """Why ``seq`` stops after its new token (None: it goes on); "error" when isolating a failure."""
+        if seq.error is not None:  # its sampling failed
+            return "error"
+        try:
+            return self.stopper.check(seq)
+        except Exception as exc:
+            if not self.isolate_failures:
+                raise
+            seq.error = exc
+            return "error"
+
+    def _take(self, seqs: list[Sequence], tokens: list[Optional[int]], fed_ahead: bool) -> list[Sequence]:
         """Appends each sequence's new token and checks whether it stops. ``fed_ahead``: the token is
         already fed to the step in flight, so it counts as computed unless the sequence stopped."""
         finished = []
         for seq, token in zip(seqs, tokens):
-            seq.generated_ids.append(token)
-            reason = self.stopper.check(seq)
+            if token is not None:
+                seq.generated_ids.append(token)
+            reason = self._stop_reason(seq)
             if reason is not None:
                 self._finish(seq, reason)
                 finished.append(seq)
@@ -156,6 +189,8 @@ class GenerationLoop:
                     raise RuntimeError("scheduler ran dry with unfinished sequences (engine bug)")
                 remaining -= len(done)
                 for seq in done:
+                    if seq.error is not None:
+                        raise seq.error
                     if on_finish:
                         on_finish(seq)
         except BaseException:

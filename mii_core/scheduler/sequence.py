@@ -30,6 +30,7 @@ class Sequence:
     kv: Optional["SequenceKV"] = None
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: Optional[str] = None
+    error: Optional[Exception] = None  # why it failed alone (finish_reason "error"), its batch going on
     generator: Optional[torch.Generator] = None  # per-request RNG when a seed is given
     text_checked: int = 0  # characters of generated text already searched for stop strings
     stop_cut: Optional[int] = None  # character index where a stop string begins in the generated text

@@ -217,10 +217,14 @@ class EngineService:
         self._end(request, RequestCancelled("the request was cancelled"))
 
     def _publish(self) -> None:
-        """Posts each request's new tokens and finished sequences; drops finished entries."""
-        still_running = []
+        """Posts each request's new tokens and finished sequences; drops finished entries. A request one
+        of whose sequences failed alone fails, and its other sequences leave the batch."""
+        still_running, failed = [], {}
         for entry in self._entries:
             seq, request = entry.seq, entry.request
+            if seq.error is not None:
+                failed.setdefault(request, seq.error)
+                continue
             if request.waiting and (seq.num_computed > 0 or seq.status is not SequenceStatus.WAITING):
                 self._mark_started(request)
             count = len(seq.generated_ids)
@@ -234,6 +238,14 @@ class EngineService:
             else:
                 still_running.append(entry)
         self._entries = still_running
+        for request, error in failed.items():
+            self._cancel_sequences_of(request)
+            self._fail_requests({request}, error)
+
+    def _cancel_sequences_of(self, request: RequestStream) -> None:
+        for entry in self._entries:
+            if entry.request is request and entry.seq.status is not SequenceStatus.FINISHED:
+                self.loop.cancel(entry.seq)
 
     def _mark_started(self, request: RequestStream) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ def wait_until(condition, timeout=20.0, what="condition"):
 
 
 def all_blocks_free(pipe):
-    return pipe.engine.free_blocks == pipe.engine.scheduler.kv.allocator.num_blocks and not pipe.loop.scheduler.has_work()
+    return pipe.engine.free_blocks == pipe.engine.scheduler.kv.num_blocks and not pipe.loop.scheduler.has_work()
 
 
 def test_eight_threads_on_one_pipeline_each_get_their_serial_output(gqa):
@@ -190,3 +190,47 @@ def test_the_queue_of_unstarted_requests_is_bounded(checkpoint, pipeline):
     running.cancel()
     assert waiting.result(timeout=30)[0].finish_reason == "length"
     pipe.service.max_queued_requests = None
+
+
+def test_a_request_whose_sampling_fails_fails_alone_and_its_batch_goes_on(checkpoint, oracle, pipeline, monkeypatch):
+    """Issue 22, row 2: an exception while preparing one request's part of a step (here its sampling)
+    fails that request; the others in the same steps keep their greedy text, and the engine serves on."""
+    path = checkpoint("gqa")
+    hf = oracle(path)
+    pipe = pipeline(path)
+    doomed_ids = hf.encode("The old man")
+    real_sampler = pipe.loop.sampler
+
+    class FailsForTheDoomed:
+        def __call__(self, logits, seqs):
+            if any(list(seq.prompt_ids) == doomed_ids for seq in seqs):
+                raise RuntimeError("injected fault in one request's sampling")
+            return real_sampler(logits, seqs)
+
+        def all_greedy(self, seqs, unread=0):
+            return real_sampler.all_greedy(seqs, unread)
+
+    monkeypatch.setattr(pipe.loop, "sampler", FailsForTheDoomed())
+    outcome, gate = {}, threading.Barrier(3)
+
+    def run(name, prompts, new_tokens):
+        gate.wait()
+        try:
+            outcome[name] = pipe(prompts, max_new_tokens=new_tokens, **GREEDY)
+        except Exception as exc:
+            outcome[name] = exc
+
+    victims = ["river", "Hello, my name is"]
+    threads = [threading.Thread(target=run, args=args) for args in
+               (("doomed", ["The old man"], 10), ("victims", victims, 30))]
+    for t in threads:
+        t.start()
+    gate.wait()
+    for t in threads:
+        t.join(timeout=60)
+    assert isinstance(outcome["doomed"], RuntimeError) and "injected fault" in str(outcome["doomed"])
+    assert_responses_match(outcome["victims"], [hf.greedy(p, 30, ignore_eos=True) for p in victims])
+    wait_until(lambda: all_blocks_free(pipe), what="the failed request's blocks to be freed")
+    monkeypatch.undo()
+    assert_responses_match(pipe("The old man", max_new_tokens=10, **GREEDY),
+                           [hf.greedy("The old man", 10, ignore_eos=True)])
