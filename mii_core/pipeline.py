@@ -16,7 +16,7 @@ from mii_core.engine.builder import build_engine
 from mii_core.engine.generation_loop import GenerationLoop
 from mii_core.loading.checkpoint import generation_eos_ids
 from mii_core.requests import (LengthLimit, build_sequence, check_max_length, generation_options, new_tokens_for,
-                               normalize_prompts, tokenize_prompts)
+                               normalize_prompts, prompt_char_ceiling, sequence_ceiling, tokenize_prompts)
 from mii_core.response import Response, TokenOutput
 from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
@@ -53,6 +53,7 @@ class Pipeline:
                                    isolate_failures=self.ctx.world_size == 1)
         self.length_limits = self._length_limits()
         check_max_length(config.max_length, self.length_limits)
+        self.max_prompt_chars = prompt_char_ceiling(self.tokenizer, sequence_ceiling(self.length_limits))
         # One loop thread owns the engine, so any number of threads may call this pipeline at once. Under
         # tensor parallelism every rank runs the same steps in lockstep from the caller's thread instead.
         self.service = EngineService(self.loop) if self.ctx.world_size == 1 else None
@@ -90,7 +91,7 @@ class Pipeline:
         ``options``: one GenerationConfig for all prompts, or a list with one per prompt."""
         self._check_alive()
         if prompt_ids is None:
-            prompt_ids = tokenize_prompts(self.tokenizer, prompts)
+            prompt_ids = tokenize_prompts(self.tokenizer, prompts, self.max_prompt_chars)
         per_prompt = options if isinstance(options, list) else [options] * len(prompt_ids)
         seqs = [seq for ids, opts in zip(prompt_ids, per_prompt, strict=True) for seq in self._sequences([ids], opts)]
         return self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens))
@@ -98,7 +99,7 @@ class Pipeline:
     def _call_in_lockstep(self, prompts: list[str], options) -> list[Response]:
         if options.stream:
             raise ValueError("stream=True is not available under tensor parallelism yet; leave stream unset")
-        seqs = self._sequences(tokenize_prompts(self.tokenizer, prompts), options)
+        seqs = self._sequences(tokenize_prompts(self.tokenizer, prompts, self.max_prompt_chars), options)
         self._run(seqs)
         if not self._returns_output():
             return []

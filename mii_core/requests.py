@@ -36,8 +36,25 @@ def _check_encodable(index: int, prompt: str) -> None:
                          "errors='replace'") from None
 
 
-def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
-    """Token ids per prompt; a prompt that yields none is refused here, before the engine sees it."""
+def prompt_char_ceiling(tokenizer: Any, limit: LengthLimit) -> Optional[CharLimit]:
+    """The most characters a prompt within ``limit`` can have: no token stands for more characters than
+    its vocabulary entry holds (byte-level, WordPiece and SentencePiece entries alike). None for a
+    tokenizer that lists no vocabulary."""
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    if get_vocab is None:
+        return None
+    longest = max((len(entry) for entry in get_vocab()), default=1)
+    return CharLimit(limit.tokens * longest, f"{limit.source} ({limit.tokens} tokens)")
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[str], max_chars: Optional[CharLimit] = None) -> list[list[int]]:
+    """Token ids per prompt; a prompt that yields none is refused here, before the engine sees it. A prompt
+    of more than ``max_chars`` characters cannot fit and is refused before it is tokenized (tokenizing
+    megabytes of text takes hundreds of megabytes)."""
+    for i, prompt in enumerate(prompts):
+        if max_chars is not None and len(prompt) > max_chars.chars:
+            raise ValueError(f"prompt {i} has {len(prompt)} characters; with this tokenizer no prompt of more "
+                             f"than {max_chars.chars} characters fits {max_chars.source}: shorten it")
     token_lists = [list(tokenizer(prompt)["input_ids"]) for prompt in prompts]
     for i, (prompt, ids) in enumerate(zip(prompts, token_lists)):
         if not ids:
@@ -48,6 +65,14 @@ def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
 
 def generation_options(options: dict[str, Any]) -> GenerationConfig:
     return validate_options(GenerationConfig, options, "generation options")
+
+
+@dataclass(frozen=True)
+class CharLimit:
+    """The most characters a prompt can have and fit, and the token limit that says so (for messages)."""
+
+    chars: int
+    source: str
 
 
 @dataclass(frozen=True)
