@@ -15,6 +15,7 @@ from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError, error_response, from_exception
 from mii_server_rest.metrics import Metrics
 from mii_server_rest.openai_api import register_openai_routes
+from mii_server_rest.origin import check_terminate_request, register_origin_rules
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
 
 
@@ -23,6 +24,7 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     app.config["MII"] = (backend, settings)
     metrics = Metrics(backend)
     _register_errors(app, settings, metrics)
+    register_origin_rules(app, settings)
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
     register_openai_routes(app, backend, settings)
@@ -86,6 +88,7 @@ def _register_ops_routes(app: Flask, backend: Backend, settings: TransportSettin
     @app.route("/terminate", methods=["GET", "POST"])
     @needs_key(settings)
     def terminate() -> Any:
+        check_terminate_request(settings)
         backend.terminate()
         return jsonify({"status": "terminating", "deployment": settings.deployment_name})
 

@@ -5,10 +5,12 @@ from flask import Response, jsonify
 
 from mii_core.serving.errors import error_kind
 
-STATUS_BY_KIND = {"invalid": 400, "unauthenticated": 401, "not_found": 404, "queue_full": 503,
+STATUS_BY_KIND = {"invalid": 400, "unauthenticated": 401, "not_found": 404, "method_not_allowed": 405,
+                  "unsupported_media_type": 415, "queue_full": 503,
                   "unavailable": 503, "cancelled": 499, "internal": 500}
 TYPE_BY_KIND = {"invalid": "invalid_request_error", "unauthenticated": "authentication_error",
-                "not_found": "invalid_request_error", "queue_full": "server_overloaded",
+                "not_found": "invalid_request_error", "method_not_allowed": "invalid_request_error",
+                "unsupported_media_type": "invalid_request_error", "queue_full": "server_overloaded",
                 "unavailable": "service_unavailable", "cancelled": "cancelled", "internal": "server_error"}
 
 
