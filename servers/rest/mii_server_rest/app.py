@@ -17,6 +17,7 @@ from mii_server_rest.metrics import Metrics
 from mii_server_rest.openai_api import register_openai_routes
 from mii_server_rest.origin import check_terminate_request, register_origin_rules
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
+from mii_server_rest.waiting import result_while_connected
 
 
 def create_app(backend: Backend, settings: TransportSettings) -> Flask:
@@ -66,7 +67,7 @@ def _register_mii_routes(app: Flask, backend: Backend, settings: TransportSettin
         generate = GenerateRequest(prompts=[prompts] if isinstance(prompts, str) else prompts, options=body,
                                    stream=stream)
         if not stream:
-            return jsonify([asdict(r) for r in backend.submit(generate).result()])
+            return jsonify([asdict(r) for r in result_while_connected(backend.submit(generate))])
         handle, first, rest = start_stream(backend, generate)
         return sse_response(sse_stream(handle, first, rest, _mii_piece, lambda: ()))
 

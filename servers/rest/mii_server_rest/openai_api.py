@@ -22,6 +22,7 @@ from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
+from mii_server_rest.waiting import result_while_connected
 
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
           "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
@@ -252,7 +253,7 @@ class ChatShape(CompletionShape):
 
 def _answer(backend: Backend, generate: GenerateRequest, shape: CompletionShape, include_usage: bool) -> Any:
     if not generate.stream:
-        responses = backend.submit(generate).result()
+        responses = result_while_connected(backend.submit(generate))
         choices = [shape.choice(i, r.generated_text, r.finish_reason) for i, r in enumerate(responses)]
         usage = shape.usage({i: r.prompt_length for i, r in enumerate(responses)},
                             {i: r.generated_length for i, r in enumerate(responses)})

@@ -24,7 +24,10 @@ class RestTransport(Transport):
                                      # waitress itself never reads more than this (chunked bodies too);
                                      # the gate refuses a declared length over it before reading
                                      max_request_body_size=settings.max_request_bytes + 1,
-                                     clear_untrusted_proxy_headers=True)
+                                     clear_untrusted_proxy_headers=True,
+                                     # keep reading while a request runs, so that a client that leaves is
+                                     # seen (waitress.client_disconnected) and its request cancelled
+                                     channel_request_lookahead=1)
         self._server.channel_class = gated_channel(settings.api_key, settings.max_request_bytes,
                                                    limits.header_timeout)
         self._thread = threading.Thread(target=self._server.run, name="rest-server", daemon=True)
