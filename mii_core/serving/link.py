@@ -10,7 +10,10 @@ connection; the server notices on its next send or poll and cancels the request.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
@@ -23,6 +26,9 @@ from mii_core.serving.errors import RequestCancelled, error_from_wire, error_kin
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1  # how often a waiting side checks its peer and its cancel flag
 BACKLOG = 512
+# A connection must complete the HMAC handshake and send its request within this long, else it is ended:
+# a peer that connects and says nothing holds its thread no longer.
+HANDSHAKE_SECONDS = 10.0
 
 
 class LinkBroken(ConnectionError):
@@ -84,19 +90,22 @@ class LinkServer:
             threading.Thread(target=self._serve, args=(conn,), name=f"{self._name}-conn", daemon=True).start()
 
     def _serve(self, conn: Connection) -> None:
+        deadline = _end_unless_cancelled(conn, HANDSHAKE_SECONDS)
         try:
             deliver_challenge(conn, self._authkey)
             answer_challenge(conn, self._authkey)
             message = self._read_request(conn)
+            deadline.cancel()
             if message is not None:
                 self._handle(conn, message)
         except AuthenticationError as exc:
             log.warning("%s: refused a connection without the deployment's key (%s)", self._name, exc)
         except (EOFError, OSError):
-            pass  # the peer left
+            pass  # the peer left (or said nothing in time)
         except Exception:
             log.exception("link request failed")
         finally:
+            deadline.cancel()
             conn.close()
 
     def _read_request(self, conn: Connection) -> Optional[dict[str, Any]]:
@@ -107,6 +116,20 @@ class LinkServer:
             log.warning("%s: refused a malformed message: %s", self._name, exc)
             send(conn, ["error", "invalid", f"malformed link message: {exc}"])
             return None
+
+
+def _end_unless_cancelled(conn: Connection, seconds: float) -> threading.Timer:
+    """Shuts ``conn``'s socket down after ``seconds`` unless the returned timer is cancelled first; the
+    shutdown wakes a thread blocked reading it (closing the descriptor would not)."""
+    def end() -> None:
+        with contextlib.suppress(OSError):
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def connect(address: tuple[str, int], authkey: bytes) -> Connection:

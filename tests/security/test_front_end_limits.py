@@ -219,3 +219,17 @@ def test_a_limit_option_that_is_not_positive_is_refused_naming_it(monkeypatch):
     monkeypatch.setenv("MII_REST_CONNECTION_LIMIT", "800")
     monkeypatch.setenv("MII_REST_HEADER_TIMEOUT", "2.5")
     assert RestLimits.from_environment() == RestLimits(connection_limit=800, header_timeout=2.5)
+
+
+# ---- the smaller items: /healthz keeps liveness open and its details behind the key ----
+
+def test_healthz_without_the_key_tells_liveness_but_not_where_or_who(hardened):
+    client, port, _ = hardened
+    url = f"http://127.0.0.1:{port}/healthz"
+    public = requests.get(url, timeout=30)
+    assert public.status_code == 200 and public.json()["status"] == "ok"
+    pids = [replica["pid"] for replica in client.health()["replicas"]]  # the link's answer, with the key
+    assert "model" not in public.json(), public.text
+    assert all(not {"pid", "rank_pids"} & set(replica) for replica in public.json()["replicas"]), public.text
+    private = requests.get(url, headers=AUTH, timeout=30).json()
+    assert private["model"] and [replica["pid"] for replica in private["replicas"]] == pids

@@ -157,3 +157,33 @@ def test_a_wrong_key_is_refused_without_a_traceback(echo_server, caplog):
 def test_objects_that_are_not_plain_data_are_not_sent(echo_server):
     with pytest.raises(TypeError, match="cannot send a object"):
         RemoteBackend(echo_server, KEY).submit(GenerateRequest(prompts=["x"], options={"a": object()}))
+
+
+def test_connections_that_never_finish_the_handshake_are_ended_and_free_their_threads(monkeypatch):
+    """Issue 22: each silent connection held a thread forever (300 connections, 300 threads)."""
+    import socket
+    import time
+
+    from mii_core.serving import link
+
+    monkeypatch.setattr(link, "HANDSHAKE_SECONDS", 0.5)
+    server = LinkServer(HOST, 0, KEY, backend_handler(EchoBackend()), "echo").start()
+    threads_before = threading.active_count()
+    silent = [socket.create_connection(server.address) for _ in range(50)]
+    try:
+        time.sleep(0.3)
+        assert threading.active_count() >= threads_before + 50, "each connection is served by a thread"
+        for sock in silent:
+            sock.settimeout(5)
+            while sock.recv(4096):  # the server's challenge, then the end of the connection
+                pass
+        deadline = time.monotonic() + 5
+        while threading.active_count() > threads_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= threads_before, "every silent connection's thread has ended"
+        remote = RemoteBackend(server.address, KEY)  # and the server still answers
+        assert remote.submit(GenerateRequest(prompts=["ab"])).result() == [Response("ba", 2, 2, "length")]
+    finally:
+        for sock in silent:
+            sock.close()
+        server.close()

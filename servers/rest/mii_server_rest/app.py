@@ -13,6 +13,7 @@ from mii_core.serving.transport import TransportSettings
 from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError, error_response, from_exception
+from mii_server_rest.gate import key_matches
 from mii_server_rest.metrics import Metrics
 from mii_server_rest.openai_api import register_openai_routes
 from mii_server_rest.origin import check_terminate_request, register_origin_rules
@@ -72,6 +73,17 @@ def _register_mii_routes(app: Flask, backend: Backend, settings: TransportSettin
         return sse_response(sse_stream(handle, first, rest, _mii_piece, lambda: ()))
 
 
+PRIVATE_HEALTH_KEYS = ("model", "pid", "rank_pids", "lost_reason")  # the model's path, process ids, errors
+
+
+def without_private_details(health: dict[str, Any]) -> dict[str, Any]:
+    """``/healthz`` for a caller without the key: status and counts, no model path, pids or error texts."""
+    public = {k: v for k, v in health.items() if k not in PRIVATE_HEALTH_KEYS}
+    if "replicas" in public:
+        public["replicas"] = [without_private_details(replica) for replica in public["replicas"]]
+    return public
+
+
 def _mii_piece(event: Any) -> list[dict[str, Any]]:
     if isinstance(event, Chunk) and event.has_news:
         return [{"index": event.index, **asdict(event.response)}]
@@ -82,8 +94,12 @@ def _register_ops_routes(app: Flask, backend: Backend, settings: TransportSettin
     @app.get("/healthz")
     def healthz() -> Any:
         health = backend.health()
+        status = health["status"]
+        if settings.api_key is not None and not key_matches(request.headers.get("Authorization", ""),
+                                                            settings.api_key):
+            health = without_private_details(health)  # liveness stays open; where and who, behind the key
         response = jsonify(health)
-        response.status_code = 200 if health["status"] in ("ok", "degraded") else 503
+        response.status_code = 200 if status in ("ok", "degraded") else 503
         return response
 
     @app.route("/terminate", methods=["GET", "POST"])
