@@ -1,6 +1,8 @@
 """Checks a generation call's inputs and turns each prompt into a Sequence (all-or-nothing)."""
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence as Seq, Union
 
@@ -47,6 +49,12 @@ def prompt_char_ceiling(tokenizer: Any, limit: LengthLimit) -> Optional[CharLimi
     return CharLimit(limit.tokens * longest, f"{limit.source} ({limit.tokens} tokens)")
 
 
+# Tokenizing text takes ~150 bytes of memory a character: calls with more text than this take turns, at most
+# LARGE_TEXT_AT_ONCE of them at a time, so that many concurrent large prompts cannot add up.
+LARGE_TEXT_CHARS, LARGE_TEXT_AT_ONCE = 64 * 1024, 2
+_large_text_turns = threading.BoundedSemaphore(LARGE_TEXT_AT_ONCE)
+
+
 def tokenize_prompts(tokenizer: Any, prompts: list[str], max_chars: Optional[CharLimit] = None) -> list[list[int]]:
     """Token ids per prompt; a prompt that yields none is refused here, before the engine sees it. A prompt
     of more than ``max_chars`` characters cannot fit and is refused before it is tokenized (tokenizing
@@ -55,7 +63,9 @@ def tokenize_prompts(tokenizer: Any, prompts: list[str], max_chars: Optional[Cha
         if max_chars is not None and len(prompt) > max_chars.chars:
             raise ValueError(f"prompt {i} has {len(prompt)} characters; with this tokenizer no prompt of more "
                              f"than {max_chars.chars} characters fits {max_chars.source}: shorten it")
-    token_lists = [list(tokenizer(prompt)["input_ids"]) for prompt in prompts]
+    turn = _large_text_turns if sum(map(len, prompts)) > LARGE_TEXT_CHARS else contextlib.nullcontext()
+    with turn:
+        token_lists = [list(tokenizer(prompt)["input_ids"]) for prompt in prompts]
     for i, (prompt, ids) in enumerate(zip(prompts, token_lists)):
         if not ids:
             raise ValueError(f"prompt {i} ({prompt!r}) becomes no tokens at all with this tokenizer; "

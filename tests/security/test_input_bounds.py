@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -51,3 +52,36 @@ def test_a_prompt_too_long_in_characters_is_refused_before_it_is_tokenized(check
         assert time.monotonic() - start < 1.0
     finally:
         pipe.tokenizer.__class__.__call__ = real
+
+
+class SlowTokenizer:
+    """Counts how many calls run at once (each takes 0.1 s)."""
+
+    def __init__(self) -> None:
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, text: str) -> dict:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.1)
+        with self.lock:
+            self.running -= 1
+        return {"input_ids": [1] * len(text)}
+
+
+@pytest.mark.parametrize("chars, most_at_once", [(100, 2), (10, 6)])
+def test_large_texts_take_turns_to_be_tokenized(monkeypatch, chars, most_at_once):
+    """Six threads: texts over the threshold (lowered here to 50 characters) at most two at a time, small
+    ones all at once."""
+    from mii_core import requests as checks
+
+    monkeypatch.setattr(checks, "LARGE_TEXT_CHARS", 50)
+    tokenizer = SlowTokenizer()
+    threads = [threading.Thread(target=checks.tokenize_prompts, args=(tokenizer, ["x" * chars])) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tokenizer.most == most_at_once
