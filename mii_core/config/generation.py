@@ -11,9 +11,10 @@ SEED_LIMIT = 2**64  # torch generators take 64-bit seeds
 # Token counts and top_k end up in the engine's int32/int64 tensors; past this they overflow there (a
 # failing step), and no model's length or vocabulary comes near it.
 COUNT_LIMIT = 2**31 - 1
-# Logits are divided by the temperature in float32: past these bounds it becomes inf or 0 there and the
-# division NaN (every token id 0, silently); 1e-30 is already greedy, 1e30 already uniform over top-k.
-TEMPERATURE_RANGE = (1e-30, 1e30)
+# Logits are divided by the temperature in float32: past this it becomes inf there and the division NaN
+# (every token id 0, silently); 1e30 is already uniform over what top-k/top-p keep. (A tiny temperature is
+# handled by the sampler: exactly greedy.)
+TEMPERATURE_MAX = 1e30
 # Stop strings are searched for in every sequence's new text after each step, on the engine's loop: bounded
 # so that one request cannot slow every other's steps (vLLM bounds them only by the body size).
 STOP_COUNT_LIMIT, STOP_LENGTH_LIMIT = 64, 1024
@@ -30,8 +31,7 @@ class GenerationConfig(StrictModel):
     do_sample: bool = True
     top_p: float = Field(default=0.9, gt=0, le=1, allow_inf_nan=False)
     top_k: Optional[int] = Field(default=None, gt=0, le=COUNT_LIMIT)
-    temperature: Optional[float] = Field(default=None, ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1],
-                                         allow_inf_nan=False)
+    temperature: Optional[float] = Field(default=None, gt=0, le=TEMPERATURE_MAX, allow_inf_nan=False)
     stop: list[str] = Field(default_factory=list)
     # Not negative: elsewhere -1 often means "random", which a fixed torch seed would silently not be.
     seed: Optional[int] = Field(default=None, ge=0, lt=SEED_LIMIT)

@@ -12,9 +12,8 @@ from support.compare import assert_responses_match
 
 def test_a_temperature_float32_cannot_hold_is_refused_naming_it(checkpoint, pipeline):
     pipe = pipeline(checkpoint("gqa"))
-    for temperature in (1e308, 1e-300):
-        with pytest.raises(ValueError, match="temperature"):
-            pipe(["Seattle is"], do_sample=True, top_k=1, temperature=temperature, max_new_tokens=4)
+    with pytest.raises(ValueError, match="temperature"):
+        pipe(["Seattle is"], do_sample=True, top_k=1, temperature=1e308, max_new_tokens=4)
 
 
 def test_a_huge_temperature_with_top_k_1_still_gives_the_greedy_token(checkpoint, oracle, pipeline):
