@@ -8,7 +8,7 @@ Checkpoint names: ``model.embed_tokens``, per layer ``model.layers.{i}.`` + ``in
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -32,6 +32,27 @@ def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
     if eos is None:
         return ()
     return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+
+
+_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def layer_windows(hf: dict[str, Any]) -> tuple[Optional[int], ...]:
+    """Each layer's window from HF's sliding-window flags, as Qwen2Config / Qwen3Config derive
+    ``layer_types`` and their attention reads them: with ``use_sliding_window`` the layers from
+    ``max_window_layers`` on (or those ``layer_types`` marks "sliding_attention") see the last
+    ``sliding_window`` keys, the others everything. Without it ``sliding_window`` is ignored, as in HF."""
+    model_type, layers = hf.get("model_type"), hf["num_hidden_layers"]
+    window = hf.get("sliding_window") if hf.get("use_sliding_window", False) else None
+    types = hf.get("layer_types") or [
+        "sliding_attention" if window is not None and i >= hf.get("max_window_layers", 28) else "full_attention"
+        for i in range(layers)]
+    if len(types) != layers or any(t not in _LAYER_TYPES for t in types):
+        raise ValueError(f"{model_type}: layer_types {types} must name {layers} layers, each one of {_LAYER_TYPES}")
+    if "sliding_attention" in types and window is None:
+        raise ValueError(f"{model_type}: layer_types has sliding_attention layers but no window is set "
+                         "(use_sliding_window false or sliding_window null); fix config.json")
+    return tuple(window if t == "sliding_attention" else None for t in types)
 
 
 LAYER = "model.layers.{i}."
