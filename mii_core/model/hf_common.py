@@ -42,16 +42,22 @@ def layer_windows(hf: dict[str, Any]) -> tuple[Optional[int], ...]:
     ``layer_types`` and their attention reads them: with ``use_sliding_window`` the layers from
     ``max_window_layers`` on (or those ``layer_types`` marks "sliding_attention") see the last
     ``sliding_window`` keys, the others everything. Without it ``sliding_window`` is ignored, as in HF."""
-    model_type, layers = hf.get("model_type"), hf["num_hidden_layers"]
     window = hf.get("sliding_window") if hf.get("use_sliding_window", False) else None
     types = hf.get("layer_types") or [
         "sliding_attention" if window is not None and i >= hf.get("max_window_layers", 28) else "full_attention"
-        for i in range(layers)]
+        for i in range(hf["num_hidden_layers"])]
+    return windows_of_layer_types(hf, types, window)
+
+
+def windows_of_layer_types(hf: dict[str, Any], types: list[str], window: Optional[int]) -> tuple[Optional[int], ...]:
+    """``window`` for each "sliding_attention" layer of ``types`` (HF's ``layer_types``), None for each
+    "full_attention" one; a ValueError naming the model type for a list that does not fit the config."""
+    model_type, layers = hf.get("model_type"), hf["num_hidden_layers"]
     if len(types) != layers or any(t not in _LAYER_TYPES for t in types):
         raise ValueError(f"{model_type}: layer_types {types} must name {layers} layers, each one of {_LAYER_TYPES}")
     if "sliding_attention" in types and window is None:
         raise ValueError(f"{model_type}: layer_types has sliding_attention layers but no window is set "
-                         "(use_sliding_window false or sliding_window null); fix config.json")
+                         "(sliding_window null, or use_sliding_window false); fix config.json")
     return tuple(window if t == "sliding_attention" else None for t in types)
 
 
