@@ -8,6 +8,7 @@ Checkpoint names: ``model.embed_tokens``, per layer ``model.layers.{i}.`` + ``in
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import torch
@@ -24,6 +25,15 @@ def rope_spec_from_hf(hf_config: dict[str, Any]) -> RopeSpec:
     theta = params.pop("rope_theta", hf_config.get("rope_theta", 10000.0))
     rope_type = params.pop("rope_type", params.pop("type", "default"))
     return RopeSpec(theta=float(theta), rope_type=rope_type, params=params)
+
+
+def partial_rope_spec(hf_config: dict[str, Any], head_dim: int, default_factor: float) -> RopeSpec:
+    """Rotary on the first int(head_dim * partial_rotary_factor) features of each head (Phi, GPT-NeoX); the
+    factor sits at the top of hub configs and inside ``rope_parameters`` in transformers v5's own."""
+    rope = rope_spec_from_hf(hf_config)
+    params = dict(rope.params)
+    factor = params.pop("partial_rotary_factor", hf_config.get("partial_rotary_factor", default_factor))
+    return dataclasses.replace(rope, rotary_dim=int(head_dim * factor), params=params)
 
 
 def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
