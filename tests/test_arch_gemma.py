@@ -5,7 +5,7 @@ import torch
 from transformers import GemmaConfig, GemmaForCausalLM
 
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
-                                   missing_field_cases)
+                                   assert_last_logits_close, missing_field_cases)
 
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=32,
              max_position_embeddings=512, rms_norm_eps=1e-6)
@@ -40,13 +40,7 @@ def test_multi_head_untied_matches_hf(gemma, oracle, pipeline):
 
 @pytest.mark.parametrize("variant", ["mqa", "mha"])
 def test_last_token_logits_close_to_hf(gemma, oracle, pipeline, variant):
-    path = gemma.path(variant)
-    ids = torch.randint(3, 400, (40,), generator=torch.Generator().manual_seed(0)).tolist()
-    engine = pipeline(path).engine
-    try:
-        torch.testing.assert_close(engine.put([952], [ids])[0], oracle(path).last_logits(ids), atol=1e-4, rtol=0)
-    finally:
-        engine.flush(952)
+    assert_last_logits_close(pipeline, oracle, gemma.path(variant))
 
 
 BAD_CONFIGS = {

@@ -2,11 +2,10 @@
 GeGLU, plus norms after attention and MLP, attention- and final-logit soft-capping, the query scale from
 query_pre_attn_scalar, and a sliding window on every other layer."""
 import pytest
-import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
-                                   missing_field_cases)
+                                   assert_last_logits_close, missing_field_cases)
 
 WINDOW = 16
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -47,13 +46,7 @@ def test_tight_softcaps_greedy_matches_hf(gemma2, oracle, pipeline):
 @pytest.mark.parametrize("variant", ["window", "tight-caps"])
 def test_last_token_logits_close_to_hf(gemma2, oracle, pipeline, variant):
     """70 tokens: past the window of layer 0, so the per-layer windows count too."""
-    path = gemma2.path(variant)
-    ids = torch.randint(3, 400, (70,), generator=torch.Generator().manual_seed(0)).tolist()
-    engine = pipeline(path).engine
-    try:
-        torch.testing.assert_close(engine.put([953], [ids])[0], oracle(path).last_logits(ids), atol=1e-4, rtol=0)
-    finally:
-        engine.flush(953)
+    assert_last_logits_close(pipeline, oracle, gemma2.path(variant), length=70)
 
 
 BAD_CONFIGS = {

@@ -1,12 +1,11 @@
 """GPT-NeoX (mii-plugin-gpt-neox) against HF transformers: parallel residual on two LayerNorms (and the
 sequential form), partial rotary, q/k/v fused per head, biased LayerNorms and projections, untied embed_out."""
 import pytest
-import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from support.checkpoint_edits import REMOVE, edit_config
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
-                                   missing_field_cases)
+                                   assert_last_logits_close, missing_field_cases)
 
 SHAPE = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
              max_position_embeddings=512)
@@ -47,13 +46,7 @@ def test_hub_style_config_matches_hf(gpt_neox, oracle, pipeline, tmp_path):
 
 @pytest.mark.parametrize("variant", ["parallel", "sequential"])
 def test_last_token_logits_close_to_hf(gpt_neox, oracle, pipeline, variant):
-    path = gpt_neox.path(variant)
-    ids = torch.randint(3, 400, (40,), generator=torch.Generator().manual_seed(0)).tolist()
-    engine = pipeline(path).engine
-    try:
-        torch.testing.assert_close(engine.put([954], [ids])[0], oracle(path).last_logits(ids), atol=1e-4, rtol=0)
-    finally:
-        engine.flush(954)
+    assert_last_logits_close(pipeline, oracle, gpt_neox.path(variant))
 
 
 BAD_CONFIGS = {

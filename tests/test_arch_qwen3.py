@@ -1,12 +1,10 @@
 """Qwen3 (mii-plugin-qwen3): an RMSNorm on every query and key head before rotary, GQA, head_dim wider
 than hidden / heads, no q/k/v bias, and Qwen2's sliding-window flags."""
 import pytest
-import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from support.checkpoint_edits import REMOVE
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
-                                   missing_field_cases)
+                                   assert_last_logits_close, missing_field_cases)
 
 WINDOW = 16
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -42,13 +40,7 @@ def test_tied_with_sliding_top_layer_past_the_window_matches_hf(qwen3, oracle, p
 
 
 def test_last_token_logits_close_to_hf(qwen3, oracle, pipeline):
-    path = qwen3.path("gqa")
-    ids = torch.randint(3, 400, (40,), generator=torch.Generator().manual_seed(0)).tolist()
-    engine = pipeline(path).engine
-    try:
-        torch.testing.assert_close(engine.put([951], [ids])[0], oracle(path).last_logits(ids), atol=1e-4, rtol=0)
-    finally:
-        engine.flush(951)
+    assert_last_logits_close(pipeline, oracle, qwen3.path("gqa"))
 
 
 BAD_CONFIGS = {

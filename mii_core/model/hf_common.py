@@ -36,6 +36,13 @@ def partial_rope_spec(hf_config: dict[str, Any], head_dim: int, default_factor: 
     return dataclasses.replace(rope, rotary_dim=int(head_dim * factor), params=params)
 
 
+def causal_only(hf_config: dict[str, Any]) -> None:
+    """Refuses ``use_bidirectional_attention`` (HF's Gemmas read it; the engine generates causally)."""
+    if hf_config.get("use_bidirectional_attention"):
+        raise ValueError(f"{hf_config.get('model_type')}: use_bidirectional_attention (an encoder's attention) is "
+                         "not supported: the engine generates causally; set it to false or null")
+
+
 def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
     """``eos_token_id`` as a tuple: HF configs hold one id, a list, or none."""
     eos = hf_config.get("eos_token_id")

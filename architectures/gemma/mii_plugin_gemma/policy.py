@@ -11,7 +11,7 @@ import torch
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.activations import GATED_ACTIVATIONS
 from mii_core.model.decoder import DecoderModel
-from mii_core.model.hf_common import decoder_rules, decoder_spec
+from mii_core.model.hf_common import causal_only, decoder_rules, decoder_spec
 from mii_core.model.norm import offset_rms_norm
 from mii_core.model.parts import DecoderParts
 from mii_core.model.policy import ArchitecturePolicy
@@ -22,7 +22,7 @@ class GemmaPolicy(ArchitecturePolicy):
     weight_rules = decoder_rules()
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
-        refuse_bidirectional(hf)
+        causal_only(hf)
         return decoder_spec(hf, activation=gemma_activation(hf.get("hidden_act")),
                             embedding_multiplier=hf["hidden_size"] ** 0.5,
                             tie_word_embeddings=hf.get("tie_word_embeddings", True))
@@ -39,8 +39,3 @@ def gemma_activation(hidden_act: Any) -> str:
                          f"(supported: {', '.join(GATED_ACTIVATIONS)})")
     return activation
 
-
-def refuse_bidirectional(hf: dict[str, Any]) -> None:
-    if hf.get("use_bidirectional_attention"):
-        raise ValueError(f"{hf.get('model_type')}: use_bidirectional_attention (an encoder's attention) is not "
-                         "supported: the engine generates causally; set it to false or null")

@@ -11,7 +11,8 @@ import torch
 
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.activations import GATED_ACTIVATIONS
-from mii_core.model.hf_common import LAYER, decoder_rules, decoder_spec, windows_of_layer_types
+from mii_core.model.hf_common import (LAYER, causal_only, decoder_rules, decoder_spec,
+                                      windows_of_layer_types)
 from mii_core.model.norm import offset_rms_norm
 from mii_core.model.parts import DecoderParts
 from mii_core.model.policy import ArchitecturePolicy
@@ -27,9 +28,7 @@ class Gemma2Policy(ArchitecturePolicy):
     }
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
-        if hf.get("use_bidirectional_attention"):
-            raise ValueError("gemma2: use_bidirectional_attention (an encoder's attention) is not supported: "
-                             "the engine generates causally; set it to false or null")
+        causal_only(hf)
         return decoder_spec(hf, activation=_activation(hf.get("hidden_activation")),
                             attention_scale=hf.get("query_pre_attn_scalar", 256) ** -0.5,
                             layer_windows=_layer_windows(hf), embedding_multiplier=hf["hidden_size"] ** 0.5,
@@ -52,7 +51,8 @@ def _activation(hidden_activation: Any) -> str:
 
 
 def _layer_windows(hf: dict[str, Any]) -> tuple[Optional[int], ...]:
-    """Each layer's window as Gemma2Config derives ``layer_types`` (even layers sliding) and its attention reads them."""
+    """Each layer's window as Gemma2Config derives ``layer_types`` (even layers sliding) and its attention
+    reads them."""
     types = hf.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
                                       for i in range(hf["num_hidden_layers"])]
     return windows_of_layer_types(hf, types, hf.get("sliding_window"))
