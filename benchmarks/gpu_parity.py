@@ -90,6 +90,14 @@ def cases() -> list[Case]:
         Case("phi-gqa", checkpoints.family("test_arch_phi", "gqa")),
         Case("opt-125m", checkpoints.family("test_arch_opt", "125m")),
         Case("opt-350m", checkpoints.family("test_arch_opt", "350m")),
+        Case("qwen3-gqa", checkpoints.family("test_arch_qwen3", "gqa")),
+        Case("qwen3-tied-window", checkpoints.family("test_arch_qwen3", "tied-window"), new_tokens=WINDOW_NEW_TOKENS),
+        Case("gemma-mqa", checkpoints.family("test_arch_gemma", "mqa")),
+        Case("gemma-mha", checkpoints.family("test_arch_gemma", "mha")),
+        Case("gemma2-window", checkpoints.family("test_arch_gemma2", "window"), new_tokens=WINDOW_NEW_TOKENS),
+        Case("gemma2-tight-caps", checkpoints.family("test_arch_gemma2", "tight-caps")),
+        Case("gpt-neox-parallel", checkpoints.family("test_arch_gpt_neox", "parallel")),
+        Case("gpt-neox-sequential", checkpoints.family("test_arch_gpt_neox", "sequential")),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
     ]
 

@@ -2,8 +2,9 @@
 attention itself through the kernel ops (``rotary_write_kv``, ``paged_attention``).
 
 A family whose attention differs subclasses :class:`Attention` in its plugin: ``params`` (the
-``AttentionParams`` the op gets: ALiBi slopes, a soft cap) may be replaced after ``__init__``, and
-``adjust_queries`` changes the rotated queries before the op (Qwen's log-n scaling does).
+``AttentionParams`` the op gets: ALiBi slopes, a soft cap) may be replaced after ``__init__``,
+``adjust_qk`` changes the projected heads before rotary (Qwen3's per-head q/k RMSNorm does) and
+``adjust_queries`` the rotated queries before the op (Qwen's log-n scaling does).
 """
 from __future__ import annotations
 
@@ -47,12 +48,17 @@ class Attention(nn.Module):
         q = q.view(-1, self.local_heads, self.head_dim)
         k = k.view(-1, self.local_kv_heads, self.head_dim)
         v = v.view(-1, self.local_kv_heads, self.head_dim)
+        q, k = self.adjust_qk(q, k)
         cos, sin = rope if rope is not None else (None, None)
         q = self.kernels.rotary_write_kv(q, k, v, cos, sin, self.rotary_dim, kv_cache[0], kv_cache[1],
                                          batch.slot_mapping)
         q = self.adjust_queries(q, batch)
         out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.params)
         return self.o_proj(out.reshape(-1, q_size))
+
+    def adjust_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected queries [T, Hq_local, D] and keys [T, Hkv_local, D] before rotary; unchanged here."""
+        return q, k
 
     def adjust_queries(self, q: torch.Tensor, batch: RaggedBatch) -> torch.Tensor:
         """The rotated queries [T, Hq_local, D] as the attention op gets them; unchanged here."""

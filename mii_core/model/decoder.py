@@ -53,6 +53,9 @@ class DecoderModel(nn.Module):
     def _build_inputs(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
                       dtype: torch.dtype) -> None:
         self.embed = VocabParallelEmbedding(spec.vocab_size, spec.word_embed_dim, ctx, device, dtype)
+        # rounded to the model's dtype first, as HF's Gemma (a bf16 sqrt(3072) is 55.5, not 55.4256)
+        self.embedding_multiplier = None if spec.embedding_multiplier is None else \
+            torch.tensor(spec.embedding_multiplier, dtype=dtype).item()
         projected = spec.word_embed_dim != spec.hidden_size
         self.project_in = ReplicatedLinear(spec.word_embed_dim, spec.hidden_size, False, kernels, device, dtype) \
             if projected else None
@@ -73,6 +76,8 @@ class DecoderModel(nn.Module):
 
     def embed_tokens(self, batch: RaggedBatch) -> torch.Tensor:
         hidden = self.embed(batch.token_ids)
+        if self.embedding_multiplier is not None:
+            hidden = hidden * self.embedding_multiplier
         if self.project_in is not None:
             hidden = self.project_in(hidden)
         if self.positions is not None:

@@ -8,7 +8,8 @@ Checkpoint names: ``model.embed_tokens``, per layer ``model.layers.{i}.`` + ``in
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Optional
 
 import torch
 
@@ -26,12 +27,55 @@ def rope_spec_from_hf(hf_config: dict[str, Any]) -> RopeSpec:
     return RopeSpec(theta=float(theta), rope_type=rope_type, params=params)
 
 
+def partial_rope_spec(hf_config: dict[str, Any], head_dim: int, default_factor: float) -> RopeSpec:
+    """Rotary on the first int(head_dim * partial_rotary_factor) features of each head (Phi, GPT-NeoX); the
+    factor sits at the top of hub configs and inside ``rope_parameters`` in transformers v5's own."""
+    rope = rope_spec_from_hf(hf_config)
+    params = dict(rope.params)
+    factor = params.pop("partial_rotary_factor", hf_config.get("partial_rotary_factor", default_factor))
+    return dataclasses.replace(rope, rotary_dim=int(head_dim * factor), params=params)
+
+
+def causal_only(hf_config: dict[str, Any]) -> None:
+    """Refuses ``use_bidirectional_attention`` (HF's Gemmas read it; the engine generates causally)."""
+    if hf_config.get("use_bidirectional_attention"):
+        raise ValueError(f"{hf_config.get('model_type')}: use_bidirectional_attention (an encoder's attention) is "
+                         "not supported: the engine generates causally; set it to false or null")
+
+
 def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
     """``eos_token_id`` as a tuple: HF configs hold one id, a list, or none."""
     eos = hf_config.get("eos_token_id")
     if eos is None:
         return ()
     return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+
+
+_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def layer_windows(hf: dict[str, Any]) -> tuple[Optional[int], ...]:
+    """Each layer's window from HF's sliding-window flags, as Qwen2Config / Qwen3Config derive
+    ``layer_types`` and their attention reads them: with ``use_sliding_window`` the layers from
+    ``max_window_layers`` on (or those ``layer_types`` marks "sliding_attention") see the last
+    ``sliding_window`` keys, the others everything. Without it ``sliding_window`` is ignored, as in HF."""
+    window = hf.get("sliding_window") if hf.get("use_sliding_window", False) else None
+    types = hf.get("layer_types") or [
+        "sliding_attention" if window is not None and i >= hf.get("max_window_layers", 28) else "full_attention"
+        for i in range(hf["num_hidden_layers"])]
+    return windows_of_layer_types(hf, types, window)
+
+
+def windows_of_layer_types(hf: dict[str, Any], types: list[str], window: Optional[int]) -> tuple[Optional[int], ...]:
+    """``window`` for each "sliding_attention" layer of ``types`` (HF's ``layer_types``), None for each
+    "full_attention" one; a ValueError naming the model type for a list that does not fit the config."""
+    model_type, layers = hf.get("model_type"), hf["num_hidden_layers"]
+    if len(types) != layers or any(t not in _LAYER_TYPES for t in types):
+        raise ValueError(f"{model_type}: layer_types {types} must name {layers} layers, each one of {_LAYER_TYPES}")
+    if "sliding_attention" in types and window is None:
+        raise ValueError(f"{model_type}: layer_types has sliding_attention layers but no window is set "
+                         "(sliding_window null, or use_sliding_window false); fix config.json")
+    return tuple(window if t == "sliding_attention" else None for t in types)
 
 
 LAYER = "model.layers.{i}."

@@ -54,6 +54,8 @@ class DecoderSpec:
     rope: Optional[RopeSpec] = field(default_factory=RopeSpec)
     learned_positions: bool = False
     learned_position_offset: int = 0
+    # word embeddings times this (cast to the activations' dtype first, as HF's Gemma), before any projection
+    embedding_multiplier: Optional[float] = None
     embed_dim: Optional[int] = None  # word embedding width when it differs from hidden (project in/out)
     sliding_window: Optional[int] = None  # key j visible from query p when p - j < sliding_window
     # per-layer windows when layers differ (None: that layer sees everything); overrides sliding_window

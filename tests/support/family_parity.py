@@ -141,3 +141,15 @@ def recording_held_blocks(engine):
         yield in_use, held
     finally:
         del engine.runner.run, engine.scheduler.commit
+
+
+def assert_last_logits_close(pipeline, oracle, path, length: int = 40, atol: float = 1e-4) -> None:
+    """The engine's last-token logits on one ``length``-token input are within ``atol`` of HF's."""
+    import torch
+
+    ids = torch.randint(3, 400, (length,), generator=torch.Generator().manual_seed(0)).tolist()
+    engine = pipeline(path).engine
+    try:
+        torch.testing.assert_close(engine.put([950], [ids])[0], oracle(path).last_logits(ids), atol=atol, rtol=0)
+    finally:
+        engine.flush(950)

@@ -2,10 +2,9 @@
 biases on every projection, a final LayerNorm and a biased LM head."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from mii_core.model.hf_common import eos_ids_from_hf, rope_spec_from_hf
+from mii_core.model.hf_common import eos_ids_from_hf, partial_rope_spec
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
 
@@ -43,16 +42,9 @@ class PhiPolicy(ArchitecturePolicy):
             layout="parallel", parallel_norms=1, norm="layer", norm_eps=hf.get("layer_norm_eps", 1e-5),
             activation=hf.get("hidden_act", "gelu_new"), gated_mlp=False,
             qkv_bias=True, o_bias=True, mlp_bias=True, lm_head_bias=True,
-            tie_word_embeddings=hf.get("tie_word_embeddings", False), rope=_partial_rope(hf, head_dim),
+            tie_word_embeddings=hf.get("tie_word_embeddings", False),
+            rope=partial_rope_spec(hf, head_dim, _DEFAULT_PARTIAL_ROTARY),
             bos_token_id=hf.get("bos_token_id"), eos_token_ids=eos_ids_from_hf(hf),
             checkpoint_dtype=hf.get("dtype") or hf.get("torch_dtype"),
         )
 
-
-def _partial_rope(hf: dict[str, Any], head_dim: int):
-    """Rotary on the first int(head_dim * partial_rotary_factor) features of each head; the factor sits at the
-    top of hub configs and inside ``rope_parameters`` in transformers v5's own."""
-    rope = rope_spec_from_hf(hf)
-    params = dict(rope.params)
-    factor = params.pop("partial_rotary_factor", hf.get("partial_rotary_factor", _DEFAULT_PARTIAL_ROTARY))
-    return dataclasses.replace(rope, rotary_dim=int(head_dim * factor), params=params)

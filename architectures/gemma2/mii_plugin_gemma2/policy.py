@@ -1,0 +1,58 @@
+"""Gemma 2 as a declaration: Gemma's embeddings × sqrt(hidden), (1 + w) RMSNorms and tanh GeGLU, plus a
+norm before and after both attention and MLP, attention and final logits soft-capped
+(``attn_logit_softcapping``, ``final_logit_softcapping``), the query scale from ``query_pre_attn_scalar``,
+and a sliding window on every other layer (``layer_types``; by default layers 0, 2, 4, ... as HF)."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Optional
+
+import torch
+
+from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.activations import GATED_ACTIVATIONS
+from mii_core.model.hf_common import (LAYER, causal_only, decoder_rules, decoder_spec,
+                                      windows_of_layer_types)
+from mii_core.model.norm import offset_rms_norm
+from mii_core.model.parts import DecoderParts
+from mii_core.model.policy import ArchitecturePolicy
+from mii_core.model.spec import DecoderSpec
+from mii_plugin_gemma2.blocks import PostNormAttention, PostNormMLP, SoftcappedLogitsModel
+
+
+class Gemma2Policy(ArchitecturePolicy):
+    weight_rules = decoder_rules() | {
+        LAYER + "post_attention_layernorm.weight": "layers.{i}.attn.post_norm.weight",
+        LAYER + "pre_feedforward_layernorm.weight": "layers.{i}.mlp_norm.weight",
+        LAYER + "post_feedforward_layernorm.weight": "layers.{i}.mlp.post_norm.weight",
+    }
+
+    def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
+        causal_only(hf)
+        return decoder_spec(hf, activation=_activation(hf.get("hidden_activation")),
+                            attention_scale=hf.get("query_pre_attn_scalar", 256) ** -0.5,
+                            layer_windows=_layer_windows(hf), embedding_multiplier=hf["hidden_size"] ** 0.5,
+                            tie_word_embeddings=hf.get("tie_word_embeddings", True))
+
+    def build_model(self, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        parts = DecoderParts(norm=offset_rms_norm, mlp=PostNormMLP,
+                             attention=partial(PostNormAttention, softcap=self.hf_config.get("attn_logit_softcapping")))
+        return SoftcappedLogitsModel(self.spec, ctx, kernels, device, dtype, parts,
+                                     final_softcap=self.hf_config.get("final_logit_softcapping"))
+
+
+def _activation(hidden_activation: Any) -> str:
+    """Gemma2Config reads ``hidden_activation`` (``hidden_act`` is not used)."""
+    activation = hidden_activation or "gelu_pytorch_tanh"
+    if activation not in GATED_ACTIVATIONS:
+        raise ValueError(f"gemma2: hidden_activation '{activation}' is not supported "
+                         f"(supported: {', '.join(GATED_ACTIVATIONS)})")
+    return activation
+
+
+def _layer_windows(hf: dict[str, Any]) -> tuple[Optional[int], ...]:
+    """Each layer's window as Gemma2Config derives ``layer_types`` (even layers sliding) and its attention
+    reads them."""
+    types = hf.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
+                                      for i in range(hf["num_hidden_layers"])]
+    return windows_of_layer_types(hf, types, hf.get("sliding_window"))

@@ -1,0 +1,1 @@
+"""mii-core plugin for Qwen3 dense checkpoints (HF model_type "qwen3")."""
