@@ -1,5 +1,6 @@
-"""The Flask app: MII's routes (``POST /mii/<deployment>``, ``/healthz``, ``/terminate``), the
-OpenAI-compatible ``/v1`` routes (``openai_api.py``), and Prometheus ``/metrics``."""
+"""The Flask app: MII's routes (``POST /mii/<deployment>``, ``/healthz``, ``/terminate``), vLLM's
+``/health``, the OpenAI-compatible ``/v1`` routes (``openai_api.py``), vLLM's tokenizer routes
+(``tokenizer_api.py``), and Prometheus ``/metrics``."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -16,6 +17,7 @@ from mii_server_rest.errors import HttpError, error_response, from_exception
 from mii_server_rest.metrics import Metrics
 from mii_server_rest.openai_api import register_openai_routes
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
+from mii_server_rest.tokenizer_api import register_tokenizer_routes
 
 
 def create_app(backend: Backend, settings: TransportSettings) -> Flask:
@@ -26,6 +28,7 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
     register_openai_routes(app, backend, settings)
+    register_tokenizer_routes(app, settings)
     return app
 
 
@@ -82,6 +85,12 @@ def _register_ops_routes(app: Flask, backend: Backend, settings: TransportSettin
         response = jsonify(health)
         response.status_code = 200 if health["status"] in ("ok", "degraded") else 503
         return response
+
+    @app.get("/health")
+    def health() -> Any:
+        """vLLM's liveness route (guidellm and others wait on it): 200 with no body while serving."""
+        serving = backend.health()["status"] in ("ok", "degraded")
+        return Response(status=200 if serving else 503)
 
     @app.route("/terminate", methods=["GET", "POST"])
     @needs_key(settings)

@@ -24,7 +24,7 @@ from mii_server_rest.errors import HttpError
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
 
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
-          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
+          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos"}
 COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of"}
 CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
                         "tool_choice", "parallel_tool_calls"}
@@ -40,9 +40,15 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
     @app.get("/v1/models")
     @needs_key(settings)
     def models() -> Any:
-        return jsonify({"object": "list", "data": [{"id": settings.deployment_name, "object": "model",
-                                                   "created": STARTED_AT, "owned_by": "mii-core",
-                                                   "root": settings.model_name}]})
+        return jsonify({"object": "list", "data": [_model_object(settings)]})
+
+    @app.get("/v1/models/<path:model_id>")  # path: a model name such as "org/name" holds a slash
+    @needs_key(settings)
+    def model(model_id: str) -> Any:
+        if model_id not in (settings.deployment_name, settings.model_name):
+            raise HttpError("not_found", f"the model {model_id!r} does not exist here; this server serves "
+                            f"'{settings.deployment_name}' (GET /v1/models)", "model_not_found")
+        return jsonify(_model_object(settings))
 
     @app.post("/v1/completions")
     @needs_key(settings)
@@ -77,6 +83,11 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         return _answer(backend, generate, ChatShape(model, 1, n), _include_usage(body))
 
 
+def _model_object(settings: TransportSettings) -> dict[str, Any]:
+    return {"id": settings.deployment_name, "object": "model", "created": STARTED_AT, "owned_by": "mii-core",
+            "root": settings.model_name}
+
+
 # ---- reading the request ----
 
 def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
@@ -96,7 +107,9 @@ def _common(body: dict[str, Any], settings: TransportSettings,
             raise bad(f"{name} is not supported (leave it 0)", name)
     if body.get("logit_bias"):
         raise bad("logit_bias is not supported", "logit_bias")
-    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") not in (None, 0):
+    # `is`: logprobs=0 (top-0 logprobs: the chosen token's own) is a request too, though 0 == False
+    if (body.get("logprobs") is not None and body.get("logprobs") is not False) or \
+            body.get("top_logprobs") not in (None, 0):
         raise bad("logprobs are not supported", "logprobs")
     n = _integer(body, "n", 1, 1, MAX_N)
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
@@ -115,6 +128,8 @@ def _common(body: dict[str, Any], settings: TransportSettings,
         options["stop"] = stop
     if body.get("seed") is not None:
         options["seed"] = _integer(body, "seed", None, 0, SEED_LIMIT - 1)
+    if _flag(body, "ignore_eos"):  # vLLM's extra field: generate max_tokens whatever the model says
+        options["ignore_eos"] = True
     return model, n, options
 
 
