@@ -167,9 +167,9 @@ class Pipeline:
 
     def _sequences(self, prompt_ids: list[list[int]], options) -> list:
         vocab = self.spec.vocab_size
-        for ids in prompt_ids:
+        for i, ids in enumerate(prompt_ids):
             if any(not 0 <= t < vocab for t in ids):
-                raise ValueError(f"token ids must lie in [0, {vocab})")
+                raise ValueError(f"prompt {i}: token ids must lie in [0, {vocab}) (the model's vocabulary)")
         new_tokens = [new_tokens_for(len(ids), options, self.config.max_length, self.length_limits)
                       for ids in prompt_ids]
         return [build_sequence(next(self._uids), ids, n, options, self.engine.device)

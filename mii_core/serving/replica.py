@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Protocol
 
 from mii_core.config import ModelConfig
 from mii_core.config.deployment import MIIConfig
-from mii_core.requests import generation_options, normalize_prompts
+from mii_core.requests import generation_options, normalize_prompt_ids, normalize_prompts
 from mii_core.response import Response
 from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
 from mii_core.serving.errors import InvalidRequest
@@ -53,6 +53,7 @@ class ServedPipeline(Protocol):
 
 class LocalStream(ResponseStream):
     def __init__(self, request: RequestStream, prompts: Optional[list[str]], full_text: list[bool], text: bool) -> None:
+        # prompts: each prompt's text where return_full_text echoes it (None for chats, which never do)
         self._request, self._prompts, self._full_text, self._text = request, prompts, full_text, text
         self.responses = None
 
@@ -90,18 +91,26 @@ class LocalBackend(Backend):
         self.terminated = threading.Event()
 
     def submit(self, request: GenerateRequest) -> LocalStream:
-        if (request.prompts is None) == (request.chats is None):
-            raise InvalidRequest("give either prompts or chat messages")
+        given = [request.prompts is not None, request.chats is not None, request.prompt_ids is not None]
+        if sum(given) != 1:
+            raise InvalidRequest("give one of prompts, chat messages or prompt token ids")
         if request.prompts is not None:
             prompts, prompt_ids = normalize_prompts(request.prompts), None
-        else:
+        elif request.chats is not None:
             prompts, prompt_ids = None, [self._chat_ids(chat) for chat in request.chats]
+        else:
+            prompts, prompt_ids = None, normalize_prompt_ids(request.prompt_ids)
         count = len(prompts) if prompts is not None else len(prompt_ids)
         options = self._options(request.options, count)
-        if prompts is None and any(o.return_full_text for o in options):
+        full_text = [o.return_full_text for o in options]
+        if request.chats is not None and any(full_text):
             raise InvalidRequest("return_full_text does not apply to chat messages")
         stream = self.pipe.submit(prompts, options, prompt_ids=prompt_ids, stream_tokens=True)
-        return LocalStream(stream, prompts, [o.return_full_text for o in options], request.stream)
+        return LocalStream(stream, prompts or self._echo_texts(prompt_ids, full_text), full_text, request.stream)
+
+    def _echo_texts(self, prompt_ids: list[list[int]], full_text: list[bool]) -> list[str]:
+        """The text a token-id prompt echoes (return_full_text): its ids decoded, as vLLM shows it."""
+        return [self.pipe.tokenizer.decode(ids) if echo else "" for ids, echo in zip(prompt_ids, full_text)]
 
     @staticmethod
     def _options(options: Any, count: int) -> list:

@@ -107,7 +107,9 @@ def test_streamed_chat_completion_adds_up(api):
     (dict(model="demo", prompt="river", presence_penalty=0.5), 400, "presence_penalty is not supported"),
     (dict(model="demo", prompt="river", max_tokens=0), 400, "max_tokens must be in"),
     (dict(model="demo", prompt="river", temperature=3), 400, "temperature must be in"),
-    (dict(model="demo", prompt=[1, 2, 3]), 400, "token id prompts are not supported"),
+    (dict(model="demo", prompt=[1, "a"]), 400, "prompt must be"),
+    (dict(model="demo", prompt=[[1, 2], []]), 400, "prompt must be"),
+    (dict(model="demo", prompt=[1, 10**7]), 400, "token ids must lie in [0,"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(api, ask, status, names):
     client, _, _ = api

@@ -106,3 +106,37 @@ def test_ignore_eos_must_be_a_flag(api):
     with pytest.raises(openai.BadRequestError) as failure:
         client.completions.create(model="demo", prompt="a", extra_body={"ignore_eos": "yes"})
     assert "ignore_eos must be true or false" in failure.value.message
+
+
+# ---- prompts as token ids (lm-eval's local-completions sends these) ----
+
+def ids_of(hf, text):
+    return hf.encode(text)[1:] if hf.tokenizer.bos_token_id is not None else hf.encode(text)  # no BOS: raw ids
+
+
+def test_a_token_id_prompt_decodes_as_hf_greedy_from_the_same_ids(api):
+    client, hf, _ = api
+    ids = ids_of(hf, "The old man")
+    completion = client.completions.create(model="demo", prompt=ids, max_tokens=12, temperature=0)
+    reference = hf.greedy_ids(tuple(ids), 12)
+    assert (completion.choices[0].text, completion.choices[0].finish_reason) == (reference.text,
+                                                                                 reference.finish_reason)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (len(ids),
+                                                                                    reference.generated_length)
+
+
+def test_a_list_of_token_id_prompts_with_n_and_echo(api):
+    client, hf, _ = api
+    prompts = [ids_of(hf, "The old man"), hf.encode("Once upon a time")]
+    completion = client.completions.create(model="demo", prompt=prompts, max_tokens=8, temperature=0, n=2,
+                                           echo=True)
+    expected = [hf.tokenizer.decode(ids) + hf.greedy_ids(tuple(ids), 8).text for ids in prompts for _ in range(2)]
+    assert [c.text for c in completion.choices] == expected
+    assert completion.usage.prompt_tokens == sum(len(ids) for ids in prompts)
+
+
+def test_token_id_prompts_stream(api):
+    client, hf, _ = api
+    ids = ids_of(hf, "The old man")
+    chunks = list(client.completions.create(model="demo", prompt=[ids], max_tokens=12, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == hf.greedy_ids(tuple(ids), 12).text

@@ -43,7 +43,6 @@ class HFOracle:
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt)["input_ids"]
 
-    @functools.lru_cache(maxsize=None)
     def greedy(self, prompt: str, max_new_tokens: int, *, ignore_eos=False, min_new_tokens=0) -> Generation:
         """HF greedy decoding.
 
@@ -51,7 +50,14 @@ class HFOracle:
         both "emit and continue" and "suppress" engine semantics to agree check that EOS is absent.
         min_new_tokens: HF semantics, EOS is masked until that many tokens exist.
         """
-        prompt_ids = self.encode(prompt)
+        return self.greedy_ids(tuple(self.encode(prompt)), max_new_tokens, ignore_eos=ignore_eos,
+                               min_new_tokens=min_new_tokens)
+
+    @functools.lru_cache(maxsize=None)
+    def greedy_ids(self, prompt_ids: tuple[int, ...], max_new_tokens: int, *, ignore_eos=False,
+                   min_new_tokens=0) -> Generation:
+        """HF greedy decoding from token ids (no tokenizer on the way in); as :meth:`greedy`."""
+        prompt_ids = list(prompt_ids)
         eos = {"eos_token_id": None} if ignore_eos else {}
         with torch.no_grad():
             out = self.model.generate(

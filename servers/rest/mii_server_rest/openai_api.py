@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Union
 
 from flask import Flask, jsonify, request
 
@@ -62,7 +62,9 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         if body.get("best_of") not in (None, n):
             raise bad("best_of other than n is not supported", "best_of")
         options["return_full_text"] = _flag(body, "echo")
-        generate = GenerateRequest(prompts=[p for p in prompts for _ in range(n)],
+        repeated = [p for p in prompts for _ in range(n)]
+        as_ids = isinstance(prompts[0], list)  # token-id prompts (lm-eval sends these): no tokenizer on the way
+        generate = GenerateRequest(prompts=None if as_ids else repeated, prompt_ids=repeated if as_ids else None,
                                    options=_per_choice(options, len(prompts), n), stream=_flag(body, "stream"))
         return _answer(backend, generate, CompletionShape(model, len(prompts), n), _include_usage(body))
 
@@ -182,12 +184,23 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return bool(options.get("include_usage"))
 
 
-def _prompts(prompt: Any) -> list[str]:
+def _prompts(prompt: Any) -> Union[list[str], list[list[int]]]:
+    """OpenAI's four prompt shapes: a string, a list of strings, a list of token ids, a list of such lists."""
     if isinstance(prompt, str):
         return [prompt]
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         return prompt
-    raise bad("prompt must be a non-empty string or a list of strings (token id prompts are not supported)", "prompt")
+    if isinstance(prompt, list) and prompt and all(_is_int(t) for t in prompt):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, list) and p and all(_is_int(t) for t in p)
+                                                   for p in prompt):
+        return prompt
+    raise bad("prompt must be a non-empty string, a list of strings, a non-empty list of token ids (integers) "
+              "or a list of such lists", "prompt")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _messages(messages: Any) -> list[dict[str, str]]:
