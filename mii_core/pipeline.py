@@ -22,6 +22,7 @@ from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
 from mii_core.serving.lockstep import LockstepLoop, follow
+from mii_core.serving.logprob_entries import logprob_entries
 from mii_core.serving.service import EngineService
 from mii_core.serving.stream import Detokenizer, RequestStream, SequenceOutput
 
@@ -102,7 +103,8 @@ class Pipeline:
         if not self._returns_output():
             return []
         outputs = [SequenceOutput(list(seq.generated_ids), self.detokenizer.final_text(seq), seq.finish_reason,
-                                  len(seq.prompt_ids)) for seq in seqs]
+                                  len(seq.prompt_ids), list(seq.logprobs) if options.logprobs is not None else None)
+                   for seq in seqs]
         return [self._response(prompt, out, options.return_full_text) for prompt, out in zip(prompts, outputs)]
 
     def generate_tokens(self, token_lists: Seq[Seq[int]], max_new_tokens: Union[int, Seq[int], None] = None,
@@ -234,7 +236,8 @@ class Pipeline:
     def _response(self, prompt: str, out: SequenceOutput, return_full_text: bool) -> Response:
         return Response(generated_text=prompt + out.text if return_full_text else out.text,
                         prompt_length=out.prompt_length, generated_length=len(out.token_ids),
-                        finish_reason=out.finish_reason)
+                        finish_reason=out.finish_reason, logprobs=logprob_entries(self.tokenizer, out.logprobs),
+                        token_ids=list(out.token_ids))
 
     def _check_alive(self) -> None:
         if self._destroyed:

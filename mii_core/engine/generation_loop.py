@@ -87,7 +87,11 @@ class GenerationLoop:
         ahead = self._plan_ahead(ready, unread=0) if len(ready) == len(plan.seqs) else None
         if ahead is not None:
             return self._launch_ahead_then_read(ahead, ready, rows.argmax(dim=-1))
-        return self._take(ready, self.sampler(rows, ready), fed_ahead=False)
+        tokens = self.sampler(rows, ready)
+        for seq, logprob in zip(ready, self.sampler.logprobs(rows, ready, tokens)):
+            if logprob is not None:
+                seq.logprobs.append(logprob)
+        return self._take(ready, tokens, fed_ahead=False)
 
     def _plan_ahead(self, seqs: list[Sequence], unread: int) -> Optional[StepPlan]:
         """The next decode step of ``seqs``, planned before their tokens are read, when every running

@@ -27,6 +27,7 @@ from mii_core.serving.errors import InvalidRequest
 from mii_core.serving.launch import ROUTER_PID_ENV
 from mii_core.serving.link import LinkServer, backend_handler
 from mii_core.serving.lockstep import gather_rank_pids
+from mii_core.serving.logprob_entries import logprob_entries
 from mii_core.serving.metadata import load_record, lost_ranks, process_alive
 from mii_core.serving.ports import LINK_HOST
 from mii_core.serving.stream import RequestStream
@@ -52,9 +53,11 @@ class ServedPipeline(Protocol):
 
 
 class LocalStream(ResponseStream):
-    def __init__(self, request: RequestStream, prompts: Optional[list[str]], full_text: list[bool], text: bool) -> None:
+    def __init__(self, request: RequestStream, prompts: Optional[list[str]], full_text: list[bool], text: bool,
+                 tokenizer: Any) -> None:
         # prompts: each prompt's text where return_full_text echoes it (None for chats, which never do)
         self._request, self._prompts, self._full_text, self._text = request, prompts, full_text, text
+        self._tokenizer = tokenizer
         self.responses = None
 
     def cancel(self) -> None:
@@ -79,7 +82,8 @@ class LocalStream(ResponseStream):
 
     def _response(self, index: int, out) -> Response:
         text = self._prompts[index] + out.text if self._full_text[index] else out.text
-        return Response(text, out.prompt_length, len(out.token_ids), out.finish_reason)
+        return Response(text, out.prompt_length, len(out.token_ids), out.finish_reason,
+                        logprobs=logprob_entries(self._tokenizer, out.logprobs), token_ids=list(out.token_ids))
 
 
 class LocalBackend(Backend):
@@ -106,7 +110,8 @@ class LocalBackend(Backend):
         if request.chats is not None and any(full_text):
             raise InvalidRequest("return_full_text does not apply to chat messages")
         stream = self.pipe.submit(prompts, options, prompt_ids=prompt_ids, stream_tokens=True)
-        return LocalStream(stream, prompts or self._echo_texts(prompt_ids, full_text), full_text, request.stream)
+        return LocalStream(stream, prompts or self._echo_texts(prompt_ids, full_text), full_text, request.stream,
+                           self.pipe.tokenizer)
 
     def _echo_texts(self, prompt_ids: list[list[int]], full_text: list[bool]) -> list[str]:
         """The text a token-id prompt echoes (return_full_text): its ids decoded, as vLLM shows it."""

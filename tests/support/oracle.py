@@ -104,3 +104,16 @@ def greedy_margin(step_logits, min_new_tokens: int, eos_id: int) -> float:
     logits[:min_new_tokens, eos_id] = float("-inf")
     top2 = logits.topk(2, dim=-1).values
     return (top2[:, 0] - top2[:, 1]).min().item()
+
+
+@torch.no_grad()
+def hf_token_logprobs(model, prompt_ids, new_ids, k: int):
+    """HF's own float32 log-softmax of its logits at each generated position: (chosen logprobs [n],
+    top-k values [n, k], top-k ids [n, k]) for ``new_ids`` following ``prompt_ids`` (the raw logits, as
+    vLLM's default logprobs)."""
+    ids = torch.tensor([list(prompt_ids) + list(new_ids)])
+    logits = model(ids).logits[0, len(prompt_ids) - 1:-1].float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    chosen = log_probs.gather(1, torch.tensor(list(new_ids))[:, None])[:, 0]
+    top = log_probs.topk(k, dim=-1)
+    return chosen, top.values, top.indices
