@@ -140,3 +140,74 @@ def test_token_id_prompts_stream(api):
     ids = ids_of(hf, "The old man")
     chunks = list(client.completions.create(model="demo", prompt=[ids], max_tokens=12, temperature=0, stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == hf.greedy_ids(tuple(ids), 12).text
+
+
+# ---- logprobs: the raw logits' log-softmax, against HF's own over the same tokens ----
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_completion_logprobs_match_hf(api, k):
+    client, hf, _ = api
+    completion = client.completions.create(model="demo", prompt="The old man", max_tokens=8, temperature=0, logprobs=k)
+    reference = hf.greedy("The old man", 8)
+    from support.oracle import hf_token_logprobs
+
+    chosen, values, ids = hf_token_logprobs(hf.model, reference.prompt_ids, reference.new_ids, max(k, 1))
+    got = completion.choices[0].logprobs
+    assert got.tokens == [hf.tokenizer.decode([t]) for t in reference.new_ids]
+    assert got.token_logprobs == pytest.approx(chosen.tolist(), abs=1e-4)
+    assert got.text_offset == [sum(len(t) for t in got.tokens[:i]) for i in range(len(got.tokens))]
+    for position, top in enumerate(got.top_logprobs):
+        expected = {hf.tokenizer.decode([i]): v for i, v in zip(ids[position].tolist()[:k], values[position].tolist())}
+        expected[got.tokens[position]] = chosen[position].item()  # the chosen token is always listed (vLLM)
+        assert top.keys() == expected.keys()
+        assert list(top.values()) == pytest.approx([expected[t] for t in top], abs=1e-4)
+
+
+def test_chat_logprobs_match_hf(api):
+    import torch
+
+    from support.oracle import hf_token_logprobs
+
+    client, hf, _ = api
+    chat = client.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=6, temperature=0,
+                                          logprobs=True, top_logprobs=2)
+    prompt = hf.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    new_ids = hf.greedy_ids(tuple(prompt), 6).new_ids
+    chosen, values, ids = hf_token_logprobs(hf.model, prompt, new_ids, 2)
+    content = chat.choices[0].logprobs.content
+    assert [c.token for c in content] == [hf.tokenizer.decode([t]) for t in new_ids]
+    torch.testing.assert_close(torch.tensor([c.logprob for c in content]), chosen, atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor([[t.logprob for t in c.top_logprobs] for c in content]), values,
+                               atol=1e-4, rtol=0)
+    assert content[0].bytes == list(content[0].token.encode("utf-8"))
+
+
+@pytest.mark.parametrize("ask, names", [
+    (dict(top_logprobs=2), "top_logprobs needs logprobs: true"),
+    (dict(logprobs=True, top_logprobs=21), "top_logprobs must be in [0, 20]"),
+])
+def test_chat_logprobs_out_of_bounds_are_refused_by_name(api, ask, names):
+    client, _, _ = api
+    with pytest.raises(openai.BadRequestError) as failure:
+        client.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=2, **ask)
+    assert names in failure.value.message
+
+
+def test_without_logprobs_the_answer_says_null(api):
+    client, _, _ = api
+    completion = client.completions.create(model="demo", prompt="The old man", max_tokens=2, temperature=0)
+    assert completion.choices[0].logprobs is None
+
+
+def test_mii_route_returns_logprobs_and_token_ids_when_asked(api):
+    from support.oracle import hf_token_logprobs
+
+    _, hf, url = api
+    [answer] = requests.post(f"{url}/mii/demo", json={"prompts": "The old man", "max_new_tokens": 5,
+                                                       "do_sample": False, "logprobs": 1}, timeout=60).json()
+    reference = hf.greedy("The old man", 5)
+    chosen, values, ids = hf_token_logprobs(hf.model, reference.prompt_ids, reference.new_ids, 1)
+    assert answer["token_ids"] == list(reference.new_ids)
+    assert [e["logprob"] for e in answer["logprobs"]] == pytest.approx(chosen.tolist(), abs=1e-4)
+    assert [e["top"][0]["token_id"] for e in answer["logprobs"]] == ids[:, 0].tolist()

@@ -67,15 +67,23 @@ def _register_mii_routes(app: Flask, backend: Backend, settings: TransportSettin
         generate = GenerateRequest(prompts=[prompts] if isinstance(prompts, str) else prompts, options=body,
                                    stream=stream)
         if not stream:
-            return jsonify([asdict(r) for r in backend.submit(generate).result()])
+            return jsonify([_mii_json(r) for r in backend.submit(generate).result()])
         handle, first, rest = start_stream(backend, generate)
         return sse_response(sse_stream(handle, first, rest, _mii_piece, lambda: ()))
 
 
 def _mii_piece(event: Any) -> list[dict[str, Any]]:
     if isinstance(event, Chunk) and event.has_news:
-        return [{"index": event.index, **asdict(event.response)}]
+        return [{"index": event.index, **_mii_json(event.response)}]
     return []
+
+
+def _mii_json(response: Any) -> dict[str, Any]:
+    """MII's four fields; ``logprobs`` and ``token_ids`` too where the request asked for logprobs."""
+    fields = asdict(response)
+    if response.logprobs is None:
+        del fields["logprobs"], fields["token_ids"]
+    return fields
 
 
 def _register_ops_routes(app: Flask, backend: Backend, settings: TransportSettings, metrics: Metrics) -> None:
