@@ -122,9 +122,10 @@ class Pipeline:
             self._run(seqs)
             if not self._returns_output():
                 return []
-            return [TokenOutput(seq.generated_ids, seq.finish_reason) for seq in seqs]
+            return [TokenOutput(seq.generated_ids, seq.finish_reason,
+                                list(seq.logprobs) if seq.options.logprobs is not None else None) for seq in seqs]
         outputs = self._wait(self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens=False)))
-        return [TokenOutput(out.token_ids, out.finish_reason) for out in outputs]
+        return [TokenOutput(out.token_ids, out.finish_reason, out.logprobs) for out in outputs]
 
     # ---- serving this pipeline (a deployment's replica) ----
     def lead_followers(self, explain_stop: Callable[[Exception], str]) -> None:

@@ -31,3 +31,5 @@ class TokenOutput:
 
     token_ids: list[int]
     finish_reason: str
+    # per generated token a mii_core.sampling.logprobs.TokenLogprob where ``logprobs`` was asked, else None
+    logprobs: Optional[list[Any]] = None

@@ -72,3 +72,13 @@ def test_in_a_mixed_batch_only_the_rows_that_asked_get_logprobs(setup):
     chosen, values, _ = hf_token_logprobs(hf.model, hf.encode(PROMPTS[0]), asked.token_ids, 2)
     torch.testing.assert_close(torch.tensor([lp.logprob for lp in asked.logprobs]), chosen, atol=1e-4, rtol=0)
     torch.testing.assert_close(torch.tensor([lp.top_logprobs for lp in asked.logprobs]), values, atol=1e-4, rtol=0)
+
+
+def test_generate_tokens_carries_logprobs_from_the_same_ids(setup):
+    pipe, hf = setup
+    ids = hf.encode(PROMPTS[1])
+    [out] = pipe.generate_tokens([ids], max_new_tokens=6, do_sample=False, logprobs=1)
+    assert out.token_ids == list(hf.greedy_ids(tuple(ids), 6).new_ids)
+    chosen, values, top_ids = hf_token_logprobs(hf.model, ids, out.token_ids, 1)
+    torch.testing.assert_close(torch.tensor([lp.logprob for lp in out.logprobs]), chosen, atol=1e-4, rtol=0)
+    assert [lp.top_ids[0] for lp in out.logprobs] == top_ids[:, 0].tolist()

@@ -8,13 +8,6 @@ import torch
 from support.prompts import MIXED_PROMPTS
 
 
-@pytest.fixture(scope="module")
-def api(demo, chat_checkpoint, oracle):
-    host, port = demo.record.front_ends["rest"]
-    client = openai.OpenAI(base_url=f"http://localhost:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-    return client, oracle(chat_checkpoint), f"http://localhost:{port}"
-
-
 def test_models_lists_the_deployment(api):
     client, _, _ = api
     assert [m.id for m in client.models.list().data] == ["demo"]

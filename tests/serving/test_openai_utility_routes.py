@@ -9,13 +9,6 @@ import requests
 MESSAGES = [{"role": "user", "content": "Say something about rivers."}]
 
 
-@pytest.fixture(scope="module")
-def api(demo, chat_checkpoint, oracle):
-    host, port = demo.record.front_ends["rest"]
-    client = openai.OpenAI(base_url=f"http://localhost:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-    return client, oracle(chat_checkpoint), f"http://localhost:{port}"
-
-
 def test_health_answers_200_while_serving(api):
     _, _, url = api
     response = requests.get(f"{url}/health", timeout=30)
