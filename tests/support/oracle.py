@@ -43,6 +43,7 @@ class HFOracle:
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt)["input_ids"]
 
+    @functools.lru_cache(maxsize=None)
     def greedy(self, prompt: str, max_new_tokens: int, *, ignore_eos=False, min_new_tokens=0) -> Generation:
         """HF greedy decoding.
 
@@ -53,10 +54,17 @@ class HFOracle:
         return self.greedy_ids(tuple(self.encode(prompt)), max_new_tokens, ignore_eos=ignore_eos,
                                min_new_tokens=min_new_tokens)
 
-    @functools.lru_cache(maxsize=None)
     def greedy_ids(self, prompt_ids: tuple[int, ...], max_new_tokens: int, *, ignore_eos=False,
                    min_new_tokens=0) -> Generation:
-        """HF greedy decoding from token ids (no tokenizer on the way in); as :meth:`greedy`."""
+        """HF greedy decoding from token ids (no tokenizer on the way in); as :meth:`greedy`. The
+        near-tie guard runs on every call, the decoding once per arguments."""
+        gen = self._generate(tuple(prompt_ids), max_new_tokens, ignore_eos, min_new_tokens)
+        self._check_unambiguous(gen, ignore_eos)
+        return gen
+
+    @functools.lru_cache(maxsize=None)
+    def _generate(self, prompt_ids: tuple[int, ...], max_new_tokens: int, ignore_eos: bool,
+                  min_new_tokens: int) -> Generation:
         prompt_ids = list(prompt_ids)
         eos = {"eos_token_id": None} if ignore_eos else {}
         with torch.no_grad():
@@ -78,7 +86,6 @@ class HFOracle:
             finish_reason="stop" if ended_on_eos else "length",
             min_margin=greedy_margin(out.logits, min_new_tokens, self.eos_id),
         )
-        self._check_unambiguous(gen, ignore_eos)
         return gen
 
     def _check_unambiguous(self, gen: Generation, ignore_eos: bool) -> None:
