@@ -78,6 +78,8 @@ class Pipeline:
         options = generation_options(generate_kwargs)
         if self.service is None:
             return self._call_in_lockstep(prompts, options)
+        if options.stream and options.logprobs is not None:  # streamed pieces carry no logprobs yet
+            raise ValueError("logprobs with stream=True are not supported yet; ask without stream")
         request = self.submit(prompts, options, stream_tokens=options.stream)
         if options.stream:
             return self._stream(prompts, request, options.return_full_text)

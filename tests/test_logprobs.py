@@ -82,3 +82,9 @@ def test_generate_tokens_carries_logprobs_from_the_same_ids(setup):
     chosen, values, top_ids = hf_token_logprobs(hf.model, ids, out.token_ids, 1)
     torch.testing.assert_close(torch.tensor([lp.logprob for lp in out.logprobs]), chosen, atol=1e-4, rtol=0)
     assert [lp.top_ids[0] for lp in out.logprobs] == top_ids[:, 0].tolist()
+
+
+def test_logprobs_with_stream_are_refused_not_dropped(setup):
+    pipe, _ = setup
+    with pytest.raises(ValueError, match="logprobs with stream"):
+        pipe(PROMPTS[:1], max_new_tokens=2, logprobs=1, stream=True)

@@ -107,6 +107,8 @@ class LocalBackend(Backend):
         count = len(prompts) if prompts is not None else len(prompt_ids)
         options = self._options(request.options, count)
         full_text = [o.return_full_text for o in options]
+        if request.stream and any(o.logprobs is not None for o in options):  # chunks carry no logprobs yet
+            raise InvalidRequest("logprobs with a streamed request are not supported yet; ask without stream")
         if request.chats is not None and any(full_text):
             raise InvalidRequest("return_full_text does not apply to chat messages")
         stream = self.pipe.submit(prompts, options, prompt_ids=prompt_ids, stream_tokens=True)

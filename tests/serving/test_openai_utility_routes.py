@@ -204,3 +204,10 @@ def test_mii_route_returns_logprobs_and_token_ids_when_asked(api):
     assert answer["token_ids"] == list(reference.new_ids)
     assert [e["logprob"] for e in answer["logprobs"]] == pytest.approx(chosen.tolist(), abs=1e-4)
     assert [e["top"][0]["token_id"] for e in answer["logprobs"]] == ids[:, 0].tolist()
+
+
+def test_mii_route_refuses_logprobs_when_streamed(api):
+    _, _, url = api
+    response = requests.post(f"{url}/mii/demo", json={"prompts": "river", "max_new_tokens": 2, "logprobs": 1,
+                                                       "stream": True}, timeout=60)
+    assert response.status_code == 400 and "logprobs with a streamed request" in response.json()["error"]["message"]
