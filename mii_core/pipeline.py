@@ -22,6 +22,7 @@ from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
 from mii_core.serving.lockstep import LockstepLoop, follow
+from mii_core.serving.logprob_entries import logprob_entries
 from mii_core.serving.service import EngineService
 from mii_core.serving.stream import Detokenizer, RequestStream, SequenceOutput
 
@@ -79,6 +80,8 @@ class Pipeline:
         options = generation_options(generate_kwargs)
         if self.service is None:
             return self._call_in_lockstep(prompts, options)
+        if options.stream and options.logprobs is not None:  # streamed pieces carry no logprobs yet
+            raise ValueError("logprobs with stream=True are not supported yet; ask without stream")
         request = self.submit(prompts, options, stream_tokens=options.stream)
         if options.stream:
             return self._stream(prompts, request, options.return_full_text)
@@ -104,7 +107,8 @@ class Pipeline:
         if not self._returns_output():
             return []
         outputs = [SequenceOutput(list(seq.generated_ids), self.detokenizer.final_text(seq), seq.finish_reason,
-                                  len(seq.prompt_ids)) for seq in seqs]
+                                  len(seq.prompt_ids), list(seq.logprobs) if options.logprobs is not None else None)
+                   for seq in seqs]
         return [self._response(prompt, out, options.return_full_text) for prompt, out in zip(prompts, outputs)]
 
     def generate_tokens(self, token_lists: Seq[Seq[int]], max_new_tokens: Union[int, Seq[int], None] = None,
@@ -122,9 +126,10 @@ class Pipeline:
             self._run(seqs)
             if not self._returns_output():
                 return []
-            return [TokenOutput(seq.generated_ids, seq.finish_reason) for seq in seqs]
+            return [TokenOutput(seq.generated_ids, seq.finish_reason,
+                                list(seq.logprobs) if seq.options.logprobs is not None else None) for seq in seqs]
         outputs = self._wait(self.service.submit(RequestStream(seqs, self.detokenizer, stream_tokens=False)))
-        return [TokenOutput(out.token_ids, out.finish_reason) for out in outputs]
+        return [TokenOutput(out.token_ids, out.finish_reason, out.logprobs) for out in outputs]
 
     # ---- serving this pipeline (a deployment's replica) ----
     def lead_followers(self, explain_stop: Callable[[Exception], str]) -> None:
@@ -169,9 +174,9 @@ class Pipeline:
 
     def _sequences(self, prompt_ids: list[list[int]], options) -> list:
         vocab = self.spec.vocab_size
-        for ids in prompt_ids:
+        for i, ids in enumerate(prompt_ids):
             if any(not 0 <= t < vocab for t in ids):
-                raise ValueError(f"token ids must lie in [0, {vocab})")
+                raise ValueError(f"prompt {i}: token ids must lie in [0, {vocab}) (the model's vocabulary)")
         new_tokens = [new_tokens_for(len(ids), options, self.config.max_length, self.length_limits)
                       for ids in prompt_ids]
         return [build_sequence(next(self._uids), ids, n, options, self.engine.device)
@@ -236,7 +241,8 @@ class Pipeline:
     def _response(self, prompt: str, out: SequenceOutput, return_full_text: bool) -> Response:
         return Response(generated_text=prompt + out.text if return_full_text else out.text,
                         prompt_length=out.prompt_length, generated_length=len(out.token_ids),
-                        finish_reason=out.finish_reason)
+                        finish_reason=out.finish_reason, logprobs=logprob_entries(self.tokenizer, out.logprobs),
+                        token_ids=list(out.token_ids))
 
     def _check_alive(self) -> None:
         if self._destroyed:

@@ -28,6 +28,18 @@ def normalize_prompts(prompts: Union[str, Seq[str]]) -> list[str]:
     return list(prompts)
 
 
+def normalize_prompt_ids(prompt_ids: Any) -> list[list[int]]:
+    """A list of non-empty lists of token ids (ints); the vocabulary bound is the pipeline's to check."""
+    if not isinstance(prompt_ids, (list, tuple)) or not prompt_ids:
+        raise TypeError("prompt_ids must be a non-empty list of token id lists")
+    for i, ids in enumerate(prompt_ids):
+        if not isinstance(ids, (list, tuple)) or not ids:
+            raise TypeError(f"prompt_ids[{i}] must be a non-empty list of token ids")
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            raise TypeError(f"prompt_ids[{i}] must hold integers only (token ids)")
+    return [list(ids) for ids in prompt_ids]
+
+
 def _check_encodable(index: int, prompt: str) -> None:
     """A lone surrogate (half of a UTF-16 pair, e.g. from a bad decode) is not text a tokenizer can read."""
     try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Optional
 
 
 @dataclass(repr=False)  # eq stays: two Responses with equal fields are equal
@@ -10,6 +11,11 @@ class Response:
     prompt_length: int
     generated_length: int
     finish_reason: str  # "stop" (EOS or a stop string), "length", or "none" for a stream chunk
+    # Where the options asked for ``logprobs``: per generated token {"token", "token_id", "logprob",
+    # "top": [{"token", "token_id", "logprob"}, ...]} (the raw logits' log-softmax; "token" is the id
+    # decoded alone), else None. Final responses only, with the generated ``token_ids``.
+    logprobs: Optional[list[dict[str, Any]]] = None
+    token_ids: Optional[list[int]] = None
 
     def __str__(self) -> str:
         return self.generated_text
@@ -25,3 +31,5 @@ class TokenOutput:
 
     token_ids: list[int]
     finish_reason: str
+    # per generated token a mii_core.sampling.logprobs.TokenLogprob where ``logprobs`` was asked, else None
+    logprobs: Optional[list[Any]] = None

@@ -29,6 +29,7 @@ CASES = [
     ([seq(0, 1, do_sample=False, min_new_tokens=3)], 0, False),  # 1 generated < 3: EOS barred
     ([seq(0, 1, do_sample=False, min_new_tokens=3)], 2, True),  # 1 + 2 unread = 3: EOS allowed
     ([seq(0, 1, do_sample=False, min_new_tokens=3, ignore_eos=True)], 0, True),  # EOS never stops it
+    ([seq(0, 0, do_sample=False), seq(1, 0, do_sample=False, logprobs=0)], 0, False),  # logprobs read the logits
 ]
 
 
@@ -48,3 +49,16 @@ def test_all_greedy_is_the_same_answer_on_every_rank(rank, seqs, unread, expecte
     one_rank, tensor_parallel = samplers(rank)
     assert one_rank.all_greedy(seqs, unread) is expected
     assert tensor_parallel.all_greedy(seqs, unread) is expected
+
+
+def test_under_tensor_parallelism_rank_zero_alone_computes_logprobs():
+    import torch
+
+    seqs = [seq(0, 0, do_sample=False, logprobs=2), seq(1, 0, do_sample=False)]
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0]] * 2)
+    expected = torch.log_softmax(logits[0], dim=-1)  # worked out from the row: top-2 are ids 3 and 2
+    lead, follower = samplers(rank=0)[1], samplers(rank=1)[1]
+    first, second = lead.logprobs(logits, seqs, [3, 3])
+    assert second is None and (first.token_id, first.top_ids) == (3, (3, 2))
+    assert first.logprob == pytest.approx(expected[3].item()) and first.top_logprobs[1] == pytest.approx(expected[2].item())
+    assert follower.logprobs(logits, seqs, [3, 3]) == [None, None]

@@ -35,6 +35,9 @@ class GenerationConfig(StrictModel):
     stop: list[str] = Field(default_factory=list)
     # Not negative: elsewhere -1 often means "random", which a fixed torch seed would silently not be.
     seed: Optional[int] = Field(default=None, ge=0, lt=SEED_LIMIT)
+    # log-probabilities of each generated token and of this many alternatives (vLLM's logprobs; 0: the
+    # chosen token's own), of the raw logits; 20 is vLLM's max_logprobs
+    logprobs: Optional[int] = Field(default=None, ge=0, le=20)
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -90,7 +90,9 @@ class GenerationLoop:
         ahead = self._plan_ahead(ready, unread=0) if len(ready) == len(plan.seqs) else None
         if ahead is not None:
             return self._launch_ahead_then_read(ahead, ready, rows.argmax(dim=-1))
-        return self._take(ready, self._sample(rows, ready), fed_ahead=False)
+        tokens = self._sample(rows, ready)
+        self._record_logprobs(rows, ready, tokens)
+        return self._take(ready, tokens, fed_ahead=False)
 
     def _plan_ahead(self, seqs: list[Sequence], unread: int) -> Optional[StepPlan]:
         """The next decode step of ``seqs``, planned before their tokens are read, when every running
@@ -148,6 +150,16 @@ class GenerationLoop:
                 seq.error = exc
                 tokens.append(None)
         return tokens
+
+    def _record_logprobs(self, logits: torch.Tensor, seqs: list[Sequence], tokens: list[Optional[int]]) -> None:
+        """Each sampled row's log-probabilities, kept by the sequences that asked for them (a row whose
+        sampling failed has none)."""
+        rows = [i for i, token in enumerate(tokens) if token is not None]
+        if len(rows) < len(tokens):
+            logits, seqs, tokens = logits[rows], [seqs[i] for i in rows], [tokens[i] for i in rows]
+        for seq, logprob in zip(seqs, self.sampler.logprobs(logits, seqs, tokens)):
+            if logprob is not None:
+                seq.logprobs.append(logprob)
 
     def _stop_reason(self, seq: Sequence) -> Optional[str]:
         """Why ``seq`` stops after its new token (None: it goes on); "error" when isolating a failure."""

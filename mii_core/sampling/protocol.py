@@ -4,11 +4,14 @@ checks read from a sequence in flight (``mii_core.scheduler.Sequence`` has all o
 does not depend on the scheduler."""
 from __future__ import annotations
 
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from mii_core.config.generation import GenerationConfig
+
+if TYPE_CHECKING:
+    from mii_core.sampling.logprobs import TokenLogprob
 
 
 class SequenceForSampling(Protocol):
@@ -30,4 +33,10 @@ class TokenSampler(Protocol):
         """Whether every sequence's next token is plain argmax, so that the loop may pick it on the device
         without calling the sampler. ``unread``: tokens each sequence sampled that are not in
         ``generated_ids`` yet."""
+        ...
+
+    def logprobs(self, logits: torch.Tensor, seqs: Sequence[SequenceForSampling],
+                 tokens: Sequence[int]) -> list[Optional["TokenLogprob"]]:
+        """Per sequence, the chosen token's log-probability and top alternatives where its options ask
+        (``options.logprobs``), else None (:func:`mii_core.sampling.logprobs.step_logprobs`)."""
         ...

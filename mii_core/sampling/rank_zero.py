@@ -1,12 +1,13 @@
 """Sampling under tensor parallelism: rank 0 samples and one broadcast per step gives every rank its tokens."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 
 from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.sampling.logprobs import TokenLogprob
 from mii_core.sampling.protocol import SequenceForSampling, TokenSampler
 
 _MASK = (1 << 62) - 1
@@ -39,6 +40,13 @@ class RankZeroSampler:
         the same options and token counts, and builds its sampler from the same EOS ids, so every rank
         gives rank 0's answer."""
         return self.sampler.all_greedy(seqs, unread)
+
+    def logprobs(self, logits: torch.Tensor, seqs: Sequence[SequenceForSampling],
+                 tokens: Sequence[int]) -> list[Optional[TokenLogprob]]:
+        """Rank 0 computes them from its full logits (it alone answers requests); the others skip the work."""
+        if self.ctx.rank == 0:
+            return self.sampler.logprobs(logits, seqs, tokens)
+        return [None] * len(seqs)
 
 
 def schedule_checksum(seqs: Sequence[Any]) -> int:

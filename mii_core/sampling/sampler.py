@@ -1,11 +1,12 @@
 """Picks the next token of every sequence that finished its pending tokens this step."""
 from __future__ import annotations
 
-from typing import Sequence as Seq
+from typing import Optional, Sequence as Seq
 
 import torch
 
 from mii_core.sampling.filters import filter_logits
+from mii_core.sampling.logprobs import TokenLogprob, step_logprobs
 from mii_core.sampling.protocol import SequenceForSampling
 
 
@@ -28,7 +29,13 @@ class Sampler:
         """Whether the next token of every sequence is plain argmax (greedy, and none still barred from
         EOS), so that it can stay on the device. ``unread``: tokens each sequence sampled that are not in
         ``generated_ids`` yet."""
-        return not any(seq.options.do_sample or self._barred_from_eos(seq, unread) for seq in seqs)
+        # a sequence asking for logprobs needs its logits read with its token: not the overlapped path
+        return not any(seq.options.do_sample or seq.options.logprobs is not None or self._barred_from_eos(seq, unread)
+                       for seq in seqs)
+
+    def logprobs(self, logits: torch.Tensor, seqs: Seq[SequenceForSampling],
+                 tokens: Seq[int]) -> list[Optional[TokenLogprob]]:
+        return step_logprobs(logits, seqs, tokens)
 
     def _barred_from_eos(self, seq: SequenceForSampling, unread: int = 0) -> bool:
         """min_new_tokens: EOS cannot be chosen before that many tokens were generated (HF's rule)."""

@@ -34,6 +34,9 @@ class Sequence:
     generator: Optional[torch.Generator] = None  # per-request RNG when a seed is given
     text_checked: int = 0  # characters of generated text already searched for stop strings
     stop_cut: Optional[int] = None  # character index where a stop string begins in the generated text
+    # per generated token, its log-probabilities (mii_core.sampling.logprobs.TokenLogprob) when the
+    # options ask for them, else empty
+    logprobs: list = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:

@@ -32,7 +32,8 @@ Event = Union[str, Chunk, None]
 
 @dataclass
 class GenerateRequest:
-    """Prompts (or chat conversations, rendered by the model's chat template) and their options.
+    """Prompts: text, chat conversations (rendered by the model's chat template) or token ids (one of
+    the three), and their options.
 
     ``options`` holds MII's generation options, one dict for all prompts or one per prompt.
     ``stream``: the caller wants the text as it comes (else chunks only count tokens).
@@ -42,11 +43,12 @@ class GenerateRequest:
     chats: Optional[list[list[dict[str, Any]]]] = None
     options: Union[dict[str, Any], list[dict[str, Any]]] = field(default_factory=dict)
     stream: bool = False
+    prompt_ids: Optional[list[list[int]]] = None
 
     @property
     def count(self) -> int:
         """Sequences this request asks for (for load accounting; the engine checks the shape)."""
-        items = self.prompts if self.prompts is not None else self.chats
+        items = next((i for i in (self.prompts, self.chats, self.prompt_ids) if i is not None), None)
         return len(items) if isinstance(items, list) else 1
 
     def to_wire(self) -> dict[str, Any]:
@@ -55,7 +57,8 @@ class GenerateRequest:
     @classmethod
     def from_wire(cls, message: dict[str, Any]) -> "GenerateRequest":
         return cls(prompts=message.get("prompts"), chats=message.get("chats"),
-                   options=message.get("options") or {}, stream=bool(message.get("stream")))
+                   options=message.get("options") or {}, stream=bool(message.get("stream")),
+                   prompt_ids=message.get("prompt_ids"))
 
 
 class ResponseStream(ABC):

@@ -20,13 +20,14 @@ from typing import Any, Callable, Iterator, Optional, Protocol
 
 from mii_core.config import ModelConfig
 from mii_core.config.deployment import MIIConfig
-from mii_core.requests import generation_options, normalize_prompts
+from mii_core.requests import generation_options, normalize_prompt_ids, normalize_prompts
 from mii_core.response import Response
 from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
 from mii_core.serving.errors import InvalidRequest
 from mii_core.serving.launch import ROUTER_PID_ENV
 from mii_core.serving.link import LinkServer, backend_handler
 from mii_core.serving.lockstep import gather_rank_pids
+from mii_core.serving.logprob_entries import logprob_entries
 from mii_core.serving.metadata import load_record, lost_ranks, process_alive
 from mii_core.serving.ports import LINK_HOST
 from mii_core.serving.stream import RequestStream
@@ -52,8 +53,11 @@ class ServedPipeline(Protocol):
 
 
 class LocalStream(ResponseStream):
-    def __init__(self, request: RequestStream, prompts: Optional[list[str]], full_text: list[bool], text: bool) -> None:
+    def __init__(self, request: RequestStream, prompts: Optional[list[str]], full_text: list[bool], text: bool,
+                 tokenizer: Any) -> None:
+        # prompts: each prompt's text where return_full_text echoes it (None for chats, which never do)
         self._request, self._prompts, self._full_text, self._text = request, prompts, full_text, text
+        self._tokenizer = tokenizer
         self.responses = None
 
     def cancel(self) -> None:
@@ -78,7 +82,8 @@ class LocalStream(ResponseStream):
 
     def _response(self, index: int, out) -> Response:
         text = self._prompts[index] + out.text if self._full_text[index] else out.text
-        return Response(text, out.prompt_length, len(out.token_ids), out.finish_reason)
+        return Response(text, out.prompt_length, len(out.token_ids), out.finish_reason,
+                        logprobs=logprob_entries(self._tokenizer, out.logprobs), token_ids=list(out.token_ids))
 
 
 class LocalBackend(Backend):
@@ -90,18 +95,29 @@ class LocalBackend(Backend):
         self.terminated = threading.Event()
 
     def submit(self, request: GenerateRequest) -> LocalStream:
-        if (request.prompts is None) == (request.chats is None):
-            raise InvalidRequest("give either prompts or chat messages")
+        given = [request.prompts is not None, request.chats is not None, request.prompt_ids is not None]
+        if sum(given) != 1:
+            raise InvalidRequest("give one of prompts, chat messages or prompt token ids")
         if request.prompts is not None:
             prompts, prompt_ids = normalize_prompts(request.prompts), None
-        else:
+        elif request.chats is not None:
             prompts, prompt_ids = None, [self._chat_ids(chat) for chat in request.chats]
+        else:
+            prompts, prompt_ids = None, normalize_prompt_ids(request.prompt_ids)
         count = len(prompts) if prompts is not None else len(prompt_ids)
         options = self._options(request.options, count)
-        if prompts is None and any(o.return_full_text for o in options):
+        full_text = [o.return_full_text for o in options]
+        if request.stream and any(o.logprobs is not None for o in options):  # chunks carry no logprobs yet
+            raise InvalidRequest("logprobs with a streamed request are not supported yet; ask without stream")
+        if request.chats is not None and any(full_text):
             raise InvalidRequest("return_full_text does not apply to chat messages")
         stream = self.pipe.submit(prompts, options, prompt_ids=prompt_ids, stream_tokens=True)
-        return LocalStream(stream, prompts, [o.return_full_text for o in options], request.stream)
+        return LocalStream(stream, prompts or self._echo_texts(prompt_ids, full_text), full_text, request.stream,
+                           self.pipe.tokenizer)
+
+    def _echo_texts(self, prompt_ids: list[list[int]], full_text: list[bool]) -> list[str]:
+        """The text a token-id prompt echoes (return_full_text): its ids decoded, as vLLM shows it."""
+        return [self.pipe.tokenizer.decode(ids) if echo else "" for ids, echo in zip(prompt_ids, full_text)]
 
     @staticmethod
     def _options(options: Any, count: int) -> list:

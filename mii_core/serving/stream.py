@@ -28,6 +28,7 @@ class SequenceOutput:
     text: str  # the unstreamed text: decoded, cut at a stop string
     finish_reason: str
     prompt_length: int
+    logprobs: Optional[list] = None  # per generated token a TokenLogprob, where the options asked
 
 
 class Detokenizer:
@@ -162,7 +163,9 @@ class RequestStream:
 
     def _on_finished(self, index: int, seq: Sequence, decode: bool) -> StreamChunk:
         final = self._detok.final_text(seq)
-        self._outputs[index] = SequenceOutput(list(seq.generated_ids), final, seq.finish_reason, len(seq.prompt_ids))
+        logprobs = list(seq.logprobs) if seq.options.logprobs is not None else None
+        self._outputs[index] = SequenceOutput(list(seq.generated_ids), final, seq.finish_reason, len(seq.prompt_ids),
+                                              logprobs)
         self._remaining -= 1
         rest = self._text(index).finish(final) if decode else ""
         return StreamChunk(index, rest, len(seq.generated_ids), seq.finish_reason)

@@ -30,6 +30,7 @@ class TransportSettings:
     threads: int  # worker threads (MII's restful_processes)
     max_request_bytes: int
     retry_after_seconds: int = 1
+    tokenizer: Optional[str] = None  # the tokenizer's name or folder (/tokenize); None: model_name's
 
 
 class Transport(ABC):

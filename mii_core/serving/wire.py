@@ -20,7 +20,8 @@ from mii_core.response import Response
 
 MAX_MESSAGE_BYTES = 1 << 30  # one message (a reply of 100,000 responses fits); a bigger one is refused
 OPS = ("generate", "health", "terminate")
-RESPONSE_FIELDS = {f.name: f.type for f in fields(Response)}  # "str" / "int", as written in Response
+RESPONSE_FIELDS = {f.name: f.type for f in fields(Response) if f.name not in ("logprobs", "token_ids")}
+OPTIONAL_RESPONSE_FIELDS = ("logprobs", "token_ids")  # None, or lists (checked in _check_optional)
 SHOWN_CHARS = 200  # how much of a bad value an error message quotes
 BIG_INT = 1  # extension code: an integer beyond msgpack's 64 bits, as decimal text, so the engine can
 # refuse it by name ("top_k ... got 10**30") rather than the link failing to carry it
@@ -83,14 +84,25 @@ def response_to_wire(response: Response) -> dict[str, Any]:
 
 def response_from_wire(data: Any) -> Response:
     """A Response from exactly its fields, each of its type (bool is not an int here)."""
-    if not isinstance(data, dict) or set(data) != set(RESPONSE_FIELDS):
-        raise MalformedMessage(f"a response must have exactly the fields {sorted(RESPONSE_FIELDS)}, got {_short(data)}")
+    allowed = set(RESPONSE_FIELDS) | set(OPTIONAL_RESPONSE_FIELDS)
+    if not isinstance(data, dict) or not set(RESPONSE_FIELDS) <= set(data) <= allowed:
+        raise MalformedMessage(f"a response must have the fields {sorted(RESPONSE_FIELDS)} (and optionally "
+                               f"{', '.join(OPTIONAL_RESPONSE_FIELDS)}), got {_short(data)}")
     for name, kind in RESPONSE_FIELDS.items():
         value = data[name]
         wanted = int if kind in (int, "int") else str
         if type(value) is not wanted:
             raise MalformedMessage(f"response field '{name}' must be {wanted.__name__}, got {_short(value)!r}")
+    _check_optional(data)
     return Response(**data)
+
+
+def _check_optional(data: dict[str, Any]) -> None:
+    ids, logprobs = data.get("token_ids"), data.get("logprobs")
+    if ids is not None and not (isinstance(ids, list) and all(type(t) is int for t in ids)):
+        raise MalformedMessage(f"response field 'token_ids' must be a list of ints or None, got {_short(ids)!r}")
+    if logprobs is not None and not (isinstance(logprobs, list) and all(isinstance(e, dict) for e in logprobs)):
+        raise MalformedMessage(f"response field 'logprobs' must be a list of dicts or None, got {_short(logprobs)!r}")
 
 
 def check_reply(message: Any) -> list[Any]:

@@ -79,3 +79,13 @@ def demo(chat_checkpoint, deploy):
     client = deploy(chat_checkpoint, replica_num=2, deployment_name="demo", enable_restful_api=True,
                     restful_api_port=rest_port)
     return client
+
+
+@pytest.fixture(scope="module")
+def api(demo, chat_checkpoint, oracle):
+    """The demo deployment through the official openai client: (client, HF oracle, the REST base URL)."""
+    import openai
+
+    host, port = demo.record.front_ends["rest"]
+    client = openai.OpenAI(base_url=f"http://localhost:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+    return client, oracle(chat_checkpoint), f"http://localhost:{port}"

@@ -210,6 +210,9 @@ def test_a_request_whose_sampling_fails_fails_alone_and_its_batch_goes_on(checkp
         def all_greedy(self, seqs, unread=0):
             return real_sampler.all_greedy(seqs, unread)
 
+        def logprobs(self, logits, seqs, tokens):
+            return real_sampler.logprobs(logits, seqs, tokens)
+
     monkeypatch.setattr(pipe.loop, "sampler", FailsForTheDoomed())
     outcome, gate = {}, threading.Barrier(3)
 

@@ -68,7 +68,9 @@ def test_mii_float32_values_are_read_as_meant(grpc_api):
     (make_request(["river " * 600], max_new_tokens=4), "prompt"),
     (make_request(["river"], max_length=2), "must exceed the prompt length"),
     (pb.MultiStringRequest(request=["river"], query_kwargs={"top_k": pb.Value()}), "value is empty"),
-], ids=["unknown-option", "wrong-type", "no-prompts", "over-model-length", "over-max-length", "empty-value"])
+    (make_request(["river"], logprobs=2), "logprobs are not available over gRPC"),
+], ids=["unknown-option", "wrong-type", "no-prompts", "over-model-length", "over-max-length", "empty-value",
+        "logprobs"])
 def test_bad_input_is_invalid_argument_naming_the_problem(grpc_api, request_message, names):
     stub, _, hf = grpc_api
     with pytest.raises(grpc.RpcError) as failure:

@@ -8,13 +8,6 @@ import torch
 from support.prompts import MIXED_PROMPTS
 
 
-@pytest.fixture(scope="module")
-def api(demo, chat_checkpoint, oracle):
-    host, port = demo.record.front_ends["rest"]
-    client = openai.OpenAI(base_url=f"http://localhost:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-    return client, oracle(chat_checkpoint), f"http://localhost:{port}"
-
-
 def test_models_lists_the_deployment(api):
     client, _, _ = api
     assert [m.id for m in client.models.list().data] == ["demo"]
@@ -102,11 +95,15 @@ def test_streamed_chat_completion_adds_up(api):
 
 @pytest.mark.parametrize("ask, status, names", [
     (dict(model="gpt-4", prompt="river"), 404, "model 'gpt-4' does not exist"),
-    (dict(model="demo", prompt="river", logprobs=2), 400, "logprobs are not supported"),
+    (dict(model="demo", prompt="river", logprobs=21), 400, "logprobs must be in [0, 20]"),
+    (dict(model="demo", prompt="river", logprobs=1, echo=True), 400, "echo with logprobs"),
+    (dict(model="demo", prompt="river", logprobs=1, stream=True), 400, "logprobs with stream"),
     (dict(model="demo", prompt="river", presence_penalty=0.5), 400, "presence_penalty is not supported"),
     (dict(model="demo", prompt="river", max_tokens=0), 400, "max_tokens must be in"),
     (dict(model="demo", prompt="river", temperature=3), 400, "temperature must be in"),
-    (dict(model="demo", prompt=[1, 2, 3]), 400, "token id prompts are not supported"),
+    (dict(model="demo", prompt=[1, "a"]), 400, "prompt must be"),
+    (dict(model="demo", prompt=[[1, 2], []]), 400, "prompt must be"),
+    (dict(model="demo", prompt=[1, 10**7]), 400, "token ids must lie in [0,"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(api, ask, status, names):
     client, _, _ = api

@@ -51,7 +51,21 @@ class HFOracle:
         both "emit and continue" and "suppress" engine semantics to agree check that EOS is absent.
         min_new_tokens: HF semantics, EOS is masked until that many tokens exist.
         """
-        prompt_ids = self.encode(prompt)
+        return self.greedy_ids(tuple(self.encode(prompt)), max_new_tokens, ignore_eos=ignore_eos,
+                               min_new_tokens=min_new_tokens)
+
+    def greedy_ids(self, prompt_ids: tuple[int, ...], max_new_tokens: int, *, ignore_eos=False,
+                   min_new_tokens=0) -> Generation:
+        """HF greedy decoding from token ids (no tokenizer on the way in); as :meth:`greedy`. The
+        near-tie guard runs on every call, the decoding once per arguments."""
+        gen = self._generate(tuple(prompt_ids), max_new_tokens, ignore_eos, min_new_tokens)
+        self._check_unambiguous(gen, ignore_eos)
+        return gen
+
+    @functools.lru_cache(maxsize=None)
+    def _generate(self, prompt_ids: tuple[int, ...], max_new_tokens: int, ignore_eos: bool,
+                  min_new_tokens: int) -> Generation:
+        prompt_ids = list(prompt_ids)
         eos = {"eos_token_id": None} if ignore_eos else {}
         with torch.no_grad():
             out = self.model.generate(
@@ -72,7 +86,6 @@ class HFOracle:
             finish_reason="stop" if ended_on_eos else "length",
             min_margin=greedy_margin(out.logits, min_new_tokens, self.eos_id),
         )
-        self._check_unambiguous(gen, ignore_eos)
         return gen
 
     def _check_unambiguous(self, gen: Generation, ignore_eos: bool) -> None:
@@ -98,3 +111,16 @@ def greedy_margin(step_logits, min_new_tokens: int, eos_id: int) -> float:
     logits[:min_new_tokens, eos_id] = float("-inf")
     top2 = logits.topk(2, dim=-1).values
     return (top2[:, 0] - top2[:, 1]).min().item()
+
+
+@torch.no_grad()
+def hf_token_logprobs(model, prompt_ids, new_ids, k: int):
+    """HF's own float32 log-softmax of its logits at each generated position: (chosen logprobs [n],
+    top-k values [n, k], top-k ids [n, k]) for ``new_ids`` following ``prompt_ids`` (the raw logits, as
+    vLLM's default logprobs)."""
+    ids = torch.tensor([list(prompt_ids) + list(new_ids)])
+    logits = model(ids).logits[0, len(prompt_ids) - 1:-1].float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    chosen = log_probs.gather(1, torch.tensor(list(new_ids))[:, None])[:, 0]
+    top = log_probs.topk(k, dim=-1)
+    return chosen, top.values, top.indices

@@ -1,5 +1,6 @@
-"""The Flask app: MII's routes (``POST /mii/<deployment>``, ``/healthz``, ``/terminate``), the
-OpenAI-compatible ``/v1`` routes (``openai_api.py``), and Prometheus ``/metrics``."""
+"""The Flask app: MII's routes (``POST /mii/<deployment>``, ``/healthz``, ``/terminate``), vLLM's
+``/health``, the OpenAI-compatible ``/v1`` routes (``openai_api.py``), vLLM's tokenizer routes
+(``tokenizer_api.py``), and Prometheus ``/metrics``."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -18,6 +19,7 @@ from mii_server_rest.metrics import Metrics
 from mii_server_rest.openai_api import register_openai_routes
 from mii_server_rest.origin import check_terminate_request, register_origin_rules
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
+from mii_server_rest.tokenizer_api import register_tokenizer_routes
 from mii_server_rest.waiting import result_while_connected
 
 
@@ -30,6 +32,7 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
     register_openai_routes(app, backend, settings)
+    register_tokenizer_routes(app, settings)
     return app
 
 
@@ -68,7 +71,7 @@ def _register_mii_routes(app: Flask, backend: Backend, settings: TransportSettin
         generate = GenerateRequest(prompts=[prompts] if isinstance(prompts, str) else prompts, options=body,
                                    stream=stream)
         if not stream:
-            return jsonify([asdict(r) for r in result_while_connected(backend.submit(generate))])
+            return jsonify([_mii_json(r) for r in result_while_connected(backend.submit(generate))])
         handle, first, rest = start_stream(backend, generate)
         return sse_response(sse_stream(handle, first, rest, _mii_piece, lambda: ()))
 
@@ -86,8 +89,16 @@ def without_private_details(health: dict[str, Any]) -> dict[str, Any]:
 
 def _mii_piece(event: Any) -> list[dict[str, Any]]:
     if isinstance(event, Chunk) and event.has_news:
-        return [{"index": event.index, **asdict(event.response)}]
+        return [{"index": event.index, **_mii_json(event.response)}]
     return []
+
+
+def _mii_json(response: Any) -> dict[str, Any]:
+    """MII's four fields; ``logprobs`` and ``token_ids`` too where the request asked for logprobs."""
+    fields = asdict(response)
+    if response.logprobs is None:
+        del fields["logprobs"], fields["token_ids"]
+    return fields
 
 
 def _register_ops_routes(app: Flask, backend: Backend, settings: TransportSettings, metrics: Metrics) -> None:
@@ -101,6 +112,12 @@ def _register_ops_routes(app: Flask, backend: Backend, settings: TransportSettin
         response = jsonify(health)
         response.status_code = 200 if status in ("ok", "degraded") else 503
         return response
+
+    @app.get("/health")
+    def health() -> Any:
+        """vLLM's liveness route (guidellm and others wait on it): 200 with no body while serving."""
+        serving = backend.health()["status"] in ("ok", "degraded")
+        return Response(status=200 if serving else 503)
 
     @app.route("/terminate", methods=["GET", "POST"])
     @needs_key(settings)

@@ -4,14 +4,16 @@ Each request becomes one mii-core request of ``len(prompts) * n`` sequences (cho
 prompt i's j-th completion, OpenAI's order). ``temperature=0`` is greedy; a ``seed`` with ``n > 1``
 gives choice j the seed ``(seed + j) mod 2**64`` so the choices differ but repeat. Streams are Server-Sent
 Events ending with ``data: [DONE]``; ``stream_options.include_usage`` adds the usage chunk.
-Parameters mii-core cannot honour (logprobs, penalties, logit_bias, tools, suffix) are refused
-with a 400 that names them, never silently ignored.
+``logprobs`` (completions: 0..20 alternatives; chat: ``logprobs`` + ``top_logprobs``) are the raw
+logits' log-probabilities, as vLLM's default. Parameters mii-core cannot honour yet (penalties,
+logit_bias, tools, suffix, echo or stream with logprobs) are refused with a 400 that names them, never
+silently ignored.
 """
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Union
 
 from flask import Flask, jsonify, request
 
@@ -25,11 +27,12 @@ from mii_server_rest.sse import sse_response, sse_stream, start_stream
 from mii_server_rest.waiting import result_while_connected
 
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
-          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs"}
+          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos"}
 COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of"}
 CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
                         "tool_choice", "parallel_tool_calls"}
 MAX_N = 128
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs
 STARTED_AT = int(time.time())
 
 
@@ -41,9 +44,15 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
     @app.get("/v1/models")
     @needs_key(settings)
     def models() -> Any:
-        return jsonify({"object": "list", "data": [{"id": settings.deployment_name, "object": "model",
-                                                   "created": STARTED_AT, "owned_by": "mii-core",
-                                                   "root": settings.model_name}]})
+        return jsonify({"object": "list", "data": [_model_object(settings)]})
+
+    @app.get("/v1/models/<path:model_id>")  # path: a model name such as "org/name" holds a slash
+    @needs_key(settings)
+    def model(model_id: str) -> Any:
+        if model_id not in (settings.deployment_name, settings.model_name):
+            raise HttpError("not_found", f"the model {model_id!r} does not exist here; this server serves "
+                            f"'{settings.deployment_name}' (GET /v1/models)", "model_not_found")
+        return jsonify(_model_object(settings))
 
     @app.post("/v1/completions")
     @needs_key(settings)
@@ -57,7 +66,10 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         if body.get("best_of") not in (None, n):
             raise bad("best_of other than n is not supported", "best_of")
         options["return_full_text"] = _flag(body, "echo")
-        generate = GenerateRequest(prompts=[p for p in prompts for _ in range(n)],
+        _add_logprobs(options, body, _integer(body, "logprobs", None, 0, MAX_LOGPROBS), "logprobs")
+        repeated = [p for p in prompts for _ in range(n)]
+        as_ids = isinstance(prompts[0], list)  # token-id prompts (lm-eval sends these): no tokenizer on the way
+        generate = GenerateRequest(prompts=None if as_ids else repeated, prompt_ids=repeated if as_ids else None,
                                    options=_per_choice(options, len(prompts), n), stream=_flag(body, "stream"))
         return _answer(backend, generate, CompletionShape(model, len(prompts), n), _include_usage(body))
 
@@ -72,10 +84,16 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         if body.get("tools"):
             raise bad("tools (function calling) are not supported", "tools")
         _check_response_format(body.get("response_format"))
+        _add_logprobs(options, body, _chat_logprobs(body), "top_logprobs")
         messages = _messages(body.get("messages"))
         generate = GenerateRequest(chats=[messages] * n, options=_per_choice(options, 1, n),
                                    stream=_flag(body, "stream"))
         return _answer(backend, generate, ChatShape(model, 1, n), _include_usage(body))
+
+
+def _model_object(settings: TransportSettings) -> dict[str, Any]:
+    return {"id": settings.deployment_name, "object": "model", "created": STARTED_AT, "owned_by": "mii-core",
+            "root": settings.model_name}
 
 
 # ---- reading the request ----
@@ -97,8 +115,6 @@ def _common(body: dict[str, Any], settings: TransportSettings,
             raise bad(f"{name} is not supported (leave it 0)", name)
     if body.get("logit_bias"):
         raise bad("logit_bias is not supported", "logit_bias")
-    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") not in (None, 0):
-        raise bad("logprobs are not supported", "logprobs")
     n = _integer(body, "n", 1, 1, MAX_N)
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
     options: dict[str, Any] = {"do_sample": temperature > 0, "top_p": _number(body, "top_p", 1.0, 0.0, 1.0)}
@@ -116,6 +132,8 @@ def _common(body: dict[str, Any], settings: TransportSettings,
         options["stop"] = stop
     if body.get("seed") is not None:
         options["seed"] = _integer(body, "seed", None, 0, SEED_LIMIT - 1)
+    if _flag(body, "ignore_eos"):  # vLLM's extra field: generate max_tokens whatever the model says
+        options["ignore_eos"] = True
     return model, n, options
 
 
@@ -140,6 +158,27 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
     if not low <= value <= high:
         raise bad(f"{name} must be in [{low}, {high}], got {value}", name)
     return float(value)
+
+
+def _chat_logprobs(body: dict[str, Any]) -> Optional[int]:
+    """Chat's pair: ``logprobs`` (true/false) and ``top_logprobs`` (alternatives, 0..20, only with logprobs)."""
+    top = _integer(body, "top_logprobs", None, 0, MAX_LOGPROBS)
+    if not _flag(body, "logprobs"):
+        if top is not None:
+            raise bad("top_logprobs needs logprobs: true", "top_logprobs")
+        return None
+    return top or 0
+
+
+def _add_logprobs(options: dict[str, Any], body: dict[str, Any], count: Optional[int], name: str) -> None:
+    """``count`` alternatives per token (0: the chosen token's own logprob), or None when not asked."""
+    if count is None:
+        return
+    if _flag(body, "echo"):  # the prompt's logprobs need every prompt position's logits
+        raise bad("echo with logprobs (prompt scoring) is not supported yet", "echo")
+    if _flag(body, "stream"):
+        raise bad(f"{name} with stream is not supported yet; ask without stream", name)
+    options["logprobs"] = count
 
 
 def _check_response_format(value: Any) -> None:
@@ -168,12 +207,23 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return bool(options.get("include_usage"))
 
 
-def _prompts(prompt: Any) -> list[str]:
+def _prompts(prompt: Any) -> Union[list[str], list[list[int]]]:
+    """OpenAI's four prompt shapes: a string, a list of strings, a list of token ids, a list of such lists."""
     if isinstance(prompt, str):
         return [prompt]
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         return prompt
-    raise bad("prompt must be a non-empty string or a list of strings (token id prompts are not supported)", "prompt")
+    if isinstance(prompt, list) and prompt and all(_is_int(t) for t in prompt):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, list) and p and all(_is_int(t) for t in p)
+                                                   for p in prompt):
+        return prompt
+    raise bad("prompt must be a non-empty string, a list of strings, a non-empty list of token ids (integers) "
+              "or a list of such lists", "prompt")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _messages(messages: Any) -> list[dict[str, str]]:
@@ -219,8 +269,23 @@ class CompletionShape:
     def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
 
-    def choice(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    def choice(self, index: int, text: str, finish_reason: Optional[str],
+               logprobs: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": self.logprobs(logprobs), "finish_reason": finish_reason}
+
+    @staticmethod
+    def logprobs(entries: Optional[list[dict[str, Any]]]) -> Optional[dict[str, Any]]:
+        """The legacy completions shape; each top_logprobs dict also holds the chosen token, as vLLM's."""
+        if entries is None:
+            return None
+        offsets, offset = [], 0
+        for entry in entries:
+            offsets.append(offset)
+            offset += len(entry["token"])
+        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+                "top_logprobs": [{**{t["token"]: t["logprob"] for t in e["top"]}, e["token"]: e["logprob"]}
+                                 for e in entries],
+                "text_offset": offsets}
 
     def first_pieces(self, index: int) -> list[dict[str, Any]]:
         return []
@@ -238,9 +303,21 @@ class CompletionShape:
 class ChatShape(CompletionShape):
     object_name, chunk_object, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
 
-    def choice(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
-        return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                "finish_reason": finish_reason}
+    def choice(self, index: int, text: str, finish_reason: Optional[str],
+               logprobs: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+        return {"index": index, "message": {"role": "assistant", "content": text},
+                "logprobs": self.logprobs(logprobs), "finish_reason": finish_reason}
+
+    @staticmethod
+    def logprobs(entries: Optional[list[dict[str, Any]]]) -> Optional[dict[str, Any]]:
+        """The chat shape: per token its text, logprob, UTF-8 bytes and top alternatives."""
+        if entries is None:
+            return None
+
+        def token(item: dict[str, Any]) -> dict[str, Any]:
+            return {"token": item["token"], "logprob": item["logprob"], "bytes": list(item["token"].encode("utf-8"))}
+
+        return {"content": [{**token(e), "top_logprobs": [token(t) for t in e["top"]]} for e in entries]}
 
     def first_pieces(self, index: int) -> list[dict[str, Any]]:
         return [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -254,7 +331,7 @@ class ChatShape(CompletionShape):
 def _answer(backend: Backend, generate: GenerateRequest, shape: CompletionShape, include_usage: bool) -> Any:
     if not generate.stream:
         responses = result_while_connected(backend.submit(generate))
-        choices = [shape.choice(i, r.generated_text, r.finish_reason) for i, r in enumerate(responses)]
+        choices = [shape.choice(i, r.generated_text, r.finish_reason, r.logprobs) for i, r in enumerate(responses)]
         usage = shape.usage({i: r.prompt_length for i, r in enumerate(responses)},
                             {i: r.generated_length for i, r in enumerate(responses)})
         return jsonify({**shape.envelope(shape.object_name, choices), "usage": usage})
