@@ -1,5 +1,7 @@
-"""Every error as JSON in OpenAI's shape ``{"error": {"message", "type", "code"}}``, with its status."""
+"""Every error as JSON in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``, with its status."""
 from __future__ import annotations
+
+import re
 
 from flask import Response, jsonify
 
@@ -15,16 +17,29 @@ TYPE_BY_KIND = {"invalid": "invalid_request_error", "unauthenticated": "authenti
 
 
 class HttpError(Exception):
-    """An error found by the REST layer itself (body, route, key)."""
+    """An error found by the REST layer itself (body, route, key); ``param``: the field it is about."""
 
-    def __init__(self, kind: str, message: str, code: str | None = None) -> None:
+    def __init__(self, kind: str, message: str, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
-        self.kind, self.code = kind, code
+        self.kind, self.code, self.param = kind, code, param
 
 
-def error_response(kind: str, message: str, code: str | None = None, retry_after: int = 1) -> Response:
+# how the engine's messages name the option they refuse ("generation options: invalid value for 'top_k' ...",
+# "... unknown option 'bogus' ...", "max_length=290 exceeds ...", "... stop takes at most ...")
+_ENGINE_PARAM = re.compile(r"^(?:generation options: )?(?:(?:invalid value for |unknown option )'([a-z_]+)'"
+                           r"|([a-z_]+)(?:=| must | takes ))")
+
+
+def engine_param(message: str) -> str | None:
+    """The option an engine error message is about, when it starts by naming one (else None)."""
+    found = _ENGINE_PARAM.match(message)
+    return (found.group(1) or found.group(2)) if found else None
+
+
+def error_response(kind: str, message: str, code: str | None = None, retry_after: int = 1,
+                   param: str | None = None) -> Response:
     response = jsonify({"error": {"message": message, "type": TYPE_BY_KIND.get(kind, "server_error"),
-                                  "code": code or kind}})
+                                  "param": param, "code": code or kind}})
     response.status_code = STATUS_BY_KIND.get(kind, 500)
     if kind == "queue_full":
         response.headers["Retry-After"] = str(retry_after)
@@ -35,5 +50,9 @@ def error_response(kind: str, message: str, code: str | None = None, retry_after
 
 def from_exception(exc: BaseException, retry_after: int = 1) -> Response:
     if isinstance(exc, HttpError):
-        return error_response(exc.kind, str(exc), exc.code, retry_after)
-    return error_response(error_kind(exc), str(exc) or type(exc).__name__, retry_after=retry_after)
+        return error_response(exc.kind, str(exc), exc.code, retry_after, exc.param)
+    kind, message = error_kind(exc), str(exc) or type(exc).__name__
+    param = engine_param(message) if kind == "invalid" else None
+    # the engine's own refusals: the option they name, as OpenAI's invalid_<param> codes
+    code = (f"invalid_{param}" if param else "invalid_request") if kind == "invalid" else None
+    return error_response(kind, message, code, retry_after, param)

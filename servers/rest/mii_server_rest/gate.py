@@ -39,7 +39,8 @@ class JsonError(Error):
         self.kind, self.error_code = kind, code
 
     def to_response(self, ident: Optional[str] = None):
-        body = json.dumps({"error": {"message": self.body, "type": TYPE_BY_KIND[self.kind], "code": self.error_code}})
+        body = json.dumps({"error": {"message": self.body, "type": TYPE_BY_KIND[self.kind], "param": None,
+                                     "code": self.error_code}})
         headers = [("Content-Type", "application/json")]
         if self.kind == "unauthenticated":
             headers.append(("WWW-Authenticate", "Bearer"))

@@ -37,7 +37,7 @@ STARTED_AT = int(time.time())
 
 
 def bad(message: str, param: Optional[str] = None) -> HttpError:
-    return HttpError("invalid", message, f"invalid_{param}" if param else None)
+    return HttpError("invalid", message, f"invalid_{param}" if param else None, param)
 
 
 def register_openai_routes(app: Flask, backend: Backend, settings: TransportSettings) -> None:
@@ -63,7 +63,7 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         prompts = _prompts(body.get("prompt"))
         if body.get("suffix") is not None:
             raise bad("suffix is not supported", "suffix")
-        if body.get("best_of") not in (None, n):
+        if _integer(body, "best_of", n, 1, MAX_N) != n:
             raise bad("best_of other than n is not supported", "best_of")
         options["return_full_text"] = _flag(body, "echo")
         _add_logprobs(options, body, _integer(body, "logprobs", None, 0, MAX_LOGPROBS), "logprobs")
@@ -106,6 +106,8 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
 
 def _common(body: dict[str, Any], settings: TransportSettings,
             default_max_tokens: Optional[int]) -> tuple[str, int, dict[str, Any]]:
+    if not isinstance(body.get("user", ""), str):
+        raise bad(f"user must be a string, got {body['user']!r:.100}", "user")
     model = body.get("model")
     if model not in (settings.deployment_name, settings.model_name):
         raise HttpError("not_found", f"the model {model!r} does not exist here; this server serves "
