@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -23,6 +24,11 @@ def cli_deployment(checkpoint, oracle):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ)
     ready = server.stdout.readline()
     assert "deployment 'cli-demo' ready" in ready, ready
+    # the router and replicas share this pipe (loading bars, logs): drain it, or a full pipe blocks them
+    server.output = []
+    reader = threading.Thread(target=lambda: server.output.extend(server.stdout), daemon=True)
+    reader.start()
+    server.reader = reader
     yield server, base, oracle(path)
     if server.poll() is None:
         server.kill()
@@ -63,7 +69,8 @@ def test_ctrl_c_shuts_the_deployment_down(cli_deployment):
     pids = [record.router_pid, *record.replica_pids]
     server.send_signal(signal.SIGINT)
     assert server.wait(timeout=60) == 0
-    assert "stopped" in server.stdout.read()
+    server.reader.join(timeout=10)
+    assert "stopped" in "".join(server.output)
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="every process to exit")
     assert all(port_free(base + i) for i in range(5))
     assert read_record("cli-demo") is None
