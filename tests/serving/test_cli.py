@@ -68,7 +68,10 @@ def test_ctrl_c_shuts_the_deployment_down(cli_deployment):
     record = read_record("cli-demo")
     pids = [record.router_pid, *record.replica_pids]
     server.send_signal(signal.SIGINT)
-    assert server.wait(timeout=60) == 0
+    try:  # a loaded machine can take long to stop every process; what they printed says where it hung
+        assert server.wait(timeout=180) == 0
+    except subprocess.TimeoutExpired:
+        pytest.fail("mii-core serve did not stop within 180 s of Ctrl-C; its output:\n" + "".join(server.output)[-5000:])
     server.reader.join(timeout=10)
     assert "stopped" in "".join(server.output)
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="every process to exit")
