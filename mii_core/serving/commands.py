@@ -124,6 +124,9 @@ def serve_command(args: argparse.Namespace) -> int:
     ends = ", ".join(f"{name} {host}:{port}" for name, (host, port) in client.record.front_ends.items())
     print(f"deployment '{client.deployment_name}' ready ({ends or 'no front end'}); Ctrl-C to stop", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C must stop it even when started with SIGINT ignored (a background job of a script, or a parent
+    # that ignored it: a child inherits that, and Python then installs no KeyboardInterrupt of its own)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
     try:
         while _still_running(client):
