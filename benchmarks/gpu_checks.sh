@@ -4,7 +4,7 @@
 #
 #     sh benchmarks/gpu_checks.sh "$OUT"        (from the repository root; carry .whl as for gpu_setup.sh)
 #
-# Writes FOLDER/setup.log, FOLDER/kernels.log (and one log per kernel-test process), FOLDER/parity.log and FOLDER/summary.txt; exits 1 if
+# Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log and FOLDER/summary.txt; exits 1 if
 # either check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
 # GPU_CHECKS_SETUP=0 skips the set-up (an environment that has everything already, e.g. `make install`'s
 # .venv activated: a CPU dry run of this file).
@@ -27,30 +27,32 @@ fi
 # kernel tests' real-shape tensors. Kernels compiled for the GPU: the interpreter only where there is none.
 unset TRITON_INTERPRET
 shards=${KERNEL_SHARDS:-6}
-python3 -m pytest -q --collect-only -p no:cacheprovider -p no:timeout tests/kernels 2>"$out/kernels-collect.log" \
-    | grep '::' > "$out/kernel-ids.txt"
-echo "[kernels] $(wc -l < "$out/kernel-ids.txt") tests in $shards processes"
+# the shards' id lists and logs stay in a scratch folder (the device tool brings back only a few files);
+# FOLDER gets them joined into kernels.log
+work=$(mktemp -d) ids=$work/ids.txt
+python3 -m pytest -q --collect-only -p no:cacheprovider -p no:timeout tests/kernels 2>&1 | grep '::' > "$ids"
+echo "[kernels] $(wc -l < "$ids") tests in $shards processes"
 shard_pids=""
 set -f  # test ids hold brackets: no globbing of the id lists below
 i=0
 while [ "$i" -lt "$shards" ]; do
-    awk -v n="$shards" -v i="$i" 'NR % n == i' "$out/kernel-ids.txt" > "$out/kernel-ids-$i.txt"
+    awk -v n="$shards" -v i="$i" 'NR % n == i' "$ids" > "$work/ids-$i.txt"
     # shellcheck disable=SC2046
-    python3 -m pytest -q -p no:cacheprovider -p no:timeout $(cat "$out/kernel-ids-$i.txt") \
-        > "$out/kernels-$i.log" 2>&1 &
+    python3 -m pytest -q -p no:cacheprovider -p no:timeout $(cat "$work/ids-$i.txt") > "$work/kernels-$i.log" 2>&1 &
     shard_pids="$shard_pids $!"
     i=$((i + 1))
 done
+set +f
 python3 benchmarks/gpu_parity.py --kv-fraction 0.5 > "$out/parity.log" 2>&1
 parity=$?
 kernels=0
 for pid in $shard_pids; do wait "$pid" || kernels=1; done
-[ -s "$out/kernel-ids.txt" ] || kernels=1
-cat "$out"/kernels-*.log > "$out/kernels.log"
+[ -s "$ids" ] || kernels=1
+for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/kernels.log"
 
 {
     echo "kernel tests (rc $kernels), one line per process:"
-    for log in "$out"/kernels-[0-9]*.log; do echo "    $(tail -1 "$log")"; done
+    for log in "$work"/kernels-*.log; do echo "    $(tail -1 "$log")"; done
     echo "gpu_parity (rc $parity): $(grep '\[parity\] summary' "$out/parity.log")"
     grep -E '^\[parity\] FAIL' "$out/parity.log"
 } | tee "$out/summary.txt"

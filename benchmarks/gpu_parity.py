@@ -103,7 +103,10 @@ def cases() -> list[Case]:
 
 
 def hf_model(path: Path, dtype: torch.dtype):
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(DEVICE).eval()
+    # HF's eager attention is its reference math. On the GPU transformers may pick SDPA, which drops
+    # Gemma-2's attention-logit softcap (seen with transformers 5.17 on the H200: the tight-caps variant
+    # parted at step 0) and runs float32 through a fused kernel of its own rounding.
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager").to(DEVICE).eval()
 
 
 @torch.no_grad()
