@@ -130,8 +130,9 @@ class GenerationConfig(StrictModel):
     @model_validator(mode="after")
     def _check_consistent(self) -> "GenerationConfig":
         if self.max_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
-            raise ValueError(f"min_new_tokens={self.min_new_tokens} exceeds max_new_tokens={self.max_new_tokens}; "
-                             "lower min_new_tokens or raise max_new_tokens")
+            name = "min_tokens" if self.min_tokens is not None else "min_new_tokens"  # as the caller named it
+            raise ValueError(f"{name}={self.min_new_tokens} exceeds max_new_tokens={self.max_new_tokens}; "
+                             f"lower {name} or raise max_new_tokens")
         if self.min_tokens is not None and self.min_tokens != self.min_new_tokens:
             raise ValueError(f"min_tokens={self.min_tokens} and min_new_tokens={self.min_new_tokens} disagree; "
                              "give one of them (min_tokens is vLLM's name for min_new_tokens)")
