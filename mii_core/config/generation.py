@@ -45,8 +45,7 @@ class GenerationConfig(StrictModel):
     # log-probabilities of each generated token and of this many alternatives (vLLM's logprobs; 0: the
     # chosen token's own), of the raw logits; 20 is vLLM's max_logprobs
     logprobs: Optional[int] = Field(default=None, ge=0, le=20)
-    # vLLM's sampling fields (their semantics: docs/sampling.md); each logits processor is applied only
-    # to the rows that set it
+    # vLLM's sampling fields (their semantics: README, Generation options; mii_core/sampling/processors.py)
     presence_penalty: float = Field(default=0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT, allow_inf_nan=False)
     frequency_penalty: float = Field(default=0.0, ge=-PENALTY_LIMIT, le=PENALTY_LIMIT, allow_inf_nan=False)
     repetition_penalty: float = Field(default=1.0, gt=0, le=REPETITION_PENALTY_MAX, allow_inf_nan=False)
