@@ -15,9 +15,11 @@ from mii_core.distributed.step_sync import check_same_requests
 from mii_core.engine.builder import build_engine
 from mii_core.engine.generation_loop import GenerationLoop
 from mii_core.loading.checkpoint import generation_eos_ids
-from mii_core.requests import (LengthLimit, build_sequence, check_max_length, generation_options, new_tokens_for,
-                               normalize_prompts, prompt_char_ceiling, sequence_ceiling, tokenize_prompts)
+from mii_core.requests import (LengthLimit, build_sequence, check_max_length, check_option_token_ids,
+                               generation_options, new_tokens_for, normalize_prompts, prompt_char_ceiling,
+                               sequence_ceiling, tokenize_prompts, truncate_prompt)
 from mii_core.response import Response, TokenOutput
+from mii_core.sampling.bad_words import bad_words_token_ids
 from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
@@ -179,9 +181,12 @@ class Pipeline:
         for i, ids in enumerate(prompt_ids):
             if any(not 0 <= t < vocab for t in ids):
                 raise ValueError(f"prompt {i}: token ids must lie in [0, {vocab}) (the model's vocabulary)")
+        check_option_token_ids(options, vocab)
+        prompt_ids = [truncate_prompt(ids, options, sequence_ceiling(self.length_limits)) for ids in prompt_ids]
         new_tokens = [new_tokens_for(len(ids), options, self.config.max_length, self.length_limits)
                       for ids in prompt_ids]
-        return [build_sequence(next(self._uids), ids, n, options, self.engine.device)
+        bad_words = [w for w in bad_words_token_ids(self.tokenizer, options.bad_words) if all(t < vocab for t in w)]
+        return [build_sequence(next(self._uids), ids, n, options, self.engine.device, bad_words)
                 for ids, n in zip(prompt_ids, new_tokens)]
 
     def _length_limits(self) -> list[LengthLimit]:

@@ -37,6 +37,8 @@ class Sequence:
     # per generated token, its log-probabilities (mii_core.sampling.logprobs.TokenLogprob) when the
     # options ask for them, else empty
     logprobs: list = field(default_factory=list)
+    # options.bad_words as the token sequences to ban (mii_core.sampling.bad_words), resolved on admission
+    bad_words_ids: list[list[int]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:

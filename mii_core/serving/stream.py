@@ -41,10 +41,16 @@ class Detokenizer:
         return self.stopper.final_text(seq)
 
     def text_stream(self, seq: Sequence) -> TextStream:
-        stops = seq.options.stop
+        options = seq.options
+        stops = options.stop
+        # a stop token's text is left out of the final text (vLLM's rule; StopChecker): EOS's too when
+        # special tokens are kept
+        stop_token_text = not options.include_stop_str_in_output and bool(
+            options.stop_token_ids or not options.skip_special_tokens)
         # With min_new_tokens, a stop string found later may cut text before that point (the stop
         # check scans from the start once allowed), so nothing is safe to send before the end.
-        return TextStream(self.tokenizer, stops, hold_all=bool(stops) and seq.options.min_new_tokens > 0)
+        return TextStream(self.tokenizer, stops, hold_all=bool(stops) and options.min_new_tokens > 0,
+                          hold_last_token=stop_token_text, skip_special_tokens=options.skip_special_tokens)
 
 
 class RequestStream:

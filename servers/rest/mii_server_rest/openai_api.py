@@ -5,9 +5,12 @@ prompt i's j-th completion, OpenAI's order). ``temperature=0`` is greedy; a ``se
 gives choice j the seed ``(seed + j) mod 2**64`` so the choices differ but repeat. Streams are Server-Sent
 Events ending with ``data: [DONE]``; ``stream_options.include_usage`` adds the usage chunk.
 ``logprobs`` (completions: 0..20 alternatives; chat: ``logprobs`` + ``top_logprobs``) are the raw
-logits' log-probabilities, as vLLM's default. Parameters mii-core cannot honour yet (penalties,
-logit_bias, tools, suffix, echo or stream with logprobs) are refused with a 400 that names them, never
-silently ignored.
+logits' log-probabilities (before penalties, biases and filters), as vLLM's default. OpenAI's
+``presence_penalty``, ``frequency_penalty`` and ``logit_bias`` and vLLM's extra sampling fields
+(``VLLM_SAMPLING_FIELDS``, sent by the openai client in ``extra_body``) become the engine's generation
+options of the same names, which check them (a bad value is a 400 naming the field). Parameters mii-core
+cannot honour yet (tools, suffix, echo or stream with logprobs) are refused with a 400 that names them,
+never silently ignored.
 """
 from __future__ import annotations
 
@@ -26,8 +29,12 @@ from mii_server_rest.errors import HttpError
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
 from mii_server_rest.waiting import result_while_connected
 
+# vLLM's extra sampling fields: passed to the engine under the same names (GenerationConfig checks them)
+VLLM_SAMPLING_FIELDS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "stop_token_ids", "bad_words",
+                        "allowed_token_ids", "skip_special_tokens", "include_stop_str_in_output",
+                        "truncate_prompt_tokens")
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
-          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos"}
+          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos", *VLLM_SAMPLING_FIELDS}
 COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of"}
 CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
                         "tool_choice", "parallel_tool_calls"}
@@ -112,11 +119,6 @@ def _common(body: dict[str, Any], settings: TransportSettings,
     if model not in (settings.deployment_name, settings.model_name):
         raise HttpError("not_found", f"the model {model!r} does not exist here; this server serves "
                         f"'{settings.deployment_name}' (GET /v1/models)", "model_not_found")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if body.get(name) not in (None, 0, 0.0):
-            raise bad(f"{name} is not supported (leave it 0)", name)
-    if body.get("logit_bias"):
-        raise bad("logit_bias is not supported", "logit_bias")
     n = _integer(body, "n", 1, 1, MAX_N)
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
     options: dict[str, Any] = {"do_sample": temperature > 0, "top_p": _number(body, "top_p", 1.0, 0.0, 1.0)}
@@ -136,7 +138,20 @@ def _common(body: dict[str, Any], settings: TransportSettings,
         options["seed"] = _integer(body, "seed", None, 0, SEED_LIMIT - 1)
     if _flag(body, "ignore_eos"):  # vLLM's extra field: generate max_tokens whatever the model says
         options["ignore_eos"] = True
+    options.update(_sampling_fields(body))
     return model, n, options
+
+
+def _sampling_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's penalties and logit_bias and vLLM's extra fields, as given (None: the engine's default)."""
+    fields = {name: body[name] for name in VLLM_SAMPLING_FIELDS if body.get(name) is not None}
+    for name in ("presence_penalty", "frequency_penalty"):
+        penalty = _number(body, name, 0.0, -2.0, 2.0)
+        if penalty:
+            fields[name] = penalty
+    if body.get("logit_bias"):  # {} or null: no bias
+        fields["logit_bias"] = body["logit_bias"]
+    return fields
 
 
 def _integer(body: dict[str, Any], name: str, default: Optional[int], low: Optional[int],
