@@ -96,7 +96,8 @@ def _token_ids(tokenizer: Any, body: dict[str, Any]) -> list[int]:
             raise _bad("prompt must be a string", "prompt")
         return tokenizer(body["prompt"], add_special_tokens=_flag(body, "add_special_tokens", True))["input_ids"]
     if not getattr(tokenizer, "chat_template", None):
-        raise _bad("this model's tokenizer has no chat template, so messages cannot be tokenized", "messages")
+        raise _bad("this model's tokenizer has no chat template, so messages cannot be tokenized: deploy it with "
+                   "the model option chat_template (a Jinja template, or a file holding one)", "messages")
     try:
         ids = tokenizer.apply_chat_template(body["messages"], tokenize=True,
                                             add_generation_prompt=_flag(body, "add_generation_prompt", True))
