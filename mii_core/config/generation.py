@@ -38,6 +38,9 @@ class GenerationConfig(StrictModel):
     # log-probabilities of each generated token and of this many alternatives (vLLM's logprobs; 0: the
     # chosen token's own), of the raw logits; 20 is vLLM's max_logprobs
     logprobs: Optional[int] = Field(default=None, ge=0, le=20)
+    # log-probabilities of each prompt token after the first and of this many alternatives (vLLM's
+    # prompt_logprobs), of the raw logits; such a request skips the prefix cache (see the scheduler)
+    prompt_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -94,10 +94,14 @@ def _mii_piece(event: Any) -> list[dict[str, Any]]:
 
 
 def _mii_json(response: Any) -> dict[str, Any]:
-    """MII's four fields; ``logprobs`` and ``token_ids`` too where the request asked for logprobs."""
+    """MII's four fields; ``logprobs`` and ``token_ids`` too where the request asked for logprobs (a
+    streamed piece: those of its tokens), ``prompt_logprobs`` and ``prompt_token_ids`` where it asked
+    for prompt_logprobs."""
     fields = asdict(response)
     if response.logprobs is None:
         del fields["logprobs"], fields["token_ids"]
+    if response.prompt_logprobs is None:
+        del fields["prompt_logprobs"], fields["prompt_token_ids"]
     return fields
 
 
