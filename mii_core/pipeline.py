@@ -227,8 +227,8 @@ class Pipeline:
                 text = chunk.text
                 if not prefixed[chunk.index]:
                     text, prefixed[chunk.index] = prompts[chunk.index] + text, True
-                pending[chunk.index].append(piece_response(self.tokenizer, text,
-                                                           len(request.seqs[chunk.index].prompt_ids), chunk))
+                pending[chunk.index].append(piece_response(self.tokenizer, text, request.seqs[chunk.index].prompt_ids,
+                                                           chunk))
                 while current < len(prompts) and pending[current]:
                     piece = pending[current].popleft()
                     yield piece

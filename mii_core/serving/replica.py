@@ -72,14 +72,14 @@ class LocalStream(ResponseStream):
             if chunk is None:
                 yield None
                 continue
-            prompt_length = len(self._request.seqs[chunk.index].prompt_ids)
+            prompt_ids = self._request.seqs[chunk.index].prompt_ids
             if self._text and chunk.index not in prompted:
                 prompted.add(chunk.index)
-                yield from self._prompt_piece(chunk, prompt_length)
-            yield Chunk(chunk.index, piece_response(self._tokenizer, chunk.text, prompt_length, chunk))
+                yield from self._prompt_piece(chunk, prompt_ids)
+            yield Chunk(chunk.index, piece_response(self._tokenizer, chunk.text, prompt_ids, chunk))
         self.responses = [self._response(i, out) for i, out in enumerate(self._request.result())]
 
-    def _prompt_piece(self, chunk: StreamChunk, prompt_length: int) -> Iterator[Chunk]:
+    def _prompt_piece(self, chunk: StreamChunk, prompt_ids: list[int]) -> Iterator[Chunk]:
         """A streamed sequence's echoed prompt (return_full_text) and its prompt logprobs, as a piece of
         its own before the generated ones (so the pieces add up to the full text), as vLLM streams echo."""
         echo = self._full_text[chunk.index]
@@ -88,7 +88,7 @@ class LocalStream(ResponseStream):
         prompt = StreamChunk(chunk.index, "", 0, "none", prompt_logprobs=chunk.prompt_logprobs)
         chunk.prompt_logprobs = None
         text = self._prompts[chunk.index] if echo else ""
-        yield Chunk(chunk.index, piece_response(self._tokenizer, text, prompt_length, prompt))
+        yield Chunk(chunk.index, piece_response(self._tokenizer, text, prompt_ids, prompt))
 
     def _response(self, index: int, out) -> Response:
         text = self._prompts[index] + out.text if self._full_text[index] else out.text

@@ -16,8 +16,11 @@ def final_response(tokenizer: Any, text: str, out: SequenceOutput) -> Response:
                     prompt_token_ids=out.prompt_ids)
 
 
-def piece_response(tokenizer: Any, text: str, prompt_length: int, chunk: StreamChunk) -> Response:
-    """One streamed piece: its ``text``, and the logprobs of the tokens it adds where they were asked."""
-    return Response(text, prompt_length, chunk.generated_length, chunk.finish_reason,
+def piece_response(tokenizer: Any, text: str, prompt_ids: list[int], chunk: StreamChunk) -> Response:
+    """One streamed piece: its ``text``, and the logprobs of the tokens it adds where they were asked (the
+    prompt's, with its token ids, on the piece that carries them)."""
+    scored = chunk.prompt_logprobs is not None
+    return Response(text, len(prompt_ids), chunk.generated_length, chunk.finish_reason,
                     logprobs=logprob_entries(tokenizer, chunk.logprobs),
-                    prompt_logprobs=prompt_logprob_entries(tokenizer, chunk.prompt_logprobs))
+                    prompt_logprobs=prompt_logprob_entries(tokenizer, chunk.prompt_logprobs),
+                    prompt_token_ids=list(prompt_ids) if scored else None)

@@ -19,7 +19,7 @@ from mii_server_rest.metrics import Metrics
 from mii_server_rest.openai_api import register_openai_routes
 from mii_server_rest.origin import check_terminate_request, register_origin_rules
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
-from mii_server_rest.tokenizer_api import register_tokenizer_routes
+from mii_server_rest.tokenizer_api import LazyTokenizer, register_tokenizer_routes
 from mii_server_rest.waiting import result_while_connected
 
 
@@ -31,8 +31,9 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     register_origin_rules(app, settings)
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
-    register_openai_routes(app, backend, settings)
-    register_tokenizer_routes(app, settings)
+    tokenizer = LazyTokenizer(settings.tokenizer or settings.model_name)  # loaded on first use
+    register_openai_routes(app, backend, settings, tokenizer)
+    register_tokenizer_routes(app, settings, tokenizer)
     return app
 
 
