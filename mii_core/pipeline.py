@@ -222,7 +222,8 @@ class Pipeline:
         current = 0
         try:
             for chunk in request.chunks():
-                if chunk.text == "" and chunk.finish_reason == "none" and not (chunk.logprobs or chunk.prompt_logprobs):
+                if chunk.text == "" and chunk.finish_reason == "none" and not chunk.logprobs \
+                        and chunk.prompt_logprobs is None:
                     continue
                 text = chunk.text
                 if not prefixed[chunk.index]:

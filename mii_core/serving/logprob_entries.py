@@ -20,7 +20,8 @@ def logprob_entries(tokenizer: Any, logprobs: Optional[Sequence[Any]]) -> Option
             for lp in logprobs]
 
 
-def prompt_logprob_entries(tokenizer: Any, logprobs: Optional[Sequence[Any]]) -> Optional[list[Optional[dict[str, Any]]]]:
+def prompt_logprob_entries(tokenizer: Any,
+                           logprobs: Optional[Sequence[Any]]) -> Optional[list[Optional[dict[str, Any]]]]:
     """A prompt's ``TokenLogprob``s (its second token onwards) → None for the first token, then the entries."""
     if logprobs is None:
         return None

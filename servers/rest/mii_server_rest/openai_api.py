@@ -79,7 +79,8 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         if _integer(body, "best_of", n, 1, MAX_N) != n:
             raise bad("best_of other than n is not supported", "best_of")
         options["return_full_text"] = scoring.echo  # a stream's echo comes as its own chunk, score_only too
-        scoring.logprobs, scoring.prompt_logprobs = _integer(body, "logprobs", None, 0, MAX_LOGPROBS), _prompt_logprobs(body)
+        scoring.logprobs = _integer(body, "logprobs", None, 0, MAX_LOGPROBS)
+        scoring.prompt_logprobs = _prompt_logprobs(body)
         _add_logprobs(options, scoring)
         as_ids = isinstance(prompts[0], list)  # token-id prompts (lm-eval sends these): no tokenizer on the way
         if scoring.score_only and not _flag(body, "stream"):  # the answer's text: the prompt without the token
