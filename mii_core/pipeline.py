@@ -24,7 +24,7 @@ from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
 from mii_core.serving.lockstep import LockstepLoop, follow
-from mii_core.serving.logprob_entries import logprob_entries
+from mii_core.serving.responses import final_response, piece_response
 from mii_core.serving.service import EngineService
 from mii_core.serving.stream import Detokenizer, RequestStream, SequenceOutput
 
@@ -84,8 +84,6 @@ class Pipeline:
         options = generation_options(generate_kwargs)
         if self.service is None:
             return self._call_in_lockstep(prompts, options)
-        if options.stream and options.logprobs is not None:  # streamed pieces carry no logprobs yet
-            raise ValueError("logprobs with stream=True are not supported yet; ask without stream")
         request = self.submit(prompts, options, stream_tokens=options.stream)
         if options.stream:
             return self._stream(prompts, request, options.return_full_text)
@@ -111,7 +109,9 @@ class Pipeline:
         if not self._returns_output():
             return []
         outputs = [SequenceOutput(list(seq.generated_ids), self.detokenizer.final_text(seq), seq.finish_reason,
-                                  len(seq.prompt_ids), list(seq.logprobs) if options.logprobs is not None else None)
+                                  len(seq.prompt_ids), list(seq.logprobs) if options.logprobs is not None else None,
+                                  list(seq.prompt_ids),
+                                  list(seq.prompt_logprobs) if options.prompt_logprobs is not None else None)
                    for seq in seqs]
         return [self._response(prompt, out, options.return_full_text) for prompt, out in zip(prompts, outputs)]
 
@@ -229,13 +229,14 @@ class Pipeline:
         current = 0
         try:
             for chunk in request.chunks():
-                if chunk.text == "" and chunk.finish_reason == "none":
+                if chunk.text == "" and chunk.finish_reason == "none" and not chunk.logprobs \
+                        and chunk.prompt_logprobs is None:
                     continue
                 text = chunk.text
                 if not prefixed[chunk.index]:
                     text, prefixed[chunk.index] = prompts[chunk.index] + text, True
-                pending[chunk.index].append(Response(text, len(request.seqs[chunk.index].prompt_ids),
-                                                     chunk.generated_length, chunk.finish_reason))
+                pending[chunk.index].append(piece_response(self.tokenizer, text, request.seqs[chunk.index].prompt_ids,
+                                                           chunk))
                 while current < len(prompts) and pending[current]:
                     piece = pending[current].popleft()
                     yield piece
@@ -246,10 +247,7 @@ class Pipeline:
                 request.cancel()  # the caller stopped reading: free the sequences
 
     def _response(self, prompt: str, out: SequenceOutput, return_full_text: bool) -> Response:
-        return Response(generated_text=prompt + out.text if return_full_text else out.text,
-                        prompt_length=out.prompt_length, generated_length=len(out.token_ids),
-                        finish_reason=out.finish_reason, logprobs=logprob_entries(self.tokenizer, out.logprobs),
-                        token_ids=list(out.token_ids))
+        return final_response(self.tokenizer, prompt + out.text if return_full_text else out.text, out)
 
     def _check_alive(self) -> None:
         if self._destroyed:

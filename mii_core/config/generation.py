@@ -111,6 +111,9 @@ class GenerationConfig(StrictModel):
         if value == 0:
             raise ValueError("truncate_prompt_tokens must be -1 (the model's limit) or at least 1, got 0")
         return value
+    # log-probabilities of each prompt token after the first and of this many alternatives (vLLM's
+    # prompt_logprobs), of the raw logits; such a request skips the prefix cache (see the scheduler)
+    prompt_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
 
     @field_validator("stop", mode="before")
     @classmethod

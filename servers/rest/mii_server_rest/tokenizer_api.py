@@ -45,8 +45,7 @@ class LazyTokenizer:
             return self._tokenizer
 
 
-def register_tokenizer_routes(app: Flask, settings: TransportSettings) -> None:
-    lazy = LazyTokenizer(settings.tokenizer or settings.model_name)
+def register_tokenizer_routes(app: Flask, settings: TransportSettings, lazy: LazyTokenizer) -> None:
 
     @app.post("/tokenize")
     @needs_key(settings)
