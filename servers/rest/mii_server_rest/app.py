@@ -33,7 +33,7 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     register_request_ids(app)
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
-    tokenizer = LazyTokenizer(settings.tokenizer or settings.model_name)  # loaded on first use
+    tokenizer = LazyTokenizer(settings.tokenizer or settings.model_name, settings.chat_template)  # on first use
     register_openai_routes(app, backend, settings, tokenizer)
     register_tokenizer_routes(app, settings, tokenizer)
     return app

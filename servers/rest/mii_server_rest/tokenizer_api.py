@@ -33,8 +33,9 @@ INFO_FIELDS = ("bos_token", "eos_token", "pad_token", "unk_token", "chat_templat
 class LazyTokenizer:
     """The deployment's tokenizer, loaded once on first use (most deployments never need it here)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, chat_template: Optional[str] = None) -> None:
         self.name, self._tokenizer, self._lock = name, None, threading.Lock()
+        self.chat_template = chat_template  # the deployment's chat_template option, as the replicas apply it
 
     def get(self) -> Any:
         with self._lock:
@@ -42,6 +43,8 @@ class LazyTokenizer:
                 from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(self.name, trust_remote_code=False)
+                if self.chat_template is not None:
+                    self._tokenizer.chat_template = self.chat_template
             return self._tokenizer
 
 
