@@ -17,6 +17,9 @@ ARCHITECTURES = {
     "falcon-7b": checkpoints.family("test_arch_falcon", "7b"),
     "phi-2": checkpoints.family("test_arch_phi", "phi2"),
     "opt-350m": checkpoints.family("test_arch_opt", "350m"),
+    "bloom": checkpoints.family("test_arch_bloom", "6-heads"),
+    "mpt": checkpoints.family("test_arch_mpt", "clip"),
+    "starcoder2-window": checkpoints.family("test_arch_starcoder2", "window"),
     "gpt2-kit": checkpoints.gpt2_kit,
 }
 

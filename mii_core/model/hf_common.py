@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from mii_core.model.activations import GATED_ACTIVATIONS
+from mii_core.model.activations import GATED_ACTIVATIONS, PLAIN_ACTIVATIONS
 from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec, RopeSpec
 from mii_core.model.weight_rules import WeightRule
@@ -113,15 +113,17 @@ def decoder_rules(mlp: bool = True) -> dict[str, WeightRule]:
 
 def decoder_spec(hf: dict[str, Any], **fields: Any) -> DecoderSpec:
     """A pre-norm RMSNorm decoder with a gated MLP from the common config keys; ``fields`` override.
-    Required keys are read as ``hf[...]``; an unsupported rope type or activation is a ValueError
-    naming it and the model type."""
+    Required keys are read as ``hf[...]``; an unsupported rope type or activation (``hidden_act``, checked
+    against the plain MLP's activations when ``fields`` say ``gated_mlp=False``) is a ValueError naming it
+    and the model type."""
     model_type = hf.get("model_type")
     heads = hf["num_attention_heads"]
     attention_bias = hf.get("attention_bias", False)
     activation = hf.get("hidden_act", "silu")
-    if activation not in GATED_ACTIVATIONS:
+    supported = GATED_ACTIVATIONS if fields.get("gated_mlp", True) else PLAIN_ACTIVATIONS
+    if activation not in supported:
         raise ValueError(f"{model_type}: hidden_act '{activation}' is not supported "
-                         f"(supported: {', '.join(GATED_ACTIVATIONS)})")
+                         f"(supported: {', '.join(supported)})")
     spec = DecoderSpec(**{
         "vocab_size": hf["vocab_size"], "hidden_size": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
         "num_heads": heads, "num_kv_heads": hf.get("num_key_value_heads") or heads,
