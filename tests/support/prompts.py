@@ -1,17 +1,8 @@
 """Test prompts. All words come from the tiny tokenizer's training corpus, so none map to <unk>."""
+from mii_core.testing.parity import PROMPTS
 
 # Mixed lengths (1 to 40 words) so one ragged batch holds very short and long sequences.
-MIXED_PROMPTS = [
-    "river",
-    "The old man",
-    "She wrote a long letter to her brother",
-    "When the storm passed, the birds came back and the sky turned bright blue again.",
-    "The market was busy with farmers selling eggs, milk, cheese and fresh vegetables."
-    " We climbed the mountain early in the day",
-    "In the middle of the forest there is an old house with a red door and a green roof."
-    " The children walked to school together, talking about the game they played last night."
-    " Music filled the hall as the band began",
-]
+MIXED_PROMPTS = PROMPTS  # mii_core.testing's (public), one list
 
 # Many distinct prompts for load tests: sliding windows over one long text.
 _LONG_TEXT = " ".join(MIXED_PROMPTS[3:]).split()

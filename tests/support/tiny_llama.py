@@ -15,49 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import string
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+# The tokenizer and its corpus are mii_core.testing's (public, for plugin authors too); test prompts are
+# made of the corpus's words.
+from mii_core.testing.tiny import CORPUS, mark_tokenizer_class, train_tokenizer  # noqa: F401 (re-exported)
 
 VARIANTS = ("mha", "gqa", "llama3", "tied")
 # Seeds chosen so that every reference run used by the tests is unambiguous (see
 # HFOracle._check_unambiguous): no greedy near-ties, no EOS under ignore_eos.
 VARIANT_SEEDS = {"mha": 0, "gqa": 2, "llama3": 1, "tied": 0}
-
-UNK, BOS, EOS = "<unk>", "<s>", "</s>"  # ids 0, 1, 2, as in Llama 2
-
-# A small English corpus; the tokenizer is trained on it, and test prompts are made of its words.
-CORPUS = """\
-The quick brown fox jumps over the lazy dog near the river bank.
-A small boat drifted slowly down the river while the sun went down behind the hills.
-Every morning the baker opens his shop and sells fresh bread to the people of the town.
-The children walked to school together, talking about the game they played last night.
-In the middle of the forest there is an old house with a red door and a green roof.
-She wrote a long letter to her brother, who lives in a city far away across the sea.
-The weather was cold and wet, so we stayed inside and read books by the fire.
-Scientists study the stars to learn how the universe began and how it might end.
-My friend likes to cook soup with carrots, onions, potatoes and a little salt.
-The train arrived at the station ten minutes late because of the heavy snow.
-He planted apple trees in the garden, and after five years they gave sweet fruit.
-Music filled the hall as the band began to play an old song everyone knew.
-The teacher asked the students to write a short story about a journey.
-When the storm passed, the birds came back and the sky turned bright blue again.
-Computers can help us solve hard problems, but they still need careful people.
-The market was busy with farmers selling eggs, milk, cheese and fresh vegetables.
-We climbed the mountain early in the day and watched the clouds move below us.
-The little cat slept on the warm window and dreamed of fish and mice.
-Good friends listen to each other and help when times are difficult.
-The museum keeps many old maps that show how the world looked long ago.
-At night the city lights shine like stars, and the streets grow quiet.
-The old man told stories about the sea, the ships and the islands he had seen.
-Water, wind and time slowly shape the rocks along the coast.
-They built a bridge over the river so the villages could trade with each other.
-Reading every day makes the mind stronger, just as running makes the legs stronger.
-"""
 
 # Shapes shared by all variants; only attention layout, RoPE and tying differ.
 BASE_SHAPE = dict(
@@ -82,33 +53,6 @@ LLAMA3_ROPE_SCALING = {
     # Small, so that the scaled band covers frequencies that rotate noticeably within a short prompt.
     "original_max_position_embeddings": 64,
 }
-
-
-def train_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A Llama-2-style tokenizer: BPE over '▁'-marked words, BOS prepended, no byte fallback."""
-    tok = Tokenizer(models.BPE(unk_token=UNK, fuse_unk=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[UNK, BOS, EOS],
-        # Every printable ASCII character gets a token, so any ASCII prompt (a demo's) avoids <unk>.
-        initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation),
-        min_frequency=1,
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        unk_token=UNK,
-        clean_up_tokenization_spaces=False,
-        model_max_length=BASE_SHAPE["max_position_embeddings"],
-    )
 
 
 def make_config(variant: str, tokenizer: PreTrainedTokenizerFast, initializer_range: float) -> LlamaConfig:
@@ -188,13 +132,6 @@ def build_tiny_llama(
     elif config_style != "transformers":
         raise ValueError(f"config_style must be 'hub' or 'transformers', not {config_style!r}")
     return path
-
-
-def mark_tokenizer_class(tokenizer_config: Path) -> None:
-    """Name the class every transformers version knows (v5 writes its own 'TokenizersBackend')."""
-    config = json.loads(tokenizer_config.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    tokenizer_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def convert_to_pytorch_bin(path: Path) -> None:
