@@ -31,13 +31,17 @@ class HFGenerateDeployment:
         self.name, self.model_type = name, model_type
         self.default_options = dict(config.pipeline_kwargs)
         self.device = config.torch_device()
+        try:
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=config.torch_dtype(), trust_remote_code=config.trust_remote_code)
+        except ValueError as exc:  # transformers' "Unrecognized configuration class ..." for non-causal models
+            raise ValueError(f"text-generation for model_type '{model_type}': no architecture plugin serves it, "
+                             f"and transformers' AutoModelForCausalLM cannot load it ({exc})") from None
+        self.model.to(self.device).eval()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(
             model_dir, trust_remote_code=config.trust_remote_code, padding_side="left")
         if self.tokenizer.pad_token is None:  # GPT-style tokenizers have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=config.torch_dtype(), trust_remote_code=config.trust_remote_code)
-        self.model.to(self.device).eval()
         self._lock = threading.Lock()
         self.options({})  # bad pipeline_kwargs fail at deploy, not at the first query
 

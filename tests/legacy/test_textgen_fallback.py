@@ -54,3 +54,12 @@ def test_a_model_type_without_an_architecture_plugin_goes_to_hf_generate(codegen
             handle.query({"query": []})
     finally:
         mii.terminate("codegen")
+
+
+def test_a_model_hf_cannot_generate_with_is_a_clear_error(tmp_path):
+    transformers.CLIPVisionConfig(hidden_size=8, intermediate_size=8, num_attention_heads=2, num_hidden_layers=1,
+                                  image_size=8, patch_size=4).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"text-generation for model_type 'clip_vision_model': no architecture "
+                                         r"plugin serves it, and transformers' AutoModelForCausalLM cannot load it"):
+        mii.deploy(task="text-generation", model=str(tmp_path), deployment_name="vision-gen",
+                   deployment_type="non-persistent", mii_config={"device": "cpu"})
