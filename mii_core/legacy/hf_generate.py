@@ -4,6 +4,7 @@ generated texts, one per prompt), so a model type answers alike when a plugin la
 path. One query's prompts run as one left-padded batch; concurrent queries take turns (one model)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from mii_core.legacy.result import LegacyResult
 from mii_core.legacy.task import QueryError
 from mii_core.requests import generation_options
 
+log = logging.getLogger(__name__)
 # GenerationConfig options the engine has and this fallback does not (their defaults are fine)
 UNSUPPORTED = ("stream", "ignore_eos", "stop", "logprobs")
 
@@ -43,6 +45,9 @@ class HFGenerateDeployment:
         if self.tokenizer.pad_token is None:  # GPT-style tokenizers have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._lock = threading.Lock()
+        if config.enable_cuda_graph:
+            log.warning("enable_cuda_graph ignored for text-generation of model_type '%s': HF generate (no "
+                        "architecture plugin serves it) captures no CUDA graphs", model_type)
         self.options({})  # bad pipeline_kwargs fail at deploy, not at the first query
 
     def options(self, options: Mapping[str, Any]) -> GenerationConfig:

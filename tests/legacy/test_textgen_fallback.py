@@ -3,6 +3,8 @@ is planned for it) goes to HF ``generate``: the same texts as transformers' own 
 prompt; options the fallback lacks are named errors."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import transformers
@@ -31,10 +33,12 @@ def hf_greedy(folder, prompt: str, new_tokens: int) -> str:
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def test_a_model_type_without_an_architecture_plugin_goes_to_hf_generate(codegen):
+def test_a_model_type_without_an_architecture_plugin_goes_to_hf_generate(codegen, caplog):
     assert "codegen" not in get_plugins().architectures.entries  # else this test no longer tests the fallback
-    handle = mii.deploy(task="text-generation", model=str(codegen), deployment_name="codegen",
-                        deployment_type="non-persistent", mii_config={"device": "cpu"})
+    with caplog.at_level(logging.WARNING):
+        handle = mii.deploy(task="text-generation", model=str(codegen), deployment_name="codegen",
+                            deployment_type="non-persistent", mii_config={"device": "cpu", "enable_cuda_graph": True})
+    assert "enable_cuda_graph ignored for text-generation of model_type 'codegen'" in caplog.text
     try:
         result = handle.query({"query": PROMPTS}, max_new_tokens=6, do_sample=False)
         assert result.response == [hf_greedy(codegen, p, 6) for p in PROMPTS]
