@@ -22,5 +22,5 @@ class LegacyResult:
         try:
             return getattr(self.response, name)
         except AttributeError:
-            raise AttributeError(f"this result has no '{name}' (its response is a "
+            raise AttributeError(f"this result has no '{name}' (its response is of type "
                                  f"{type(self.response).__name__})") from None

@@ -123,6 +123,8 @@ def test_text_to_image_equals_diffusers_for_the_same_seed(deploy, folders):
     for result, images in zip(results, expected):
         assert_images_close(result.images, images)  # MII's result.images
         assert result.response.nsfw_content_detected is None  # the tiny checkpoint has no safety checker
+    with pytest.raises(AttributeError, match="this result has no 'imgs' \\(its response is of type ImageResponse\\)"):
+        results[0].imgs
     assert max(mii.api.get_deployment(handle.deployment_name).batcher.batch_sizes) > 1
     # another seed gives another image (the comparison above can fail)
     other = handle.query({"prompt": "a tree"}, seed=6, **SIZE).images[0]
