@@ -9,7 +9,8 @@ from mii_core.config.base import validate_options
 from mii_core.legacy.config import LegacyConfig
 from mii_core.legacy.deployment import InProcessDeployment
 from mii_core.legacy.result import LegacyResult
-from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
+from mii_core.legacy.model_type import model_type_of
+from mii_core.loading.checkpoint import resolve_model_path
 from mii_core.plugins import get_plugins
 
 NON_PERSISTENT, LOCAL = "non-persistent", "local"
@@ -38,7 +39,7 @@ def deploy(task: str, model: str, deployment_name: Optional[str] = None, deploym
     name = deployment_name or f"{Path(model).name}-{task}-deployment"
     config = validate_options(LegacyConfig, dict(mii_config or {}), "mii_config")
     folder = resolve_model_path(model_path or model)
-    model_type = str(read_hf_config(folder).get("model_type", ""))
+    model_type = model_type_of(folder)
     with _lock:
         if name in _deployments:
             raise ValueError(f"a deployment named '{name}' is running; terminate it first or choose another name")
@@ -65,6 +66,10 @@ def _build(name: str, task: str, model_type: str, folder: Path, config: LegacyCo
         from mii_core.legacy.textgen import FastGenDeployment  # the engine's imports only when used
 
         return FastGenDeployment(name, str(folder), config.pipeline_kwargs)
+    if task == FASTGEN_TASK and model_type not in plugins.tasks.model_types(task):
+        from mii_core.legacy.hf_generate import HFGenerateDeployment  # no plugin serves it: HF generate
+
+        return HFGenerateDeployment(name, folder, model_type, config)
     task_class = plugins.tasks.load_for(task, model_type)
     model = task_class.load(folder, task=task, device=config.torch_device(), dtype=config.torch_dtype())
     return InProcessDeployment(name, model, config)

@@ -18,7 +18,7 @@ class LegacyConfig(StrictModel):
 
     dtype: str = "fp32"  # MII Legacy's default
     device: Optional[str] = None  # None: "cuda" when available, else "cpu"
-    enable_cuda_graph: bool = False  # accepted (MII's name); graphs are not captured yet, see README
+    enable_cuda_graph: bool = False  # MII's name: the task model captures CUDA graphs, or logs why it cannot
     tensor_parallel: int = Field(1, ge=1, le=1)  # one device per legacy deployment in this release
     replica_num: int = Field(1, ge=1, le=1)
     port_number: int = 50050  # MII's; used by local deployments (not built yet)

@@ -19,6 +19,8 @@ class InProcessDeployment:
         self.model = model
         self.default_options = dict(config.pipeline_kwargs)
         model.check_options(self.default_options)
+        if config.enable_cuda_graph:
+            model.enable_cuda_graph()
         self.batcher = DynamicBatcher(model, max_batch_size=config.max_batch_size,
                                       wait_s=config.batch_wait_ms / 1000, buckets=config.length_buckets)
 

@@ -13,3 +13,14 @@ class LegacyResult:
 
     response: Any
     time_taken: float
+
+    def __getattr__(self, name: str) -> Any:
+        """The response's own attributes read through the result, as MII's replies have them (an image
+        task's ``result.images``)."""
+        if name.startswith("__"):  # copy/pickle probe dunders: keep Python's own answers
+            raise AttributeError(name)
+        try:
+            return getattr(self.response, name)
+        except AttributeError:
+            raise AttributeError(f"this result has no '{name}' (its response is of type "
+                                 f"{type(self.response).__name__})") from None

@@ -8,10 +8,14 @@ forward pass) → ``respond`` once per query (a failing response fails only its 
 """
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+
+log = logging.getLogger(__name__)
 
 
 class QueryError(ValueError):
@@ -29,10 +33,12 @@ class Prepared:
 
 
 class TaskModel(ABC):
-    """A model serving one task. Subclasses set ``required_keys`` (the keys every query must hold) and
-    ``option_names`` (the per-query options ``query(..., **options)`` accepts)."""
+    """A model serving one task. Subclasses set ``required_keys`` (the keys every query must hold),
+    ``optional_keys`` (those it may hold) and ``option_names`` (the per-query options ``query(..., **options)``
+    accepts)."""
 
     required_keys: tuple[str, ...] = ()
+    optional_keys: tuple[str, ...] = ()
     option_names: tuple[str, ...] = ()
 
     def __init__(self, task: str) -> None:
@@ -49,6 +55,12 @@ class TaskModel(ABC):
     def max_length(self) -> int:
         """The most tokens one query may have (the model's positions)."""
 
+    def enable_cuda_graph(self) -> None:
+        """MII's ``enable_cuda_graph``: a task that can capture its forward pass in CUDA graphs does it here
+        (after ``load``); this default says that it cannot, rather than accepting the option silently."""
+        log.warning("enable_cuda_graph ignored: the %s task model %s captures no CUDA graphs", self.task,
+                    type(self).__name__)
+
     def check_keys(self, query: Mapping[str, Any]) -> None:
         """A query must be a dict holding every required key; the error names the key and the task."""
         if not isinstance(query, Mapping):
@@ -58,10 +70,11 @@ class TaskModel(ABC):
             if key not in query:
                 raise QueryError(f"the {self.task} query has no '{key}' key (it needs "
                                  f"{', '.join(repr(k) for k in self.required_keys)}; got {sorted(query)})")
-        unknown = sorted(set(query) - set(self.required_keys))
+        unknown = sorted(set(query) - set(self.required_keys) - set(self.optional_keys))
         if unknown:
-            raise QueryError(f"the {self.task} query has unknown keys {unknown}; it takes {list(self.required_keys)} "
-                             "(options such as top_k go as keyword arguments of query())")
+            raise QueryError(f"the {self.task} query has unknown keys {unknown}; it takes "
+                             f"{list(self.required_keys + self.optional_keys)} (options such as top_k go as "
+                             "keyword arguments of query())")
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - set(self.option_names))

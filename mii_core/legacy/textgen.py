@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
+from mii_core.legacy.generation_query import query_prompts
 from mii_core.legacy.result import LegacyResult
-from mii_core.legacy.task import QueryError
 from mii_core.pipeline import pipeline
 
 
@@ -22,13 +22,9 @@ class FastGenDeployment:
 
     def query(self, query: Mapping[str, Any], **options: Any) -> LegacyResult:
         start = time.perf_counter()
-        if not isinstance(query, Mapping) or "query" not in query:
-            raise QueryError(f"the text-generation query has no 'query' key (it needs 'query'; got "
-                             f"{sorted(query) if isinstance(query, Mapping) else type(query).__name__})")
-        prompts = query["query"]
-        single = isinstance(prompts, str)
+        prompts = query_prompts(query)
         options = {**self.default_options, **options}
-        responses = self.pipe([prompts] if single else list(prompts), **options)
+        responses = self.pipe(prompts, **options)
         texts = [r.generated_text for r in responses]
         return LegacyResult(texts, time.perf_counter() - start)
 

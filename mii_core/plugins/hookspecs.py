@@ -98,7 +98,9 @@ def mii_core_register_transports(registry: "TransportRegistry") -> None:
 
 @hookspec
 def mii_core_register_tasks(registry: "TaskRegistry") -> None:
-    """Offer MII Legacy tasks (``mii_core.legacy.deploy(task=...)``) for some HF ``model_type`` values.
+    """Offer MII Legacy tasks (``mii_core.legacy.deploy(task=...)``) for some HF ``model_type`` values (a
+    diffusers pipeline folder's model type is its model_index.json ``_class_name``, e.g.
+    ``"StableDiffusionPipeline"``).
 
     ``registry.register(task, target, *, model_types=(), priority=0, override=False)``: ``target`` is a
     ``"package.module:Class"`` string, imported only when a deployment of that task and model type is made;

@@ -1,0 +1,1 @@
+"""mii-tasks-vision: MII Legacy's image tasks (CLIP zero-shot classification, Stable Diffusion) as task models."""
