@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from mii_core.model.activations import GATED_ACTIVATIONS
+from mii_core.model.activations import GATED_ACTIVATIONS, PLAIN_ACTIVATIONS
 from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec, RopeSpec
 from mii_core.model.weight_rules import WeightRule
@@ -41,6 +41,17 @@ def causal_only(hf_config: dict[str, Any]) -> None:
     if hf_config.get("use_bidirectional_attention"):
         raise ValueError(f"{hf_config.get('model_type')}: use_bidirectional_attention (an encoder's attention) is "
                          "not supported: the engine generates causally; set it to false or null")
+
+
+def plain_activation(hf_config: dict[str, Any], key: str, default: str) -> str:
+    """The activation of a plain (ungated) MLP from ``hf_config[key]`` (``hidden_act``, GPT-2's
+    ``activation_function``; ``default`` when absent or null); a ValueError naming the model type, the
+    field and the supported names for one the core does not implement."""
+    activation = hf_config.get(key) or default
+    if activation not in PLAIN_ACTIVATIONS:
+        raise ValueError(f"{hf_config.get('model_type')}: {key} '{activation}' is not supported "
+                         f"(supported: {', '.join(PLAIN_ACTIVATIONS)})")
+    return activation
 
 
 def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
