@@ -6,7 +6,7 @@ import torch
 
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from support.checkpoint_edits import REMOVE, edit_config, rename_tensors
+from support.checkpoint_edits import REMOVE, edit_config, rename_tensors, with_mask_buffers
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
                                    assert_last_logits_close, missing_field_cases)
 
@@ -66,11 +66,13 @@ def test_the_window_changes_the_output(gpt_neo, oracle):
 
 def test_hub_style_checkpoint_matches_hf(gpt_neo, oracle, pipeline, tmp_path):
     """EleutherAI/gpt-neo-*'s config.json files also list attention_layers (HF's expansion, recomputed from
-    attention_types), leave tie_word_embeddings out and intermediate_size null; tensors saved from
-    GPTNeoModel lack the transformer. prefix."""
+    attention_types), leave tie_word_embeddings out and intermediate_size null, and older weights carry
+    the attention-mask buffers; tensors saved from GPTNeoModel lack the transformer. prefix."""
     original = gpt_neo.path("alternating")
-    hub_style = edit_config(original, tmp_path / "hub-style", tie_word_embeddings=REMOVE, intermediate_size=None,
-                            attention_layers=["global", "local"])
+    hub_config = edit_config(original, tmp_path / "hub-config", tie_word_embeddings=REMOVE, intermediate_size=None,
+                             attention_layers=["global", "local"])
+    hub_style = with_mask_buffers(hub_config, tmp_path / "hub-style", "transformer.h.1.attn.attention.bias",
+                                  "transformer.h.1.attn.attention.masked_bias")
     assert_greedy_matches_hf(pipeline, oracle, hub_style, reference_path=original, new_tokens=NEW_TOKENS)
     stripped = rename_tensors(original, tmp_path / "no-prefix", lambda name: name.removeprefix("transformer."))
     assert_greedy_matches_hf(pipeline, oracle, stripped, reference_path=original, new_tokens=NEW_TOKENS)

@@ -4,7 +4,7 @@ q/k/v/out, a biased MLP and a biased LM head, untied (GPT-J-6B) or tied."""
 import pytest
 from transformers import GPTJConfig, GPTJForCausalLM
 
-from support.checkpoint_edits import REMOVE, edit_config, rename_tensors
+from support.checkpoint_edits import REMOVE, edit_config, rename_tensors, with_mask_buffers
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
                                    assert_last_logits_close, missing_field_cases)
 
@@ -46,15 +46,10 @@ def test_hub_style_checkpoint_matches_hf(gptj, oracle, pipeline, tmp_path):
     """EleutherAI/gpt-j-6b's config.json leaves out tie_word_embeddings and n_inner (null there) and its
     weights carry the attention-mask buffers (attn.bias, attn.masked_bias); tensors saved from GPTJModel lack
     the transformer. prefix."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
     original = gptj.path("partial")
-    hub_style = edit_config(original, tmp_path / "hub-style", tie_word_embeddings=REMOVE, n_inner=None)
-    tensors = load_file(hub_style / "model.safetensors")
-    tensors["transformer.h.0.attn.bias"] = torch.ones(1, 1, 8, 8, dtype=torch.bool)
-    tensors["transformer.h.0.attn.masked_bias"] = torch.tensor(-1e9)
-    save_file(tensors, hub_style / "model.safetensors")
+    hub_config = edit_config(original, tmp_path / "hub-config", tie_word_embeddings=REMOVE, n_inner=None)
+    hub_style = with_mask_buffers(hub_config, tmp_path / "hub-style", "transformer.h.0.attn.bias",
+                                  "transformer.h.0.attn.masked_bias")
     assert_greedy_matches_hf(pipeline, oracle, hub_style, reference_path=original)
     stripped = rename_tensors(original, tmp_path / "no-prefix", lambda name: name.removeprefix("transformer."))
     assert_greedy_matches_hf(pipeline, oracle, stripped, reference_path=original)

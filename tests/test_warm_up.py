@@ -18,6 +18,8 @@ ARCHITECTURES = {
     "phi-2": checkpoints.family("test_arch_phi", "phi2"),
     "opt-350m": checkpoints.family("test_arch_opt", "350m"),
     "gpt2-kit": checkpoints.gpt2_kit,
+    "gptj": checkpoints.family("test_arch_gptj", "partial"),
+    "gpt-neo": checkpoints.family("test_arch_gpt_neo", "alternating"),
 }
 
 
