@@ -7,7 +7,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from support.checkpoint_edits import REMOVE, edit_config, rename_tensors, with_mask_buffers
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
-                                   assert_last_logits_close, missing_field_cases)
+                                   assert_last_logits_close, assert_prefix_cached_matches_hf,
+                                   missing_field_cases)
 
 SHAPE = dict(n_embd=64, n_layer=2, n_head=4, n_positions=256)
 VARIANTS = {
@@ -39,6 +40,10 @@ def test_gpt2_greedy_matches_hf(gpt2, oracle, pipeline, schedule):
 @pytest.mark.parametrize("variant", ["untied-unscaled", "upcast"])
 def test_variant_greedy_matches_hf(gpt2, oracle, pipeline, variant):
     assert_greedy_matches_hf(pipeline, oracle, gpt2.path(variant))
+
+
+def test_prefix_cached_matches_hf(gpt2, oracle, pipeline):
+    assert_prefix_cached_matches_hf(pipeline, oracle, gpt2.path("gpt2"))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -8,7 +8,8 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from support.checkpoint_edits import REMOVE, edit_config, rename_tensors, with_mask_buffers
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
-                                   assert_last_logits_close, missing_field_cases)
+                                   assert_last_logits_close, assert_prefix_cached_matches_hf,
+                                   missing_field_cases)
 
 WINDOW = 16
 NEW_TOKENS = 48  # prompts of 2 to 81 tokens: every sequence runs well past the window
@@ -44,6 +45,10 @@ def test_all_local_layers_greedy_matches_hf(gpt_neo, oracle, pipeline, schedule)
     cache_blocks = WINDOW_CACHE_BLOCKS if schedule == "preempted" else None
     assert_greedy_matches_hf(pipeline, oracle, gpt_neo.path("all-local"), schedule, new_tokens=NEW_TOKENS,
                              cache_blocks=cache_blocks)
+
+
+def test_prefix_cached_matches_hf(gpt_neo, oracle, pipeline):
+    assert_prefix_cached_matches_hf(pipeline, oracle, gpt_neo.path("alternating"), new_tokens=NEW_TOKENS)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

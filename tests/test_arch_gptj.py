@@ -6,7 +6,8 @@ from transformers import GPTJConfig, GPTJForCausalLM
 
 from support.checkpoint_edits import REMOVE, edit_config, rename_tensors, with_mask_buffers
 from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused, assert_greedy_matches_hf,
-                                   assert_last_logits_close, missing_field_cases)
+                                   assert_last_logits_close, assert_prefix_cached_matches_hf,
+                                   missing_field_cases)
 
 SHAPE = dict(n_embd=64, n_layer=2, n_head=4, n_positions=512)  # heads of 16 features
 VARIANTS = {
@@ -35,6 +36,10 @@ def test_partial_rotary_greedy_matches_hf(gptj, oracle, pipeline, schedule):
 
 def test_full_rotary_tied_head_matches_hf(gptj, oracle, pipeline):
     assert_greedy_matches_hf(pipeline, oracle, gptj.path("full-tied"))
+
+
+def test_prefix_cached_matches_hf(gptj, oracle, pipeline):
+    assert_prefix_cached_matches_hf(pipeline, oracle, gptj.path("partial"))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -18,7 +18,7 @@ from support.prompts import MIXED_PROMPTS
 from support.tiny_models import build_tiny_checkpoint
 
 NEW_TOKENS = 20
-SCHEDULES = ("whole", "chunked", "preempted")
+SCHEDULES = ("whole", "chunked", "preempted")  # prefix-cached: assert_prefix_cached_matches_hf
 # tokens per forward pass when chunking: the longest prompt needs several passes, and chunks of 7 tokens
 # straddle the 4-token KV blocks
 CHUNK_TOKENS = 7
@@ -94,6 +94,23 @@ def assert_greedy_matches_hf(pipeline, oracle, path, schedule: str = "whole", pr
     if schedule == "preempted":
         assert pipe.loop.scheduler.num_preemptions > preemptions_before, "no sequence was preempted"
     return pipe
+
+
+def assert_prefix_cached_matches_hf(pipeline, oracle, path, prompts=MIXED_PROMPTS, new_tokens: int = NEW_TOKENS):
+    """The mixed batch twice through one engine with BLOCK_SIZE-token blocks: the second time every prompt's
+    full blocks come from the prefix cache the first run filled; both runs token-exact against HF. (A model
+    whose layers all have a sliding window has no prefix cache: its blocks are freed behind the window.)"""
+    references = [oracle(path).greedy(p, new_tokens, ignore_eos=True) for p in prompts]
+    pipe = pipeline(path, inference_engine_config={"state_manager": {"kv_block_size": BLOCK_SIZE}})
+    cache = pipe.engine.scheduler.kv.prefix_cache
+    assert cache is not None, f"{path} runs without a prefix cache (a sliding window on every layer?)"
+    hits = []
+    for _ in range(2):
+        before = cache.hit_blocks
+        assert_responses_match(pipe(prompts, do_sample=False, max_new_tokens=new_tokens, ignore_eos=True),
+                               references)
+        hits.append(cache.hit_blocks - before)
+    assert hits[1] > hits[0], f"the second run must reuse the first run's blocks (hit blocks per run: {hits})"
 
 
 def assert_fixture_is_context_sensitive(references, path) -> None:
