@@ -19,8 +19,8 @@ fi
 # The checks run side by side, so that the whole script fits one 10-minute device call: Triton compiles on
 # one CPU core per process, and the kernel tests (most of their time is compiling; the attention-option
 # variants alone took 370 s in one process on the H200) are split into KERNEL_SHARDS processes by test id.
-# Each parity engine takes half the free memory for its KV cache instead of 0.9, leaving room for the
-# kernel tests' real-shape tensors. Kernels compiled for the GPU: the interpreter only where there is none.
+# Each parity engine takes a tenth of the free memory for its KV cache instead of 0.9, leaving room for
+# the other processes and the kernel tests' real-shape tensors. Kernels compiled for the GPU: the interpreter only where there is none.
 unset TRITON_INTERPRET
 shards=${KERNEL_SHARDS:-6}
 # the shards' id lists and logs stay in a scratch folder (the device tool brings back only a few files);
@@ -39,8 +39,18 @@ while [ "$i" -lt "$shards" ]; do
     i=$((i + 1))
 done
 set +f
-python3 benchmarks/gpu_parity.py --kv-fraction 0.5 > "$out/parity.log" 2>&1
-parity=$?
+# gpu_parity in PARITY_SHARDS processes too (each case builds several engines and captures their graphs)
+parity_pids=""
+i=0
+parity_shards=${PARITY_SHARDS:-3}
+while [ "$i" -lt "$parity_shards" ]; do
+    python3 benchmarks/gpu_parity.py --kv-fraction 0.1 --shard "$i/$parity_shards" > "$work/parity-$i.log" 2>&1 &
+    parity_pids="$parity_pids $!"
+    i=$((i + 1))
+done
+parity=0
+for pid in $parity_pids; do wait "$pid" || parity=1; done
+for log in "$work"/parity-*.log; do echo "== $log"; cat "$log"; done > "$out/parity.log"
 kernels=0
 for pid in $shard_pids; do wait "$pid" || kernels=1; done
 [ -s "$ids" ] || kernels=1
@@ -49,7 +59,8 @@ for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/ke
 {
     echo "kernel tests (rc $kernels), one line per process:"
     for log in "$work"/kernels-*.log; do echo "    $(tail -1 "$log")"; done
-    echo "gpu_parity (rc $parity): $(grep '\[parity\] summary' "$out/parity.log")"
+    echo "gpu_parity (rc $parity), one line per process:"
+    grep '\[parity\] summary' "$out/parity.log" | sed 's/^/    /'
     grep -E '^\[parity\] FAIL' "$out/parity.log"
 } | tee "$out/summary.txt"
 [ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ]

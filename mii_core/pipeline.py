@@ -43,6 +43,8 @@ class Pipeline:
         self.tokenizer = built.policy.load_tokenizer(tokenizer_path)  # None: the architecture has no own loader
         if self.tokenizer is None:  # never run a checkpoint's code, nor ask on stdin whether to
             self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), trust_remote_code=False)
+        if config.chat_template is not None:  # the model option replaces (or supplies) the tokenizer's
+            self.tokenizer.chat_template = config.chat_template
         eos_ids = (generation_eos_ids(built.model_path) or list(self.spec.eos_token_ids)
                    or [self.tokenizer.eos_token_id])
         eos_ids = [e for e in eos_ids if e is not None]

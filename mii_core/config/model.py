@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from mii_core.config.base import StrictModel
+from mii_core.config.chat_template import chat_template_text
 from mii_core.config.engine import EngineConfig, refuse_unsupported
 
 DeviceMap = Union[Literal["auto"], int, list[int], list[list[int]], dict[str, list[list[int]]]]
@@ -40,11 +41,18 @@ class ModelConfig(StrictModel):
     all_rank_output: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Optional[str] = Field(default=None, description="None: cuda when available, else cpu")
+    # vLLM's --chat-template: a Jinja template, or the path of a file holding one; replaces the tokenizer's
+    chat_template: Optional[str] = Field(default=None, min_length=1)
 
     @field_validator("model_name_or_path", "tokenizer", mode="before")
     @classmethod
     def _path_as_str(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("chat_template", mode="after")
+    @classmethod
+    def _chat_template_text(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else chat_template_text(value)
 
     @field_validator("inference_engine_config", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
     files = weight_files(model_path)
     total = count_tensors(files)
     loaded: set[str] = set()
+    unused: list[str] = []  # tensors no rule maps and no pattern ignores: a misspelt rule shows up here
     bar = tqdm(total=total if total > 0 else None, desc="Loading weights", unit="tensor",
                disable=None if show_progress else True, leave=False)  # None: off when not a TTY
     for name, tensor in iter_slices(files, counter):
@@ -37,6 +38,7 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
         if target is None:
             if not policy.is_ignored(name):
                 log.debug("checkpoint tensor '%s' is not used by the engine", name)
+                unused.append(name)
             continue
         param = params.get(target.param_name)
         if param is None:
@@ -49,11 +51,16 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
     bar.close()
     missing = _missing(policy, loaded, params)
     if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise ValueError(f"checkpoint '{model_path}' is missing weights: {shown}")
+        raise ValueError(f"checkpoint '{model_path}' is missing weights: {_listing(missing)}"
+                         + (f"; its tensors that no weight rule maps: {_listing(unused)} (a misspelt rule "
+                            "pattern, or a checkpoint of another layout?)" if unused else ""))
     log.debug("read %d of %d bytes of checkpoint tensors (%.0f%%)", counter.bytes_read, counter.checkpoint_bytes,
               100 * counter.share_read)
     return counter
+
+
+def _listing(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _missing(policy: ArchitecturePolicy, loaded: set[str], params: dict[str, nn.Parameter]) -> list[str]:

@@ -31,6 +31,8 @@ class ArchitecturePolicy:
         try:
             self.spec = self.build_spec(hf_config)
         except KeyError as missing:  # build_spec reads required fields as hf[...]: say which one is absent
+            if isinstance(missing, ValueError):  # the loader's config already says it (file and field)
+                raise ValueError(str(missing)) from None
             raise ValueError(f"config.json has no '{missing.args[0]}' field, which a "
                              f"'{hf_config.get('model_type')}' model needs; add it to config.json") from None
         self.rules = RuleTable(self.weight_rules, self.checkpoint_prefix)

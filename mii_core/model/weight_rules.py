@@ -46,9 +46,19 @@ class WeightTarget:
         if self.rule.transform is None:
             return tensor
         # A transform reorders rows across the whole tensor, so no slice read is possible: the lazy
-        # checkpoint view (mii_core.loading.slices) reads all of it at the transform's first tensor call,
-        # and the parameter's loader keeps its rank's slice of the result.
-        return self.rule.transform(tensor, spec)
+        # checkpoint view (mii_core.loading.slices) is read whole first, so that the transform gets a plain
+        # tensor (``t + 1`` works), and the parameter's loader keeps its rank's slice of the result.
+        whole = tensor.read() if hasattr(tensor, "read") else tensor
+        try:
+            result = self.rule.transform(whole, spec)
+        except Exception as exc:
+            raise ValueError(f"the transform of the weight rule for checkpoint tensor '{self.checkpoint_name}' "
+                             f"(-> '{self.param_name}') failed on its tensor of shape {tuple(whole.shape)} "
+                             f"({whole.dtype}): {type(exc).__name__}: {exc}") from exc
+        if not isinstance(result, torch.Tensor):
+            raise ValueError(f"the transform of the weight rule for checkpoint tensor '{self.checkpoint_name}' "
+                             f"(-> '{self.param_name}') returned a {type(result).__name__}, not a tensor")
+        return result
 
 
 def as_rule(rule: WeightRule) -> Rule:

@@ -31,6 +31,21 @@ def import_target(target: str) -> Any:
     return value
 
 
+class PluginImportError(ImportError):
+    """A registered ``"module:Name"`` target that does not import: names the plugin, what it registered
+    and the target, so that a misspelt class is not a bare AttributeError at ``pipeline()``."""
+
+
+def import_registered(target: str, plugin: str, what: str) -> Any:
+    """``import_target`` for a plugin's registration of ``what`` (e.g. "model_type 'llama'")."""
+    try:
+        return import_target(target)
+    except (ImportError, AttributeError) as exc:
+        raise PluginImportError(f"plugin '{plugin}' registered {what} as '{target}', which cannot be imported "
+                                f"({type(exc).__name__}: {exc}); fix the target string in the plugin's "
+                                "registration or reinstall the plugin") from exc
+
+
 def check_registration(target: object, priority: object) -> None:
     """Type checks shared by every ``register``: a mistake fails the plugin with a message, not later."""
     if not isinstance(target, str) or not _TARGET.match(target):

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from mii_core.plugins.claims import (UNKNOWN_PLUGIN, Claim, Outcome, PluginConflictError, check_registration,
-                                     conflict_message, decide, import_target)
+                                     conflict_message, decide, import_registered,
+                                     import_target)
 
 __all__ = ["ArchitectureRegistry", "KernelRegistry", "TransportRegistry", "TaskRegistry", "KernelRegistration",
            "PluginConflictError", "import_target"]
@@ -66,7 +67,8 @@ class NamedRegistry:
         return outcome.winner
 
     def load(self, name: str) -> Any:
-        return import_target(self.served_by(name).target)
+        claim = self.served_by(name)
+        return import_registered(claim.target, claim.plugin, f"{self.kind} '{name}'")
 
     def _missing_message(self, name: str) -> str:
         return f"no {self.kind} '{name}' installed (installed: {', '.join(self.names()) or 'none'})"
@@ -167,7 +169,8 @@ class TaskRegistry(NamedRegistry):
         return self.served_by(self.key(task, model_type))
 
     def load_for(self, task: str, model_type: str) -> Any:
-        return import_target(self.served_for(task, model_type).target)
+        claim = self.served_for(task, model_type)
+        return import_registered(claim.target, claim.plugin, f"task '{task}' for model_type '{model_type}'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,4 +233,5 @@ class KernelRegistry:
         return top[0]
 
     def resolve(self, op: str, device_type: str) -> Callable[..., Any]:
-        return import_target(self.choose(op, device_type).target)
+        chosen = self.choose(op, device_type)
+        return import_registered(chosen.target, chosen.plugin, f"kernel '{chosen.name}' for op '{op}'")

@@ -8,6 +8,7 @@ import os
 from mii_core.plugins.claims import Outcome, conflict_message
 from mii_core.plugins.manager import ALLOW_ENV, FAILED, SKIPPED, PluginRecord, PluginState
 from mii_core.plugins.registries import KernelRegistry, NamedRegistry, PluginConflictError
+from mii_core.plugins.target_check import missing_target
 
 _HOOK_PREFIX = "mii_core_register_"
 
@@ -27,9 +28,21 @@ def _outcome_lines(registry: NamedRegistry, outcome: Outcome) -> list[str]:
         return ([f"  {outcome.name:<16} CONFLICT: "
                  + conflict_message(f"{registry.kind} '{outcome.name}'", outcome.conflicting)]
                 + [f"  {'':<16}   claimed: {c.target}  [{c.describe()}]" for c in outcome.conflicting])
-    lines = [f"  {outcome.name:<16} {outcome.winner.target}  [{outcome.winner.describe()}]"]
+    lines = [f"  {outcome.name:<16} {outcome.winner.target}  [{outcome.winner.describe()}]"
+             + _import_note(registry, outcome.name)]
     lines += [f"  {'':<16}   overrides {c.target}  [{c.describe()}]" for c in outcome.overridden]
     return lines
+
+
+def _import_note(registry: NamedRegistry, name: str) -> str:
+    """Checks the winner's "module:Name" now, without importing it, so that a misspelt target shows in the
+    listing rather than first at ``pipeline()``."""
+    winner = registry.served_by(name)
+    why = missing_target(winner.target)
+    if why is None:
+        return ""
+    return (f"\n  {'':<16}   BROKEN: plugin '{winner.plugin}' registered {registry.kind} '{name}' as "
+            f"'{winner.target}', which cannot be imported: {why}")
 
 
 def _named_section(title: str, registry: NamedRegistry) -> list[str]:
@@ -55,6 +68,9 @@ def _kernel_section(kernels: KernelRegistry) -> list[str]:
             others = ", ".join(f"{c.name} ({c.plugin}, {c.priority})" for c in candidates if c is not chosen)
             lines.append(f"  {op:<20} {device:<5} {chosen.name}  [plugin '{chosen.plugin}', priority "
                          f"{chosen.priority}]" + (f"  over: {others}" if others else ""))
+            why = missing_target(chosen.target)
+            if why:
+                lines.append(f"  {'':<26} BROKEN: '{chosen.target}' cannot be imported: {why}")
     return lines if len(lines) > 1 else lines + ["  (none)"]
 
 

@@ -33,6 +33,8 @@ def add_serving_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-queued-requests", type=int, default=None)
     serve.add_argument("--max-length", type=int, default=None)
     serve.add_argument("--device-map", default=None, help='JSON, e.g. "[[0], [1]]" (default: auto)')
+    serve.add_argument("--chat-template", default=None,
+                       help="a Jinja chat template, or a file holding one (vLLM's flag; model option chat_template)")
     serve.add_argument("--config", default=None, help="mii_config JSON file; flags override it")
     serve.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
                        help="any other model option, e.g. inference_engine_config='{...}' (repeatable)")
@@ -61,7 +63,8 @@ def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"deployment_name": args.deployment_name or None, "replica_num": args.replica_num,
              "tensor_parallel": args.tensor_parallel, "port_number": args.port, "host": args.host,
              "restful_api_host": args.rest_host, "api_key": _api_key(args),
-             "max_queued_requests": args.max_queued_requests, "max_length": args.max_length}
+             "max_queued_requests": args.max_queued_requests, "max_length": args.max_length,
+             "chat_template": args.chat_template}
     options = {key: value for key, value in flags.items() if value is not None}
     if args.rest_port is not None:
         options.update(enable_restful_api=True, restful_api_port=args.rest_port)

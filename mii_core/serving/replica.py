@@ -130,8 +130,7 @@ class LocalBackend(Backend):
     def _chat_ids(self, messages: Any) -> list[int]:
         tokenizer = self.pipe.tokenizer
         if not getattr(tokenizer, "chat_template", None):
-            raise InvalidRequest("this model's tokenizer has no chat template, so chat messages cannot be turned "
-                                 "into a prompt; use completions (a plain prompt) instead")
+            raise InvalidRequest(NO_CHAT_TEMPLATE)
         try:
             ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         except Exception as exc:  # a template rejects messages it cannot render (roles, order)
@@ -144,6 +143,11 @@ class LocalBackend(Backend):
 
     def terminate(self) -> None:
         self.terminated.set()
+
+
+NO_CHAT_TEMPLATE = ("this model's tokenizer has no chat template, so chat messages cannot be turned into a prompt: "
+                    "deploy it with the model option chat_template (a Jinja template, or a file holding one), "
+                    "or use completions (a plain prompt)")
 
 
 def replica_model_config(config: MIIConfig, placement: dict[str, Any]) -> ModelConfig:

@@ -285,3 +285,13 @@ def test_terminate_under_load_ends_every_process_and_frees_every_port(fault, che
     assert set(outcomes) <= {200, 503, "connection closed"}
     print(f"\nTERMINATE under 8 clients: every process gone and every port free {took:.2f} s after "
           f"terminate_server(); {outcomes.count(200)} answered, {len(outcomes) - outcomes.count(200)} refused or cut")
+
+
+def test_chat_on_a_model_without_a_template_is_a_400_naming_the_option(guarded):
+    url = rest_url(guarded)
+    answer = requests.post(f"{url}/v1/chat/completions", headers=AUTH, timeout=60,
+                           json={"model": "guarded", "messages": [{"role": "user", "content": "river"}]})
+    assert answer.status_code == 400 and "chat_template" in answer.json()["error"]["message"]
+    tokenized = requests.post(f"{url}/tokenize", headers=AUTH, timeout=60,
+                              json={"messages": [{"role": "user", "content": "river"}]})
+    assert tokenized.status_code == 400 and "chat_template" in tokenized.json()["error"]["message"]

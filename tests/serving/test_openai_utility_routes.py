@@ -15,6 +15,33 @@ def test_health_answers_200_while_serving(api):
     assert (response.status_code, response.content) == (200, b"")
 
 
+def test_version_is_mii_cores(api):
+    _, _, url = api
+    from importlib.metadata import version
+
+    assert requests.get(f"{url}/version", timeout=30).json() == {"version": version("mii-core")}
+
+
+def test_a_request_id_is_echoed_on_answers_and_errors(api):
+    client, _, url = api
+    raw = client.with_raw_response.completions.create(model="demo", prompt="rivers", max_tokens=2,
+                                                      extra_headers={"X-Request-Id": "trace-42"})
+    assert raw.headers["x-request-id"] == "trace-42"
+    refused = requests.post(f"{url}/v1/completions", json={"model": "demo", "prompt": "x", "max_tokens": -1},
+                            headers={"X-Request-Id": "trace-43"}, timeout=30)
+    assert refused.status_code == 400 and refused.headers["X-Request-Id"] == "trace-43"
+    fresh = {requests.get(f"{url}/health", timeout=30).headers["X-Request-Id"] for _ in range(2)}
+    assert len(fresh) == 2 and all(len(i) == 32 for i in fresh)  # one new id per request without one
+
+
+def test_a_bad_request_id_is_a_400_naming_the_header(api):
+    _, _, url = api
+    answer = requests.get(f"{url}/v1/models", headers={"X-Request-Id": "x" * 300}, timeout=30)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request_id"
+    assert "X-Request-Id" in answer.json()["error"]["message"]
+    assert requests.get(f"{url}/health", timeout=30).status_code == 200  # still serving
+
+
 def test_a_model_is_retrieved_by_its_id(api):
     client, _, _ = api
     model = client.models.retrieve("demo")

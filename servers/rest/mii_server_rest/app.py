@@ -1,5 +1,5 @@
 """The Flask app: MII's routes (``POST /mii/<deployment>``, ``/healthz``, ``/terminate``), vLLM's
-``/health``, the OpenAI-compatible ``/v1`` routes (``openai_api.py``), vLLM's tokenizer routes
+``/health`` and ``/version`` and its ``X-Request-Id`` echo, the OpenAI-compatible ``/v1`` routes (``openai_api.py``), vLLM's tokenizer routes
 (``tokenizer_api.py``), and Prometheus ``/metrics``."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from mii_server_rest.gate import key_matches
 from mii_server_rest.metrics import Metrics
 from mii_server_rest.openai_api import register_openai_routes
 from mii_server_rest.origin import check_terminate_request, register_origin_rules
+from mii_server_rest.request_id import register_request_ids
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
 from mii_server_rest.tokenizer_api import register_tokenizer_routes
 from mii_server_rest.waiting import result_while_connected
@@ -29,6 +30,7 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     metrics = Metrics(backend)
     _register_errors(app, settings, metrics)
     register_origin_rules(app, settings)
+    register_request_ids(app)
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
     register_openai_routes(app, backend, settings)
@@ -118,6 +120,13 @@ def _register_ops_routes(app: Flask, backend: Backend, settings: TransportSettin
         """vLLM's liveness route (guidellm and others wait on it): 200 with no body while serving."""
         serving = backend.health()["status"] in ("ok", "degraded")
         return Response(status=200 if serving else 503)
+
+    @app.get("/version")
+    def version() -> Any:
+        """vLLM's route: the server's version (mii-core's)."""
+        from mii_core import __version__
+
+        return jsonify({"version": __version__})
 
     @app.route("/terminate", methods=["GET", "POST"])
     @needs_key(settings)
