@@ -27,4 +27,6 @@ TP_CHECKPOINTS: dict[str, Callable] = {
     "phi": _ours(arch.family("test_arch_phi", "phi2")),           # biased LM head, split with the vocabulary
     "opt-350m": _ours(arch.family("test_arch_opt", "350m")),      # post-norm, project in/out replicated
     "gpt2-kit": _ours(arch.gpt2_kit),                             # the kit's plugin: Conv1D stored transposed
+    "gptj": _ours(arch.family("test_arch_gptj", "partial")),      # q/k rows permuted whole, then split by head
+    "gpt-neo": _ours(arch.family("test_arch_gpt_neo", "alternating")),  # a window on every other layer
 }
