@@ -102,6 +102,12 @@ def cases() -> list[Case]:
         Case("gemma2-tight-caps", checkpoints.family("test_arch_gemma2", "tight-caps"), bf16=False),
         Case("gpt-neox-parallel", checkpoints.family("test_arch_gpt_neox", "parallel")),
         Case("gpt-neox-sequential", checkpoints.family("test_arch_gpt_neox", "sequential")),
+        Case("bloom-8-heads", checkpoints.family("test_arch_bloom", "8-heads")),
+        Case("bloom-6-heads", checkpoints.family("test_arch_bloom", "6-heads")),
+        Case("mpt-7b", checkpoints.family("test_arch_mpt", "7b")),
+        Case("mpt-clip", checkpoints.family("test_arch_mpt", "clip")),
+        Case("starcoder2-window", checkpoints.family("test_arch_starcoder2", "window"), **window),
+        Case("starcoder2-no-bias", checkpoints.family("test_arch_starcoder2", "no-bias")),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
         *(Case(f"gpt2-{v}", checkpoints.family("test_arch_gpt2", v), needs="gpt2")
           for v in ("gpt2", "untied-unscaled", "upcast")),

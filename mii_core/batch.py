@@ -24,6 +24,9 @@ class RaggedBatch:
                                    # family's own module may depend on it; most ignore it)
     block_tables: torch.Tensor     # [S, max_blocks] int64, padded with 0 (masked by context_lens)
     last_token_index: torch.Tensor  # [S] int64, index in token_ids of each sequence's last new token
+    logit_index: torch.Tensor      # [R] int64, the tokens whose logits the forward returns, in order: each
+                                   # sequence's last new token, or all its new tokens where it scores its
+                                   # prompt (then R > S); the same tensor as last_token_index when none does
     decode_seqs: torch.Tensor      # [S_d] int64, sequences with exactly one new token
     prefill_seqs: torch.Tensor     # [S_p] int64, sequences with several new tokens (prompt chunks)
     max_query_len: int
@@ -58,11 +61,25 @@ def _one_transfer(fields: dict[str, list[int]], device: torch.device) -> dict[st
     return {name: part[:n] for name, part, n in zip(fields, host.split(padded), sizes)}
 
 
+def logit_rows(query_lens: Sequence[int], full_logits: Sequence[bool] = ()) -> tuple[list[int], list[int]]:
+    """(the token indices whose logits a step returns, each sequence's row among them for its last token):
+    sequence i gives its last token, or all ``query_lens[i]`` tokens where ``full_logits[i]``."""
+    index, last_rows, start = [], [], 0
+    for i, count in enumerate(query_lens):
+        first = start if full_logits and full_logits[i] else start + count - 1
+        index.extend(range(first, start + count))
+        last_rows.append(len(index) - 1)
+        start += count
+    return index, last_rows
+
+
 def build_ragged_batch(token_lists: Sequence[Sequence[int]], cached: Sequence[int],
                        block_tables: Sequence[Sequence[int]], block_size: int,
-                       device: torch.device, prompt_lens: Optional[Sequence[int]] = None) -> RaggedBatch:
+                       device: torch.device, prompt_lens: Optional[Sequence[int]] = None,
+                       full_logits: Sequence[bool] = ()) -> RaggedBatch:
     """``token_lists[i]`` are sequence i's new tokens; ``cached[i]`` how many it already cached;
-    ``prompt_lens[i]`` its prompt length (default: its length after this step)."""
+    ``prompt_lens[i]`` its prompt length (default: its length after this step); ``full_logits[i]``:
+    the logits of all its new tokens are wanted, not only of its last (empty: no sequence's)."""
     tokens, positions, slots, query_start = [], [], [], [0]
     for new, seen, table in zip(token_lists, cached, block_tables):
         tokens.extend(new)
@@ -82,8 +99,11 @@ def build_ragged_batch(token_lists: Sequence[Sequence[int]], cached: Sequence[in
         "last_token_index": [s - 1 for s in query_start[1:]],
         "decode_seqs": [i for i, n in enumerate(query_lens) if n == 1], "prefill_seqs": prefill,
     }
+    if any(full_logits):
+        fields["logit_index"] = logit_rows(query_lens, full_logits)[0]
     on_device = _one_transfer(fields, device)
     on_device["block_tables"] = on_device["block_tables"].view(len(token_lists), width)
+    on_device.setdefault("logit_index", on_device["last_token_index"])
     return RaggedBatch(
         **on_device,
         max_query_len=max(query_lens), max_context_len=max(context_lens),

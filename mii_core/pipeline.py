@@ -15,14 +15,16 @@ from mii_core.distributed.step_sync import check_same_requests
 from mii_core.engine.builder import build_engine
 from mii_core.engine.generation_loop import GenerationLoop
 from mii_core.loading.checkpoint import generation_eos_ids
-from mii_core.requests import (LengthLimit, build_sequence, check_max_length, generation_options, new_tokens_for,
-                               normalize_prompts, prompt_char_ceiling, sequence_ceiling, tokenize_prompts)
+from mii_core.requests import (LengthLimit, build_sequence, check_max_length, check_option_token_ids,
+                               generation_options, new_tokens_for, normalize_prompts, prompt_char_ceiling,
+                               sequence_ceiling, tokenize_prompts, truncate_prompt)
 from mii_core.response import Response, TokenOutput
+from mii_core.sampling.bad_words import bad_words_token_ids
 from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
 from mii_core.serving.lockstep import LockstepLoop, follow
-from mii_core.serving.logprob_entries import logprob_entries
+from mii_core.serving.responses import final_response, piece_response
 from mii_core.serving.service import EngineService
 from mii_core.serving.stream import Detokenizer, RequestStream, SequenceOutput
 
@@ -82,8 +84,6 @@ class Pipeline:
         options = generation_options(generate_kwargs)
         if self.service is None:
             return self._call_in_lockstep(prompts, options)
-        if options.stream and options.logprobs is not None:  # streamed pieces carry no logprobs yet
-            raise ValueError("logprobs with stream=True are not supported yet; ask without stream")
         request = self.submit(prompts, options, stream_tokens=options.stream)
         if options.stream:
             return self._stream(prompts, request, options.return_full_text)
@@ -109,7 +109,9 @@ class Pipeline:
         if not self._returns_output():
             return []
         outputs = [SequenceOutput(list(seq.generated_ids), self.detokenizer.final_text(seq), seq.finish_reason,
-                                  len(seq.prompt_ids), list(seq.logprobs) if options.logprobs is not None else None)
+                                  len(seq.prompt_ids), list(seq.logprobs) if options.logprobs is not None else None,
+                                  list(seq.prompt_ids),
+                                  list(seq.prompt_logprobs) if options.prompt_logprobs is not None else None)
                    for seq in seqs]
         return [self._response(prompt, out, options.return_full_text) for prompt, out in zip(prompts, outputs)]
 
@@ -179,9 +181,12 @@ class Pipeline:
         for i, ids in enumerate(prompt_ids):
             if any(not 0 <= t < vocab for t in ids):
                 raise ValueError(f"prompt {i}: token ids must lie in [0, {vocab}) (the model's vocabulary)")
+        check_option_token_ids(options, vocab)
+        prompt_ids = [truncate_prompt(ids, options, sequence_ceiling(self.length_limits)) for ids in prompt_ids]
         new_tokens = [new_tokens_for(len(ids), options, self.config.max_length, self.length_limits)
                       for ids in prompt_ids]
-        return [build_sequence(next(self._uids), ids, n, options, self.engine.device)
+        bad_words = [w for w in bad_words_token_ids(self.tokenizer, options.bad_words) if all(t < vocab for t in w)]
+        return [build_sequence(next(self._uids), ids, n, options, self.engine.device, bad_words)
                 for ids, n in zip(prompt_ids, new_tokens)]
 
     def _length_limits(self) -> list[LengthLimit]:
@@ -224,13 +229,14 @@ class Pipeline:
         current = 0
         try:
             for chunk in request.chunks():
-                if chunk.text == "" and chunk.finish_reason == "none":
+                if chunk.text == "" and chunk.finish_reason == "none" and not chunk.logprobs \
+                        and chunk.prompt_logprobs is None:
                     continue
                 text = chunk.text
                 if not prefixed[chunk.index]:
                     text, prefixed[chunk.index] = prompts[chunk.index] + text, True
-                pending[chunk.index].append(Response(text, len(request.seqs[chunk.index].prompt_ids),
-                                                     chunk.generated_length, chunk.finish_reason))
+                pending[chunk.index].append(piece_response(self.tokenizer, text, request.seqs[chunk.index].prompt_ids,
+                                                           chunk))
                 while current < len(prompts) and pending[current]:
                     piece = pending[current].popleft()
                     yield piece
@@ -241,10 +247,7 @@ class Pipeline:
                 request.cancel()  # the caller stopped reading: free the sequences
 
     def _response(self, prompt: str, out: SequenceOutput, return_full_text: bool) -> Response:
-        return Response(generated_text=prompt + out.text if return_full_text else out.text,
-                        prompt_length=out.prompt_length, generated_length=len(out.token_ids),
-                        finish_reason=out.finish_reason, logprobs=logprob_entries(self.tokenizer, out.logprobs),
-                        token_ids=list(out.token_ids))
+        return final_response(self.tokenizer, prompt + out.text if return_full_text else out.text, out)
 
     def _check_alive(self) -> None:
         if self._destroyed:

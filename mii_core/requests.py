@@ -147,11 +147,31 @@ def new_tokens_for(prompt_len: int, options: GenerationConfig, model_max_length:
     return options.max_new_tokens
 
 
+def check_option_token_ids(options: GenerationConfig, vocab_size: int) -> None:
+    """The token ids an option names must lie in the model's vocabulary (vLLM checks them alike)."""
+    named = {"logit_bias": list(options.logit_bias or ()), "allowed_token_ids": options.allowed_token_ids or [],
+             "stop_token_ids": options.stop_token_ids}
+    for name, ids in named.items():
+        outside = [t for t in ids if not 0 <= t < vocab_size]
+        if outside:
+            raise ValueError(f"{name} must name token ids in [0, {vocab_size}) (the model's vocabulary); "
+                             f"{outside[0]} is not")
+
+
+def truncate_prompt(prompt_ids: list[int], options: GenerationConfig, ceiling: LengthLimit) -> list[int]:
+    """vLLM's truncate_prompt_tokens: the prompt's last k tokens (-1: k is the model's length limit)."""
+    keep = options.truncate_prompt_tokens
+    if keep is None:
+        return prompt_ids
+    keep = ceiling.tokens if keep == -1 else keep
+    return prompt_ids[-keep:] if len(prompt_ids) > keep else prompt_ids
+
+
 def build_sequence(uid: int, prompt_ids: list[int], max_new_tokens: int, options: GenerationConfig,
-                   device: torch.device) -> Sequence:
+                   device: torch.device, bad_words_ids: Optional[list[list[int]]] = None) -> Sequence:
     generator = None
     if options.do_sample and options.seed is not None:
         generator = torch.Generator(device=device)
         generator.manual_seed(options.seed)
     return Sequence(uid=uid, prompt_ids=list(prompt_ids), max_new_tokens=max_new_tokens, options=options,
-                    generator=generator)
+                    generator=generator, bad_words_ids=bad_words_ids or [])

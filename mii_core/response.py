@@ -13,9 +13,15 @@ class Response:
     finish_reason: str  # "stop" (EOS or a stop string), "length", or "none" for a stream chunk
     # Where the options asked for ``logprobs``: per generated token {"token", "token_id", "logprob",
     # "top": [{"token", "token_id", "logprob"}, ...]} (the raw logits' log-softmax; "token" is the id
-    # decoded alone), else None. Final responses only, with the generated ``token_ids``.
+    # decoded alone), else None. A streamed piece carries those of the tokens it adds; a final response
+    # all of them, with the generated ``token_ids``.
     logprobs: Optional[list[dict[str, Any]]] = None
     token_ids: Optional[list[int]] = None
+    # Where the options asked for ``prompt_logprobs``: per prompt token the same dict (the first token's
+    # None: nothing precedes it), on the final response and a stream's first piece; else None. A final
+    # response also carries the prompt's token ids.
+    prompt_logprobs: Optional[list[Optional[dict[str, Any]]]] = None
+    prompt_token_ids: Optional[list[int]] = None
 
     def __str__(self) -> str:
         return self.generated_text

@@ -41,7 +41,7 @@ def assert_still_serves(pipe, hf):
         ([PROMPT], dict(max_new_tokens=-1), "max_new_tokens"),
         ([PROMPT], dict(do_sample=True, top_p=0), "top_p"),
         ([PROMPT], dict(do_sample=True, top_p=1.5), "top_p"),
-        ([PROMPT], dict(do_sample=True, top_k=0), "top_k"),
+        ([PROMPT], dict(do_sample=True, top_k=-2), "top_k"),  # 0 and -1: no top-k (vLLM)
         ([PROMPT], dict(do_sample=True, temperature=0), "temperature"),
         # values that would not silently change meaning or reach the engine as NaN / overflow
         ([PROMPT], dict(temperature=float("inf")), "temperature"),

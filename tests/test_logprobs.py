@@ -84,7 +84,8 @@ def test_generate_tokens_carries_logprobs_from_the_same_ids(setup):
     assert [lp.top_ids[0] for lp in out.logprobs] == top_ids[:, 0].tolist()
 
 
-def test_logprobs_with_stream_are_refused_not_dropped(setup):
+def test_streamed_pieces_carry_the_same_logprobs_as_the_whole_answer(setup):
     pipe, _ = setup
-    with pytest.raises(ValueError, match="logprobs with stream"):
-        pipe(PROMPTS[:1], max_new_tokens=2, logprobs=1, stream=True)
+    [whole] = pipe(PROMPTS[:1], max_new_tokens=8, do_sample=False, logprobs=2)
+    pieces = list(pipe(PROMPTS[:1], max_new_tokens=8, do_sample=False, logprobs=2, stream=True))
+    assert [e for piece in pieces for e in piece.logprobs or []] == whole.logprobs

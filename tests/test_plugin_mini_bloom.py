@@ -1,6 +1,8 @@
 """ALiBi from a plugin outside the core tree: tests/plugins/mini_bloom (HF Bloom), installed the way pip
 would install a third party's distribution, against HF transformers' BloomForCausalLM on tiny random
-checkpoints (6 heads: slopes of a non-power-of-two head count; 8 heads: a power of two), in float32."""
+checkpoints (6 heads: slopes of a non-power-of-two head count; 8 heads: a power of two), in float32.
+It registers "bloom" at a higher priority than the shipped mii-plugin-bloom (architectures/bloom), so it
+also shows a third party replacing a shipped family; tests/test_arch_bloom.py tests the shipped one."""
 from __future__ import annotations
 
 import sys
@@ -40,7 +42,8 @@ def bloom_plugin(tmp_path_factory):
         patch.syspath_prepend(str(PLUGIN_ROOT))
         patch.delenv("MII_CORE_PLUGINS", raising=False)
         reset_plugins()
-        assert "bloom" in get_plugins().architectures.names()
+        assert get_plugins().architectures.served_by("bloom").target.startswith("mii_plugin_mini_bloom."), \
+            "the outside plugin must serve bloom over the shipped one"
         yield
         reset_plugins()
     for name in [n for n in sys.modules if n.startswith("mii_plugin_mini_bloom")]:

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from mii_core.batch import build_ragged_batch
+from mii_core.batch import build_ragged_batch, logit_rows
 
 
 def test_fields_hold_the_steps_tokens_positions_and_slots():
@@ -18,6 +18,17 @@ def test_fields_hold_the_steps_tokens_positions_and_slots():
     assert batch.last_token_index.tolist() == [2, 3]
     assert batch.decode_seqs.tolist() == [1] and batch.prefill_seqs.tolist() == [0]
     assert batch.block_tables.tolist() == [[5, 9], [2, 7]]
+    assert batch.logit_index is batch.last_token_index  # no sequence scores its prompt: one row each
+
+
+def test_a_sequence_scoring_its_prompt_gets_logits_for_every_new_token():
+    # sequence 0: 1 new token; sequence 1 scores a chunk of 3; sequence 2: 2 new tokens, last only
+    batch = build_ragged_batch([[1], [2, 3, 4], [5, 6]], [0, 4, 0], [[1], [2, 3], [4]], 4, torch.device("cpu"),
+                               full_logits=[False, True, False])
+    assert batch.logit_index.tolist() == [0, 1, 2, 3, 5]
+    assert logit_rows([1, 3, 2], [False, True, False]) == ([0, 1, 2, 3, 5], [0, 3, 4])
+    misaligned = [name for name in ("logit_index", "decode_seqs") if getattr(batch, name).data_ptr() % 16]
+    assert not misaligned
 
 
 @pytest.mark.parametrize("new_tokens", [[1], [1, 1, 1], [2, 1], [5, 2, 1, 1], [7]])
@@ -29,6 +40,6 @@ def test_every_field_starts_on_a_16_byte_boundary(new_tokens):
     batch = build_ragged_batch(token_lists, [4] * len(new_tokens), tables, 4, torch.device("cpu"))
     tensors = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)
                if isinstance(getattr(batch, f.name), torch.Tensor)}
-    assert len(tensors) == 11
+    assert len(tensors) == 12
     misaligned = {name: t.data_ptr() % 16 for name, t in tensors.items() if t.data_ptr() % 16}
     assert not misaligned

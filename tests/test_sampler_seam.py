@@ -30,6 +30,16 @@ CASES = [
     ([seq(0, 1, do_sample=False, min_new_tokens=3)], 2, True),  # 1 + 2 unread = 3: EOS allowed
     ([seq(0, 1, do_sample=False, min_new_tokens=3, ignore_eos=True)], 0, True),  # EOS never stops it
     ([seq(0, 0, do_sample=False), seq(1, 0, do_sample=False, logprobs=0)], 0, False),  # logprobs read the logits
+    # vLLM's processors that can move the argmax keep the overlapped (device argmax) path off
+    ([seq(0, 2, do_sample=False, repetition_penalty=1.2)], 0, False),
+    ([seq(0, 2, do_sample=False, presence_penalty=0.5)], 0, False),
+    ([seq(0, 2, do_sample=False, frequency_penalty=-0.5)], 0, False),
+    ([seq(0, 2, do_sample=False, logit_bias={"4": 5})], 0, False),
+    ([seq(0, 2, do_sample=False, bad_words=["x"])], 0, False),
+    ([seq(0, 2, do_sample=False, allowed_token_ids=[3, 4])], 0, False),
+    ([seq(0, 1, do_sample=False, min_tokens=3, ignore_eos=True, stop_token_ids=[4])], 0, False),  # 4 barred
+    # and those that cannot (greedy ignores min_p and top_k) leave it on
+    ([seq(0, 2, do_sample=False, min_p=0.5, top_k=3, presence_penalty=0.0, repetition_penalty=1.0)], 0, True),
 ]
 
 

@@ -58,9 +58,13 @@ def _describe(model_cls: type[BaseModel], errors: list[dict[str, Any]]) -> list[
     """One line per problem; a union's alternatives (one pydantic error each) share one line."""
     lines: list[str] = []
     bad_values: dict[str, tuple[Any, list[str]]] = {}
+    listed: set[type[BaseModel]] = set()  # the valid options are listed once per model, keeping errors short
     for error in errors:
         where, holder = _locate(model_cls, error["loc"])
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "extra_forbidden" and holder in listed:
+            lines.append(f"unknown option '{where}'")
+        elif error["type"] == "extra_forbidden":
+            listed.add(holder)
             valid = ", ".join(sorted(holder.model_fields))
             lines.append(f"unknown option '{where}'; valid options here are: {valid}")
         elif error["type"] == "value_error":  # raised by our validators: the message names the option

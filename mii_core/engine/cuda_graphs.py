@@ -61,7 +61,7 @@ class DecodeGraphs:
             token_ids=self.token_ids[:size], positions=self.positions[:size],
             slot_mapping=self.slot_mapping[:size], query_start=self.arange[:size + 1],
             query_lens=self.ones[:size], context_lens=self.context_lens[:size], prompt_lens=self.prompt_lens[:size],
-            block_tables=self.block_tables[:size], last_token_index=self.arange[:size],
+            block_tables=self.block_tables[:size], last_token_index=self.arange[:size], logit_index=self.arange[:size],
             decode_seqs=self.arange[:size], prefill_seqs=self.arange[:0],
             max_query_len=1, max_context_len=self.max_blocks * self.block_size, max_prefill_context_len=0,
             block_size=self.block_size)

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from mii_core.engine.inference_engine import InferenceEngine
+from mii_core.engine.prompt_scoring import score_prompt_chunks
 from mii_core.sampling.protocol import TokenSampler
 from mii_core.sampling.stopping import StopChecker
 from mii_core.scheduler.plan import StepPlan
@@ -81,7 +82,7 @@ class GenerationLoop:
         self.in_flight = list(plan.seqs)
         if not plan.seqs:
             return []
-        logits = self.runner.run(plan)
+        logits = score_prompt_chunks(self.runner.run(plan), plan)  # now each row's last token's
         ready = self.scheduler.commit(plan)  # only the last chunk of a prompt (or a decode) yields a token
         if not ready:
             return []

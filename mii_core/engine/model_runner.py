@@ -23,19 +23,26 @@ class ModelRunner:
         self.graphs = None  # DecodeGraphs, once captured
 
     def run(self, plan: StepPlan, device_tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Float32 logits [len(plan), vocab] of each row's last new token. ``device_tokens``: a decode
-        step's tokens still on the device (the last step's samples, not read yet), fed in on the stream
-        in place of the plan's placeholders, so the host need not wait for them."""
+        """Float32 logits [len(plan), vocab] of each row's last new token; where ``plan.full_logits``
+        asks, of every new token of those rows (``mii_core.batch.logit_rows`` lays the rows out).
+        ``device_tokens``: a decode step's tokens still on the device (the last step's samples, not read
+        yet), fed in on the stream in place of the plan's placeholders, so the host need not wait for them."""
         if self._graph_step(plan):
             tokens = device_tokens if device_tokens is not None else [t[0] for t in plan.token_lists]
             return self.graphs.run(tokens, plan.cached, plan.block_tables, plan.prompt_lens)
         batch = build_ragged_batch(plan.token_lists, plan.cached, plan.block_tables, self.block_size, self.device,
-                                   plan.prompt_lens)
+                                   plan.prompt_lens, plan.full_logits)
         if device_tokens is not None:
             batch.token_ids = device_tokens
-        return self.model(batch, self._kv_layers)
+        logits = self.model(batch, self._kv_layers)
+        if logits.shape[0] != batch.logit_index.shape[0]:
+            raise ValueError(f"the model returned logits for {logits.shape[0]} tokens where RaggedBatch.logit_index "
+                             f"names {batch.logit_index.shape[0]}: its forward ignores logit_index, so it cannot "
+                             "score prompts (prompt_logprobs / echo with logprobs); leave those unset")
+        return logits
 
     def _graph_step(self, plan: StepPlan) -> bool:
+        # one token per row: every row's logits are its last token's, whatever full_logits says
         return (self.graphs is not None and plan.all_decodes
                 and self.graphs.fits(len(plan), max(len(t) for t in plan.block_tables)))
 

@@ -28,7 +28,7 @@ class Attention(nn.Module):
                  dtype: torch.dtype, layer_index: int = 0):
         super().__init__()
         check_tensor_parallel(spec, ctx.world_size)
-        self.kernels, self.head_dim = kernels, spec.head_dim
+        self.kernels, self.head_dim, self.qkv_clip = kernels, spec.head_dim, spec.qkv_clip
         self.rotary_dim = ((spec.rope.rotary_dim or spec.head_dim) if spec.rope is not None else 0)
         self.params = AttentionParams(scale=spec.scale, window=spec.window_of(layer_index))
         self.local_heads = spec.num_heads // ctx.world_size
@@ -44,7 +44,10 @@ class Attention(nn.Module):
                 kv_cache: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         q_size = self.local_heads * self.head_dim
         kv_size = self.local_kv_heads * self.head_dim
-        q, k, v = self.qkv(hidden).split([q_size, kv_size, kv_size], dim=-1)
+        qkv = self.qkv(hidden)
+        if self.qkv_clip is not None:  # element-wise: each rank clamps its own heads alike
+            qkv = qkv.clamp(min=-self.qkv_clip, max=self.qkv_clip)
+        q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
         q = q.view(-1, self.local_heads, self.head_dim)
         k = k.view(-1, self.local_kv_heads, self.head_dim)
         v = v.view(-1, self.local_kv_heads, self.head_dim)

@@ -2,7 +2,8 @@
 
 ``build_model`` contract (what :meth:`ArchitecturePolicy.build_model` returns): an ``nn.Module`` whose
 ``forward(batch: RaggedBatch, kv_caches: list[(k_cache, v_cache)]) -> Tensor`` returns float32 logits
-[S, vocab] of each sequence's last new token, whose parameters each carry a
+[R, vocab] of the tokens ``batch.logit_index`` names (each sequence's last new token, or all of a prompt
+chunk a sequence scores), whose parameters each carry a
 ``weight_loader(param, tensor, shard_id, name=...)``, that has a ``spec`` attribute, and a method
 ``prompt_variant(prompt_length: int) -> Optional[int]``: what a sequence's cached K/V depend on besides
 its tokens, given the prompt length it was admitted with (``RaggedBatch.prompt_lens``), or None when they
@@ -85,7 +86,7 @@ class DecoderModel(nn.Module):
         return hidden
 
     def logits(self, last_hidden: torch.Tensor) -> torch.Tensor:
-        """``last_hidden`` [S, H], each sequence's last token → float32 logits [S, vocab]."""
+        """``last_hidden`` [R, H], the tokens ``RaggedBatch.logit_index`` names → float32 logits [R, vocab]."""
         if self.final_norm is not None:
             last_hidden = self.final_norm(last_hidden)
         if self.project_out is not None:
@@ -98,8 +99,9 @@ class DecoderModel(nn.Module):
         rope = self.rotary.tables(batch, hidden.dtype) if self.rotary is not None else None
         for layer, kv_cache in zip(self.layers, kv_caches):
             hidden, residual = layer(hidden, residual, batch, rope, kv_cache)
-        # only the last token of each sequence needs logits: gather before the norm and the big matmul
-        last = hidden.index_select(0, batch.last_token_index)
+        # only the tokens whose logits are wanted (each sequence's last, or every prompt token a sequence
+        # scores): gathered before the norm and the big matmul
+        wanted = hidden.index_select(0, batch.logit_index)
         if residual is not None:
-            last = last + residual.index_select(0, batch.last_token_index)
-        return self.logits(last)
+            wanted = wanted + residual.index_select(0, batch.logit_index)
+        return self.logits(wanted)

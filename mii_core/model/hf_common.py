@@ -47,10 +47,13 @@ def plain_activation(hf_config: dict[str, Any], key: str, default: str) -> str:
     """The activation of a plain (ungated) MLP from ``hf_config[key]`` (``hidden_act``, GPT-2's
     ``activation_function``; ``default`` when absent or null); a ValueError naming the model type, the
     field and the supported names for one the core does not implement."""
-    activation = hf_config.get(key) or default
-    if activation not in PLAIN_ACTIVATIONS:
+    return _supported_activation(hf_config, key, hf_config.get(key) or default, PLAIN_ACTIVATIONS)
+
+
+def _supported_activation(hf_config: dict[str, Any], key: str, activation: Any, supported: dict) -> str:
+    if activation not in supported:
         raise ValueError(f"{hf_config.get('model_type')}: {key} '{activation}' is not supported "
-                         f"(supported: {', '.join(PLAIN_ACTIVATIONS)})")
+                         f"(supported: {', '.join(supported)})")
     return activation
 
 
@@ -124,15 +127,14 @@ def decoder_rules(mlp: bool = True) -> dict[str, WeightRule]:
 
 def decoder_spec(hf: dict[str, Any], **fields: Any) -> DecoderSpec:
     """A pre-norm RMSNorm decoder with a gated MLP from the common config keys; ``fields`` override.
-    Required keys are read as ``hf[...]``; an unsupported rope type or activation is a ValueError
-    naming it and the model type."""
+    Required keys are read as ``hf[...]``; an unsupported rope type or activation (``hidden_act``, checked
+    against the plain MLP's activations when ``fields`` say ``gated_mlp=False``) is a ValueError naming it
+    and the model type."""
     model_type = hf.get("model_type")
     heads = hf["num_attention_heads"]
     attention_bias = hf.get("attention_bias", False)
-    activation = hf.get("hidden_act", "silu")
-    if activation not in GATED_ACTIVATIONS:
-        raise ValueError(f"{model_type}: hidden_act '{activation}' is not supported "
-                         f"(supported: {', '.join(GATED_ACTIVATIONS)})")
+    supported = GATED_ACTIVATIONS if fields.get("gated_mlp", True) else PLAIN_ACTIVATIONS
+    activation = _supported_activation(hf, "hidden_act", hf.get("hidden_act", "silu"), supported)
     spec = DecoderSpec(**{
         "vocab_size": hf["vocab_size"], "hidden_size": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
         "num_heads": heads, "num_kv_heads": hf.get("num_key_value_heads") or heads,

@@ -10,15 +10,16 @@ from mii_core.model.parameters import empty_parameter, load_whole
 
 
 class Norm(nn.Module):
-    """RMSNorm or LayerNorm through the kernel registry."""
+    """RMSNorm or LayerNorm through the kernel registry; ``bias=False``: a LayerNorm without bias (MPT's)."""
 
-    def __init__(self, kind: str, size: int, eps: float, kernels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, kind: str, size: int, eps: float, kernels, device: torch.device, dtype: torch.dtype,
+                 bias: bool = True):
         super().__init__()
         self.kind, self.eps, self.kernels = kind, eps, kernels
         self.weight = empty_parameter((size,), device, dtype)
         self.weight.weight_loader = load_whole
         self.bias = None
-        if kind == "layer":
+        if kind == "layer" and bias:
             self.bias = empty_parameter((size,), device, dtype)
             self.bias.weight_loader = load_whole
 

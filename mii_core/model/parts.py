@@ -49,7 +49,7 @@ def spec_rotary(spec: DecoderSpec, device: torch.device) -> Optional[RotaryEmbed
 
 
 def spec_norm(spec: DecoderSpec, kernels: KernelOps, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    return Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype)
+    return Norm(spec.norm, spec.hidden_size, spec.norm_eps, kernels, device, dtype, bias=spec.norm_bias)
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,14 @@ class DecoderSpec:
     parallel_norms: int = 1
     norm: Literal["rms", "layer"] = "rms"
     norm_eps: float = 1e-6
+    norm_bias: bool = True  # LayerNorm's bias (MPT's LayerNorms have none); RMSNorm never has one
     final_norm: bool = True
     activation: str = "silu"
     gated_mlp: bool = True
     moe: Optional[MoESpec] = None
     qkv_bias: bool = False
+    # q, k and v clamped to [-qkv_clip, qkv_clip] after their projection, before rotary (MPT, OLMo, DBRX)
+    qkv_clip: Optional[float] = None
     o_bias: bool = False
     mlp_bias: bool = False
     lm_head_bias: bool = False
@@ -72,6 +75,8 @@ class DecoderSpec:
             raise ValueError(f"layout '{self.layout}' is not one of sequential, parallel, post_norm")
         if self.parallel_norms not in (1, 2):
             raise ValueError(f"parallel_norms must be 1 or 2, got {self.parallel_norms}")
+        if self.qkv_clip is not None and not self.qkv_clip > 0:
+            raise ValueError(f"qkv_clip must be None or positive, got {self.qkv_clip}")
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"sliding_window must be positive, got {self.sliding_window}")
         if self.layer_windows is not None:

@@ -1,4 +1,5 @@
-"""Logit filtering in MII's order: top-k, then top-p, then temperature. Vectorised over rows."""
+"""Logit filtering in MII's order: min-p (vLLM's, before top-k/top-p as there), top-k, then top-p, then
+temperature. Vectorised over rows."""
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -18,17 +19,21 @@ def _per_row(value: RowValues, rows: int, device: torch.device,
 
 
 def filter_logits(logits: torch.Tensor, top_k: RowValues = None, top_p: RowValues = None,
-                  temperature: RowValues = None) -> torch.Tensor:
+                  temperature: RowValues = None, min_p: RowValues = None) -> torch.Tensor:
     """Returns float32 logits [rows, vocab] with removed entries at -inf, then scaled by 1/temperature.
 
     Each knob is a scalar for every row, a per-row tensor, or None (off). top_k keeps the k largest;
     top_p keeps the smallest set of most likely tokens (after top-k) whose probability reaches p: the
     token that crosses p always stays, and a row with top_p 1.0 is left alone. With a temperature,
     each row's best logit is first shifted to 0 (softmax does not change), so a tiny temperature
-    gives 0 for the best token and -inf for the rest: greedy, never inf - inf = NaN.
+    gives 0 for the best token and -inf for the rest: greedy, never inf - inf = NaN. min_p (vLLM's and
+    HF's) removes the tokens whose probability at the row's temperature is below min_p times the best one's.
     """
     rows, vocab = logits.shape
     out = logits.float().clone()
+    m = _per_row(min_p, rows, out.device)
+    if m is not None:
+        _remove_below_min_p(out, m, _per_row(temperature, rows, out.device))
     k = _per_row(top_k, rows, out.device)
     p = _per_row(top_p, rows, out.device, torch.float64)  # 0.99999 must not round to float32's 0.9999900
     if k is not None or p is not None:
@@ -46,6 +51,15 @@ def filter_logits(logits: torch.Tensor, top_k: RowValues = None, top_p: RowValue
     # below the smallest normal float32 a temperature underflows to 0 (x / 0 = NaN for the best token)
     t = t.clamp(min=torch.finfo(torch.float32).tiny)
     return (out - out.max(dim=-1, keepdim=True).values) / t
+
+
+def _remove_below_min_p(out: torch.Tensor, min_p: torch.Tensor, temperature: Optional[torch.Tensor]) -> None:
+    """p_i < min_p * p_max at temperature T is (l_i - l_max) / T < log(min_p): no softmax needed, and
+    min_p 0 (log: -inf) removes nothing."""
+    scaled = out - out.max(dim=-1, keepdim=True).values
+    if temperature is not None:
+        scaled = scaled / temperature.clamp(min=torch.finfo(torch.float32).tiny)
+    out.masked_fill_(scaled < min_p.log(), float("-inf"))
 
 
 def _beyond_top_p(sorted_logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

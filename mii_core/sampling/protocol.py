@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 class SequenceForSampling(Protocol):
     options: GenerationConfig  # the request's generation options
+    prompt_ids: list[int]  # the prompt's tokens (repetition_penalty reads them)
+    bad_words_ids: list[list[int]]  # options.bad_words as token sequences (sampling/bad_words.py)
     generated_ids: list[int]  # tokens sampled so far (those the host has read)
     max_new_tokens: int
     generator: Optional[torch.Generator]  # the request's own RNG when it gave a seed

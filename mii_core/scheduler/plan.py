@@ -23,6 +23,9 @@ class StepPlan:
     prompt_lens: tuple[int, ...] = ()
     seqs: tuple["Request", ...] = ()  # the scheduler's records of the rows (none for an explicit put)
     preempted: tuple["Request", ...] = ()  # sequences whose blocks were freed to make this plan
+    # per row, whether every new token needs its logits (a sequence scoring its prompt), not just the
+    # last; empty when no row does (the usual case: the runner then gathers one row per sequence)
+    full_logits: tuple[bool, ...] = ()
 
     def __len__(self) -> int:
         return len(self.uids)

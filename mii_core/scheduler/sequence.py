@@ -37,6 +37,11 @@ class Sequence:
     # per generated token, its log-probabilities (mii_core.sampling.logprobs.TokenLogprob) when the
     # options ask for them, else empty
     logprobs: list = field(default_factory=list)
+    # options.bad_words as the token sequences to ban (mii_core.sampling.bad_words), resolved on admission
+    bad_words_ids: list[list[int]] = field(default_factory=list)
+    # per prompt token after the first, its TokenLogprob when the options ask for prompt_logprobs (filled
+    # chunk by chunk as the prompt is computed), else empty
+    prompt_logprobs: list = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -55,6 +60,13 @@ class Sequence:
         if start >= prompt_len:
             return self.generated_ids[start - prompt_len:start - prompt_len + count]
         return self.prompt_ids[start:] + self.generated_ids[:start + count - prompt_len]
+
+    @property
+    def scores_prompt(self) -> bool:
+        """It asked for prompt_logprobs and some prompt token has none yet: its prompt chunks need the
+        logits of every position, and it may not start on cached blocks it would then not score."""
+        return (self.options.prompt_logprobs is not None
+                and len(self.prompt_logprobs) < len(self.prompt_ids) - 1)
 
     @property
     def num_pending(self) -> int:

@@ -101,9 +101,11 @@ class Scheduler:
         seqs = tuple(seq for seq, _ in rows)
         states = [seq.kv for seq in seqs]
         tokens = tuple(seq.token_slice(seq.num_computed, n) if pending else [0] * n for seq, n in rows)
+        full = tuple(seq.scores_prompt for seq in seqs)
         return StepPlan(uids=tuple(seq.uid for seq in seqs), token_lists=tokens,
                         cached=tuple(s.cached for s in states), block_tables=tuple(s.blocks for s in states),
-                        prompt_lens=tuple(s.prompt_length for s in states), seqs=seqs, preempted=tuple(preempted))
+                        prompt_lens=tuple(s.prompt_length for s in states), seqs=seqs, preempted=tuple(preempted),
+                        full_logits=full if any(full) else ())
 
     def _room(self, rows: list, budget: int) -> bool:
         return budget > 0 and len(rows) < self.limits.max_ragged_sequence_count
@@ -149,7 +151,10 @@ class Scheduler:
         returns the chunk's length, or 0 when its whole remaining prompt (or, under a sliding window, the
         most blocks it holds, fed in chunks) does not fit the free blocks yet."""
         prompt_length = len(seq.prompt_ids)
-        seq.kv = self.kv.adopt_prefix(seq.uid, seq.token_slice(0, seq.num_tokens), prompt_length)
+        # a sequence scoring its prompt computes every position it has not scored yet, as vLLM skips the
+        # prefix cache for prompt_logprobs: cached blocks would leave a gap in its scores
+        if not seq.scores_prompt:
+            seq.kv = self.kv.adopt_prefix(seq.uid, seq.token_slice(0, seq.num_tokens), prompt_length)
         free = self.kv.free_blocks
         if self.kv.admission_blocks(seq.uid, seq.num_pending) > free:
             self._free(seq)  # give any adopted prefix back until it can run

@@ -23,8 +23,10 @@ class Chunk:
 
     @property
     def has_news(self) -> bool:
-        """New text, or the end of its prompt: what a client is shown (others only count tokens)."""
-        return bool(self.response.generated_text) or self.response.finish_reason != "none"
+        """New text or logprobs, or the end of its prompt: what a client is shown (others only count tokens)."""
+        response = self.response
+        return (bool(response.generated_text) or response.finish_reason != "none" or bool(response.logprobs)
+                or response.prompt_logprobs is not None)
 
 
 Event = Union[str, Chunk, None]

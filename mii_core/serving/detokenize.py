@@ -18,7 +18,7 @@ REPLACEMENT_CHAR = "\ufffd"
 class IncrementalDecoder:
     """``push(ids)`` returns the new text those ids complete (may be empty)."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, skip_special_tokens: bool = True) -> None:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         # A tokenizer that rewrites spaces after decoding ("clean up tokenization spaces") changes text
         # already streamed, which DecodeStream cannot know; decoding the whole output keeps it exact.
@@ -26,10 +26,10 @@ class IncrementalDecoder:
         if backend is not None and not self._cleans_spaces:
             from tokenizers.decoders import DecodeStream
 
-            self._stream, self._backend = DecodeStream(skip_special_tokens=True), backend
+            self._stream, self._backend = DecodeStream(skip_special_tokens=skip_special_tokens), backend
         else:
             self._stream = None
-        self._tokenizer = tokenizer
+        self._tokenizer, self._skip_special = tokenizer, skip_special_tokens
         self._ids: list[int] = []
         self._text = ""
 
@@ -40,7 +40,7 @@ class IncrementalDecoder:
 
     def _push_by_full_decode(self, ids: Seq[int]) -> str:
         self._ids.extend(ids)
-        text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        text = self._tokenizer.decode(self._ids, skip_special_tokens=self._skip_special)
         if text.endswith(REPLACEMENT_CHAR):
             return ""  # an unfinished character: wait for its other bytes
         if self._cleans_spaces:  # the clean-up deletes a space before the next token ("a ." → "a."),
@@ -75,14 +75,22 @@ def stop_prefix_length(text: str, stops: Seq[str]) -> int:
 class TextStream:
     """One sequence's streamed text: decoded pieces minus what a stop string might still claim."""
 
-    def __init__(self, tokenizer: Any, stops: Seq[str], hold_all: bool = False) -> None:
-        self._decoder = IncrementalDecoder(tokenizer)
+    def __init__(self, tokenizer: Any, stops: Seq[str], hold_all: bool = False, hold_last_token: bool = False,
+                 skip_special_tokens: bool = True) -> None:
+        self._decoder = IncrementalDecoder(tokenizer, skip_special_tokens)
         self._stops = list(stops)
         self._hold_all = hold_all  # emit nothing before the end (see EngineService: min_new_tokens + stop)
+        # the newest token may be a stop token whose text the final text leaves out: decoded only once
+        # the next token shows it was not the last
+        self._hold_last_token = hold_last_token
+        self._held: list[int] = []
         self.emitted = ""
         self._pending = ""
 
     def push(self, ids: Seq[int]) -> str:
+        if self._hold_last_token:
+            ids = self._held + list(ids)
+            ids, self._held = ids[:-1], ids[-1:]
         self._pending += self._decoder.push(ids)
         if self._hold_all:
             return ""

@@ -18,3 +18,11 @@ def logprob_entries(tokenizer: Any, logprobs: Optional[Sequence[Any]]) -> Option
              "top": [{"token": texts[i], "token_id": i, "logprob": value}
                      for i, value in zip(lp.top_ids, lp.top_logprobs)]}
             for lp in logprobs]
+
+
+def prompt_logprob_entries(tokenizer: Any,
+                           logprobs: Optional[Sequence[Any]]) -> Optional[list[Optional[dict[str, Any]]]]:
+    """A prompt's ``TokenLogprob``s (its second token onwards) → None for the first token, then the entries."""
+    if logprobs is None:
+        return None
+    return [None, *logprob_entries(tokenizer, logprobs)]

@@ -27,10 +27,10 @@ from mii_core.serving.errors import InvalidRequest
 from mii_core.serving.launch import ROUTER_PID_ENV
 from mii_core.serving.link import LinkServer, backend_handler
 from mii_core.serving.lockstep import gather_rank_pids
-from mii_core.serving.logprob_entries import logprob_entries
+from mii_core.serving.responses import final_response, piece_response
 from mii_core.serving.metadata import load_record, lost_ranks, process_alive
 from mii_core.serving.ports import LINK_HOST
-from mii_core.serving.stream import RequestStream
+from mii_core.serving.stream import RequestStream, StreamChunk
 
 log = logging.getLogger("mii_core.replica")
 PARENT_CHECK_SECONDS = 0.5
@@ -64,7 +64,7 @@ class LocalStream(ResponseStream):
         self._request.cancel()
 
     def events(self, poll_interval: Optional[float] = None) -> Iterator[Any]:
-        started, prefixed = False, set()
+        started, prompted = False, set()
         for chunk in self._request.chunks(poll_interval, decode=self._text):
             if not started and (chunk is not None or self._request.started.is_set()):
                 started = True
@@ -72,18 +72,27 @@ class LocalStream(ResponseStream):
             if chunk is None:
                 yield None
                 continue
-            text = chunk.text
-            if self._text and self._full_text[chunk.index] and chunk.index not in prefixed:
-                text = self._prompts[chunk.index] + text  # so the pieces add up to the full text
-                prefixed.add(chunk.index)
-            prompt_length = len(self._request.seqs[chunk.index].prompt_ids)
-            yield Chunk(chunk.index, Response(text, prompt_length, chunk.generated_length, chunk.finish_reason))
+            prompt_ids = self._request.seqs[chunk.index].prompt_ids
+            if self._text and chunk.index not in prompted:
+                prompted.add(chunk.index)
+                yield from self._prompt_piece(chunk, prompt_ids)
+            yield Chunk(chunk.index, piece_response(self._tokenizer, chunk.text, prompt_ids, chunk))
         self.responses = [self._response(i, out) for i, out in enumerate(self._request.result())]
+
+    def _prompt_piece(self, chunk: StreamChunk, prompt_ids: list[int]) -> Iterator[Chunk]:
+        """A streamed sequence's echoed prompt (return_full_text) and its prompt logprobs, as a piece of
+        its own before the generated ones (so the pieces add up to the full text), as vLLM streams echo."""
+        echo = self._full_text[chunk.index]
+        if not echo and chunk.prompt_logprobs is None:
+            return
+        prompt = StreamChunk(chunk.index, "", 0, "none", prompt_logprobs=chunk.prompt_logprobs)
+        chunk.prompt_logprobs = None
+        text = self._prompts[chunk.index] if echo else ""
+        yield Chunk(chunk.index, piece_response(self._tokenizer, text, prompt_ids, prompt))
 
     def _response(self, index: int, out) -> Response:
         text = self._prompts[index] + out.text if self._full_text[index] else out.text
-        return Response(text, out.prompt_length, len(out.token_ids), out.finish_reason,
-                        logprobs=logprob_entries(self._tokenizer, out.logprobs), token_ids=list(out.token_ids))
+        return final_response(self._tokenizer, text, out)
 
 
 class LocalBackend(Backend):
@@ -107,8 +116,6 @@ class LocalBackend(Backend):
         count = len(prompts) if prompts is not None else len(prompt_ids)
         options = self._options(request.options, count)
         full_text = [o.return_full_text for o in options]
-        if request.stream and any(o.logprobs is not None for o in options):  # chunks carry no logprobs yet
-            raise InvalidRequest("logprobs with a streamed request are not supported yet; ask without stream")
         if request.chats is not None and any(full_text):
             raise InvalidRequest("return_full_text does not apply to chat messages")
         stream = self.pipe.submit(prompts, options, prompt_ids=prompt_ids, stream_tokens=True)

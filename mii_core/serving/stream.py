@@ -20,6 +20,9 @@ class StreamChunk:
     text: str  # new text since the last chunk ("" when nothing is ready, or text is not streamed)
     generated_length: int  # tokens generated so far
     finish_reason: str  # "none" until the sequence's last chunk
+    logprobs: Optional[list] = None  # TokenLogprobs of the tokens this chunk adds, where the options asked
+    # on a sequence's first chunk where the options asked for prompt_logprobs: its prompt tokens' TokenLogprobs
+    prompt_logprobs: Optional[list] = None
 
 
 @dataclass(slots=True)
@@ -29,6 +32,8 @@ class SequenceOutput:
     finish_reason: str
     prompt_length: int
     logprobs: Optional[list] = None  # per generated token a TokenLogprob, where the options asked
+    prompt_ids: Optional[list[int]] = None
+    prompt_logprobs: Optional[list] = None  # per prompt token after the first a TokenLogprob, where asked
 
 
 class Detokenizer:
@@ -41,10 +46,16 @@ class Detokenizer:
         return self.stopper.final_text(seq)
 
     def text_stream(self, seq: Sequence) -> TextStream:
-        stops = seq.options.stop
+        options = seq.options
+        stops = options.stop
+        # a stop token's text is left out of the final text (vLLM's rule; StopChecker): EOS's too when
+        # special tokens are kept
+        stop_token_text = not options.include_stop_str_in_output and bool(
+            options.stop_token_ids or not options.skip_special_tokens)
         # With min_new_tokens, a stop string found later may cut text before that point (the stop
         # check scans from the start once allowed), so nothing is safe to send before the end.
-        return TextStream(self.tokenizer, stops, hold_all=bool(stops) and seq.options.min_new_tokens > 0)
+        return TextStream(self.tokenizer, stops, hold_all=bool(stops) and options.min_new_tokens > 0,
+                          hold_last_token=stop_token_text, skip_special_tokens=options.skip_special_tokens)
 
 
 class RequestStream:
@@ -65,6 +76,8 @@ class RequestStream:
         self._outputs: list[Optional[SequenceOutput]] = [None] * len(seqs)
         self._texts: list[Optional[TextStream]] = [None] * len(seqs)
         self._seen = [0] * len(seqs)
+        self._logprobs_sent = [0] * len(seqs)
+        self._prompt_sent = [False] * len(seqs)
         self._remaining = len(seqs)
 
     # ---- the loop thread's side (the engine service) ----
@@ -159,16 +172,30 @@ class RequestStream:
         if decode:
             text = self._text(index).push(seq.generated_ids[self._seen[index]:count])
             self._seen[index] = count
-        return StreamChunk(index, text, count, "none")
+        return self._with_logprobs(StreamChunk(index, text, count, "none"), seq, decode)
 
     def _on_finished(self, index: int, seq: Sequence, decode: bool) -> StreamChunk:
         final = self._detok.final_text(seq)
         logprobs = list(seq.logprobs) if seq.options.logprobs is not None else None
+        prompt_logprobs = list(seq.prompt_logprobs) if seq.options.prompt_logprobs is not None else None
         self._outputs[index] = SequenceOutput(list(seq.generated_ids), final, seq.finish_reason, len(seq.prompt_ids),
-                                              logprobs)
+                                              logprobs, list(seq.prompt_ids), prompt_logprobs)
         self._remaining -= 1
         rest = self._text(index).finish(final) if decode else ""
-        return StreamChunk(index, rest, len(seq.generated_ids), seq.finish_reason)
+        return self._with_logprobs(StreamChunk(index, rest, len(seq.generated_ids), seq.finish_reason), seq, decode)
+
+    def _with_logprobs(self, chunk: StreamChunk, seq: Sequence, decode: bool) -> StreamChunk:
+        """Streamed pieces (``decode``) carry the logprobs of the tokens they add, and the first piece the
+        prompt's (complete by then: a sequence's first token comes from its prompt's last chunk)."""
+        index = chunk.index
+        if not decode:
+            return chunk
+        if seq.options.logprobs is not None:
+            chunk.logprobs = seq.logprobs[self._logprobs_sent[index]:chunk.generated_length]
+            self._logprobs_sent[index] = chunk.generated_length
+        if seq.options.prompt_logprobs is not None and not self._prompt_sent[index]:
+            chunk.prompt_logprobs, self._prompt_sent[index] = list(seq.prompt_logprobs), True
+        return chunk
 
     def _text(self, index: int) -> TextStream:
         if self._texts[index] is None:

@@ -31,6 +31,7 @@ class TransportSettings:
     max_request_bytes: int
     retry_after_seconds: int = 1
     tokenizer: Optional[str] = None  # the tokenizer's name or folder (/tokenize); None: model_name's
+    chat_template: Optional[str] = None  # the model option chat_template (the text), replacing the tokenizer's
 
 
 class Transport(ABC):

@@ -20,8 +20,8 @@ from mii_core.response import Response
 
 MAX_MESSAGE_BYTES = 1 << 30  # one message (a reply of 100,000 responses fits); a bigger one is refused
 OPS = ("generate", "health", "terminate")
-RESPONSE_FIELDS = {f.name: f.type for f in fields(Response) if f.name not in ("logprobs", "token_ids")}
-OPTIONAL_RESPONSE_FIELDS = ("logprobs", "token_ids")  # None, or lists (checked in _check_optional)
+OPTIONAL_RESPONSE_FIELDS = ("logprobs", "token_ids", "prompt_logprobs", "prompt_token_ids")  # None, or lists
+RESPONSE_FIELDS = {f.name: f.type for f in fields(Response) if f.name not in OPTIONAL_RESPONSE_FIELDS}
 SHOWN_CHARS = 200  # how much of a bad value an error message quotes
 BIG_INT = 1  # extension code: an integer beyond msgpack's 64 bits, as decimal text, so the engine can
 # refuse it by name ("top_k ... got 10**30") rather than the link failing to carry it
@@ -98,11 +98,18 @@ def response_from_wire(data: Any) -> Response:
 
 
 def _check_optional(data: dict[str, Any]) -> None:
-    ids, logprobs = data.get("token_ids"), data.get("logprobs")
-    if ids is not None and not (isinstance(ids, list) and all(type(t) is int for t in ids)):
-        raise MalformedMessage(f"response field 'token_ids' must be a list of ints or None, got {_short(ids)!r}")
-    if logprobs is not None and not (isinstance(logprobs, list) and all(isinstance(e, dict) for e in logprobs)):
-        raise MalformedMessage(f"response field 'logprobs' must be a list of dicts or None, got {_short(logprobs)!r}")
+    """The optional fields: token id lists, and logprob entry lists (a prompt's starts with None)."""
+    for name in ("token_ids", "prompt_token_ids"):
+        ids = data.get(name)
+        if ids is not None and not (isinstance(ids, list) and all(type(t) is int for t in ids)):
+            raise MalformedMessage(f"response field '{name}' must be a list of ints or None, got {_short(ids)!r}")
+    for name, first_may_be_none in (("logprobs", False), ("prompt_logprobs", True)):
+        entries = data.get(name)
+        if entries is None:
+            continue
+        rest = entries[1:] if first_may_be_none and isinstance(entries, list) and entries[:1] == [None] else entries
+        if not (isinstance(entries, list) and all(isinstance(e, dict) for e in rest)):
+            raise MalformedMessage(f"response field '{name}' must be a list of dicts or None, got {_short(entries)!r}")
 
 
 def check_reply(message: Any) -> list[Any]:

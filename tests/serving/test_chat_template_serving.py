@@ -2,6 +2,7 @@
 OpenAI chat works through the real server and equals HF greedy on the ids transformers renders with that
 template. (The refusal without one, naming the option, is checked in tests/test_chat_template_option.py.)"""
 import openai
+import requests
 import torch
 
 from support.serving import free_port_block
@@ -21,3 +22,5 @@ def test_chat_with_the_option_matches_hf(deploy, checkpoint, oracle):
         new = hf.model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=8)[0, len(ids):].tolist()
     assert completion.usage.prompt_tokens == len(ids)
     assert completion.choices[0].message.content == hf.tokenizer.decode(new, skip_special_tokens=True)
+    tokenized = requests.post(f"http://localhost:{port}/tokenize", json={"messages": MESSAGES}, timeout=60).json()
+    assert tokenized["tokens"] == ids  # the router's tokenizer has the option's template too

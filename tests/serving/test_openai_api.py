@@ -96,10 +96,9 @@ def test_streamed_chat_completion_adds_up(api):
 @pytest.mark.parametrize("ask, status, names", [
     (dict(model="gpt-4", prompt="river"), 404, "model 'gpt-4' does not exist"),
     (dict(model="demo", prompt="river", logprobs=21), 400, "logprobs must be in [0, 20]"),
-    (dict(model="demo", prompt="river", logprobs=1, echo=True), 400, "echo with logprobs"),
-    (dict(model="demo", prompt="river", logprobs=1, stream=True), 400, "logprobs with stream"),
-    (dict(model="demo", prompt="river", presence_penalty=0.5), 400, "presence_penalty is not supported"),
-    (dict(model="demo", prompt="river", max_tokens=0), 400, "max_tokens must be in"),
+    (dict(model="demo", prompt="river", presence_penalty=2.5), 400, "presence_penalty must be in [-2.0, 2.0]"),
+    (dict(model="demo", prompt="river", max_tokens=0), 400, "max_tokens=0 (scoring the prompt"),
+    (dict(model="demo", prompt="river", max_tokens=-1), 400, "max_tokens must be in"),
     (dict(model="demo", prompt="river", temperature=3), 400, "temperature must be in"),
     (dict(model="demo", prompt=[1, "a"]), 400, "prompt must be"),
     (dict(model="demo", prompt=[[1, 2], []]), 400, "prompt must be"),

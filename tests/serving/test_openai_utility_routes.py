@@ -233,8 +233,21 @@ def test_mii_route_returns_logprobs_and_token_ids_when_asked(api):
     assert [e["top"][0]["token_id"] for e in answer["logprobs"]] == ids[:, 0].tolist()
 
 
-def test_mii_route_refuses_logprobs_when_streamed(api):
-    _, _, url = api
-    response = requests.post(f"{url}/mii/demo", json={"prompts": "river", "max_new_tokens": 2, "logprobs": 1,
-                                                       "stream": True}, timeout=60)
-    assert response.status_code == 400 and "logprobs with a streamed request" in response.json()["error"]["message"]
+def test_mii_route_streams_logprobs_and_the_prompts(api):
+    import json
+
+    from support.oracle import hf_token_logprobs
+
+    _, hf, url = api
+    response = requests.post(f"{url}/mii/demo", json={"prompts": "The old man", "max_new_tokens": 5, "do_sample": False,
+                                                       "logprobs": 1, "prompt_logprobs": 0, "stream": True}, timeout=60)
+    pieces = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    reference = hf.greedy("The old man", 5)
+    ids = list(reference.prompt_ids)
+    assert pieces[0]["prompt_token_ids"] == ids and pieces[0]["prompt_logprobs"][0] is None
+    prompt_chosen, _, _ = hf_token_logprobs(hf.model, ids[:1], ids[1:], 1)
+    assert [e["logprob"] for e in pieces[0]["prompt_logprobs"][1:]] == pytest.approx(prompt_chosen.tolist(), abs=1e-4)
+    entries = [e for piece in pieces for e in piece.get("logprobs") or []]
+    chosen, _, _ = hf_token_logprobs(hf.model, ids, reference.new_ids, 1)
+    assert [e["token_id"] for e in entries] == list(reference.new_ids)
+    assert [e["logprob"] for e in entries] == pytest.approx(chosen.tolist(), abs=1e-4)

@@ -26,6 +26,8 @@ TP_CHECKPOINTS: dict[str, Callable] = {
     "falcon-40b": _ours(arch.family("test_arch_falcon", "40b")),  # grouped KV heads, interleaved fused qkv
     "phi": _ours(arch.family("test_arch_phi", "phi2")),           # biased LM head, split with the vocabulary
     "opt-350m": _ours(arch.family("test_arch_opt", "350m")),      # post-norm, project in/out replicated
+    "bloom": _ours(arch.family("test_arch_bloom", "6-heads")),    # ALiBi: each rank keeps its heads' slopes
+    "mpt": _ours(arch.family("test_arch_mpt", "clip")),           # ALiBi, q/k/v clamped on each rank's shard
     "gpt2-kit": _ours(arch.gpt2_kit),                             # the kit's plugin: Conv1D stored transposed
     "gptj": _ours(arch.family("test_arch_gptj", "partial")),      # q/k rows permuted whole, then split by head
     "gpt-neo": _ours(arch.family("test_arch_gpt_neo", "alternating")),  # a window on every other layer

@@ -43,9 +43,10 @@ def python_to_value(obj: Any) -> pb.Value:
 def to_generate_request(message: pb.MultiStringRequest, stream: bool) -> GenerateRequest:
     options = {key: value_to_python(value) for key, value in message.query_kwargs.items()}
     options.pop("stream", None)  # the method says whether it streams
-    if "logprobs" in options:  # MII's reply message has no field for them; accepted, they would be lost
-        raise InvalidRequest("logprobs are not available over gRPC (MII's reply message has no field for them); "
-                             "use the REST or OpenAI API for logprobs")
+    for name in ("logprobs", "prompt_logprobs"):  # MII's reply message has no field for them: they would be lost
+        if name in options:
+            raise InvalidRequest(f"{name} are not available over gRPC (MII's reply message has no field for them); "
+                                 f"use the REST or OpenAI API for {name}")
     return GenerateRequest(prompts=list(message.request), options=options, stream=stream)
 
 

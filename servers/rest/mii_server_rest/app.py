@@ -20,7 +20,7 @@ from mii_server_rest.openai_api import register_openai_routes
 from mii_server_rest.origin import check_terminate_request, register_origin_rules
 from mii_server_rest.request_id import register_request_ids
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
-from mii_server_rest.tokenizer_api import register_tokenizer_routes
+from mii_server_rest.tokenizer_api import LazyTokenizer, register_tokenizer_routes
 from mii_server_rest.waiting import result_while_connected
 
 
@@ -33,8 +33,9 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     register_request_ids(app)
     _register_mii_routes(app, backend, settings)
     _register_ops_routes(app, backend, settings, metrics)
-    register_openai_routes(app, backend, settings)
-    register_tokenizer_routes(app, settings)
+    tokenizer = LazyTokenizer(settings.tokenizer or settings.model_name, settings.chat_template)  # on first use
+    register_openai_routes(app, backend, settings, tokenizer)
+    register_tokenizer_routes(app, settings, tokenizer)
     return app
 
 
@@ -96,10 +97,14 @@ def _mii_piece(event: Any) -> list[dict[str, Any]]:
 
 
 def _mii_json(response: Any) -> dict[str, Any]:
-    """MII's four fields; ``logprobs`` and ``token_ids`` too where the request asked for logprobs."""
+    """MII's four fields; ``logprobs`` and ``token_ids`` too where the request asked for logprobs (a
+    streamed piece: those of its tokens), ``prompt_logprobs`` and ``prompt_token_ids`` where it asked
+    for prompt_logprobs."""
     fields = asdict(response)
     if response.logprobs is None:
         del fields["logprobs"], fields["token_ids"]
+    if response.prompt_logprobs is None:
+        del fields["prompt_logprobs"], fields["prompt_token_ids"]
     return fields
 
 

@@ -4,10 +4,17 @@ Each request becomes one mii-core request of ``len(prompts) * n`` sequences (cho
 prompt i's j-th completion, OpenAI's order). ``temperature=0`` is greedy; a ``seed`` with ``n > 1``
 gives choice j the seed ``(seed + j) mod 2**64`` so the choices differ but repeat. Streams are Server-Sent
 Events ending with ``data: [DONE]``; ``stream_options.include_usage`` adds the usage chunk.
+``stream_options.continuous_usage_stats`` adds the usage so far to every chunk.
 ``logprobs`` (completions: 0..20 alternatives; chat: ``logprobs`` + ``top_logprobs``) are the raw
-logits' log-probabilities, as vLLM's default. Parameters mii-core cannot honour yet (penalties,
-logit_bias, tools, suffix, echo or stream with logprobs) are refused with a 400 that names them, never
-silently ignored.
+logits' log-probabilities (before penalties, biases and filters), as vLLM's default, streamed too (each
+chunk those of its tokens). ``echo`` with ``logprobs`` scores the prompt first (its first token's logprob
+null), and ``max_tokens=0`` with echo scores without generating; vLLM's ``prompt_logprobs`` (not streamed,
+as in vLLM) goes in the completion's choice and at the top of a chat answer. A streamed echo is its own
+first chunk. OpenAI's ``presence_penalty``, ``frequency_penalty`` and ``logit_bias`` and vLLM's extra
+sampling fields (``VLLM_SAMPLING_FIELDS``, sent by the openai client in ``extra_body``) become the engine's
+generation options of the same names, which check them (a bad value is a 400 naming the field).
+Parameters mii-core cannot honour yet (tools, suffix) are refused with a 400 that names them,
+never silently ignored.
 """
 from __future__ import annotations
 
@@ -18,19 +25,26 @@ from typing import Any, Callable, Iterable, Optional, Union
 from flask import Flask, jsonify, request
 
 from mii_core.config.generation import COUNT_LIMIT, SEED_LIMIT
+from mii_core.response import Response
 from mii_core.serving.backend import Backend, Chunk, GenerateRequest
 from mii_core.serving.transport import TransportSettings
 from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError
+from mii_server_rest.openai_logprobs import Scoring, chat_logprobs, completion_logprobs, vllm_prompt_logprobs
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
+from mii_server_rest.tokenizer_api import LazyTokenizer
 from mii_server_rest.waiting import result_while_connected
 
+# vLLM's extra sampling fields: passed to the engine under the same names (GenerationConfig checks them)
+VLLM_SAMPLING_FIELDS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "stop_token_ids", "bad_words",
+                        "allowed_token_ids", "skip_special_tokens", "include_stop_str_in_output",
+                        "truncate_prompt_tokens")
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
-          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos"}
-COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of"}
+          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos", *VLLM_SAMPLING_FIELDS}
+COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of", "prompt_logprobs"}
 CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
-                        "tool_choice", "parallel_tool_calls"}
+                        "tool_choice", "parallel_tool_calls", "prompt_logprobs"}
 MAX_N = 128
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs
 STARTED_AT = int(time.time())
@@ -40,7 +54,11 @@ def bad(message: str, param: Optional[str] = None) -> HttpError:
     return HttpError("invalid", message, f"invalid_{param}" if param else None, param)
 
 
-def register_openai_routes(app: Flask, backend: Backend, settings: TransportSettings) -> None:
+def register_openai_routes(app: Flask, backend: Backend, settings: TransportSettings,
+                           tokenizer: LazyTokenizer) -> None:
+    def decode(ids: list[int]) -> str:  # the first prompt token's text, a token-id prompt's echo
+        return tokenizer.get().decode(ids)
+
     @app.get("/v1/models")
     @needs_key(settings)
     def models() -> Any:
@@ -59,19 +77,25 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
     def completions() -> Any:
         body = json_body(request, settings.max_request_bytes)
         _check_fields(body, COMPLETION_FIELDS)
+        scoring = Scoring(echo=_flag(body, "echo"), decode=decode)
+        scoring.score_only = _score_only(body, scoring.echo)
         model, n, options = _common(body, settings, default_max_tokens=16)
         prompts = _prompts(body.get("prompt"))
         if body.get("suffix") is not None:
             raise bad("suffix is not supported", "suffix")
         if _integer(body, "best_of", n, 1, MAX_N) != n:
             raise bad("best_of other than n is not supported", "best_of")
-        options["return_full_text"] = _flag(body, "echo")
-        _add_logprobs(options, body, _integer(body, "logprobs", None, 0, MAX_LOGPROBS), "logprobs")
-        repeated = [p for p in prompts for _ in range(n)]
+        options["return_full_text"] = scoring.echo  # a stream's echo comes as its own chunk, score_only too
+        scoring.logprobs = _integer(body, "logprobs", None, 0, MAX_LOGPROBS)
+        scoring.prompt_logprobs = _prompt_logprobs(body)
+        _add_logprobs(options, scoring)
         as_ids = isinstance(prompts[0], list)  # token-id prompts (lm-eval sends these): no tokenizer on the way
+        if scoring.score_only and not _flag(body, "stream"):  # the answer's text: the prompt without the token
+            scoring.echo_texts = [decode(p) if as_ids else p for p in prompts]
+        repeated = [p for p in prompts for _ in range(n)]
         generate = GenerateRequest(prompts=None if as_ids else repeated, prompt_ids=repeated if as_ids else None,
                                    options=_per_choice(options, len(prompts), n), stream=_flag(body, "stream"))
-        return _answer(backend, generate, CompletionShape(model, len(prompts), n), _include_usage(body))
+        return _answer(backend, generate, CompletionShape(model, len(prompts), n, scoring), _usage_options(body))
 
     @app.post("/v1/chat/completions")
     @needs_key(settings)
@@ -84,11 +108,12 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         if body.get("tools"):
             raise bad("tools (function calling) are not supported", "tools")
         _check_response_format(body.get("response_format"))
-        _add_logprobs(options, body, _chat_logprobs(body), "top_logprobs")
+        scoring = Scoring(logprobs=_chat_logprobs(body), prompt_logprobs=_prompt_logprobs(body))
+        _add_logprobs(options, scoring)
         messages = _messages(body.get("messages"))
         generate = GenerateRequest(chats=[messages] * n, options=_per_choice(options, 1, n),
                                    stream=_flag(body, "stream"))
-        return _answer(backend, generate, ChatShape(model, 1, n), _include_usage(body))
+        return _answer(backend, generate, ChatShape(model, 1, n, scoring), _usage_options(body))
 
 
 def _model_object(settings: TransportSettings) -> dict[str, Any]:
@@ -112,11 +137,6 @@ def _common(body: dict[str, Any], settings: TransportSettings,
     if model not in (settings.deployment_name, settings.model_name):
         raise HttpError("not_found", f"the model {model!r} does not exist here; this server serves "
                         f"'{settings.deployment_name}' (GET /v1/models)", "model_not_found")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if body.get(name) not in (None, 0, 0.0):
-            raise bad(f"{name} is not supported (leave it 0)", name)
-    if body.get("logit_bias"):
-        raise bad("logit_bias is not supported", "logit_bias")
     n = _integer(body, "n", 1, 1, MAX_N)
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
     options: dict[str, Any] = {"do_sample": temperature > 0, "top_p": _number(body, "top_p", 1.0, 0.0, 1.0)}
@@ -136,7 +156,20 @@ def _common(body: dict[str, Any], settings: TransportSettings,
         options["seed"] = _integer(body, "seed", None, 0, SEED_LIMIT - 1)
     if _flag(body, "ignore_eos"):  # vLLM's extra field: generate max_tokens whatever the model says
         options["ignore_eos"] = True
+    options.update(_sampling_fields(body))
     return model, n, options
+
+
+def _sampling_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's penalties and logit_bias and vLLM's extra fields, as given (None: the engine's default)."""
+    fields = {name: body[name] for name in VLLM_SAMPLING_FIELDS if body.get(name) is not None}
+    for name in ("presence_penalty", "frequency_penalty"):
+        penalty = _number(body, name, 0.0, -2.0, 2.0)
+        if penalty:
+            fields[name] = penalty
+    if body.get("logit_bias"):  # {} or null: no bias
+        fields["logit_bias"] = body["logit_bias"]
+    return fields
 
 
 def _integer(body: dict[str, Any], name: str, default: Optional[int], low: Optional[int],
@@ -172,15 +205,34 @@ def _chat_logprobs(body: dict[str, Any]) -> Optional[int]:
     return top or 0
 
 
-def _add_logprobs(options: dict[str, Any], body: dict[str, Any], count: Optional[int], name: str) -> None:
-    """``count`` alternatives per token (0: the chosen token's own logprob), or None when not asked."""
-    if count is None:
-        return
-    if _flag(body, "echo"):  # the prompt's logprobs need every prompt position's logits
-        raise bad("echo with logprobs (prompt scoring) is not supported yet", "echo")
-    if _flag(body, "stream"):
-        raise bad(f"{name} with stream is not supported yet; ask without stream", name)
-    options["logprobs"] = count
+def _add_logprobs(options: dict[str, Any], scoring: Scoring) -> None:
+    """The engine's options for what ``scoring`` asks: the generated tokens' and the prompt's logprobs."""
+    if scoring.logprobs is not None:
+        options["logprobs"] = scoring.logprobs
+    if scoring.engine_prompt_logprobs() is not None:
+        options["prompt_logprobs"] = scoring.engine_prompt_logprobs()
+
+
+def _prompt_logprobs(body: dict[str, Any]) -> Optional[int]:
+    """vLLM's extra field: alternatives per prompt token (0..20); not with stream, as vLLM refuses it."""
+    count = _integer(body, "prompt_logprobs", None, 0, MAX_LOGPROBS)
+    if count is not None and _flag(body, "stream"):
+        raise bad("prompt_logprobs are not available with stream (as in vLLM); ask without stream, or use echo "
+                  "with logprobs", "prompt_logprobs")
+    return count
+
+
+def _score_only(body: dict[str, Any], echo: bool) -> bool:
+    """``max_tokens=0`` with echo: the prompt scored, nothing generated. The engine generates one token
+    (its logits come with the prompt's last chunk anyway), which the answer leaves out."""
+    value = body.get("max_tokens")
+    if isinstance(value, bool) or value != 0:
+        return False
+    if not echo:
+        raise bad("max_tokens=0 (scoring the prompt without generating) needs echo: true; otherwise max_tokens "
+                  "must be at least 1", "max_tokens")
+    body["max_tokens"] = 1
+    return True
 
 
 def _check_response_format(value: Any) -> None:
@@ -202,11 +254,12 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _include_usage(body: dict[str, Any]) -> bool:
+def _usage_options(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(a usage chunk at the end: ``include_usage``, the usage so far in every chunk: ``continuous_usage_stats``)."""
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise bad("stream_options must be an object", "stream_options")
-    return bool(options.get("include_usage"))
+    return bool(options.get("include_usage")), bool(options.get("continuous_usage_stats"))
 
 
 def _prompts(prompt: Any) -> Union[list[str], list[list[int]]]:
@@ -260,44 +313,72 @@ def _per_choice(options: dict[str, Any], prompts: int, n: int) -> Any:
 # ---- writing the answer ----
 
 class CompletionShape:
-    """The JSON of /v1/completions answers; ChatShape overrides what differs."""
+    """The JSON of /v1/completions answers; ChatShape overrides what differs. Holds a stream's text
+    offsets per choice, so the logprobs' ``text_offset`` runs on across its chunks."""
 
     object_name, chunk_object, id_prefix = "text_completion", "text_completion", "cmpl"
 
-    def __init__(self, model: str, prompts: int, n: int) -> None:
-        self.model, self.prompts, self.n = model, prompts, n
+    def __init__(self, model: str, prompts: int, n: int, scoring: Scoring) -> None:
+        self.model, self.prompts, self.n, self.scoring = model, prompts, n, scoring
         self.id, self.created = f"{self.id_prefix}-{uuid.uuid4().hex}", int(time.time())
+        self.offsets: dict[int, int] = {}
 
     def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
 
-    def choice(self, index: int, text: str, finish_reason: Optional[str],
-               logprobs: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
-        return {"index": index, "text": text, "logprobs": self.logprobs(logprobs), "finish_reason": finish_reason}
+    def extra(self, responses: list[Response]) -> dict[str, Any]:
+        """Fields of a whole answer besides its choices (chat's prompt_logprobs)."""
+        return {}
 
-    @staticmethod
-    def logprobs(entries: Optional[list[dict[str, Any]]]) -> Optional[dict[str, Any]]:
-        """The legacy completions shape; each top_logprobs dict also holds the chosen token, as vLLM's."""
-        if entries is None:
+    def choice(self, index: int, response: Response) -> dict[str, Any]:
+        scoring = self.scoring
+        text = scoring.echo_texts[index // self.n] if scoring.score_only else response.generated_text
+        entries, logprobs = self._entries(response), None
+        if entries is not None:
+            logprobs, _ = completion_logprobs(entries, scoring.logprobs)
+        choice = {"index": index, "text": text, "logprobs": logprobs,
+                  "finish_reason": "length" if scoring.score_only else response.finish_reason}
+        if scoring.prompt_logprobs is not None:
+            choice["prompt_logprobs"] = vllm_prompt_logprobs(response.prompt_logprobs, scoring.prompt_logprobs)
+        return choice
+
+    def _entries(self, response: Response) -> Optional[list[dict[str, Any]]]:
+        """The answer's logprob entries: the prompt's where echoed, then the generated tokens' (none when only
+        scoring); None where logprobs were not asked."""
+        scoring = self.scoring
+        if scoring.logprobs is None:
             return None
-        offsets, offset = [], 0
-        for entry in entries:
-            offsets.append(offset)
-            offset += len(entry["token"])
-        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
-                "top_logprobs": [{**{t["token"]: t["logprob"] for t in e["top"]}, e["token"]: e["logprob"]}
-                                 for e in entries],
-                "text_offset": offsets}
+        generated = [] if scoring.score_only else response.logprobs or []
+        if not scoring.echo:
+            return generated
+        return scoring.prompt_entries(response.prompt_logprobs, response.prompt_token_ids) + generated
 
     def first_pieces(self, index: int) -> list[dict[str, Any]]:
         return []
 
-    def piece(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
-        return self.choice(index, text, finish_reason)
+    def prompt_piece(self, index: int, response: Response) -> list[dict[str, Any]]:
+        """A stream's echoed prompt, a chunk of its own, with its tokens' logprobs where asked."""
+        logprobs = None
+        if self.scoring.logprobs is not None:
+            entries = self.scoring.prompt_entries(response.prompt_logprobs, response.prompt_token_ids)
+            logprobs, self.offsets[index] = completion_logprobs(entries, self.scoring.logprobs)
+        return [{"index": index, "text": response.generated_text, "logprobs": logprobs, "finish_reason": None}]
+
+    def piece(self, index: int, response: Response, final: Optional[str]) -> list[dict[str, Any]]:
+        """A stream's chunk of generated text, with its tokens' logprobs where asked (none when only scoring)."""
+        if self.scoring.score_only:
+            return [{"index": index, "text": "", "logprobs": None, "finish_reason": "length"}] if final else []
+        entries, logprobs = response.logprobs if self.scoring.logprobs is not None else None, None
+        if not (response.generated_text or final or entries):
+            return []
+        if entries is not None:
+            logprobs, self.offsets[index] = completion_logprobs(entries, self.scoring.logprobs,
+                                                                self.offsets.get(index, 0))
+        return [{"index": index, "text": response.generated_text, "logprobs": logprobs, "finish_reason": final}]
 
     def usage(self, prompt_lengths: dict[int, int], generated: dict[int, int]) -> dict[str, int]:
         prompt_tokens = sum(length for i, length in prompt_lengths.items() if i % self.n == 0)
-        completion_tokens = sum(generated.values())
+        completion_tokens = 0 if self.scoring.score_only else sum(generated.values())
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens}
 
@@ -305,44 +386,50 @@ class CompletionShape:
 class ChatShape(CompletionShape):
     object_name, chunk_object, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
 
-    def choice(self, index: int, text: str, finish_reason: Optional[str],
-               logprobs: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
-        return {"index": index, "message": {"role": "assistant", "content": text},
-                "logprobs": self.logprobs(logprobs), "finish_reason": finish_reason}
+    def extra(self, responses: list[Response]) -> dict[str, Any]:
+        """vLLM puts a chat's prompt_logprobs beside its choices (the choices share the prompt)."""
+        if self.scoring.prompt_logprobs is None:
+            return {}
+        return {"prompt_logprobs": vllm_prompt_logprobs(responses[0].prompt_logprobs, self.scoring.prompt_logprobs)}
 
-    @staticmethod
-    def logprobs(entries: Optional[list[dict[str, Any]]]) -> Optional[dict[str, Any]]:
-        """The chat shape: per token its text, logprob, UTF-8 bytes and top alternatives."""
-        if entries is None:
+    def choice(self, index: int, response: Response) -> dict[str, Any]:
+        return {"index": index, "message": {"role": "assistant", "content": response.generated_text},
+                "logprobs": self._chat_logprobs(response), "finish_reason": response.finish_reason}
+
+    def _chat_logprobs(self, response: Response) -> Optional[dict[str, Any]]:
+        if self.scoring.logprobs is None:
             return None
-
-        def token(item: dict[str, Any]) -> dict[str, Any]:
-            return {"token": item["token"], "logprob": item["logprob"], "bytes": list(item["token"].encode("utf-8"))}
-
-        return {"content": [{**token(e), "top_logprobs": [token(t) for t in e["top"]]} for e in entries]}
+        return chat_logprobs(response.logprobs or [], self.scoring.logprobs)
 
     def first_pieces(self, index: int) -> list[dict[str, Any]]:
         return [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                  "finish_reason": None}]
 
-    def piece(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
-        delta = {"content": text} if text else {}
-        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def prompt_piece(self, index: int, response: Response) -> list[dict[str, Any]]:
+        return []  # chat neither echoes nor streams prompt logprobs
+
+    def piece(self, index: int, response: Response, final: Optional[str]) -> list[dict[str, Any]]:
+        logprobs = self._chat_logprobs(response)
+        if not (response.generated_text or final or (logprobs and logprobs["content"])):
+            return []
+        delta = {"content": response.generated_text} if response.generated_text else {}
+        return [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": final}]
 
 
-def _answer(backend: Backend, generate: GenerateRequest, shape: CompletionShape, include_usage: bool) -> Any:
+def _answer(backend: Backend, generate: GenerateRequest, shape: CompletionShape, usage: tuple[bool, bool]) -> Any:
     if not generate.stream:
         responses = result_while_connected(backend.submit(generate))
-        choices = [shape.choice(i, r.generated_text, r.finish_reason, r.logprobs) for i, r in enumerate(responses)]
-        usage = shape.usage({i: r.prompt_length for i, r in enumerate(responses)},
-                            {i: r.generated_length for i, r in enumerate(responses)})
-        return jsonify({**shape.envelope(shape.object_name, choices), "usage": usage})
+        choices = [shape.choice(i, r) for i, r in enumerate(responses)]
+        totals = shape.usage({i: r.prompt_length for i, r in enumerate(responses)},
+                             {i: r.generated_length for i, r in enumerate(responses)})
+        return jsonify({**shape.envelope(shape.object_name, choices), **shape.extra(responses), "usage": totals})
     stream, first, rest = start_stream(backend, generate)
-    render, closing = _stream_renderer(shape, include_usage)
+    render, closing = _stream_renderer(shape, *usage)
     return sse_response(sse_stream(stream, first, rest, render, closing))
 
 
-def _stream_renderer(shape: CompletionShape, include_usage: bool) -> tuple[Callable, Callable]:
+def _stream_renderer(shape: CompletionShape, include_usage: bool, continuous: bool) -> tuple[Callable, Callable]:
+    """``continuous``: each chunk also carries the usage so far (vLLM's ``continuous_usage_stats``)."""
     seen: set[int] = set()
     prompt_lengths: dict[int, int] = {}
     generated: dict[int, int] = {}
@@ -356,10 +443,13 @@ def _stream_renderer(shape: CompletionShape, include_usage: bool) -> tuple[Calla
         if index not in seen:
             seen.add(index)
             pieces.extend(shape.first_pieces(index))
-        final = response.finish_reason if response.finish_reason != "none" else None
-        if response.generated_text or final:
-            pieces.append(shape.piece(index, response.generated_text, final))
-        return [shape.envelope(shape.chunk_object, [p]) for p in pieces]
+        if response.generated_length == 0:  # a generated piece has a token: this is the prompt's own
+            pieces.extend(shape.prompt_piece(index, response))
+        else:
+            pieces.extend(shape.piece(index, response, response.finish_reason if response.finish_reason != "none"
+                                      else None))
+        usage = {"usage": shape.usage(prompt_lengths, generated)} if continuous else {}
+        return [{**shape.envelope(shape.chunk_object, [p]), **usage} for p in pieces]
 
     def closing() -> Iterable[dict[str, Any]]:
         if not include_usage:

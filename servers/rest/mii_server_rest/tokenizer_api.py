@@ -33,8 +33,9 @@ INFO_FIELDS = ("bos_token", "eos_token", "pad_token", "unk_token", "chat_templat
 class LazyTokenizer:
     """The deployment's tokenizer, loaded once on first use (most deployments never need it here)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, chat_template: Optional[str] = None) -> None:
         self.name, self._tokenizer, self._lock = name, None, threading.Lock()
+        self.chat_template = chat_template  # the deployment's chat_template option, as the replicas apply it
 
     def get(self) -> Any:
         with self._lock:
@@ -42,11 +43,12 @@ class LazyTokenizer:
                 from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(self.name, trust_remote_code=False)
+                if self.chat_template is not None:
+                    self._tokenizer.chat_template = self.chat_template
             return self._tokenizer
 
 
-def register_tokenizer_routes(app: Flask, settings: TransportSettings) -> None:
-    lazy = LazyTokenizer(settings.tokenizer or settings.model_name)
+def register_tokenizer_routes(app: Flask, settings: TransportSettings, lazy: LazyTokenizer) -> None:
 
     @app.post("/tokenize")
     @needs_key(settings)
@@ -96,7 +98,8 @@ def _token_ids(tokenizer: Any, body: dict[str, Any]) -> list[int]:
             raise _bad("prompt must be a string", "prompt")
         return tokenizer(body["prompt"], add_special_tokens=_flag(body, "add_special_tokens", True))["input_ids"]
     if not getattr(tokenizer, "chat_template", None):
-        raise _bad("this model's tokenizer has no chat template, so messages cannot be tokenized", "messages")
+        raise _bad("this model's tokenizer has no chat template, so messages cannot be tokenized: deploy it with "
+                   "the model option chat_template (a Jinja template, or a file holding one)", "messages")
     try:
         ids = tokenizer.apply_chat_template(body["messages"], tokenize=True,
                                             add_generation_prompt=_flag(body, "add_generation_prompt", True))

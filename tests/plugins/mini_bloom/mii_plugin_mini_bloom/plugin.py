@@ -4,4 +4,5 @@ from mii_core.plugins import hookimpl
 
 @hookimpl
 def mii_core_register_architectures(registry) -> None:
-    registry.register("bloom", "mii_plugin_mini_bloom.policy:BloomPolicy")
+    # mii-core ships a Bloom plugin too (architectures/bloom): a priority above its 0 makes this one serve
+    registry.register("bloom", "mii_plugin_mini_bloom.policy:BloomPolicy", priority=10)
