@@ -13,10 +13,6 @@ mkdir -p "$out" || exit 1
 
 if [ "${GPU_CHECKS_SETUP:-1}" != 0 ]; then
     . benchmarks/gpu_setup.sh > "$out/setup.log" 2>&1 || { tail -20 "$out/setup.log"; exit 1; }
-    # the kit's worked plugin (plugins/example-gpt2) is not an architectures/* plugin; if it does not
-    # install, gpu_parity.py reports gpt2-kit as skipped
-    python3 -m pip install -q --no-index --no-deps --no-build-isolation -e plugins/example-gpt2 \
-        >> "$out/setup.log" 2>&1 || echo "[setup] the kit's gpt2 plugin did not install" >> "$out/setup.log"
     tail -4 "$out/setup.log"
 fi
 

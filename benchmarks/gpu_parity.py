@@ -109,6 +109,13 @@ def cases() -> list[Case]:
         Case("starcoder2-window", checkpoints.family("test_arch_starcoder2", "window"), **window),
         Case("starcoder2-no-bias", checkpoints.family("test_arch_starcoder2", "no-bias")),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
+        *(Case(f"gpt2-{v}", checkpoints.family("test_arch_gpt2", v), needs="gpt2")
+          for v in ("gpt2", "untied-unscaled", "upcast")),
+        Case("gptj-partial", checkpoints.family("test_arch_gptj", "partial")),
+        Case("gptj-full-tied", checkpoints.family("test_arch_gptj", "full-tied")),
+        Case("gpt-neo-alternating", checkpoints.family("test_arch_gpt_neo", "alternating"),
+             new_tokens=WINDOW_NEW_TOKENS),
+        Case("gpt-neo-all-local", checkpoints.family("test_arch_gpt_neo", "all-local"), **window),
     ]
 
 

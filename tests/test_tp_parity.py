@@ -16,8 +16,8 @@ from support.tp_launch import run_under_torchrun
 
 # Replicated on every rank: norms, routers (small), and in these tiny models two larger parts: OPT-350m's
 # learned positions (258 x 64) and project in/out, GPT-2's (256 x 64), Falcon-7B's one KV head (k and v
-# whole on both ranks)
-MAX_SHARE = {"opt-350m": 0.65, "falcon-7b": 0.6, "gpt2-kit": 0.6}
+# whole on both ranks), GPT-Neo's (512 x 64)
+MAX_SHARE = {"opt-350m": 0.65, "falcon-7b": 0.6, "gpt2-kit": 0.6, "gpt-neo": 0.65}
 
 
 # a sliding window frees the blocks behind it, so the batch fits the usual cache: 10 blocks of 4 hold a

@@ -21,6 +21,8 @@ ARCHITECTURES = {
     "mpt": checkpoints.family("test_arch_mpt", "clip"),
     "starcoder2-window": checkpoints.family("test_arch_starcoder2", "window"),
     "gpt2-kit": checkpoints.gpt2_kit,
+    "gptj": checkpoints.family("test_arch_gptj", "partial"),
+    "gpt-neo": checkpoints.family("test_arch_gpt_neo", "alternating"),
 }
 
 

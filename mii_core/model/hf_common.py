@@ -43,6 +43,20 @@ def causal_only(hf_config: dict[str, Any]) -> None:
                          "not supported: the engine generates causally; set it to false or null")
 
 
+def plain_activation(hf_config: dict[str, Any], key: str, default: str) -> str:
+    """The activation of a plain (ungated) MLP from ``hf_config[key]`` (``hidden_act``, GPT-2's
+    ``activation_function``; ``default`` when absent or null); a ValueError naming the model type, the
+    field and the supported names for one the core does not implement."""
+    return _supported_activation(hf_config, key, hf_config.get(key) or default, PLAIN_ACTIVATIONS)
+
+
+def _supported_activation(hf_config: dict[str, Any], key: str, activation: Any, supported: dict) -> str:
+    if activation not in supported:
+        raise ValueError(f"{hf_config.get('model_type')}: {key} '{activation}' is not supported "
+                         f"(supported: {', '.join(supported)})")
+    return activation
+
+
 def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
     """``eos_token_id`` as a tuple: HF configs hold one id, a list, or none."""
     eos = hf_config.get("eos_token_id")
@@ -119,11 +133,8 @@ def decoder_spec(hf: dict[str, Any], **fields: Any) -> DecoderSpec:
     model_type = hf.get("model_type")
     heads = hf["num_attention_heads"]
     attention_bias = hf.get("attention_bias", False)
-    activation = hf.get("hidden_act", "silu")
     supported = GATED_ACTIVATIONS if fields.get("gated_mlp", True) else PLAIN_ACTIVATIONS
-    if activation not in supported:
-        raise ValueError(f"{model_type}: hidden_act '{activation}' is not supported "
-                         f"(supported: {', '.join(supported)})")
+    activation = _supported_activation(hf, "hidden_act", hf.get("hidden_act", "silu"), supported)
     spec = DecoderSpec(**{
         "vocab_size": hf["vocab_size"], "hidden_size": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
         "num_heads": heads, "num_kv_heads": hf.get("num_key_value_heads") or heads,

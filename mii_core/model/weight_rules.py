@@ -115,3 +115,21 @@ def ungroup_qkv(tensor: torch.Tensor, spec: DecoderSpec) -> torch.Tensor:
     grouped = tensor.reshape(groups, per_group + 2, spec.head_dim, *tensor.shape[1:])
     q, k, v = grouped[:, :per_group], grouped[:, per_group], grouped[:, per_group + 1]
     return torch.cat([part.reshape(-1, *tensor.shape[1:]) for part in (q, k, v)], dim=0)
+
+
+def rotary_pairs_to_halves(tensor: torch.Tensor, spec: DecoderSpec) -> torch.Tensor:
+    """A transform for q or k projection rows whose rotary features come in interleaved pairs (GPT-J's and
+    CodeGen's rotate-every-two: pair (2i, 2i+1) turns by frequency i), reordered per head to the rotate-half
+    layout the ``rotary_write_kv`` op uses (pair (i, i + rotary_dim/2) turns by frequency i): each head's
+    first ``spec.rope.rotary_dim`` rows become [x0, x2, x4, ... | x1, x3, x5, ...], the rest stay. Queries
+    and keys are permuted alike and the rotated features only ever meet in q·k, so every attention score
+    equals the interleaved model's; values are not touched. Works on weights and biases alike."""
+    head_dim = spec.head_dim
+    rotary_dim = (spec.rope.rotary_dim if spec.rope is not None else None) or head_dim
+    if tensor.shape[0] % head_dim or rotary_dim % 2 or rotary_dim > head_dim:
+        raise ValueError(f"rotary_pairs_to_halves needs whole heads of {head_dim} rows and an even rotary_dim "
+                         f"up to it; got shape {tuple(tensor.shape)} and rotary_dim {rotary_dim}")
+    order = torch.cat([torch.arange(0, rotary_dim, 2), torch.arange(1, rotary_dim, 2),
+                       torch.arange(rotary_dim, head_dim)])
+    heads = tensor.reshape(tensor.shape[0] // head_dim, head_dim, *tensor.shape[1:])
+    return heads[:, order].reshape(tensor.shape)

@@ -55,6 +55,16 @@ def rename_tensors(src, dst, rename: Callable[[str], str]) -> Path:
     return folder
 
 
+def with_mask_buffers(src, dst, *buffer_names: str) -> Path:
+    """A copy of ``src`` that also holds the attention-mask buffers older checkpoints saved (GPT-2's, GPT-J's
+    ``attn.bias`` / ``attn.masked_bias``): a name ending in ``bias`` gets a causal mask, any other a scalar."""
+    folder = copy_checkpoint(src, dst)
+    masks = {name: torch.ones(1, 1, 8, 8, dtype=torch.bool).tril() if name.endswith(".bias") else torch.tensor(-1e4)
+             for name in buffer_names}
+    _rewrite_weights(folder, lambda tensors: tensors | masks)
+    return folder
+
+
 def edit_config(src, dst, **changes: Any) -> Path:
     """A copy of ``src`` with config.json fields set (or deleted with ``REMOVE``)."""
     folder = copy_checkpoint(src, dst)

@@ -29,4 +29,6 @@ TP_CHECKPOINTS: dict[str, Callable] = {
     "bloom": _ours(arch.family("test_arch_bloom", "6-heads")),    # ALiBi: each rank keeps its heads' slopes
     "mpt": _ours(arch.family("test_arch_mpt", "clip")),           # ALiBi, q/k/v clamped on each rank's shard
     "gpt2-kit": _ours(arch.gpt2_kit),                             # the kit's plugin: Conv1D stored transposed
+    "gptj": _ours(arch.family("test_arch_gptj", "partial")),      # q/k rows permuted whole, then split by head
+    "gpt-neo": _ours(arch.family("test_arch_gpt_neo", "alternating")),  # a window on every other layer
 }

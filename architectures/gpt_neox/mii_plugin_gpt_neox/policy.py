@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mii_core.model.activations import PLAIN_ACTIVATIONS
-from mii_core.model.hf_common import eos_ids_from_hf, partial_rope_spec
+from mii_core.model.hf_common import eos_ids_from_hf, partial_rope_spec, plain_activation
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
 from mii_core.model.weight_rules import Rule, ungroup_qkv
@@ -41,10 +40,7 @@ class GPTNeoXPolicy(ArchitecturePolicy):
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
         hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
-        activation = hf.get("hidden_act", "gelu")
-        if activation not in PLAIN_ACTIVATIONS:
-            raise ValueError(f"gpt_neox: hidden_act '{activation}' is not supported "
-                             f"(supported: {', '.join(PLAIN_ACTIVATIONS)})")
+        activation = plain_activation(hf, "hidden_act", "gelu")
         # the legacy names under the ones transformers v5 reads (a rope_parameters block wins over both)
         legacy = {"rope_theta": hf.get("rotary_emb_base", _DEFAULT_ROTARY_BASE),
                   "partial_rotary_factor": hf.get("rotary_pct", _DEFAULT_ROTARY_PCT)}

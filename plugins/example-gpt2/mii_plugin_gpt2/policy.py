@@ -1,9 +1,12 @@
-"""GPT-2 as a declaration: how its config.json reads into a DecoderSpec, and where each tensor goes."""
+"""GPT-2 as a declaration: how its config.json reads into a DecoderSpec, and where each tensor goes.
+Every config field HF's GPT-2 reads is honoured or refused: ``reorder_and_upcast_attn`` (scores computed in
+float32, the scale folded in) changes rounding only, and the GPU attention kernel keeps its scores in float32
+in every dtype already; ``scale_attn_by_inverse_layer_idx`` is refused."""
 from __future__ import annotations
 
 from typing import Any
 
-from mii_core.model.hf_common import eos_ids_from_hf
+from mii_core.model.hf_common import eos_ids_from_hf, plain_activation
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
 from mii_core.model.weight_rules import Rule
@@ -48,10 +51,10 @@ class GPT2Policy(ArchitecturePolicy):
             num_heads=heads, num_kv_heads=heads, head_dim=hidden // heads,
             intermediate_size=hf.get("n_inner") or 4 * hidden, max_position_embeddings=hf["n_positions"],
             norm="layer", norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            gated_mlp=False, activation=hf.get("activation_function", "gelu_new"),
+            gated_mlp=False, activation=plain_activation(hf, "activation_function", "gelu_new"),
             qkv_bias=True, o_bias=True, mlp_bias=True, tie_word_embeddings=hf.get("tie_word_embeddings", True),
             rope=None, learned_positions=True,  # a learned table of n_positions rows (wpe), no rotary
             attention_scale=None if hf.get("scale_attn_weights", True) else 1.0,
             bos_token_id=hf.get("bos_token_id"), eos_token_ids=eos_ids_from_hf(hf),
-            checkpoint_dtype=hf.get("torch_dtype"),
+            checkpoint_dtype=hf.get("dtype") or hf.get("torch_dtype"),  # transformers v5 / v4 names
         )

@@ -1,0 +1,1 @@
+"""mii-core plugin for GPT-Neo checkpoints (HF model_type "gpt_neo")."""

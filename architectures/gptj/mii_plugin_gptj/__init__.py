@@ -1,0 +1,1 @@
+"""mii-core plugin for GPT-J checkpoints (HF model_type "gptj")."""
