@@ -29,16 +29,14 @@ work=$(mktemp -d) ids=$work/ids.txt
 python3 -m pytest -q --collect-only -p no:cacheprovider -p no:timeout tests/kernels 2>&1 | grep '::' > "$ids"
 echo "[kernels] $(wc -l < "$ids") tests in $shards processes"
 shard_pids=""
-set -f  # test ids hold brackets: no globbing of the id lists below
 i=0
 while [ "$i" -lt "$shards" ]; do
     awk -v n="$shards" -v i="$i" 'NR % n == i' "$ids" > "$work/ids-$i.txt"
-    # shellcheck disable=SC2046
-    python3 -m pytest -q -p no:cacheprovider -p no:timeout $(cat "$work/ids-$i.txt") > "$work/kernels-$i.log" 2>&1 &
+    # the ids go in a file (pytest's @file, one per line): they hold brackets and spaces
+    python3 -m pytest -q -p no:cacheprovider -p no:timeout "@$work/ids-$i.txt" > "$work/kernels-$i.log" 2>&1 &
     shard_pids="$shard_pids $!"
     i=$((i + 1))
 done
-set +f
 # gpu_parity in PARITY_SHARDS processes too (each case builds several engines and captures their graphs)
 parity_pids=""
 i=0

@@ -45,7 +45,11 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 import mii_core  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a dry run of this script
-LOGITS_TOLERANCE = 1e-3  # float32; GPU matmuls order their sums differently on the two sides
+# float32 last-token logits: ours within this of HF's float64 logits, or within LOGITS_NOISE_FACTOR times HF's
+# own float32 error there if that is larger (loud tiny fixtures amplify summation-order noise: seen on Gemma
+# MQA on the H200, 6.7e-3 on logits of ~40 with every greedy token equal)
+LOGITS_TOLERANCE = 1e-3
+LOGITS_NOISE_FACTOR = 4
 WINDOW_NEW_TOKENS = 48  # a window of 16: every sequence runs well past it (as tests/test_arch_mistral.py)
 BF16_NEW_TOKENS = 12
 BF16_SUFFIX = "-bf16"  # every case also runs as NAME-bf16: a short greedy comparison in bf16
@@ -156,15 +160,35 @@ def compare_tokens(got: list[list[int]], expected: list[list[int]], margins) -> 
 
 
 @torch.no_grad()
-def last_logits_diff(pipe, model, token_lists: list[list[int]]) -> float:
+def our_last_logits(pipe, token_lists: list[list[int]]) -> torch.Tensor:
+    """The last-token logits of each prompt, all in one engine step, as float64 on DEVICE."""
     uids = list(range(10_000, 10_000 + len(token_lists)))
     try:
-        logits = pipe.engine.put(uids, token_lists).float()
+        return pipe.engine.put(uids, token_lists).to(DEVICE, torch.float64)
     finally:
         for uid in uids:
             pipe.engine.flush(uid)
-    ref = torch.stack([model(torch.tensor([ids], device=DEVICE)).logits[0, -1] for ids in token_lists]).float()
-    return (logits.to(ref.device) - ref).abs().max().item()
+
+
+@torch.no_grad()
+def hf_last_logits(model, token_lists: list[list[int]]) -> torch.Tensor:
+    return torch.stack([model(torch.tensor([ids], device=DEVICE)).logits[0, -1] for ids in token_lists]).double()
+
+
+def last_logits_diff(pipe, model, token_lists: list[list[int]]) -> float:
+    return (our_last_logits(pipe, token_lists) - hf_last_logits(model, token_lists)).abs().max().item()
+
+
+def check_last_logits(case: Case, pipe, model, reference: Path, token_lists, tally: Tally) -> None:
+    """Ours and HF's float32 logits, each against HF in float64 (the exact answer, near enough): ours must be
+    within LOGITS_TOLERANCE of it, or no further than LOGITS_NOISE_FACTOR times HF's own float32 error."""
+    exact = hf_last_logits(hf_model(reference, torch.float64), token_lists)
+    ours_error = (our_last_logits(pipe, token_lists) - exact).abs().max().item()
+    hf_error = (hf_last_logits(model, token_lists) - exact).abs().max().item()
+    bound = max(LOGITS_TOLERANCE, LOGITS_NOISE_FACTOR * hf_error)
+    tally.record(f"{case.name} last-token logits", ours_error <= bound,
+                 f"max |ours - HF float64| {ours_error:.2e} <= {bound:.1e} (HF float32's own {hf_error:.2e}) "
+                 f"device={pipe.engine.device}")
 
 
 def generate(pipe, token_lists: list[list[int]], new_tokens: int) -> list[list[int]]:
@@ -199,9 +223,7 @@ def check_float32(case: Case, ours: Path, reference: Path, tally: Tally) -> None
             pipe = mii_core.pipeline(str(ours), dtype="float32", **engine_options())
             token_lists = [pipe.tokenizer(p)["input_ids"] for p in MIXED_PROMPTS]
             expected, margins = hf_greedy(model, token_lists, case.new_tokens)
-            diff = last_logits_diff(pipe, model, token_lists)
-            tally.record(f"{case.name} last-token logits", diff < LOGITS_TOLERANCE,
-                         f"max |diff| {diff:.2e} (< {LOGITS_TOLERANCE:g}) device={pipe.engine.device}")
+            check_last_logits(case, pipe, model, reference, token_lists, tally)
         else:
             pipe = mii_core.pipeline(str(ours), dtype="float32", **engine_options(case, schedule, token_lists))
         try:
