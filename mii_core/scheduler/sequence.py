@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -39,6 +39,8 @@ class Sequence:
     logprobs: list = field(default_factory=list)
     # options.bad_words as the token sequences to ban (mii_core.sampling.bad_words), resolved on admission
     bad_words_ids: list[list[int]] = field(default_factory=list)
+    # its structured-output matcher (mii_core.sampling.grammar.GrammarState) when options give a guide
+    grammar: Optional[Any] = None
 
     @property
     def num_tokens(self) -> int:
