@@ -14,8 +14,13 @@ from mii_core.sampling.protocol import SequenceForSampling
 BITS = 32  # xgrammar's bitmask: int32 words, bit j of word w allows token 32 * w + j
 
 
+def has_grammar(seq: SequenceForSampling) -> bool:
+    # getattr: a caller's own sequence type from before structured output has no matcher field
+    return getattr(seq, "grammar", None) is not None
+
+
 def grammar_rows(seqs: Seq[SequenceForSampling]) -> list[int]:
-    return [row for row, seq in enumerate(seqs) if seq.grammar is not None]
+    return [row for row, seq in enumerate(seqs) if has_grammar(seq)]
 
 
 def fill_bitmask(seqs: Seq[SequenceForSampling], rows: list[int], vocab: int) -> Optional[torch.Tensor]:

@@ -17,7 +17,7 @@ from typing import Sequence as Seq
 
 import torch
 
-from mii_core.sampling.grammar_mask import apply_bitmask, fill_bitmask, grammar_rows
+from mii_core.sampling.grammar_mask import apply_bitmask, fill_bitmask, grammar_rows, has_grammar
 from mii_core.sampling.protocol import SequenceForSampling
 
 NEG_INF = float("-inf")
@@ -32,7 +32,7 @@ class LogitsProcessors:
     def changes_argmax(self, seq: SequenceForSampling, unread: int = 0) -> bool:
         """Whether a processor may change ``seq``'s best token next step (``unread``: tokens sampled that
         are not in ``generated_ids`` yet)."""
-        return (seq.options.changes_logits or seq.grammar is not None
+        return (seq.options.changes_logits or has_grammar(seq)
                 or self.barred_from_stopping(seq, unread))
 
     def barred_from_stopping(self, seq: SequenceForSampling, unread: int = 0) -> bool:
