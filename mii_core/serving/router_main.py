@@ -73,7 +73,8 @@ def start_front_ends(config: MIIConfig, record: DeploymentRecord, router: Router
             settings = TransportSettings(host=host, port=port, deployment_name=record.name,
                                          model_name=config.model_conf.model_name_or_path, api_key=config.api_key,
                                          threads=config.restful_processes, max_request_bytes=config.max_request_bytes,
-                                         tokenizer=config.model_conf.tokenizer)
+                                         tokenizer=config.model_conf.tokenizer,
+                                         tool_call_parser=config.model_conf.tool_call_parser)
             transport = load_transport(name)(router, settings)
             transport.start()
             started.append(transport)

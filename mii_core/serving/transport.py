@@ -31,6 +31,7 @@ class TransportSettings:
     max_request_bytes: int
     retry_after_seconds: int = 1
     tokenizer: Optional[str] = None  # the tokenizer's name or folder (/tokenize); None: model_name's
+    tool_call_parser: Optional[str] = None  # the model option: how chat output is read for tool calls
 
 
 class Transport(ABC):

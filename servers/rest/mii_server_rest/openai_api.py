@@ -27,6 +27,8 @@ from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
+from mii_server_rest.structured import GUIDED_FIELDS, guided_options
+from mii_server_rest.tools import ToolRequest, template_messages, tool_request
 from mii_server_rest.waiting import result_while_connected
 
 # vLLM's extra sampling fields: passed to the engine under the same names (GenerationConfig checks them)
@@ -34,9 +36,10 @@ VLLM_SAMPLING_FIELDS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "s
                         "allowed_token_ids", "skip_special_tokens", "include_stop_str_in_output",
                         "truncate_prompt_tokens")
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
-          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos", *VLLM_SAMPLING_FIELDS}
+          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos", *VLLM_SAMPLING_FIELDS,
+          "response_format", *GUIDED_FIELDS}
 COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of"}
-CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
+CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "tools",
                         "tool_choice", "parallel_tool_calls"}
 MAX_N = 128
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs
@@ -73,6 +76,7 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         if _integer(body, "best_of", n, 1, MAX_N) != n:
             raise bad("best_of other than n is not supported", "best_of")
         options["return_full_text"] = _flag(body, "echo")
+        options.update(guided_options(body))
         _add_logprobs(options, body, _integer(body, "logprobs", None, 0, MAX_LOGPROBS), "logprobs")
         repeated = [p for p in prompts for _ in range(n)]
         as_ids = isinstance(prompts[0], list)  # token-id prompts (lm-eval sends these): no tokenizer on the way
@@ -88,14 +92,13 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         if body.get("max_completion_tokens") is not None:
             body["max_tokens"] = body["max_completion_tokens"]
         model, n, options = _common(body, settings, default_max_tokens=None)
-        if body.get("tools"):
-            raise bad("tools (function calling) are not supported", "tools")
-        _check_response_format(body.get("response_format"))
+        tools = tool_request(body, settings.tool_call_parser)
+        options.update(_guide_with_tools(guided_options(body), tools))
         _add_logprobs(options, body, _chat_logprobs(body), "top_logprobs")
-        messages = _messages(body.get("messages"))
+        messages = template_messages(_messages(body.get("messages")))
         generate = GenerateRequest(chats=[messages] * n, options=_per_choice(options, 1, n),
-                                   stream=_flag(body, "stream"))
-        return _answer(backend, generate, ChatShape(model, 1, n), _include_usage(body))
+                                   stream=_flag(body, "stream"), tools=tools.tools if tools else None)
+        return _answer(backend, generate, ChatShape(model, 1, n, tools), _include_usage(body))
 
 
 def _model_object(settings: TransportSettings) -> dict[str, Any]:
@@ -198,14 +201,13 @@ def _add_logprobs(options: dict[str, Any], body: dict[str, Any], count: Optional
     options["logprobs"] = count
 
 
-def _check_response_format(value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        raise bad(f"response_format must be an object such as {{\"type\": \"text\"}}, got {type(value).__name__}",
-                  "response_format")
-    if value.get("type", "text") != "text":
-        raise bad("only response_format type 'text' is supported", "response_format")
+def _guide_with_tools(guide: dict[str, Any], tools: Optional[ToolRequest]) -> dict[str, Any]:
+    """The request's guide, or the one that forces its tool calls (tool_choice required or a function)."""
+    forced = tools.guide() if tools else {}
+    if forced and guide:
+        raise bad(f"tool_choice {tools.choice} forces the output's shape; it cannot be combined with "
+                  "response_format or guided_* fields", "tool_choice")
+    return forced or guide
 
 
 def _flag(body: dict[str, Any], name: str) -> bool:
@@ -243,14 +245,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _messages(messages: Any) -> list[dict[str, str]]:
+# what a message may carry besides role and content: an assistant's tool calls, a tool result's call id and name
+MESSAGE_TOOL_FIELDS = ("tool_calls", "tool_call_id", "name")
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
         raise bad("messages must be a non-empty list of {role, content} objects", "messages")
     plain = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise bad(f"messages[{i}] must be an object with a string 'role'", "messages")
-        plain.append({"role": message["role"], "content": _content_text(message.get("content"), i)})
+        extra = {name: message[name] for name in MESSAGE_TOOL_FIELDS if message.get(name) is not None}
+        if not isinstance(extra.get("tool_calls", []), list):
+            raise bad(f"messages[{i}].tool_calls must be a list of tool calls", "messages")
+        plain.append({"role": message["role"], "content": _content_text(message.get("content"), i), **extra})
     return plain
 
 
@@ -310,6 +319,10 @@ class CompletionShape:
     def piece(self, index: int, text: str, finish_reason: Optional[str]) -> dict[str, Any]:
         return self.choice(index, text, finish_reason)
 
+    def pieces(self, index: int, text: str, finish_reason: Optional[str]) -> list[dict[str, Any]]:
+        """What a streamed chunk of ``text`` shows (nothing when it holds no text and no end)."""
+        return [self.piece(index, text, finish_reason)] if text or finish_reason else []
+
     def usage(self, prompt_lengths: dict[int, int], generated: dict[int, int]) -> dict[str, int]:
         prompt_tokens = sum(length for i, length in prompt_lengths.items() if i % self.n == 0)
         completion_tokens = sum(generated.values())
@@ -320,10 +333,46 @@ class CompletionShape:
 class ChatShape(CompletionShape):
     object_name, chunk_object, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
 
+    def __init__(self, model: str, prompts: int, n: int, tools: Optional[ToolRequest] = None) -> None:
+        super().__init__(model, prompts, n)
+        self.tools = tools
+        self.streamed: dict[int, str] = {}  # per choice, the text streamed so far (tools: read at the end)
+        self.shown: dict[int, int] = {}  # per choice, how much of it was sent as content
+
     def choice(self, index: int, text: str, finish_reason: Optional[str],
                logprobs: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
-        return {"index": index, "message": {"role": "assistant", "content": text},
-                "logprobs": self.logprobs(logprobs), "finish_reason": finish_reason}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        content, calls = self._calls(text, finish_reason)
+        if calls:
+            message, finish_reason = {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+        return {"index": index, "message": message, "logprobs": self.logprobs(logprobs),
+                "finish_reason": finish_reason}
+
+    def _calls(self, text: str, finish_reason: Optional[str]) -> tuple[Optional[str], list[dict[str, Any]]]:
+        """The tool calls of a finished output (none without tools, or when cut off by max_tokens)."""
+        if self.tools is None or finish_reason in (None, "length"):
+            return text, []
+        return self.tools.calls(text)
+
+    def pieces(self, index: int, text: str, finish_reason: Optional[str]) -> list[dict[str, Any]]:
+        """With tools, content is sent up to where a call may begin; at the end the calls come as one
+        ``tool_calls`` delta (each with its index, id, name and arguments), then the finish."""
+        if self.tools is None:
+            return super().pieces(index, text, finish_reason)
+        total = self.streamed[index] = self.streamed.get(index, "") + text
+        shown = self.shown.get(index, 0)
+        content, calls = self._calls(total, finish_reason)
+        until = len(total) if finish_reason and not calls else max(self.tools.holds_back(total), shown)
+        if calls:
+            until = max(shown, len(content or ""))
+        self.shown[index] = until
+        out = [self.piece(index, total[shown:until], None)] if until > shown else []
+        if calls:
+            deltas = [{"index": k, **call} for k, call in enumerate(calls)]
+            out.append({"index": index, "delta": {"tool_calls": deltas}, "logprobs": None, "finish_reason": None})
+        if finish_reason:
+            out.append(self.piece(index, "", "tool_calls" if calls else finish_reason))
+        return out
 
     @staticmethod
     def logprobs(entries: Optional[list[dict[str, Any]]]) -> Optional[dict[str, Any]]:
@@ -372,8 +421,7 @@ def _stream_renderer(shape: CompletionShape, include_usage: bool) -> tuple[Calla
             seen.add(index)
             pieces.extend(shape.first_pieces(index))
         final = response.finish_reason if response.finish_reason != "none" else None
-        if response.generated_text or final:
-            pieces.append(shape.piece(index, response.generated_text, final))
+        pieces.extend(shape.pieces(index, response.generated_text, final))
         return [shape.envelope(shape.chunk_object, [p]) for p in pieces]
 
     def closing() -> Iterable[dict[str, Any]]:
