@@ -136,3 +136,16 @@ def test_tools_and_tool_turns_reach_the_chat_template(api, tools_checkpoint):
         return ids["input_ids"] if hasattr(ids, "keys") else ids
 
     assert reply.usage.prompt_tokens == len(hf_ids(tools=[WEATHER])) > len(hf_ids())
+
+
+def test_guides_travel_through_mii_and_grpc(tools_server):
+    """/mii takes the engine's option names; gRPC carries them in query_kwargs (a schema as a map)."""
+    import requests
+    from mii_server_grpc.convert import make_request, to_generate_request
+
+    base = tools_server.removesuffix("/v1")
+    answer = requests.post(f"{base}/mii/tools", json={"prompts": ["The quick", "A small"], "max_new_tokens": 40,
+                                                      "guided_json": PERSON, "top_p": 1.0}).json()
+    for item in answer:
+        jsonschema.validate(json.loads(item["generated_text"]), PERSON)
+    assert to_generate_request(make_request(["x"], guided_json=PERSON), False).options == {"guided_json": PERSON}
