@@ -20,6 +20,7 @@ from mii_core.requests import (LengthLimit, build_sequence, check_max_length, ch
                                sequence_ceiling, tokenize_prompts, truncate_prompt)
 from mii_core.response import Response, TokenOutput
 from mii_core.sampling.bad_words import bad_words_token_ids
+from mii_core.sampling.grammar import LazyGrammarCompiler
 from mii_core.sampling.rank_zero import RankZeroSampler
 from mii_core.sampling.sampler import Sampler
 from mii_core.sampling.stopping import StopChecker
@@ -51,6 +52,7 @@ class Pipeline:
                    or [self.tokenizer.eos_token_id])
         eos_ids = [e for e in eos_ids if e is not None]
         self.stopper = StopChecker(self.tokenizer, eos_ids)
+        self._grammars = LazyGrammarCompiler(self.tokenizer, self.spec.vocab_size, eos_ids)
         sampler = Sampler(eos_ids, self.spec.vocab_size)
         if self.ctx.world_size > 1:  # rank 0 samples, every rank gets the tokens
             sampler = RankZeroSampler(sampler, self.ctx)
@@ -186,8 +188,11 @@ class Pipeline:
         new_tokens = [new_tokens_for(len(ids), options, self.config.max_length, self.length_limits)
                       for ids in prompt_ids]
         bad_words = [w for w in bad_words_token_ids(self.tokenizer, options.bad_words) if all(t < vocab for t in w)]
-        return [build_sequence(next(self._uids), ids, n, options, self.engine.device, bad_words)
+        seqs = [build_sequence(next(self._uids), ids, n, options, self.engine.device, bad_words)
                 for ids, n in zip(prompt_ids, new_tokens)]
+        for seq in seqs:  # compiled here, on the caller's thread, never on the engine's loop
+            seq.grammar = self._grammars.state_for(options)
+        return seqs
 
     def _length_limits(self) -> list[LengthLimit]:
         """What no sequence may pass: the model's positions, the engine's max_context, the KV cache."""

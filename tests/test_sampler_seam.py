@@ -72,3 +72,11 @@ def test_under_tensor_parallelism_rank_zero_alone_computes_logprobs():
     assert second is None and (first.token_id, first.top_ids) == (3, (3, 2))
     assert first.logprob == pytest.approx(expected[3].item()) and first.top_logprobs[1] == pytest.approx(expected[2].item())
     assert follower.logprobs(logits, seqs, [3, 3]) == [None, None]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_sequence_under_a_grammar_is_never_plain_argmax(rank):
+    guided = seq(1, 2, do_sample=False, guided_regex="[0-9]+")
+    guided.grammar = object()  # what matters is that a matcher is attached: its mask must be applied
+    for sampler in samplers(rank):
+        assert sampler.all_greedy([seq(0, 0, do_sample=False), guided]) is False

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from mii_core.config import guided
 from mii_core.config.base import StrictModel
 
 SEED_LIMIT = 2**64  # torch generators take 64-bit seeds
@@ -58,6 +59,13 @@ class GenerationConfig(StrictModel):
     include_stop_str_in_output: bool = False
     # keep only the prompt's last k tokens (-1: as many as the model's length limits allow)
     truncate_prompt_tokens: Optional[int] = Field(default=None, ge=-1, le=COUNT_LIMIT)
+    # vLLM's structured output (at most one): the output follows a JSON schema (an object or JSON text, kept
+    # as JSON text), any JSON object, a regex, one of the choices, or an EBNF (GBNF) grammar
+    guided_json: Optional[str] = None
+    guided_json_object: bool = False
+    guided_regex: Optional[str] = None
+    guided_choice: Optional[list[str]] = None
+    guided_grammar: Optional[str] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +106,21 @@ class GenerationConfig(StrictModel):
             raise ValueError(f"bad_words must be a list of non-blank strings, got {value!r}"[:500])
         return list(value)
 
+    @field_validator("guided_json", mode="before")
+    @classmethod
+    def _schema_as_text(cls, value: Any) -> Optional[str]:
+        return guided.schema_text(value)
+
+    @field_validator("guided_regex", "guided_grammar", mode="before")
+    @classmethod
+    def _pattern_text(cls, value: Any, info: Any) -> Optional[str]:
+        return guided.pattern_text(info.field_name, value)
+
+    @field_validator("guided_choice", mode="before")
+    @classmethod
+    def _choices(cls, value: Any) -> Optional[list[str]]:
+        return guided.choices(value)
+
     @field_validator("allowed_token_ids")
     @classmethod
     def _allowed_not_empty(cls, value: Optional[list[int]]) -> Optional[list[int]]:
@@ -135,6 +158,7 @@ class GenerationConfig(StrictModel):
             name = "min_tokens" if self.min_tokens is not None else "min_new_tokens"  # as the caller named it
             raise ValueError(f"{name}={self.min_new_tokens} exceeds max_new_tokens={self.max_new_tokens}; "
                              f"lower {name} or raise max_new_tokens")
+        guided.check_one_guide([name for name in guided.GUIDED_FIELDS if getattr(self, name)])
         if self.min_tokens is not None and self.min_tokens != self.min_new_tokens:
             raise ValueError(f"min_tokens={self.min_tokens} and min_new_tokens={self.min_new_tokens} disagree; "
                              "give one of them (min_tokens is vLLM's name for min_new_tokens)")
@@ -149,6 +173,12 @@ class GenerationConfig(StrictModel):
     def penalized(self) -> bool:
         """Whether a presence, frequency or repetition penalty applies."""
         return self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1
+
+    @property
+    def guide(self) -> Optional[tuple[str, Any]]:
+        """The structured-output option given, as (its field name, its value), or None."""
+        name = next((name for name in guided.GUIDED_FIELDS if getattr(self, name)), None)
+        return None if name is None else (name, getattr(self, name))
 
     @property
     def changes_logits(self) -> bool:

@@ -43,6 +43,9 @@ class ModelConfig(StrictModel):
     device: Optional[str] = Field(default=None, description="None: cuda when available, else cpu")
     # vLLM's --chat-template: a Jinja template, or the path of a file holding one; replaces the tokenizer's
     chat_template: Optional[str] = Field(default=None, min_length=1)
+    # vLLM's --tool-call-parser: how chat output is read for tool calls under tool_choice "auto" (the format
+    # the model's chat template teaches it); None: "auto" with tools is refused, naming this option
+    tool_call_parser: Optional[Literal["hermes", "llama3_json"]] = None
 
     @field_validator("model_name_or_path", "tokenizer", mode="before")
     @classmethod

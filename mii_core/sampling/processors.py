@@ -1,6 +1,7 @@
 """vLLM's logits processors, batched on the logits' device over the rows that use them.
 
-In vLLM v1's order: ``allowed_token_ids`` (every other token barred), ``bad_words`` (the last token of a
+First, as vLLM v1, the structured-output grammar masks (:mod:`mii_core.sampling.grammar_mask`); then, in
+vLLM v1's order: ``allowed_token_ids`` (every other token barred), ``bad_words`` (the last token of a
 banned sequence whose other tokens end the output), ``min_tokens`` (EOS and ``stop_token_ids`` barred until
 that many tokens were generated), ``logit_bias`` (added), then the penalties: ``repetition_penalty`` (HF's
 definition over prompt + output: a seen token's logit divided by it when positive, multiplied when not),
@@ -16,6 +17,7 @@ from typing import Sequence as Seq
 
 import torch
 
+from mii_core.sampling.grammar_mask import apply_bitmask, fill_bitmask, grammar_rows, has_grammar
 from mii_core.sampling.protocol import SequenceForSampling
 
 NEG_INF = float("-inf")
@@ -30,7 +32,8 @@ class LogitsProcessors:
     def changes_argmax(self, seq: SequenceForSampling, unread: int = 0) -> bool:
         """Whether a processor may change ``seq``'s best token next step (``unread``: tokens sampled that
         are not in ``generated_ids`` yet)."""
-        return seq.options.changes_logits or self.barred_from_stopping(seq, unread)
+        return (seq.options.changes_logits or has_grammar(seq)
+                or self.barred_from_stopping(seq, unread))
 
     def barred_from_stopping(self, seq: SequenceForSampling, unread: int = 0) -> bool:
         """min_new_tokens (vLLM's min_tokens): no stop token before that many tokens were generated."""
@@ -49,7 +52,10 @@ class LogitsProcessors:
         active = [row for row, seq in enumerate(seqs) if self.changes_argmax(seq)]
         if not active:
             return logits
+        guided = grammar_rows(seqs)
+        bitmask = fill_bitmask(seqs, guided, logits.shape[1])  # on the host, before anything waits for the device
         out = logits.float().clone()
+        apply_bitmask(out, guided, bitmask)
         _allow_only(out, [(row, seqs[row].options.allowed_token_ids) for row in active
                           if seqs[row].options.allowed_token_ids is not None])
         _bar(out, [(row, token) for row in active for token in _banned_next(seqs[row])])

@@ -4,7 +4,7 @@ checks read from a sequence in flight (``mii_core.scheduler.Sequence`` has all o
 does not depend on the scheduler."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -23,6 +23,8 @@ class SequenceForSampling(Protocol):
     generator: Optional[torch.Generator]  # the request's own RNG when it gave a seed
     text_checked: int  # characters of generated text already searched for stop strings (StopChecker's)
     stop_cut: Optional[int]  # where a stop string begins in the generated text (StopChecker's)
+    # its structured-output matcher (mii_core.sampling.grammar.GrammarState) when its options give a guide
+    grammar: Optional[Any]
 
 
 @runtime_checkable

@@ -30,8 +30,8 @@ class Sampler:
     def all_greedy(self, seqs: Seq[SequenceForSampling], unread: int = 0) -> bool:
         """Whether the next token of every sequence is plain argmax (greedy, and no logits processor that
         can change the argmax: penalties, biases, banned or allowed tokens, a stop token still barred by
-        min_tokens), so that it can stay on the device. ``unread``: tokens each sequence sampled that are
-        not in ``generated_ids`` yet."""
+        min_tokens, a grammar mask), so that it can stay on the device. ``unread``: tokens each sequence
+        sampled that are not in ``generated_ids`` yet."""
         # a sequence asking for logprobs needs its logits read with its token: not the overlapped path
         return not any(seq.options.do_sample or seq.options.logprobs is not None
                        or self.processors.changes_argmax(seq, unread) for seq in seqs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -42,6 +42,8 @@ class Sequence:
     # per prompt token after the first, its TokenLogprob when the options ask for prompt_logprobs (filled
     # chunk by chunk as the prompt is computed), else empty
     prompt_logprobs: list = field(default_factory=list)
+    # its structured-output matcher (mii_core.sampling.grammar.GrammarState) when options give a guide
+    grammar: Optional[Any] = None
 
     @property
     def num_tokens(self) -> int:

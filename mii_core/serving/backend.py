@@ -46,6 +46,8 @@ class GenerateRequest:
     options: Union[dict[str, Any], list[dict[str, Any]]] = field(default_factory=dict)
     stream: bool = False
     prompt_ids: Optional[list[list[int]]] = None
+    # OpenAI's function tools, handed to the chat template with the chats (apply_chat_template(tools=...))
+    tools: Optional[list[dict[str, Any]]] = None
 
     @property
     def count(self) -> int:
@@ -60,7 +62,7 @@ class GenerateRequest:
     def from_wire(cls, message: dict[str, Any]) -> "GenerateRequest":
         return cls(prompts=message.get("prompts"), chats=message.get("chats"),
                    options=message.get("options") or {}, stream=bool(message.get("stream")),
-                   prompt_ids=message.get("prompt_ids"))
+                   prompt_ids=message.get("prompt_ids"), tools=message.get("tools"))
 
 
 class ResponseStream(ABC):

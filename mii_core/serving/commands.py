@@ -35,6 +35,9 @@ def add_serving_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--device-map", default=None, help='JSON, e.g. "[[0], [1]]" (default: auto)')
     serve.add_argument("--chat-template", default=None,
                        help="a Jinja chat template, or a file holding one (vLLM's flag; model option chat_template)")
+    serve.add_argument("--tool-call-parser", default=None, choices=["hermes", "llama3_json"],
+                       help="how tool calls are read from chat output under tool_choice auto (vLLM's flag; model "
+                            "option tool_call_parser)")
     serve.add_argument("--config", default=None, help="mii_config JSON file; flags override it")
     serve.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
                        help="any other model option, e.g. inference_engine_config='{...}' (repeatable)")
@@ -64,7 +67,7 @@ def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
              "tensor_parallel": args.tensor_parallel, "port_number": args.port, "host": args.host,
              "restful_api_host": args.rest_host, "api_key": _api_key(args),
              "max_queued_requests": args.max_queued_requests, "max_length": args.max_length,
-             "chat_template": args.chat_template}
+             "chat_template": args.chat_template, "tool_call_parser": args.tool_call_parser}
     options = {key: value for key, value in flags.items() if value is not None}
     if args.rest_port is not None:
         options.update(enable_restful_api=True, restful_api_port=args.rest_port)

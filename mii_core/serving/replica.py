@@ -110,12 +110,14 @@ class LocalBackend(Backend):
         if request.prompts is not None:
             prompts, prompt_ids = normalize_prompts(request.prompts), None
         elif request.chats is not None:
-            prompts, prompt_ids = None, [self._chat_ids(chat) for chat in request.chats]
+            prompts, prompt_ids = None, [self._chat_ids(chat, request.tools) for chat in request.chats]
         else:
             prompts, prompt_ids = None, normalize_prompt_ids(request.prompt_ids)
         count = len(prompts) if prompts is not None else len(prompt_ids)
         options = self._options(request.options, count)
         full_text = [o.return_full_text for o in options]
+        if request.tools is not None and request.chats is None:
+            raise InvalidRequest("tools apply to chat messages only")
         if request.chats is not None and any(full_text):
             raise InvalidRequest("return_full_text does not apply to chat messages")
         stream = self.pipe.submit(prompts, options, prompt_ids=prompt_ids, stream_tokens=True)
@@ -134,12 +136,12 @@ class LocalBackend(Backend):
             raise InvalidRequest(f"options must be one dict, or a list of {count} dicts (one per prompt)")
         return [generation_options(o) for o in options]
 
-    def _chat_ids(self, messages: Any) -> list[int]:
+    def _chat_ids(self, messages: Any, tools: Optional[list[dict[str, Any]]] = None) -> list[int]:
         tokenizer = self.pipe.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise InvalidRequest(NO_CHAT_TEMPLATE)
         try:
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True)
         except Exception as exc:  # a template rejects messages it cannot render (roles, order)
             raise InvalidRequest(f"the chat template could not render these messages: {exc}") from None
         ids = ids["input_ids"] if hasattr(ids, "keys") else ids

@@ -74,7 +74,8 @@ def start_front_ends(config: MIIConfig, record: DeploymentRecord, router: Router
                                          model_name=config.model_conf.model_name_or_path, api_key=config.api_key,
                                          threads=config.restful_processes, max_request_bytes=config.max_request_bytes,
                                          tokenizer=config.model_conf.tokenizer,
-                                         chat_template=config.model_conf.chat_template)
+                                         chat_template=config.model_conf.chat_template,
+                                         tool_call_parser=config.model_conf.tool_call_parser)
             transport = load_transport(name)(router, settings)
             transport.start()
             started.append(transport)

@@ -32,6 +32,7 @@ class TransportSettings:
     retry_after_seconds: int = 1
     tokenizer: Optional[str] = None  # the tokenizer's name or folder (/tokenize); None: model_name's
     chat_template: Optional[str] = None  # the model option chat_template (the text), replacing the tokenizer's
+    tool_call_parser: Optional[str] = None  # the model option: how chat output is read for tool calls
 
 
 class Transport(ABC):

@@ -89,3 +89,33 @@ def api(demo, chat_checkpoint, oracle):
     host, port = demo.record.front_ends["rest"]
     client = openai.OpenAI(base_url=f"http://localhost:{port}/v1", api_key="unused", max_retries=0, timeout=120)
     return client, oracle(chat_checkpoint), f"http://localhost:{port}"
+
+
+# renders the tools and the tool calls of earlier turns, with characters the tiny tokenizer knows
+TOOLS_TEMPLATE = ("{{ bos_token }}{% if tools %}tools: {% for t in tools %}{{ t['function']['name'] }} {% endfor %}"
+                  "| {% endif %}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{% for c in "
+                  "m.tool_calls or [] %} call {{ c['function']['name'] }}{% endfor %} | {% endfor %}"
+                  "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tools_checkpoint(chat_checkpoint, tmp_path_factory):
+    """The chat checkpoint with a template that renders tools and earlier tool calls."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("tools") / "tiny-tools-llama"
+    shutil.copytree(chat_checkpoint, folder)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["chat_template"] = TOOLS_TEMPLATE
+    config_file.write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tools_server(tools_checkpoint, deploy):
+    """A deployment reading hermes tool calls (tool_call_parser), its OpenAI base URL."""
+    client = deploy(tools_checkpoint, deployment_name="tools", enable_restful_api=True, tool_call_parser="hermes")
+    host, port = client.record.front_ends["rest"]
+    return f"http://localhost:{port}/v1"

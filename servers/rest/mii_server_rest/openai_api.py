@@ -13,8 +13,10 @@ as in vLLM) goes in the completion's choice and at the top of a chat answer. A s
 first chunk. OpenAI's ``presence_penalty``, ``frequency_penalty`` and ``logit_bias`` and vLLM's extra
 sampling fields (``VLLM_SAMPLING_FIELDS``, sent by the openai client in ``extra_body``) become the engine's
 generation options of the same names, which check them (a bad value is a 400 naming the field).
-Parameters mii-core cannot honour yet (tools, suffix) are refused with a 400 that names them,
-never silently ignored.
+Structured output (``response_format``, vLLM's ``guided_*``: structured.py) and tools on chat
+(``tools``/``tool_choice``: tools.py, tool_parsers.py) become guides the engine's grammar masks enforce.
+Parameters mii-core cannot honour yet (suffix) are refused with a 400 that names them, never silently
+ignored.
 """
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError
 from mii_server_rest.openai_logprobs import Scoring, chat_logprobs, completion_logprobs, vllm_prompt_logprobs
 from mii_server_rest.sse import sse_response, sse_stream, start_stream
+from mii_server_rest.structured import GUIDED_FIELDS, guided_options
 from mii_server_rest.tokenizer_api import LazyTokenizer
+from mii_server_rest.tools import ToolRequest, template_messages, tool_request
 from mii_server_rest.waiting import result_while_connected
 
 # vLLM's extra sampling fields: passed to the engine under the same names (GenerationConfig checks them)
@@ -41,9 +45,10 @@ VLLM_SAMPLING_FIELDS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "s
                         "allowed_token_ids", "skip_special_tokens", "include_stop_str_in_output",
                         "truncate_prompt_tokens")
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
-          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos", *VLLM_SAMPLING_FIELDS}
+          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos", *VLLM_SAMPLING_FIELDS,
+          "response_format", *GUIDED_FIELDS}
 COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of", "prompt_logprobs"}
-CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
+CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "tools",
                         "tool_choice", "parallel_tool_calls", "prompt_logprobs"}
 MAX_N = 128
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs
@@ -89,6 +94,7 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         scoring.logprobs = _integer(body, "logprobs", None, 0, MAX_LOGPROBS)
         scoring.prompt_logprobs = _prompt_logprobs(body)
         _add_logprobs(options, scoring)
+        options.update(guided_options(body))
         as_ids = isinstance(prompts[0], list)  # token-id prompts (lm-eval sends these): no tokenizer on the way
         if scoring.score_only and not _flag(body, "stream"):  # the answer's text: the prompt without the token
             scoring.echo_texts = [decode(p) if as_ids else p for p in prompts]
@@ -105,15 +111,14 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         if body.get("max_completion_tokens") is not None:
             body["max_tokens"] = body["max_completion_tokens"]
         model, n, options = _common(body, settings, default_max_tokens=None)
-        if body.get("tools"):
-            raise bad("tools (function calling) are not supported", "tools")
-        _check_response_format(body.get("response_format"))
+        tools = tool_request(body, settings.tool_call_parser)
+        options.update(_guide_with_tools(guided_options(body), tools))
         scoring = Scoring(logprobs=_chat_logprobs(body), prompt_logprobs=_prompt_logprobs(body))
         _add_logprobs(options, scoring)
-        messages = _messages(body.get("messages"))
+        messages = template_messages(_messages(body.get("messages")))
         generate = GenerateRequest(chats=[messages] * n, options=_per_choice(options, 1, n),
-                                   stream=_flag(body, "stream"))
-        return _answer(backend, generate, ChatShape(model, 1, n, scoring), _usage_options(body))
+                                   stream=_flag(body, "stream"), tools=tools.tools if tools else None)
+        return _answer(backend, generate, ChatShape(model, 1, n, scoring, tools), _usage_options(body))
 
 
 def _model_object(settings: TransportSettings) -> dict[str, Any]:
@@ -235,14 +240,13 @@ def _score_only(body: dict[str, Any], echo: bool) -> bool:
     return True
 
 
-def _check_response_format(value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        raise bad(f"response_format must be an object such as {{\"type\": \"text\"}}, got {type(value).__name__}",
-                  "response_format")
-    if value.get("type", "text") != "text":
-        raise bad("only response_format type 'text' is supported", "response_format")
+def _guide_with_tools(guide: dict[str, Any], tools: Optional[ToolRequest]) -> dict[str, Any]:
+    """The request's guide, or the one that forces its tool calls (tool_choice required or a function)."""
+    forced = tools.guide() if tools else {}
+    if forced and guide:
+        raise bad(f"tool_choice {tools.choice} forces the output's shape; it cannot be combined with "
+                  "response_format or guided_* fields", "tool_choice")
+    return forced or guide
 
 
 def _flag(body: dict[str, Any], name: str) -> bool:
@@ -281,14 +285,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _messages(messages: Any) -> list[dict[str, str]]:
+# what a message may carry besides role and content: an assistant's tool calls, a tool result's call id and name
+MESSAGE_TOOL_FIELDS = ("tool_calls", "tool_call_id", "name")
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
         raise bad("messages must be a non-empty list of {role, content} objects", "messages")
     plain = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise bad(f"messages[{i}] must be an object with a string 'role'", "messages")
-        plain.append({"role": message["role"], "content": _content_text(message.get("content"), i)})
+        extra = {name: message[name] for name in MESSAGE_TOOL_FIELDS if message.get(name) is not None}
+        if not isinstance(extra.get("tool_calls", []), list):
+            raise bad(f"messages[{i}].tool_calls must be a list of tool calls", "messages")
+        plain.append({"role": message["role"], "content": _content_text(message.get("content"), i), **extra})
     return plain
 
 
@@ -384,7 +395,17 @@ class CompletionShape:
 
 
 class ChatShape(CompletionShape):
+    """Chat answers; with tools, a finished output's tool calls (parsed by the deployment's tool-call
+    parser) become ``message.tool_calls``, and a stream holds back text where a call may begin."""
+
     object_name, chunk_object, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
+
+    def __init__(self, model: str, prompts: int, n: int, scoring: Scoring,
+                 tools: Optional[ToolRequest] = None) -> None:
+        super().__init__(model, prompts, n, scoring)
+        self.tools = tools
+        self.streamed: dict[int, str] = {}  # per choice, the text streamed so far (tools: read at the end)
+        self.shown: dict[int, int] = {}  # per choice, how much of it was sent as content
 
     def extra(self, responses: list[Response]) -> dict[str, Any]:
         """vLLM puts a chat's prompt_logprobs beside its choices (the choices share the prompt)."""
@@ -393,8 +414,19 @@ class ChatShape(CompletionShape):
         return {"prompt_logprobs": vllm_prompt_logprobs(responses[0].prompt_logprobs, self.scoring.prompt_logprobs)}
 
     def choice(self, index: int, response: Response) -> dict[str, Any]:
-        return {"index": index, "message": {"role": "assistant", "content": response.generated_text},
-                "logprobs": self._chat_logprobs(response), "finish_reason": response.finish_reason}
+        finish_reason = response.finish_reason
+        message: dict[str, Any] = {"role": "assistant", "content": response.generated_text}
+        content, calls = self._calls(response.generated_text, finish_reason)
+        if calls:
+            message, finish_reason = {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+        return {"index": index, "message": message, "logprobs": self._chat_logprobs(response),
+                "finish_reason": finish_reason}
+
+    def _calls(self, text: str, finish_reason: Optional[str]) -> tuple[Optional[str], list[dict[str, Any]]]:
+        """The tool calls of a finished output (none without tools, or when cut off by max_tokens)."""
+        if self.tools is None or finish_reason in (None, "length"):
+            return text, []
+        return self.tools.calls(text)
 
     def _chat_logprobs(self, response: Response) -> Optional[dict[str, Any]]:
         if self.scoring.logprobs is None:
@@ -409,11 +441,36 @@ class ChatShape(CompletionShape):
         return []  # chat neither echoes nor streams prompt logprobs
 
     def piece(self, index: int, response: Response, final: Optional[str]) -> list[dict[str, Any]]:
+        if self.tools is not None:
+            return self._tool_pieces(index, response.generated_text, final)
         logprobs = self._chat_logprobs(response)
         if not (response.generated_text or final or (logprobs and logprobs["content"])):
             return []
-        delta = {"content": response.generated_text} if response.generated_text else {}
-        return [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": final}]
+        return [self._delta(index, response.generated_text, final, logprobs)]
+
+    @staticmethod
+    def _delta(index: int, text: str, final: Optional[str], logprobs: Optional[dict[str, Any]] = None) -> dict:
+        delta = {"content": text} if text else {}
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": final}
+
+    def _tool_pieces(self, index: int, text: str, final: Optional[str]) -> list[dict[str, Any]]:
+        """With tools, content is sent up to where a call may begin; at the end the calls come as one
+        ``tool_calls`` delta (each with its index, id, name and arguments), then the finish. (Streamed
+        logprobs are not sent with tools.)"""
+        total = self.streamed[index] = self.streamed.get(index, "") + text
+        shown = self.shown.get(index, 0)
+        content, calls = self._calls(total, final)
+        until = len(total) if final and not calls else max(self.tools.holds_back(total), shown)
+        if calls:
+            until = max(shown, len(content or ""))
+        self.shown[index] = until
+        out = [self._delta(index, total[shown:until], None)] if until > shown else []
+        if calls:
+            deltas = [{"index": k, **call} for k, call in enumerate(calls)]
+            out.append({"index": index, "delta": {"tool_calls": deltas}, "logprobs": None, "finish_reason": None})
+        if final:
+            out.append(self._delta(index, "", "tool_calls" if calls else final))
+        return out
 
 
 def _answer(backend: Backend, generate: GenerateRequest, shape: CompletionShape, usage: tuple[bool, bool]) -> Any:
