@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 from mii_core.config import ModelConfig, validate_options
 from mii_core.config.deployment import MIIConfig, split_serve_options
 from mii_core.serving.client import MIIClient
-from mii_core.serving.devices import place_replicas
+from mii_core.config.placement import place_replicas
 from mii_core.serving.errors import DeploymentStartError
 from mii_core.serving.launch import log_path, log_tail, spawn_router, tp_launcher
 from mii_core.serving.metadata import (DeploymentRecord, ensure_folder, process_alive, read_record, remove_record,

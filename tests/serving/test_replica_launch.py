@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from mii_core.distributed.replica_launch import launch_command
-from mii_core.serving import devices
-from mii_core.serving.devices import place_replicas, read_hostfile
+from mii_core.config import placement as devices
+from mii_core.config.placement import place_replicas, read_hostfile
 from mii_core.serving.launch import replica_command
 
 NO_HOSTFILE = "/no/such/hostfile"
