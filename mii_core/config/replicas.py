@@ -22,6 +22,9 @@ class ReplicaConfig(StrictModel):
     torch_dist_port: Optional[int] = None
     gpu_indices: list[int] = Field(default_factory=list)  # empty: the replica runs on the CPU
 
+    def placement(self) -> ReplicaPlacement:
+        return ReplicaPlacement(self.hostname, tuple(self.gpu_indices))
+
 
 def replica_ports(port_number: int, index: int, tensor_parallel: int) -> list[int]:
     """The ports replica ``index`` owns: one per rank, after the front end's ``port_number``."""
