@@ -24,6 +24,7 @@ _PUBLIC = {
     "client": "mii_core.serving.client",
     "MIIClient": "mii_core.serving.client",
     "MIIConfig": "mii_core.config.deployment",
+    "DeploymentType": "mii_core.config.deployment",
     "Response": "mii_core.response",
     "TokenOutput": "mii_core.response",
     "hookimpl": "mii_core.plugins.hookspecs",
@@ -32,7 +33,7 @@ _PUBLIC = {
 __all__ = [*_PUBLIC, "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ imports on demand
-    from mii_core.config.deployment import MIIConfig
+    from mii_core.config.deployment import DeploymentType, MIIConfig
     from mii_core.pipeline import Pipeline, pipeline
     from mii_core.plugins.hookspecs import hookimpl
     from mii_core.response import Response, TokenOutput

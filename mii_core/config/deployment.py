@@ -1,5 +1,10 @@
 """Deployment options of ``mii_core.serve`` (MII's ``MIIConfig``: its names, defaults, config forms).
 
+``deployment_type`` is MII's: ``"local"`` (a persistent deployment: what ``serve`` starts) or
+``"non-persistent"`` (in the caller's process: ``mii_core.pipeline``, ``mii_core.legacy.deploy``);
+``"aml"`` (Azure ML assets) is refused. ``generate_replica_configs`` places the replicas with the
+launcher's own rules (``placement.py``, ``replicas.py``).
+
 MII's options keep their meaning: ``port_number`` is the gRPC front end (MII's load balancer),
 ``enable_restful_api`` adds the REST front end on ``restful_api_host:restful_api_port``,
 ``restful_processes`` sizes the REST server (threads here, processes in MII). mii-core adds the
@@ -9,16 +14,42 @@ from __future__ import annotations
 
 import os
 import re
+from enum import Enum
 from pathlib import PurePath
 from typing import Any, Optional
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from mii_core.config.base import StrictModel
 from mii_core.config.model import ModelConfig
+from mii_core.config.placement import place_replicas
+from mii_core.config.replicas import ReplicaConfig, replica_configs
 
 TRANSPORTS_ENV = "MII_CORE_TRANSPORTS"  # comma-separated transport names, when serve() names none
 DEPLOYMENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class DeploymentType(str, Enum):
+    """MII's deployment types (a ``str`` enum, so ``DeploymentType.LOCAL == "local"``)."""
+    LOCAL = "local"
+    NON_PERSISTENT = "non-persistent"
+    AML = "aml"  # MII's Azure ML assets; named here so that it is refused with a reason, not as unknown
+
+
+AML_REFUSED = ("deployment_type 'aml' (Azure ML deployment assets) is not supported by mii-core; use 'local' "
+               "(mii_core.serve: a persistent deployment) or 'non-persistent' (mii_core.pipeline, or "
+               "mii_core.legacy.deploy(..., deployment_type='non-persistent'))")
+
+
+def deployment_type_of(value: Any) -> DeploymentType:
+    """MII's names or members → the member; 'aml' and unknown names are errors saying what to use."""
+    try:
+        kind = DeploymentType(value)
+    except ValueError:
+        raise ValueError(f"deployment_type {value!r} is not one of MII's; use 'local' or 'non-persistent'") from None
+    if kind is DeploymentType.AML:
+        raise ValueError(AML_REFUSED)
+    return kind
 
 
 def default_deployment_name(model_name_or_path: str) -> str:
@@ -31,6 +62,7 @@ class MIIConfig(StrictModel):
     model_config = ConfigDict(populate_by_name=True)
 
     deployment_name: str = ""
+    deployment_type: DeploymentType = DeploymentType.LOCAL
     model_conf: ModelConfig = Field(alias="model_config")
     port_number: int = Field(default=50050, gt=0, lt=65536)
     enable_restful_api: bool = False
@@ -48,6 +80,11 @@ class MIIConfig(StrictModel):
     startup_timeout: float = Field(default=600.0, gt=0, description="seconds to wait for every replica")
     max_request_bytes: int = Field(default=4 * 2**20, gt=0, description="largest request body a front end reads")
 
+    @field_validator("deployment_type", mode="before")
+    @classmethod
+    def _known_deployment_type(cls, value: Any) -> DeploymentType:
+        return deployment_type_of(value)
+
     @model_validator(mode="after")
     def _fill_name(self) -> "MIIConfig":
         if not self.deployment_name:
@@ -56,6 +93,24 @@ class MIIConfig(StrictModel):
             raise ValueError(f"deployment_name {self.deployment_name!r} must be 1-128 letters, digits, '.', '_' "
                              "or '-', starting with a letter or digit (it names a folder and a URL path)")
         return self
+
+    def generate_replica_configs(self) -> list[ReplicaConfig]:
+        """MII's: each replica's host, GPUs and ports, stored in ``model_config.replica_configs`` and returned.
+
+        Placement follows ``device_map`` against the hostfile (or this machine); a placement MII refuses
+        is a ValueError. Replica configs given by the user are kept when they are what these rules
+        give; others are refused, since the launcher places replicas by these rules alone.
+        """
+        model = self.model_conf
+        placements = place_replicas(model.device_map, model.replica_num, model.tensor_parallel, self.hostfile)
+        computed = replica_configs(placements, self.port_number, model.tensor_parallel, model.torch_dist_port)
+        if model.replica_configs and model.replica_configs != computed:
+            raise ValueError(f"replica_configs {[c.model_dump() for c in model.replica_configs]} differ from the "
+                             f"placement mii-core launches ({[c.model_dump() for c in computed]}); leave "
+                             "replica_configs out and place replicas with device_map, hostfile, port_number "
+                             "and torch_dist_port")
+        model.replica_configs = computed
+        return computed
 
     def chosen_transports(self) -> list[str]:
         """``transports``, else $MII_CORE_TRANSPORTS, else gRPC (MII's); REST joins when enabled."""

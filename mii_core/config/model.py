@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from mii_core.config.base import StrictModel
 from mii_core.config.chat_template import chat_template_text
 from mii_core.config.engine import EngineConfig, refuse_unsupported
+from mii_core.config.replicas import ReplicaConfig
 
 DeviceMap = Union[Literal["auto"], int, list[int], list[list[int]], dict[str, list[list[int]]]]
 WORLD_SIZE_ENV = "WORLD_SIZE"
@@ -37,6 +38,8 @@ class ModelConfig(StrictModel):
     torch_dist_port: int = Field(default=29500, gt=0, lt=65536)
     replica_num: int = Field(default=1, gt=0)
     device_map: DeviceMap = "auto"
+    # MII's: filled by MIIConfig.generate_replica_configs (one per replica)
+    replica_configs: list[ReplicaConfig] = Field(default_factory=list)
     max_length: Optional[int] = Field(default=None, gt=0)
     all_rank_output: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -72,4 +75,11 @@ class ModelConfig(StrictModel):
                              "ranks) and leave tp_size out")
         if self.tokenizer is None:
             self.tokenizer = self.model_name_or_path
+        return self
+
+    @model_validator(mode="after")
+    def _one_config_per_replica(self) -> "ModelConfig":
+        if self.replica_configs and len(self.replica_configs) != self.replica_num:
+            raise ValueError(f"replica_configs holds {len(self.replica_configs)} config(s) but replica_num="
+                             f"{self.replica_num}; give one per replica, or leave replica_configs out")
         return self

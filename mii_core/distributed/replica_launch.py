@@ -1,9 +1,9 @@
 """The launcher line of one tensor-parallel replica, as MII builds it: DeepSpeed's launcher (or torchrun)
 starting ``tensor_parallel`` ranks of a program, replica i's ranks meeting on ``torch_dist_port + 100·i``.
 
-Where each replica runs (``device_map``, the hostfile) is decided by ``mii_core.serving.devices``; the
-serving layer (``serving/launch.py``) builds each replica's command with :func:`launch_command` and owns
-the processes; nothing here starts one.
+Where each replica runs (``device_map``, the hostfile) is decided by ``mii_core.config.placement``, its
+ports by ``mii_core.config.replicas``; the serving layer (``serving/launch.py``) builds each replica's
+command with :func:`launch_command` and owns the processes; nothing here starts one.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import os
 from typing import Optional, Sequence
 
 LOCAL_HOST = "localhost"
-PORT_STRIDE = 100  # replica i's ranks rendezvous on torch_dist_port + 100·i
 
 
 def launch_command(launcher: str, host: str, devices: Sequence[int], tensor_parallel: int, master_port: int,

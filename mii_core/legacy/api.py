@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from mii_core.config.base import validate_options
+from mii_core.config.deployment import DeploymentType
 from mii_core.legacy.config import LegacyConfig
 from mii_core.legacy.deployment import InProcessDeployment
 from mii_core.legacy.result import LegacyResult
@@ -13,7 +14,7 @@ from mii_core.legacy.model_type import model_type_of
 from mii_core.loading.checkpoint import resolve_model_path
 from mii_core.plugins import get_plugins
 
-NON_PERSISTENT, LOCAL = "non-persistent", "local"
+NON_PERSISTENT, LOCAL = DeploymentType.NON_PERSISTENT.value, DeploymentType.LOCAL.value
 FASTGEN_TASK = "text-generation"  # MII Legacy's one task the FastGen engine also serves
 
 

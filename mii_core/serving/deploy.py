@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from mii_core.config import ModelConfig, validate_options
-from mii_core.config.deployment import MIIConfig, split_serve_options
+from mii_core.config.deployment import DeploymentType, MIIConfig, split_serve_options
 from mii_core.serving.client import MIIClient
-from mii_core.serving.devices import place_replicas
 from mii_core.serving.errors import DeploymentStartError
 from mii_core.serving.launch import log_path, log_tail, spawn_router, tp_launcher
 from mii_core.serving.metadata import (DeploymentRecord, ensure_folder, process_alive, read_record, remove_record,
@@ -86,10 +85,11 @@ def _mii_config_dict(mii_config: Union[MIIConfig, dict[str, Any], str, os.PathLi
 
 def plan_deployment(config: MIIConfig) -> DeploymentRecord:
     """Every check before spawning; returns the record the processes start from."""
+    _refuse_non_persistent(config)
     transports = config.chosen_transports()
     check_installed(transports)
     model = config.model_conf
-    placements = place_replicas(model.device_map, model.replica_num, model.tensor_parallel, config.hostfile)
+    placements = [replica.placement() for replica in config.generate_replica_configs()]
     if model.tensor_parallel > 1:
         tp_launcher()  # a launcher must exist (deepspeed, else torchrun): refused here rather than at start
     remote = sorted({p.host for p in placements if not p.is_local})
@@ -108,6 +108,14 @@ def plan_deployment(config: MIIConfig) -> DeploymentRecord:
         authkey=secrets.token_hex(32), router_link=(LINK_HOST, ports.router_link),
         replica_links=[(LINK_HOST, port) for port in ports.replica_links],
         placements=[asdict(p) for p in placements], front_ends=ports.front_ends, folder=str(folder))
+
+
+def _refuse_non_persistent(config: MIIConfig) -> None:
+    if config.deployment_type == DeploymentType.NON_PERSISTENT:
+        raise ValueError("deployment_type='non-persistent' runs the model in your own process, which serve() (a "
+                         "persistent deployment) does not; use mii_core.pipeline(model) for text generation, or "
+                         "mii_core.legacy.deploy(task, model, deployment_type='non-persistent') for MII Legacy's "
+                         "tasks, or give serve() deployment_type='local'")
 
 
 def _refuse_running_duplicate(name: str) -> None:

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mii_core.distributed.replica_launch import LOCAL_HOST, PORT_STRIDE, launch_command
+from mii_core.config.replicas import replica_dist_port
+from mii_core.distributed.replica_launch import LOCAL_HOST, launch_command
 
 LOG_TAIL_LINES = 40
 LAUNCHER_ENV = "MII_CORE_TP_LAUNCHER"
@@ -31,7 +32,7 @@ def replica_command(folder: Path, index: int, tensor_parallel: int = 1, torch_di
     if tensor_parallel == 1:
         return program, {}
     launcher, executable = tp_launcher()
-    return launch_command(launcher, LOCAL_HOST, devices, tensor_parallel, torch_dist_port + PORT_STRIDE * index,
+    return launch_command(launcher, LOCAL_HOST, devices, tensor_parallel, replica_dist_port(torch_dist_port, index),
                           program, executable=executable)
 
 

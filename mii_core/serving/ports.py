@@ -12,6 +12,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
+from mii_core.config.replicas import replica_dist_port, replica_ports
+
 LINK_HOST = "127.0.0.1"  # the deployment's own links never leave this machine
 
 
@@ -33,11 +35,13 @@ class PortPlan:
 
 
 def plan_ports(config, transports: list[str]) -> PortPlan:
-    tp = config.model_conf.tensor_parallel
-    replicas = [config.port_number + 1 + i * tp for i in range(config.model_conf.replica_num)]
-    rendezvous = [config.model_conf.torch_dist_port + 100 * i for i in range(config.model_conf.replica_num)]
-    plan = PortPlan({name: config.transport_endpoint(name) for name in transports}, replicas,
-                    config.port_number + 1 + config.model_conf.replica_num * tp, rendezvous if tp > 1 else [])
+    model = config.model_conf
+    tp, indices = model.tensor_parallel, range(model.replica_num)
+    replicas = [replica_ports(config.port_number, i, tp)[0] for i in indices]  # rank 0's port is the link
+    rendezvous = [replica_dist_port(model.torch_dist_port, i) for i in indices] if tp > 1 else []
+    router_link = replica_ports(config.port_number, model.replica_num, tp)[0]  # the port after the last replica's
+    plan = PortPlan({name: config.transport_endpoint(name) for name in transports}, replicas, router_link,
+                    rendezvous)
     _check_distinct(plan)
     return plan
 

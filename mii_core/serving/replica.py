@@ -167,7 +167,8 @@ def replica_model_config(config: MIIConfig, placement: dict[str, Any]) -> ModelC
     elif device is None and config.model_conf.tensor_parallel == 1:
         device = "cuda:0"  # launch.replica_env shows the replica only its own GPUs
     # (tensor parallel on GPUs: device None, so each rank takes cuda:LOCAL_RANK of those its launcher gave)
-    return config.model_conf.model_copy(update={"replica_num": 1, "device": device, "device_map": "auto"})
+    return config.model_conf.model_copy(update={"replica_num": 1, "device": device, "device_map": "auto",
+                                                    "replica_configs": []})
 
 
 class RouterWatch:

@@ -12,7 +12,7 @@ import mii_core
 from mii_core.config.deployment import MIIConfig
 from mii_core.serving import metadata
 from mii_core.serving.deploy import build_config
-from mii_core.serving.devices import place_replicas
+from mii_core.config.placement import place_replicas
 from support.serving import free_port_block
 
 

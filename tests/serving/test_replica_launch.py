@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from mii_core.config import placement
+from mii_core.config.placement import place_replicas, read_hostfile
 from mii_core.distributed.replica_launch import launch_command
-from mii_core.serving import devices
-from mii_core.serving.devices import place_replicas, read_hostfile
 from mii_core.serving.launch import replica_command
 
 NO_HOSTFILE = "/no/such/hostfile"
@@ -19,7 +19,7 @@ DS_FLAGS = ["--no_ssh_check", "--no_local_rank", "--no_python"]
 
 @pytest.fixture
 def four_gpus(monkeypatch):
-    monkeypatch.setattr(devices, "local_gpu_count", lambda: 4)
+    monkeypatch.setattr(placement, "local_gpu_count", lambda: 4)
 
 
 def hosts_and_devices(placements):
