@@ -108,6 +108,9 @@ def cases() -> list[Case]:
         Case("mpt-clip", checkpoints.family("test_arch_mpt", "clip")),
         Case("starcoder2-window", checkpoints.family("test_arch_starcoder2", "window"), **window),
         Case("starcoder2-no-bias", checkpoints.family("test_arch_starcoder2", "no-bias")),
+        Case("phi3-4k-window", checkpoints.family("test_arch_phi3", "4k-window"), **window),
+        Case("phi3-longrope", checkpoints.family("test_arch_phi3", "longrope")),
+        Case("phi3-longrope-partial", checkpoints.family("test_arch_phi3", "longrope-partial")),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
     ]
 

@@ -20,6 +20,7 @@ ARCHITECTURES = {
     "bloom": checkpoints.family("test_arch_bloom", "6-heads"),
     "mpt": checkpoints.family("test_arch_mpt", "clip"),
     "starcoder2-window": checkpoints.family("test_arch_starcoder2", "window"),
+    "phi3-longrope": checkpoints.family("test_arch_phi3", "longrope"),
     "gpt2-kit": checkpoints.gpt2_kit,
 }
 
