@@ -21,6 +21,8 @@ ARCHITECTURES = {
     "mpt": checkpoints.family("test_arch_mpt", "clip"),
     "starcoder2-window": checkpoints.family("test_arch_starcoder2", "window"),
     "phi3-longrope": checkpoints.family("test_arch_phi3", "longrope"),
+    "qwen2-moe-mixed": checkpoints.family("test_arch_qwen2_moe", "mixed"),
+    "qwen3-moe-mixed": checkpoints.family("test_arch_qwen3_moe", "mixed"),
     "gpt2-kit": checkpoints.gpt2_kit,
 }
 
