@@ -116,6 +116,8 @@ def cases() -> list[Case]:
         Case("qwen2-moe-window", checkpoints.family("test_arch_qwen2_moe", "window"), new_tokens=WINDOW_NEW_TOKENS),
         Case("qwen3-moe-mixed", checkpoints.family("test_arch_qwen3_moe", "mixed"), extra=experts_really_used),
         Case("qwen3-moe-window-bias", checkpoints.family("test_arch_qwen3_moe", "window-bias"), **window),
+        Case("gemma3-pattern", checkpoints.family("test_arch_gemma3_text", "pattern"), new_tokens=WINDOW_NEW_TOKENS),
+        Case("gemma3-scaled", checkpoints.family("test_arch_gemma3_text", "scaled")),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
     ]
 

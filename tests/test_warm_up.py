@@ -23,6 +23,7 @@ ARCHITECTURES = {
     "phi3-longrope": checkpoints.family("test_arch_phi3", "longrope"),
     "qwen2-moe-mixed": checkpoints.family("test_arch_qwen2_moe", "mixed"),
     "qwen3-moe-mixed": checkpoints.family("test_arch_qwen3_moe", "mixed"),
+    "gemma3-pattern": checkpoints.family("test_arch_gemma3_text", "pattern"),
     "gpt2-kit": checkpoints.gpt2_kit,
 }
 

@@ -91,7 +91,9 @@ class DecoderModel(nn.Module):
             last_hidden = self.final_norm(last_hidden)
         if self.project_out is not None:
             last_hidden = self.project_out(last_hidden)
-        return self.lm_head.logits(last_hidden, self.lm_head_bias, self.kernels.linear)
+        logits = self.lm_head.logits(last_hidden, self.lm_head_bias, self.kernels.linear)
+        cap = self.spec.final_logit_softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     @torch.inference_mode()
     def forward(self, batch: RaggedBatch, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

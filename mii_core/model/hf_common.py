@@ -43,6 +43,16 @@ def causal_only(hf_config: dict[str, Any]) -> None:
                          "not supported: the engine generates causally; set it to false or null")
 
 
+def hidden_activation(hf_config: dict[str, Any]) -> str:
+    """The Gemma 2 / 3 configs' ``hidden_activation`` (their ``hidden_act`` is not read), checked against
+    the gated MLP's activations."""
+    activation = hf_config.get("hidden_activation") or "gelu_pytorch_tanh"
+    if activation not in GATED_ACTIVATIONS:
+        raise ValueError(f"{hf_config.get('model_type')}: hidden_activation '{activation}' is not supported "
+                         f"(supported: {', '.join(GATED_ACTIVATIONS)})")
+    return activation
+
+
 def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
     """``eos_token_id`` as a tuple: HF configs hold one id, a list, or none."""
     eos = hf_config.get("eos_token_id")
@@ -175,12 +185,13 @@ def decoder_spec(hf: dict[str, Any], **fields: Any) -> DecoderSpec:
         "checkpoint_dtype": hf.get("dtype") or hf.get("torch_dtype"),
         **fields,
     })
-    _check_rope(spec, model_type)
+    check_rope(spec, model_type)
     return spec
 
 
-def _check_rope(spec: DecoderSpec, model_type: Any) -> None:
-    """Fails now, naming the model type, rather than when the model is built."""
+def check_rope(spec: DecoderSpec, model_type: Any) -> None:
+    """A ValueError naming the model type for a ``spec.rope`` the core's rotary cannot build: now, rather
+    than when the model is built."""
     if spec.rope is None:
         return
     try:

@@ -75,6 +75,8 @@ class DecoderSpec:
     # per-layer windows when layers differ (None: that layer sees everything); overrides sliding_window
     layer_windows: Optional[tuple[Optional[int], ...]] = None
     attention_scale: Optional[float] = None  # None: head_dim ** -0.5
+    # the float32 logits soft-capped, tanh(x / cap) * cap (Gemma 2 / 3's final_logit_softcapping); None: as they are
+    final_logit_softcap: Optional[float] = None
     bos_token_id: Optional[int] = None
     eos_token_ids: tuple[int, ...] = ()
     checkpoint_dtype: Optional[str] = None
