@@ -12,6 +12,7 @@ from support.family_parity import (SCHEDULES, TinyFamily, assert_config_refused,
 # the mixed prompts are 2, 4, 16, 32, 47 and 81 tokens: with 20 new tokens the five short ones stay within
 # 72 positions (short factors throughout) and the longest starts past it (long factors throughout)
 ORIGINAL_MAX = 72
+CROSSING_MAX = 40
 WINDOW = 16
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=4 * ORIGINAL_MAX, original_max_position_embeddings=ORIGINAL_MAX)
@@ -48,6 +49,25 @@ def phi3(tmp_path_factory):
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_longrope_greedy_matches_hf(phi3, oracle, pipeline, schedule):
     assert_greedy_matches_hf(pipeline, oracle, phi3.path("longrope"), schedule)
+
+
+@pytest.fixture(scope="module")
+def crossing(phi3, tmp_path_factory):
+    """The longrope checkpoint with original_max_position_embeddings 40: the 32-token prompt's generation
+    crosses it (HF then recomputes the whole cache with the long factors), the 47- and 81-token prompts
+    start past it and the others stay within it."""
+    return edit_config(phi3.path("longrope"), tmp_path_factory.mktemp("phi3-crossing") / "crossing",
+                       original_max_position_embeddings=CROSSING_MAX)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_generation_crossing_the_original_context_matches_hf(crossing, oracle, pipeline, schedule):
+    pipe = assert_greedy_matches_hf(pipeline, oracle, crossing, schedule)
+    assert pipe.loop.scheduler.num_restarts > 0, "no sequence was recomputed at the crossing"
+
+
+def test_generation_crossing_prefix_cached_matches_hf(crossing, oracle, pipeline):
+    assert_prefix_cached_matches_hf(pipeline, oracle, crossing)
 
 
 def test_longrope_prefix_cached_matches_hf(phi3, oracle, pipeline):

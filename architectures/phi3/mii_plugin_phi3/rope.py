@@ -8,6 +8,11 @@ step takes the set its own sequence would get in HF's forward: the prompt's leng
 (so a chunked or recomputed prompt takes one set, as HF's single forward over it), the token's position
 for generated ones. Cached keys thus depend on whether the prompt is long: that is the model's
 ``prompt_variant``, so the prefix cache never shares short-rotated blocks with long prompts.
+
+A sequence whose prompt was short and whose generation reaches original_max_position_embeddings + 1 tokens
+is recomputed whole at that step, as HF's ``Phi3ForCausalLM.prepare_inputs_for_generation`` drops its cache
+there: ``restart_length`` asks the scheduler to, and the recomputation's prompt (all its tokens, now past the
+original context) takes the long factors for every key.
 """
 from __future__ import annotations
 
@@ -43,6 +48,11 @@ class LongRopeRotary:
 
     def prompt_variant(self, prompt_length: int) -> Optional[int]:
         return LONG_PROMPT if prompt_length > self.original_max else None
+
+    def restart_length(self, prompt_length: int) -> Optional[int]:
+        """A short prompt's cache is recomputed with the long factors once the sequence outgrows the original
+        context (the model's ``restart_length`` hook); a long prompt's keys are long already."""
+        return self.original_max + 1 if prompt_length <= self.original_max else None
 
     def tables(self, batch: RaggedBatch, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) [T, rotary_dim]: angles and the attention factor in float32, then cast (HF's order)."""
