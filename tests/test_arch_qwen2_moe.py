@@ -2,7 +2,6 @@
 with norm_topk_prob), a shared expert scaled by its sigmoid gate, dense and sparse layers mixed
 (mlp_only_layers, decoder_sparse_step), q/k/v biases, GQA, and Qwen2-MoE's sliding-window layer types."""
 import pytest
-import torch
 from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 
 from support.checkpoint_edits import REMOVE, edit_config

@@ -125,8 +125,8 @@ def expert_rules(prefix: str = LAYER + "mlp.") -> dict[str, WeightRule]:
 
 
 def qwen_moe_spec(hf: dict[str, Any], **fields: Any) -> Optional[MoESpec]:
-    """The experts of HF's Qwen-MoE configs (``num_experts`` or ``num_local_experts``, ``num_experts_per_tok``, ``norm_topk_prob``,
-    ``moe_intermediate_size``), sparse on the layers HF's decoder layer makes sparse: those not in
+    """The experts of HF's Qwen-MoE configs (``num_experts`` or ``num_local_experts``, ``num_experts_per_tok``,
+    ``norm_topk_prob``, ``moe_intermediate_size``), sparse on the layers HF's decoder layer makes sparse: those not in
     ``mlp_only_layers`` whose index + 1 is a multiple of ``decoder_sparse_step``; None when
     ``num_experts`` is 0 (every layer dense). ``fields`` add to the MoESpec (a shared expert)."""
     model_type, layers = hf.get("model_type"), hf["num_hidden_layers"]

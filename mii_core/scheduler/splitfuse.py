@@ -9,9 +9,10 @@ admitted only when its whole remaining prompt fits in the free blocks (on a slid
 the most blocks it ever holds, a window's, are free; its prompt then goes in chunks that fit), and the
 queue head is never overtaken (FCFS). A model whose cached keys go stale once a sequence reaches a length
 (its ``restart_length``: Phi-3's LongRoPE switching to its long factors, where HF's generate recomputes the
-whole cache) has such a sequence dropped and recomputed as one prompt of all its tokens at that step. If nothing could be scheduled, the newest running sequence is
-preempted until the oldest can move; since every request fits the cache on its own (checked when it is added), some
-sequence always advances: no deadlock, and no request is dropped.
+whole cache) has such a sequence dropped and recomputed as one prompt of all its tokens at that step.
+If nothing could be scheduled, the newest running sequence is preempted until the oldest can move; since
+every request fits the cache on its own (checked when it is added), some sequence always advances: no
+deadlock, and no request is dropped.
 """
 from __future__ import annotations
 

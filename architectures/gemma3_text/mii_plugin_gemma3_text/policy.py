@@ -41,9 +41,10 @@ class Gemma3TextPolicy(ArchitecturePolicy):
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
         causal_only(hf)
         ropes = layer_type_ropes(hf)
-        spec = decoder_spec(hf, activation=hidden_activation(hf), head_dim=hf.get("head_dim", DEFAULTS["head_dim"]),
-                            max_position_embeddings=hf.get("max_position_embeddings", DEFAULTS["max_position_embeddings"]),
-                            attention_scale=hf.get("query_pre_attn_scalar", DEFAULTS["query_pre_attn_scalar"]) ** -0.5,
+        given = {**DEFAULTS, **hf}  # Gemma3TextConfig's defaults where config.json is silent
+        spec = decoder_spec(hf, activation=hidden_activation(hf), head_dim=given["head_dim"],
+                            max_position_embeddings=given["max_position_embeddings"],
+                            attention_scale=given["query_pre_attn_scalar"] ** -0.5,
                             layer_windows=_layer_windows(hf), embedding_multiplier=hf["hidden_size"] ** 0.5,
                             tie_word_embeddings=hf.get("tie_word_embeddings", True), mlp_bias=False,
                             final_logit_softcap=hf.get("final_logit_softcapping"), rope=ropes[FULL])
@@ -75,6 +76,7 @@ def layer_type_ropes(hf: dict[str, Any]) -> dict[str, RopeSpec]:
 
 def _layer_windows(hf: dict[str, Any]):
     """``layer_types``, or as Gemma3TextConfig derives them: every ``sliding_window_pattern``-th layer global."""
-    pattern = hf.get("sliding_window_pattern", DEFAULTS["sliding_window_pattern"])
+    given = {**DEFAULTS, **hf}
+    pattern = given["sliding_window_pattern"]
     types = hf.get("layer_types") or [SLIDING if (i + 1) % pattern else FULL for i in range(hf["num_hidden_layers"])]
-    return windows_of_layer_types(hf, types, hf.get("sliding_window", DEFAULTS["sliding_window"]))
+    return windows_of_layer_types(hf, types, given["sliding_window"])

@@ -30,8 +30,9 @@ class Qwen2MoePolicy(ArchitecturePolicy):
 def _layer_windows(hf: dict[str, Any]):
     """As Qwen2MoeConfig: with ``use_sliding_window`` the even layers below ``max_window_layers`` (or those
     ``layer_types`` marks) see the last ``sliding_window`` keys; without it no layer has a window."""
-    window = hf.get("sliding_window") if hf.get("use_sliding_window", False) else None
+    sliding = hf.get("use_sliding_window", False)
+    window = hf.get("sliding_window") if sliding else None
     types = hf.get("layer_types") or [
-        "sliding_attention" if hf.get("use_sliding_window", False) and i % 2 == 0 and i < hf.get("max_window_layers", 28)
-        else "full_attention" for i in range(hf["num_hidden_layers"])]
+        "sliding_attention" if sliding and i % 2 == 0 and i < hf.get("max_window_layers", 28) else "full_attention"
+        for i in range(hf["num_hidden_layers"])]
     return windows_of_layer_types(hf, types, window)
