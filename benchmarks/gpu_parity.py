@@ -112,6 +112,16 @@ def cases() -> list[Case]:
         Case("mpt-clip", checkpoints.family("test_arch_mpt", "clip")),
         Case("starcoder2-window", checkpoints.family("test_arch_starcoder2", "window"), **window),
         Case("starcoder2-no-bias", checkpoints.family("test_arch_starcoder2", "no-bias")),
+        Case("phi3-4k-window", checkpoints.family("test_arch_phi3", "4k-window"), **window),
+        Case("phi3-longrope", checkpoints.family("test_arch_phi3", "longrope")),
+        Case("phi3-longrope-partial", checkpoints.family("test_arch_phi3", "longrope-partial")),
+        Case("qwen2-moe-mixed", checkpoints.family("test_arch_qwen2_moe", "mixed"), extra=experts_really_used),
+        Case("qwen2-moe-sparse-step", checkpoints.family("test_arch_qwen2_moe", "sparse-step")),
+        Case("qwen2-moe-window", checkpoints.family("test_arch_qwen2_moe", "window"), new_tokens=WINDOW_NEW_TOKENS),
+        Case("qwen3-moe-mixed", checkpoints.family("test_arch_qwen3_moe", "mixed"), extra=experts_really_used),
+        Case("qwen3-moe-window-bias", checkpoints.family("test_arch_qwen3_moe", "window-bias"), **window),
+        Case("gemma3-pattern", checkpoints.family("test_arch_gemma3_text", "pattern"), new_tokens=WINDOW_NEW_TOKENS),
+        Case("gemma3-scaled", checkpoints.family("test_arch_gemma3_text", "scaled")),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
         *(Case(f"gpt2-{v}", checkpoints.family("test_arch_gpt2", v), needs="gpt2")
           for v in ("gpt2", "untied-unscaled", "upcast")),
@@ -241,11 +251,12 @@ def check_float32(case: Case, ours: Path, reference: Path, tally: Tally) -> None
 
 
 def experts_really_used(pipe, token_lists) -> tuple[bool, str]:
-    """Mixtral's router in the engine picks among its experts: in each layer at least half of them get
-    tokens and none takes half the picks (eager steps are recorded; replayed CUDA graphs call no Python)."""
+    """The engine's router picks among its experts: in each sparse layer at least half of them get tokens
+    and none takes half the picks (eager steps are recorded; replayed CUDA graphs call no Python)."""
     with recording_routing() as calls:
         generate(pipe, token_lists, 4)
-    layers, experts = pipe.spec.num_layers, pipe.spec.moe.num_experts
+    moe = pipe.spec.moe
+    layers, experts = sum(moe.is_sparse(i) for i in range(pipe.spec.num_layers)), moe.num_experts
     if not calls or len(calls) % layers:
         return False, f"{len(calls)} routing calls for {layers} layers"
     used, top_share = expert_spread(calls, layers, experts)

@@ -121,7 +121,8 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     # every rank must schedule the same cache: the smallest any rank can hold
     num_blocks = agree_on_min(ctx, kv_cache_blocks(shape, state_config.memory_config, device), device)
     engine = InferenceEngine(ModelRunner(model, allocate_kv_cache(shape, num_blocks, device), device),
-                             Scheduler(kv_cache_manager(model, num_blocks, shape.block_size, state_config), state_config))
+                             Scheduler(kv_cache_manager(model, num_blocks, shape.block_size, state_config),
+                                       state_config, restart_length=getattr(model, "restart_length", None)))
     log.info("KV cache: %d blocks of %d tokens (%.2f GB)", num_blocks, shape.block_size,
              num_blocks * shape.bytes_per_block / 1e9)
     graph_batch = config.inference_engine_config.cuda_graph_max_batch_size

@@ -8,7 +8,10 @@ chunk a sequence scores), whose parameters each carry a
 ``prompt_variant(prompt_length: int) -> Optional[int]``: what a sequence's cached K/V depend on besides
 its tokens, given the prompt length it was admitted with (``RaggedBatch.prompt_lens``), or None when they
 depend on the tokens alone. The prefix cache roots a prompt's blocks at that value, so blocks are shared
-only between prompts of the same variant (Qwen v1's NTK alpha is one). It must not loop over sequences,
+only between prompts of the same variant (Qwen v1's NTK alpha is one). It may have a method
+``restart_length(prompt_length: int) -> Optional[int]``: the sequence length at which the cached K/V of a
+sequence admitted with that prompt length go stale, so that the scheduler then recomputes all its tokens as one
+prompt of that length (Phi-3's LongRoPE, as HF's generate does); None: never. It must not loop over sequences,
 and should call kernels only through the ``kernels`` it was given.
 
 A family whose blocks differ from the spec's builds ``DecoderModel(spec, ..., parts=DecoderParts(...))``
@@ -51,6 +54,11 @@ class DecoderModel(nn.Module):
         """The ``build_model`` contract's hook: the rotary part's answer (None without one)."""
         return self.rotary.prompt_variant(prompt_length) if self.rotary is not None else None
 
+    def restart_length(self, prompt_length: int) -> Optional[int]:
+        """The ``build_model`` contract's optional hook: the rotary part's answer, if it has one (None: never)."""
+        answer = getattr(self.rotary, "restart_length", None)
+        return answer(prompt_length) if answer is not None else None
+
     def _build_inputs(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
                       dtype: torch.dtype) -> None:
         self.embed = VocabParallelEmbedding(spec.vocab_size, spec.word_embed_dim, ctx, device, dtype)
@@ -91,7 +99,9 @@ class DecoderModel(nn.Module):
             last_hidden = self.final_norm(last_hidden)
         if self.project_out is not None:
             last_hidden = self.project_out(last_hidden)
-        return self.lm_head.logits(last_hidden, self.lm_head_bias, self.kernels.linear)
+        logits = self.lm_head.logits(last_hidden, self.lm_head_bias, self.kernels.linear)
+        cap = self.spec.final_logit_softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     @torch.inference_mode()
     def forward(self, batch: RaggedBatch, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

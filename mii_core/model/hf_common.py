@@ -15,7 +15,7 @@ import torch
 
 from mii_core.model.activations import GATED_ACTIVATIONS, PLAIN_ACTIVATIONS
 from mii_core.model.rotary import RotaryEmbedding
-from mii_core.model.spec import DecoderSpec, RopeSpec
+from mii_core.model.spec import DecoderSpec, MoESpec, RopeSpec
 from mii_core.model.weight_rules import WeightRule
 
 
@@ -55,6 +55,13 @@ def _supported_activation(hf_config: dict[str, Any], key: str, activation: Any, 
         raise ValueError(f"{hf_config.get('model_type')}: {key} '{activation}' is not supported "
                          f"(supported: {', '.join(supported)})")
     return activation
+
+
+def hidden_activation(hf_config: dict[str, Any]) -> str:
+    """The Gemma 2 / 3 configs' ``hidden_activation`` (their ``hidden_act`` is not read), checked against
+    the gated MLP's activations."""
+    activation = hf_config.get("hidden_activation") or "gelu_pytorch_tanh"
+    return _supported_activation(hf_config, "hidden_activation", activation, GATED_ACTIVATIONS)
 
 
 def eos_ids_from_hf(hf_config: dict[str, Any]) -> tuple[int, ...]:
@@ -107,9 +114,47 @@ def attention_rules(prefix: str = LAYER + "self_attn.") -> dict[str, WeightRule]
     return rules | _biased(f"{prefix}o_proj", "layers.{i}.attn.o_proj")
 
 
-def gated_mlp_rules(prefix: str = LAYER + "mlp.") -> dict[str, WeightRule]:
-    return (_biased(f"{prefix}gate_proj", "layers.{i}.mlp.up", "gate") | _biased(f"{prefix}up_proj", "layers.{i}.mlp.up", "up")
-            | _biased(f"{prefix}down_proj", "layers.{i}.mlp.down"))
+def gated_mlp_rules(prefix: str = LAYER + "mlp.", target: str = "layers.{i}.mlp") -> dict[str, WeightRule]:
+    """HF's ``gate_proj`` / ``up_proj`` / ``down_proj`` under ``prefix`` into the gated MLP at ``target``."""
+    return (_biased(f"{prefix}gate_proj", f"{target}.up", "gate") | _biased(f"{prefix}up_proj", f"{target}.up", "up")
+            | _biased(f"{prefix}down_proj", f"{target}.down"))
+
+
+def expert_rules(prefix: str = LAYER + "mlp.") -> dict[str, WeightRule]:
+    """A mixture of experts as HF's Qwen-MoE / DeepSeek checkpoints hold it: the router ``gate``, one
+    ``experts.{e}.{gate,up,down}_proj`` per expert (hub files), or transformers' stacked
+    ``experts.gate_up_proj`` [E, 2F, H] and ``experts.down_proj`` [E, H, F]."""
+    experts = "layers.{i}.mlp.experts."
+    return {
+        prefix + "gate.weight": "layers.{i}.mlp.router.weight",
+        prefix + "experts.{e}.gate_proj.weight": (experts + "gate_up", "{e}.gate"),
+        prefix + "experts.{e}.up_proj.weight": (experts + "gate_up", "{e}.up"),
+        prefix + "experts.{e}.down_proj.weight": (experts + "down", "{e}"),
+        prefix + "experts.gate_up_proj": experts + "gate_up",
+        prefix + "experts.down_proj": experts + "down",
+    }
+
+
+def qwen_moe_spec(hf: dict[str, Any], **fields: Any) -> Optional[MoESpec]:
+    """The experts of HF's Qwen-MoE configs (``num_experts`` or ``num_local_experts``, ``num_experts_per_tok``,
+    ``norm_topk_prob``, ``moe_intermediate_size``), sparse on the layers HF's decoder layer makes sparse: those not in
+    ``mlp_only_layers`` whose index + 1 is a multiple of ``decoder_sparse_step``; None when
+    ``num_experts`` is 0 (every layer dense). ``fields`` add to the MoESpec (a shared expert)."""
+    model_type, layers = hf.get("model_type"), hf["num_hidden_layers"]
+    # transformers v5 writes Qwen3-MoE's count as num_local_experts (its alias of num_experts, which hub files use)
+    experts = hf["num_local_experts"] if "num_local_experts" in hf else hf["num_experts"]
+    per_token, step = hf["num_experts_per_tok"], hf.get("decoder_sparse_step", 1)
+    if experts == 0:
+        return None
+    if not 0 < per_token <= experts:
+        raise ValueError(f"{model_type}: num_experts_per_tok ({per_token}) must be between 1 and num_experts "
+                         f"({experts}); fix config.json")
+    if not isinstance(step, int) or step < 1:
+        raise ValueError(f"{model_type}: decoder_sparse_step must be a positive integer, got {step!r}; fix config.json")
+    dense_only = set(hf.get("mlp_only_layers") or ())
+    dense = tuple(i for i in range(layers) if i in dense_only or (i + 1) % step)
+    return MoESpec(num_experts=experts, experts_per_token=per_token, renormalize=bool(hf.get("norm_topk_prob", False)),
+                   expert_intermediate_size=hf["moe_intermediate_size"], dense_layers=dense, **fields)
 
 
 def decoder_rules(mlp: bool = True) -> dict[str, WeightRule]:
@@ -148,12 +193,13 @@ def decoder_spec(hf: dict[str, Any], **fields: Any) -> DecoderSpec:
         "checkpoint_dtype": hf.get("dtype") or hf.get("torch_dtype"),
         **fields,
     })
-    _check_rope(spec, model_type)
+    check_rope(spec, model_type)
     return spec
 
 
-def _check_rope(spec: DecoderSpec, model_type: Any) -> None:
-    """Fails now, naming the model type, rather than when the model is built."""
+def check_rope(spec: DecoderSpec, model_type: Any) -> None:
+    """A ValueError naming the model type for a ``spec.rope`` the core's rotary cannot build: now, rather
+    than when the model is built."""
     if spec.rope is None:
         return
     try:

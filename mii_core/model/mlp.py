@@ -5,6 +5,8 @@ Engine parameters: ``up.{weight,bias}`` (shards "gate", "up"; just "up" when not
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -38,9 +40,17 @@ class MLP(nn.Module):
         return self.down(act)
 
 
+def dense_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device, dtype: torch.dtype,
+              intermediate_size: int) -> MLP:
+    """The spec's dense gated MLP at another width (a mixture of experts' shared expert)."""
+    return MLP(replace(spec, intermediate_size=intermediate_size, moe=None), ctx, kernels, device, dtype)
+
+
 def build_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device, dtype: torch.dtype,
               layer_index: int = 0) -> nn.Module:
-    """The spec's MLP (every layer alike; ``layer_index`` is there for a family whose layers differ)."""
-    if spec.moe is not None:
-        return MoE(spec, ctx, kernels, device, dtype)
+    """The spec's MLP: its mixture of experts on the layers ``spec.moe`` makes sparse, else the dense MLP."""
+    if spec.moe is not None and spec.moe.is_sparse(layer_index):
+        shared_width = spec.moe.shared_expert_intermediate_size
+        shared = dense_mlp(spec, ctx, kernels, device, dtype, shared_width) if shared_width else None
+        return MoE(spec, ctx, kernels, device, dtype, shared_expert=shared)
     return MLP(spec, ctx, kernels, device, dtype)

@@ -2,11 +2,15 @@
 that one fused kernel (the ``moe_experts`` op) can run all experts at once.
 
 Engine parameters: ``router.weight`` [E, H]; ``experts.gate_up`` [E, 2F, H] and ``experts.down``
-[E, H, F]. Checkpoint tensors load by shard id: ``"{e}.gate"`` / ``"{e}.up"`` / ``"{e}.down"`` for one
-expert's matrix (HF per-expert layout), ``"{e}"`` for one expert's fused [2F, H], None for the whole stack.
+[E, H, F]; with a shared expert ``shared_expert.up`` / ``shared_expert.down`` (a gated MLP,
+:mod:`mii_core.model.mlp`) and, when it is gated, ``shared_expert_gate.weight`` [1, H]. Checkpoint
+tensors load by shard id: ``"{e}.gate"`` / ``"{e}.up"`` / ``"{e}.down"`` for one expert's matrix (HF
+per-expert layout), ``"{e}"`` for one expert's fused [2F, H], None for the whole stack.
 Under tensor parallelism each rank holds a 1/N slice of every expert's F axis.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import nn
@@ -67,8 +71,13 @@ def _parse(shard_id: ShardId) -> tuple[int | None, str | None]:
 
 
 class MoE(nn.Module):
+    """Top-k routed experts of width ``spec.moe.expert_intermediate_size`` (default the spec's
+    intermediate size), plus ``shared_expert`` (a dense MLP every token goes through) when given; with
+    ``spec.moe.shared_expert_gate`` its output is scaled by sigmoid(x · w), w the [1, H] parameter
+    ``shared_expert_gate.weight`` (Qwen2-MoE)."""
+
     def __init__(self, spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, shared_expert: Optional[nn.Module] = None):
         super().__init__()
         if spec.activation not in GATED_ACTIVATIONS:
             raise ValueError(f"activation '{spec.activation}' is not supported for experts "
@@ -78,13 +87,27 @@ class MoE(nn.Module):
         self.router = nn.Module()
         self.router.weight = empty_parameter((spec.moe.num_experts, spec.hidden_size), device, dtype)
         self.router.weight.weight_loader = load_whole
-        self.experts = Experts(spec.moe.num_experts, spec.hidden_size, spec.intermediate_size, ctx, device, dtype)
+        width = spec.moe.expert_intermediate_size or spec.intermediate_size
+        self.experts = Experts(spec.moe.num_experts, spec.hidden_size, width, ctx, device, dtype)
+        self.shared_expert, self.shared_expert_gate = shared_expert, None
+        if spec.moe.shared_expert_gate:
+            if shared_expert is None:
+                raise ValueError("MoESpec.shared_expert_gate needs a shared expert (shared_expert_intermediate_size)")
+            self.shared_expert_gate = nn.Module()
+            self.shared_expert_gate.weight = empty_parameter((1, spec.hidden_size), device, dtype)
+            self.shared_expert_gate.weight.weight_loader = load_whole
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         router_logits = self.kernels.linear(hidden, self.router.weight, None)
         weights, ids = top_k_gating(router_logits, self.moe.experts_per_token, self.moe.renormalize)
         out = self.kernels.moe_experts(hidden, weights, ids, self.experts.gate_up, self.experts.down, self.activation)
-        return self.ctx.all_reduce(out)
+        out = self.ctx.all_reduce(out)
+        if self.shared_expert is None:
+            return out
+        shared = self.shared_expert(hidden)  # its down projection all-reduces itself
+        if self.shared_expert_gate is not None:
+            shared = torch.sigmoid(self.kernels.linear(hidden, self.shared_expert_gate.weight, None)) * shared
+        return out + shared
 
 
 def top_k_gating(router_logits: torch.Tensor, k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:

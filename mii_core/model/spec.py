@@ -23,6 +23,17 @@ class MoESpec:
     num_experts: int
     experts_per_token: int
     renormalize: bool = True  # weights softmaxed over the chosen experts only (Mixtral)
+    expert_intermediate_size: Optional[int] = None  # each expert's width; None: the spec's intermediate_size
+    # layers whose feed-forward is the dense gated MLP of the spec's intermediate_size (Qwen-MoE's
+    # mlp_only_layers / decoder_sparse_step, DeepSeek's first dense layers)
+    dense_layers: tuple[int, ...] = ()
+    # a dense gated MLP of this width every token also goes through, added to the experts' output
+    shared_expert_intermediate_size: Optional[int] = None
+    shared_expert_gate: bool = False  # the shared expert's output times sigmoid(x · w) (Qwen2-MoE)
+
+    def is_sparse(self, layer: int) -> bool:
+        """Whether layer ``layer``'s feed-forward is this mixture of experts (else the dense MLP)."""
+        return layer not in self.dense_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,8 @@ class DecoderSpec:
     # per-layer windows when layers differ (None: that layer sees everything); overrides sliding_window
     layer_windows: Optional[tuple[Optional[int], ...]] = None
     attention_scale: Optional[float] = None  # None: head_dim ** -0.5
+    # the float32 logits soft-capped, tanh(x / cap) * cap (Gemma 2 / 3's final_logit_softcapping); None: as they are
+    final_logit_softcap: Optional[float] = None
     bos_token_id: Optional[int] = None
     eos_token_ids: tuple[int, ...] = ()
     checkpoint_dtype: Optional[str] = None

@@ -44,6 +44,14 @@ class Sequence:
     prompt_logprobs: list = field(default_factory=list)
     # its structured-output matcher (mii_core.sampling.grammar.GrammarState) when options give a guide
     grammar: Optional[Any] = None
+    # once its whole cache was recomputed because the model asked (its restart_length), the prompt length the
+    # recomputation was keyed by: all its tokens then; None: its prompt's length
+    restarted_prompt_length: Optional[int] = None
+
+    @property
+    def cache_prompt_length(self) -> int:
+        """The prompt length its cache is keyed by (``RaggedBatch.prompt_lens``) when it is admitted."""
+        return self.restarted_prompt_length or len(self.prompt_ids)
 
     @property
     def num_tokens(self) -> int:

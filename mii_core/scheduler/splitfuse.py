@@ -7,14 +7,17 @@ later); (2) prompt chunks, first for sequences already part-way through their pr
 ones in arrival order, a long prompt split across steps, short ones packed. A waiting sequence is
 admitted only when its whole remaining prompt fits in the free blocks (on a sliding-window model: when
 the most blocks it ever holds, a window's, are free; its prompt then goes in chunks that fit), and the
-queue head is never overtaken (FCFS). If nothing could be scheduled, the newest running sequence is
-preempted until the oldest can move; since every request fits the cache on its own (checked when it is added), some
-sequence always advances: no deadlock, and no request is dropped.
+queue head is never overtaken (FCFS). A model whose cached keys go stale once a sequence reaches a length
+(its ``restart_length``: Phi-3's LongRoPE switching to its long factors, where HF's generate recomputes the
+whole cache) has such a sequence dropped and recomputed as one prompt of all its tokens at that step.
+If nothing could be scheduled, the newest running sequence is preempted until the oldest can move; since
+every request fits the cache on its own (checked when it is added), some sequence always advances: no
+deadlock, and no request is dropped.
 """
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional, Sequence as Seq
+from typing import Callable, Optional, Sequence as Seq
 
 from mii_core.config.engine import StateManagerConfig
 from mii_core.kv_cache.manager import KVCacheManager, SchedulingResult
@@ -22,12 +25,19 @@ from mii_core.scheduler.plan import StepPlan
 from mii_core.scheduler.sequence import Sequence, SequenceStatus
 
 
+RestartLength = Callable[[int], Optional[int]]
+
+
 class Scheduler:
-    def __init__(self, kv: KVCacheManager, limits: StateManagerConfig) -> None:
+    def __init__(self, kv: KVCacheManager, limits: StateManagerConfig,
+                 restart_length: Optional[RestartLength] = None) -> None:
         self.kv, self.limits = kv, limits  # kv: read it freely, change it only through the scheduler
+        # the model's restart_length(prompt length) -> the sequence length at which its cache must be recomputed
+        self.restart_length = restart_length
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order, oldest first
         self.num_preemptions = 0  # observable, so tests can prove the preemption path ran
+        self.num_restarts = 0  # likewise for sequences recomputed at the model's restart_length
 
     # -- requests ----------------------------------------------------------------------------------------
     def check_fits(self, seq: Sequence) -> None:
@@ -84,6 +94,8 @@ class Scheduler:
         tokens are read (async scheduling): None unless it fits now with no preemption. Its tokens are
         counted with :meth:`commit_ahead` once read."""
         uids = [seq.uid for seq in seqs]
+        if any(self._needs_restart(seq) for seq in seqs):
+            return None
         if self.kv.can_schedule(uids, [1] * len(uids)) is not SchedulingResult.Success:
             return None
         rows = [(seq, 1) for seq in seqs]
@@ -114,6 +126,11 @@ class Scheduler:
         for seq in [s for s in self.running if s.num_pending == 1]:
             if seq.status is not SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
+            if self._needs_restart(seq):
+                seq.restarted_prompt_length = seq.num_tokens
+                self.num_restarts += 1
+                self._requeue(seq, preempted)
+                continue
             if not self._room(rows, budget):
                 break
             while self.kv.blocks_needed(seq.uid, 1) > self.kv.free_blocks:
@@ -150,7 +167,7 @@ class Scheduler:
         """Takes blocks for the first chunk of the queue head's prompt (a cached prefix adopted first);
         returns the chunk's length, or 0 when its whole remaining prompt (or, under a sliding window, the
         most blocks it holds, fed in chunks) does not fit the free blocks yet."""
-        prompt_length = len(seq.prompt_ids)
+        prompt_length = seq.cache_prompt_length
         # a sequence scoring its prompt computes every position it has not scored yet, as vLLM skips the
         # prefix cache for prompt_logprobs: cached blocks would leave a gap in its scores
         if not seq.scores_prompt:
@@ -167,12 +184,23 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence, preempted: list[Sequence]) -> None:
         """Drops ``seq``'s cached state; everything so far is recomputed as one long prompt later."""
+        self.num_preemptions += 1
+        self._requeue(seq, preempted)
+
+    def _requeue(self, seq: Sequence, preempted: list[Sequence]) -> None:
         self.running.remove(seq)
         self._free(seq)
         seq.status = SequenceStatus.WAITING
-        self.num_preemptions += 1
         self.waiting.appendleft(seq)
         preempted.append(seq)
+
+    def _needs_restart(self, seq: Sequence) -> bool:
+        """Its next decode reaches the model's restart length for the prompt length its cache is keyed by."""
+        if self.restart_length is None or seq.kv is None:
+            return False
+        keyed_by = seq.kv.prompt_length
+        length = self.restart_length(keyed_by)
+        return length is not None and keyed_by < length <= seq.num_tokens
 
     def _free(self, seq: Sequence) -> None:
         self.kv.flush(seq.uid)

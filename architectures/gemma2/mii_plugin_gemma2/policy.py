@@ -10,14 +10,15 @@ from typing import Any, Optional
 import torch
 
 from mii_core.distributed.parallel_context import ParallelContext
-from mii_core.model.activations import GATED_ACTIVATIONS
-from mii_core.model.hf_common import (LAYER, causal_only, decoder_rules, decoder_spec,
+from mii_core.model.decoder import DecoderModel
+from mii_core.model.hf_common import (LAYER, causal_only, decoder_rules, decoder_spec, hidden_activation,
                                       windows_of_layer_types)
 from mii_core.model.norm import offset_rms_norm
 from mii_core.model.parts import DecoderParts
+from mii_core.model.post_norm import PostNormMLP
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
-from mii_plugin_gemma2.blocks import PostNormAttention, PostNormMLP, SoftcappedLogitsModel
+from mii_plugin_gemma2.blocks import SoftcappedPostNormAttention
 
 
 class Gemma2Policy(ArchitecturePolicy):
@@ -29,25 +30,17 @@ class Gemma2Policy(ArchitecturePolicy):
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
         causal_only(hf)
-        return decoder_spec(hf, activation=_activation(hf.get("hidden_activation")),
+        return decoder_spec(hf, activation=hidden_activation(hf),
                             attention_scale=hf.get("query_pre_attn_scalar", 256) ** -0.5,
                             layer_windows=_layer_windows(hf), embedding_multiplier=hf["hidden_size"] ** 0.5,
-                            tie_word_embeddings=hf.get("tie_word_embeddings", True))
+                            tie_word_embeddings=hf.get("tie_word_embeddings", True),
+                            final_logit_softcap=hf.get("final_logit_softcapping"))
 
     def build_model(self, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        softcap = self.hf_config.get("attn_logit_softcapping")
         parts = DecoderParts(norm=offset_rms_norm, mlp=PostNormMLP,
-                             attention=partial(PostNormAttention, softcap=self.hf_config.get("attn_logit_softcapping")))
-        return SoftcappedLogitsModel(self.spec, ctx, kernels, device, dtype, parts,
-                                     final_softcap=self.hf_config.get("final_logit_softcapping"))
-
-
-def _activation(hidden_activation: Any) -> str:
-    """Gemma2Config reads ``hidden_activation`` (``hidden_act`` is not used)."""
-    activation = hidden_activation or "gelu_pytorch_tanh"
-    if activation not in GATED_ACTIVATIONS:
-        raise ValueError(f"gemma2: hidden_activation '{activation}' is not supported "
-                         f"(supported: {', '.join(GATED_ACTIVATIONS)})")
-    return activation
+                             attention=partial(SoftcappedPostNormAttention, softcap=softcap))
+        return DecoderModel(self.spec, ctx, kernels, device, dtype, parts)
 
 
 def _layer_windows(hf: dict[str, Any]) -> tuple[Optional[int], ...]:
