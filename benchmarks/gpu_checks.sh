@@ -23,6 +23,9 @@ fi
 # the other processes and the kernel tests' real-shape tensors. Kernels compiled for the GPU: the interpreter only where there is none.
 unset TRITON_INTERPRET
 shards=${KERNEL_SHARDS:-6}
+# every check process is cut at CHECKS_BUDGET_S (a cut one fails), so that the logs are always gathered
+# into FOLDER before the device call's 10 minutes end (a call cut from outside brings back nothing of them)
+budget=${CHECKS_BUDGET_S:-420}
 # the shards' id lists and logs stay in a scratch folder (the device tool brings back only a few files);
 # FOLDER gets them joined into kernels.log
 work=$(mktemp -d) ids=$work/ids.txt
@@ -33,7 +36,8 @@ i=0
 while [ "$i" -lt "$shards" ]; do
     awk -v n="$shards" -v i="$i" 'NR % n == i' "$ids" > "$work/ids-$i.txt"
     # the ids go in a file (pytest's @file, one per line): they hold brackets and spaces
-    python3 -m pytest -q -p no:cacheprovider -p no:timeout "@$work/ids-$i.txt" > "$work/kernels-$i.log" 2>&1 &
+    timeout "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout "@$work/ids-$i.txt" \
+        > "$work/kernels-$i.log" 2>&1 &
     shard_pids="$shard_pids $!"
     i=$((i + 1))
 done
@@ -42,12 +46,13 @@ parity_pids=""
 i=0
 parity_shards=${PARITY_SHARDS:-3}
 while [ "$i" -lt "$parity_shards" ]; do
-    python3 benchmarks/gpu_parity.py --kv-fraction 0.1 --shard "$i/$parity_shards" > "$work/parity-$i.log" 2>&1 &
+    timeout "$budget" python3 benchmarks/gpu_parity.py --kv-fraction 0.1 --shard "$i/$parity_shards" \
+        > "$work/parity-$i.log" 2>&1 &
     parity_pids="$parity_pids $!"
     i=$((i + 1))
 done
 parity=0
-for pid in $parity_pids; do wait "$pid" || parity=1; done
+for pid in $parity_pids; do wait "$pid" || parity=1; done  # 124: cut at the budget
 for log in "$work"/parity-*.log; do echo "== $log"; cat "$log"; done > "$out/parity.log"
 kernels=0
 for pid in $shard_pids; do wait "$pid" || kernels=1; done
@@ -55,10 +60,11 @@ for pid in $shard_pids; do wait "$pid" || kernels=1; done
 for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/kernels.log"
 
 {
-    echo "kernel tests (rc $kernels), one line per process:"
+    echo "kernel tests (rc $kernels), one line per process (a process cut at ${budget} s ends mid-run):"
     for log in "$work"/kernels-*.log; do echo "    $(tail -1 "$log")"; done
     echo "gpu_parity (rc $parity), one line per process:"
     grep '\[parity\] summary' "$out/parity.log" | sed 's/^/    /'
+    echo "    $(grep -c '\[parity\] summary' "$out/parity.log") of $parity_shards processes finished within ${budget} s"
     grep -E '^\[parity\] FAIL' "$out/parity.log"
 } | tee "$out/summary.txt"
 [ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ]
