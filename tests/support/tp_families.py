@@ -28,6 +28,10 @@ TP_CHECKPOINTS: dict[str, Callable] = {
     "opt-350m": _ours(arch.family("test_arch_opt", "350m")),      # post-norm, project in/out replicated
     "bloom": _ours(arch.family("test_arch_bloom", "6-heads")),    # ALiBi: each rank keeps its heads' slopes
     "mpt": _ours(arch.family("test_arch_mpt", "clip")),           # ALiBi, q/k/v clamped on each rank's shard
+    "phi3": _ours(arch.family("test_arch_phi3", "longrope")),     # fused qkv and gate_up split on each rank
+    "qwen2-moe": _ours(arch.family("test_arch_qwen2_moe", "mixed")),  # shared expert and its gate, dense layer
+    "qwen3-moe": _ours(arch.family("test_arch_qwen3_moe", "mixed")),  # q/k head norms on each rank's heads
+    "gemma3": _ours(arch.family("test_arch_gemma3_text", "pattern")),  # a rope per layer type, sandwich norms
     "gpt2-kit": _ours(arch.gpt2_kit),                             # the kit's plugin: Conv1D stored transposed
     "gptj": _ours(arch.family("test_arch_gptj", "partial")),      # q/k rows permuted whole, then split by head
     "gpt-neo": _ours(arch.family("test_arch_gpt_neo", "alternating")),  # a window on every other layer
