@@ -22,26 +22,19 @@ MC_DOCS = [
 GEN_DOCS = [{"question": "The old man told stories about the", "answer": "sea"},
             {"question": "Every morning the baker opens his", "answer": "shop"}]
 GEN_TOKENS = 6
-MC_TASK = """task: tiny_mc
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}, cache_dir: {cache}}}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
-metric_list: [{{metric: acc}}]
-"""
-GEN_TASK = """task: tiny_gen
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}, cache_dir: {cache}}}
-test_split: test
-output_type: generate_until
-doc_to_text: "{{{{question}}}}"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs: {{until: ["."], max_gen_toks: %d}}
-metric_list: [{{metric: exact_match}}]
-""" % GEN_TOKENS
+# each task's own lines (Jinja fields over the docs); task_yaml adds the dataset lines both share
+MC_TASK = ("multiple_choice", 'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\n'
+           'doc_to_target: "{{answer}}"\nmetric_list: [{metric: acc}]\n')
+GEN_TASK = ("generate_until", 'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\n'
+            f'generation_kwargs: {{until: ["."], max_gen_toks: {GEN_TOKENS}}}\nmetric_list: [{{metric: exact_match}}]\n')
+
+
+def task_yaml(name: str, task: tuple[str, str], data, cache) -> str:
+    """A task over a local JSON-lines file (``datasets``' json loader, its cache in the test's folder)."""
+    output_type, own_lines = task
+    return (f"task: {name}\ndataset_path: json\n"
+            f"dataset_kwargs: {{data_files: {{test: {data}}}, cache_dir: {cache}}}\n"
+            f"test_split: test\noutput_type: {output_type}\n{own_lines}")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def task_manager(lm_eval, tmp_path_factory):
     for name, task, docs in (("tiny_mc", MC_TASK, MC_DOCS), ("tiny_gen", GEN_TASK, GEN_DOCS)):
         data = folder / f"{name}.jsonl"
         data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
-        (folder / f"{name}.yaml").write_text(task.format(data=data, cache=cache))
+        (folder / f"{name}.yaml").write_text(task_yaml(name, task, data, cache))
     return TaskManager(include_path=str(folder), include_defaults=False)
 
 
