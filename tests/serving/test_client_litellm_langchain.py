@@ -15,6 +15,8 @@ from test_openai_sampling_fields import hf_new_ids, text  # HF greedy over token
 from test_penalties_generation import OpenAIPenalties  # the PyTorch reference of OpenAI's formula
 
 NEW = 12
+# LiteLLM's streaming types warn, from pydantic, about their own TypedDicts: nothing of ours
+pytestmark = pytest.mark.filterwarnings("ignore:Item .* is using the `ReadOnly` qualifier:UserWarning")
 
 
 def chat_ids(hf, content: str) -> list[int]:
