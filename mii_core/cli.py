@@ -6,7 +6,6 @@ import sys
 
 from mii_core.plugins import get_plugins
 from mii_core.plugins.report import format_report
-from mii_core.plugins.manager import ALLOW_ENV
 from mii_core.serving.commands import add_serving_commands, run_serving_command
 
 
