@@ -22,7 +22,7 @@ fi
 # Each parity engine takes a tenth of the free memory for its KV cache instead of 0.9, leaving room for
 # the other processes and the kernel tests' real-shape tensors. Kernels compiled for the GPU: the interpreter only where there is none.
 unset TRITON_INTERPRET
-shards=${KERNEL_SHARDS:-6}
+shards=${KERNEL_SHARDS:-8}
 # every check process is cut at CHECKS_BUDGET_S (a cut one fails), so that the logs are always gathered
 # into FOLDER before the device call's 10 minutes end (a call cut from outside brings back nothing of them)
 budget=${CHECKS_BUDGET_S:-420}
@@ -36,7 +36,9 @@ i=0
 while [ "$i" -lt "$shards" ]; do
     awk -v n="$shards" -v i="$i" 'NR % n == i' "$ids" > "$work/ids-$i.txt"
     # the ids go in a file (pytest's @file, one per line): they hold brackets and spaces
-    timeout "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout "@$work/ids-$i.txt" \
+    # SIGINT, not TERM: pytest then stops cleanly and still prints its tally and slowest tests
+    timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 \
+        "@$work/ids-$i.txt" \
         > "$work/kernels-$i.log" 2>&1 &
     shard_pids="$shard_pids $!"
     i=$((i + 1))
@@ -44,9 +46,9 @@ done
 # gpu_parity in PARITY_SHARDS processes too (each case builds several engines and captures their graphs)
 parity_pids=""
 i=0
-parity_shards=${PARITY_SHARDS:-3}
+parity_shards=${PARITY_SHARDS:-7}
 while [ "$i" -lt "$parity_shards" ]; do
-    timeout "$budget" python3 benchmarks/gpu_parity.py --kv-fraction 0.1 --shard "$i/$parity_shards" \
+    timeout -s INT -k 20 "$budget" python3 benchmarks/gpu_parity.py --kv-fraction 0.1 --shard "$i/$parity_shards" \
         > "$work/parity-$i.log" 2>&1 &
     parity_pids="$parity_pids $!"
     i=$((i + 1))
@@ -61,7 +63,7 @@ for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/ke
 
 {
     echo "kernel tests (rc $kernels), one line per process (a process cut at ${budget} s ends mid-run):"
-    for log in "$work"/kernels-*.log; do echo "    $(tail -1 "$log")"; done
+    for log in "$work"/kernels-*.log; do echo "    $(grep -E '(passed|failed|error)' "$log" | tail -1)"; done
     echo "gpu_parity (rc $parity), one line per process:"
     grep '\[parity\] summary' "$out/parity.log" | sed 's/^/    /'
     echo "    $(grep -c '\[parity\] summary' "$out/parity.log") of $parity_shards processes finished within ${budget} s"
