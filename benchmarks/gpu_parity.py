@@ -381,9 +381,10 @@ def main(argv=None) -> int:
     parser.add_argument("--kv-fraction", type=float, default=None,
                         help="share of free GPU memory for each engine's KV cache (default: the engine's 0.9); "
                              "lower leaves room for another GPU process beside this one")
+    parser.add_argument("--no-bf16", action="store_true", help="only the float32 checks (no NAME-bf16 ones)")
     args = parser.parse_args(argv)
     KV_FRACTION["value"] = args.kv_fraction
-    names = [c.name for c in cases()] + [c.name + BF16_SUFFIX for c in cases() if c.bf16]
+    names = [c.name for c in cases()] + [c.name + BF16_SUFFIX for c in cases() if c.bf16 and not args.no_bf16]
     if args.list:
         print("\n".join(names))
         return 0
