@@ -134,23 +134,30 @@ def cases() -> list[Case]:
 
 
 def hf_model(path: Path, dtype: torch.dtype):
+    # GPT-2's reorder_and_upcast_attn upcasts to float32 and refuses a float64 model; in exact arithmetic it is
+    # the same function, so the float64 reference (the exact answer) runs without it
+    exact_only = {"reorder_and_upcast_attn": False} if dtype == torch.float64 and getattr(
+        transformers.AutoConfig.from_pretrained(path), "reorder_and_upcast_attn", False) else {}
     # HF's eager attention is its reference math. On the GPU transformers may pick SDPA, which drops
     # Gemma-2's attention-logit softcap (seen with transformers 5.17 on the H200: the tight-caps variant
     # parted at step 0) and runs float32 through a fused kernel of its own rounding.
     # Likewise its eager experts: on the GPU transformers 5.17 runs MoE experts through torch._grouped_mm,
     # which refuses float64 (the exact reference) and rounds float32 its own way.
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager",
-                                                experts_implementation="eager").to(DEVICE).eval()
+                                                experts_implementation="eager", **exact_only).to(DEVICE).eval()
 
 
 @torch.no_grad()
 def hf_greedy(model, token_lists: list[list[int]], new_tokens: int) -> tuple[list[list[int]], list[torch.Tensor]]:
-    """Each prompt alone and unpadded, EOS ignored: the new ids and each step's top-1 minus top-2 logit."""
+    """Each prompt alone and unpadded, EOS ignored: the new ids and each step's top-1 minus top-2 logit.
+    Each step is HF's whole forward over the sequence so far (no KV cache): the model's own definition.
+    transformers 5.17's cached decode disagrees with its own forward for Phi-3 with a sliding window (from
+    step 27 of a 47-token prompt; checked on the CPU, fixed by 5.24), and the H200's image has 5.17."""
     ids, margins = [], []
     for prompt in token_lists:
         out = model.generate(torch.tensor([prompt], device=DEVICE), do_sample=False, max_new_tokens=new_tokens,
                              min_new_tokens=new_tokens, eos_token_id=None, output_logits=True,
-                             return_dict_in_generate=True)
+                             return_dict_in_generate=True, use_cache=False)
         ids.append(out.sequences[0, len(prompt):].tolist())
         top2 = torch.stack(out.logits)[:, 0].float().topk(2, dim=-1).values
         margins.append((top2[:, 0] - top2[:, 1]).cpu())
