@@ -98,13 +98,10 @@ class GenerationConfig(StrictModel):
     @field_validator("bad_words", mode="before")
     @classmethod
     def _bad_words_as_list(cls, value: Any) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or any(not isinstance(w, str) or not w.strip() for w in value):
+        words = _strings_as_list(value)
+        if words is None or any(not w.strip() for w in words):
             raise ValueError(f"bad_words must be a list of non-blank strings, got {value!r}"[:500])
-        return list(value)
+        return words
 
     @field_validator("guided_json", mode="before")
     @classmethod
@@ -141,16 +138,13 @@ class GenerationConfig(StrictModel):
     @field_validator("stop", mode="before")
     @classmethod
     def _stop_as_list(cls, value: Any) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or any(not isinstance(s, str) or s == "" for s in value):
+        stops = _strings_as_list(value)
+        if stops is None or any(s == "" for s in stops):
             raise ValueError(f"stop must be a non-empty string or a list of non-empty strings, got {value!r}"[:500])
-        if len(value) > STOP_COUNT_LIMIT or any(len(s) > STOP_LENGTH_LIMIT for s in value):
+        if len(stops) > STOP_COUNT_LIMIT or any(len(s) > STOP_LENGTH_LIMIT for s in stops):
             raise ValueError(f"stop takes at most {STOP_COUNT_LIMIT} strings of at most {STOP_LENGTH_LIMIT} "
-                             f"characters each, got {len(value)} of up to {max(map(len, value))}")
-        return list(value)
+                             f"characters each, got {len(stops)} of up to {max(map(len, stops))}")
+        return stops
 
     @model_validator(mode="after")
     def _check_consistent(self) -> "GenerationConfig":
@@ -184,6 +178,17 @@ class GenerationConfig(StrictModel):
     def changes_logits(self) -> bool:
         """Whether a logits processor other than min_tokens' EOS bar applies (so argmax is not the answer)."""
         return bool(self.penalized or self.logit_bias or self.bad_words or self.allowed_token_ids is not None)
+
+
+def _strings_as_list(value: Any) -> Optional[list[str]]:
+    """None -> [], one string -> [it], a list or tuple of strings -> a list; anything else -> None."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    return None
 
 
 def _token_id_key(key: Any) -> int:
