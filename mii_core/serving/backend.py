@@ -48,6 +48,8 @@ class GenerateRequest:
     prompt_ids: Optional[list[list[int]]] = None
     # OpenAI's function tools, handed to the chat template with the chats (apply_chat_template(tools=...))
     tools: Optional[list[dict[str, Any]]] = None
+    # with chats: vLLM's chat template options (chat_prompt.ChatTemplateOptions' wire form)
+    chat_template_options: Optional[dict[str, Any]] = None
 
     @property
     def count(self) -> int:
@@ -62,7 +64,8 @@ class GenerateRequest:
     def from_wire(cls, message: dict[str, Any]) -> "GenerateRequest":
         return cls(prompts=message.get("prompts"), chats=message.get("chats"),
                    options=message.get("options") or {}, stream=bool(message.get("stream")),
-                   prompt_ids=message.get("prompt_ids"), tools=message.get("tools"))
+                   prompt_ids=message.get("prompt_ids"), tools=message.get("tools"),
+                   chat_template_options=message.get("chat_template_options"))
 
 
 class ResponseStream(ABC):

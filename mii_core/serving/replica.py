@@ -23,6 +23,7 @@ from mii_core.config.deployment import MIIConfig
 from mii_core.requests import generation_options, normalize_prompt_ids, normalize_prompts
 from mii_core.response import Response
 from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
+from mii_core.serving.chat_prompt import ChatOptionError, ChatTemplateOptions, chat_token_ids
 from mii_core.serving.errors import InvalidRequest
 from mii_core.serving.launch import ROUTER_PID_ENV
 from mii_core.serving.link import LinkServer, backend_handler
@@ -110,14 +111,15 @@ class LocalBackend(Backend):
         if request.prompts is not None:
             prompts, prompt_ids = normalize_prompts(request.prompts), None
         elif request.chats is not None:
-            prompts, prompt_ids = None, [self._chat_ids(chat, request.tools) for chat in request.chats]
+            template = self._template_options(request.chat_template_options)
+            prompts, prompt_ids = None, [self._chat_ids(chat, request.tools, template) for chat in request.chats]
         else:
             prompts, prompt_ids = None, normalize_prompt_ids(request.prompt_ids)
         count = len(prompts) if prompts is not None else len(prompt_ids)
         options = self._options(request.options, count)
         full_text = [o.return_full_text for o in options]
-        if request.tools is not None and request.chats is None:
-            raise InvalidRequest("tools apply to chat messages only")
+        if request.chats is None and (request.tools is not None or request.chat_template_options is not None):
+            raise InvalidRequest("tools and chat template options apply to chat messages only")
         if request.chats is not None and any(full_text):
             raise InvalidRequest("return_full_text does not apply to chat messages")
         stream = self.pipe.submit(prompts, options, prompt_ids=prompt_ids, stream_tokens=True)
@@ -136,16 +138,22 @@ class LocalBackend(Backend):
             raise InvalidRequest(f"options must be one dict, or a list of {count} dicts (one per prompt)")
         return [generation_options(o) for o in options]
 
-    def _chat_ids(self, messages: Any, tools: Optional[list[dict[str, Any]]] = None) -> list[int]:
+    @staticmethod
+    def _template_options(wire: Optional[dict[str, Any]]) -> ChatTemplateOptions:
+        try:
+            return ChatTemplateOptions.from_fields(wire)
+        except ChatOptionError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    def _chat_ids(self, messages: Any, tools: Optional[list[dict[str, Any]]],
+                  template: ChatTemplateOptions) -> list[int]:
         tokenizer = self.pipe.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise InvalidRequest(NO_CHAT_TEMPLATE)
         try:
-            ids = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True)
-        except Exception as exc:  # a template rejects messages it cannot render (roles, order)
-            raise InvalidRequest(f"the chat template could not render these messages: {exc}") from None
-        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-        return list(ids)
+            return chat_token_ids(tokenizer, messages, tools, template)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "pid": os.getpid(), "rank_pids": self.rank_pids, **self.pipe.snapshot()}

@@ -29,6 +29,7 @@ from flask import Flask, jsonify, request
 from mii_core.config.generation import COUNT_LIMIT, SEED_LIMIT
 from mii_core.response import Response
 from mii_core.serving.backend import Backend, Chunk, GenerateRequest
+from mii_core.serving.chat_prompt import ChatOptionError, ChatTemplateOptions
 from mii_core.serving.transport import TransportSettings
 from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
@@ -49,7 +50,8 @@ COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_
           "response_format", *GUIDED_FIELDS}
 COMPLETION_FIELDS = COMMON | {"prompt", "echo", "suffix", "best_of", "prompt_logprobs"}
 CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "tools",
-                        "tool_choice", "parallel_tool_calls", "prompt_logprobs"}
+                        "tool_choice", "parallel_tool_calls", "prompt_logprobs", "add_generation_prompt",
+                        "continue_final_message", "chat_template_kwargs"}
 MAX_N = 128
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs
 STARTED_AT = int(time.time())
@@ -117,8 +119,16 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         _add_logprobs(options, scoring)
         messages = template_messages(_messages(body.get("messages")))
         generate = GenerateRequest(chats=[messages] * n, options=_per_choice(options, 1, n),
-                                   stream=_flag(body, "stream"), tools=tools.tools if tools else None)
+                                   stream=_flag(body, "stream"), tools=tools.tools if tools else None,
+                                   chat_template_options=_chat_template_options(body))
         return _answer(backend, generate, ChatShape(model, 1, n, scoring, tools), _usage_options(body))
+
+
+def _chat_template_options(body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return ChatTemplateOptions.from_fields(body).to_wire()
+    except ChatOptionError as exc:
+        raise bad(str(exc), exc.field) from None
 
 
 def _model_object(settings: TransportSettings) -> dict[str, Any]:

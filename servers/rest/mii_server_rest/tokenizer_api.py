@@ -16,13 +16,14 @@ from typing import Any, Optional
 
 from flask import Flask, jsonify, request
 
+from mii_core.serving.chat_prompt import ChatOptionError, ChatTemplateOptions, chat_token_ids
 from mii_core.serving.transport import TransportSettings
 from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError
 
 TOKENIZE_FIELDS = {"model", "prompt", "messages", "add_special_tokens", "add_generation_prompt",
-                   "return_token_strs"}
+                   "continue_final_message", "chat_template_kwargs", "return_token_strs"}
 DETOKENIZE_FIELDS = {"model", "tokens"}
 # what /tokenizer_info shows of the tokenizer's settings (vLLM shows its init kwargs; these are the
 # plain ones clients read: special tokens, the chat template, lengths)
@@ -101,11 +102,13 @@ def _token_ids(tokenizer: Any, body: dict[str, Any]) -> list[int]:
         raise _bad("this model's tokenizer has no chat template, so messages cannot be tokenized: deploy it with "
                    "the model option chat_template (a Jinja template, or a file holding one)", "messages")
     try:
-        ids = tokenizer.apply_chat_template(body["messages"], tokenize=True,
-                                            add_generation_prompt=_flag(body, "add_generation_prompt", True))
-    except Exception as exc:  # a template rejects messages it cannot render (roles, order, shape)
-        raise _bad(f"the chat template could not render these messages: {exc}", "messages") from None
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        options = ChatTemplateOptions.from_fields(body)
+    except ChatOptionError as exc:
+        raise _bad(str(exc), exc.field) from None
+    try:
+        return chat_token_ids(tokenizer, body["messages"], None, options)
+    except ValueError as exc:
+        raise _bad(str(exc), "messages") from None
 
 
 def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
@@ -133,4 +136,4 @@ def _plain(value: Any) -> Any:
 
 
 def _bad(message: str, param: Optional[str] = None) -> HttpError:
-    return HttpError("invalid", message, f"invalid_{param}" if param else None)
+    return HttpError("invalid", message, f"invalid_{param}" if param else None, param)
