@@ -57,6 +57,9 @@ class StateManagerConfig(StrictModel):
     memory_config: KVCacheMemoryConfig = Field(default_factory=KVCacheMemoryConfig)
     # full KV blocks are shared between sequences with the same prefix (off for sliding-window models)
     enable_prefix_caching: bool = True
+    # vLLM's scheduling policies: "fcfs" (arrival order) or "priority" (requests' `priority`, lower first, then
+    # arrival: the waiting queue's order and, when blocks run out, the running request preempted first)
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
     offload: bool = Field(default=False, description="DeepSpeed's KV-cache offload; not supported yet")
 
     @model_validator(mode="after")

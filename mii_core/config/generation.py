@@ -59,6 +59,9 @@ class GenerationConfig(StrictModel):
     include_stop_str_in_output: bool = False
     # keep only the prompt's last k tokens (-1: as many as the model's length limits allow)
     truncate_prompt_tokens: Optional[int] = Field(default=None, ge=-1, le=COUNT_LIMIT)
+    # vLLM's: lower runs earlier; honoured by an engine with state_manager.scheduling_policy "priority" (any
+    # other value than 0 is refused by a first-come-first-served engine, as vLLM refuses it)
+    priority: int = Field(default=0, ge=-COUNT_LIMIT, le=COUNT_LIMIT)
     # vLLM's structured output (at most one): the output follows a JSON schema (an object or JSON text, kept
     # as JSON text), any JSON object, a regex, one of the choices, or an EBNF (GBNF) grammar
     guided_json: Optional[str] = None

@@ -47,6 +47,12 @@ class Sequence:
     # once its whole cache was recomputed because the model asked (its restart_length), the prompt length the
     # recomputation was keyed by: all its tokens then; None: its prompt's length
     restarted_prompt_length: Optional[int] = None
+    arrival: int = 0  # its place in the order requests reached the scheduler (set by Scheduler.add)
+
+    @property
+    def precedence(self) -> tuple[int, int]:
+        """Under the priority policy it goes before any sequence with a larger key: priority, then arrival."""
+        return self.options.priority, self.arrival
 
     @property
     def cache_prompt_length(self) -> int:

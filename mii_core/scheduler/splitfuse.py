@@ -4,7 +4,9 @@ Dynamic SplitFuse; the model runner only runs the plans.
 Every step: (1) one token for each running decode, oldest first; a decode that needs a KV block when
 none is free preempts the most recently admitted sequence (its blocks are freed and it is recomputed
 later); (2) prompt chunks, first for sequences already part-way through their prompt, then for waiting
-ones in arrival order, a long prompt split across steps, short ones packed. A waiting sequence is
+ones in arrival order, a long prompt split across steps, short ones packed. Under the "priority" policy
+(vLLM's) "oldest" and "arrival order" read "by precedence" (a request's priority, lower first, then its
+arrival) and the sequence preempted is the one of lowest precedence. A waiting sequence is
 admitted only when its whole remaining prompt fits in the free blocks (on a sliding-window model: when
 the most blocks it ever holds, a window's, are free; its prompt then goes in chunks that fit), and the
 queue head is never overtaken (FCFS). A model whose cached keys go stale once a sequence reaches a length
@@ -16,6 +18,7 @@ deadlock, and no request is dropped.
 """
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import Callable, Optional, Sequence as Seq
 
@@ -38,6 +41,8 @@ class Scheduler:
         self.running: list[Sequence] = []  # in admission order, oldest first
         self.num_preemptions = 0  # observable, so tests can prove the preemption path ran
         self.num_restarts = 0  # likewise for sequences recomputed at the model's restart_length
+        self.by_priority = limits.scheduling_policy == "priority"
+        self._arrivals = itertools.count()
 
     # -- requests ----------------------------------------------------------------------------------------
     def check_fits(self, seq: Sequence) -> None:
@@ -47,10 +52,15 @@ class Scheduler:
             raise ValueError(f"a request of {len(seq.prompt_ids)} prompt + {seq.max_new_tokens} new tokens needs "
                              f"more KV cache than the engine has ({capacity} tokens); lower "
                              "max_new_tokens / max_length or give the KV cache more memory (memory_config)")
+        if seq.options.priority != 0 and not self.by_priority:
+            raise ValueError(f"priority takes effect only in an engine with inference_engine_config "
+                             f"{{'state_manager': {{'scheduling_policy': 'priority'}}}}; this one serves first come, "
+                             f"first served (got priority {seq.options.priority}; leave it 0)")
 
     def add(self, seq: Sequence) -> None:
         self.check_fits(seq)
-        self.waiting.append(seq)
+        seq.arrival = next(self._arrivals)
+        self._enqueue(seq)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -80,7 +90,7 @@ class Scheduler:
             self._schedule_prefills(rows, budget)
             if rows or not self.running:
                 return self._plan(rows, preempted)
-            self._preempt(self.running[-1], preempted)  # stuck: free the newest so the oldest can move
+            self._preempt(self._victim(), preempted)  # stuck: free the newest so the oldest can move
 
     def commit(self, plan: StepPlan) -> list[Sequence]:
         """After the runner computed ``plan``: its tokens count as cached. Returns the planned sequences
@@ -123,7 +133,7 @@ class Scheduler:
         return budget > 0 and len(rows) < self.limits.max_ragged_sequence_count
 
     def _schedule_decodes(self, rows: list, preempted: list[Sequence], budget: int) -> int:
-        for seq in [s for s in self.running if s.num_pending == 1]:
+        for seq in [s for s in self._in_precedence() if s.num_pending == 1]:
             if seq.status is not SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
             if self._needs_restart(seq):
@@ -134,7 +144,7 @@ class Scheduler:
             if not self._room(rows, budget):
                 break
             while self.kv.blocks_needed(seq.uid, 1) > self.kv.free_blocks:
-                victim = self.running[-1]
+                victim = self._victim()  # never one already planned: they go before seq
                 self._preempt(victim, preempted)
                 if victim is seq:
                     break
@@ -145,7 +155,7 @@ class Scheduler:
         return budget
 
     def _schedule_prefills(self, rows: list, budget: int) -> None:
-        for seq in [s for s in self.running if s.num_pending > 1]:
+        for seq in [s for s in self._in_precedence() if s.num_pending > 1]:
             if not self._room(rows, budget):
                 return
             count, _ = self.kv.query(seq.uid, min(seq.num_pending, budget), self.kv.free_blocks)
@@ -191,8 +201,28 @@ class Scheduler:
         self.running.remove(seq)
         self._free(seq)
         seq.status = SequenceStatus.WAITING
-        self.waiting.appendleft(seq)
+        self._enqueue(seq, first=True)
         preempted.append(seq)
+
+    def _enqueue(self, seq: Sequence, first: bool = False) -> None:
+        """Into the waiting queue: at its end (``first``: its head, a preempted sequence going on first) or,
+        under the priority policy, before the first waiting sequence of larger precedence."""
+        if self.by_priority:
+            place = next((i for i, other in enumerate(self.waiting) if other.precedence > seq.precedence),
+                         len(self.waiting))
+            self.waiting.insert(place, seq)
+        elif first:
+            self.waiting.appendleft(seq)
+        else:
+            self.waiting.append(seq)
+
+    def _in_precedence(self) -> list[Sequence]:
+        """The running sequences in the order they are served: admission order, or by precedence."""
+        return sorted(self.running, key=lambda seq: seq.precedence) if self.by_priority else list(self.running)
+
+    def _victim(self) -> Sequence:
+        """The running sequence preempted first: the one served last."""
+        return max(self.running, key=lambda seq: seq.precedence) if self.by_priority else self.running[-1]
 
     def _needs_restart(self, seq: Sequence) -> bool:
         """Its next decode reaches the model's restart length for the prompt length its cache is keyed by."""

@@ -163,6 +163,7 @@ def barred_stop_cases(hf, ids, minimum):
     ("stop_token_ids", [-1]), ("stop_token_ids", [9999999]), ("bad_words", [""]), ("allowed_token_ids", []),
     ("allowed_token_ids", [9999999]), ("skip_special_tokens", "no"), ("include_stop_str_in_output", 1),
     ("truncate_prompt_tokens", 0), ("min_tokens", 20),  # 20 > max_tokens
+    ("priority", 3),  # the demo deployment schedules first come, first served: a priority it would not honour
 ])
 @pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
 def test_each_bad_value_is_a_400_naming_its_field(api, route, field, value):

@@ -44,7 +44,7 @@ from mii_server_rest.waiting import result_while_connected
 # vLLM's extra sampling fields: passed to the engine under the same names (GenerationConfig checks them)
 VLLM_SAMPLING_FIELDS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "stop_token_ids", "bad_words",
                         "allowed_token_ids", "skip_special_tokens", "include_stop_str_in_output",
-                        "truncate_prompt_tokens")
+                        "truncate_prompt_tokens", "priority")
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed", "user",
           "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "ignore_eos", *VLLM_SAMPLING_FIELDS,
           "response_format", *GUIDED_FIELDS}
