@@ -200,3 +200,22 @@ def test_mii_route_and_grpc_carry_the_same_options(api, demo):
     with grpc.insecure_channel(f"{host}:{port}") as channel:
         reply = pb_grpc.ModelResponseStub(channel).GeneratorReply(make_request([PROMPT], **options), timeout=120)
     assert reply.response[0].response == expected
+
+
+def test_best_of_answers_the_completions_of_highest_logprob(api):
+    """best_of=4, n=2 generates the four completions that n=4 with the same seed generates (choice j samples
+    with seed + j) and answers the two whose generated tokens' logprobs sum highest, best first; usage
+    counts all four. The ranking is worked out here from the n=4 answer's own logprobs."""
+    client, _, url = api
+    ask = dict(model="demo", prompt=PROMPT, max_tokens=6, temperature=1.5, seed=11)
+    four = client.completions.create(n=4, logprobs=0, **ask)
+    totals = sorted(((sum(c.logprobs.token_logprobs), c.text) for c in four.choices), reverse=True)
+    best = client.completions.create(n=2, best_of=4, **ask)
+    assert [c.text for c in best.choices] == [text for _, text in totals[:2]]
+    assert [c.index for c in best.choices] == [0, 1] and best.choices[0].logprobs is None  # none asked for
+    assert best.usage.completion_tokens == four.usage.completion_tokens
+    assert best.usage.prompt_tokens == four.usage.prompt_tokens
+    for bad_body in ({"n": 3, "best_of": 2}, {"best_of": 2, "stream": True}):
+        answer = requests.post(f"{url}/v1/completions", timeout=60, json={"model": "demo", "prompt": PROMPT,
+                                                                           "max_tokens": 2, **bad_body})
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == "best_of", answer.text

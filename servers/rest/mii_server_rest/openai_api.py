@@ -90,8 +90,7 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         prompts = _prompts(body.get("prompt"))
         if body.get("suffix") is not None:
             raise bad("suffix is not supported", "suffix")
-        if _integer(body, "best_of", n, 1, MAX_N) != n:
-            raise bad("best_of other than n is not supported", "best_of")
+        best_of = _best_of(body, n)
         options["return_full_text"] = scoring.echo  # a stream's echo comes as its own chunk, score_only too
         scoring.logprobs = _integer(body, "logprobs", None, 0, MAX_LOGPROBS)
         scoring.prompt_logprobs = _prompt_logprobs(body)
@@ -100,10 +99,13 @@ def register_openai_routes(app: Flask, backend: Backend, settings: TransportSett
         as_ids = isinstance(prompts[0], list)  # token-id prompts (lm-eval sends these): no tokenizer on the way
         if scoring.score_only and not _flag(body, "stream"):  # the answer's text: the prompt without the token
             scoring.echo_texts = [decode(p) if as_ids else p for p in prompts]
-        repeated = [p for p in prompts for _ in range(n)]
+        if best_of > n:
+            options.setdefault("logprobs", 0)  # the ranking reads each generated token's logprob
+        repeated = [p for p in prompts for _ in range(best_of)]
         generate = GenerateRequest(prompts=None if as_ids else repeated, prompt_ids=repeated if as_ids else None,
-                                   options=_per_choice(options, len(prompts), n), stream=_flag(body, "stream"))
-        return _answer(backend, generate, CompletionShape(model, len(prompts), n, scoring), _usage_options(body))
+                                   options=_per_choice(options, len(prompts), best_of), stream=_flag(body, "stream"))
+        return _answer(backend, generate, CompletionShape(model, len(prompts), n, scoring, best_of),
+                       _usage_options(body))
 
     @app.post("/v1/chat/completions")
     @needs_key(settings)
@@ -324,6 +326,21 @@ def _content_text(content: Any, index: int) -> str:
               "supported)", "messages")
 
 
+def _best_of(body: dict[str, Any], n: int) -> int:
+    """OpenAI's best_of: completions generated per prompt, of which the n of highest log-probability are
+    returned (vLLM v0's ranking: the sum over the generated tokens); at least n, and not streamed."""
+    best_of = _integer(body, "best_of", n, 1, MAX_N)
+    if best_of < n:
+        raise bad(f"best_of ({best_of}) must be at least n ({n})", "best_of")
+    if best_of > n and _flag(body, "stream"):
+        raise bad("best_of greater than n cannot be streamed (OpenAI's rule): ask without stream", "best_of")
+    return best_of
+
+
+def _summed_logprob(response: Response) -> float:
+    return sum(entry["logprob"] for entry in response.logprobs or [])
+
+
 def _per_choice(options: dict[str, Any], prompts: int, n: int) -> Any:
     if n == 1 or options.get("seed") is None or not options.get("do_sample"):
         return options
@@ -339,13 +356,22 @@ class CompletionShape:
 
     object_name, chunk_object, id_prefix = "text_completion", "text_completion", "cmpl"
 
-    def __init__(self, model: str, prompts: int, n: int, scoring: Scoring) -> None:
+    def __init__(self, model: str, prompts: int, n: int, scoring: Scoring, best_of: Optional[int] = None) -> None:
         self.model, self.prompts, self.n, self.scoring = model, prompts, n, scoring
+        self.best_of = best_of or n  # completions generated per prompt, of which n are answered
         self.id, self.created = f"{self.id_prefix}-{uuid.uuid4().hex}", int(time.time())
         self.offsets: dict[int, int] = {}
 
     def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
+
+    def select(self, responses: list[Response]) -> list[Response]:
+        """The n answered of each prompt's best_of completions: those of highest summed logprob, in that order."""
+        if self.best_of == self.n:
+            return responses
+        groups = [responses[i:i + self.best_of] for i in range(0, len(responses), self.best_of)]
+        ranked = (sorted(group, key=_summed_logprob, reverse=True) for group in groups)
+        return [response for group in ranked for response in group[:self.n]]
 
     def extra(self, responses: list[Response]) -> dict[str, Any]:
         """Fields of a whole answer besides its choices (chat's prompt_logprobs)."""
@@ -398,7 +424,7 @@ class CompletionShape:
         return [{"index": index, "text": response.generated_text, "logprobs": logprobs, "finish_reason": final}]
 
     def usage(self, prompt_lengths: dict[int, int], generated: dict[int, int]) -> dict[str, int]:
-        prompt_tokens = sum(length for i, length in prompt_lengths.items() if i % self.n == 0)
+        prompt_tokens = sum(length for i, length in prompt_lengths.items() if i % self.best_of == 0)
         completion_tokens = 0 if self.scoring.score_only else sum(generated.values())
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens}
@@ -486,9 +512,11 @@ class ChatShape(CompletionShape):
 def _answer(backend: Backend, generate: GenerateRequest, shape: CompletionShape, usage: tuple[bool, bool]) -> Any:
     if not generate.stream:
         responses = result_while_connected(backend.submit(generate))
-        choices = [shape.choice(i, r) for i, r in enumerate(responses)]
+        # usage counts every completion generated (best_of's unanswered ones too: they were computed)
         totals = shape.usage({i: r.prompt_length for i, r in enumerate(responses)},
                              {i: r.generated_length for i, r in enumerate(responses)})
+        responses = shape.select(responses)
+        choices = [shape.choice(i, r) for i, r in enumerate(responses)]
         return jsonify({**shape.envelope(shape.object_name, choices), **shape.extra(responses), "usage": totals})
     stream, first, rest = start_stream(backend, generate)
     render, closing = _stream_renderer(shape, *usage)
