@@ -68,6 +68,9 @@ def test_vllm_guided_fields_from_extra_body(api):
     ({"guided_json": {"type": "nonsense"}}, "guided_json"),
     ({"guided_grammar": "root ::= x"}, "guided_grammar"),
     ({"response_format": {"type": "xml"}}, "response_format"),
+    # a schema the grammar library refuses, given through response_format: the error names response_format
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}},
+     "response_format"),
     ({"response_format": {"type": "json_object"}, "guided_regex": "a"}, "response_format"),
     ({"tools": [{"type": "function", "function": {}}]}, "tools"),
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
@@ -75,7 +78,7 @@ def test_vllm_guided_fields_from_extra_body(api):
 def test_bad_guides_and_tools_are_400s_naming_the_field(api, body, param):
     with pytest.raises(openai.BadRequestError) as caught:
         chat(api, extra_body=body)
-    assert param in caught.value.message
+    assert param in caught.value.message and caught.value.body["param"] == param, caught.value.body
 
 
 def test_tool_choice_required_calls_validate(api):

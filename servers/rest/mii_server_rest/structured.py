@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mii_server_rest.errors import HttpError
+from mii_server_rest.errors import HttpError, name_engine_option_as
 
 GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 
@@ -20,6 +20,8 @@ def guided_options(body: dict[str, Any]) -> dict[str, Any]:
     from_format = response_format_options(body.get("response_format"))
     if from_format and fields:
         raise bad(f"response_format cannot be combined with {', '.join(fields)}; give one of them", "response_format")
+    for option in from_format:  # the engine's errors about it then name the field the client sent
+        name_engine_option_as(option, "response_format")
     return {**fields, **from_format}
 
 
