@@ -22,6 +22,8 @@ from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
 from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.policy import ArchitecturePolicy
+from mii_core.model.parameters import quantized_bytes
+from mii_core.model.quantization import building_quantized, check_quantized_dtype
 from mii_core.model.sharding import check_tensor_parallel, local_kv_heads
 from mii_core.plugins import get_plugins
 from mii_core.plugins.manager import ALLOW_ENV
@@ -81,7 +83,9 @@ def choose_dtype(config: ModelConfig, policy: ArchitecturePolicy, device: torch.
         return _DTYPES[config.dtype]
     if device.type == "cpu":
         return torch.float32  # CPU half-precision matmuls are slow and less exact
-    return _DTYPES.get(policy.spec.checkpoint_dtype or "", torch.bfloat16)
+    dtype = _DTYPES.get(policy.spec.checkpoint_dtype or "", torch.bfloat16)
+    # quantized kernels take 16-bit activations: a float32 checkpoint then runs in bfloat16
+    return torch.bfloat16 if config.quantization_mode and dtype == torch.float32 else dtype
 
 
 def load_policy(model_path: Path) -> ArchitecturePolicy:
@@ -112,8 +116,13 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     device = choose_device(config, ctx)
     dtype = choose_dtype(config, policy, device)
     kernels = KernelSet(device.type, get_plugins().kernels)
-    model = policy.build_model(ctx, kernels, device, dtype).eval()
+    mode = config.quantization_mode
+    check_quantized_dtype(mode, dtype, device)
+    with building_quantized(mode):  # the linears quantize their weights as they load, layer by layer
+        model = policy.build_model(ctx, kernels, device, dtype).eval()
     load_weights(model, policy, model_path, show_progress=show_progress and ctx.rank == 0)  # one bar, not N
+    if mode is not None:
+        log.info("weights quantized to %s: %.3f GB in linear layers and experts", mode, quantized_bytes(model) / 1e9)
     state_config = config.inference_engine_config.state_manager
     spec = policy.spec
     shape = KVCacheShape(spec.num_layers, local_kv_heads(spec.num_kv_heads, ctx.world_size), spec.head_dim,

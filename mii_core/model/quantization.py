@@ -1,0 +1,108 @@
+"""Quantized weights: the typed object the ``quant_linear`` / ``quant_moe_experts`` ops receive, how a
+full-precision weight becomes one, and the mode a model is being built in.
+
+What is quantized: every linear layer's weight (q/k/v/o, the MLPs, project in/out) and every MoE expert's
+matrices. What is not: embeddings and the LM head (a gather and the logits, whose precision sampling
+reads directly), norms, biases, MoE routers and the shared-expert gate (a few [E, H] values that decide the
+routing): they stay in the model's dtype.
+
+Scales: one float32 scale per output channel (row of [N, K]; per expert and row for the stacked experts),
+``absmax(row) / largest code``. A per-channel scale is a column multiply after the GEMM, so an FP8 kernel
+still runs its GEMM with per-tensor scales, and under tensor parallelism every rank scales its own rows
+(or its own partial sums) with no exchange.
+
+The mode is chosen while the model is built (``building_quantized(mode)`` around ``policy.build_model``),
+so no architecture plugin passes it along: the core's linear layers read it when they are made.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+
+from mii_core.config.engine import QUANTIZATION_MODES
+from mii_core.model import quant_formats as fmt
+
+# "fp8": a step of more tokens than this quantizes its activations (per tensor, dynamic) for the FP8 GEMM;
+# a step of this many or fewer is weight-only (bound by reading the weights: a GEMV that upcasts them)
+FP8_WEIGHT_ONLY_MAX_TOKENS = 8
+
+_BUILDING_MODE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("quantization_mode", default=None)
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """A [..., N, K] weight in ``mode``. ``data``: float8_e4m3fn [..., N, K] (fp8, wf8af16) or uint8
+    [..., N, 3·ceil(K/4)] packed e3m2 codes (wf6af16, layout in quant_formats). ``scale``: float32 [..., N].
+    ``in_features``: K (the packed rows do not say it)."""
+
+    data: torch.Tensor
+    scale: torch.Tensor
+    mode: str
+    in_features: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The full-precision shape [..., N, K]."""
+        return (*self.data.shape[:-1], self.in_features)
+
+    @property
+    def quantizes_activations(self) -> bool:
+        return self.mode == "fp8"
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight's values [..., N, K] (each code times its row's scale, in float32, then ``dtype``)."""
+        if self.mode == "wf6af16":
+            values = fmt.decode_e3m2(fmt.unpack_fp6(self.data, self.in_features))
+        else:
+            values = self.data.float()
+        return (values * self.scale.unsqueeze(-1)).to(dtype)
+
+    def select(self, index: int) -> "QuantizedWeight":
+        """One matrix of a stack (an expert of [E, N, K])."""
+        return QuantizedWeight(self.data[index], self.scale[index], self.mode, self.in_features)
+
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size() + self.scale.numel() * self.scale.element_size()
+
+
+def quantize_weight(weight: torch.Tensor, mode: str) -> QuantizedWeight:
+    """``weight`` [..., N, K] (any float dtype) quantized row by row in ``mode``."""
+    if mode not in QUANTIZATION_MODES:
+        raise ValueError(f"unknown quantization mode {mode!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
+    w = weight.float()
+    if mode == "wf6af16":
+        scale = fmt.channel_scales(w, fmt.FP6_MAX)
+        data = fmt.pack_fp6(fmt.encode_e3m2(w / scale.unsqueeze(-1)))
+    else:
+        scale = fmt.channel_scales(w, fmt.FP8_MAX)
+        data = fmt.to_e4m3(w / scale.unsqueeze(-1))
+    return QuantizedWeight(data, scale, mode, weight.shape[-1])
+
+
+@contextlib.contextmanager
+def building_quantized(mode: Optional[str]) -> Iterator[None]:
+    """Linear layers and experts made inside this block quantize their weights in ``mode`` as they load."""
+    token = _BUILDING_MODE.set(mode)
+    try:
+        yield
+    finally:
+        _BUILDING_MODE.reset(token)
+
+
+def building_mode() -> Optional[str]:
+    """The quantization mode of the model being built (None: full precision)."""
+    return _BUILDING_MODE.get()
+
+
+def check_quantized_dtype(mode: Optional[str], dtype: torch.dtype, device: torch.device) -> None:
+    """The activations a mode serves: bfloat16 or float16 on an accelerator (the kernels' types); any float
+    type on CPU, where the float32 reference runs (float32 there is what the tests compare)."""
+    if mode is None or device.type == "cpu" or dtype in (torch.bfloat16, torch.float16):
+        return
+    raise ValueError(f"quantization_mode={mode!r} on {device.type} runs bfloat16 or float16 activations, not "
+                     f"{str(dtype).replace('torch.', '')}; set dtype='bfloat16' or 'float16' (or 'auto')")
+
