@@ -45,6 +45,11 @@ class WeightSlot:
         self._staging: Optional[torch.Tensor] = None
         self._arrived: Optional[torch.Tensor] = None  # bool, one per staged element
 
+    @property
+    def staged(self) -> bool:
+        """Whether part of a weight waits in the staging buffer for the rest."""
+        return self._staging is not None
+
     def buffer(self) -> torch.Tensor:
         """The tensor a loader narrows and copies into (via ``copy``)."""
         if self.mode is None:
