@@ -1,7 +1,8 @@
 """Greedy output of each quantization mode equals, token for token, that of an independent PyTorch
 reference of the same mode (tests/support/quant_reference.py: transformers' model on the dequantized
 weights), on one tiny checkpoint of every architecture plugin, each prompt alone (so that "fp8"'s
-per-tensor activation scale covers the same tokens on both sides)."""
+per-tensor activation scale covers the same tokens on both sides). float32 activations on any device: on a
+GPU (benchmarks/gpu_checks.sh) the same test runs the Triton kernels and decode graphs."""
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from support.quant_reference import quantized_targets, reference_greedy, write_r
 
 MODES = ("fp8", "wf8af16", "wf6af16")
 NEW_TOKENS = 10
+# a fixed small KV cache (8,192 tokens at most) and graphs for batch 1 and 2 only: quick to build on any
+# device, and several such processes fit one GPU side by side (benchmarks/gpu_checks.sh)
+ENGINE = {"state_manager": {"memory_config": {"mode": "allocate", "size": 64}}, "cuda_graph_max_batch_size": 2}
 QUANT_PROMPTS = (PROMPTS[1], PROMPTS[3])  # 3 tokens (weight-only in every mode) and more than 8
 
 FAMILIES = {
@@ -54,7 +58,7 @@ def test_quantized_greedy_matches_reference(checkpoints, mode, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(str(ours))
     token_lists = [tokenizer(prompt)["input_ids"] for prompt in QUANT_PROMPTS]
     assert len(token_lists[0]) <= 8 < len(token_lists[1])
-    pipe = mii_core.pipeline(str(ours), quantization_mode=mode)
+    pipe = mii_core.pipeline(str(ours), quantization_mode=mode, dtype="float32", inference_engine_config=ENGINE)
     try:
         got = [list(pipe.generate_tokens([ids], max_new_tokens=NEW_TOKENS, do_sample=False,
                                          ignore_eos=True)[0].token_ids) for ids in token_lists]

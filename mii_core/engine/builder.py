@@ -23,7 +23,7 @@ from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.parameters import quantized_bytes
-from mii_core.model.quantization import building_quantized, check_quantized_dtype
+from mii_core.model.quantization import building_quantized
 from mii_core.model.sharding import check_tensor_parallel, local_kv_heads
 from mii_core.plugins import get_plugins
 from mii_core.plugins.manager import ALLOW_ENV
@@ -84,7 +84,7 @@ def choose_dtype(config: ModelConfig, policy: ArchitecturePolicy, device: torch.
     if device.type == "cpu":
         return torch.float32  # CPU half-precision matmuls are slow and less exact
     dtype = _DTYPES.get(policy.spec.checkpoint_dtype or "", torch.bfloat16)
-    # quantized kernels take 16-bit activations: a float32 checkpoint then runs in bfloat16
+    # quantizing is for speed: a float32 checkpoint then runs bfloat16 activations (dtype='float32' still can)
     return torch.bfloat16 if config.quantization_mode and dtype == torch.float32 else dtype
 
 
@@ -117,7 +117,6 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     dtype = choose_dtype(config, policy, device)
     kernels = KernelSet(device.type, get_plugins().kernels)
     mode = config.quantization_mode
-    check_quantized_dtype(mode, dtype, device)
     with building_quantized(mode):  # the linears quantize their weights as they load, layer by layer
         model = policy.build_model(ctx, kernels, device, dtype).eval()
     load_weights(model, policy, model_path, show_progress=show_progress and ctx.rank == 0)  # one bar, not N

@@ -97,12 +97,3 @@ def building_mode() -> Optional[str]:
     """The quantization mode of the model being built (None: full precision)."""
     return _BUILDING_MODE.get()
 
-
-def check_quantized_dtype(mode: Optional[str], dtype: torch.dtype, device: torch.device) -> None:
-    """The activations a mode serves: bfloat16 or float16 on an accelerator (the kernels' types); any float
-    type on CPU, where the float32 reference runs (float32 there is what the tests compare)."""
-    if mode is None or device.type == "cpu" or dtype in (torch.bfloat16, torch.float16):
-        return
-    raise ValueError(f"quantization_mode={mode!r} on {device.type} runs bfloat16 or float16 activations, not "
-                     f"{str(dtype).replace('torch.', '')}; set dtype='bfloat16' or 'float16' (or 'auto')")
-
