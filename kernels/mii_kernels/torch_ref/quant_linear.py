@@ -6,6 +6,7 @@ import torch
 from mii_core.model.quant_formats import fake_quantize_e4m3
 from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWeight
 from mii_kernels.torch_ref.activations import gated_activation
+from mii_kernels.torch_ref.moe import route_through_experts
 
 
 def activations_seen(x: torch.Tensor, weight: QuantizedWeight) -> torch.Tensor:
@@ -25,19 +26,9 @@ def quant_linear(x: torch.Tensor, weight: QuantizedWeight, bias=None) -> torch.T
 
 def quant_moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
                       w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation: str) -> torch.Tensor:
-    """A loop over experts, each dequantized in float32 when tokens were routed to it (weight-only)."""
-    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-    flat_ids = topk_ids.reshape(-1)
-    token_of_pick = torch.arange(x.shape[0], device=x.device).repeat_interleave(topk_ids.shape[1])
-    order = torch.argsort(flat_ids, stable=True)
-    counts = torch.bincount(flat_ids, minlength=w_gate_up.data.shape[0]).tolist()  # host sync: reference only
-    for expert, picks in enumerate(order.split(counts)):
-        if picks.numel() == 0:
-            continue
-        tokens = token_of_pick[picks]
+    """Each expert dequantized in float32 when tokens were routed to it (weight-only), run in float32."""
+    def run_expert(expert: int, rows: torch.Tensor) -> torch.Tensor:
         gate_up = w_gate_up.select(expert).dequantize(torch.float32)
         down = w_down.select(expert).dequantize(torch.float32)
-        hidden = gated_activation(x[tokens].float() @ gate_up.t(), activation) @ down.t()
-        out.index_add_(0, tokens, hidden * topk_weights.reshape(-1)[picks, None])
-    return out.to(x.dtype)
-
+        return gated_activation(rows.float() @ gate_up.t(), activation) @ down.t()
+    return route_through_experts(x, topk_weights, topk_ids, w_gate_up.data.shape[0], run_expert)
