@@ -63,3 +63,26 @@ def test_fp8_gemm_matches_reference(tokens, k, n):
     x, weight, bias = _projection(tokens, k, n, torch.bfloat16, "fp8")
     ours, theirs = triton_quant.TritonQuantLinear()(x, weight, bias), reference(x, weight, bias)
     torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("tokens", [9, 40])
+def test_fp8_gemm_path_matches_reference(tokens):
+    """The many-token "fp8" path's arithmetic (torch._scaled_mm runs on the CPU too)."""
+    x, weight, bias = _projection(tokens, 64, 32, torch.float32, "fp8")
+    torch.testing.assert_close(triton_quant.fp8_gemm_linear(x, weight, bias), reference(x, weight, bias),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("capability, quantizes_x", [((8, 0), False), ((9, 0), True)])
+def test_fp8_gemms_only_from_sm89_else_weight_only_with_a_log_line(capability, quantizes_x, monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "a test GPU")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    x, weight, bias = _projection(20, 64, 32, torch.float32, "fp8")
+    weight_only = QuantizedWeight(weight.data, weight.scale, "wf8af16", weight.in_features)
+    with caplog.at_level("WARNING"):
+        got = triton_quant.TritonQuantLinear()(x, weight, bias)
+    expected = reference(x, weight if quantizes_x else weight_only, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    logged = "has no FP8 GEMMs; running the weight-only FP8 path" in caplog.text
+    assert logged != quantizes_x
