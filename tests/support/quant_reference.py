@@ -31,8 +31,14 @@ def e3m2_table() -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def dequantized(tensor: torch.Tensor, mode: str, out_axis: int) -> torch.Tensor:
-    """``tensor`` through ``mode``'s weight quantization and back, one scale per slice along ``out_axis``."""
+def dequantized(tensor: torch.Tensor, mode: str, out_axis: int, k_groups: int = 1) -> torch.Tensor:
+    """``tensor`` through ``mode``'s weight quantization and back, one scale per slice along ``out_axis``;
+    ``k_groups`` > 1: per slice and each of that many equal parts of the input axis (a tensor-parallel
+    rank's columns of a row-parallel weight)."""
+    if k_groups > 1:
+        parts = tensor.movedim(out_axis, -2).chunk(k_groups, dim=-1)
+        whole = torch.cat([dequantized(part, mode, -2) for part in parts], dim=-1)
+        return whole.movedim(-2, out_axis).contiguous()
     w = tensor.double().movedim(out_axis, -2)
     largest = E3M2_MAX if mode == "wf6af16" else E4M3_MAX
     amax = w.abs().amax(dim=-1, keepdim=True)
@@ -52,9 +58,21 @@ def quantized_targets(model: torch.nn.Module) -> set[str]:
     return {name for name, param in model.named_parameters() if param.is_meta}
 
 
-def write_reference(source: Path, dest: Path, policy, quantized: set[str], mode: str) -> tuple[Path, set[str]]:
-    """Copies ``source`` to ``dest`` with every quantized tensor dequantized; returns the folder and the
-    names of the quantized tensors that are not experts (the ones whose inputs "fp8" quantizes)."""
+def row_parallel_targets(model: torch.nn.Module) -> set[str]:
+    """The engine's parameters whose input axis tensor parallelism splits (row-parallel linears, experts'
+    down stacks): each rank quantizes its own columns."""
+    from mii_core.model.moe import Experts
+    from mii_core.model.parallel import RowParallelLinear
+
+    return {f"{name}.{'weight' if isinstance(module, RowParallelLinear) else 'down'}"
+            for name, module in model.named_modules() if isinstance(module, (RowParallelLinear, Experts))}
+
+
+def write_reference(source: Path, dest: Path, policy, quantized: set[str], mode: str,
+                    split_columns: set[str] = frozenset(), ranks: int = 1) -> tuple[Path, set[str]]:
+    """Copies ``source`` to ``dest`` with every quantized tensor dequantized (those of ``split_columns`` in
+    ``ranks`` column groups); returns the folder and the names of the quantized tensors that are not
+    experts (the ones whose inputs "fp8" quantizes)."""
     shutil.copytree(source, dest)
     linears: set[str] = set()
     files = sorted(dest.glob("*.safetensors"))
@@ -65,7 +83,8 @@ def write_reference(source: Path, dest: Path, policy, quantized: set[str], mode:
             target = policy.map_weight(name)
             if target is None or target.param_name not in quantized:
                 continue
-            tensors[name] = dequantized(tensor, mode, -1 if target.rule.transpose else -2)
+            groups = ranks if target.param_name in split_columns else 1
+            tensors[name] = dequantized(tensor, mode, -1 if target.rule.transpose else -2, groups)
             if not target.param_name.endswith(("experts.gate_up", "experts.down")):
                 linears.add(name)
         save_file(tensors, str(file), metadata={"format": "pt"})
