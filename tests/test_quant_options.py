@@ -35,3 +35,19 @@ def test_bad_quantization_option_is_named(options, message):
 def test_pipeline_refuses_an_unknown_mode_before_loading(tmp_path):
     with pytest.raises(ValueError, match="choose one of fp8, wf8af16, wf6af16"):
         mii_core.pipeline(str(tmp_path / "no-such-model"), quantization_mode="int8")
+
+
+@pytest.mark.parametrize("quantization_config, scheme", [
+    ({"quant_method": "fp8", "weight_block_size": [128, 128]}, "'fp8'"),
+    ({"quant_method": "compressed-tensors", "format": "float-quantized"}, "'compressed-tensors'"),
+])
+def test_a_checkpoint_shipped_quantized_is_refused_naming_its_scheme(quantization_config, scheme, tmp_path):
+    from support.checkpoint_edits import edit_config
+    from support.tiny_llama import build_tiny_llama
+
+    path = edit_config(build_tiny_llama(tmp_path / "llama"), tmp_path / "prequantized",
+                       quantization_config=quantization_config)
+    with pytest.raises(ValueError, match=rf"has a quantization_config \(quant_method {scheme}\): checkpoints shipped "
+                                         r"quantized are not read yet; load the unquantized checkpoint and set "
+                                         r"quantization_mode"):
+        mii_core.pipeline(str(path))

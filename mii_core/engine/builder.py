@@ -18,7 +18,7 @@ from mii_core.engine.inference_engine import InferenceEngine
 from mii_core.engine.model_runner import ModelRunner
 from mii_core.kv_cache import KVCache, KVCacheShape, blocks_for_budget, default_block_size
 from mii_core.kv_cache.manager import KVCacheManager
-from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
+from mii_core.loading.checkpoint import read_hf_config, refuse_prequantized, resolve_model_path
 from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.policy import ArchitecturePolicy
@@ -108,7 +108,8 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     """``ctx`` None: this process's rank from the launcher's environment (joining the process group when
     ``config.tensor_parallel`` > 1)."""
     model_path = resolve_model_path(config.model_name_or_path)
-    policy = load_policy(model_path)
+    policy = load_policy(model_path)  # a family's own refusals first (they name its formats)
+    refuse_prequantized(read_hf_config(model_path), model_path)
     check_tensor_parallel(policy.spec, config.tensor_parallel)  # before any rank loads a weight
     if ctx is None:
         device_type = check_device(config.device).type if config.device else available_devices()[-1].split(":")[0]
