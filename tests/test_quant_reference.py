@@ -76,3 +76,11 @@ def test_full_precision_slot_is_its_parameter():
     slot = WeightSlot((2, 3), torch.device("cpu"), torch.float32)
     slot.copy(slot.buffer(), torch.ones(2, 3), "w")
     assert torch.equal(slot.param.data, torch.ones(2, 3)) and slot.quantized is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_quantizing_in_chunks_changes_nothing(mode):
+    weight = torch.randn(3, 10, 6, generator=torch.Generator().manual_seed(3))
+    whole, chunked = quantize_weight(weight, mode), quantize_weight(weight, mode, chunk_elements=7)
+    assert torch.equal(whole.data.view(torch.uint8), chunked.data.view(torch.uint8))
+    assert torch.equal(whole.scale, chunked.scale) and whole.scale.shape == (3, 10)

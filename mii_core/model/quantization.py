@@ -69,18 +69,30 @@ class QuantizedWeight:
         return self.data.numel() * self.data.element_size() + self.scale.numel() * self.scale.element_size()
 
 
-def quantize_weight(weight: torch.Tensor, mode: str) -> QuantizedWeight:
-    """``weight`` [..., N, K] (any float dtype) quantized row by row in ``mode``."""
+def quantize_weight(weight: torch.Tensor, mode: str, chunk_elements: int = 1 << 24) -> QuantizedWeight:
+    """``weight`` [..., N, K] (any float dtype) quantized row by row in ``mode``, a chunk of rows at a time
+    (float32 temporaries of at most ``chunk_elements`` values, whatever the weight's size)."""
     if mode not in QUANTIZATION_MODES:
         raise ValueError(f"unknown quantization mode {mode!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
-    w = weight.float()
+    rows = weight.reshape(-1, weight.shape[-1])
+    k = rows.shape[1]
+    width = 3 * -(-k // 4) if mode == "wf6af16" else k
+    dtype = torch.uint8 if mode == "wf6af16" else torch.float8_e4m3fn
+    data = torch.empty((rows.shape[0], width), dtype=dtype, device=weight.device)
+    scale = torch.empty(rows.shape[0], dtype=torch.float32, device=weight.device)
+    step = max(1, chunk_elements // max(k, 1))
+    for start in range(0, rows.shape[0], step):
+        data[start:start + step], scale[start:start + step] = _quantize_rows(rows[start:start + step].float(), mode)
+    return QuantizedWeight(data.view(*weight.shape[:-1], width), scale.view(weight.shape[:-1]), mode, k)
+
+
+def _quantize_rows(w: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, float32 scales) of float32 rows [R, K]."""
     if mode == "wf6af16":
         scale = fmt.channel_scales(w, fmt.FP6_MAX)
-        data = fmt.pack_fp6(fmt.encode_e3m2(w / scale.unsqueeze(-1)))
-    else:
-        scale = fmt.channel_scales(w, fmt.FP8_MAX)
-        data = fmt.to_e4m3(w / scale.unsqueeze(-1))
-    return QuantizedWeight(data, scale, mode, weight.shape[-1])
+        return fmt.pack_fp6(fmt.encode_e3m2(w / scale.unsqueeze(-1))), scale
+    scale = fmt.channel_scales(w, fmt.FP8_MAX)
+    return fmt.to_e4m3(w / scale.unsqueeze(-1)), scale
 
 
 @contextlib.contextmanager
