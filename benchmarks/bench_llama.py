@@ -2,6 +2,7 @@
 
     python3 benchmarks/bench_llama.py --out $OUT/bench.json            # H100: ~9 minutes (--time-budget-s)
     python3 benchmarks/bench_llama.py --tiny --out /tmp/bench-tiny.json  # CPU smoke run, toy shapes
+    python3 benchmarks/bench_llama.py --quantization-mode fp8,wf8af16,wf6af16 ...  # each mode beside bf16
 
 Sections run in order, each in a process of its own (sections.py) with a time limit: it may run until the
 sum of its budget and the budgets before it has passed (so time one section leaves over goes to the next),
@@ -25,6 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import floors  # noqa: E402
 import report  # noqa: E402
 from phases import stop_group, write_json  # noqa: E402
 
@@ -38,6 +40,7 @@ PLAN = (
     ("checkpoint", 40, 10),
     ("decode_chain", 25, 10),
     ("ours", 130, 30),
+    ("ours_quant", 150, 30),  # only with --quantization-mode: W3, W2, W1 in each mode
     ("ours_prefix_alt", 40, 20),
     ("hf", 90, 30),
     ("hf_static", 100, 45),
@@ -62,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", default=None, help="Llama checkpoint folder (default /tmp/llama3-8b-random)")
     p.add_argument("--moe-ckpt", default=None, help="Mixtral-shaped checkpoint folder (default /tmp/mixtral-4l-random)")
     p.add_argument("--engine-kwargs", default="{}", help="JSON of keyword options for mii_core.pipeline")
+    p.add_argument("--quantization-mode", default="", help="comma list of " + ",".join(floors.MODE_WEIGHT_BYTES)
+                   + ": our engine runs W3, W2, W1 (and the Mixtral-shaped W1) in each mode too, beside bf16")
     p.add_argument("--tiny", action="store_true", help="tiny float32 models on the CPU: smoke run")
     p.add_argument("--skip-ceilings", action="store_true")
     p.add_argument("--moe-peer-alone", action="store_true",
@@ -76,6 +81,9 @@ def parse_args(argv=None):
     args.w1_requests = args.w1_requests or (8 if args.tiny else 256)
     args.ckpt = args.ckpt or ("/tmp/llama-tiny-random" if args.tiny else "/tmp/llama3-8b-random")
     args.moe_ckpt = args.moe_ckpt or ("/tmp/mixtral-tiny-random" if args.tiny else "/tmp/mixtral-4l-random")
+    args.quantization_modes = [m.strip() for m in args.quantization_mode.split(",") if m.strip()]
+    if not set(args.quantization_modes) <= set(floors.MODE_WEIGHT_BYTES):
+        p.error(f"--quantization-mode from {','.join(floors.MODE_WEIGHT_BYTES)}")
     args.budgets = {k: float(v) for k, v in (kv.split("=") for kv in args.budgets.split(",") if kv)}
     names = {n for n, *_ in PLAN}
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()] if args.sections else None
@@ -95,6 +103,7 @@ def chosen_sections(args):
         wanted = {"checkpoint"}
         wanted |= set() if args.skip_ceilings else {"ceilings", "decode_chain"}
         wanted |= {"ours"} if ours and wl & {"W1", "W2", "W3", "W4"} else set()
+        wanted |= {"ours_quant"} if ours and args.quantization_modes and wl & {"W1", "W2", "W3"} else set()
         wanted |= {"ours_prefix_alt"} if ours and "W4" in wl else set()
         wanted |= {"hf"} if hf and wl & {"W1", "W2", "W3"} else set()
         wanted |= {"hf_static"} if "hf_static" in args.systems and "W2" in wl else set()

@@ -14,8 +14,16 @@ the first step, all prompts are prefilled in that step (a shared prefix once), a
   read bandwidth. KV writes, activations and the embedding gather are left out: this stays a lower bound.
 
 The larger of the two is the floor a figure is held against.
+
+Quantized weights (``quantization_mode``): the matmul weights (dense and experts) are read at the mode's
+bytes per weight (``MODE_WEIGHT_BYTES``; the per-row float32 scales, 4 bytes per row, are left out) while
+the LM head and the KV cache keep the model's dtype; "fp8"'s FP8 tensor cores are taken at twice the
+measured 16-bit matmul rate (``MODE_FLOPS_FACTOR``: Hopper's and Ada's peak ratio, not measured here).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+MODE_WEIGHT_BYTES = {"fp8": 1.0, "wf8af16": 1.0, "wf6af16": 0.75}
+MODE_FLOPS_FACTOR = {"fp8": 2.0}
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Geometry:
     experts: int = 1
     top_k: int = 1
     sliding_window: int = 0  # 0: full attention
+    weight_bytes: float = 0  # bytes per dense/expert matmul weight; 0: dtype_bytes (a quantized mode sets it)
 
     @classmethod
     def from_config(cls, cfg, dtype_bytes):
@@ -49,6 +58,14 @@ class Geometry:
                    expert_params=layers * experts * mlp if moe else 0, experts=experts,
                    top_k=cfg.get("num_experts_per_tok") or 1, sliding_window=cfg.get("sliding_window") or 0)
 
+    def quantized(self, mode):
+        """This geometry with its matmul weights in quantization mode ``mode`` (None: unchanged)."""
+        return self if mode is None else replace(self, weight_bytes=MODE_WEIGHT_BYTES[mode])
+
+    @property
+    def matmul_weight_bytes(self):
+        return self.weight_bytes or self.dtype_bytes
+
     @property
     def kv_bytes_per_token(self):
         return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
@@ -56,7 +73,7 @@ class Geometry:
     @property
     def streamed_weight_bytes(self):
         """Weights a step touching every expert reads: every matmul weight (the embedding is only gathered)."""
-        return (self.dense_params + self.expert_params + self.head_params) * self.dtype_bytes
+        return (self.dense_params + self.expert_params) * self.matmul_weight_bytes + self.head_params * self.dtype_bytes
 
     def active_params(self):
         """Matmul params one token passes, LM head excluded."""
@@ -65,7 +82,8 @@ class Geometry:
     def step_weight_bytes(self, tokens):
         """Weights one step with `tokens` tokens must read: the experts they can reach, at most all."""
         reach = min(1.0, tokens * self.top_k / self.experts) if self.expert_params else 1.0
-        return (self.dense_params + self.head_params + self.expert_params * reach) * self.dtype_bytes
+        return (self.dense_params + self.expert_params * reach) * self.matmul_weight_bytes \
+            + self.head_params * self.dtype_bytes
 
     def attention_flops(self, keys):
         return 4 * self.layers * self.heads * self.head_dim * keys

@@ -1,11 +1,13 @@
 #!/bin/sh
 # The GPU correctness run of issue 8 in one call: the Triton kernel tests (compiled, with their real-shape
-# bf16 cases) and benchmarks/gpu_parity.py (every architecture against HF transformers), each logged.
+# bf16 cases; the quantized linear and experts of issue 18 among them) and benchmarks/gpu_parity.py (every
+# architecture against HF transformers), and tests/test_quant_parity.py (each quantization mode's greedy
+# output against its PyTorch reference, every architecture, on the GPU's kernels), each logged.
 #
 #     sh benchmarks/gpu_checks.sh "$OUT"        (from the repository root; carry .whl as for gpu_setup.sh)
 #
-# Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log and FOLDER/summary.txt; exits 1 if
-# either check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
+# Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log,
+# FOLDER/quant_parity.log and FOLDER/summary.txt; exits 1 if any check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
 # GPU_CHECKS_SETUP=0 skips the set-up (an environment that has everything already, e.g. `make install`'s
 # .venv activated: a CPU dry run of this file). PARITY_ARGS go to every gpu_parity.py process (e.g.
 # "--no-bf16": the float32 checks only); KERNEL_SHARDS, PARITY_SHARDS, CHECKS_BUDGET_S as below.
@@ -58,6 +60,10 @@ while [ "$i" -lt "$parity_shards" ]; do
     parity_pids="$parity_pids $!"
     i=$((i + 1))
 done
+# each quantization mode's greedy parity (its engines take a fixed 64-block KV cache: see the test)
+timeout "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout tests/test_quant_parity.py \
+    > "$work/quant-parity.log" 2>&1 &
+quant_pid=$!
 parity=0
 for pid in $parity_pids; do wait "$pid" || parity=1; done  # 124: cut at the budget
 for log in "$work"/parity-*.log; do echo "== $log"; cat "$log"; done > "$out/parity.log"
@@ -65,6 +71,9 @@ kernels=0
 for pid in $shard_pids; do wait "$pid" || kernels=1; done
 [ -s "$ids" ] || kernels=1
 for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/kernels.log"
+quant=0
+wait "$quant_pid" || quant=1
+cp "$work/quant-parity.log" "$out/quant_parity.log"
 
 {
     echo "kernel tests (rc $kernels), one line per process (a process cut at ${budget} s ends mid-run):"
@@ -73,5 +82,7 @@ for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/ke
     grep '\[parity\] summary' "$out/parity.log" | sed 's/^/    /'
     echo "    $(grep -c '\[parity\] summary' "$out/parity.log") of $parity_shards processes finished within ${budget} s"
     grep -E '^\[parity\] FAIL' "$out/parity.log"
+    echo "quantization parity (rc $quant): $(tail -1 "$out/quant_parity.log")"
+    grep -E '^FAILED' "$out/quant_parity.log"
 } | tee "$out/summary.txt"
-[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ]
+[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ] && [ "$quant" -eq 0 ]

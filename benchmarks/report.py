@@ -3,6 +3,7 @@ the run), one row per workload with mii-core, the peers, the floor and the ratio
 Pure Python: the runner holds no torch, and the report can be rebuilt from a results JSON on any machine."""
 
 import floors
+import report_quant
 import workloads as wls
 
 PEERS = (("hf_generate", "HF generate"), ("hf_cb", "HF continuous batching"), ("hf_static", "HF static cache + compile"))
@@ -37,6 +38,7 @@ def workload_floors(res):
     args, out = res["args"], {"read_Bps": bw, "read_source": source, "matmul_flops": ceil["matmul_flops"]}
     models = {"llama": res.get("checkpoint"), "moe": res.get("moe_checkpoint")}
     jobs = [(w, "llama", w) for w in ("W1", "W2", "W3", "W4") if w in args["workloads"]] + [("MOE_W1", "moe", "W1")]
+    geometries, lengths = {}, {}  # for the quantization modes' floors
     for key, model, name in jobs:
         ck = models[model]
         if not ck:
@@ -46,6 +48,9 @@ def workload_floors(res):
         out[key] = floors.workload_floor(geo, [len(p) for p in wl.prompts], wl.max_new_tokens, ceil["matmul_flops"],
                                          bw, wl.shared_prefix_len)
         out[key]["streamed_weight_bytes"] = geo.streamed_weight_bytes
+        geometries[key] = geo
+        lengths[key] = ([len(p) for p in wl.prompts], wl.max_new_tokens, wl.shared_prefix_len)
+    out.update(report_quant.mode_floors({**res, "floors": out}, geometries, lengths))
     return out
 
 
@@ -118,6 +123,7 @@ def rows(res):
     add("Mixtral-shaped W1", "output tok/s", True, "output_tokens_per_s",
         {"ours": "ours.moe_W1", "hf_generate": "hf_generate.moe_W1"}, w.get("output_tokens_per_s"), w.get("bound"),
         n1)
+    out += report_quant.rows(res, _row, lambda key, field: _value(_fig(res, key), field))
     return [r for r in out if any(v is not None for v in r["values"].values())]
 
 
@@ -167,7 +173,8 @@ def targets(res):
         ("W4: prefix cache on >= 4x faster than off", w4, w4 and w4 >= 4),
         ("Mixtral-shaped W1 >= 10x HF generate", vs(moe, "hf_generate"), vs(moe, "hf_generate") and vs(moe, "hf_generate") >= 10),
     ]
-    return [{"target": t, "value": v, "met": None if v is None else bool(m)} for t, v, m in items]
+    return [{"target": t, "value": v, "met": None if v is None else bool(m)} for t, v, m in items] \
+        + report_quant.targets(res)
 
 
 def complete(res):

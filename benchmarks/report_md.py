@@ -13,7 +13,7 @@ def _main_table(res, peers, fmt):
     body = []
     keys = {"W1": "W1", "W2": "W2", "W3": "W3", "Mixtral-shaped W1": "MOE_W1"}
     for r in res.get("table", []):
-        f = fl.get(keys.get(r["workload"], r["workload"]), {})
+        f = fl.get(r.get("floor_key") or keys.get(r["workload"], r["workload"]), {})
         cells = [r["workload"], r["metric"], fmt(r["values"].get("ours"))]
         for sys_name, _ in peers:
             v = r["values"].get(sys_name)
@@ -21,7 +21,8 @@ def _main_table(res, peers, fmt):
         cells.append(f"{fmt(r['floor'])} ({r['bound']})" if r["floor"] else "–")
         cells.append(_bounds(r, f, fmt))
         cells.append(f"{r['x_floor']:.2f}×" if r["x_floor"] else "–")
-        cells.append(", ".join(f"{v:.1f}× {dict(peers)[s]}" if v >= 1 else f"{v:.2f}× {dict(peers)[s]}"
+        labels = {**dict(peers), "ours_bf16": "mii-core bf16"}  # a quantization mode's row: against bf16
+        cells.append(", ".join(f"{v:.1f}× {labels[s]}" if v >= 1 else f"{v:.2f}× {labels[s]}"
                                for s, v in r["speedup_vs"].items()) or "–")
         body.append(cells)
     return _table(head, body)

@@ -83,15 +83,15 @@ def run_ours(ph, prefix, path, engine_kwargs, jobs, warm_prompt):
         _free_device()
 
 
-def _ours_jobs(ctx, names, w4_key):
+def _ours_jobs(ctx, names, w4_key, prefix="ours"):
     args, jobs = ctx.args, []
     for name in names:
         wl = ctx.workload(name)
         if name == "W2":
-            jobs.append(("ours.W2", lambda call, wl=wl: latency(call, wl.prompts[0], wl.max_new_tokens[0],
-                                                                args.w2_repeats)))
+            jobs.append((f"{prefix}.W2", lambda call, wl=wl: latency(call, wl.prompts[0], wl.max_new_tokens[0],
+                                                                     args.w2_repeats)))
         else:
-            jobs.append((w4_key if name == "W4" else f"ours.{name}", lambda call, wl=wl: throughput(call, wl)))
+            jobs.append((w4_key if name == "W4" else f"{prefix}.{name}", lambda call, wl=wl: throughput(call, wl)))
     return jobs
 
 
@@ -104,6 +104,16 @@ def ours_section(ph, ctx):
     names = [w for w in ("W3", "W2", "W1", "W4") if w in ctx.args.workloads]
     run_ours(ph, "ours", ctx.args.ckpt, ours.parse_kwargs(ctx.args.engine_kwargs), _ours_jobs(ctx, names, w4_key),
              ctx.workload("W2").prompts[0][:16])
+
+
+def ours_quant_section(ph, ctx):
+    """Our engine in each --quantization-mode (an engine per mode): W3, W2, W1, figures "ours_<mode>.W<n>"."""
+    import ours
+    names = [w for w in ("W3", "W2", "W1") if w in ctx.args.workloads]
+    for mode in ctx.args.quantization_modes:
+        kw = {**ours.parse_kwargs(ctx.args.engine_kwargs), "quantization_mode": mode}
+        run_ours(ph, f"ours_{mode}", ctx.args.ckpt, kw, _ours_jobs(ctx, names, None, prefix=f"ours_{mode}"),
+                 ctx.workload("W2").prompts[0][:16])
 
 
 def ours_prefix_alt_section(ph, ctx):
@@ -224,6 +234,10 @@ def mixtral_section(ph, ctx):
         ph.deadline -= hf_reserve  # our run must leave the peer its share
         run_ours(ph, "ours_moe", ck["path"], ours.parse_kwargs(args.engine_kwargs),
                  [("ours.moe_W1", lambda call: throughput(call, wl))], wl.prompts[0][:16])
+        for mode in getattr(args, "quantization_modes", []):  # each mode beside bf16
+            run_ours(ph, f"ours_moe_{mode}", ck["path"], {**ours.parse_kwargs(args.engine_kwargs),
+                                                           "quantization_mode": mode},
+                     [(f"ours_{mode}.moe_W1", lambda call: throughput(call, wl))], wl.prompts[0][:16])
         ph.deadline += hf_reserve
     if "hf_generate" in args.systems:
         import hf_peers
@@ -238,6 +252,7 @@ SECTIONS = {
     "checkpoint": checkpoint_section,
     "decode_chain": decode_chain_section,
     "ours": ours_section,
+    "ours_quant": ours_quant_section,
     "ours_prefix_alt": ours_prefix_alt_section,
     "hf": hf_section,
     "hf_static": hf_static_section,

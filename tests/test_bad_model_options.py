@@ -35,8 +35,9 @@ def engine_options(state_manager=None, **sections):
         (engine_options(tensor_parallel={"tp_size": 2}),
          r"inference_engine_config\.tensor_parallel\.tp_size=2 differs from tensor_parallel=1; set the model option"),
         (engine_options({"offload": True}), r"inference_engine_config\.state_manager\.offload=True is not supported"),
-        (engine_options(quantization={"quantization_mode": "wf6af16"}),
-         r"inference_engine_config\.quantization\.quantization_mode='wf6af16' is not supported"),
+        (engine_options(quantization={"quantization_mode": "int4"}),
+         r"inference_engine_config\.quantization\.quantization_mode='int4' is not a quantization mode; choose one "
+         r"of fp8, wf8af16, wf6af16"),
         # strict types where a conversion would change meaning
         (engine_options({"memory_config": {"mode": "allocate", "size": 1.7}}),
          r"'allocate' needs size = a whole number of KV blocks .*got size=1\.7"),

@@ -63,3 +63,14 @@ def test_llama3_8b_geometry_and_brief_w1_figures():
     assert f["bound"] == "memory"
     # the brief counts all 16.06 GB of weights per step (10.9 s); the embedding is only gathered, so 15.01
     assert f["memory_s"] == pytest.approx((1016 * 15.01e9 + 16.47e12) / 3.0e12, rel=0.002)
+
+
+def test_quantized_weights_are_read_at_the_modes_bytes():
+    # UNIT at 2 bytes per value: FP8 reads the 10 matmul weights at 1 byte, FP6 at 0.75; the LM head (5)
+    # and the KV cache (8 bytes per token) keep 2
+    bf16 = floors.Geometry(layers=1, heads=1, kv_heads=1, head_dim=2, dense_params=10, head_params=5, dtype_bytes=2)
+    assert bf16.quantized(None) is bf16
+    assert bf16.quantized("fp8").streamed_weight_bytes == 10 * 1 + 5 * 2
+    assert bf16.quantized("wf6af16").step_weight_bytes(1) == 10 * 0.75 + 5 * 2
+    f = floors.workload_floor(bf16.quantized("wf8af16"), [3, 2], [2, 1], matmul_flops=1e9, read_Bps=1)
+    assert f["memory_s"] == 20 + 20 + 4 * 8  # weights in each of 2 steps + 4 tokens of KV in the decode step

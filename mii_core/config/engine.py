@@ -1,6 +1,6 @@
 """Engine knobs, shaped like DeepSpeed's RaggedInferenceEngineConfig (``inference_engine_config``).
 
-DeepSpeed keys that mii-core does not honour yet (``state_manager.offload``, ``quantization.quantization_mode``) are recognised and refused, never ignored.
+DeepSpeed keys that mii-core does not honour yet (``state_manager.offload``) are recognised and refused, never ignored.
 """
 from __future__ import annotations
 
@@ -15,6 +15,18 @@ def refuse_unsupported(option: str, value: Any, default: Any, coming: str) -> No
     """One message shape for a DeepSpeed option that is recognised but not implemented yet."""
     if value != default:
         raise ValueError(f"{option}={value!r} is not supported yet ({coming}); leave it at {default!r}")
+
+
+# weight quantization modes (MII's names): "fp8" FP8 e4m3 weights and, for steps of many tokens, activations;
+# "wf8af16" FP8 e4m3 weights only; "wf6af16" 6-bit e3m2 float weights only (FP6-LLM's format)
+QUANTIZATION_MODES = ("fp8", "wf8af16", "wf6af16")
+
+
+def check_quantization_mode(option: str, mode: Optional[str]) -> None:
+    """An unknown mode is a ValueError listing the valid ones."""
+    if mode is not None and mode not in QUANTIZATION_MODES:
+        raise ValueError(f"{option}={mode!r} is not a quantization mode; choose one of "
+                         f"{', '.join(QUANTIZATION_MODES)} (or leave it unset for none)")
 
 
 class KVCacheMemoryConfig(StrictModel):
@@ -75,12 +87,13 @@ class TensorParallelConfig(StrictModel):
 
 
 class QuantizationConfig(StrictModel):
+    """DeepSpeed's ``quantization`` key; the same modes as the model option ``quantization_mode``
+    (ModelConfig checks that the two agree)."""
     quantization_mode: Optional[str] = None
 
     @model_validator(mode="after")
-    def _check_supported(self) -> "QuantizationConfig":
-        refuse_unsupported("inference_engine_config.quantization.quantization_mode", self.quantization_mode,
-                           None, "quantization comes in a later release")
+    def _check_mode(self) -> "QuantizationConfig":
+        check_quantization_mode("inference_engine_config.quantization.quantization_mode", self.quantization_mode)
         return self
 
 

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mii_core.config.base import StrictModel
 from mii_core.config.chat_template import chat_template_text
-from mii_core.config.engine import EngineConfig, refuse_unsupported
+from mii_core.config.engine import EngineConfig, check_quantization_mode
 from mii_core.config.replicas import ReplicaConfig
 
 DeviceMap = Union[Literal["auto"], int, list[int], list[list[int]], dict[str, list[list[int]]]]
@@ -67,7 +67,7 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_supported(self) -> "ModelConfig":
-        refuse_unsupported("quantization_mode", self.quantization_mode, None, "quantization comes in a later release")
+        self._agree_on_quantization()
         tp_size = self.inference_engine_config.tensor_parallel.tp_size
         if tp_size not in (1, self.tensor_parallel):
             raise ValueError(f"inference_engine_config.tensor_parallel.tp_size={tp_size} differs from tensor_parallel="
@@ -76,6 +76,21 @@ class ModelConfig(StrictModel):
         if self.tokenizer is None:
             self.tokenizer = self.model_name_or_path
         return self
+
+    def _agree_on_quantization(self) -> None:
+        """The model option and DeepSpeed's key name one mode: either may be set, both only alike; the
+        other is filled in, so readers may use either."""
+        check_quantization_mode("quantization_mode", self.quantization_mode)
+        deepspeed = self.inference_engine_config.quantization
+        if None not in (self.quantization_mode, deepspeed.quantization_mode) and \
+                self.quantization_mode != deepspeed.quantization_mode:
+            raise ValueError(f"quantization_mode={self.quantization_mode!r} differs from inference_engine_config."
+                             f"quantization.quantization_mode={deepspeed.quantization_mode!r}; set one of them")
+        mode = self.quantization_mode or deepspeed.quantization_mode
+        if self.quantization_mode != mode:  # assigning validates again: only when it changes
+            self.quantization_mode = mode
+        if deepspeed.quantization_mode != mode:
+            deepspeed.quantization_mode = mode
 
     @model_validator(mode="after")
     def _one_config_per_replica(self) -> "ModelConfig":

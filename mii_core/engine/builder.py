@@ -18,10 +18,12 @@ from mii_core.engine.inference_engine import InferenceEngine
 from mii_core.engine.model_runner import ModelRunner
 from mii_core.kv_cache import KVCache, KVCacheShape, blocks_for_budget, default_block_size
 from mii_core.kv_cache.manager import KVCacheManager
-from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
+from mii_core.loading.checkpoint import read_hf_config, refuse_prequantized, resolve_model_path
 from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.policy import ArchitecturePolicy
+from mii_core.model.parameters import quantized_bytes
+from mii_core.model.quantization import building_quantized
 from mii_core.model.sharding import check_tensor_parallel, local_kv_heads
 from mii_core.plugins import get_plugins
 from mii_core.plugins.manager import ALLOW_ENV
@@ -81,7 +83,9 @@ def choose_dtype(config: ModelConfig, policy: ArchitecturePolicy, device: torch.
         return _DTYPES[config.dtype]
     if device.type == "cpu":
         return torch.float32  # CPU half-precision matmuls are slow and less exact
-    return _DTYPES.get(policy.spec.checkpoint_dtype or "", torch.bfloat16)
+    dtype = _DTYPES.get(policy.spec.checkpoint_dtype or "", torch.bfloat16)
+    # quantizing is for speed: a float32 checkpoint then runs bfloat16 activations (dtype='float32' still can)
+    return torch.bfloat16 if config.quantization_mode and dtype == torch.float32 else dtype
 
 
 def load_policy(model_path: Path) -> ArchitecturePolicy:
@@ -104,7 +108,8 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     """``ctx`` None: this process's rank from the launcher's environment (joining the process group when
     ``config.tensor_parallel`` > 1)."""
     model_path = resolve_model_path(config.model_name_or_path)
-    policy = load_policy(model_path)
+    policy = load_policy(model_path)  # a family's own refusals first (they name its formats)
+    refuse_prequantized(read_hf_config(model_path), model_path)
     check_tensor_parallel(policy.spec, config.tensor_parallel)  # before any rank loads a weight
     if ctx is None:
         device_type = check_device(config.device).type if config.device else available_devices()[-1].split(":")[0]
@@ -112,8 +117,12 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     device = choose_device(config, ctx)
     dtype = choose_dtype(config, policy, device)
     kernels = KernelSet(device.type, get_plugins().kernels)
-    model = policy.build_model(ctx, kernels, device, dtype).eval()
+    mode = config.quantization_mode
+    with building_quantized(mode):  # the linears quantize their weights as they load, layer by layer
+        model = policy.build_model(ctx, kernels, device, dtype).eval()
     load_weights(model, policy, model_path, show_progress=show_progress and ctx.rank == 0)  # one bar, not N
+    if mode is not None:
+        log.info("weights quantized to %s: %.3f GB in linear layers and experts", mode, quantized_bytes(model) / 1e9)
     state_config = config.inference_engine_config.state_manager
     spec = policy.spec
     shape = KVCacheShape(spec.num_layers, local_kv_heads(spec.num_kv_heads, ctx.world_size), spec.head_dim,

@@ -6,7 +6,9 @@ Engine parameters: ``router.weight`` [E, H]; ``experts.gate_up`` [E, 2F, H] and 
 :mod:`mii_core.model.mlp`) and, when it is gated, ``shared_expert_gate.weight`` [1, H]. Checkpoint
 tensors load by shard id: ``"{e}.gate"`` / ``"{e}.up"`` / ``"{e}.down"`` for one expert's matrix (HF
 per-expert layout), ``"{e}"`` for one expert's fused [2F, H], None for the whole stack.
-Under tensor parallelism each rank holds a 1/N slice of every expert's F axis.
+Under tensor parallelism each rank holds a 1/N slice of every expert's F axis. Built in a quantization
+mode, both stacks load into quantizing :class:`WeightSlot` objects (one scale per expert and output row) and
+run through the ``quant_moe_experts`` op; the router stays in the model's dtype.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from torch import nn
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.activations import GATED_ACTIVATIONS
 from mii_core.model.ops import KernelOps
-from mii_core.model.parameters import ShardId, copy_checking_shape, empty_parameter, load_whole
+from mii_core.model.parameters import ShardId, WeightSlot, empty_parameter, load_whole
+from mii_core.model.quantization import building_mode
 from mii_core.model.spec import DecoderSpec
 
 
@@ -29,8 +32,9 @@ class Experts(nn.Module):
         if intermediate % ctx.world_size:
             raise ValueError(f"expert width {intermediate} does not divide over {ctx.world_size} ranks")
         self.ctx, self.local_f = ctx, intermediate // ctx.world_size
-        self.gate_up = empty_parameter((num_experts, 2 * self.local_f, hidden), device, dtype)
-        self.down = empty_parameter((num_experts, hidden, self.local_f), device, dtype)
+        self.gate_up_slot = WeightSlot((num_experts, 2 * self.local_f, hidden), device, dtype, building_mode())
+        self.down_slot = WeightSlot((num_experts, hidden, self.local_f), device, dtype, building_mode())
+        self.gate_up, self.down = self.gate_up_slot.param, self.down_slot.param
         self.gate_up.weight_loader = self._load_gate_up
         self.down.weight_loader = self._load_down
 
@@ -40,9 +44,10 @@ class Experts(nn.Module):
 
     def _load_gate_up(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: ShardId, name: str = "") -> None:
         expert, part = _parse(shard_id)
+        slot, stack = self.gate_up_slot, self.gate_up_slot.buffer()
         if part is not None:  # one expert's gate or up matrix [F, H]
             offset = 0 if part == "gate" else self.local_f
-            copy_checking_shape(param.data[expert].narrow(0, offset, self.local_f), self._rank_slice(loaded, 0), name)
+            slot.copy(stack[expert].narrow(0, offset, self.local_f), self._rank_slice(loaded, 0), name)
             return
         if expert is None and (loaded.dim() != 3 or loaded.shape[0] != param.shape[0]):
             raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}; a fused expert "
@@ -54,13 +59,22 @@ class Experts(nn.Module):
                 raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}; a fused expert "
                                  "gate|up tensor must be [2F, H] per expert or [E, 2F, H] for all")
             gate, up = matrix.chunk(2, dim=0)
-            copy_checking_shape(param.data[e, :self.local_f], self._rank_slice(gate, 0), name)
-            copy_checking_shape(param.data[e, self.local_f:], self._rank_slice(up, 0), name)
+            slot.copy(stack[e, :self.local_f], self._rank_slice(gate, 0), name)
+            slot.copy(stack[e, self.local_f:], self._rank_slice(up, 0), name)
 
     def _load_down(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: ShardId, name: str = "") -> None:
         expert, _part = _parse(shard_id)
-        target = param.data if expert is None else param.data[expert]
-        copy_checking_shape(target, self._rank_slice(loaded, loaded.dim() - 1), name)
+        stack = self.down_slot.buffer()
+        target = stack if expert is None else stack[expert]
+        self.down_slot.copy(target, self._rank_slice(loaded, loaded.dim() - 1), name)
+
+    def forward(self, kernels: KernelOps, hidden: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
+                 activation: str) -> torch.Tensor:
+        """Every token through its experts, by the op that matches how the stacks are held."""
+        gate_up, down = self.gate_up_slot.quantized, self.down_slot.quantized
+        if gate_up is not None and down is not None:
+            return kernels.quant_moe_experts(hidden, weights, ids, gate_up, down, activation)
+        return kernels.moe_experts(hidden, weights, ids, self.gate_up, self.down, activation)
 
 
 def _parse(shard_id: ShardId) -> tuple[int | None, str | None]:
@@ -100,7 +114,7 @@ class MoE(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         router_logits = self.kernels.linear(hidden, self.router.weight, None)
         weights, ids = top_k_gating(router_logits, self.moe.experts_per_token, self.moe.renormalize)
-        out = self.kernels.moe_experts(hidden, weights, ids, self.experts.gate_up, self.experts.down, self.activation)
+        out = self.experts(self.kernels, hidden, weights, ids, self.activation)
         out = self.ctx.all_reduce(out)
         if self.shared_expert is None:
             return out

@@ -46,6 +46,17 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     ``x`` [T, H]; ``topk_ids`` [T, k] int64 expert of each of a token's k picks, ``topk_weights`` [T, k]
     float32 their weights; ``w_gate_up`` [E, 2F, H] ([gate | up] rows per expert), ``w_down`` [E, H, F].
     Returns sum_j topk_weights[t, j] · down_e(act(gate_e x) · up_e x) with e = topk_ids[t, j], in x's dtype.
+``quant_linear(x, weight: QuantizedWeight, bias) -> Tensor``
+    As ``linear`` with a quantized [N, K] weight (``mii_core.model.quantization``: codes, float32 scale per
+    output row, mode): ``x @ weight.dequantize().T + bias`` in x's dtype, products summed in float32. In
+    mode "fp8" a step of more than ``FP8_WEIGHT_ONLY_MAX_TOKENS`` (8) tokens first takes x through a
+    per-tensor e4m3 quantization (``quant_formats.fake_quantize_e4m3``: one dynamic scale, amax/448, over
+    the whole step), as the FP8 tensor-core GEMM does; fewer tokens, and the other modes, use x as it is.
+    A device that cannot run FP8 GEMMs may keep x as it is (weight-only, more precise), saying so once in
+    the log; never anything less precise.
+``quant_moe_experts(x, topk_weights, topk_ids, w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation)``
+    As ``moe_experts`` with the stacks quantized ([E, 2F, H] and [E, H, F], scales [E, 2F] and [E, H]);
+    weight-only in every mode (x is never quantized: an expert sees few tokens per step).
 
 What blocks do with torch directly, and why not through an op: embedding lookups (a gather, no
 arithmetic worth a kernel: ``parallel.py``), the collectives of tensor parallelism (``ParallelContext``),
@@ -70,10 +81,11 @@ if TYPE_CHECKING:  # torch only for the annotations: importing this module must 
     import torch
 
     from mii_core.batch import RaggedBatch
+    from mii_core.model.quantization import QuantizedWeight
 
 # the ops every built-in block uses; listed by `mii-core plugins`
 OP_NAMES = ("rms_norm", "layer_norm", "rotary_write_kv", "paged_attention", "gated_activation", "moe_experts",
-            "linear")
+            "linear", "quant_linear", "quant_moe_experts")
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,13 @@ class KernelOps(Protocol):
     def moe_experts(self, x: "torch.Tensor", topk_weights: "torch.Tensor", topk_ids: "torch.Tensor",
                     w_gate_up: "torch.Tensor", w_down: "torch.Tensor", activation: str) -> "torch.Tensor": ...
 
+    def quant_linear(self, x: "torch.Tensor", weight: "QuantizedWeight",
+                     bias: Optional["torch.Tensor"]) -> "torch.Tensor": ...
+
+    def quant_moe_experts(self, x: "torch.Tensor", topk_weights: "torch.Tensor", topk_ids: "torch.Tensor",
+                          w_gate_up: "QuantizedWeight", w_down: "QuantizedWeight",
+                          activation: str) -> "torch.Tensor": ...
+
     def op(self, name: str) -> Callable[..., Any]: ...
 
 
@@ -172,3 +191,9 @@ class KernelSet:
 
     def moe_experts(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation):
         return self.op("moe_experts")(x, topk_weights, topk_ids, w_gate_up, w_down, activation)
+
+    def quant_linear(self, x, weight, bias):
+        return self.op("quant_linear")(x, weight, bias)
+
+    def quant_moe_experts(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation):
+        return self.op("quant_moe_experts")(x, topk_weights, topk_ids, w_gate_up, w_down, activation)

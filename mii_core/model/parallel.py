@@ -1,7 +1,9 @@
 """The linear layers and embeddings that shard themselves over tensor-parallel ranks when weights are loaded.
 
 Each parameter carries a ``weight_loader(param, loaded, shard_id)``: sharding for tensor parallelism
-lives with the layer, so architecture plugins only say which checkpoint tensor goes where.
+lives with the layer, so architecture plugins only say which checkpoint tensor goes where. A linear made
+inside ``quantization.building_quantized(mode)`` keeps its weight in a quantizing :class:`WeightSlot`
+and multiplies through the ``quant_linear`` op; embeddings and the LM head are never quantized.
 """
 from __future__ import annotations
 
@@ -11,10 +13,27 @@ import torch
 from torch import nn
 
 from mii_core.distributed.parallel_context import ParallelContext
-from mii_core.model.parameters import ShardId, copy_checking_shape, empty_parameter, load_whole
+from mii_core.model.parameters import (ShardId, WeightSlot, copy_checking_shape, empty_parameter, load_into_slot,
+                                       load_whole)
+from mii_core.model.quantization import building_mode
 
 
-class ColumnParallelLinear(nn.Module):
+class _SlotLinear(nn.Module):
+    """What the linears share: a weight in a :class:`WeightSlot` (quantized when the model is built in a
+    quantization mode) and the product through the matching op."""
+
+    def _make_weight(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> None:
+        self.weight_slot = WeightSlot(shape, device, dtype, building_mode())
+        self.weight = self.weight_slot.param
+
+    def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        quantized = self.weight_slot.quantized
+        if quantized is not None:
+            return self.kernels.quant_linear(x, quantized, bias)
+        return self.kernels.linear(x, self.weight, bias)
+
+
+class ColumnParallelLinear(_SlotLinear):
     """y = x Wᵀ with W's output rows split over ranks; ``parts`` lists fused outputs (q|k|v, gate|up) by their
     full sizes. ``part_slices`` gives this rank's (start, size) within each part where it is not an even
     1/N split (KV heads replicated over more ranks than there are heads)."""
@@ -32,7 +51,7 @@ class ColumnParallelLinear(nn.Module):
         self.part_slices = list(part_slices)
         self.local_parts = [size for _start, size in self.part_slices]
         self.part_names = list(part_names) if part_names else list(range(len(parts)))
-        self.weight = empty_parameter((sum(self.local_parts), in_features), device, dtype)
+        self._make_weight((sum(self.local_parts), in_features), device, dtype)
         self.weight.weight_loader = self._load
         self.bias = empty_parameter((sum(self.local_parts),), device, dtype) if bias else None
         if self.bias is not None:
@@ -49,7 +68,11 @@ class ColumnParallelLinear(nn.Module):
         start, size = self.part_slices[index]
         # the whole part is narrowed to this rank's rows; a tensor of exactly those rows is taken as it is
         local = loaded.narrow(0, start, size) if loaded.shape[0] == self.full_parts[index] else loaded
-        copy_checking_shape(param.data.narrow(0, sum(self.local_parts[:index]), size), local, name)
+        rows = sum(self.local_parts[:index])
+        if param is self.weight:
+            self.weight_slot.copy(self.weight_slot.buffer().narrow(0, rows, size), local, name)
+        else:
+            copy_checking_shape(param.data.narrow(0, rows, size), local, name)
 
     def _load_fused(self, param: nn.Parameter, loaded: torch.Tensor, name: str) -> None:
         """A checkpoint tensor holding every part back to back ([q | k | v]): split, then load each part."""
@@ -62,10 +85,10 @@ class ColumnParallelLinear(nn.Module):
             self._load(param, piece, part, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.kernels.linear(x, self.weight, self.bias)
+        return self._product(x, self.bias)
 
 
-class RowParallelLinear(nn.Module):
+class RowParallelLinear(_SlotLinear):
     """y = x Wᵀ with W's input columns split over ranks; partial sums are all-reduced, then bias added."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, ctx: ParallelContext, kernels,
@@ -75,7 +98,7 @@ class RowParallelLinear(nn.Module):
             raise ValueError(f"input size {in_features} does not divide over {ctx.world_size} ranks")
         self.ctx, self.kernels = ctx, kernels
         self.local_in = in_features // ctx.world_size
-        self.weight = empty_parameter((out_features, self.local_in), device, dtype)
+        self._make_weight((out_features, self.local_in), device, dtype)
         self.weight.weight_loader = self._load_weight
         self.bias = empty_parameter((out_features,), device, dtype) if bias else None
         if self.bias is not None:
@@ -84,28 +107,28 @@ class RowParallelLinear(nn.Module):
     def _load_weight(self, param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:
         local = loaded.narrow(1, self.ctx.rank * self.local_in, self.local_in) if loaded.dim() == 2 and \
             loaded.shape[1] == self.local_in * self.ctx.world_size else loaded
-        copy_checking_shape(param.data, local, name)
+        self.weight_slot.copy(self.weight_slot.buffer(), local, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.ctx.all_reduce(self.kernels.linear(x, self.weight, None))
+        out = self.ctx.all_reduce(self._product(x, None))
         return out if self.bias is None else out + self.bias
 
 
-class ReplicatedLinear(nn.Module):
+class ReplicatedLinear(_SlotLinear):
     """y = x Wᵀ + b, whole on every rank (small projections: project in/out, routers)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, kernels, device: torch.device,
                  dtype: torch.dtype):
         super().__init__()
         self.kernels = kernels
-        self.weight = empty_parameter((out_features, in_features), device, dtype)
-        self.weight.weight_loader = load_whole
+        self._make_weight((out_features, in_features), device, dtype)
+        self.weight.weight_loader = load_into_slot(self.weight_slot)
         self.bias = empty_parameter((out_features,), device, dtype) if bias else None
         if self.bias is not None:
             self.bias.weight_loader = load_whole
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.kernels.linear(x, self.weight, self.bias)
+        return self._product(x, self.bias)
 
 
 class ReplicatedEmbedding(nn.Module):

@@ -9,6 +9,8 @@ _OPS = {
     "gated_activation": "mii_kernels.torch_ref.activations:gated_activation",
     "moe_experts": "mii_kernels.torch_ref.moe:moe_experts",
     "linear": "mii_kernels.torch_ref.linear:linear",
+    "quant_linear": "mii_kernels.torch_ref.quant_linear:quant_linear",
+    "quant_moe_experts": "mii_kernels.torch_ref.quant_linear:quant_moe_experts",
 }
 
 

@@ -18,6 +18,10 @@ Three launches and two small PyTorch ops, none of which synchronises with the ho
    token are then summed in float32 and cast to x's dtype.
 Rounding follows the reference: gate/up and the down output are rounded to x's dtype where the
 PyTorch reference's matmuls round them.
+
+Quantized experts (``quant_moe_experts``, weight-only in every mode) run the same kernels with ``FORMAT``
+set: each weight tile's codes are decoded in registers (quant_decode.py) and the float32 accumulator is
+multiplied by the rows' scales after the K loop.
 """
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ import torch
 import triton
 import triton.language as tl
 
+from mii_core.model.quantization import QuantizedWeight
 from mii_kernels.triton.activations import activation_id, apply_activation
+from mii_kernels.triton.quant_decode import DECODED_FACTOR, load_decoded, weight_format
 
 
 @triton.jit
@@ -87,10 +93,10 @@ def _block_tile(sorted_ptr, block_expert_ptr, num_blocks, n_size, BLOCK_M: tl.co
 
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
-                    hidden, features, stride_xt, stride_xh, stride_we, stride_wn, stride_wh,
+                    hidden, features, stride_xt, stride_xh, stride_we, stride_wn, stride_wh, scale_ptr, factor,
                     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    GROUP_M: tl.constexpr):
+                    GROUP_M: tl.constexpr, FORMAT: tl.constexpr):
     expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, features, BLOCK_M, BLOCK_N,
                                         GROUP_M)
     if expert >= num_experts:  # a block past the used ones
@@ -104,17 +110,28 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
     gate_base = w_ptr + expert * stride_we
     up_base = gate_base + features * stride_wn
     w_offsets = n[None, :] * stride_wn + k[:, None] * stride_wh
+    gate_rows = gate_base + n[None, :] * stride_wn  # quantized: each code row's start (bytes)
+    up_rows = gate_rows + features * stride_wn
     acc_gate = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, hidden, BLOCK_K):
         k_ok = k + k0 < hidden
         a = tl.load(x_rows + (k0 + k)[None, :] * stride_xh, mask=valid[:, None] & k_ok[None, :], other=0.0)
         w_mask = k_ok[:, None] & n_ok[None, :]
-        acc_gate = tl.dot(a, tl.load(gate_base + w_offsets, mask=w_mask, other=0.0), acc_gate,
-                          input_precision=PRECISION)
-        acc_up = tl.dot(a, tl.load(up_base + w_offsets, mask=w_mask, other=0.0), acc_up, input_precision=PRECISION)
+        if FORMAT == 0:
+            w_gate = tl.load(gate_base + w_offsets, mask=w_mask, other=0.0)
+            w_up = tl.load(up_base + w_offsets, mask=w_mask, other=0.0)
+        else:
+            w_gate = load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
+            w_up = load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
+        acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
+        acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
         gate_base += BLOCK_K * stride_wh
         up_base += BLOCK_K * stride_wh
+    if FORMAT != 0:  # each output row's scale, [gate | up] rows per expert
+        scales = scale_ptr + expert * 2 * features + n
+        acc_gate *= tl.load(scales, mask=n_ok, other=0.0)[None, :] * factor
+        acc_up *= tl.load(scales + features, mask=n_ok, other=0.0)[None, :] * factor
     dtype = out_ptr.dtype.element_ty
     # rounded where the reference's gate_up matmul and activation round
     gate = acc_gate.to(dtype).to(tl.float32)
@@ -125,9 +142,9 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
 
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
-                 hidden, features, stride_we, stride_wh, stride_wf, PRECISION: tl.constexpr,
+                 hidden, features, stride_we, stride_wh, stride_wf, scale_ptr, factor, PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 GROUP_M: tl.constexpr):
+                 GROUP_M: tl.constexpr, FORMAT: tl.constexpr):
     expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, hidden, BLOCK_M, BLOCK_N, GROUP_M)
     if expert >= num_experts:
         return
@@ -135,15 +152,21 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
     n_ok = n < hidden
     k = tl.arange(0, BLOCK_K)
     a_ptrs = h_ptr + rows[:, None].to(tl.int64) * features + k[None, :]
-    w_ptrs = w_ptr + expert * stride_we + n[None, :] * stride_wh + k[:, None] * stride_wf
+    w_rows = w_ptr + expert * stride_we + n[None, :] * stride_wh  # quantized: each code row's start (bytes)
+    w_ptrs = w_rows + k[:, None] * stride_wf
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, features, BLOCK_K):
         k_ok = k + k0 < features
         a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        if FORMAT == 0:
+            w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        else:
+            w = load_decoded(w_rows, (k0 + k)[:, None], k_ok[:, None] & n_ok[None, :], FORMAT).to(a.dtype)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K * stride_wf
+    if FORMAT != 0:
+        acc *= tl.load(scale_ptr + expert * hidden + n, mask=n_ok, other=0.0)[None, :] * factor
     route = tl.load(route_ptr + pick, mask=valid, other=0.0).to(tl.float32)
     weighted = acc.to(h_ptr.dtype.element_ty).to(tl.float32) * route[:, None]
     tl.store(out_ptr + pick[:, None].to(tl.int64) * hidden + n[None, :], weighted, mask=valid[:, None] & n_ok[None, :])
@@ -183,9 +206,24 @@ def _check_shapes(x, topk_ids, w_gate_up, w_down) -> None:
 
 def moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, w_gate_up: torch.Tensor,
                 w_down: torch.Tensor, activation: str) -> torch.Tensor:
-    code = activation_id(activation)
     _check_shapes(x, topk_ids, w_gate_up, w_down)
-    (tokens, hidden), (num_experts, _, features), top_k = x.shape, w_down.shape, topk_ids.shape[1]
+    return _run(x, topk_weights, topk_ids, (w_gate_up, w_gate_up.stride(), None),
+                (w_down, w_down.stride(), None), w_down.shape, activation, 0)
+
+
+def quant_moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                      w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation: str) -> torch.Tensor:
+    """As ``moe_experts`` on quantized stacks (weight-only; contract in mii_core/model/ops.py)."""
+    _check_shapes(x, topk_ids, w_gate_up, w_down)
+    codes = lambda w: (w.data.view(torch.uint8), w.data.stride(), w.scale)  # noqa: E731
+    return _run(x, topk_weights, topk_ids, codes(w_gate_up), codes(w_down), w_down.shape, activation,
+                weight_format(w_down.mode))
+
+
+def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, fmt: int) -> torch.Tensor:
+    """The three launches; ``gate_up`` / ``down``: (weights or codes, their strides, row scales or None)."""
+    code = activation_id(activation)
+    (tokens, hidden), (num_experts, _, features), top_k = x.shape, down_shape, topk_ids.shape[1]
     picks = tokens * top_k
     if picks == 0:
         return torch.zeros_like(x)
@@ -193,15 +231,19 @@ def moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Ten
     if x.element_size() == 4:
         stages = min(stages, 2)  # float32 tiles take twice the shared memory (float32 is for tests)
     tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
-                 num_stages=stages, PRECISION="ieee" if x.dtype == torch.float32 else "tf32")  # 16-bit: no tf32
+                 num_stages=stages, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",  # 16-bit: no tf32
+                 FORMAT=fmt)
+    factor = DECODED_FACTOR.get(fmt, 1.0)
     sorted_picks, block_expert, num_blocks = _align(topk_ids.reshape(-1), num_experts, block_m)
     routed = (sorted_picks, block_expert, picks, num_experts, num_blocks, hidden, features)
 
+    (w_gate_up, gate_up_strides, gate_up_scale), (w_down, down_strides, down_scale) = gate_up, down
     activated = torch.empty((num_blocks * block_m, features), dtype=x.dtype, device=x.device)
     _gate_up_kernel[(num_blocks * triton.cdiv(features, block_n),)](
-        x, w_gate_up, activated, *routed, x.stride(0), x.stride(1), *w_gate_up.stride(),
-        TOP_K=top_k, ACTIVATION=code, **tiles)
+        x, w_gate_up, activated, *routed, x.stride(0), x.stride(1), *gate_up_strides,
+        gate_up_scale if gate_up_scale is not None else x, factor, TOP_K=top_k, ACTIVATION=code, **tiles)
     per_pick = torch.empty((picks, hidden), dtype=torch.float32, device=x.device)
     _down_kernel[(num_blocks * triton.cdiv(hidden, block_n),)](
-        activated, w_down, per_pick, topk_weights.reshape(-1), *routed, *w_down.stride(), **tiles)
+        activated, w_down, per_pick, topk_weights.reshape(-1), *routed, *down_strides,
+        down_scale if down_scale is not None else x, factor, **tiles)
     return per_pick.view(tokens, top_k, hidden).sum(dim=1).to(x.dtype)

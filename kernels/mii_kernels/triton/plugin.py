@@ -14,6 +14,8 @@ _OPS = {
     "moe_experts": "mii_kernels.triton.moe:moe_experts",
     "paged_attention": "mii_kernels.triton.attention:TritonAttention",
     "linear": "mii_kernels.triton.linear:TritonLinear",
+    "quant_linear": "mii_kernels.triton.quant_linear:TritonQuantLinear",
+    "quant_moe_experts": "mii_kernels.triton.moe:quant_moe_experts",
 }
 
 

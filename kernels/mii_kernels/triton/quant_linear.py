@@ -1,0 +1,112 @@
+"""Quantized linear for CUDA (contract: ``quant_linear`` in mii_core/model/ops.py).
+
+Two paths:
+* weight-only (every mode; "fp8" in steps of at most ``FP8_WEIGHT_ONLY_MAX_TOKENS`` tokens, or on a GPU
+  without FP8 GEMMs): ``_weight_only_kernel`` reads the codes (1 byte or 6 bits per weight), decodes them
+  in registers (quant_decode.py), multiplies with ``tl.dot`` (tokens padded to 16 rows) into float32,
+  then scales each output column and adds the bias: the weights are read once per step, so at batch 1
+  the step is bound by half (FP8) or 3/8 (FP6) of bf16's bytes.
+* "fp8" with more tokens on sm_89+ (Ada, Hopper): x quantized per tensor (one scale, amax/448, on the
+  device: no host sync) and ``torch._scaled_mm`` on the FP8 tensor cores with per-tensor scales (the
+  issue's measurement: row-wise scales were slower than bf16); the per-output-channel weight scale is a
+  column multiply on its float32 output, then the bias, rounded once to x's dtype.
+A GPU below sm_89 runs "fp8" weight-only and says so once in the log (more precise, never wrong).
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import triton
+import triton.language as tl
+
+from mii_core.model.quant_formats import tensor_scale, to_e4m3
+from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWeight
+from mii_kernels.triton.quant_decode import DECODED_FACTOR, load_decoded, weight_format
+
+log = logging.getLogger(__name__)
+FP8_GEMM_CAPABILITY = (8, 9)
+
+
+@triton.jit(do_not_specialize=["tokens"])
+def _weight_only_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_out, features_in,
+                        stride_xt, stride_xk, stride_wn, factor, HAS_BIAS: tl.constexpr, FORMAT: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        PRECISION: tl.constexpr):
+    toks = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    in_t, in_n = toks < tokens, rows < features_out
+    w_rows = w_ptr + rows.to(tl.int64)[None, :] * stride_wn  # [1, BLOCK_N]: the tile is [BLOCK_K, BLOCK_N]
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for start in range(0, features_in, BLOCK_K):
+        cols = start + offs_k
+        in_k = cols < features_in
+        x = tl.load(x_ptr + toks.to(tl.int64)[:, None] * stride_xt + cols[None, :] * stride_xk,
+                    mask=in_t[:, None] & in_k[None, :], other=0.0)
+        w = load_decoded(w_rows, cols[:, None], in_k[:, None] & in_n[None, :], FORMAT)
+        acc = tl.dot(x, w.to(x.dtype), acc, input_precision=PRECISION)
+    scale = tl.load(scale_ptr + rows, mask=in_n, other=0.0) * factor
+    result = acc * scale[None, :]
+    if HAS_BIAS:
+        result += tl.load(bias_ptr + rows, mask=in_n, other=0.0).to(tl.float32)[None, :]
+    out = out_ptr + toks.to(tl.int64)[:, None] * features_out + rows[None, :]
+    tl.store(out, result.to(out_ptr.dtype.element_ty), mask=in_t[:, None] & in_n[None, :])
+
+
+def weight_only_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] times the decoded weight [N, K]ᵀ, float32 sums, scaled per column, + bias, in x's dtype."""
+    rows = x.reshape(-1, x.shape[-1])
+    tokens, (features_out, features_in) = rows.shape[0], weight.shape
+    out = torch.empty((tokens, features_out), dtype=x.dtype, device=x.device)
+    if tokens == 0:
+        return out.view(*x.shape[:-1], features_out)
+    block_m = 16 if tokens <= 16 else 64  # tl.dot needs 16 rows; few tokens: a GEMV in all but name
+    block_n, block_k = (32, 128) if tokens <= 16 else (64, 64)
+    fmt = weight_format(weight.mode)
+    grid = (triton.cdiv(features_out, block_n), triton.cdiv(tokens, block_m))
+    _weight_only_kernel[grid](
+        rows, weight.data.view(torch.uint8), weight.scale, bias if bias is not None else weight.scale, out,
+        tokens, features_out, features_in, rows.stride(0), rows.stride(1), weight.data.stride(0),
+        DECODED_FACTOR[fmt], HAS_BIAS=bias is not None, FORMAT=fmt, BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_K=block_k, PRECISION="ieee" if x.dtype == torch.float32 else "tf32", num_warps=4)
+    return out.view(*x.shape[:-1], features_out)
+
+
+def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x quantized per tensor, ``torch._scaled_mm`` on e4m3 (float32 out), × row scales, + bias."""
+    rows = x.reshape(-1, x.shape[-1])
+    x_scale = tensor_scale(rows)
+    product = torch._scaled_mm(to_e4m3(rows / x_scale), weight.data.t(), scale_a=x_scale,
+                               scale_b=torch.ones((), dtype=torch.float32, device=x.device),
+                               out_dtype=torch.float32)
+    product = product * weight.scale
+    if bias is not None:
+        product = product + bias.float()
+    return product.to(x.dtype).view(*x.shape[:-1], weight.shape[0])
+
+
+class TritonQuantLinear:
+    """The ``quant_linear`` op (registered as a class: one per kernel set, remembering which devices it
+    has logged a fallback for)."""
+
+    def __init__(self) -> None:
+        self._capability: dict[int, tuple[int, int]] = {}
+
+    def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if weight.quantizes_activations and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS and self._fp8_gemm_fits(x, weight):
+            return fp8_gemm_linear(x, weight, bias)
+        return weight_only_linear(x, weight, bias)
+
+    def _fp8_gemm_fits(self, x: torch.Tensor, weight: QuantizedWeight) -> bool:
+        """sm_89+ and the shapes _scaled_mm takes (K and N multiples of 16); else weight-only, logged once."""
+        index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+        if index not in self._capability:
+            self._capability[index] = torch.cuda.get_device_capability(index)
+            if self._capability[index] < FP8_GEMM_CAPABILITY:
+                log.warning("quantization_mode 'fp8': %s (sm_%d%d) has no FP8 GEMMs; running the weight-only "
+                            "FP8 path (activations stay in %s)", torch.cuda.get_device_name(index),
+                            *self._capability[index], x.dtype)
+        n, k = weight.shape
+        return self._capability[index] >= FP8_GEMM_CAPABILITY and n % 16 == 0 and k % 16 == 0

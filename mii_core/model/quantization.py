@@ -1,0 +1,111 @@
+"""Quantized weights: the typed object the ``quant_linear`` / ``quant_moe_experts`` ops receive, how a
+full-precision weight becomes one, and the mode a model is being built in.
+
+What is quantized: every linear layer's weight (q/k/v/o, the MLPs, project in/out) and every MoE expert's
+matrices. What is not: embeddings and the LM head (a gather and the logits, whose precision sampling
+reads directly), norms, biases, MoE routers and the shared-expert gate (a few [E, H] values that decide the
+routing): they stay in the model's dtype.
+
+Scales: one float32 scale per output channel (row of [N, K]; per expert and row for the stacked experts),
+``absmax(row) / largest code``. A per-channel scale is a column multiply after the GEMM, so an FP8 kernel
+still runs its GEMM with per-tensor scales, and under tensor parallelism every rank scales its own rows
+(or its own partial sums) with no exchange.
+
+The mode is chosen while the model is built (``building_quantized(mode)`` around ``policy.build_model``),
+so no architecture plugin passes it along: the core's linear layers read it when they are made.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+
+from mii_core.config.engine import QUANTIZATION_MODES
+from mii_core.model import quant_formats as fmt
+
+# "fp8": a step of more tokens than this quantizes its activations (per tensor, dynamic) for the FP8 GEMM;
+# a step of this many or fewer is weight-only (bound by reading the weights: a GEMV that upcasts them)
+FP8_WEIGHT_ONLY_MAX_TOKENS = 8
+
+_BUILDING_MODE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("quantization_mode", default=None)
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """A [..., N, K] weight in ``mode``. ``data``: float8_e4m3fn [..., N, K] (fp8, wf8af16) or uint8
+    [..., N, 3·ceil(K/4)] packed e3m2 codes (wf6af16, layout in quant_formats). ``scale``: float32 [..., N].
+    ``in_features``: K (the packed rows do not say it)."""
+
+    data: torch.Tensor
+    scale: torch.Tensor
+    mode: str
+    in_features: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The full-precision shape [..., N, K]."""
+        return (*self.data.shape[:-1], self.in_features)
+
+    @property
+    def quantizes_activations(self) -> bool:
+        return self.mode == "fp8"
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight's values [..., N, K] (each code times its row's scale, in float32, then ``dtype``)."""
+        if self.mode == "wf6af16":
+            values = fmt.decode_e3m2(fmt.unpack_fp6(self.data, self.in_features))
+        else:
+            values = self.data.float()
+        return (values * self.scale.unsqueeze(-1)).to(dtype)
+
+    def select(self, index: int) -> "QuantizedWeight":
+        """One matrix of a stack (an expert of [E, N, K])."""
+        return QuantizedWeight(self.data[index], self.scale[index], self.mode, self.in_features)
+
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size() + self.scale.numel() * self.scale.element_size()
+
+
+def quantize_weight(weight: torch.Tensor, mode: str, chunk_elements: int = 1 << 24) -> QuantizedWeight:
+    """``weight`` [..., N, K] (any float dtype) quantized row by row in ``mode``, a chunk of rows at a time
+    (float32 temporaries of at most ``chunk_elements`` values, whatever the weight's size)."""
+    if mode not in QUANTIZATION_MODES:
+        raise ValueError(f"unknown quantization mode {mode!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
+    rows = weight.reshape(-1, weight.shape[-1])
+    k = rows.shape[1]
+    width = 3 * -(-k // 4) if mode == "wf6af16" else k
+    dtype = torch.uint8 if mode == "wf6af16" else torch.float8_e4m3fn
+    data = torch.empty((rows.shape[0], width), dtype=dtype, device=weight.device)
+    scale = torch.empty(rows.shape[0], dtype=torch.float32, device=weight.device)
+    step = max(1, chunk_elements // max(k, 1))
+    for start in range(0, rows.shape[0], step):
+        data[start:start + step], scale[start:start + step] = _quantize_rows(rows[start:start + step].float(), mode)
+    return QuantizedWeight(data.view(*weight.shape[:-1], width), scale.view(weight.shape[:-1]), mode, k)
+
+
+def _quantize_rows(w: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, float32 scales) of float32 rows [R, K]."""
+    if mode == "wf6af16":
+        scale = fmt.channel_scales(w, fmt.FP6_MAX)
+        return fmt.pack_fp6(fmt.encode_e3m2(w / scale.unsqueeze(-1))), scale
+    scale = fmt.channel_scales(w, fmt.FP8_MAX)
+    return fmt.to_e4m3(w / scale.unsqueeze(-1)), scale
+
+
+@contextlib.contextmanager
+def building_quantized(mode: Optional[str]) -> Iterator[None]:
+    """Linear layers and experts made inside this block quantize their weights in ``mode`` as they load."""
+    token = _BUILDING_MODE.set(mode)
+    try:
+        yield
+    finally:
+        _BUILDING_MODE.reset(token)
+
+
+def building_mode() -> Optional[str]:
+    """The quantization mode of the model being built (None: full precision)."""
+    return _BUILDING_MODE.get()
+

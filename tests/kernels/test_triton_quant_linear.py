@@ -1,0 +1,88 @@
+"""The Triton quantized linear (``mii_kernels.triton.quant_linear``) against the PyTorch reference
+(``mii_kernels.torch_ref.quant_linear``), and its in-register decoding against the format tables.
+
+Without CUDA the weight-only kernel runs under the Triton interpreter at small shapes (float32 and
+float16; the interpreter's bfloat16 is unusable, see test_triton_ops.cases); the FP8 tensor-core path
+(``torch._scaled_mm``) needs an sm_89+ GPU and is skipped elsewhere. With CUDA, bfloat16 cases at the
+Llama-3-8B projections are added (benchmarks/gpu_checks.sh runs them).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mii_core.model import quant_formats as fmt
+from mii_core.model.quantization import QuantizedWeight, quantize_weight
+from mii_kernels.torch_ref.quant_linear import quant_linear as reference
+
+pytest.importorskip("triton", reason="triton comes with mii-kernels on Linux only")
+from mii_kernels.triton import quant_linear as triton_quant  # noqa: E402
+from test_triton_ops import CUDA, DEVICE, assert_matches, cases, randn  # noqa: E402
+
+MODES = ("fp8", "wf8af16", "wf6af16")
+SMALL = [(70, 24), (300, 40), (5, 3)]  # (K, N): ragged K (FP6 rows end mid-group) and N
+REAL = [(4096, 6144), (4096, 28672), (14336, 4096)]
+FP8_GEMM = CUDA and torch.cuda.get_device_capability() >= triton_quant.FP8_GEMM_CAPABILITY
+
+
+def _projection(tokens, k, n, dtype, mode, seed=0):
+    x = randn(tokens, k + 8, dtype=dtype, seed=seed)[:, 4:4 + k]  # a strided view, as a fused output's slice
+    weight = quantize_weight(randn(n, k, scale=k ** -0.5, seed=seed + 1), mode)
+    return x, weight, randn(n, dtype=dtype, seed=seed + 2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("tokens", [1, 3, 8, 20])
+@pytest.mark.parametrize("k, n, dtype", cases(SMALL, REAL))
+def test_weight_only_matches_reference(mode, tokens, k, n, dtype):
+    x, weight, bias = _projection(tokens, k, n, dtype, mode)
+    if mode == "fp8" and tokens > 8:  # the reference quantizes x here; the weight-only kernel does not
+        weight = QuantizedWeight(weight.data, weight.scale, "wf8af16", weight.in_features)
+    assert_matches(triton_quant.weight_only_linear(x, weight, bias), reference(x, weight, bias))
+
+
+@pytest.mark.parametrize("mode, codes", [("wf8af16", [c for c in range(256) if c & 0x7F != 0x7F]),
+                                         ("wf6af16", list(range(64)))])
+def test_decoding_every_code(mode, codes):
+    """x = the identity picks out each decoded weight: every e4m3 code (but NaN) and every e3m2 code."""
+    k = len(codes)
+    raw = torch.tensor(codes, dtype=torch.uint8, device=DEVICE)[None, :]
+    if mode == "wf6af16":
+        data, values = fmt.pack_fp6(raw), fmt.decode_e3m2(raw)
+    else:
+        data, values = raw.view(torch.float8_e4m3fn), raw.view(torch.float8_e4m3fn).float()
+    weight = QuantizedWeight(data, torch.ones(1, device=DEVICE), mode, k)
+    decoded = triton_quant.weight_only_linear(torch.eye(k, device=DEVICE), weight)[:, 0]
+    assert torch.equal(decoded, values[0])
+
+
+@pytest.mark.skipif(not FP8_GEMM, reason="FP8 GEMMs need an sm_89+ GPU (Ada, Hopper)")
+@pytest.mark.parametrize("tokens", [9, 64, 300])
+@pytest.mark.parametrize("k, n", [(4096, 6144), (14336, 4096), (64, 32)])
+def test_fp8_gemm_matches_reference(tokens, k, n):
+    x, weight, bias = _projection(tokens, k, n, torch.bfloat16, "fp8")
+    ours, theirs = triton_quant.TritonQuantLinear()(x, weight, bias), reference(x, weight, bias)
+    torch.testing.assert_close(ours, theirs, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("tokens", [9, 40])
+def test_fp8_gemm_path_matches_reference(tokens):
+    """The many-token "fp8" path's arithmetic (torch._scaled_mm runs on the CPU too)."""
+    x, weight, bias = _projection(tokens, 64, 32, torch.float32, "fp8")
+    torch.testing.assert_close(triton_quant.fp8_gemm_linear(x, weight, bias), reference(x, weight, bias),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("capability, quantizes_x", [((8, 0), False), ((9, 0), True)])
+def test_fp8_gemms_only_from_sm89_else_weight_only_with_a_log_line(capability, quantizes_x, monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "a test GPU")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    x, weight, bias = _projection(20, 64, 32, torch.float32, "fp8")
+    weight_only = QuantizedWeight(weight.data, weight.scale, "wf8af16", weight.in_features)
+    with caplog.at_level("WARNING"):
+        got = triton_quant.TritonQuantLinear()(x, weight, bias)
+    expected = reference(x, weight if quantizes_x else weight_only, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    logged = "has no FP8 GEMMs; running the weight-only FP8 path" in caplog.text
+    assert logged != quantizes_x

@@ -1,0 +1,36 @@
+"""The Triton experts on quantized stacks (``mii_kernels.triton.moe.quant_moe_experts``) against the PyTorch
+reference (``mii_kernels.torch_ref.quant_linear.quant_moe_experts``, float32 on the dequantized weights).
+
+Without CUDA under the Triton interpreter at small shapes (float32, float16); with CUDA also bfloat16 at
+Mixtral's shapes. The reference rounds once at the end, the kernel where the bf16 experts round (gate/up
+and the down output): 16-bit cases are held to a relative error, not to bit equality.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mii_core.model.quantization import quantize_weight
+from mii_kernels.torch_ref.quant_linear import quant_moe_experts as reference
+
+pytest.importorskip("triton", reason="triton comes with mii-kernels on Linux only")
+from mii_kernels.triton import moe  # noqa: E402
+from test_triton_ops import MOE_REAL, MOE_SMALL, cases, experts, routing, strided_rows  # noqa: E402
+
+
+@pytest.mark.parametrize("mode", ["fp8", "wf6af16"])
+@pytest.mark.parametrize("tokens, hidden, features, num_experts, top_k, idle, dtype",
+                         cases(MOE_SMALL[:2] + MOE_SMALL[3:], MOE_REAL[:2]))
+def test_quant_moe_matches_reference(mode, tokens, hidden, features, num_experts, top_k, idle, dtype):
+    x = strided_rows(tokens, hidden, dtype, seed=17)
+    weights, ids = routing(tokens, num_experts, top_k, idle)
+    w_gate_up, w_down = (quantize_weight(w, mode) for w in experts(num_experts, hidden, features, torch.float32))
+    got = moe.quant_moe_experts(x, weights, ids, w_gate_up, w_down, "silu")
+    want = reference(x, weights, ids, w_gate_up, w_down, "silu")
+    assert got.dtype == dtype and got.shape == want.shape
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        return
+    exact = reference(x.float(), weights, ids, w_gate_up, w_down, "silu")
+    error = (got.float() - exact).norm() / exact.norm()
+    assert error < 1e-2, error

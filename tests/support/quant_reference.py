@@ -1,0 +1,132 @@
+"""An independent PyTorch reference of each quantization mode: transformers' own model, loaded from a copy
+of the checkpoint whose quantized tensors are replaced by their dequantized values, worked out here from the
+format's definition (nearest e3m2 value by search over its 64 values; e4m3 by torch's cast), not by the
+engine's quantizer. In mode "fp8" the inputs of the non-expert linears also go through a per-tensor e4m3
+quantization in steps of more than 8 tokens, as the engine's contract says.
+
+Which checkpoint tensors are quantized comes from the engine model built from the folder (its quantized
+parameters have no storage: device "meta") and the family's weight rules (name → parameter, and whether the
+tensor is stored [in, out]); every quantized tensor is quantized along its output axis, one scale per row.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+E4M3_MAX, E3M2_MAX = 448.0, 28.0
+WEIGHT_ONLY_MAX_TOKENS = 8
+
+
+def e3m2_table() -> torch.Tensor:
+    """All 64 e3m2 values, from the definition: sign, 3 exponent bits (bias 3), 2 mantissa bits."""
+    values = []
+    for code in range(64):
+        sign, exponent, mantissa = -1.0 if code & 32 else 1.0, (code >> 2) & 7, code & 3
+        magnitude = 2.0 ** (exponent - 3) * (1 + mantissa / 4) if exponent else 2.0 ** -2 * (mantissa / 4)
+        values.append(sign * magnitude)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def dequantized(tensor: torch.Tensor, mode: str, out_axis: int, k_groups: int = 1) -> torch.Tensor:
+    """``tensor`` through ``mode``'s weight quantization and back, one scale per slice along ``out_axis``;
+    ``k_groups`` > 1: per slice and each of that many equal parts of the input axis (a tensor-parallel
+    rank's columns of a row-parallel weight)."""
+    if k_groups > 1:
+        parts = tensor.movedim(out_axis, -2).chunk(k_groups, dim=-1)
+        whole = torch.cat([dequantized(part, mode, -2) for part in parts], dim=-1)
+        return whole.movedim(-2, out_axis).contiguous()
+    w = tensor.double().movedim(out_axis, -2)
+    largest = E3M2_MAX if mode == "wf6af16" else E4M3_MAX
+    amax = w.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / largest, torch.ones_like(amax)).float().double()  # float32 scales
+    scaled = (w / scale).float()
+    if mode == "wf6af16":
+        table = e3m2_table()
+        codes = (scaled.double().unsqueeze(-1) - table).abs().argmin(dim=-1)
+        values = table[codes]
+    else:
+        values = scaled.to(torch.float8_e4m3fn).double()
+    return (values * scale).movedim(-2, out_axis).to(tensor.dtype).contiguous()
+
+
+def quantized_targets(model: torch.nn.Module) -> set[str]:
+    """The engine's quantized parameter names (no storage: the weights live in their quantized slots)."""
+    return {name for name, param in model.named_parameters() if param.is_meta}
+
+
+def row_parallel_targets(model: torch.nn.Module) -> set[str]:
+    """The engine's parameters whose input axis tensor parallelism splits (row-parallel linears, experts'
+    down stacks): each rank quantizes its own columns."""
+    from mii_core.model.moe import Experts
+    from mii_core.model.parallel import RowParallelLinear
+
+    return {f"{name}.{'weight' if isinstance(module, RowParallelLinear) else 'down'}"
+            for name, module in model.named_modules() if isinstance(module, (RowParallelLinear, Experts))}
+
+
+def write_reference(source: Path, dest: Path, policy, quantized: set[str], mode: str,
+                    split_columns: set[str] = frozenset(), ranks: int = 1) -> tuple[Path, set[str]]:
+    """Copies ``source`` to ``dest`` with every quantized tensor dequantized (those of ``split_columns`` in
+    ``ranks`` column groups); returns the folder and the names of the quantized tensors that are not
+    experts (the ones whose inputs "fp8" quantizes)."""
+    shutil.copytree(source, dest)
+    linears: set[str] = set()
+    files = sorted(dest.glob("*.safetensors"))
+    assert files, f"{source} has no safetensors files"
+    for file in files:
+        tensors = load_file(str(file))
+        for name, tensor in tensors.items():
+            target = policy.map_weight(name)
+            if target is None or target.param_name not in quantized:
+                continue
+            groups = ranks if target.param_name in split_columns else 1
+            tensors[name] = dequantized(tensor, mode, -1 if target.rule.transpose else -2, groups)
+            if not target.param_name.endswith(("experts.gate_up", "experts.down")):
+                linears.add(name)
+        save_file(tensors, str(file), metadata={"format": "pt"})
+    return dest, linears
+
+
+def hook_fp8_inputs(model: torch.nn.Module, linear_tensors: set[str]) -> int:
+    """Puts the input of each module whose ``weight`` is one of ``linear_tensors`` through a per-tensor
+    e4m3 quantization when it holds more than 8 tokens; returns how many modules were hooked."""
+    def quantize_input(_module, args):
+        x = args[0]
+        if x.numel() // x.shape[-1] <= WEIGHT_ONLY_MAX_TOKENS:
+            return None
+        scale = (x.abs().amax().double() / E4M3_MAX).float()
+        return ((x / scale).to(torch.float8_e4m3fn).to(x.dtype) * scale.to(x.dtype), *args[1:])
+
+    hooked = 0
+    for name, module in model.named_modules():
+        if f"{name}.weight" in linear_tensors:
+            module.register_forward_pre_hook(quantize_input)
+            hooked += 1
+    return hooked
+
+
+@torch.no_grad()
+def reference_greedy(folder: Path, token_lists: Sequence[Sequence[int]], new_tokens: int, mode: str,
+                     linear_tensors: set[str], min_margin: float = 1e-3) -> list[list[int]]:
+    """transformers' greedy tokens, float32, each prompt alone; a near-tie is an AssertionError."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    if mode == "fp8":
+        hooked = hook_fp8_inputs(model, linear_tensors)
+        assert hooked == len(linear_tensors), f"hooked {hooked} of the {len(linear_tensors)} quantized linears"
+    expected = []
+    for ids in token_lists:
+        out = model.generate(torch.tensor([list(ids)]), do_sample=False, max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0, output_logits=True,
+                             return_dict_in_generate=True)
+        top2 = torch.stack(out.logits)[:, 0].float().topk(2, dim=-1).values
+        margin = float((top2[:, 0] - top2[:, 1]).min())
+        assert margin >= min_margin, f"fixture problem: a near-tie ({margin:.1e}) in {folder}"
+        expected.append(out.sequences[0, len(ids):].tolist())
+    return expected
