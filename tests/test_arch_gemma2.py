@@ -61,3 +61,18 @@ BAD_CONFIGS = {
 @pytest.mark.parametrize("case", BAD_CONFIGS)
 def test_bad_config_is_named(gemma2, tmp_path, case):
     assert_config_refused(gemma2.path("window"), tmp_path, *BAD_CONFIGS[case])
+
+
+def test_caps_left_out_of_the_config_take_hfs_defaults(gemma2, oracle, pipeline, tmp_path):
+    """A config.json without the soft-capping keys: Gemma2Config's defaults (50 for attention, 30 for the
+    final logits) apply, in HF and here; without them the last logits differ by far more than 1e-4."""
+    import json
+    import shutil
+
+    stripped = tmp_path / "gemma2-default-caps"
+    shutil.copytree(gemma2.path("tight-caps"), stripped)
+    config = json.loads((stripped / "config.json").read_text())
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        config.pop(key)
+    (stripped / "config.json").write_text(json.dumps(config))
+    assert_last_logits_close(pipeline, oracle, stripped, length=70)

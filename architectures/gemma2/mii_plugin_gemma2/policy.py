@@ -20,6 +20,13 @@ from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
 from mii_plugin_gemma2.blocks import SoftcappedPostNormAttention
 
+# Gemma2Config's defaults for keys a config.json may leave out (a key present as null turns its cap off)
+HF_DEFAULTS = {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "sliding_window": 4096}
+
+
+def hf_value(hf: dict[str, Any], key: str) -> Any:
+    return hf.get(key, HF_DEFAULTS[key])
+
 
 class Gemma2Policy(ArchitecturePolicy):
     weight_rules = decoder_rules() | {
@@ -34,10 +41,10 @@ class Gemma2Policy(ArchitecturePolicy):
                             attention_scale=hf.get("query_pre_attn_scalar", 256) ** -0.5,
                             layer_windows=_layer_windows(hf), embedding_multiplier=hf["hidden_size"] ** 0.5,
                             tie_word_embeddings=hf.get("tie_word_embeddings", True),
-                            final_logit_softcap=hf.get("final_logit_softcapping"))
+                            final_logit_softcap=hf_value(hf, "final_logit_softcapping"))
 
     def build_model(self, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-        softcap = self.hf_config.get("attn_logit_softcapping")
+        softcap = hf_value(self.hf_config, "attn_logit_softcapping")
         parts = DecoderParts(norm=offset_rms_norm, mlp=PostNormMLP,
                              attention=partial(SoftcappedPostNormAttention, softcap=softcap))
         return DecoderModel(self.spec, ctx, kernels, device, dtype, parts)
@@ -48,4 +55,4 @@ def _layer_windows(hf: dict[str, Any]) -> tuple[Optional[int], ...]:
     reads them."""
     types = hf.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
                                       for i in range(hf["num_hidden_layers"])]
-    return windows_of_layer_types(hf, types, hf.get("sliding_window"))
+    return windows_of_layer_types(hf, types, hf_value(hf, "sliding_window"))
