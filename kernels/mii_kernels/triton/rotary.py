@@ -51,10 +51,16 @@ def _e4m3_byte(y):
 
 
 @triton.jit
-def _store_heads(dst, x, h, d, mask, stride_dh, stride_dd, inverse_scales, QUANTIZE: tl.constexpr):
-    """Stores ``x`` [BLOCK_H, BLOCK_D] at ``dst``: as is, or (``QUANTIZE``) as e4m3 bytes of x · 1/scale."""
+def _store_heads(dst, x, h, heads, d, mask, stride_dh, stride_dd, scales, QUANTIZE: tl.constexpr,
+                 UNFUSED: tl.constexpr):
+    """Stores ``x`` [BLOCK_H, BLOCK_D] at ``dst``: as is, or (``QUANTIZE``) as e4m3 bytes of x · 1/scale
+    (the reciprocal rounded to nearest, as torch.reciprocal: the plain division may be approximate on a GPU)."""
     if QUANTIZE:
-        inverse = tl.load(inverse_scales + h, mask=h >= 0, other=1.0)
+        scale = tl.load(scales + h, mask=h < heads, other=1.0)
+        if UNFUSED:
+            inverse = libdevice.div_rn(1.0, scale)
+        else:
+            inverse = 1.0 / scale
         y = tl.minimum(tl.maximum(x.to(tl.float32) * inverse, -448.0), 448.0)
         tl.store(dst + h * stride_dh + d * stride_dd, _e4m3_byte(y), mask=mask)
     else:
@@ -63,7 +69,7 @@ def _store_heads(dst, x, h, d, mask, stride_dh, stride_dd, inverse_scales, QUANT
 
 @triton.jit
 def _rotate_heads(src, dst, cos_row, sin_row, head0, heads, dim, rotary_dim, stride_sh, stride_sd,
-                  stride_dh, stride_dd, stride_cd, inverse_scales, HAS_ROTARY: tl.constexpr,
+                  stride_dh, stride_dd, stride_cd, scales, HAS_ROTARY: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, UNFUSED: tl.constexpr,
                   QUANTIZE: tl.constexpr):
     """Copies heads [head0, head0 + BLOCK_H) of one token's row ``src`` to ``dst``, rotating the first
@@ -92,12 +98,12 @@ def _rotate_heads(src, dst, cos_row, sin_row, head0, heads, dim, rotary_dim, str
             second = (partner_signed * sin).to(dtype).to(tl.float32)
             total = first + second
         x = tl.where(rotated, total.to(dtype), x)
-    _store_heads(dst, x, h, d, mask, stride_dh, stride_dd, inverse_scales, QUANTIZE)
+    _store_heads(dst, x, h, heads, d, mask, stride_dh, stride_dd, scales, QUANTIZE, UNFUSED)
 
 
 @triton.jit
 def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
-                         k_inverse_scales, v_inverse_scales, q_heads, kv_heads, dim, rotary_dim, block_size,
+                         k_scales, v_scales, q_heads, kv_heads, dim, rotary_dim, block_size,
                          stride_qt, stride_qh, stride_qd, stride_kt, stride_kh, stride_kd,
                          stride_vt, stride_vh, stride_vd, stride_ct, stride_cd,
                          stride_kb, stride_ko, stride_kch, stride_kcd,    # k_cache
@@ -113,7 +119,7 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
     if head_block < q_blocks:
         _rotate_heads(q_ptr + token * stride_qt, q_out_ptr + token * q_heads * dim, cos_row, sin_row,
                       head_block * BLOCK_H, q_heads, dim, rotary_dim, stride_qh, stride_qd, dim, 1, stride_cd,
-                      k_inverse_scales, HAS_ROTARY, BLOCK_H, BLOCK_D, UNFUSED, False)
+                      k_scales, HAS_ROTARY, BLOCK_H, BLOCK_D, UNFUSED, False)
     else:
         slot = tl.load(slot_ptr + token).to(tl.int64)
         if slot >= 0:
@@ -122,11 +128,11 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
             offset = slot % block_size
             _rotate_heads(k_ptr + token * stride_kt, k_cache_ptr + block * stride_kb + offset * stride_ko,
                           cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_kh, stride_kd,
-                          stride_kch, stride_kcd, stride_cd, k_inverse_scales, HAS_ROTARY, BLOCK_H, BLOCK_D,
+                          stride_kch, stride_kcd, stride_cd, k_scales, HAS_ROTARY, BLOCK_H, BLOCK_D,
                           UNFUSED, QUANTIZE)
             _rotate_heads(v_ptr + token * stride_vt, v_cache_ptr + block * stride_vb + offset * stride_vo,
                           cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_vh, stride_vd,
-                          stride_vch, stride_vcd, stride_cd, v_inverse_scales, False, BLOCK_H, BLOCK_D,
+                          stride_vch, stride_vcd, stride_cd, v_scales, False, BLOCK_H, BLOCK_D,
                           UNFUSED, QUANTIZE)
 
 
@@ -165,12 +171,11 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
     sin = sin if has_rotary else q
     cos_strides = (cos.stride(0), cos.stride(1)) if has_rotary else (0, 0)
     quantize = kv_scales is not None
-    # the reciprocal as PyTorch rounds it (the contract's), once per call: [2, Hkv] values
-    inverse = torch.reciprocal(kv_scales.float()) if quantize else q  # a placeholder, never read
+    scales = kv_scales if quantize else q  # a placeholder, never read
     if quantize:  # written through the bytes: the interpreter has no float8 tensors
         k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
     _rotary_write_kernel[grid](
-        q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, inverse[0], inverse[1],
+        q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, scales[0], scales[1],
         q_heads, kv_heads, dim, rotary_dim, k_cache.shape[1],
         *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
         HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=_has_nvidia_intrinsics(q),
