@@ -1,11 +1,13 @@
 #!/bin/sh
 # The GPU correctness run of issue 8 in one call: the Triton kernel tests (compiled, with their real-shape
-# bf16 cases) and benchmarks/gpu_parity.py (every architecture against HF transformers), each logged.
+# bf16 cases; the FP8 KV cache's among them), benchmarks/gpu_parity.py (every architecture against HF
+# transformers) and tests/test_fp8_kv_cache.py (greedy of the FP8 KV cache against HF with K/V rounded
+# through e4m3: Triton kernels and decode CUDA graphs, float32), each logged.
 #
 #     sh benchmarks/gpu_checks.sh "$OUT"        (from the repository root; carry .whl as for gpu_setup.sh)
 #
-# Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log and FOLDER/summary.txt; exits 1 if
-# either check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
+# Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log,
+# FOLDER/fp8kv.log and FOLDER/summary.txt; exits 1 if any check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
 # GPU_CHECKS_SETUP=0 skips the set-up (an environment that has everything already, e.g. `make install`'s
 # .venv activated: a CPU dry run of this file).
 out=${1:?usage: sh benchmarks/gpu_checks.sh LOG_FOLDER}
@@ -51,12 +53,18 @@ while [ "$i" -lt "$parity_shards" ]; do
     parity_pids="$parity_pids $!"
     i=$((i + 1))
 done
+# the FP8 KV cache's greedy parity (each engine takes a twentieth of the free memory: the test's options)
+timeout "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout tests/test_fp8_kv_cache.py \
+    > "$out/fp8kv.log" 2>&1 &
+fp8kv_pid=$!
 parity=0
 for pid in $parity_pids; do wait "$pid" || parity=1; done  # 124: cut at the budget
 for log in "$work"/parity-*.log; do echo "== $log"; cat "$log"; done > "$out/parity.log"
 kernels=0
 for pid in $shard_pids; do wait "$pid" || kernels=1; done
 [ -s "$ids" ] || kernels=1
+fp8kv=0
+wait "$fp8kv_pid" || fp8kv=1
 for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/kernels.log"
 
 {
@@ -66,5 +74,6 @@ for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/ke
     grep '\[parity\] summary' "$out/parity.log" | sed 's/^/    /'
     echo "    $(grep -c '\[parity\] summary' "$out/parity.log") of $parity_shards processes finished within ${budget} s"
     grep -E '^\[parity\] FAIL' "$out/parity.log"
+    echo "fp8 KV cache greedy parity (rc $fp8kv): $(tail -1 "$out/fp8kv.log")"
 } | tee "$out/summary.txt"
-[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ]
+[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ] && [ "$fp8kv" -eq 0 ]

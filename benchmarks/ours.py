@@ -30,6 +30,13 @@ def with_prefix_caching(engine_kwargs, on):
     return kw
 
 
+def with_kv_cache_dtype(engine_kwargs, kv_cache_dtype):
+    """engine_kwargs with inference_engine_config.kv_cache_dtype set."""
+    kw = copy.deepcopy(engine_kwargs)
+    kw.setdefault("inference_engine_config", {})["kv_cache_dtype"] = kv_cache_dtype
+    return kw
+
+
 def start(path, engine_kwargs, extra=None):
     """Builds the pipeline; the time is start-up (weights loaded, any warm-up or graph capture the engine does)."""
     import mii_core

@@ -2,7 +2,9 @@
 reference: HF transformers with every key and value rounded through float8 e4m3 where its cache stores
 them (``Cache.update``: after rotary, before attention), the way the ops' contract says the engine stores
 them. Greedy output must match under every schedule of the kit, on Llama (MHA), Mistral (GQA), Bloom
-(ALiBi) and Gemma 2 (attention soft-cap and a sliding window)."""
+(ALiBi) and Gemma 2 (attention soft-cap and a sliding window). On a GPU (benchmarks/gpu_checks.sh runs
+this file there) the engine runs the Triton kernels and decode CUDA graphs in float32 against the same
+float32 reference on the CPU."""
 from unittest import mock
 
 import pytest
@@ -14,7 +16,10 @@ import support.arch_checkpoints as checkpoints
 from mii_core.model.attention import Attention
 from mii_core.testing import SCHEDULES, assert_greedy_matches_hf
 
-FP8_OPTIONS = {"inference_engine_config": {"kv_cache_dtype": "fp8"}}
+# a twentieth of the free GPU memory for the cache (the GPU check runs this beside other engines); the CPU's
+# budget is cpu_budget_bytes whatever the fraction
+FP8_OPTIONS = {"inference_engine_config": {"kv_cache_dtype": "fp8",
+                                           "state_manager": {"memory_config": {"mode": "fraction", "size": 0.05}}}}
 E4M3_MAX = 448.0  # the largest finite float8_e4m3fn
 REFERENCE_SCALE = 1.0  # the scale the reference divides by: the engine's scales must all be this
 FAMILIES = {
@@ -82,7 +87,7 @@ def test_fp8_logits_follow_the_rounded_reference_not_the_plain_one(built):
     try:
         attention = [m for m in pipe.engine.runner.model.modules() if isinstance(m, Attention)]
         assert attention and all(bool((m.params.kv_scales == REFERENCE_SCALE).all()) for m in attention)
-        ours = pipe.engine.put([7], [ids])[0]
+        ours = pipe.engine.put([7], [ids])[0].cpu()
         pipe.engine.flush(7)
     finally:
         pipe.destroy()
@@ -98,7 +103,7 @@ def test_fp8_cache_holds_twice_the_tokens_of_a_16_bit_one(built):
     budget = {"state_manager": {"memory_config": {"cpu_budget_bytes": 2**20}}}
     blocks = {}
     for kv_dtype in ("auto", "fp8"):
-        pipe = mii_core.pipeline(str(built("llama-mha")), dtype="bfloat16",
+        pipe = mii_core.pipeline(str(built("llama-mha")), dtype="bfloat16", device="cpu",
                                  inference_engine_config={**budget, "kv_cache_dtype": kv_dtype})
         try:
             blocks[kv_dtype] = pipe.engine.runner.kv_cache.num_blocks
