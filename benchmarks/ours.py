@@ -72,6 +72,8 @@ def facts(pipe):
         data = getattr(kv, "data", None)
         if data is not None:
             out["kv_cache_bytes"] = data.numel() * data.element_size()
+            out["kv_dtype"] = str(data.dtype).removeprefix("torch.")
+            out["kv_tokens"] = out["kv_blocks"] * data.shape[3]  # [layers, 2, blocks, block_size, ...]
     if torch.cuda.is_available():
         out["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
         out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()

@@ -53,3 +53,12 @@ def test_a_kernel_without_fp8_support_is_refused_by_name():
 def test_a_model_without_core_attention_is_refused():
     with pytest.raises(ValueError, match="no attention layer built on mii_core.model.attention.Attention"):
         prepare_kv_cache_dtype("fp8", NoAttention(), torch.bfloat16, kernel_set(), torch.device("cpu"))
+
+
+def test_serve_takes_the_option_as_pipeline_does():
+    from mii_core.serving.deploy import build_config
+
+    config = build_config("some/model", None, None, {"inference_engine_config": {"kv_cache_dtype": "fp8_e4m3"}})
+    assert config.model_conf.inference_engine_config.kv_cache_dtype == "fp8_e4m3"
+    with pytest.raises(ValueError, match=r"kv_cache_dtype.*'auto', 'fp8' or 'fp8_e4m3'"):
+        build_config("some/model", None, None, {"inference_engine_config": {"kv_cache_dtype": "e5m2"}})
