@@ -9,7 +9,8 @@
 # Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log,
 # FOLDER/fp8kv.log and FOLDER/summary.txt; exits 1 if any check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
 # GPU_CHECKS_SETUP=0 skips the set-up (an environment that has everything already, e.g. `make install`'s
-# .venv activated: a CPU dry run of this file).
+# .venv activated: a CPU dry run of this file). PARITY_ARGS go to every gpu_parity.py process (e.g.
+# "--no-bf16": the float32 checks only); KERNEL_SHARDS, PARITY_SHARDS, CHECKS_BUDGET_S as below.
 out=${1:?usage: sh benchmarks/gpu_checks.sh LOG_FOLDER}
 mkdir -p "$out" || exit 1
 
@@ -24,7 +25,11 @@ fi
 # Each parity engine takes a tenth of the free memory for its KV cache instead of 0.9, leaving room for
 # the other processes and the kernel tests' real-shape tensors. Kernels compiled for the GPU: the interpreter only where there is none.
 unset TRITON_INTERPRET
-shards=${KERNEL_SHARDS:-6}
+# one host thread per process: the checks run side by side on the machine's cores, and torch's default
+# (a thread per core in each process) made every tiny host op of 15 processes wait on OpenMP barriers (the
+# kernel tests' dense references never finished a test in 380 s on the H200's 16 cores)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+shards=${KERNEL_SHARDS:-8}
 # every check process is cut at CHECKS_BUDGET_S (a cut one fails), so that the logs are always gathered
 # into FOLDER before the device call's 10 minutes end (a call cut from outside brings back nothing of them)
 budget=${CHECKS_BUDGET_S:-420}
@@ -38,7 +43,9 @@ i=0
 while [ "$i" -lt "$shards" ]; do
     awk -v n="$shards" -v i="$i" 'NR % n == i' "$ids" > "$work/ids-$i.txt"
     # the ids go in a file (pytest's @file, one per line): they hold brackets and spaces
-    timeout "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout "@$work/ids-$i.txt" \
+    # SIGINT, not TERM: pytest then stops cleanly and still prints its tally and slowest tests
+    timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 \
+        "@$work/ids-$i.txt" \
         > "$work/kernels-$i.log" 2>&1 &
     shard_pids="$shard_pids $!"
     i=$((i + 1))
@@ -46,9 +53,9 @@ done
 # gpu_parity in PARITY_SHARDS processes too (each case builds several engines and captures their graphs)
 parity_pids=""
 i=0
-parity_shards=${PARITY_SHARDS:-3}
+parity_shards=${PARITY_SHARDS:-8}
 while [ "$i" -lt "$parity_shards" ]; do
-    timeout "$budget" python3 benchmarks/gpu_parity.py --kv-fraction 0.1 --shard "$i/$parity_shards" \
+    timeout -s INT -k 20 "$budget" python3 benchmarks/gpu_parity.py --kv-fraction 0.1 --shard "$i/$parity_shards" $PARITY_ARGS \
         > "$work/parity-$i.log" 2>&1 &
     parity_pids="$parity_pids $!"
     i=$((i + 1))
@@ -69,7 +76,7 @@ for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/ke
 
 {
     echo "kernel tests (rc $kernels), one line per process (a process cut at ${budget} s ends mid-run):"
-    for log in "$work"/kernels-*.log; do echo "    $(tail -1 "$log")"; done
+    for log in "$work"/kernels-*.log; do echo "    $(grep -E '(passed|failed|error)' "$log" | tail -1)"; done
     echo "gpu_parity (rc $parity), one line per process:"
     grep '\[parity\] summary' "$out/parity.log" | sed 's/^/    /'
     echo "    $(grep -c '\[parity\] summary' "$out/parity.log") of $parity_shards processes finished within ${budget} s"
