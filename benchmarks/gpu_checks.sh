@@ -61,8 +61,8 @@ while [ "$i" -lt "$parity_shards" ]; do
     i=$((i + 1))
 done
 # the FP8 KV cache's greedy parity (each engine takes a twentieth of the free memory: the test's options)
-timeout "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout tests/test_fp8_kv_cache.py \
-    > "$out/fp8kv.log" 2>&1 &
+timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 \
+    tests/test_fp8_kv_cache.py > "$out/fp8kv.log" 2>&1 &
 fp8kv_pid=$!
 parity=0
 for pid in $parity_pids; do wait "$pid" || parity=1; done  # 124: cut at the budget
@@ -81,6 +81,6 @@ for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/ke
     grep '\[parity\] summary' "$out/parity.log" | sed 's/^/    /'
     echo "    $(grep -c '\[parity\] summary' "$out/parity.log") of $parity_shards processes finished within ${budget} s"
     grep -E '^\[parity\] FAIL' "$out/parity.log"
-    echo "fp8 KV cache greedy parity (rc $fp8kv): $(tail -1 "$out/fp8kv.log")"
+    echo "fp8 KV cache greedy parity (rc $fp8kv): $(grep -E '(passed|failed|error)' "$out/fp8kv.log" | tail -1)"
 } | tee "$out/summary.txt"
 [ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ] && [ "$fp8kv" -eq 0 ]
