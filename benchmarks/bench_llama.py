@@ -42,6 +42,7 @@ PLAN = (
     ("ours", 130, 30),
     ("ours_quant", 150, 30),  # only with --quantization-mode: W3, W2, W1 in each mode
     ("ours_prefix_alt", 40, 20),
+    ("ours_fp8kv", 60, 30),  # only with --kv-cache-dtype fp8
     ("hf", 90, 30),
     ("hf_static", 100, 45),
     ("mixtral", 75, 30),
@@ -67,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--engine-kwargs", default="{}", help="JSON of keyword options for mii_core.pipeline")
     p.add_argument("--quantization-mode", default="", help="comma list of " + ",".join(floors.MODE_WEIGHT_BYTES)
                    + ": our engine runs W3, W2, W1 (and the Mixtral-shaped W1) in each mode too, beside bf16")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8"),
+                   help="fp8: W1 also runs with an FP8 KV cache (a second engine), beside the default one")
     p.add_argument("--tiny", action="store_true", help="tiny float32 models on the CPU: smoke run")
     p.add_argument("--skip-ceilings", action="store_true")
     p.add_argument("--moe-peer-alone", action="store_true",
@@ -105,6 +108,7 @@ def chosen_sections(args):
         wanted |= {"ours"} if ours and wl & {"W1", "W2", "W3", "W4"} else set()
         wanted |= {"ours_quant"} if ours and args.quantization_modes and wl & {"W1", "W2", "W3"} else set()
         wanted |= {"ours_prefix_alt"} if ours and "W4" in wl else set()
+        wanted |= {"ours_fp8kv"} if ours and "W1" in wl and args.kv_cache_dtype == "fp8" else set()
         wanted |= {"hf"} if hf and wl & {"W1", "W2", "W3"} else set()
         wanted |= {"hf_static"} if "hf_static" in args.systems and "W2" in wl else set()
         wanted |= {"mixtral"} if "MOE" in wl and ({"ours", "hf_generate"} & set(args.systems)) else set()

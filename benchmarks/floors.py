@@ -42,6 +42,7 @@ class Geometry:
     top_k: int = 1
     sliding_window: int = 0  # 0: full attention
     weight_bytes: float = 0  # bytes per dense/expert matmul weight; 0: dtype_bytes (a quantized mode sets it)
+    kv_dtype_bytes: int = 0  # bytes per K/V element in the cache; 0: dtype_bytes (1 for an FP8 KV cache)
 
     @classmethod
     def from_config(cls, cfg, dtype_bytes):
@@ -68,7 +69,7 @@ class Geometry:
 
     @property
     def kv_bytes_per_token(self):
-        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+        return 2 * self.layers * self.kv_heads * self.head_dim * (self.kv_dtype_bytes or self.dtype_bytes)
 
     @property
     def streamed_weight_bytes(self):

@@ -1,13 +1,15 @@
 #!/bin/sh
 # The GPU correctness run of issue 8 in one call: the Triton kernel tests (compiled, with their real-shape
-# bf16 cases; the quantized linear and experts of issue 18 among them) and benchmarks/gpu_parity.py (every
-# architecture against HF transformers), and tests/test_quant_parity.py (each quantization mode's greedy
-# output against its PyTorch reference, every architecture, on the GPU's kernels), each logged.
+# bf16 cases; the quantized linear and experts and the FP8 KV cache's among them), benchmarks/gpu_parity.py
+# (every architecture against HF transformers), tests/test_quant_parity.py (each quantization mode's greedy
+# output against its PyTorch reference, every architecture, on the GPU's kernels) and
+# tests/test_fp8_kv_cache.py (greedy of the FP8 KV cache against HF with K/V rounded through e4m3: Triton
+# kernels and decode CUDA graphs, float32), each logged.
 #
 #     sh benchmarks/gpu_checks.sh "$OUT"        (from the repository root; carry .whl as for gpu_setup.sh)
 #
 # Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log,
-# FOLDER/quant_parity.log and FOLDER/summary.txt; exits 1 if any check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
+# FOLDER/quant_parity.log, FOLDER/fp8kv.log and FOLDER/summary.txt; exits 1 if any check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
 # GPU_CHECKS_SETUP=0 skips the set-up (an environment that has everything already, e.g. `make install`'s
 # .venv activated: a CPU dry run of this file). PARITY_ARGS go to every gpu_parity.py process (e.g.
 # "--no-bf16": the float32 checks only); KERNEL_SHARDS, PARITY_SHARDS, CHECKS_BUDGET_S as below.
@@ -61,15 +63,21 @@ while [ "$i" -lt "$parity_shards" ]; do
     i=$((i + 1))
 done
 # each quantization mode's greedy parity (its engines take a fixed 64-block KV cache: see the test)
-timeout "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout tests/test_quant_parity.py \
-    > "$work/quant-parity.log" 2>&1 &
+timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 \
+    tests/test_quant_parity.py > "$work/quant-parity.log" 2>&1 &
 quant_pid=$!
+# the FP8 KV cache's greedy parity (each engine takes a twentieth of the free memory: the test's options)
+timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 \
+    tests/test_fp8_kv_cache.py > "$out/fp8kv.log" 2>&1 &
+fp8kv_pid=$!
 parity=0
 for pid in $parity_pids; do wait "$pid" || parity=1; done  # 124: cut at the budget
 for log in "$work"/parity-*.log; do echo "== $log"; cat "$log"; done > "$out/parity.log"
 kernels=0
 for pid in $shard_pids; do wait "$pid" || kernels=1; done
 [ -s "$ids" ] || kernels=1
+fp8kv=0
+wait "$fp8kv_pid" || fp8kv=1
 for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/kernels.log"
 quant=0
 wait "$quant_pid" || quant=1
@@ -82,7 +90,8 @@ cp "$work/quant-parity.log" "$out/quant_parity.log"
     grep '\[parity\] summary' "$out/parity.log" | sed 's/^/    /'
     echo "    $(grep -c '\[parity\] summary' "$out/parity.log") of $parity_shards processes finished within ${budget} s"
     grep -E '^\[parity\] FAIL' "$out/parity.log"
-    echo "quantization parity (rc $quant): $(tail -1 "$out/quant_parity.log")"
+    echo "quantization parity (rc $quant): $(grep -E '(passed|failed|error)' "$out/quant_parity.log" | tail -1)"
     grep -E '^FAILED' "$out/quant_parity.log"
+    echo "fp8 KV cache greedy parity (rc $fp8kv): $(grep -E '(passed|failed|error)' "$out/fp8kv.log" | tail -1)"
 } | tee "$out/summary.txt"
-[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ] && [ "$quant" -eq 0 ]
+[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ] && [ "$quant" -eq 0 ] && [ "$fp8kv" -eq 0 ]

@@ -30,6 +30,13 @@ def with_prefix_caching(engine_kwargs, on):
     return kw
 
 
+def with_kv_cache_dtype(engine_kwargs, kv_cache_dtype):
+    """engine_kwargs with inference_engine_config.kv_cache_dtype set."""
+    kw = copy.deepcopy(engine_kwargs)
+    kw.setdefault("inference_engine_config", {})["kv_cache_dtype"] = kv_cache_dtype
+    return kw
+
+
 def start(path, engine_kwargs, extra=None):
     """Builds the pipeline; the time is start-up (weights loaded, any warm-up or graph capture the engine does)."""
     import mii_core
@@ -65,6 +72,8 @@ def facts(pipe):
         data = getattr(kv, "data", None)
         if data is not None:
             out["kv_cache_bytes"] = data.numel() * data.element_size()
+            out["kv_dtype"] = str(data.dtype).removeprefix("torch.")
+            out["kv_tokens"] = out["kv_blocks"] * data.shape[3]  # [layers, 2, blocks, block_size, ...]
     if torch.cuda.is_available():
         out["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
         out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()

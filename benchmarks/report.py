@@ -2,6 +2,8 @@
 the run), one row per workload with mii-core, the peers, the floor and the ratios, and the issue's targets.
 Pure Python: the runner holds no torch, and the report can be rebuilt from a results JSON on any machine."""
 
+import dataclasses
+
 import floors
 import report_quant
 import workloads as wls
@@ -39,11 +41,15 @@ def workload_floors(res):
     models = {"llama": res.get("checkpoint"), "moe": res.get("moe_checkpoint")}
     jobs = [(w, "llama", w) for w in ("W1", "W2", "W3", "W4") if w in args["workloads"]] + [("MOE_W1", "moe", "W1")]
     geometries, lengths = {}, {}  # for the quantization modes' floors
+    if args.get("kv_cache_dtype") == "fp8" and "W1" in args["workloads"]:
+        jobs.append(("W1_FP8KV", "llama", "W1"))
     for key, model, name in jobs:
         ck = models[model]
         if not ck:
             continue
         geo = floors.Geometry.from_config(ck.get("config") or ck["shape"], dtype_bytes(ck["dtype"]))
+        if key.endswith("_FP8KV"):  # one byte per cached K/V element: the KV part of the floor halves
+            geo = dataclasses.replace(geo, kv_dtype_bytes=1)
         wl = wls.make(name, ck["shape"]["bos_token_id"], args["tiny"], args["w1_requests"])
         out[key] = floors.workload_floor(geo, [len(p) for p in wl.prompts], wl.max_new_tokens, ceil["matmul_flops"],
                                          bw, wl.shared_prefix_len)
@@ -105,6 +111,9 @@ def rows(res):
     w = fl.get("W1", {})
     add("W1", "output tok/s", True, "output_tokens_per_s",
         {"ours": "ours.W1", "hf_generate": "hf_generate.W1", "hf_cb": "hf_cb.W1"},
+        w.get("output_tokens_per_s"), w.get("bound"), n1)
+    w = fl.get("W1_FP8KV", {})
+    add("W1, FP8 KV cache", "output tok/s", True, "output_tokens_per_s", {"ours": "ours.W1.fp8kv"},
         w.get("output_tokens_per_s"), w.get("bound"), n1)
     w = fl.get("W2", {})
     f2 = w.get("decode_step_s")

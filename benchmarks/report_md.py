@@ -11,7 +11,7 @@ def _main_table(res, peers, fmt):
     head = ["workload", "metric", "mii-core"] + [label for _, label in peers] + \
         ["floor (bound)", "compute / memory bound", "mii-core time ÷ floor time", "mii-core vs peers"]
     body = []
-    keys = {"W1": "W1", "W2": "W2", "W3": "W3", "Mixtral-shaped W1": "MOE_W1"}
+    keys = {"W1": "W1", "W1, FP8 KV cache": "W1_FP8KV", "W2": "W2", "W3": "W3", "Mixtral-shaped W1": "MOE_W1"}
     for r in res.get("table", []):
         f = fl.get(r.get("floor_key") or keys.get(r["workload"], r["workload"]), {})
         cells = [r["workload"], r["metric"], fmt(r["values"].get("ours"))]

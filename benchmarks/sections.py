@@ -129,6 +129,15 @@ def ours_prefix_alt_section(ph, ctx):
              ctx.workload("W2").prompts[0][:16])
 
 
+def ours_fp8kv_section(ph, ctx):
+    """W1 again with the KV cache in FP8 (inference_engine_config.kv_cache_dtype, a second engine)."""
+    import ours
+    kw = ours.with_kv_cache_dtype(ours.parse_kwargs(ctx.args.engine_kwargs), "fp8")
+    w1 = ctx.workload("W1")
+    run_ours(ph, "ours_fp8kv", ctx.args.ckpt, kw, [("ours.W1.fp8kv", lambda call: throughput(call, w1))],
+             ctx.workload("W2").prompts[0][:16])
+
+
 def _load_hf(ph, key, path, tiny):
     import hf_peers
     t = time.perf_counter()
@@ -254,6 +263,7 @@ SECTIONS = {
     "ours": ours_section,
     "ours_quant": ours_quant_section,
     "ours_prefix_alt": ours_prefix_alt_section,
+    "ours_fp8kv": ours_fp8kv_section,
     "hf": hf_section,
     "hf_static": hf_static_section,
     "mixtral": mixtral_section,

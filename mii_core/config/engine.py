@@ -106,3 +106,6 @@ class EngineConfig(StrictModel):
     # the host schedules decode step n+1 and launches it, fed step n's greedy tokens on the device, before
     # it reads step n's tokens (vLLM's async scheduling). None: on for one rank on a GPU, off otherwise.
     async_scheduling: Optional[bool] = None
+    # what the KV cache stores K and V in: "auto" the model's dtype; "fp8" (vLLM's alias "fp8_e4m3")
+    # float8 e4m3 with per-head scales (mii_core/kv_cache/fp8.py), about twice the tokens in the same memory
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3"] = "auto"

@@ -15,6 +15,7 @@ from mii_core.distributed import init_parallel_context
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.distributed.step_sync import agree_on_min
 from mii_core.engine.inference_engine import InferenceEngine
+from mii_core.engine.kv_dtype import prepare_kv_cache_dtype
 from mii_core.engine.model_runner import ModelRunner
 from mii_core.kv_cache import KVCache, KVCacheShape, blocks_for_budget, default_block_size
 from mii_core.kv_cache.manager import KVCacheManager
@@ -125,14 +126,16 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
         log.info("weights quantized to %s: %.3f GB in linear layers and experts", mode, quantized_bytes(model) / 1e9)
     state_config = config.inference_engine_config.state_manager
     spec = policy.spec
+    cache_dtype = prepare_kv_cache_dtype(config.inference_engine_config.kv_cache_dtype, model, dtype, kernels, device)
     shape = KVCacheShape(spec.num_layers, local_kv_heads(spec.num_kv_heads, ctx.world_size), spec.head_dim,
-                         state_config.kv_block_size or default_block_size(spec.head_dim), dtype)
+                         state_config.kv_block_size or default_block_size(spec.head_dim), cache_dtype)
     # every rank must schedule the same cache: the smallest any rank can hold
     num_blocks = agree_on_min(ctx, kv_cache_blocks(shape, state_config.memory_config, device), device)
     engine = InferenceEngine(ModelRunner(model, allocate_kv_cache(shape, num_blocks, device), device),
                              Scheduler(kv_cache_manager(model, num_blocks, shape.block_size, state_config),
                                        state_config, restart_length=getattr(model, "restart_length", None)))
-    log.info("KV cache: %d blocks of %d tokens (%.2f GB)", num_blocks, shape.block_size,
+    log.info("KV cache: %d blocks of %d tokens = %d tokens in %s (%.2f GB)", num_blocks, shape.block_size,
+             num_blocks * shape.block_size, str(cache_dtype).removeprefix("torch."),
              num_blocks * shape.bytes_per_block / 1e9)
     graph_batch = config.inference_engine_config.cuda_graph_max_batch_size
     if device.type == "cuda":

@@ -8,6 +8,8 @@ A family whose attention differs subclasses :class:`Attention` in its plugin: ``
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -54,10 +56,17 @@ class Attention(nn.Module):
         q, k = self.adjust_qk(q, k)
         cos, sin = rope if rope is not None else (None, None)
         q = self.kernels.rotary_write_kv(q, k, v, cos, sin, self.rotary_dim, kv_cache[0], kv_cache[1],
-                                         batch.slot_mapping)
+                                         batch.slot_mapping, self.params.kv_scales)
         q = self.adjust_queries(q, batch)
         out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.params)
         return self.o_proj(out.reshape(-1, q_size))
+
+    def use_kv_scales(self, kv_scales: torch.Tensor) -> None:
+        """Stores K and V in an FP8 cache with these scales, float32 [2, local KV heads] (``AttentionParams``)."""
+        if tuple(kv_scales.shape) != (2, self.local_kv_heads):
+            raise ValueError(f"kv_scales must be [2, {self.local_kv_heads}] (K and V per local KV head), "
+                             f"got {tuple(kv_scales.shape)}")
+        self.params = replace(self.params, kv_scales=kv_scales)
 
     def adjust_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The projected queries [T, Hq_local, D] and keys [T, Hkv_local, D] before rotary; unchanged here."""

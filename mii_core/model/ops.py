@@ -20,13 +20,18 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     both in one pass.
 ``layer_norm(x, weight, bias, eps, residual=None)``
     As ``rms_norm`` with LayerNorm (``bias`` may be None).
-``rotary_write_kv(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping) -> q``
+``rotary_write_kv(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping, kv_scales=None) -> q``
     ``q`` [T, Hq, D], ``k``/``v`` [T, Hkv, D]; ``cos``/``sin`` [T, rotary_dim] in q's dtype (each
     token's angles duplicated over the two halves, HF's "rotate half" layout) or None when
     ``rotary_dim`` is 0 (no rotary: learned or no positions). Rotates the first ``rotary_dim`` features
     of every head of q and k, writes k and v into ``k_cache``/``v_cache`` [num_blocks, block_size, Hkv, D]
     at the flat slots ``slot_mapping`` [T] (block * block_size + offset), and returns the rotated q
     (a new tensor or q itself). ``q``/``k``/``v`` may be strided views of one fused qkv output.
+    An FP8 KV cache (``k_cache.dtype`` is ``torch.float8_e4m3fn``) comes with ``kv_scales``, float32
+    [2, Hkv] on q's device (row 0: K's scale per KV head, row 1: V's): each written element is
+    ``x · (1 / scale)`` in float32 (the reciprocal taken by ``torch.reciprocal``), clamped to ±448 and
+    rounded to nearest-even e4m3. ``kv_scales`` is passed only for such a cache: a kernel that never
+    stores FP8 may keep the nine-argument signature.
 ``paged_attention(q, k_cache, v_cache, batch, params: AttentionParams) -> Tensor``
     ``q`` [T, Hq, D], Hq a multiple of Hkv (MHA, GQA, MQA). Every new token's K/V is already in the cache
     (``rotary_write_kv`` ran first). Returns [T, Hq, D]: for each token of sequence s at position p and
@@ -39,6 +44,11 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     its key count after this step, its new tokens are ``batch.query_start[s] : batch.query_start[s+1]``
     at positions ``context_lens[s] - query_lens[s]`` onwards. Block-table entries of blocks that left the
     window may point at blocks now used by other sequences: they must be masked, not trusted.
+    With an FP8 KV cache, ``params.kv_scales`` is set (as for ``rotary_write_kv``) and the keys and values
+    are ``float32(stored) · scale`` of their KV head, rounded to q's dtype; with a cache in q's dtype it
+    is None. A kernel that stores or reads FP8 says so with a ``supports_fp8_kv_cache = True`` attribute
+    (on the function, or the class it is registered as): the engine refuses ``kv_cache_dtype="fp8"``
+    naming any chosen ``rotary_write_kv`` or ``paged_attention`` kernel without it.
 ``gated_activation(x, activation) -> Tensor``
     ``x`` [T, 2F] holding [gate | up]; returns ``act(gate) * up`` [T, F]; activation "silu", "gelu" or
     "gelu_tanh".
@@ -94,15 +104,18 @@ class AttentionParams:
 
     ``scale``: multiplies q·kᵀ. ``window``: the sliding window in tokens, or None. ``alibi_slopes``: a
     float32 [Hq_local] tensor on q's device (each rank of a tensor-parallel model holds its own heads'
-    slopes), or None. ``logit_softcap``: Gemma-2's cap, or None. A new attention option (the FP8 KV cache
-    scales of issue 18, for one) joins this dataclass with a default that keeps the old behaviour, so the
-    op's signature never changes; a kernel that cannot honour a set field must raise, naming it.
+    slopes), or None. ``logit_softcap``: Gemma-2's cap, or None. ``kv_scales``: with an FP8 KV cache,
+    float32 [2, Hkv_local] on q's device, the K (row 0) and V (row 1) scale of each local KV head (chosen
+    in ``mii_core/kv_cache/fp8.py``), or None with a cache in q's dtype. A new attention option joins this
+    dataclass with a default that keeps the old behaviour, so the op's signature never changes; a kernel
+    that cannot honour a set field must raise, naming it.
     """
 
     scale: float
     window: Optional[int] = None
     alibi_slopes: Optional["torch.Tensor"] = None
     logit_softcap: Optional[float] = None
+    kv_scales: Optional["torch.Tensor"] = None
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 1:
@@ -112,6 +125,9 @@ class AttentionParams:
         if self.alibi_slopes is not None and self.alibi_slopes.dim() != 1:
             raise ValueError(f"alibi_slopes must be one slope per local query head [Hq], "
                              f"got shape {tuple(self.alibi_slopes.shape)}")
+        if self.kv_scales is not None and (self.kv_scales.dim() != 2 or self.kv_scales.shape[0] != 2):
+            raise ValueError(f"kv_scales must be the K and V scales of each local KV head [2, Hkv], "
+                             f"got shape {tuple(self.kv_scales.shape)}")
 
 
 class KernelOps(Protocol):
@@ -129,8 +145,8 @@ class KernelOps(Protocol):
 
     def rotary_write_kv(self, q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor",
                         cos: Optional["torch.Tensor"], sin: Optional["torch.Tensor"], rotary_dim: int,
-                        k_cache: "torch.Tensor", v_cache: "torch.Tensor",
-                        slot_mapping: "torch.Tensor") -> "torch.Tensor": ...
+                        k_cache: "torch.Tensor", v_cache: "torch.Tensor", slot_mapping: "torch.Tensor",
+                        kv_scales: Optional["torch.Tensor"] = None) -> "torch.Tensor": ...
 
     def paged_attention(self, q: "torch.Tensor", k_cache: "torch.Tensor", v_cache: "torch.Tensor",
                         batch: "RaggedBatch", params: AttentionParams) -> "torch.Tensor": ...
@@ -180,8 +196,14 @@ class KernelSet:
     def layer_norm(self, x, weight, bias, eps, residual=None):
         return self.op("layer_norm")(x, weight, bias, eps, residual)
 
-    def rotary_write_kv(self, q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping):
-        return self.op("rotary_write_kv")(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping)
+    def rotary_write_kv(self, q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping, kv_scales=None):
+        args = (q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping)
+        # scales only for an FP8 cache: a kernel that never stores FP8 keeps the nine-argument signature
+        return self.op("rotary_write_kv")(*args) if kv_scales is None else self.op("rotary_write_kv")(*args, kv_scales)
+
+    def supports_fp8_kv_cache(self, op: str) -> bool:
+        """Whether the kernel chosen for ``op`` declares it stores or reads an FP8 KV cache."""
+        return bool(getattr(self.op(op), "supports_fp8_kv_cache", False))
 
     def paged_attention(self, q, k_cache, v_cache, batch, params: AttentionParams):
         return self.op("paged_attention")(q, k_cache, v_cache, batch, params)

@@ -67,7 +67,9 @@ def mii_core_register_kernels(registry: "KernelRegistry") -> None:
     CUDA, so a kernel meant to replace them registers above that. Two
     plugins at the same top priority for one op and device are a conflict (an error naming both when
     a model on that device is built); there is no override flag, pick a distinct priority. The
-    contract of each op is in :mod:`mii_core.model.ops`. A plugin module::
+    contract of each op is in :mod:`mii_core.model.ops`; a ``rotary_write_kv`` or ``paged_attention``
+    that handles the FP8 KV cache sets ``supports_fp8_kv_cache = True`` on itself (without it,
+    ``kv_cache_dtype="fp8"`` is refused naming the kernel). A plugin module::
 
         from mii_core import hookimpl
 

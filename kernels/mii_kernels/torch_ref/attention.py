@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from mii_core.model.ops import AttentionParams
+from mii_kernels.torch_ref import fp8_kv
 
 
 def _gather_queries(q, batch, seqs, max_q):
@@ -19,17 +20,20 @@ def _gather_queries(q, batch, seqs, max_q):
     return q[token_index], token_index, valid, positions                # q: [G, max_q, Hq, D]
 
 
-def _gather_cache(cache, batch, seqs, max_context):
+def _gather_cache(cache, batch, seqs, max_context, scales, dtype):
     blocks = -(-max_context // batch.block_size)
     tables = batch.block_tables[seqs, :blocks]                            # [G, blocks]
     gathered = cache[tables]                                              # [G, blocks, bs, Hkv, D]
+    if scales is not None:  # an FP8 cache: the gathered keys or values only, back in q's dtype
+        gathered = fp8_kv.dequantize(gathered, scales, dtype)
     return gathered.reshape(len(seqs), blocks * batch.block_size, *cache.shape[2:])
 
 
 def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, params):
     queries, token_index, valid, q_positions = _gather_queries(q, batch, seqs, max_q)
-    keys = _gather_cache(k_cache, batch, seqs, max_context)              # [G, L, Hkv, D]
-    values = _gather_cache(v_cache, batch, seqs, max_context)
+    k_scales, v_scales = params.kv_scales if params.kv_scales is not None else (None, None)
+    keys = _gather_cache(k_cache, batch, seqs, max_context, k_scales, q.dtype)   # [G, L, Hkv, D]
+    values = _gather_cache(v_cache, batch, seqs, max_context, v_scales, q.dtype)
     groups, length, kv_heads, dim = keys.shape
     per_kv = q.shape[1] // kv_heads
     # GQA without copying K/V: fold each KV head's query heads into the row axis
@@ -80,6 +84,7 @@ def _float32_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positio
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
                     params: AttentionParams) -> torch.Tensor:
+    fp8_kv.check_scales(k_cache, params.kv_scales, "paged_attention")
     out = q.new_empty((q.shape[0] + 1, *q.shape[1:]))  # + a spare row, see _attend_group
     if batch.decode_seqs.numel():
         _attend_group(out, q, k_cache, v_cache, batch, batch.decode_seqs, 1, batch.max_context_len, params)
@@ -87,3 +92,6 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         _attend_group(out, q, k_cache, v_cache, batch, batch.prefill_seqs, batch.max_query_len,
                       batch.max_prefill_context_len, params)
     return out[:-1]
+
+
+paged_attention.supports_fp8_kv_cache = True

@@ -1,4 +1,7 @@
+"""Reference rotary embedding fused with the KV write (an FP8 cache stores K/V rounded as fp8_kv says)."""
 import torch
+
+from mii_kernels.torch_ref import fp8_kv
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:
@@ -10,16 +13,29 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: i
 
 
 def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-             slot_mapping: torch.Tensor) -> None:
-    heads, dim = k.shape[1], k.shape[2]
-    k_cache.view(-1, heads, dim).index_copy_(0, slot_mapping, k)
-    v_cache.view(-1, heads, dim).index_copy_(0, slot_mapping, v)
+             slot_mapping: torch.Tensor, kv_scales=None) -> None:
+    fp8_kv.check_scales(k_cache, kv_scales, "rotary_write_kv")
+    if kv_scales is not None:
+        k, v = fp8_kv.quantize(k, kv_scales[0]), fp8_kv.quantize(v, kv_scales[1])
+    _write(k, k_cache, slot_mapping)
+    _write(v, v_cache, slot_mapping)
+
+
+def _write(x: torch.Tensor, cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    # index_copy_ has no float8 kernel on CPU: an FP8 cache is written through its bytes
+    as_bytes = fp8_kv.is_fp8_cache(cache)
+    flat = cache.view(torch.uint8) if as_bytes else cache
+    flat.view(-1, *x.shape[1:]).index_copy_(0, slot_mapping, x.view(torch.uint8) if as_bytes else x)
 
 
 def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin, rotary_dim: int,
-                    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+                    kv_scales=None) -> torch.Tensor:
     if rotary_dim:
         cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
         q, k = _rotate(q, cos, sin, rotary_dim), _rotate(k, cos, sin, rotary_dim)
-    write_kv(k, v, k_cache, v_cache, slot_mapping)
+    write_kv(k, v, k_cache, v_cache, slot_mapping, kv_scales)
     return q
+
+
+rotary_write_kv.supports_fp8_kv_cache = True

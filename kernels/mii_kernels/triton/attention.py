@@ -16,6 +16,10 @@ A program loads each K/V tile once per KV head for all the query heads that shar
 are (query token, head of the group) pairs, the group padded to a power of two and masked.
 Keys outside ``[window start of the first row, context)`` are never loaded: blocks that left the window
 may belong to other sequences by now.
+
+An FP8 cache (``params.kv_scales`` set) is read through its bytes (the interpreter has no float8
+tensors), each tile converted to q's dtype in registers; a KV head's K scale joins the score scale and
+its V scale multiplies the output once, rather than every element of every tile.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import triton.language as tl
 
 from mii_core.model.ops import AttentionParams
 from mii_kernels.triton.configs import pick_config
+from mii_kernels.triton.fp8_kv import check_fp8_cache
 
 LOG2_E = 1.4426950408889634
 LOG2_E_JIT = tl.constexpr(LOG2_E)  # a compiled kernel reads only constexpr globals (the interpreter reads any)
@@ -68,6 +73,8 @@ class TritonAttention:
     """The ``paged_attention`` op with its launch config (registered as a class: each kernel set makes one,
     reading the environment then)."""
 
+    supports_fp8_kv_cache = True
+
     def __init__(self, config: str | dict | None = None) -> None:
         self.config = launch_config(config)
 
@@ -93,7 +100,7 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
             BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
             MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-            NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+            NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     """Online softmax of rows ``q`` [M, D_PAD] at positions ``q_pos`` over keys [key_lo, key_hi).
 
     ``acc``, ``m_i``, ``l_i`` (unnormalised output, running max and sum, log2 domain) go in and come out
@@ -117,6 +124,8 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
             k = tl.load(k_cache + row + offs_d[None, :], mask=kv_mask, other=0.0)
         else:
             k = tl.load(k_cache + row + offs_d[None, :])
+        if FP8_KV:  # e4m3 bytes: exact in q's dtype; the K scale is in qk_scale
+            k = k.to(tl.float8e4nv, bitcast=True).to(q.dtype)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         if USE_SOFTCAP:
             s = _tanh(s) * cap
@@ -136,6 +145,8 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
             v = tl.load(v_cache + row + offs_d[None, :], mask=kv_mask, other=0.0)
         else:
             v = tl.load(v_cache + row + offs_d[None, :])
+        if FP8_KV:  # the V scale multiplies the output once, at the end
+            v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     return acc, m_i, l_i
@@ -146,7 +157,8 @@ def _attend_range(q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo,
                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                   M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
                   D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
-                  USE_SOFTCAP: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+                  USE_SOFTCAP: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
+                  FP8_KV: tl.constexpr):
     """Keys [key_lo, key_hi), of which every row sees [full_lo, full_hi): whole tiles of that part run
     without masks, the edges (window start, causal diagonal, context end) with them. Returns (acc, m, l)."""
     m_i = tl.full([M], NEG_BIG, tl.float32)
@@ -155,14 +167,15 @@ def _attend_range(q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo,
     full_hi = full_lo + tl.maximum(full_hi - full_lo, 0) // BLOCK_N * BLOCK_N
     acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, kv_head,
                             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                            BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION)
+                            BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION,
+                            FP8_KV)
     acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi, kv_head,
                             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                             BLOCK_N, BLOCK_SIZE, D, D_PAD, False, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES,
-                            PRECISION)
+                            PRECISION, FP8_KV)
     return _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi, kv_head,
                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                   BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION)
+                   BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
 
 
 @triton.jit
@@ -178,6 +191,14 @@ def _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI: tl.constexpr):
     if USE_ALIBI:
         return tl.load(alibi_slopes + head, mask=row_ok, other=0.0) * LOG2_E_JIT
     return tl.zeros(head.shape, tl.float32)
+
+
+@triton.jit
+def _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV: tl.constexpr):
+    """This KV head's (K scale, V scale): ``kv_scales`` [2, kv_heads] with an FP8 cache, else (1, 1)."""
+    if FP8_KV:
+        return tl.load(kv_scales + kv_head), tl.load(kv_scales + kv_heads + kv_head)
+    return 1.0, 1.0
 
 
 @triton.jit
@@ -198,13 +219,15 @@ def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
 # ints that change from step to step are not specialised on (== 1, % 16): that would compile new
 # variants in the middle of a run
 @triton.jit(do_not_specialize=['num_seqs', 'stride_bt', 'window'])
-def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, alibi_slopes, num_seqs,
+def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, alibi_slopes, kv_scales,
+                    num_seqs,
                     stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                     G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
                     USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                    SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+                    SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
+                    FP8_KV: tl.constexpr):
     tile = tl.program_id(0)
     kv_head = tl.program_id(1)
     seq = _find_sequence(query_start, num_seqs, tile, BLOCK_Q)
@@ -229,26 +252,27 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     first_pos = context - q_len + local * BLOCK_Q
     last_pos = tl.minimum(first_pos + BLOCK_Q, context) - 1
     table_row = block_tables + seq.to(tl.int64) * stride_bt
+    k_scale, v_scale = _kv_head_scales(kv_scales, tl.num_programs(1), kv_head, FP8_KV)
     acc, m_i, l_i = _attend_range(q_tile, q_pos, slope, k_cache, v_cache, table_row,
                                   _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
                                   first_pos + 1, last_pos + 1, kv_head,
-                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
-                                  window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, USE_ALIBI,
-                                  USE_SOFTCAP, NUM_STAGES, PRECISION)
+                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale * k_scale,
+                                  cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, USE_ALIBI,
+                                  USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
     o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
-    tl.store(out + o_off, (acc / l_i[:, None]).to(out.dtype.element_ty), mask=io_mask)
+    tl.store(out + o_off, (acc / l_i[:, None] * v_scale).to(out.dtype.element_ty), mask=io_mask)
 
 
 @triton.jit(do_not_specialize=['num_splits', 'stride_bt', 'window'])
 def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
-                   alibi_slopes, decode_seqs, num_splits, num_q_heads,
+                   alibi_slopes, kv_scales, decode_seqs, num_splits, num_q_heads,
                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                    D: tl.constexpr, D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
                    USE_SOFTCAP: tl.constexpr, SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr,
-                   PRECISION: tl.constexpr):
+                   PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     index = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -270,13 +294,14 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         key_lo = key_lo + split * tiles_per_split * BLOCK_N
         key_hi = tl.minimum(key_hi, key_lo + tiles_per_split * BLOCK_N)
     table_row = block_tables + seq * stride_bt
+    k_scale, v_scale = _kv_head_scales(kv_scales, tl.num_programs(1), kv_head, FP8_KV)
     acc, m_i, l_i = _attend_range(q_tile, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo, key_hi,
                                   key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                  qk_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, USE_ALIBI,
-                                  USE_SOFTCAP, NUM_STAGES, PRECISION)
+                                  qk_scale * k_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW,
+                                  USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
     empty = l_i == 0.0
     l_i = tl.where(empty, 1.0, l_i)
-    result = acc / l_i[:, None]
+    result = acc / l_i[:, None] * v_scale
     if SPLIT:
         part = (index * num_q_heads + head) * num_splits + split
         tl.store(part_out + part[:, None] * D + offs_d[None, :], result, mask=io_mask)
@@ -332,8 +357,11 @@ def _check_inputs(q, k_cache, v_cache, batch, params: AttentionParams) -> None:
                          f"{k_cache.shape[1]} must be the batch's {batch.block_size}")
     if dim > 256:
         raise ValueError(f"the Triton paged_attention handles head sizes up to 256, not {dim}")
-    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or k_cache.dtype != q.dtype:
-        raise ValueError("the KV cache must be contiguous along the head size and have q's dtype")
+    fp8 = params.kv_scales is not None
+    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or (k_cache.dtype != q.dtype and not fp8):
+        raise ValueError("the KV cache must be contiguous along the head size and have q's dtype (or be "
+                         "float8_e4m3fn, with params.kv_scales)")
+    check_fp8_cache(k_cache, params.kv_scales, q.device, "paged_attention")
     slopes = params.alibi_slopes
     if slopes is not None and (tuple(slopes.shape) != (heads,) or slopes.dtype != torch.float32 or
                                slopes.device != q.device or not slopes.is_contiguous()):
@@ -350,13 +378,23 @@ def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
     dim = q.shape[2]
     meta = dict(BLOCK_SIZE=batch.block_size, D=dim, D_PAD=max(16, triton.next_power_of_2(dim)),
                 USE_WINDOW=params.window is not None, USE_ALIBI=params.alibi_slopes is not None,
-                USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+                USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+                FP8_KV=params.kv_scales is not None)
     slopes = params.alibi_slopes if params.alibi_slopes is not None else q  # a placeholder, never read
-    return slopes, strides, meta
+    kv_scales = params.kv_scales if params.kv_scales is not None else q  # a placeholder, never read
+    return (slopes, kv_scales), strides, meta
+
+
+def _cache_views(k_cache, v_cache):
+    """An FP8 cache as its bytes (the interpreter has no float8 tensors; the kernels bitcast each tile)."""
+    if k_cache.dtype == torch.float8_e4m3fn:
+        return k_cache.view(torch.uint8), v_cache.view(torch.uint8)
+    return k_cache, v_cache
 
 
 def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes):
-    slopes, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
+    tensors, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
+    k_cache, v_cache = _cache_views(k_cache, v_cache)
     large = meta["D_PAD"] > 128
     group = q.shape[1] // k_cache.shape[2]
     group_pad = triton.next_power_of_2(group)
@@ -364,14 +402,15 @@ def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes):
     block_q = max(block_m // group_pad, -(-16 // group_pad))  # tl.dot needs at least 16 rows
     grid = (q.shape[0] // block_q + batch.num_seqs, k_cache.shape[2])
     _prefill_kernel[grid](
-        out, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens, slopes,
+        out, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens, *tensors,
         batch.num_seqs, *strides, G=group, G_PAD=group_pad, BLOCK_Q=block_q,
         BLOCK_N=cfg["prefill_block_n_large_d" if large else "prefill_block_n"], SKIP_DECODES=skip_decodes,
         NUM_STAGES=cfg["prefill_stages"], num_warps=cfg["prefill_warps"], **meta)
 
 
 def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes):
-    slopes, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
+    tensors, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
+    k_cache, v_cache = _cache_views(k_cache, v_cache)
     heads, kv_heads = q.shape[1], k_cache.shape[2]
     group = heads // kv_heads
     block_n = cfg["decode_block_n_large_d" if meta["D_PAD"] > 128 else "decode_block_n"]
@@ -383,7 +422,7 @@ def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes):
         part_lse = torch.empty((num_decodes, heads, splits), dtype=torch.float32, device=q.device)
     _decode_kernel[(num_decodes, kv_heads, splits)](
         out, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens,
-        slopes, batch.decode_seqs, splits, heads, *strides,
+        *tensors, batch.decode_seqs, splits, heads, *strides,
         G=group, G_PAD=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, SPLIT=splits > 1,
         NUM_STAGES=cfg["decode_stages"], num_warps=cfg["decode_warps"], **meta)
     if splits > 1:

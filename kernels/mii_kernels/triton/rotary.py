@@ -8,6 +8,10 @@ Contract (``mii_core.model.ops.rotary_write_kv``), with what this kernel accepts
 - ``k_cache``/``v_cache`` [num_blocks, block_size, Hkv, D], any strides; ``slot_mapping`` [T] integer.
   A negative slot writes nothing: padding tokens of a captured CUDA graph may use -1.
 - Returns a new contiguous [T, Hq, D] tensor holding the rotated q; the inputs are not modified.
+- An FP8 cache (float8_e4m3fn, with ``kv_scales`` [2, Hkv]) is written through its bytes (the
+  interpreter has no float8 tensors) by :func:`_e4m3_byte`, integer arithmetic that rounds as PyTorch's
+  cast does, to nearest-even: the interpreter's own float8 cast rounds differently, and one path on
+  both keeps the GPU's bytes equal to the reference's.
 The arithmetic rounds where the reference does: ``x * cos`` and ``rotate_half(x) * sin`` are each
 rounded to x's dtype before their sum (PyTorch's op-by-op order), so results are bit-identical to it.
 Compiled for NVIDIA, the products and the sum use round-to-nearest intrinsics: with plain operators the
@@ -22,13 +26,54 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from mii_kernels.triton.fp8_kv import check_fp8_cache
+
+
+@triton.jit
+def _e4m3_byte(y):
+    """The float8_e4m3fn byte of float32 ``y`` (finite, |y| <= 448), rounded to nearest-even."""
+    bits = y.to(tl.int32, bitcast=True)
+    sign = (bits >> 31) & 1
+    magnitude = bits & 0x7FFFFFFF
+    # normal (|y| >= 2^-6): keep exponent and 3 of float32's 23 mantissa bits, ties to even, rebias 127 -> 7
+    kept = magnitude >> 20
+    rest = magnitude & 0xFFFFF
+    up = (rest > 0x80000) | ((rest == 0x80000) & ((kept & 1) == 1))
+    normal = kept + up.to(tl.int32) - (120 << 3)
+    # subnormal (|y| < 2^-6): a multiple of 2^-9 (the scaling is exact), ties to even
+    scaled = tl.abs(y) * 512.0
+    whole = tl.floor(scaled)
+    fraction = scaled - whole
+    units = whole.to(tl.int32)
+    subnormal = units + ((fraction > 0.5) | ((fraction == 0.5) & ((units & 1) == 1))).to(tl.int32)
+    code = tl.where(tl.abs(y) < 0.015625, subnormal, normal)
+    return (code | (sign << 7)).to(tl.uint8)
+
+
+@triton.jit
+def _store_heads(dst, x, h, heads, d, mask, stride_dh, stride_dd, scales, QUANTIZE: tl.constexpr,
+                 UNFUSED: tl.constexpr):
+    """Stores ``x`` [BLOCK_H, BLOCK_D] at ``dst``: as is, or (``QUANTIZE``) as e4m3 bytes of x · 1/scale
+    (the reciprocal rounded to nearest, as torch.reciprocal: the plain division may be approximate on a GPU)."""
+    if QUANTIZE:
+        scale = tl.load(scales + h, mask=h < heads, other=1.0)
+        if UNFUSED:
+            inverse = libdevice.div_rn(1.0, scale)
+        else:
+            inverse = 1.0 / scale
+        y = tl.minimum(tl.maximum(x.to(tl.float32) * inverse, -448.0), 448.0)
+        tl.store(dst + h * stride_dh + d * stride_dd, _e4m3_byte(y), mask=mask)
+    else:
+        tl.store(dst + h * stride_dh + d * stride_dd, x.to(dst.dtype.element_ty), mask=mask)
+
 
 @triton.jit
 def _rotate_heads(src, dst, cos_row, sin_row, head0, heads, dim, rotary_dim, stride_sh, stride_sd,
-                  stride_dh, stride_dd, stride_cd, HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr,
-                  BLOCK_D: tl.constexpr, UNFUSED: tl.constexpr):
+                  stride_dh, stride_dd, stride_cd, scales, HAS_ROTARY: tl.constexpr,
+                  BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, UNFUSED: tl.constexpr,
+                  QUANTIZE: tl.constexpr):
     """Copies heads [head0, head0 + BLOCK_H) of one token's row ``src`` to ``dst``, rotating the first
-    ``rotary_dim`` features of each."""
+    ``rotary_dim`` features of each (and, with ``QUANTIZE``, storing them as e4m3 bytes)."""
     h = head0 + tl.arange(0, BLOCK_H)[:, None]
     d = tl.arange(0, BLOCK_D)[None, :]
     mask = (h < heads) & (d < dim)
@@ -53,18 +98,18 @@ def _rotate_heads(src, dst, cos_row, sin_row, head0, heads, dim, rotary_dim, str
             second = (partner_signed * sin).to(dtype).to(tl.float32)
             total = first + second
         x = tl.where(rotated, total.to(dtype), x)
-    tl.store(dst + h * stride_dh + d * stride_dd, x.to(dst.dtype.element_ty), mask=mask)
+    _store_heads(dst, x, h, heads, d, mask, stride_dh, stride_dd, scales, QUANTIZE, UNFUSED)
 
 
 @triton.jit
 def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
-                         q_heads, kv_heads, dim, rotary_dim, block_size,
+                         k_scales, v_scales, q_heads, kv_heads, dim, rotary_dim, block_size,
                          stride_qt, stride_qh, stride_qd, stride_kt, stride_kh, stride_kd,
                          stride_vt, stride_vh, stride_vd, stride_ct, stride_cd,
                          stride_kb, stride_ko, stride_kch, stride_kcd,    # k_cache
                          stride_vb, stride_vo, stride_vch, stride_vcd,    # v_cache
                          HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-                         UNFUSED: tl.constexpr):
+                         UNFUSED: tl.constexpr, QUANTIZE: tl.constexpr):
     # grid: (token, head block); the first blocks hold q's heads, the rest k's and v's
     token = tl.program_id(0).to(tl.int64)
     head_block = tl.program_id(1)
@@ -74,7 +119,7 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
     if head_block < q_blocks:
         _rotate_heads(q_ptr + token * stride_qt, q_out_ptr + token * q_heads * dim, cos_row, sin_row,
                       head_block * BLOCK_H, q_heads, dim, rotary_dim, stride_qh, stride_qd, dim, 1, stride_cd,
-                      HAS_ROTARY, BLOCK_H, BLOCK_D, UNFUSED)
+                      k_scales, HAS_ROTARY, BLOCK_H, BLOCK_D, UNFUSED, False)
     else:
         slot = tl.load(slot_ptr + token).to(tl.int64)
         if slot >= 0:
@@ -83,13 +128,15 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
             offset = slot % block_size
             _rotate_heads(k_ptr + token * stride_kt, k_cache_ptr + block * stride_kb + offset * stride_ko,
                           cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_kh, stride_kd,
-                          stride_kch, stride_kcd, stride_cd, HAS_ROTARY, BLOCK_H, BLOCK_D, UNFUSED)
+                          stride_kch, stride_kcd, stride_cd, k_scales, HAS_ROTARY, BLOCK_H, BLOCK_D,
+                          UNFUSED, QUANTIZE)
             _rotate_heads(v_ptr + token * stride_vt, v_cache_ptr + block * stride_vb + offset * stride_vo,
                           cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_vh, stride_vd,
-                          stride_vch, stride_vcd, stride_cd, False, BLOCK_H, BLOCK_D, UNFUSED)
+                          stride_vch, stride_vcd, stride_cd, v_scales, False, BLOCK_H, BLOCK_D,
+                          UNFUSED, QUANTIZE)
 
 
-def _check(q, k, v, cos, sin, rotary_dim, k_cache):
+def _check(q, k, v, cos, sin, rotary_dim, k_cache, kv_scales):
     dim = q.shape[-1]
     if rotary_dim % 2 or not 0 <= rotary_dim <= dim:
         raise ValueError(f"rotary_dim must be even and between 0 and the head size {dim}, got {rotary_dim}")
@@ -99,6 +146,7 @@ def _check(q, k, v, cos, sin, rotary_dim, k_cache):
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not fit together")
     if k_cache.shape[2:] != k.shape[1:]:
         raise ValueError(f"k_cache {tuple(k_cache.shape)} does not hold heads of shape {tuple(k.shape[1:])}")
+    check_fp8_cache(k_cache, kv_scales, q.device, "rotary_write_kv")
 
 
 def _has_nvidia_intrinsics(q: torch.Tensor) -> bool:
@@ -107,8 +155,9 @@ def _has_nvidia_intrinsics(q: torch.Tensor) -> bool:
 
 
 def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin, rotary_dim: int,
-                    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:
-    _check(q, k, v, cos, sin, rotary_dim, k_cache)
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+                    kv_scales=None) -> torch.Tensor:
+    _check(q, k, v, cos, sin, rotary_dim, k_cache, kv_scales)
     tokens, q_heads, dim = q.shape
     kv_heads = k.shape[1]
     q_out = torch.empty((tokens, q_heads, dim), dtype=q.dtype, device=q.device)
@@ -121,10 +170,17 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
     cos = cos if has_rotary else q  # unused pointers when there is no rotation
     sin = sin if has_rotary else q
     cos_strides = (cos.stride(0), cos.stride(1)) if has_rotary else (0, 0)
+    quantize = kv_scales is not None
+    scales = kv_scales if quantize else q  # a placeholder, never read
+    if quantize:  # written through the bytes: the interpreter has no float8 tensors
+        k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
     _rotary_write_kernel[grid](
-        q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping,
+        q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, scales[0], scales[1],
         q_heads, kv_heads, dim, rotary_dim, k_cache.shape[1],
         *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
         HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=_has_nvidia_intrinsics(q),
-        num_warps=4)
+        QUANTIZE=quantize, num_warps=4)
     return q_out
+
+
+rotary_write_kv.supports_fp8_kv_cache = True
