@@ -40,6 +40,7 @@ class TaskModel(ABC):
     required_keys: tuple[str, ...] = ()
     optional_keys: tuple[str, ...] = ()
     option_names: tuple[str, ...] = ()
+    image_keys: tuple[str, ...] = ()  # keys holding an image: a query sent to a server gives its encoded bytes
 
     def __init__(self, task: str) -> None:
         self.task = task
@@ -75,6 +76,19 @@ class TaskModel(ABC):
             raise QueryError(f"the {self.task} query has unknown keys {unknown}; it takes "
                              f"{list(self.required_keys + self.optional_keys)} (options such as top_k go as "
                              "keyword arguments of query())")
+
+    def check_remote_query(self, query: Mapping[str, Any]) -> None:
+        """A query that came over the network: its images must be encoded bytes (a string there would be a
+        path on the server, which no client may make the server read)."""
+        for key in self.image_keys:
+            if key in query and not isinstance(query[key], (bytes, bytearray)):
+                raise QueryError(f"the {self.task} query's '{key}' must be the image's encoded bytes (PNG, JPEG, "
+                                 f"...; base64 over REST) when sent to a deployment, got {type(query[key]).__name__}")
+
+    def to_plain(self, response: Any) -> Any:
+        """``response`` as plain data (dicts, lists, str, numbers, bools, None, bytes) for the wire; a task
+        whose responses hold other objects (images) overrides this."""
+        return response
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - set(self.option_names))

@@ -42,6 +42,9 @@ class DeploymentRecord:
     status: str = "starting"  # starting → ready → (removed at terminate)
     router_pid: Optional[int] = None
     replica_pids: list[int] = field(default_factory=list)
+    # an MII Legacy task deployment: {"task", "model_type", "model_dir", "mii_config"} (its replicas serve
+    # that task model instead of a generation engine); None for a mii_core.serve() deployment
+    legacy: Optional[dict[str, Any]] = None
 
     @property
     def key(self) -> bytes:
