@@ -33,9 +33,8 @@ class InProcessDeployment:
         response = self.batcher.submit(prepared).result()
         return LegacyResult(response, time.perf_counter() - start)
 
-    def check_remote(self, query: Mapping[str, Any]) -> None:
-        self.model.check_keys(query)
-        self.model.check_remote_query(query)
+    def remote_query(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        return self.model.remote_query(query)
 
     def to_plain(self, response: Any) -> Any:
         return self.model.to_plain(response)

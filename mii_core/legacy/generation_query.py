@@ -23,8 +23,9 @@ class TextAnswers:
     """What a text-generation deployment adds for serving: its queries hold no images, its answers (texts)
     are plain data already."""
 
-    def check_remote(self, query: Any) -> None:
+    def remote_query(self, query: Any) -> Any:
         query_prompts(query)
+        return query
 
     def to_plain(self, response: Any) -> Any:
         return response

@@ -29,8 +29,8 @@ log = logging.getLogger("mii_core.legacy.replica")
 class TaskStream(ResponseStream):
     """One task query: STARTED, then (the query answered) ``responses`` holds its plain answer."""
 
-    def __init__(self, deployment: Any, query: TaskQuery) -> None:
-        self._deployment, self._query = deployment, query
+    def __init__(self, deployment: Any, query: dict[str, Any], options: dict[str, Any]) -> None:
+        self._deployment, self._query, self._options = deployment, query, options
         self.responses = None
 
     def cancel(self) -> None:
@@ -38,7 +38,7 @@ class TaskStream(ResponseStream):
 
     def events(self, poll_interval: Optional[float] = None) -> Iterator[Any]:
         yield STARTED
-        result = self._deployment.query(self._query.query, **self._query.options)
+        result = self._deployment.query(self._query, **self._options)
         self.responses = {"response": self._deployment.to_plain(result.response),
                           "time_taken": float(result.time_taken)}
 
@@ -58,8 +58,7 @@ class TaskBackend(Backend):
                                  "POST /mii/<deployment>), not text generation requests")
         if request.task is not None and request.task != task:
             raise InvalidRequest(f"this deployment serves '{task}', not '{request.task}'; call its {task} method")
-        self.deployment.check_remote(request.query)
-        return TaskStream(self.deployment, request)
+        return TaskStream(self.deployment, self.deployment.remote_query(request.query), request.options)
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "pid": os.getpid(), "rank_pids": [os.getpid()], "task": self.deployment.task}

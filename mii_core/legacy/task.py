@@ -8,6 +8,7 @@ forward pass) → ``respond`` once per query (a failing response fails only its 
 """
 from __future__ import annotations
 
+import base64
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -77,13 +78,24 @@ class TaskModel(ABC):
                              f"{list(self.required_keys + self.optional_keys)} (options such as top_k go as "
                              "keyword arguments of query())")
 
-    def check_remote_query(self, query: Mapping[str, Any]) -> None:
-        """A query that came over the network: its images must be encoded bytes (a string there would be a
-        path on the server, which no client may make the server read)."""
+    def remote_query(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        """A query that came over the network, its images as encoded bytes: given as bytes (gRPC) or as
+        base64 text (REST). A string is never read as a path: no client may make the server open a file."""
+        self.check_keys(query)
+        checked = dict(query)
         for key in self.image_keys:
-            if key in query and not isinstance(query[key], (bytes, bytearray)):
+            value = query.get(key)
+            if isinstance(value, str):
+                try:
+                    checked[key] = base64.b64decode(value, validate=True)
+                except ValueError:
+                    raise QueryError(f"the {self.task} query's '{key}' is neither image bytes nor base64 text of "
+                                     "them (a file path names a file on the client, which the server cannot read)"
+                                     ) from None
+            elif key in query and not isinstance(value, (bytes, bytearray)):
                 raise QueryError(f"the {self.task} query's '{key}' must be the image's encoded bytes (PNG, JPEG, "
-                                 f"...; base64 over REST) when sent to a deployment, got {type(query[key]).__name__}")
+                                 f"...; base64 text over REST), got {type(value).__name__}")
+        return checked
 
     def to_plain(self, response: Any) -> Any:
         """``response`` as plain data (dicts, lists, str, numbers, bools, None, bytes) for the wire; a task

@@ -33,6 +33,7 @@ class TransportSettings:
     tokenizer: Optional[str] = None  # the tokenizer's name or folder (/tokenize); None: model_name's
     chat_template: Optional[str] = None  # the model option chat_template (the text), replacing the tokenizer's
     tool_call_parser: Optional[str] = None  # the model option: how chat output is read for tool calls
+    task: Optional[str] = None  # an MII Legacy deployment's task (its routes take task queries); None: generation
 
 
 class Transport(ABC):
