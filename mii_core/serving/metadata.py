@@ -133,10 +133,10 @@ def load_record(folder: Path) -> Optional[DeploymentRecord]:
     path = Path(folder) / RECORD_FILE
     if not path.exists():
         return None
-    for part, what in ((Path(folder).parent, "the deployment cache"), (Path(folder), "the deployment folder"),
-                       (path, "the deployment record")):
-        check_private(part, what)
-    try:
+    try:  # the record may be removed meanwhile (a router that failed to start, a deployment terminating)
+        for part, what in ((Path(folder).parent, "the deployment cache"), (Path(folder), "the deployment folder"),
+                           (path, "the deployment record")):
+            check_private(part, what)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
