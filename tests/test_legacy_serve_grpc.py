@@ -132,3 +132,14 @@ def test_terminate_stops_every_process(folder, tmp_path_factory):
             assert not any(pid_alive(pid) for pid in pids)
             with pytest.raises(ValueError, match="no legacy deployment named 'short-lived'"):
                 mii.mii_query_handle("short-lived")
+
+
+def test_text_generation_over_grpc_equals_hf_greedy(checkpoint, oracle, tmp_path_factory):
+    folder = checkpoint()  # a tiny llama: the replica runs the FastGen pipeline
+    prompts = ["Hello world", "DeepSpeed is"]
+    with private_cache(tmp_path_factory.mktemp("mii_cache_generation")):
+        with local_deployment("text-generation", folder, "gen_deploy") as (handle, _):
+            result = handle.query({"query": prompts}, max_new_tokens=6, do_sample=False)
+            with pytest.raises(InvalidRequest, match="text-generation query has no 'query' key"):
+                handle.query({"prompt": "x"})
+    assert result.response == [oracle(folder).greedy(p, 6).text for p in prompts]

@@ -16,21 +16,15 @@ from PIL import Image
 
 from mii_core.serving.errors import InvalidRequest
 from support.legacy_serving import local_deployment, private_cache
-from support.tiny_vision import build_tiny_clip, build_tiny_stable_diffusion
+from support.tiny_vision import build_tiny_clip, build_tiny_stable_diffusion, png_bytes, random_image
 
 diffusers = pytest.importorskip("diffusers")
 SIZE = {"height": 32, "width": 32, "num_inference_steps": 2}
 LABELS = ["cat", "dog", "red car", "a tree"]
 
 
-def random_image(seed: int, size=(40, 48)) -> Image.Image:
-    return Image.fromarray((np.random.RandomState(seed).rand(size[1], size[0], 3) * 255).astype("uint8"))
-
-
 def b64_png(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(png_bytes(image)).decode()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from mii_core.config import ModelConfig
 from mii_core.config.deployment import MIIConfig
 from mii_core.requests import generation_options, normalize_prompt_ids, normalize_prompts
 from mii_core.response import Response
-from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, Request, ResponseStream, TaskQuery
+from mii_core.serving.backend import STARTED, Backend, Chunk, Request, ResponseStream, TaskQuery
 from mii_core.serving.errors import InvalidRequest
 from mii_core.serving.launch import ROUTER_PID_ENV
 from mii_core.serving.link import LinkServer, backend_handler

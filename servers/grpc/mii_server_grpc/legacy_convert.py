@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from mii_core.serving.errors import InvalidRequest
+from mii_server_grpc.convert import scalar_value
 from mii_server_grpc.proto import legacymodelresponse_pb2 as pb
 
 
@@ -105,15 +106,8 @@ def value_to_python(value: pb.Value) -> Any:
 
 
 def python_to_value(obj: Any) -> pb.Value:
-    if isinstance(obj, bool):
-        return pb.Value(bvalue=obj)
-    if isinstance(obj, int):
-        return pb.Value(ivalue=obj)
-    if isinstance(obj, float):
-        return pb.Value(dvalue=obj)
-    if isinstance(obj, str):
-        return pb.Value(svalue=obj)
-    return pb.Value(jvalue=json.dumps(obj))  # lists, dicts (a TypeError names anything else)
+    scalar = scalar_value(pb.Value, obj)
+    return scalar if scalar is not None else pb.Value(jvalue=json.dumps(obj))  # lists, dicts (else a TypeError)
 
 
 def options_of(message: Any) -> dict[str, Any]:
