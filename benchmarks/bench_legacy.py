@@ -15,9 +15,10 @@ msgpack), diffusers and its pure-Python requirements that the machine may lack::
 
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \\
-        diffusers==0.42.1 importlib-metadata==8.7.0 zipp==3.23.0 pillow==11.3.0
+        diffusers==0.42.1 importlib-metadata==10.2.0 zipp==4.1.2 pillow==13.0.0 requests==2.34.2
 
-then one device call, ``carry: [".whl"]``::
+(requests' own requirements, urllib3, idna, certifi and charset-normalizer, too if ``python3 -c "import requests"``
+fails there), then one device call, ``carry: [".whl"]``::
 
     . benchmarks/gpu_setup.sh || exit 1; python3 benchmarks/bench_legacy.py --out $OUT 2>&1 | tee $OUT/bench_legacy.log
 
