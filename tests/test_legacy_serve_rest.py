@@ -17,6 +17,8 @@ from support.legacy_serving import local_deployment, private_cache
 from support.tiny_encoders import build_tiny_encoder
 
 NAME = "embeddings_deployment"
+KEY = "legacy-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 TEXTS = ["Paris is the capital of France.", "I love this movie", "the quick brown fox"]
 
 
@@ -29,7 +31,7 @@ def folder(tmp_path_factory):
 def deployment(folder, tmp_path_factory):
     with private_cache(tmp_path_factory.mktemp("mii_cache")):
         with local_deployment("feature-extraction", folder, NAME, enable_restful_api=True,
-                              restful_api_host="127.0.0.1") as (handle, record):
+                              restful_api_host="127.0.0.1", api_key=KEY) as (handle, record):
             yield handle, record
 
 
@@ -66,7 +68,7 @@ def floats(embedding):
 
 
 def test_openai_client_embeddings_equal_mean_pooling(url, reference):
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
     ids = [2, 40, 41, 42, 3]
     for inputs in (TEXTS[0], TEXTS, ids, [ids, ids[:3]]):
         for encoding_format in ("float", "base64"):
@@ -82,11 +84,11 @@ def test_openai_client_embeddings_equal_mean_pooling(url, reference):
 
 
 def test_embeddings_bad_input_is_an_openai_400_then_serving_goes_on(url, reference):
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
     for body, param in (({"model": "m"}, "input"), ({"model": "m", "input": []}, "input"),
                         ({"model": "m", "input": "x", "encoding_format": "int8"}, "encoding_format"),
                         ({"model": "m", "input": [10**6]}, None)):
-        response = requests.post(f"{url}/v1/embeddings", json=body, timeout=60)
+        response = requests.post(f"{url}/v1/embeddings", json=body, headers=AUTH, timeout=60)
         assert response.status_code == 400, body
         error = response.json()["error"]
         assert error["type"] == "invalid_request_error" and error["message"]
@@ -99,16 +101,26 @@ def test_embeddings_bad_input_is_an_openai_400_then_serving_goes_on(url, referen
 
 
 def test_mii_route_takes_the_task_keys(url, reference):
-    answer = requests.post(f"{url}/mii/{NAME}", json={"query": TEXTS[0]}, timeout=60).json()
+    answer = requests.post(f"{url}/mii/{NAME}", json={"query": TEXTS[0]}, headers=AUTH, timeout=60).json()
     assert answer["response"] == pytest.approx(reference(TEXTS[0])[0], abs=1e-5) and answer["time_taken"] > 0
     mii_body = {"request": {"query": TEXTS[1]}, "kwargs": {"normalize": True}}  # MII Legacy's REST body
-    unit = requests.post(f"{url}/mii/{NAME}", json=mii_body, timeout=60).json()["response"]
+    unit = requests.post(f"{url}/mii/{NAME}", json=mii_body, headers=AUTH, timeout=60).json()["response"]
     expected = torch.tensor(reference(TEXTS[1])[0])
     assert unit == pytest.approx((expected / expected.norm()).tolist(), abs=1e-5)
-    missing = requests.post(f"{url}/mii/{NAME}", json={"text": "hi"}, timeout=60)
+    missing = requests.post(f"{url}/mii/{NAME}", json={"text": "hi"}, headers=AUTH, timeout=60)
     assert missing.status_code == 400
     assert "the feature-extraction query has no 'query' key" in missing.json()["error"]["message"]
-    elsewhere = requests.post(f"{url}/mii/other_deployment", json={"query": "hi"}, timeout=60)
+    elsewhere = requests.post(f"{url}/mii/other_deployment", json={"query": "hi"}, headers=AUTH, timeout=60)
     assert elsewhere.status_code == 404 and NAME in elsewhere.json()["error"]["message"]
-    again = requests.post(f"{url}/mii/{NAME}", json={"query": TEXTS[2]}, timeout=60).json()
+    again = requests.post(f"{url}/mii/{NAME}", json={"query": TEXTS[2]}, headers=AUTH, timeout=60).json()
     assert again["response"] == pytest.approx(reference(TEXTS[2])[0], abs=1e-5)
+
+
+def test_the_api_key_guards_every_route(deployment, url):
+    handle, _ = deployment  # the query handle (gRPC) carries the key from the deployment's record
+    assert len(handle.query({"query": TEXTS[0]}).response) == 32
+    for route, body in ((f"/mii/{NAME}", {"query": "hi"}), ("/v1/embeddings", {"model": "m", "input": "hi"})):
+        refused = requests.post(f"{url}{route}", json=body, timeout=60)
+        assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{url}/v1", api_key="wrong").embeddings.create(model="m", input="hi")
