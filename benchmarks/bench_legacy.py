@@ -73,7 +73,8 @@ def build_bert(folder: Path, task: str, tiny: bool) -> Path:
     if task == "text-classification":
         config.id2label = {0: "NEGATIVE", 1: "POSITIVE"}
         config.label2id = {"NEGATIVE": 0, "POSITIVE": 1}
-    head = {"fill-mask": transformers.BertForMaskedLM, "text-classification": transformers.BertForSequenceClassification}
+    head = {"fill-mask": transformers.BertForMaskedLM,
+            "text-classification": transformers.BertForSequenceClassification}
     torch.manual_seed(0)
     head[task](config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

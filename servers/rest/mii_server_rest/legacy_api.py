@@ -77,7 +77,8 @@ def _embedding_request(body: dict[str, Any]) -> tuple[list[Any], bool]:
         raise HttpError("invalid", "the body needs 'input': a string, a list of strings, a list of token ids or "
                         "a list of such lists", param="input")
     if body.get("dimensions") is not None:
-        raise HttpError("invalid", "'dimensions' is not supported: embeddings have the model's size", param="dimensions")
+        raise HttpError("invalid", "'dimensions' is not supported: embeddings have the model's size",
+                        param="dimensions")
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise HttpError("invalid", f"encoding_format must be 'float' or 'base64', got {fmt!r}", param="encoding_format")
