@@ -92,7 +92,6 @@ class LinkServer:
     def _serve(self, conn: Connection) -> None:
         deadline = _end_unless_cancelled(conn, HANDSHAKE_SECONDS)
         try:
-            no_delay(conn)
             deliver_challenge(conn, self._authkey)
             answer_challenge(conn, self._authkey)
             message = self._read_request(conn)
@@ -134,24 +133,10 @@ def _end_unless_cancelled(conn: Connection, seconds: float) -> threading.Timer:
 
 
 def connect(address: tuple[str, int], authkey: bytes) -> Connection:
-    """A connection that passed the HMAC handshake both ways (as ``Client(address, authkey=...)`` does it,
-    with TCP_NODELAY set first)."""
     try:
-        conn = Client(address)
-        no_delay(conn)
-        answer_challenge(conn, authkey)
-        deliver_challenge(conn, authkey)
-        return conn
+        return Client(address, authkey=authkey)
     except (OSError, EOFError) as exc:
         raise LinkBroken(f"cannot reach {address[0]}:{address[1]}: {exc}") from None
-
-
-def no_delay(conn: Connection) -> None:
-    """Sends each message at once. With Nagle's algorithm a message sent right after another (the handshake's
-    last word then the request; "started" then "done") waited for the peer's delayed ACK: 40 ms per hop."""
-    with contextlib.suppress(OSError):
-        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def call(address: tuple[str, int], authkey: bytes, message: dict[str, Any], timeout: float = 30.0) -> Any:
