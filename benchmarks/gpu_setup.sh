@@ -17,9 +17,9 @@ export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 
 # every architecture plugin in the tree (llama today; mixtral and others as they land)
 _mii_archs="" _mii_editable="-e . -e kernels"
-# the kit's GPT-2 plugin (the supported gpt2 family) and the gRPC front end (mii_core.serve needs a
-# transport; grpcio/protobuf come with .whl)
-for _mii_d in architectures/*/ plugins/example-gpt2/ servers/grpc/; do
+# the kit's GPT-2 plugin (the supported gpt2 family), the gRPC front end (mii_core.serve needs a
+# transport; grpcio/protobuf come with .whl) and the MII Legacy task plugins (bench_legacy.py)
+for _mii_d in architectures/*/ plugins/example-gpt2/ plugins/tasks-text/ plugins/tasks-vision/ servers/grpc/; do
     [ -f "$_mii_d/pyproject.toml" ] && _mii_archs="$_mii_archs ${_mii_d%/}" && _mii_editable="$_mii_editable -e ${_mii_d%/}"
 done
 echo "[setup] installing mii-core, kernels,$_mii_archs (editable)"
@@ -30,7 +30,7 @@ if ! python3 -m pip install -q --no-index --no-deps --no-build-isolation $_mii_e
     echo "[setup] editable install failed; falling back to PYTHONPATH + generated dist-info" >&2
     python3 - <<'EOF' || return 1
 import glob, os, tomllib
-for d in [".", "kernels", "servers/grpc", "plugins/example-gpt2"] + sorted(os.path.dirname(p) for p in glob.glob("architectures/*/pyproject.toml")):
+for d in [".", "kernels", "servers/grpc", "plugins/example-gpt2", "plugins/tasks-text", "plugins/tasks-vision"] + sorted(os.path.dirname(p) for p in glob.glob("architectures/*/pyproject.toml")):
     proj = tomllib.load(open(os.path.join(d, "pyproject.toml"), "rb"))["project"]
     name = proj["name"].replace("-", "_")
     info = f"/tmp/site/{name}-{proj['version']}.dist-info"

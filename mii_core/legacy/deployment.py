@@ -33,5 +33,11 @@ class InProcessDeployment:
         response = self.batcher.submit(prepared).result()
         return LegacyResult(response, time.perf_counter() - start)
 
+    def remote_query(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        return self.model.remote_query(query)
+
+    def to_plain(self, response: Any) -> Any:
+        return self.model.to_plain(response)
+
     def terminate(self) -> None:
         self.batcher.close()

@@ -17,3 +17,15 @@ def query_prompts(query: Any) -> list[str]:
         raise QueryError(f"the text-generation query's 'query' must be a non-empty string or a list of them, "
                          f"got {query['query']!r}"[:300])
     return list(prompts)
+
+
+class TextAnswers:
+    """What a text-generation deployment adds for serving: its queries hold no images, its answers (texts)
+    are plain data already."""
+
+    def remote_query(self, query: Any) -> Any:
+        query_prompts(query)
+        return query
+
+    def to_plain(self, response: Any) -> Any:
+        return response

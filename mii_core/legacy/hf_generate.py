@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from mii_core.config.generation import GenerationConfig
 from mii_core.legacy.config import LegacyConfig
-from mii_core.legacy.generation_query import query_prompts
+from mii_core.legacy.generation_query import TextAnswers, query_prompts
 from mii_core.legacy.result import LegacyResult
 from mii_core.legacy.task import QueryError
 from mii_core.requests import generation_options
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 UNSUPPORTED = ("stream", "ignore_eos", "stop", "logprobs")
 
 
-class HFGenerateDeployment:
+class HFGenerateDeployment(TextAnswers):
     """``query({"query": str | [str, ...]}, **generation options)`` → the generated texts, one per prompt."""
 
     task = "text-generation"

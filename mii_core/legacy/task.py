@@ -8,6 +8,7 @@ forward pass) → ``respond`` once per query (a failing response fails only its 
 """
 from __future__ import annotations
 
+import base64
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class TaskModel(ABC):
     required_keys: tuple[str, ...] = ()
     optional_keys: tuple[str, ...] = ()
     option_names: tuple[str, ...] = ()
+    image_keys: tuple[str, ...] = ()  # keys holding an image: a query sent to a server gives its encoded bytes
 
     def __init__(self, task: str) -> None:
         self.task = task
@@ -75,6 +77,30 @@ class TaskModel(ABC):
             raise QueryError(f"the {self.task} query has unknown keys {unknown}; it takes "
                              f"{list(self.required_keys + self.optional_keys)} (options such as top_k go as "
                              "keyword arguments of query())")
+
+    def remote_query(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        """A query that came over the network, its images as encoded bytes: given as bytes (gRPC) or as
+        base64 text (REST). A string is never read as a path: no client may make the server open a file."""
+        self.check_keys(query)
+        checked = dict(query)
+        for key in self.image_keys:
+            value = query.get(key)
+            if isinstance(value, str):
+                try:
+                    checked[key] = base64.b64decode(value, validate=True)
+                except ValueError:
+                    raise QueryError(f"the {self.task} query's '{key}' is neither image bytes nor base64 text of "
+                                     "them (a file path names a file on the client, which the server cannot read)"
+                                     ) from None
+            elif key in query and not isinstance(value, (bytes, bytearray)):
+                raise QueryError(f"the {self.task} query's '{key}' must be the image's encoded bytes (PNG, JPEG, "
+                                 f"...; base64 text over REST), got {type(value).__name__}")
+        return checked
+
+    def to_plain(self, response: Any) -> Any:
+        """``response`` as plain data (dicts, lists, str, numbers, bools, None, bytes) for the wire; a task
+        whose responses hold other objects (images) overrides this."""
+        return response
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - set(self.option_names))

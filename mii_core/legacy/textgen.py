@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
-from mii_core.legacy.generation_query import query_prompts
+from mii_core.legacy.generation_query import TextAnswers, query_prompts
 from mii_core.legacy.result import LegacyResult
 from mii_core.pipeline import pipeline
 
 
-class FastGenDeployment:
+class FastGenDeployment(TextAnswers):
     """``query({"query": str | [str, ...]}, **generation options)`` → the generated texts, one per prompt."""
 
     task = "text-generation"

@@ -68,10 +68,34 @@ class GenerateRequest:
                    chat_template_options=message.get("chat_template_options"))
 
 
+@dataclass
+class TaskQuery:
+    """One MII Legacy query for a task deployment: the task's keys (plain data: images as their encoded
+    bytes) and its options. ``task``: the task the caller means (a gRPC method names one; the replica
+    refuses another), None for whatever the deployment serves. Its stream's ``responses`` is a
+    ``TaskAnswer``: ``{"response": plain data, "time_taken": seconds}``."""
+
+    query: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    task: Optional[str] = None
+
+    count = 1  # one query is one unit of load, whatever it holds
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": "query", "query": self.query, "options": self.options, "task": self.task}
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> "TaskQuery":
+        return cls(query=message["query"], options=message["options"], task=message["task"])
+
+
+Request = Union[GenerateRequest, TaskQuery]
+
+
 class ResponseStream(ABC):
     """One request in flight. Iterate ``events()`` (or call ``result()``); ``cancel()`` from any thread."""
 
-    responses: Optional[list[Response]] = None  # set once every prompt finished
+    responses: Optional[list[Response]] = None  # set once every prompt finished (a TaskQuery's: its answer)
 
     @abstractmethod
     def events(self, poll_interval: Optional[float] = None) -> Iterator[Event]:
@@ -89,8 +113,9 @@ class ResponseStream(ABC):
 
 class Backend(ABC):
     @abstractmethod
-    def submit(self, request: GenerateRequest) -> ResponseStream:
-        """Starts a request; errors found before it runs (bad input, a full queue) raise here."""
+    def submit(self, request: Request) -> ResponseStream:
+        """Starts a request; errors found before it runs (bad input, a full queue) raise here. A backend
+        serves either generation requests or task queries, and refuses the other kind as ``invalid``."""
 
     @abstractmethod
     def health(self) -> dict[str, Any]:

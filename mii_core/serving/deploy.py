@@ -36,11 +36,18 @@ def serve(model_name_or_path: Optional[str] = None, model_config: Optional[dict[
     dict, an MIIConfig, or the path of a JSON file with the same keys.
     """
     config = build_config(model_name_or_path, model_config, mii_config, kwargs)
+    return MIIClient(start_deployment(config))
+
+
+def start_deployment(config: MIIConfig, legacy: Optional[dict[str, Any]] = None) -> DeploymentRecord:
+    """Checks, then starts the router (which starts the replicas and front ends); returns the ready record.
+    ``legacy``: the task model an MII Legacy deployment's replicas serve (``DeploymentRecord.legacy``)."""
     record = plan_deployment(config)
+    record.legacy = legacy
     write_record(record)
     process = spawn_router(Path(record.folder))
     threading.Thread(target=process.wait, name="mii-router-reaper", daemon=True).start()  # no zombie
-    return MIIClient(wait_until_ready(process, record, config.startup_timeout))
+    return wait_until_ready(process, record, config.startup_timeout)
 
 
 def build_config(model_name_or_path: Optional[str], model_config: Optional[dict[str, Any]],

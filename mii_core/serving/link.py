@@ -20,7 +20,7 @@ from multiprocessing.connection import Client, Connection, Listener, answer_chal
 from typing import Any, Callable, Iterator, Optional
 
 from mii_core.serving import wire
-from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
+from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, Request, ResponseStream, TaskQuery
 from mii_core.serving.errors import RequestCancelled, error_from_wire, error_kind
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,8 @@ def backend_handler(backend: Backend) -> Callable[[Connection, dict[str, Any]], 
         op = message["op"]  # one of wire.OPS: checked on receipt
         if op == "generate":
             _serve_generate(conn, backend, GenerateRequest.from_wire(message))
+        elif op == "query":
+            _serve_generate(conn, backend, TaskQuery.from_wire(message))
         elif op == "health":
             send(conn, ["done", backend.health()])
         else:
@@ -179,7 +181,18 @@ def _send_error(conn: Connection, exc: BaseException) -> None:
     send(conn, ["error", error_kind(exc), str(exc)])
 
 
-def _serve_generate(conn: Connection, backend: Backend, request: GenerateRequest) -> None:
+def _done_payload(request: Request, responses: Any) -> Any:
+    """What a finished stream's ``done`` carries: a generation's responses as dicts, a task's answer as is."""
+    if isinstance(request, TaskQuery):
+        return responses
+    return [wire.response_to_wire(r) for r in responses]
+
+
+def _read_done(request: Request) -> Callable[[Any], Any]:
+    return wire.task_answer_from_wire if isinstance(request, TaskQuery) else wire.responses_from_wire
+
+
+def _serve_generate(conn: Connection, backend: Backend, request: Request) -> None:
     try:
         stream = backend.submit(request)
     except Exception as exc:
@@ -195,7 +208,7 @@ def _serve_generate(conn: Connection, backend: Backend, request: GenerateRequest
                 send(conn, ["started"])
             else:
                 send(conn, ["chunk", event.index, wire.response_to_wire(event.response)])
-        send(conn, ["done", [wire.response_to_wire(r) for r in stream.responses]])
+        send(conn, ["done", _done_payload(request, stream.responses)])
     except (LinkBroken, EOFError, OSError):
         stream.cancel()  # the caller is gone: free the engine for others
     except Exception as exc:
@@ -212,7 +225,7 @@ class RemoteBackend(Backend):
     def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
         self.address, self.authkey = address, authkey
 
-    def submit(self, request: GenerateRequest) -> "RemoteStream":
+    def submit(self, request: Request) -> "RemoteStream":
         conn = connect(self.address, self.authkey)
         try:
             send(conn, request.to_wire())
@@ -222,7 +235,7 @@ class RemoteBackend(Backend):
         except TypeError:  # an option that is not plain data
             conn.close()
             raise
-        return RemoteStream(conn)
+        return RemoteStream(conn, _read_done(request))
 
     def health(self, timeout: float = 10.0) -> dict[str, Any]:
         return wire.health_from_wire(call(self.address, self.authkey, {"op": "health"}, timeout))
@@ -232,8 +245,8 @@ class RemoteBackend(Backend):
 
 
 class RemoteStream(ResponseStream):
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+    def __init__(self, conn: Connection, read_done: Callable[[Any], Any] = wire.responses_from_wire) -> None:
+        self._conn, self._read_done = conn, read_done
         self._cancelled = False
         self.responses = None
 
@@ -260,7 +273,7 @@ class RemoteStream(ResponseStream):
                 elif kind == "chunk":
                     yield Chunk(message[1], self._checked(wire.response_from_wire, message[2]))
                 elif kind == "done":
-                    self.responses = self._checked(wire.responses_from_wire, message[1])
+                    self.responses = self._checked(self._read_done, message[1])
                     return
                 else:
                     raise error_from_wire(message[1], message[2])

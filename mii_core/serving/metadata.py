@@ -42,6 +42,9 @@ class DeploymentRecord:
     status: str = "starting"  # starting → ready → (removed at terminate)
     router_pid: Optional[int] = None
     replica_pids: list[int] = field(default_factory=list)
+    # an MII Legacy task deployment: {"task", "model_type", "model_dir", "mii_config"} (its replicas serve
+    # that task model instead of a generation engine); None for a mii_core.serve() deployment
+    legacy: Optional[dict[str, Any]] = None
 
     @property
     def key(self) -> bytes:
@@ -130,10 +133,10 @@ def load_record(folder: Path) -> Optional[DeploymentRecord]:
     path = Path(folder) / RECORD_FILE
     if not path.exists():
         return None
-    for part, what in ((Path(folder).parent, "the deployment cache"), (Path(folder), "the deployment folder"),
-                       (path, "the deployment record")):
-        check_private(part, what)
-    try:
+    try:  # the record may be removed meanwhile (a router that failed to start, a deployment terminating)
+        for part, what in ((Path(folder).parent, "the deployment cache"), (Path(folder), "the deployment folder"),
+                           (path, "the deployment record")):
+            check_private(part, what)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None

@@ -22,7 +22,7 @@ from mii_core.config import ModelConfig
 from mii_core.config.deployment import MIIConfig
 from mii_core.requests import generation_options, normalize_prompt_ids, normalize_prompts
 from mii_core.response import Response
-from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
+from mii_core.serving.backend import STARTED, Backend, Chunk, Request, ResponseStream, TaskQuery
 from mii_core.serving.chat_prompt import ChatOptionError, ChatTemplateOptions, chat_token_ids
 from mii_core.serving.errors import InvalidRequest
 from mii_core.serving.launch import ROUTER_PID_ENV
@@ -104,7 +104,10 @@ class LocalBackend(Backend):
         self.rank_pids = rank_pids or [os.getpid()]  # rank order; the router watches each
         self.terminated = threading.Event()
 
-    def submit(self, request: GenerateRequest) -> LocalStream:
+    def submit(self, request: Request) -> LocalStream:
+        if isinstance(request, TaskQuery):
+            raise InvalidRequest("this deployment generates text (mii_core.serve); MII Legacy task queries go to a "
+                                 "deployment started by mii_core.legacy.deploy")
         given = [request.prompts is not None, request.chats is not None, request.prompt_ids is not None]
         if sum(given) != 1:
             raise InvalidRequest("give one of prompts, chat messages or prompt token ids")

@@ -75,7 +75,8 @@ def start_front_ends(config: MIIConfig, record: DeploymentRecord, router: Router
                                          threads=config.restful_processes, max_request_bytes=config.max_request_bytes,
                                          tokenizer=config.model_conf.tokenizer,
                                          chat_template=config.model_conf.chat_template,
-                                         tool_call_parser=config.model_conf.tool_call_parser)
+                                         tool_call_parser=config.model_conf.tool_call_parser,
+                                         task=(record.legacy or {}).get("task"))
             transport = load_transport(name)(router, settings)
             transport.start()
             started.append(transport)

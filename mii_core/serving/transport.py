@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from mii_core.serving.backend import Backend
 
@@ -33,6 +33,7 @@ class TransportSettings:
     tokenizer: Optional[str] = None  # the tokenizer's name or folder (/tokenize); None: model_name's
     chat_template: Optional[str] = None  # the model option chat_template (the text), replacing the tokenizer's
     tool_call_parser: Optional[str] = None  # the model option: how chat output is read for tool calls
+    task: Optional[str] = None  # an MII Legacy deployment's task (its routes take task queries); None: generation
 
 
 class Transport(ABC):
@@ -46,6 +47,17 @@ class Transport(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stops serving and frees the port."""
+
+    @classmethod
+    def task_client(cls, host: str, port: int, task: str, api_key: Optional[str]) -> "TaskClient":
+        """A client of this transport for an MII Legacy deployment of ``task`` listening on host:port (what
+        ``mii_core.legacy.mii_query_handle`` queries through); a transport without one says so."""
+        raise NotImplementedError(f"the {cls.__name__} transport has no MII Legacy query client")
+
+
+class TaskClient(Protocol):
+    def query(self, query: dict[str, Any], options: dict[str, Any]) -> tuple[Any, float]:
+        """``(response, time_taken)`` of one task query (its images as PIL images or encoded bytes)."""
 
 
 def installed_transports() -> dict[str, Any]:

@@ -5,7 +5,8 @@ send a malformed message: decoding builds nothing but dicts, lists, strings, num
 and every message is checked against its shape before use; anything else raises ``MalformedMessage``.
 
 Requests (caller → server) are dicts with ``op``: ``generate`` (``GenerateRequest`` fields, whose
-values the engine checks as it checks any client's), ``health`` or ``terminate``. Replies (server → caller) are lists: ``["started"]``,
+values the engine checks as it checks any client's), ``query`` (a ``TaskQuery``: an MII Legacy task's
+keys and options, checked by the task), ``health`` or ``terminate``. Replies (server → caller) are lists: ``["started"]``,
 ``["chunk", index, response]``, ``["done", payload]`` or ``["error", kind, message]``, where a
 response is the dict of a ``Response``'s fields.
 """
@@ -19,7 +20,7 @@ import msgpack
 from mii_core.response import Response
 
 MAX_MESSAGE_BYTES = 1 << 30  # one message (a reply of 100,000 responses fits); a bigger one is refused
-OPS = ("generate", "health", "terminate")
+OPS = ("generate", "query", "health", "terminate")
 OPTIONAL_RESPONSE_FIELDS = ("logprobs", "token_ids", "prompt_logprobs", "prompt_token_ids")  # None, or lists
 RESPONSE_FIELDS = {f.name: f.type for f in fields(Response) if f.name not in OPTIONAL_RESPONSE_FIELDS}
 SHOWN_CHARS = 200  # how much of a bad value an error message quotes
@@ -73,7 +74,18 @@ def check_request(message: Any) -> dict[str, Any]:
     if not isinstance(message, dict) or message.get("op") not in OPS:
         op = message.get("op") if isinstance(message, dict) else None
         raise MalformedMessage(f"unknown link operation {_short(op)!r}; expected one of {', '.join(OPS)}")
+    if message["op"] == "query":
+        _check_task_query(message)
     return message
+
+
+def _check_task_query(message: dict[str, Any]) -> None:
+    for name in ("query", "options"):
+        value = message.get(name)
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+            raise MalformedMessage(f"a task query's '{name}' must be a dict with string keys, got {_short(value)}")
+    if not (message.get("task") is None or isinstance(message.get("task"), str)):
+        raise MalformedMessage(f"a task query's 'task' must be a string or None, got {_short(message.get('task'))}")
 
 
 # ---- replies ----
@@ -130,6 +142,14 @@ def responses_from_wire(payload: Any) -> list[Response]:
     if not isinstance(payload, list):
         raise MalformedMessage(f"a done reply must carry a list of responses, got {_short(payload)}")
     return [response_from_wire(item) for item in payload]
+
+
+def task_answer_from_wire(payload: Any) -> dict[str, Any]:
+    """A task query's answer: ``{"response": plain data, "time_taken": seconds}``."""
+    if (not isinstance(payload, dict) or set(payload) != {"response", "time_taken"}
+            or type(payload["time_taken"]) is not float):
+        raise MalformedMessage(f"a task answer must be {{'response': ..., 'time_taken': float}}, got {_short(payload)}")
+    return payload
 
 
 def health_from_wire(payload: Any) -> dict[str, Any]:

@@ -140,8 +140,8 @@ def test_deploy_errors_name_what_is_installed(encoder):
     with pytest.raises(ValueError, match=r"mii_config.*batch_wait"):
         mii.deploy(task="fill-mask", model=folder, deployment_name="x", deployment_type="non-persistent",
                    mii_config={"batch_wait": 3})
-    with pytest.raises(NotImplementedError, match="non-persistent"):
-        mii.deploy(task="fill-mask", model=folder, deployment_name="x")
+    with pytest.raises(ValueError, match=r"unknown task 'fill_mask'"):  # local (the default): before any process
+        mii.deploy(task="fill_mask", model=folder, deployment_name="x")
     with pytest.raises(ValueError, match="'aml' is not supported"):
         mii.deploy(task="fill-mask", model=folder, deployment_name="x", deployment_type="aml")
     with pytest.raises(ValueError, match="no legacy deployment named 'x'"):

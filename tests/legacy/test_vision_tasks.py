@@ -3,7 +3,6 @@ pipeline and diffusers' Stable Diffusion pipelines on tiny random checkpoints bu
 same images for the same seed (within float error), bad input named, a bad query failing only itself."""
 from __future__ import annotations
 
-import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,21 +14,11 @@ from PIL import Image
 
 import mii_core.legacy as mii
 from mii_core.legacy.task import QueryError
-from support.tiny_vision import build_tiny_clip, build_tiny_stable_diffusion
+from support.tiny_vision import build_tiny_clip, build_tiny_stable_diffusion, png_bytes, random_image
 
 diffusers = pytest.importorskip("diffusers")
 SIZE = {"height": 32, "width": 32, "num_inference_steps": 2}
 LABELS = ["cat", "dog", "red car", "a tree"]
-
-
-def random_image(seed: int, size=(40, 48)) -> Image.Image:
-    return Image.fromarray((np.random.RandomState(seed).rand(size[1], size[0], 3) * 255).astype("uint8"))
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

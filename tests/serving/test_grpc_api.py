@@ -99,3 +99,16 @@ def test_health_reports_the_replicas(grpc_api):
     reply = stub.Health(empty_pb2.Empty())
     assert reply.status == "ok"
     assert [r["alive"] for r in json.loads(reply.detail_json)["replicas"]] == [True, True]
+
+
+def test_a_legacy_task_method_on_a_generation_deployment_is_refused(grpc_api):
+    from mii_server_grpc.proto import legacymodelresponse_pb2 as legacy_pb
+
+    _, channel, _ = grpc_api
+    call = channel.unary_unary("/legacymodelresponse.ModelResponse/FillMaskReply",
+                               request_serializer=legacy_pb.SingleStringRequest.SerializeToString,
+                               response_deserializer=legacy_pb.SingleStringReply.FromString)
+    with pytest.raises(grpc.RpcError) as raised:
+        call(legacy_pb.SingleStringRequest(request="a [MASK]."), timeout=60)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "MII Legacy task queries go to a deployment started by mii_core.legacy.deploy" in raised.value.details()

@@ -3,10 +3,13 @@ a CLIP (model, BPE tokenizer, image processor) and Stable Diffusion folders (UNe
 DDIM scheduler) for text-to-image and inpainting, saved as diffusers pipelines (model_index.json)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
+from PIL import Image
 from tokenizers.pre_tokenizers import ByteLevel
 
 WORDS = ["cat", "dog", "car", "tree", "photo", "this", "is", "a", "of", "panda", "in", "space", "red", "house"]
@@ -90,3 +93,13 @@ def build_tiny_stable_diffusion(folder: Path, inpainting: bool = False) -> Path:
     pipe = pipeline_class(**sd_components(unet_in_channels=9 if inpainting else 4))
     pipe.save_pretrained(folder)
     return folder
+
+
+def random_image(seed: int, size=(40, 48)) -> Image.Image:
+    return Image.fromarray((np.random.RandomState(seed).rand(size[1], size[0], 3) * 255).astype("uint8"))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Generator, Iterator, Optional
 
-from mii_core.serving.backend import GenerateRequest, ResponseStream
+from mii_core.serving.backend import Request, ResponseStream
 from mii_core.serving.errors import RequestCancelled, Unavailable, error_kind
 from mii_core.serving.link import LinkBroken
 from mii_core.serving.router.admission import Admission
@@ -18,7 +18,7 @@ log = logging.getLogger("mii_core.serving.router")
 
 
 class RoutedStream(ResponseStream):
-    def __init__(self, request: GenerateRequest, pool: ReplicaPool, watch: ProcessWatch, admission: Admission,
+    def __init__(self, request: Request, pool: ReplicaPool, watch: ProcessWatch, admission: Admission,
                  observers: Observers) -> None:
         self._request, self._pool, self._watch = request, pool, watch
         self._admission, self._observers = admission, observers

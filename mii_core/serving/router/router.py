@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from mii_core.serving.backend import Backend, GenerateRequest
+from mii_core.serving.backend import Backend, Request
 from mii_core.serving.errors import QueueFull, Unavailable
 from mii_core.serving.router.admission import Admission
 from mii_core.serving.router.failover import RoutedStream
@@ -30,7 +30,7 @@ class Router(Backend):
         self.observers = Observers()
 
     # ---- Backend ----
-    def submit(self, request: GenerateRequest) -> RoutedStream:
+    def submit(self, request: Request) -> RoutedStream:
         try:
             return self.admission.admit(
                 lambda: RoutedStream(request, self.pool, self.watch, self.admission, self.observers))

@@ -18,7 +18,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from mii_core.legacy.task import Prepared, QueryError, TaskModel
-from mii_tasks_vision.images import decode_image
+from mii_tasks_vision.images import decode_image, png_bytes
 from mii_tasks_vision.unet_graph import CudaGraphUNet
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,12 @@ class DiffusionTask(TaskModel):
     def respond(self, prepared: Prepared, outputs: Any, row: int) -> ImageResponse:
         return outputs[row]
 
+    def to_plain(self, response: ImageResponse) -> dict[str, Any]:
+        """The images as PNG bytes (lossless: a client sees the pixels the pipeline made)."""
+        first = response.images[0]
+        return {"images": [png_bytes(image) for image in response.images],
+                "nsfw_content_detected": response.nsfw_content_detected, "mode": first.mode, "size": list(first.size)}
+
     def call_pipeline(self, prompts: list[str], negatives: list[str], settings: dict, **inputs: Any) -> list:
         """One pipeline call → (images, nsfw flags) per image."""
         with torch.inference_mode():
@@ -177,6 +183,7 @@ class Inpainting(DiffusionTask):
 
     pipeline_class = "StableDiffusionInpaintPipeline"
     required_keys = ("prompt", "image", "mask_image")
+    image_keys = ("image", "mask_image")
 
     def prepare(self, query: Mapping[str, Any], options: Mapping[str, Any]) -> Prepared:
         parts = self.query_parts(query, options)

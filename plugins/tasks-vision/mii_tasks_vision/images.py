@@ -12,6 +12,12 @@ import PIL.ImageOps
 from mii_core.legacy.task import QueryError
 
 
+def png_bytes(image: PIL.Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def decode_image(value: Any, task: str, key: str) -> PIL.Image.Image:
     image = _open(value, task, key)
     try:

@@ -35,6 +35,7 @@ class ZeroShotImageClassification(TaskModel):
     """Query ``{"image": ..., "candidate_labels": [...]}`` → ``[{"score", "label"}]``, best first."""
 
     required_keys = ("image", "candidate_labels")
+    image_keys = ("image",)
     option_names = ("hypothesis_template",)
 
     def __init__(self, task: str, model: Any, processor: Any, device: str) -> None:

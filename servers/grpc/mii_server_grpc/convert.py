@@ -23,16 +23,23 @@ def value_to_python(value: pb.Value) -> Any:
     return getattr(value, kind)
 
 
+SCALAR_FIELDS = ((bool, "bvalue"), (int, "ivalue"), (float, "dvalue"), (str, "svalue"))  # bool before int
+
+
+def scalar_value(value_class: Any, obj: Any) -> Any:
+    """``obj`` as a ``value_class`` message (both protos' ``Value`` name their scalar fields alike), or None
+    when it is not a bool, int, float or str."""
+    for kind, name in SCALAR_FIELDS:
+        if isinstance(obj, kind):
+            return value_class(**{name: obj})
+    return None
+
+
 def python_to_value(obj: Any) -> pb.Value:
     """The other direction, for clients (tests, mii-core's own tools)."""
-    if isinstance(obj, bool):
-        return pb.Value(bvalue=obj)
-    if isinstance(obj, int):
-        return pb.Value(ivalue=obj)
-    if isinstance(obj, float):
-        return pb.Value(dvalue=obj)
-    if isinstance(obj, str):
-        return pb.Value(svalue=obj)
+    scalar = scalar_value(pb.Value, obj)
+    if scalar is not None:
+        return scalar
     if isinstance(obj, (list, tuple)):
         return pb.Value(lvalue=pb.ListValue(values=[python_to_value(v) for v in obj]))
     if isinstance(obj, dict):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import grpc
 from google.protobuf import empty_pb2
@@ -75,20 +75,29 @@ class ModelResponseService:
         return stream
 
     def _authorize(self, context: grpc.ServicerContext) -> None:
-        key = self.settings.api_key
-        if key is None:
-            return
-        metadata = dict(context.invocation_metadata())
-        given = metadata.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else metadata.get("x-api-key", "")
-        if not hmac.compare_digest(token.encode(), key.encode()):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "this deployment needs its API key: metadata 'authorization: Bearer <api_key>'")
+        authorize(context, self.settings.api_key)
 
     @staticmethod
     def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
-        kind = error_kind(exc)
-        details = str(exc) or type(exc).__name__
-        if len(details) > MAX_DETAILS_CHARS:
-            details = f"{details[:MAX_DETAILS_CHARS]}... ({len(details)} characters)"
-        context.abort(STATUS_BY_KIND.get(kind, grpc.StatusCode.INTERNAL), details)
+        abort(context, exc)
+
+
+def authorize(context: grpc.ServicerContext, key: Optional[str]) -> None:
+    """Aborts the call (UNAUTHENTICATED) unless it carries the deployment's API key (when one is set)."""
+    if key is None:
+        return
+    metadata = dict(context.invocation_metadata())
+    given = metadata.get("authorization", "")
+    token = given[7:] if given.lower().startswith("bearer ") else metadata.get("x-api-key", "")
+    if not hmac.compare_digest(token.encode(), key.encode()):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                      "this deployment needs its API key: metadata 'authorization: Bearer <api_key>'")
+
+
+def abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    """Ends the call with the status of the error's kind and its message (cut to fit the trailers)."""
+    kind = error_kind(exc)
+    details = str(exc) or type(exc).__name__
+    if len(details) > MAX_DETAILS_CHARS:
+        details = f"{details[:MAX_DETAILS_CHARS]}... ({len(details)} characters)"
+    context.abort(STATUS_BY_KIND.get(kind, grpc.StatusCode.INTERNAL), details)

@@ -1,13 +1,15 @@
-"""The "grpc" transport: a grpcio server on host:port serving ModelResponse over the router."""
+"""The "grpc" transport: a grpcio server on host:port serving ModelResponse (and MII Legacy's
+legacymodelresponse.ModelResponse) over the router."""
 from __future__ import annotations
 
 from concurrent import futures
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import grpc
 from google.protobuf import empty_pb2
 
-from mii_core.serving.transport import Transport
+from mii_core.serving.transport import TaskClient, Transport
+from mii_server_grpc.legacy_service import LegacyService, legacy_handlers
 from mii_server_grpc.proto import modelresponse_pb2 as pb
 from mii_server_grpc.service import ModelResponseService, UndecodableRequest
 
@@ -50,7 +52,8 @@ class GrpcTransport(Transport):
             futures.ThreadPoolExecutor(max_workers=self.settings.threads, thread_name_prefix="grpc"),
             options=[("grpc.so_reuseport", 0),  # a taken port must be an error, not a shared port
                      ("grpc.max_receive_message_length", limit)])
-        self._server.add_generic_rpc_handlers((method_handlers(ModelResponseService(self.backend, self.settings)),))
+        self._server.add_generic_rpc_handlers((method_handlers(ModelResponseService(self.backend, self.settings)),
+                                               legacy_handlers(LegacyService(self.backend, self.settings), _lenient)))
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             bound = self._server.add_insecure_port(address)
@@ -62,3 +65,9 @@ class GrpcTransport(Transport):
 
     def stop(self) -> None:
         self._server.stop(STOP_GRACE_SECONDS).wait()
+
+    @classmethod
+    def task_client(cls, host: str, port: int, task: str, api_key: Optional[str]) -> TaskClient:
+        from mii_server_grpc.legacy_client import LegacyGrpcClient
+
+        return LegacyGrpcClient(host, port, task, api_key)

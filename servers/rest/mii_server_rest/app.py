@@ -1,4 +1,5 @@
-"""The Flask app: MII's routes (``POST /mii/<deployment>``, ``/healthz``, ``/terminate``), vLLM's
+"""The Flask app: MII's routes (``POST /mii/<deployment>``: generation, or an MII Legacy task's query
+(``legacy_api.py``, with ``/v1/embeddings``); ``/healthz``, ``/terminate``), vLLM's
 ``/health`` and ``/version`` and its ``X-Request-Id`` echo, the OpenAI-compatible ``/v1`` routes (``openai_api.py``), vLLM's tokenizer routes
 (``tokenizer_api.py``), and Prometheus ``/metrics``."""
 from __future__ import annotations
@@ -15,6 +16,7 @@ from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError, error_response, from_exception
 from mii_server_rest.gate import key_matches
+from mii_server_rest.legacy_api import register_embeddings_route, task_query_answer
 from mii_server_rest.metrics import Metrics
 from mii_server_rest.openai_api import register_openai_routes
 from mii_server_rest.origin import check_terminate_request, register_origin_rules
@@ -35,6 +37,7 @@ def create_app(backend: Backend, settings: TransportSettings) -> Flask:
     _register_ops_routes(app, backend, settings, metrics)
     tokenizer = LazyTokenizer(settings.tokenizer or settings.model_name, settings.chat_template)  # on first use
     register_openai_routes(app, backend, settings, tokenizer)
+    register_embeddings_route(app, backend, settings)
     register_tokenizer_routes(app, settings, tokenizer)
     return app
 
@@ -65,6 +68,8 @@ def _register_mii_routes(app: Flask, backend: Backend, settings: TransportSettin
             raise HttpError("not_found", f"no deployment '{deployment_name}' here; this is '{here}' (POST /mii/{here})",
                             "deployment_not_found")
         body = json_body(request, settings.max_request_bytes)
+        if settings.task is not None:  # an MII Legacy deployment: the body holds its task's keys
+            return task_query_answer(backend, body)
         if "prompts" not in body:
             raise HttpError("invalid", "the body needs 'prompts': a string or a list of strings", "missing_prompts")
         prompts = body.pop("prompts")
