@@ -29,6 +29,7 @@ from serving.pipeline_w1 import first_special, pipeline_w1, w1_workload  # noqa:
 
 FRONTENDS = ("http", "grpc")
 CHILD_TIMEOUT_S = 400  # the checkpoint and the pipeline's W1 (the 8B build takes about a minute on the H200)
+WARM_UP_TIMEOUT_S = 240  # a server's first request may set up its batching (the peer's took 40 s on a busy CPU)
 
 
 def parse_args(argv=None):
@@ -36,7 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "serving"), help="output folder")
     p.add_argument("--tiny", action="store_true", help="the toy llama on the CPU, low rates, short runs")
     p.add_argument("--rates", default=None, help="requests/s to sweep, e.g. 1,2,4,8 (tiny: 1,2)")
-    p.add_argument("--duration-s", type=float, default=None, help="arrival window per rate (default 30; tiny 3)")
+    p.add_argument("--peer-rates", default=None, help="the peer's rates (default: --rates)")
+    p.add_argument("--duration-s", type=float, default=None, help="arrival window per rate (default 20; tiny 3)")
     p.add_argument("--drain-s", type=float, default=None, help="wait after the window (default 60; tiny 20)")
     p.add_argument("--workloads", default=",".join(arrivals.SHAPES), help="of " + ",".join(arrivals.SHAPES))
     p.add_argument("--frontends", default="http,grpc", help="of http,grpc (the peer has http only)")
@@ -52,8 +54,9 @@ def parse_args(argv=None):
 
 def check_args(parser, args):
     tiny = args.tiny
-    args.rates = [float(r) for r in (args.rates or ("1,2" if tiny else "1,2,4,8")).split(",") if r.strip()]
-    args.duration_s = args.duration_s or (3.0 if tiny else 30.0)
+    args.rates = rate_list(args.rates or ("1,2" if tiny else "2,4,8,16"))
+    args.peer_rates = rate_list(args.peer_rates) if args.peer_rates else args.rates
+    args.duration_s = args.duration_s or (3.0 if tiny else 20.0)
     args.drain_s = args.drain_s or (20.0 if tiny else 60.0)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.frontends = [f.strip() for f in args.frontends.split(",") if f.strip()]
@@ -64,11 +67,15 @@ def check_args(parser, args):
     args.engine_kwargs = json.loads(args.engine_kwargs)
     if not set(args.workloads) <= set(arrivals.SHAPES) or not set(args.frontends) <= set(FRONTENDS):
         parser.error(f"--workloads from {list(arrivals.SHAPES)}, --frontends from {list(FRONTENDS)}")
-    if not args.rates or min(args.rates) <= 0:
+    if not args.rates or not args.peer_rates or min(args.rates + args.peer_rates) <= 0:
         parser.error("--rates must be positive requests/s, e.g. 1,2,4")
     if not isinstance(args.engine_kwargs, dict):
         parser.error("--engine-kwargs must be a JSON object")
     return args
+
+
+def rate_list(text):
+    return [float(r) for r in text.split(",") if r.strip()]
 
 
 class Bench:
@@ -109,12 +116,13 @@ class Bench:
         if a.w1:
             self.results["w1"]["pipeline"] = self.step("w1.pipeline", in_child, CHILD_TIMEOUT_S, pipeline_w1,
                                                        a.ckpt, a.engine_kwargs, a.w1_requests, a.tiny)
-        self.with_server("ours", lambda: servers.start_ours(a.ckpt, a.engine_kwargs), a.frontends, a.w1)
+        self.with_server("ours", lambda: servers.start_ours(a.ckpt, a.engine_kwargs), a.frontends, a.rates, a.w1)
         if a.peer:
-            self.with_server("hf_serve", lambda: servers.start_peer(a.ckpt, a.out, a.tiny), ["http"], False)
+            self.with_server("hf_serve", lambda: servers.start_peer(a.ckpt, a.out, a.tiny), ["http"], a.peer_rates,
+                             False)
         return self.finish()
 
-    def with_server(self, system, start, frontends, w1):
+    def with_server(self, system, start, frontends, rates, w1):
         self.log(f"{system}: starting")
         started = self.step(f"{system}.start", start)
         if started is None:
@@ -125,7 +133,7 @@ class Bench:
                 self.step(f"{system}.{frontend}.warm_up", self.warm_up, targets[frontend])
                 if w1:
                     self.results["w1"][frontend] = self.step(f"w1.{frontend}", self.w1_through, targets[frontend])
-            self.sweep(system, targets, frontends)
+            self.sweep(system, targets, frontends, rates)
         finally:
             self.results["errors"].update({f"{system}.stop.{k}": v for k, v in (stop() or {}).items()})
             self.log(f"{system}: stopped")
@@ -134,7 +142,7 @@ class Bench:
         """Two short requests, not timed: the first call's set-up stays out of the figures."""
         shape = arrivals.LoadShape("warm", 8, 4)
         records = loadgen.run_load(target, arrivals.make_requests(shape, 100.0, 0.02, first_special(self.args.tiny)),
-                                   self.args.drain_s)["records"]
+                                   min(WARM_UP_TIMEOUT_S, max(self.left_s(), 1)))["records"]
         failed = [r["error"] for r in records if r["error"]]
         if failed:
             raise RuntimeError(f"warm-up request failed: {failed[0]}")
@@ -147,11 +155,11 @@ class Bench:
                 "requests": summary["sent"], "failed": summary["failed"], "output_tokens": summary["output_tokens"],
                 "requested_output_tokens": w1.output_tokens}
 
-    def sweep(self, system, targets, frontends):
+    def sweep(self, system, targets, frontends, rates):
         a = self.args
         for workload in a.workloads:
             for frontend in frontends:
-                for rate in a.rates:
+                for rate in rates:
                     name = f"{system}/{frontend}/{workload}@{rate:g}"
                     if self.left_s() < a.duration_s + a.drain_s:
                         self.results["skipped"].append(name)

@@ -1,7 +1,7 @@
 """The load generator: sends a run's requests at their arrival times from a process of its own and keeps every
 request's timestamps (send, each token-bearing chunk, end) and token counts.
 
-HTTP goes through the `openai` async client (httpx underneath) to /v1/completions, streaming with
+HTTP goes through the `openai` async client (httpx, or httpx2 from openai 3) to /v1/completions, streaming with
 stream_options.include_usage; gRPC through the deployment's own generated stub (mii_server_grpc) with
 grpc.aio. A target is a plain dict so that it crosses the process boundary:
     {"kind": "openai" | "grpc", "address": base URL or host:port, "model": name, "style": "mii" | "hf"}
@@ -101,12 +101,9 @@ class connect:
 
     async def __aenter__(self):
         if self.target["kind"] == "openai":
-            import httpx
-            import openai
-            limits = httpx.Limits(max_connections=4096, max_keepalive_connections=4096)
+            import openai  # its own pooled HTTP client (1000 connections): more than any run keeps open
             client = openai.AsyncOpenAI(base_url=self.target["address"], api_key="unused", max_retries=0,
-                                        timeout=CLIENT_TIMEOUT_S,
-                                        http_client=httpx.AsyncClient(limits=limits, timeout=CLIENT_TIMEOUT_S))
+                                        timeout=CLIENT_TIMEOUT_S)
             self.close = client.close
             return lambda request, record: openai_one(client, self.target, request, record)
         import grpc
