@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--w1", choices=("on", "off"), default="on", help="W1 through the pipeline and the servers")
     p.add_argument("--w1-requests", type=int, default=None, help="default 256 (tiny: 8)")
     p.add_argument("--ckpt", default=None, help="checkpoint folder (default /tmp/llama3-8b-random)")
+    p.add_argument("--server-threads", type=int, default=600,
+                   help="worker threads of each of our front ends (restful_processes): streams in flight at most")
     p.add_argument("--engine-kwargs", default="{}", help="JSON of model options for serve() and the pipeline")
     p.add_argument("--time-budget-s", type=float, default=570.0, help="runs that would end past it are skipped")
     args = p.parse_args(argv)
@@ -116,7 +118,8 @@ class Bench:
         if a.w1:
             self.results["w1"]["pipeline"] = self.step("w1.pipeline", in_child, CHILD_TIMEOUT_S, pipeline_w1,
                                                        a.ckpt, a.engine_kwargs, a.w1_requests, a.tiny)
-        self.with_server("ours", lambda: servers.start_ours(a.ckpt, a.engine_kwargs), a.frontends, a.rates, a.w1)
+        start_ours = lambda: servers.start_ours(a.ckpt, a.engine_kwargs, a.server_threads)  # noqa: E731
+        self.with_server("ours", start_ours, a.frontends, a.rates, a.w1)
         if a.peer:
             self.with_server("hf_serve", lambda: servers.start_peer(a.ckpt, a.out, a.tiny), ["http"], a.peer_rates,
                              False)

@@ -15,13 +15,16 @@ from serve_w1 import end_deployment, free_port_block, rendezvous_port
 PEER_READY_TIMEOUT_S = 300
 
 
-def start_ours(path, engine_kwargs, deployment_name="w5-bench"):
-    """(targets {"http": ..., "grpc": ...}, stop()) of a one-replica deployment with both front ends."""
+def start_ours(path, engine_kwargs, server_threads, deployment_name="w5-bench"):
+    """(targets {"http": ..., "grpc": ...}, stop()) of a one-replica deployment with both front ends.
+    server_threads: MII's restful_processes, the worker threads of each front end; a streamed request holds
+    one from start to end, so it bounds the streams in flight (W1 sends 256 at once; MII's default is 32)."""
     import mii_core
     base = free_port_block(4)
     client = mii_core.serve(path, deployment_name=deployment_name, replica_num=1, port_number=base,
                             enable_restful_api=True, restful_api_host="127.0.0.1", restful_api_port=base + 3,
-                            host="127.0.0.1", torch_dist_port=rendezvous_port(), **engine_kwargs)
+                            restful_processes=server_threads, host="127.0.0.1", torch_dist_port=rendezvous_port(),
+                            **engine_kwargs)
     ends = client.record.front_ends
     rest_host, rest_port = ends["rest"]
     grpc_host, grpc_port = ends["grpc"]
