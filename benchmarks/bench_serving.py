@@ -23,9 +23,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import checkpoint  # noqa: E402
 from phases import write_json  # noqa: E402
-from serving import arrivals, loadgen, report, servers, stats  # noqa: E402
-from serving.children import in_child  # noqa: E402
-from serving.pipeline_w1 import first_special, pipeline_w1, w1_workload  # noqa: E402
+from w5 import arrivals, loadgen, report, servers, stats  # noqa: E402
+from w5.children import in_child  # noqa: E402
+from w5.pipeline_w1 import first_special, pipeline_w1, w1_workload  # noqa: E402
 
 FRONTENDS = ("http", "grpc")
 CHILD_TIMEOUT_S = 400  # the checkpoint and the pipeline's W1 (the 8B build takes about a minute on the H200)

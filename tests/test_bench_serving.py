@@ -14,7 +14,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
-from serving import arrivals, report, stats  # noqa: E402
+from w5 import arrivals, report, stats  # noqa: E402
 
 
 def record(send, first, end, prompt, out, error=None):

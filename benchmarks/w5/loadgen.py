@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 
-from serving.children import in_child
+from w5.children import in_child
 
 CLIENT_TIMEOUT_S = 3600.0
 

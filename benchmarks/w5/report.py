@@ -1,6 +1,6 @@
 """W5's tables (markdown) and plot (PNG) from the results: one row per (system, front end, workload, rate)."""
 
-from serving.stats import SLAS, highest_compliant_rate
+from w5.stats import SLAS, highest_compliant_rate
 
 
 def ms(seconds):
