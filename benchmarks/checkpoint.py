@@ -72,9 +72,12 @@ def count_params(shape):
     return total, embed
 
 
+ARCHITECTURES = ["LlamaForCausalLM"]  # as a hub checkpoint names it; `transformers serve` loads the model by it
+
+
 def _save_config(path, shape, dtype):
     from transformers import LlamaConfig
-    LlamaConfig(**shape, dtype=str(dtype).removeprefix("torch.")).save_pretrained(path)
+    LlamaConfig(**shape, architectures=ARCHITECTURES, dtype=str(dtype).removeprefix("torch.")).save_pretrained(path)
 
 
 def _save_tokenizer(path, shape):
@@ -143,7 +146,8 @@ def build_checkpoint(path, tiny=False, seed=0, log=print):
     elem = torch.empty((), dtype=dtype).element_size()
     summary = dict(path=path, shape=shape, dtype=str(dtype), params_total=params,
                    params_matmul=params - embed, weight_bytes=params * elem, reused=True)
-    stamp = json.dumps({"shape": shape, "dtype": str(dtype), "seed": seed, "std": WEIGHT_STD}, sort_keys=True)
+    stamp = json.dumps({"shape": shape, "dtype": str(dtype), "seed": seed, "std": WEIGHT_STD,
+                        "architectures": ARCHITECTURES}, sort_keys=True)
     if _reusable(path, stamp, log):
         return summary
     t0 = time.perf_counter()

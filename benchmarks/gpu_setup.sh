@@ -14,12 +14,20 @@ ls .whl/*.whl >/dev/null 2>&1 || { echo "[setup] no .whl/*.whl: name .whl in the
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "[setup] wheel install failed" >&2; return 1; }
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# bench_serving.py's wheels (REST front end, openai client, transformers serve, matplotlib), when carried:
+# made by benchmarks/fetch_serving_wheels.sh
+if ls .whl-serve/*.whl >/dev/null 2>&1; then
+    echo "[setup] installing .whl-serve ($(ls .whl-serve | wc -l) wheels)"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl-serve/*.whl || { echo "[setup] .whl-serve install failed" >&2; return 1; }
+fi
 
 # every architecture plugin in the tree (llama today; mixtral and others as they land)
 _mii_archs="" _mii_editable="-e . -e kernels"
 # the kit's GPT-2 plugin (the supported gpt2 family), the gRPC front end (mii_core.serve needs a
-# transport; grpcio/protobuf come with .whl) and the MII Legacy task plugins (bench_legacy.py)
-for _mii_d in architectures/*/ plugins/example-gpt2/ plugins/tasks-text/ plugins/tasks-vision/ servers/grpc/; do
+# transport; grpcio/protobuf come with .whl), the REST one (flask/waitress come with .whl-serve) and the MII
+# Legacy task plugins (bench_legacy.py)
+for _mii_d in architectures/*/ plugins/example-gpt2/ plugins/tasks-text/ plugins/tasks-vision/ servers/grpc/ servers/rest/; do
     [ -f "$_mii_d/pyproject.toml" ] && _mii_archs="$_mii_archs ${_mii_d%/}" && _mii_editable="$_mii_editable -e ${_mii_d%/}"
 done
 echo "[setup] installing mii-core, kernels,$_mii_archs (editable)"
@@ -30,7 +38,7 @@ if ! python3 -m pip install -q --no-index --no-deps --no-build-isolation $_mii_e
     echo "[setup] editable install failed; falling back to PYTHONPATH + generated dist-info" >&2
     python3 - <<'EOF' || return 1
 import glob, os, tomllib
-for d in [".", "kernels", "servers/grpc", "plugins/example-gpt2", "plugins/tasks-text", "plugins/tasks-vision"] + sorted(os.path.dirname(p) for p in glob.glob("architectures/*/pyproject.toml")):
+for d in [".", "kernels", "servers/grpc", "servers/rest", "plugins/example-gpt2", "plugins/tasks-text", "plugins/tasks-vision"] + sorted(os.path.dirname(p) for p in glob.glob("architectures/*/pyproject.toml")):
     proj = tomllib.load(open(os.path.join(d, "pyproject.toml"), "rb"))["project"]
     name = proj["name"].replace("-", "_")
     info = f"/tmp/site/{name}-{proj['version']}.dist-info"

@@ -79,6 +79,7 @@ class RequestStream:
         self._logprobs_sent = [0] * len(seqs)
         self._prompt_sent = [False] * len(seqs)
         self._remaining = len(seqs)
+        self._held: Optional[tuple] = None  # an event read ahead while merging token events
 
     # ---- the loop thread's side (the engine service) ----
     def attach(self, service: Any) -> None:
@@ -135,7 +136,7 @@ class RequestStream:
         """
         while self._remaining:
             try:
-                event = self._events.get(timeout=poll_interval)
+                event = self._merged(self._next_event(poll_interval))
             except queue.Empty:
                 yield None
                 continue
@@ -147,11 +148,32 @@ class RequestStream:
                timeout: Optional[float] = None) -> list[SequenceOutput]:
         """Waits for every sequence; raises the request's error (or queue.Empty after ``timeout``)."""
         while self._remaining:
-            event = self._events.get(timeout=timeout)
+            event = self._next_event(timeout)
             self._apply(event, decode=False)
             if event[0] == "finished" and on_finish is not None:
                 on_finish(event[1])
         return list(self._outputs)
+
+    def _next_event(self, timeout: Optional[float]) -> tuple:
+        if self._held is not None:
+            event, self._held = self._held, None
+            return event
+        return self._events.get(timeout=timeout)
+
+    def _merged(self, event: tuple) -> tuple:
+        """A sequence's token events queued back to back become its latest one: a consumer that fell behind
+        the engine (many streams in one process) makes one piece of the tokens it missed, not one per step,
+        so its per-token work (text, message, send) does not grow the GIL's queue in front of the engine."""
+        while event[0] == "tokens":
+            try:
+                after = self._events.get_nowait()
+            except queue.Empty:
+                return event
+            if after[0] != "tokens" or after[1] != event[1]:
+                self._held = after
+                return event
+            event = after
+        return event
 
     def _apply(self, event: tuple, decode: bool) -> Optional[StreamChunk]:
         kind = event[0]

@@ -1,0 +1,104 @@
+"""W5's tables (markdown) and plot (PNG) from the results: one row per (system, front end, workload, rate)."""
+
+from w5.stats import SLAS, highest_compliant_rate
+
+
+def ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.0f}"
+
+
+def sweep_rows(results):
+    """[(key, summaries sorted by rate)] for every measured series: key = 'system/front end/workload'."""
+    series = {}
+    for run in results.get("runs", []):
+        if "summary" in run:
+            series.setdefault(f"{run['system']}/{run['frontend']}/{run['workload']}", []).append(run["summary"])
+    return [(key, sorted(rows, key=lambda s: s["offered_rate"])) for key, rows in series.items()]
+
+
+def sweep_table(results):
+    head = ("| series | rate | sent | failed | req/s | out tok/s | TTFT p50/p90/p99 ms | TPOT p50/p90/p99 ms | "
+            + " | ".join(f"{sla.name} met / eff. req/s" for sla in SLAS) + " |")
+    lines = [head, "|" + " --- |" * (8 + len(SLAS))]
+    for key, rows in sweep_rows(results):
+        for s in rows:
+            ttft = "/".join(ms(s["ttft_s"][p]) for p in ("p50", "p90", "p99"))
+            tpot = "/".join(ms(s["tpot_s"][p]) for p in ("p50", "p90", "p99"))
+            slas = " | ".join(f"{s[sla.name]['share']:.0%} / {s[sla.name]['effective_requests_per_s']:.2f}"
+                              for sla in SLAS)
+            lines.append(f"| {key} | {s['offered_rate']:g} | {s['sent']} | {s['failed']} | {s['requests_per_s']:.2f}"
+                         f" | {s['output_tokens_per_s']:.0f} | {ttft} | {tpot} | {slas} |")
+    return lines
+
+
+def compliance_table(results):
+    """Per series and SLA: the highest rate with >= 95% meeting it, and the effective req/s there."""
+    lines = ["| series | " + " | ".join(f"{sla.name}: highest rate ≥95% / eff. req/s there" for sla in SLAS) + " |",
+             "|" + " --- |" * (1 + len(SLAS))]
+    for key, rows in sweep_rows(results):
+        cells = []
+        for sla in SLAS:
+            rate = highest_compliant_rate(rows, sla.name)
+            at = next((s for s in rows if s["offered_rate"] == rate), None)
+            cells.append("none" if at is None else f"{rate:g} / {at[sla.name]['effective_requests_per_s']:.2f}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def w1_table(results):
+    w1 = results.get("w1", {})
+    base = (w1.get("pipeline") or {}).get("output_tokens_per_s")
+    lines = ["| W1 (256 at once) | output tok/s | ÷ pipeline |", "| --- | --- | --- |"]
+    for name in ("pipeline", "http", "grpc"):
+        row = w1.get(name)
+        if not row or "output_tokens_per_s" not in row:
+            lines.append(f"| {name} | {(row or {}).get('error', 'not run')} | - |")
+            continue
+        ratio = f"{row['output_tokens_per_s'] / base:.3f}" if base else "-"
+        lines.append(f"| {name} | {row['output_tokens_per_s']:.0f} | {ratio} |")
+    return lines
+
+
+def markdown(results):
+    parts = ["# W5: serving under load", "", *w1_table(results), "", *sweep_table(results), "",
+             *compliance_table(results)]
+    if results.get("errors"):
+        parts += ["", "errors:", *(f"- {k}: {v}" for k, v in results["errors"].items())]
+    return "\n".join(parts) + "\n"
+
+
+def plot(results, png_path):
+    """TTFT and TPOT (p50 solid, p99 dashed) against the offered rate, one column per workload; matplotlib's
+    Agg backend (no display). Returns None, or why no plot was made."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        return f"no plot: {e}"
+    rows = sweep_rows(results)
+    workloads = sorted({key.split("/")[2] for key, _ in rows})
+    if not workloads:
+        return "no plot: no sweep was measured"
+    fig, axes = plt.subplots(2, len(workloads), figsize=(6 * len(workloads), 8), squeeze=False)
+    for col, workload in enumerate(workloads):
+        for row, metric in enumerate(("ttft_s", "tpot_s")):
+            ax = axes[row][col]
+            for key, summaries in rows:
+                if key.endswith("/" + workload):
+                    draw_series(ax, key.rsplit("/", 1)[0], summaries, metric)
+            ax.set(xlabel="offered rate (requests/s)", ylabel=f"{metric[:4].upper()} (ms)", title=workload)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def draw_series(ax, label, summaries, metric):
+    """p50 and p99 of one series in one colour."""
+    rates = [s["offered_rate"] for s in summaries]
+    color = None
+    for pct, style in (("p50", "-"), ("p99", "--")):
+        values = [float("nan") if s[metric][pct] is None else s[metric][pct] * 1e3 for s in summaries]
+        color = ax.plot(rates, values, style, marker="o", color=color, label=f"{label} {pct}")[0].get_color()

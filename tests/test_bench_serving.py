@@ -1,0 +1,151 @@
+"""W5's benchmark (benchmarks/bench_serving.py, issue 21): its SLA and percentile arithmetic against numbers worked
+out by hand from synthetic timestamps, its request draws against their distributions, and a --tiny run through
+a real deployment (OpenAI HTTP and gRPC) on the CPU whose figures must add up from its own raw records."""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+from w5 import arrivals, report, stats  # noqa: E402
+
+
+def record(send, first, end, prompt, out, error=None):
+    return {"send": send, "first": first, "end": end, "prompt_tokens": prompt, "output_tokens": out, "error": error}
+
+
+# Times are dyadic fractions, so each comparison below is exact in floating point.
+RECORDS = [
+    record(0.0, 0.5, 2.5, 1024, 5),      # TTFT 0.5 (FastGen allows 2.0), TPOT 2/4 = 0.5: too slow for both SLAs
+    record(1.0, 1.25, 1.625, 256, 9),    # TTFT 0.25 (allowed 0.5), TPOT 0.375/8 = 0.046875: meets both
+    record(2.0, 3.5, 3.5, 1024, 1),      # TTFT 1.5: within FastGen's 2.0, over the interactive 1 s; no TPOT
+    record(3.0, None, 4.0, 64, 0, "boom"),  # failed: meets nothing, not completed
+    record(3.5, 3.75, 6.0, 512, 10),     # TTFT 0.25, TPOT 2.25/9 = 0.25: over both TPOT limits
+]
+
+
+def test_ttft_and_tpot_by_hand():
+    assert [stats.ttft(r) for r in RECORDS] == [0.5, 0.25, 1.5, None, 0.25]
+    assert [stats.tpot(r) for r in RECORDS] == [0.5, 0.046875, None, None, 0.25]
+
+
+def test_sla_checks_by_hand():
+    assert [stats.meets(r, stats.FASTGEN) for r in RECORDS] == [False, True, True, False, False]
+    assert [stats.meets(r, stats.INTERACTIVE) for r in RECORDS] == [False, True, False, False, False]
+
+
+def test_sla_limits_are_inclusive():
+    # FastGen: 512 prompt tokens may take 1 s; 6 tokens/s is a TPOT of 1/6 s. Interactive: 1 s and 50 ms.
+    on_the_line = record(0.0, 1.0, 1.0 + 6 * (1 / 6), 512, 7)
+    assert stats.meets(on_the_line, stats.FASTGEN)
+    assert not stats.meets(record(0.0, 1.0 + 2 ** -20, 2.0, 512, 7), stats.FASTGEN)
+    assert stats.meets(record(0.0, 1.0, 1.1875, 8, 5), stats.INTERACTIVE)  # TTFT 1 s, TPOT 46.875 ms
+    assert not stats.meets(record(0.0, 1.0, 1.25, 8, 5), stats.INTERACTIVE)  # TPOT 62.5 ms
+
+
+def test_percentiles_interpolate_linearly():
+    assert stats.percentiles([4.0, 1.0, 3.0, 2.0]) == pytest.approx({"p50": 2.5, "p90": 3.7, "p99": 3.97})
+    assert stats.percentiles([None, 7.0]) == {"p50": 7.0, "p90": 7.0, "p99": 7.0}
+    assert stats.percentiles([None]) == {"p50": None, "p90": None, "p99": None}
+
+
+def test_one_rate_summary_by_hand():
+    s = stats.summarize(RECORDS, 1.25, t0=0.0, window_s=4.0)
+    # the last answer (6.0) ends after the 4 s window: throughput is over 6 s
+    assert (s["sent"], s["completed"], s["failed"], s["span_s"]) == (5, 4, 1, 6.0)
+    assert s["requests_per_s"] == pytest.approx(4 / 6)
+    assert s["output_tokens"] == 25 and s["output_tokens_per_s"] == pytest.approx(25 / 6)
+    # TTFTs of the completed: 0.25, 0.25, 0.5, 1.5; TPOTs: 0.046875, 0.25, 0.5
+    assert s["ttft_s"] == pytest.approx({"p50": 0.375, "p90": 1.2, "p99": 1.47})
+    assert s["tpot_s"] == pytest.approx({"p50": 0.25, "p90": 0.45, "p99": 0.495})
+    assert s["fastgen"] == pytest.approx({"met": 2, "share": 0.4, "effective_requests_per_s": 2 / 6})
+    assert s["interactive"] == pytest.approx({"met": 1, "share": 0.2, "effective_requests_per_s": 1 / 6})
+
+
+def test_span_is_the_window_while_the_server_keeps_up():
+    quick = [record(10.0, 10.25, 10.5, 8, 2)]
+    assert stats.summarize(quick, 1.0, t0=10.0, window_s=4.0)["requests_per_s"] == 0.25
+
+
+def test_highest_compliant_rate_is_the_highest_at_95_percent():
+    def at(rate, share):
+        return {"offered_rate": rate, "interactive": {"share": share}}
+    sweep = [at(1, 1.0), at(2, 0.95), at(4, 0.96), at(8, 0.949)]
+    assert stats.highest_compliant_rate(sweep, "interactive") == 4
+    assert stats.highest_compliant_rate([at(1, 0.5)], "interactive") is None
+
+
+def test_compliance_table_names_the_rate_and_its_effective_throughput():
+    rows = [dict(stats.summarize(RECORDS, rate, 0.0, 4.0)) for rate in (1.0, 2.0)]
+    rows[0]["fastgen"] = {"share": 1.0, "effective_requests_per_s": 0.75, "met": 3}
+    results = {"runs": [{"system": "ours", "frontend": "http", "workload": "w", "summary": s} for s in rows]}
+    assert "| ours/http/w | 1 / 0.75 | none |" in report.markdown(results)
+
+
+def test_poisson_arrivals_and_length_spread():
+    shape = arrivals.LoadShape("test", 1200, 128)
+    reqs = arrivals.make_requests(shape, rate=50.0, duration_s=100.0, first_special=1000)
+    assert abs(len(reqs) - 5000) < 4 * 5000 ** 0.5  # Poisson count: mean 5000, sd ~71
+    gaps = [b.at_s - a.at_s for a, b in zip(reqs, reqs[1:])]
+    assert min(gaps) >= 0 and statistics.mean(gaps) == pytest.approx(0.02, rel=0.05)
+    assert statistics.stdev(gaps) == pytest.approx(0.02, rel=0.08)  # exponential gaps: sd equals the mean
+    prompt_lens = [len(r.prompt_ids) for r in reqs]
+    assert statistics.mean(prompt_lens) == pytest.approx(1200, rel=0.02)
+    assert statistics.stdev(prompt_lens) == pytest.approx(0.3 * 1200, rel=0.08)
+    assert 1 <= min(r.max_tokens for r in reqs) and max(r.max_tokens for r in reqs) <= 256
+    assert max(max(r.prompt_ids) for r in reqs) < 1000
+
+
+def test_draws_stay_within_one_and_twice_the_mean():
+    rng = random.Random(0)
+    assert {arrivals.draw_length(rng, 2) for _ in range(2000)} <= {1, 2, 3, 4}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serving")
+    command = [sys.executable, str(BENCH / "bench_serving.py"), "--tiny", "--out", str(out / "w5"),
+               "--ckpt", str(out / "llama-tiny"), "--workloads", "1200x128", "--rates", "1,2", "--duration-s", "2",
+               "--w1-requests", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads((out / "w5" / "results.json").read_text()), (out / "w5" / "report.md").read_text()
+
+
+def test_tiny_run_measures_every_rate_through_both_front_ends(tiny_run):
+    results, md = tiny_run
+    assert results["errors"] == {} and results["skipped"] == []
+    assert sorted((r["frontend"], r["rate"]) for r in results["runs"]) == [("grpc", 1), ("grpc", 2), ("http", 1),
+                                                                           ("http", 2)]
+    for run in results["runs"]:
+        key = f"| ours/{run['frontend']}/1200x128 | {run['rate']:g} |"
+        assert key in md
+
+
+def test_tiny_run_answers_are_whole_and_its_figures_add_up(tiny_run):
+    results, _ = tiny_run
+    for run in results["runs"]:
+        records, s = run["records"], run["summary"]
+        assert all(r["error"] is None for r in records)
+        # ignore_eos: every answer has its drawn length; the server counted the prompt ids we sent
+        assert [r["output_tokens"] for r in records] == [r["max_tokens"] for r in records]
+        assert [r["prompt_tokens"] for r in records] == [r["sent_prompt_tokens"] for r in records]
+        assert all(r["send"] <= r["first"] <= r["end"] for r in records)
+        span = max(run["t0"] + 2.0, *(r["end"] for r in records)) - run["t0"]
+        assert s["sent"] == len(records) and s["span_s"] == pytest.approx(span)
+        assert s["output_tokens_per_s"] == pytest.approx(sum(r["max_tokens"] for r in records) / span)
+
+
+def test_tiny_run_has_w1_through_the_pipeline_and_both_servers(tiny_run):
+    results, md = tiny_run
+    for name in ("pipeline", "http", "grpc"):
+        assert results["w1"][name]["output_tokens_per_s"] > 0, name
+    assert results["w1"]["http"]["output_tokens"] == results["w1"]["http"]["requested_output_tokens"]
+    assert "| grpc |" in md
