@@ -137,6 +137,12 @@ def guarded(checkpoint, deploy):
 
 def test_past_max_queued_requests_it_is_503_with_retry_after_and_resource_exhausted(guarded, checkpoint, oracle):
     hf, url = oracle(checkpoint("gqa")), rest_url(guarded)
+    # the gRPC channel connected beforehand: the queue stays full only while the running request lasts
+    # (about 1.5 s on this CPU), and a first connect inside that window sometimes outlasted it
+    host, port = guarded.record.front_ends["grpc"]
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    grpc.channel_ready_future(channel).result(timeout=30)
+    stub = pb_grpc.ModelResponseStub(channel)
     running = long_sse_request(url, "/mii/guarded", AUTH)  # holds the engine's only sequence slot
     waiting = {}
 
@@ -152,7 +158,7 @@ def test_past_max_queued_requests_it_is_503_with_retry_after_and_resource_exhaus
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
     assert "max_queued_requests=2" in refused.json()["error"]["message"]
     with pytest.raises(grpc.RpcError) as exhausted:
-        grpc_stub(guarded).GeneratorReply(make_request(["river"]), metadata=[("authorization", f"Bearer {API_KEY}")])
+        stub.GeneratorReply(make_request(["river"]), metadata=[("authorization", f"Bearer {API_KEY}")])
     assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     metrics = requests.get(f"{url}/metrics").text
     assert 'mii_requests_total{outcome="queue_full"} 2.0' in metrics  # the REST and the gRPC refusal
