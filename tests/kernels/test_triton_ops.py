@@ -159,6 +159,7 @@ ROTARY_SMALL = [  # tokens, q heads, kv heads, head size, rotary_dim
     (5, 4, 2, 64, 64), (3, 4, 4, 80, 80), (4, 6, 2, 96, 96), (6, 4, 1, 128, 128), (2, 2, 1, 256, 256),
     (5, 4, 4, 80, 32),  # Phi-2: partial rotary 0.4 of 80
     (3, 4, 2, 64, 0),   # no rotation: the op only writes K/V
+    (1, 4, 2, 64, 64),  # one token, a decode step (the unused scale placeholders once indexed row 1 of q)
 ]
 ROTARY_REAL = [(4096, 32, 8, 128, 128), (1, 32, 8, 128, 128), (512, 32, 32, 80, 32), (64, 8, 1, 256, 256)]
 

@@ -23,6 +23,9 @@ MODES = ("fp8", "wf8af16", "wf6af16")
 SMALL = [(70, 24), (300, 40), (5, 3)]  # (K, N): ragged K (FP6 rows end mid-group) and N
 REAL = [(4096, 6144), (4096, 28672), (14336, 4096)]
 FP8_GEMM = CUDA and torch.cuda.get_device_capability() >= triton_quant.FP8_GEMM_CAPABILITY
+# float32 GEMM-path tolerance: exact arithmetic on the CPU; Hopper's FP8 tensor cores accumulate with about
+# 14 mantissa bits (DeepSeek-V3's report, section 3.3.2), ~1e-4 of a unit-sized output at K = 64
+FP8_PATH_TOL = dict(rtol=2e-3, atol=2e-3) if CUDA else dict(rtol=1e-5, atol=1e-5)
 
 
 def _projection(tokens, k, n, dtype, mode, seed=0):
@@ -70,7 +73,7 @@ def test_fp8_gemm_path_matches_reference(tokens):
     """The many-token "fp8" path's arithmetic (torch._scaled_mm runs on the CPU too)."""
     x, weight, bias = _projection(tokens, 64, 32, torch.float32, "fp8")
     torch.testing.assert_close(triton_quant.fp8_gemm_linear(x, weight, bias), reference(x, weight, bias),
-                               rtol=1e-5, atol=1e-5)
+                               **FP8_PATH_TOL)
 
 
 @pytest.mark.parametrize("capability, quantizes_x", [((8, 0), False), ((9, 0), True)])
@@ -83,6 +86,6 @@ def test_fp8_gemms_only_from_sm89_else_weight_only_with_a_log_line(capability, q
     with caplog.at_level("WARNING"):
         got = triton_quant.TritonQuantLinear()(x, weight, bias)
     expected = reference(x, weight if quantizes_x else weight_only, bias)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, expected, **FP8_PATH_TOL)
     logged = "has no FP8 GEMMs; running the weight-only FP8 path" in caplog.text
     assert logged != quantizes_x

@@ -77,7 +77,8 @@ def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor
     """x quantized per tensor, ``torch._scaled_mm`` on e4m3 (float32 out), × row scales, + bias."""
     rows = x.reshape(-1, x.shape[-1])
     x_scale = tensor_scale(rows)
-    product = torch._scaled_mm(to_e4m3(rows / x_scale), weight.data.t(), scale_a=x_scale,
+    # divided in float32, as the reference: a bf16 x / a 0-dim float32 scale would round in bf16 first
+    product = torch._scaled_mm(to_e4m3(rows.float() / x_scale), weight.data.t(), scale_a=x_scale,
                                scale_b=torch.ones((), dtype=torch.float32, device=x.device),
                                out_dtype=torch.float32)
     product = product * weight.scale

@@ -171,11 +171,12 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
     sin = sin if has_rotary else q
     cos_strides = (cos.stride(0), cos.stride(1)) if has_rotary else (0, 0)
     quantize = kv_scales is not None
-    scales = kv_scales if quantize else q  # a placeholder, never read
+    # without quantization the scale pointers are placeholders, never read (q itself: it may have 1 row)
+    k_scales, v_scales = (kv_scales[0], kv_scales[1]) if quantize else (q, q)
     if quantize:  # written through the bytes: the interpreter has no float8 tensors
         k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
     _rotary_write_kernel[grid](
-        q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, scales[0], scales[1],
+        q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, k_scales, v_scales,
         q_heads, kv_heads, dim, rotary_dim, k_cache.shape[1],
         *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
         HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=_has_nvidia_intrinsics(q),
