@@ -61,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--time-budget-s", type=float, default=520.0, help="the whole run (sections stop at it)")
     p.add_argument("--w1-requests", type=int, default=None, help="default 256 (tiny: 8)")
     p.add_argument("--peer-w1-requests", type=int, default=64, help="HF peers run W1's first K requests")
+    p.add_argument("--w1-logprobs", type=int, default=0,
+                   help="N > 0: our engine runs W1 a second time with logprobs=N on every request (ours.W1.logprobs)")
     p.add_argument("--w2-repeats", type=int, default=3, help="timings per W2 length; the median counts")
     p.add_argument("--hf-batch", type=int, default=64, help="batch size of the padded static generate peer")
     p.add_argument("--ckpt", default=None, help="Llama checkpoint folder (default /tmp/llama3-8b-random)")

@@ -47,12 +47,14 @@ def start(path, engine_kwargs, extra=None):
     return pipe, time.perf_counter() - t
 
 
-def caller(pipe):
-    """call(prompts, max_new) -> (seconds, output tokens counted up to the request, requests cut short)."""
+def caller(pipe, **generate_kwargs):
+    """call(prompts, max_new) -> (seconds, output tokens counted up to the request, requests cut short);
+    generate_kwargs go with every request (e.g. logprobs=5)."""
     def call(prompts, max_new):
         sync()
         t = time.perf_counter()
-        res = pipe.generate_tokens(prompts, max_new_tokens=max_new, ignore_eos=True, do_sample=False)
+        res = pipe.generate_tokens(prompts, max_new_tokens=max_new, ignore_eos=True, do_sample=False,
+                                   **generate_kwargs)
         sync()
         secs = time.perf_counter() - t
         want = max_new if isinstance(max_new, list) else [max_new] * len(prompts)

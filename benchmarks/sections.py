@@ -75,8 +75,8 @@ def run_ours(ph, prefix, path, engine_kwargs, jobs, warm_prompt):
         ph.record(f"{prefix}.startup", {"startup_s": startup_s, **ours.facts(pipe)})
         call = ours.caller(pipe)
         ph.phase(f"{prefix}.first_call", lambda: {"seconds": call([warm_prompt, warm_prompt[:8]], [8, 4])[0]})
-        for key, job in jobs:
-            ph.phase(key, job, call, min_s=5)
+        for key, job, *kwargs in jobs:  # a third item: generate kwargs for this job's requests
+            ph.phase(key, job, ours.caller(pipe, **kwargs[0]) if kwargs else call, min_s=5)
     finally:
         pipe.destroy()
         del pipe
@@ -102,7 +102,11 @@ def ours_section(ph, ctx):
     ph.record("ours.prefix_caching", {"available": available, "default": default, "note": note})
     w4_key = f"ours.W4.{'on' if default else 'off'}" if available else "ours.W4.default"
     names = [w for w in ("W3", "W2", "W1", "W4") if w in ctx.args.workloads]
-    run_ours(ph, "ours", ctx.args.ckpt, ours.parse_kwargs(ctx.args.engine_kwargs), _ours_jobs(ctx, names, w4_key),
+    jobs = _ours_jobs(ctx, names, w4_key)
+    if ctx.args.w1_logprobs and "W1" in names:  # W1 again, every token with its top-N logprobs (issue 19)
+        wl = ctx.workload("W1")
+        jobs.append(("ours.W1.logprobs", lambda call: throughput(call, wl), {"logprobs": ctx.args.w1_logprobs}))
+    run_ours(ph, "ours", ctx.args.ckpt, ours.parse_kwargs(ctx.args.engine_kwargs), jobs,
              ctx.workload("W2").prompts[0][:16])
 
 
