@@ -121,7 +121,9 @@ def cases() -> list[Case]:
         Case("qwen3-moe-mixed", checkpoints.family("test_arch_qwen3_moe", "mixed"), extra=experts_really_used),
         Case("qwen3-moe-window-bias", checkpoints.family("test_arch_qwen3_moe", "window-bias"), **window),
         Case("gemma3-pattern", checkpoints.family("test_arch_gemma3_text", "pattern"), new_tokens=WINDOW_NEW_TOKENS),
-        Case("gemma3-scaled", checkpoints.family("test_arch_gemma3_text", "scaled")),
+        # its final softcap (15) saturates: in bf16 the top logits sit on the cap's grid (14.9375, 14.875,
+        # 14.875, ...), every step a tie, nothing to compare; gemma3-pattern runs Gemma 3 in bf16
+        Case("gemma3-scaled", checkpoints.family("test_arch_gemma3_text", "scaled"), bf16=False),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
         *(Case(f"gpt2-{v}", checkpoints.family("test_arch_gpt2", v), needs="gpt2")
           for v in ("gpt2", "untied-unscaled", "upcast")),
@@ -291,10 +293,44 @@ def hf_bf16_noise(model32, model16, prompt: list[int], new_ids: list[int]) -> to
     return (exact - rounded).abs().max(dim=-1).values.cpu()
 
 
+@torch.no_grad()
+def router_logits(model, ids: torch.Tensor) -> list[torch.Tensor]:
+    """Each MoE layer's router logits [positions, experts] (float32) over ``ids``: HF's ``*TopKRouter``
+    modules return them first; none for a dense model."""
+    routers = [m for m in model.modules() if type(m).__name__.endswith("TopKRouter")]
+    seen: list[torch.Tensor] = []
+    hooks = [r.register_forward_hook(lambda mod, args, out: seen.append(out[0].float())) for r in routers]
+    try:
+        model(ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def first_routing_tie(model32, model16, prompt: list[int], new_ids: list[int]) -> int:
+    """The first greedy step whose forward holds a routing tie under bf16: at some position and MoE layer, the
+    gap between the k-th and (k+1)-th of HF's float32 router logits is within twice HF's own bf16 error on
+    that layer's logits there. A router picking the other expert there is bf16's rounding, not a bug (seen on
+    the tiny Mixtral: experts 0.084 apart in float32, bf16 moving each by ~0.1); len(new_ids) if none."""
+    ids = torch.tensor([prompt + new_ids[:-1]], device=DEVICE)
+    exact, rounded = router_logits(model32, ids), router_logits(model16, ids)
+    k = getattr(model32.config, "num_experts_per_tok", None)
+    if not exact or k is None:
+        return len(new_ids)
+    tied = torch.zeros(ids.shape[1], dtype=torch.bool, device=DEVICE)
+    for r32, r16 in zip(exact, rounded):
+        top = r32.topk(k + 1, dim=-1).values
+        tied |= (top[:, k - 1] - top[:, k]) <= 2 * (r32 - r16).abs().max(dim=-1).values
+    positions = tied.nonzero().flatten().tolist()
+    return min(len(new_ids), max(0, positions[0] - (len(prompt) - 1))) if positions else len(new_ids)
+
+
 def check_bf16(case: Case, mktemp, tally: Tally) -> None:
     """A short greedy run in bf16 on both sides, the batch whole. A prompt is compared up to the first step
     whose HF margin is within twice HF's own bf16 error there (hf_bf16_noise: our error may lie the other
-    way), a tie under bf16 rounding; a difference before that is a mismatch. Where the two part after it,
+    way), or whose forward holds a routing tie (first_routing_tie), a tie under bf16 rounding; a difference
+    before that is a mismatch. Where the two part after it,
     the step and HF's margin there are reported (issue 17's rule)."""
     ours, reference = case.build(mktemp)
     model, model32 = hf_model(reference, torch.bfloat16), hf_model(reference, torch.float32)
@@ -307,16 +343,19 @@ def check_bf16(case: Case, mktemp, tally: Tally) -> None:
     finally:
         pipe.destroy()
     noise = [hf_bf16_noise(model32, model, p, e) for p, e in zip(token_lists, expected)]
+    routing = [first_routing_tie(model32, model, p, e) for p, e in zip(token_lists, expected)]
     compared, bad, parted = 0, [], []
     for i, (g, e, m) in enumerate(zip(got, expected, margins)):
         steps = next((s for s in range(len(e)) if m[s] <= 2 * noise[i][s]), len(e))  # comparable up to a tie
+        steps = min(steps, routing[i])
         compared += steps
         where = first_difference(g, e)
         if where is not None and where < steps:
             bad.append(f"prompt {i} differs at step {where} (HF margin {m[where]:.2f})")
         elif where is not None:
             parted.append(f"prompt {i} parts at step {where} (HF margin {m[where]:.3f}, HF's bf16 error "
-                          f"{noise[i][where]:.3f}: a tie)" if where < len(m) else f"prompt {i}: lengths differ")
+                          f"{noise[i][where]:.3f}{', a routing tie from step %d' % routing[i] if routing[i] < len(e) else ''}"
+                          f": a tie)" if where < len(m) else f"prompt {i}: lengths differ")
     equal = sum(g == e for g, e in zip(got, expected))
     detail = (f"{compared} of {len(expected) * BF16_NEW_TOKENS} tokens clear of bf16 ties compared, "
               f"{equal}/{len(expected)} prompts equal throughout{'; ' if bad or parted else ''}"

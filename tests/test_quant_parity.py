@@ -2,17 +2,21 @@
 reference of the same mode (tests/support/quant_reference.py: transformers' model on the dequantized
 weights), on one tiny checkpoint of every architecture plugin, each prompt alone (so that "fp8"'s
 per-tensor activation scale covers the same tokens on both sides). float32 activations on any device: on a
-GPU (benchmarks/gpu_checks.sh) the same test runs the Triton kernels and decode graphs."""
+GPU (benchmarks/gpu_checks.sh) the same test runs the Triton kernels and decode graphs; there mode "fp8"
+is compared up to the first step that its e4m3 rounding makes a tie (fp8_comparable_steps), since the
+GPU's float32 kernels round differently from the CPU reference and an activation on an e4m3 rounding
+boundary may then take the neighbouring code."""
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 import mii_core
 from mii_core.engine.builder import load_policy
 from mii_core.testing.parity import PROMPTS
 from support import arch_checkpoints as arch
-from support.quant_reference import quantized_targets, reference_greedy, write_reference
+from support.quant_reference import fp8_comparable_steps, quantized_targets, reference_greedy, write_reference
 
 MODES = ("fp8", "wf8af16", "wf6af16")
 NEW_TOKENS = 10
@@ -67,4 +71,9 @@ def test_quantized_greedy_matches_reference(checkpoints, mode, tmp_path):
         pipe.destroy()
     folder, linears = write_reference(reference, tmp_path / "reference", load_policy(reference), quantized, mode)
     assert linears, "no linear of the checkpoint was quantized"
-    assert got == reference_greedy(folder, token_lists, NEW_TOKENS, mode, linears)
+    expected = reference_greedy(folder, token_lists, NEW_TOKENS, mode, linears)
+    if mode == "fp8" and torch.cuda.is_available():  # the GPU's kernels: compared up to an e4m3 rounding tie
+        steps = fp8_comparable_steps(folder, token_lists, NEW_TOKENS, linears)
+        assert sum(steps) > 0, "every step is an e4m3 rounding tie: nothing compared"
+        got, expected = [g[:s] for g, s in zip(got, steps)], [e[:s] for e, s in zip(expected, steps)]
+    assert got == expected
