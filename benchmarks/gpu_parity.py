@@ -361,7 +361,11 @@ def check_bf16(case: Case, mktemp, tally: Tally) -> None:
               f"{equal}/{len(expected)} prompts equal throughout{'; ' if bad or parted else ''}"
               f"{'; '.join(bad + parted)}; last-token logits max |diff| {diff:.2e} (reported)")
     del model, model32
-    tally.record(f"{case.name} bf16 greedy", not bad and compared > 0, detail)
+    if compared == 0 and not bad:  # every prompt a tie from its first step: reported, neither passed nor failed
+        tally.skipped.append(f"{case.name}{BF16_SUFFIX}")
+        print(f"[parity] skip {case.name + ' bf16 greedy':34s} nothing clear of bf16 ties: {detail}", flush=True)
+        return
+    tally.record(f"{case.name} bf16 greedy", not bad, detail)
 
 
 def run_check(name: str, mktemp, tally: Tally) -> None:
