@@ -21,7 +21,7 @@ from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.activations import GATED_ACTIVATIONS
 from mii_core.model.ops import KernelOps
 from mii_core.model.parameters import ShardId, WeightSlot, empty_parameter, load_whole
-from mii_core.model.quantization import building_mode
+from mii_core.model.quantization import building_mode, building_shipped
 from mii_core.model.spec import DecoderSpec
 
 
@@ -32,8 +32,8 @@ class Experts(nn.Module):
         if intermediate % ctx.world_size:
             raise ValueError(f"expert width {intermediate} does not divide over {ctx.world_size} ranks")
         self.ctx, self.local_f = ctx, intermediate // ctx.world_size
-        self.gate_up_slot = WeightSlot((num_experts, 2 * self.local_f, hidden), device, dtype, building_mode())
-        self.down_slot = WeightSlot((num_experts, hidden, self.local_f), device, dtype, building_mode())
+        self.gate_up_slot = WeightSlot((num_experts, 2 * self.local_f, hidden), device, dtype, building_mode(), building_shipped())
+        self.down_slot = WeightSlot((num_experts, hidden, self.local_f), device, dtype, building_mode(), building_shipped())
         self.gate_up, self.down = self.gate_up_slot.param, self.down_slot.param
         self.gate_up.weight_loader = self._load_gate_up
         self.down.weight_loader = self._load_down

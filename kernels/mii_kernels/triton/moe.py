@@ -21,7 +21,9 @@ PyTorch reference's matmuls round them.
 
 Quantized experts (``quant_moe_experts``, weight-only in every mode) run the same kernels with ``FORMAT``
 set: each weight tile's codes are decoded in registers (quant_decode.py) and the float32 accumulator is
-multiplied by the rows' scales after the K loop.
+multiplied by the rows' scales after the K loop. Shipped block-wise FP8 stacks (a scale per row and
+``group_size`` input columns) are dequantized to x's dtype and run through ``moe_experts`` (correct, not yet
+fast: the kernels read one scale per row).
 """
 from __future__ import annotations
 
@@ -215,6 +217,9 @@ def quant_moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: tor
                       w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation: str) -> torch.Tensor:
     """As ``moe_experts`` on quantized stacks (weight-only; contract in mii_core/model/ops.py)."""
     _check_shapes(x, topk_ids, w_gate_up, w_down)
+    if w_gate_up.group_size is not None or w_down.group_size is not None:
+        return moe_experts(x, topk_weights, topk_ids, w_gate_up.dequantize(x.dtype), w_down.dequantize(x.dtype),
+                           activation)
     codes = lambda w: (w.data.view(torch.uint8), w.data.stride(), w.scale)  # noqa: E731
     return _run(x, topk_weights, topk_ids, codes(w_gate_up), codes(w_down), w_down.shape, activation,
                 weight_format(w_down.mode))

@@ -11,6 +11,10 @@ Two paths:
   issue's measurement: row-wise scales were slower than bf16); the per-output-channel weight scale is a
   column multiply on its float32 output, then the bias, rounded once to x's dtype.
 A GPU below sm_89 runs "fp8" weight-only and says so once in the log (more precise, never wrong).
+Shipped block-wise FP8 weights (a scale per row and ``group_size`` input columns, from a checkpoint stored
+quantized) are not read by these kernels, whose scales are one per row: they take ``grouped_scale_linear``,
+the weight dequantized to x's dtype once per call, then cuBLAS (correct, not yet fast; a kernel applying
+each group's scale inside the K loop is the way to make it fast).
 """
 from __future__ import annotations
 
@@ -86,6 +90,12 @@ def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor
     return product.to(x.dtype).view(*x.shape[:-1], weight.shape[0])
 
 
+def grouped_scale_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x times a weight with a scale per row and group of columns: dequantized (float32 product, rounded once
+    to x's dtype), then ``torch.nn.functional.linear``."""
+    return torch.nn.functional.linear(x, weight.dequantize(x.dtype), bias)
+
+
 class TritonQuantLinear:
     """The ``quant_linear`` op (registered as a class: one per kernel set, remembering which devices it
     has logged a fallback for)."""
@@ -94,6 +104,8 @@ class TritonQuantLinear:
         self._capability: dict[int, tuple[int, int]] = {}
 
     def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if weight.group_size is not None:
+            return grouped_scale_linear(x, weight, bias)
         tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if weight.quantizes_activations and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS and self._fp8_gemm_fits(x, weight):
             return fp8_gemm_linear(x, weight, bias)
