@@ -36,9 +36,10 @@ def test_quant_moe_matches_reference(mode, tokens, hidden, features, num_experts
     assert error < 1e-2, error
 
 
+@pytest.mark.parametrize("group", [16, 32, 24])  # 24: not a power of two, the dequantizing fallback
 @pytest.mark.parametrize("tokens, hidden, features, num_experts, top_k, idle, dtype", cases(MOE_SMALL[:2]))
-def test_grouped_scale_experts_match_reference(tokens, hidden, features, num_experts, top_k, idle, dtype):
-    """Shipped block-wise FP8 stacks (a scale per row and group of 16 input columns)."""
+def test_grouped_scale_experts_match_reference(tokens, hidden, features, num_experts, top_k, idle, dtype, group):
+    """Shipped block-wise FP8 stacks (a scale per row and group of input columns)."""
     from mii_core.model.quantization import QuantizedWeight
 
     x = strided_rows(tokens, hidden, dtype, seed=17)
@@ -46,8 +47,8 @@ def test_grouped_scale_experts_match_reference(tokens, hidden, features, num_exp
 
     def grouped(w):
         codes = quantize_weight(w, "wf8af16").data
-        scale = torch.rand(*w.shape[:-1], -(-w.shape[-1] // 16), device=w.device) * w.abs().amax() / 448 + 1e-3
-        return QuantizedWeight(codes, scale, "wf8af16", w.shape[-1], 16)
+        scale = torch.rand(*w.shape[:-1], -(-w.shape[-1] // group), device=w.device) * w.abs().amax() / 448 + 1e-3
+        return QuantizedWeight(codes, scale, "wf8af16", w.shape[-1], group)
 
     w_gate_up, w_down = (grouped(w) for w in experts(num_experts, hidden, features, torch.float32))
     got = moe.quant_moe_experts(x, weights, ids, w_gate_up, w_down, "silu")
