@@ -211,3 +211,29 @@ def test_fp8_weights_without_their_scale_are_an_error(tiny_fp8, tmp_path):
     with pytest.raises(ValueError, match=r"'model.layers.1.mlp.up_proj.weight' is stored in FP8 .* no scale tensor "
                                          r"'model.layers.1.mlp.up_proj.weight_scale_inv'"):
         mii_core.pipeline(str(broken), dtype="float32", inference_engine_config=ENGINE)
+
+
+# ---- tensor parallelism: per-tensor and per-channel scales follow their rows; block-wise is refused above
+
+def test_per_tensor_and_per_channel_checkpoints_split_over_two_ranks(tmp_path):
+    """Rank 0's greedy tokens (2 ranks, gloo) equal the reference: each rank holds its rows' codes and scales
+    (a row-parallel weight and an expert's down stack split their columns, keeping each row's scale)."""
+    pytest.importorskip("compressed_tensors", reason="the extra mii-core[compressed-tensors] is not installed")
+    from support.tp_launch import run_under_torchrun
+
+    llama = arch.llama("gqa")(arch.folder_maker(tmp_path))[0]
+    moe = arch.family("test_arch_qwen2_moe", "mixed")(arch.folder_maker(tmp_path))[0]
+    cases = {  # name: (shipped checkpoint, scale suffix, its library's dequantization)
+        "ct-channel": (write_compressed_tensors_fp8(llama, tmp_path / "ct", "channel", ["lm_head"]), "_scale",
+                       compressed_tensors_dequantize("channel")),
+        "fp8-per-tensor": (write_transformers_fp8(moe, tmp_path / "fp8", None, ["lm_head"]), "_scale_inv",
+                           transformers_fp8_dequantize),
+    }
+    token_lists = {name: _token_lists(path) for name, (path, _, _) in cases.items()}
+    jobs = [{"name": name, "path": str(path), "token_lists": token_lists[name], "max_new_tokens": NEW_TOKENS,
+             "options": {"dtype": "float32"}} for name, (path, _, _) in cases.items()]
+    rank0, _rank1 = run_under_torchrun(jobs, tmp_path)
+    for name, (path, suffix, dequantize) in cases.items():
+        folder, count = write_dequantized(path, tmp_path / f"{name}-reference", suffix, dequantize)
+        assert count > 4
+        assert rank0[name]["generated"] == reference_greedy(folder, token_lists[name], NEW_TOKENS, "wf8af16", set()), name

@@ -23,14 +23,15 @@ from safetensors.torch import load_file, save_file
 Dequantize = Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]  # (weight name, codes, scale) -> values
 
 
-def write_transformers_fp8(source: Path, dest: Path, block: Sequence[int], not_convert: Sequence[str]) -> Path:
+def write_transformers_fp8(source: Path, dest: Path, block: Sequence[int] | None, not_convert: Sequence[str]) -> Path:
     """``source`` with every matrix but the embeddings, the head and ``not_convert`` modules in transformers'
     block-wise FP8 (tensors whose sides the block does not divide stay unquantized, as transformers leaves
-    them)."""
+    them); ``block`` None: one scale per tensor."""
     from transformers import FineGrainedFP8Config
     from transformers.integrations.finegrained_fp8 import Fp8Quantize
 
-    config = FineGrainedFP8Config(weight_block_size=list(block), modules_to_not_convert=list(not_convert))
+    config = FineGrainedFP8Config(weight_block_size=list(block) if block else None,
+                                  modules_to_not_convert=list(not_convert))
     quantize = Fp8Quantize(SimpleNamespace(quantization_config=config))
     shutil.copytree(source, dest)
     for file in sorted(dest.glob("*.safetensors")):
