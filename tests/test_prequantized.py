@@ -31,6 +31,11 @@ TRANSFORMERS_FP8 = {
     # the model's dtype) while the [1, 64] shared-expert gate stays unquantized (8 does not divide 1)
     "qwen2_moe": (arch.family("test_arch_qwen2_moe", "mixed"), (8, 16),
                   ["lm_head", "model.layers.0.mlp.shared_expert.down_proj"], "model.layers.0.mlp.experts.3.up_proj"),
+    # every expert's down matrix of layer 0 left unquantized: its gate|up stack is shipped, its down stack not
+    "qwen2_moe-mixed-stacks": (arch.family("test_arch_qwen2_moe", "mixed"), (8, 16),
+                               ["lm_head", "model.layers.0.mlp.shared_expert.down_proj",
+                                *(f"model.layers.0.mlp.experts.{e}.down_proj" for e in range(8))],
+                               "model.layers.0.mlp.experts.5.gate_proj"),
 }
 
 
