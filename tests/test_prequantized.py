@@ -80,8 +80,8 @@ def test_transformers_fp8_greedy_matches_dequantized_reference(transformers_fp8,
     shipped, _not_convert, _inspected = transformers_fp8
     token_lists = _token_lists(shipped)
     got, _model = _greedy(shipped, token_lists)
-    folder, count = write_dequantized(shipped, tmp_path / "reference", "_scale_inv", transformers_fp8_dequantize)
-    assert count > 4, "the fixture shipped too few weights in FP8"
+    folder, shipped_names = write_dequantized(shipped, tmp_path / "reference", "_scale_inv", transformers_fp8_dequantize)
+    assert len(shipped_names) > 4, "the fixture shipped too few weights in FP8"
     assert got == reference_greedy(folder, token_lists, NEW_TOKENS, "wf8af16", set())
 
 
@@ -127,9 +127,24 @@ def test_compressed_tensors_fp8_greedy_matches_dequantized_reference(strategy, t
     got, model = _greedy(shipped, token_lists)
     assert _held_in_full_precision(model, shipped, "model.layers.0.mlp.down_proj")
     assert not _held_in_full_precision(model, shipped, "model.layers.1.mlp.down_proj")
-    folder, count = write_dequantized(shipped, tmp_path / "reference", "_scale", compressed_tensors_dequantize(strategy))
-    assert count > 4, "the fixture shipped too few weights in FP8"
+    folder, shipped_names = write_dequantized(shipped, tmp_path / "reference", "_scale", compressed_tensors_dequantize(strategy))
+    assert len(shipped_names) > 4, "the fixture shipped too few weights in FP8"
     assert got == reference_greedy(folder, token_lists, NEW_TOKENS, "wf8af16", set())
+
+
+def test_per_channel_checkpoint_runs_fp8_gemms_with_mode_fp8(tmp_path):
+    """quantization_mode="fp8" on compressed-tensors' per-channel float8: the shipped codes with dynamic
+    per-tensor activations in steps of more than 8 tokens (the "fp8" contract); the reference quantizes the
+    inputs of the shipped linears alike (tests/support/quant_reference.py)."""
+    pytest.importorskip("compressed_tensors", reason="the extra mii-core[compressed-tensors] is not installed")
+    source = arch.llama("gqa")(arch.folder_maker(tmp_path))[0]
+    shipped = write_compressed_tensors_fp8(source, tmp_path / "ct", "channel", ignore=["lm_head"])
+    token_lists = _token_lists(shipped)
+    got, model = _greedy(shipped, token_lists, quantization_mode="fp8")
+    assert {w.mode for w in _shipped_weights(model)} == {"fp8"}
+    folder, shipped_names = write_dequantized(shipped, tmp_path / "reference", "_scale",
+                                              compressed_tensors_dequantize("channel"))
+    assert got == reference_greedy(folder, token_lists, NEW_TOKENS, "fp8", shipped_names)
 
 
 # ---- what is refused ----
@@ -185,9 +200,10 @@ def tiny_fp8(tiny_llama, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("mode", ["fp8", "wf6af16"])
-def test_a_quantization_mode_other_than_weight_only_fp8_is_refused_with_a_shipped_checkpoint(mode, tiny_fp8):
+def test_a_quantization_mode_other_than_weight_only_fp8_is_refused_with_a_block_wise_checkpoint(mode, tiny_fp8):
     with pytest.raises(ValueError, match=rf"quantization_mode='{mode}' with .*shipped quantized \(quant_method "
-                                         r"'fp8'\).*leave quantization_mode unset \(or 'wf8af16'\)"):
+                                         r"'fp8'\).*weight-only with quantization_mode unset \(or 'wf8af16'\); its "
+                                         r"block-wise scales \(weight_block_size \[16, 32\]\) cannot feed 'fp8'"):
         mii_core.pipeline(str(tiny_fp8), dtype="float32", quantization_mode=mode, inference_engine_config=ENGINE)
 
 
@@ -239,6 +255,6 @@ def test_per_tensor_and_per_channel_checkpoints_split_over_two_ranks(tmp_path):
              "options": {"dtype": "float32"}} for name, (path, _, _) in cases.items()]
     rank0, _rank1 = run_under_torchrun(jobs, tmp_path)
     for name, (path, suffix, dequantize) in cases.items():
-        folder, count = write_dequantized(path, tmp_path / f"{name}-reference", suffix, dequantize)
-        assert count > 4
+        folder, shipped_names = write_dequantized(path, tmp_path / f"{name}-reference", suffix, dequantize)
+        assert len(shipped_names) > 4
         assert rank0[name]["generated"] == reference_greedy(folder, token_lists[name], NEW_TOKENS, "wf8af16", set()), name

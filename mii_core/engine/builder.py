@@ -122,7 +122,7 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     kernels = KernelSet(device.type, get_plugins().kernels)
     mode = None if shipped else config.quantization_mode  # shipped: its codes as they are, never re-quantized
     # the linears quantize their weights as they load, layer by layer (or take the shipped codes)
-    with building_quantized(mode, shipped.format if shipped else None):
+    with building_quantized(mode, shipped.layer_format(config.quantization_mode) if shipped else None):
         model = policy.build_model(ctx, kernels, device, dtype).eval()
     load_weights(model, policy, model_path, show_progress=show_progress and ctx.rank == 0,  # one bar, not N
                  shipped=shipped)

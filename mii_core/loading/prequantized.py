@@ -1,7 +1,8 @@
 """Checkpoints shipped quantized (config.json's ``quantization_config``): which schemes load as they are
 stored, how their scales are found and laid out, and a clear error for every other scheme.
 
-Loaded without re-quantizing (the codes and scales as shipped, run weight-only: ``SHIPPED_MODE``):
+Loaded without re-quantizing (the codes and scales as shipped, run weight-only: ``SHIPPED_MODE``, or, with one
+scale per row and quantization_mode "fp8", in FP8 GEMMs on dynamic activations):
 * transformers' FP8 (``quant_method: "fp8"``, its ``FineGrainedFP8Config``): float8_e4m3fn weights, each
   with a float32 ``<weight>_scale_inv`` per block of ``weight_block_size`` [rows, columns] (one per tensor
   without a block size); value = code × scale (transformers' ``Fp8Dequantize``). ``activation_scheme``
@@ -42,9 +43,14 @@ class ShippedFP8:
     block: Optional[tuple[int, int]] = None
 
     @property
-    def format(self) -> ShippedFormat:
-        """What the model's layers need to know: how many input columns share a scale."""
-        return ShippedFormat(self.block[1] if self.block else None)
+    def group_size(self) -> Optional[int]:
+        """How many input columns share a scale (None: a whole row)."""
+        return self.block[1] if self.block else None
+
+    def layer_format(self, quantization_mode: Optional[str]) -> ShippedFormat:
+        """What the model's layers need to know: the column groups, and the mode the codes run in (unset:
+        weight-only)."""
+        return ShippedFormat(self.group_size, quantization_mode or SHIPPED_MODE)
 
     def scale_rows(self, scale: torch.Tensor, weight_shape: Sequence[int], name: str) -> torch.Tensor:
         """The scale tensor ``name`` of a weight [..., N, K] as float32 rows [..., N, scale columns]: one column
@@ -69,7 +75,7 @@ class ShippedFP8:
 
     def dequantize(self, codes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """float32 values of shipped ``codes`` [..., N, K] with their ``scale_rows``."""
-        group = self.format.group_size
+        group = self.group_size
         weight = QuantizedWeight(codes, rows if group else rows.squeeze(-1), SHIPPED_MODE, codes.shape[-1], group)
         return weight.dequantize(torch.float32)
 
@@ -185,15 +191,19 @@ class ShippedScales:
 
 def check_shipped_options(shipped: Optional[ShippedFP8], quantization_mode: Optional[str], tensor_parallel: int,
                           model_path: Path) -> None:
-    """A shipped checkpoint runs its own codes weight-only: quantization_mode may be unset or that same mode
-    (anything else would mean re-quantizing); block-wise scales are not split over ranks."""
+    """A shipped checkpoint runs its own codes: weight-only with quantization_mode unset (or that mode), or,
+    with one scale per row, "fp8" (FP8 GEMMs on dynamic activations); any other mode would mean
+    re-quantizing. Block-wise scales are not split over ranks."""
     if shipped is None:
         return
-    if quantization_mode not in (None, SHIPPED_MODE):
+    modes = (None, SHIPPED_MODE) if shipped.block else (None, SHIPPED_MODE, "fp8")
+    if quantization_mode not in modes:
         raise ValueError(f"quantization_mode={quantization_mode!r} with {model_path}, a checkpoint shipped quantized "
                          f"(quant_method {shipped.method!r}): its FP8 weights load as they are stored and run "
-                         f"weight-only ({SHIPPED_MODE!r}); leave quantization_mode unset (or {SHIPPED_MODE!r}), or "
-                         "load the unquantized checkpoint to quantize it in another mode")
+                         f"weight-only with quantization_mode unset (or {SHIPPED_MODE!r})"
+                         + (f"; its block-wise scales (weight_block_size {list(shipped.block)}) cannot feed 'fp8' "
+                            "GEMMs" if shipped.block else ", or with FP8 GEMMs on dynamic activations with 'fp8'")
+                         + "; load the unquantized checkpoint to quantize it in another mode")
     if shipped.block is not None and tensor_parallel > 1:
         raise ValueError(f"tensor_parallel={tensor_parallel} with {model_path}, whose FP8 weights have block-wise "
                          f"scales (weight_block_size {list(shipped.block)}): block-wise checkpoints run on one rank "

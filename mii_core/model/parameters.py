@@ -8,7 +8,7 @@ from typing import Iterator, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from mii_core.model.quantization import SHIPPED_MODE, QuantizedWeight, ShippedFormat, quantize_weight
+from mii_core.model.quantization import QuantizedWeight, ShippedFormat, quantize_weight
 
 ShardId = Union[int, str, None]  # which part of a fused parameter a checkpoint tensor fills (see weight_rules)
 
@@ -127,7 +127,7 @@ class WeightSlot:
         if self.shipped is None:
             return quantize_weight(self._staging, self.mode)
         scale = self._scales if self.shipped.group_size is not None else self._scales.squeeze(-1)
-        return QuantizedWeight(self._staging, scale, SHIPPED_MODE, self.param.shape[-1], self.shipped.group_size)
+        return QuantizedWeight(self._staging, scale, self.shipped.mode, self.param.shape[-1], self.shipped.group_size)
 
 
 def _give_storage(param: nn.Parameter, device: torch.device) -> None:

@@ -44,9 +44,11 @@ _BUILDING_MODE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("
 @dataclass(frozen=True)
 class ShippedFormat:
     """Weights that arrive already quantized (e4m3 codes, then their scales): ``group_size`` input columns
-    share a scale within a row (None: the whole row shares one)."""
+    share a scale within a row (None: the whole row shares one); ``mode`` the e4m3 mode they run in
+    (``SHIPPED_MODE``, or "fp8" for FP8 GEMMs on dynamic activations where the scales are one per row)."""
 
     group_size: Optional[int] = None
+    mode: str = SHIPPED_MODE
 
     def scale_columns(self, in_features: int) -> int:
         """How many scales a row of ``in_features`` columns has."""

@@ -93,20 +93,20 @@ def compressed_tensors_dequantize(strategy: str) -> Dequantize:
     return lambda _name, codes, scale: dequantize(codes, scale, args=args, dtype=torch.float32)
 
 
-def write_dequantized(shipped: Path, dest: Path, scale_suffix: str, dequantize: Dequantize) -> tuple[Path, int]:
+def write_dequantized(shipped: Path, dest: Path, scale_suffix: str, dequantize: Dequantize) -> tuple[Path, set[str]]:
     """A copy of ``shipped`` whose e4m3 weights are replaced by their float32 values (scales dropped, no
-    quantization_config): what transformers' float32 model runs as the oracle. Returns it and how many
-    weights were shipped in FP8."""
+    quantization_config): what transformers' float32 model runs as the oracle. Returns it and the names of
+    the weights shipped in FP8."""
     shutil.copytree(shipped, dest)
-    count = 0
+    names: set[str] = set()
     for file in sorted(dest.glob("*.safetensors")):
         tensors = load_file(str(file))
         for name in [n for n, t in tensors.items() if t.dtype == torch.float8_e4m3fn]:
             tensors[name] = dequantize(name, tensors[name], tensors.pop(name + scale_suffix)).float().contiguous()
-            count += 1
+            names.add(name)
         save_file(tensors, str(file), metadata={"format": "pt"})
     _set_quantization_config(dest, None)
-    return dest, count
+    return dest, names
 
 
 def _set_quantization_config(folder: Path, quantization: dict | None) -> None:
