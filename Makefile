@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproje
 	else \
 		echo "no CUDA driver: installing the CPU build torch==2.13.0"; $(PIP) install -q torch==2.13.0; \
 	fi
-	$(PIP) install -q --no-build-isolation -e ".[test]" -e kernels $(addprefix -e ,$(dir $(PLUGINS))) \
+	$(PIP) install -q --no-build-isolation -e ".[test,compressed-tensors]" -e kernels $(addprefix -e ,$(dir $(PLUGINS))) \
 		$(addprefix -e ,$(dir $(SERVERS))) $(addprefix -e ,$(dir $(TASK_PLUGINS))) -e $(KIT_PLUGIN)
 	touch $(STAMP)
 

@@ -2,7 +2,8 @@
 # The GPU correctness run of issue 8 in one call: the Triton kernel tests (compiled, with their real-shape
 # bf16 cases; the quantized linear and experts and the FP8 KV cache's among them), benchmarks/gpu_parity.py
 # (every architecture against HF transformers), tests/test_quant_parity.py (each quantization mode's greedy
-# output against its PyTorch reference, every architecture, on the GPU's kernels) and
+# output against its PyTorch reference, every architecture, on the GPU's kernels; tests/test_prequantized.py,
+# checkpoints shipped in FP8 against HF on their dequantized weights) and
 # tests/test_fp8_kv_cache.py (greedy of the FP8 KV cache against HF with K/V rounded through e4m3: Triton
 # kernels and decode CUDA graphs, float32), each logged.
 #
@@ -64,11 +65,12 @@ while [ "$i" -lt "$parity_shards" ]; do
     parity_pids="$parity_pids $!"
     i=$((i + 1))
 done
-# each quantization mode's greedy parity (its engines take a fixed 64-block KV cache: see the test), then
+# each quantization mode's greedy parity (its engines take a fixed 64-block KV cache: see the test), that of
+# checkpoints shipped in FP8 (the compressed-tensors cases skip unless its wheel and loguru's are in .whl), then
 # each mode's perplexity on the trained tiny model (the FP8 GEMM path on a model whose greedy is not chaotic
 # under e4m3 rounding; carry .cache, or it trains first, a few minutes)
 timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 -rA \
-    tests/test_quant_parity.py tests/test_quant_quality.py > "$work/quant-parity.log" 2>&1 &
+    tests/test_quant_parity.py tests/test_prequantized.py tests/test_quant_quality.py > "$work/quant-parity.log" 2>&1 &
 quant_pid=$!
 # the FP8 KV cache's greedy parity (each engine takes a twentieth of the free memory: the test's options)
 timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 \

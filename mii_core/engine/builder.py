@@ -19,7 +19,8 @@ from mii_core.engine.kv_dtype import prepare_kv_cache_dtype
 from mii_core.engine.model_runner import ModelRunner
 from mii_core.kv_cache import KVCache, KVCacheShape, blocks_for_budget, default_block_size
 from mii_core.kv_cache.manager import KVCacheManager
-from mii_core.loading.checkpoint import read_hf_config, refuse_prequantized, resolve_model_path
+from mii_core.loading.checkpoint import read_hf_config, resolve_model_path
+from mii_core.loading.prequantized import check_shipped_options, read_shipped_fp8
 from mii_core.loading.weights import load_weights
 from mii_core.model.ops import KernelSet
 from mii_core.model.policy import ArchitecturePolicy
@@ -110,7 +111,8 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     ``config.tensor_parallel`` > 1)."""
     model_path = resolve_model_path(config.model_name_or_path)
     policy = load_policy(model_path)  # a family's own refusals first (they name its formats)
-    refuse_prequantized(read_hf_config(model_path), model_path)
+    shipped = read_shipped_fp8(read_hf_config(model_path), model_path)  # None, or FP8 loaded as it is stored
+    check_shipped_options(shipped, config.quantization_mode, config.tensor_parallel, model_path)
     check_tensor_parallel(policy.spec, config.tensor_parallel)  # before any rank loads a weight
     if ctx is None:
         device_type = check_device(config.device).type if config.device else available_devices()[-1].split(":")[0]
@@ -118,12 +120,15 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     device = choose_device(config, ctx)
     dtype = choose_dtype(config, policy, device)
     kernels = KernelSet(device.type, get_plugins().kernels)
-    mode = config.quantization_mode
-    with building_quantized(mode):  # the linears quantize their weights as they load, layer by layer
+    mode = None if shipped else config.quantization_mode  # shipped: its codes as they are, never re-quantized
+    # the linears quantize their weights as they load, layer by layer (or take the shipped codes)
+    with building_quantized(mode, shipped.layer_format(config.quantization_mode) if shipped else None):
         model = policy.build_model(ctx, kernels, device, dtype).eval()
-    load_weights(model, policy, model_path, show_progress=show_progress and ctx.rank == 0)  # one bar, not N
-    if mode is not None:
-        log.info("weights quantized to %s: %.3f GB in linear layers and experts", mode, quantized_bytes(model) / 1e9)
+    load_weights(model, policy, model_path, show_progress=show_progress and ctx.rank == 0,  # one bar, not N
+                 shipped=shipped)
+    if mode is not None or shipped:
+        log.info("weights %s: %.3f GB in linear layers and experts",
+                 f"quantized to {mode}" if mode else f"shipped in FP8 ({shipped.method})", quantized_bytes(model) / 1e9)
     state_config = config.inference_engine_config.state_manager
     spec = policy.spec
     cache_dtype = prepare_kv_cache_dtype(config.inference_engine_config.kv_cache_dtype, model, dtype, kernels, device)

@@ -79,19 +79,6 @@ def read_hf_config(model_path: Path) -> HFConfig:
     return HFConfig(read_json_object(config_file), config_file)
 
 
-def refuse_prequantized(hf_config: HFConfig, model_path: Path) -> None:
-    """A checkpoint shipped quantized (config.json's ``quantization_config``: transformers' FP8,
-    compressed-tensors, GPTQ, AWQ, ...) is refused, naming its scheme: its codes would otherwise be read as
-    plain weights, without their scales."""
-    quantization = hf_config.get("quantization_config")
-    if not quantization:
-        return
-    method = quantization.get("quant_method", "unnamed") if isinstance(quantization, dict) else "unreadable"
-    raise ValueError(f"{model_path}/config.json has a quantization_config (quant_method {method!r}): checkpoints "
-                     "shipped quantized are not read yet; load the unquantized checkpoint and set quantization_mode "
-                     "('fp8', 'wf8af16' or 'wf6af16') to quantize it as it loads")
-
-
 def weight_files(model_path: Path) -> list[Path]:
     """Shard files from an index json when present, else every safetensors (or .bin) file."""
     for index_name, single in (("model.safetensors.index.json", "*.safetensors"),

@@ -4,17 +4,22 @@ Each tensor arrives as a :class:`~mii_core.loading.slices.LazySlice`: the loader
 rank's part and only that part is read, so a tensor-parallel rank reads about 1/N of the checkpoint.
 Exceptions, where a rank reads a whole tensor and keeps its slice: a rule's ``transform`` (it reorders
 rows across the tensor, e.g. Falcon's grouped q/k/v) and the replicated parameters (norms, biases of
-row-parallel layers, routers, learned positions, project in/out)."""
+row-parallel layers, routers, learned positions, project in/out).
+
+A checkpoint shipped in FP8 (``shipped``, mii_core/loading/prequantized.py): each e4m3 weight loads with
+its scale tensor, read when the weight arrives (scale tensors are skipped in the stream)."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mii_core.loading.checkpoint import count_tensors, iter_slices, weight_files
+from mii_core.loading.prequantized import ShippedFP8, ShippedScales
 from mii_core.loading.slices import ReadCounter
 from mii_core.model.policy import ArchitecturePolicy
 
@@ -22,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
-                 show_progress: bool = True) -> ReadCounter:
+                 show_progress: bool = True, shipped: Optional[ShippedFP8] = None) -> ReadCounter:
     """Loads every parameter; returns how many bytes of the used checkpoint tensors this rank read."""
     counter = ReadCounter()
     params = dict(model.named_parameters(remove_duplicate=False))
     files = weight_files(model_path)
+    scales = ShippedScales(files, shipped) if shipped is not None else None
     total = count_tensors(files)
     loaded: set[str] = set()
     unused: list[str] = []  # tensors no rule maps and no pattern ignores: a misspelt rule shows up here
@@ -34,6 +40,8 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
                disable=None if show_progress else True, leave=False)  # None: off when not a TTY
     for name, tensor in iter_slices(files, counter):
         bar.update(1)
+        if scales is not None and scales.is_scale(name):
+            continue  # read with its weight
         target = policy.map_weight(name)
         if target is None:
             if not policy.is_ignored(name):
@@ -46,7 +54,10 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
                              "does not have (does the config match the weights?)")
         counter.checkpoint_bytes += tensor.numel() * tensor.element_size()
         with torch.no_grad():
-            param.weight_loader(param, target.prepare(tensor, policy.spec), target.shard_id, name=name)  # copy_ casts and moves
+            if tensor.dtype == torch.float8_e4m3fn:
+                _load_shipped(param, target, tensor, scales, policy, name)
+            else:
+                param.weight_loader(param, target.prepare(tensor, policy.spec), target.shard_id, name=name)  # copy_ casts and moves
         loaded.add(target.checkpoint_name or name)  # as expected_weights() names it: prefix included
     bar.close()
     missing = _missing(policy, loaded, params)
@@ -57,6 +68,27 @@ def load_weights(model: nn.Module, policy: ArchitecturePolicy, model_path: Path,
     log.debug("read %d of %d bytes of checkpoint tensors (%.0f%%)", counter.bytes_read, counter.checkpoint_bytes,
               100 * counter.share_read)
     return counter
+
+
+def _load_shipped(param: nn.Parameter, target, codes, scales: Optional[ShippedScales], policy: ArchitecturePolicy,
+                  name: str) -> None:
+    """An e4m3 checkpoint tensor with its scales: into its layer's shipped slot (scales first, then codes,
+    each through the parameter's own loader), or dequantized into a parameter kept in the model's dtype."""
+    if scales is None:
+        raise ValueError(f"checkpoint tensor '{name}' is stored in FP8 (e4m3) but config.json has no "
+                         "quantization_config saying how it is scaled; restore the checkpoint's config.json")
+    rows = scales.rows_for(name, codes.shape)
+    slot = getattr(param, "weight_slot", None)
+    if slot is None:  # a router, an embedding, the head: kept in the model's dtype
+        values = scales.scheme.dequantize(codes.read() if hasattr(codes, "read") else codes, rows)
+        param.weight_loader(param, target.prepare(values, policy.spec), target.shard_id, name=name)
+        return
+    if target.rule.transpose:
+        raise ValueError(f"checkpoint tensor '{name}' is stored transposed ([in, out]) in FP8; shipped FP8 "
+                         "weights are read only as [out, in]")
+    with slot.receiving_scales():
+        param.weight_loader(param, target.prepare(rows, policy.spec), target.shard_id, name=name)
+    param.weight_loader(param, target.prepare(codes, policy.spec), target.shard_id, name=name)
 
 
 def _listing(names: list[str], shown: int = 8) -> str:

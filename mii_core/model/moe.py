@@ -8,7 +8,8 @@ tensors load by shard id: ``"{e}.gate"`` / ``"{e}.up"`` / ``"{e}.down"`` for one
 per-expert layout), ``"{e}"`` for one expert's fused [2F, H], None for the whole stack.
 Under tensor parallelism each rank holds a 1/N slice of every expert's F axis. Built in a quantization
 mode, both stacks load into quantizing :class:`WeightSlot` objects (one scale per expert and output row) and
-run through the ``quant_moe_experts`` op; the router stays in the model's dtype.
+run through the ``quant_moe_experts`` op; the router stays in the model's dtype. From a checkpoint shipped
+in FP8 the stacks hold its codes and scales as stored (``WeightSlot``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.activations import GATED_ACTIVATIONS
 from mii_core.model.ops import KernelOps
 from mii_core.model.parameters import ShardId, WeightSlot, empty_parameter, load_whole
-from mii_core.model.quantization import building_mode
+from mii_core.model.quantization import building_mode, building_shipped
 from mii_core.model.spec import DecoderSpec
 
 
@@ -32,8 +33,8 @@ class Experts(nn.Module):
         if intermediate % ctx.world_size:
             raise ValueError(f"expert width {intermediate} does not divide over {ctx.world_size} ranks")
         self.ctx, self.local_f = ctx, intermediate // ctx.world_size
-        self.gate_up_slot = WeightSlot((num_experts, 2 * self.local_f, hidden), device, dtype, building_mode())
-        self.down_slot = WeightSlot((num_experts, hidden, self.local_f), device, dtype, building_mode())
+        self.gate_up_slot = WeightSlot((num_experts, 2 * self.local_f, hidden), device, dtype, building_mode(), building_shipped())
+        self.down_slot = WeightSlot((num_experts, hidden, self.local_f), device, dtype, building_mode(), building_shipped())
         self.gate_up, self.down = self.gate_up_slot.param, self.down_slot.param
         self.gate_up.weight_loader = self._load_gate_up
         self.down.weight_loader = self._load_down
@@ -74,7 +75,14 @@ class Experts(nn.Module):
         gate_up, down = self.gate_up_slot.quantized, self.down_slot.quantized
         if gate_up is not None and down is not None:
             return kernels.quant_moe_experts(hidden, weights, ids, gate_up, down, activation)
-        return kernels.moe_experts(hidden, weights, ids, self.gate_up, self.down, activation)
+        # one stack shipped in FP8 and the other not (a checkpoint that left one kind of matrix unquantized):
+        # the shipped one dequantized for the step (correct, slower)
+        return kernels.moe_experts(hidden, weights, ids, _values(gate_up, self.gate_up, hidden.dtype),
+                                   _values(down, self.down, hidden.dtype), activation)
+
+
+def _values(quantized, param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return param if quantized is None else quantized.dequantize(dtype)
 
 
 def _parse(shard_id: ShardId) -> tuple[int | None, str | None]:

@@ -58,15 +58,17 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     Returns sum_j topk_weights[t, j] · down_e(act(gate_e x) · up_e x) with e = topk_ids[t, j], in x's dtype.
 ``quant_linear(x, weight: QuantizedWeight, bias) -> Tensor``
     As ``linear`` with a quantized [N, K] weight (``mii_core.model.quantization``: codes, float32 scale per
-    output row, mode): ``x @ weight.dequantize().T + bias`` in x's dtype, products summed in float32. In
+    output row, mode; or, shipped block-wise FP8, a scale per row and ``group_size`` input columns):
+    ``x @ weight.dequantize().T + bias`` in x's dtype, products summed in float32. In
     mode "fp8" a step of more than ``FP8_WEIGHT_ONLY_MAX_TOKENS`` (8) tokens first takes x through a
     per-tensor e4m3 quantization (``quant_formats.fake_quantize_e4m3``: one dynamic scale, amax/448, over
     the whole step), as the FP8 tensor-core GEMM does; fewer tokens, and the other modes, use x as it is.
     A device that cannot run FP8 GEMMs may keep x as it is (weight-only, more precise), saying so once in
     the log; never anything less precise.
 ``quant_moe_experts(x, topk_weights, topk_ids, w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation)``
-    As ``moe_experts`` with the stacks quantized ([E, 2F, H] and [E, H, F], scales [E, 2F] and [E, H]);
-    weight-only in every mode (x is never quantized: an expert sees few tokens per step).
+    As ``moe_experts`` with the stacks quantized ([E, 2F, H] and [E, H, F], scales [E, 2F] and [E, H], or
+    [E, 2F, ceil(H/g)] and [E, H, ceil(F/g)] with a ``group_size`` g); weight-only in every mode (x is
+    never quantized: an expert sees few tokens per step).
 
 What blocks do with torch directly, and why not through an op: embedding lookups (a gather, no
 arithmetic worth a kernel: ``parallel.py``), the collectives of tensor parallelism (``ParallelContext``),

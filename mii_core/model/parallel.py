@@ -15,7 +15,7 @@ from torch import nn
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.parameters import (ShardId, WeightSlot, copy_checking_shape, empty_parameter, load_into_slot,
                                        load_whole)
-from mii_core.model.quantization import building_mode
+from mii_core.model.quantization import building_mode, building_shipped
 
 
 class _SlotLinear(nn.Module):
@@ -23,7 +23,7 @@ class _SlotLinear(nn.Module):
     quantization mode) and the product through the matching op."""
 
     def _make_weight(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> None:
-        self.weight_slot = WeightSlot(shape, device, dtype, building_mode())
+        self.weight_slot = WeightSlot(shape, device, dtype, building_mode(), building_shipped())
         self.weight = self.weight_slot.param
 
     def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:

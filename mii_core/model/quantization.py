@@ -13,6 +13,12 @@ still runs its GEMM with per-tensor scales, and under tensor parallelism every r
 
 The mode is chosen while the model is built (``building_quantized(mode)`` around ``policy.build_model``),
 so no architecture plugin passes it along: the core's linear layers read it when they are made.
+
+Shipped FP8 (a checkpoint stored quantized: transformers' block-wise FP8, compressed-tensors' float8): the
+weights load as they are stored, e4m3 codes with the scales the checkpoint ships, in mode ``SHIPPED_MODE``
+(weight-only). Block-wise scales are kept per output row and group of ``group_size`` input columns
+(scale [..., N, ceil(K / group_size)]): one block's scale repeated over its rows, so fused parts (q|k|v)
+and a rank's rows slice the scales as they slice the codes.
 """
 from __future__ import annotations
 
@@ -29,20 +35,42 @@ from mii_core.model import quant_formats as fmt
 # "fp8": a step of more tokens than this quantizes its activations (per tensor, dynamic) for the FP8 GEMM;
 # a step of this many or fewer is weight-only (bound by reading the weights: a GEMV that upcasts them)
 FP8_WEIGHT_ONLY_MAX_TOKENS = 8
+# shipped FP8 weights run weight-only: the checkpoint's codes and scales, activations in the model's dtype
+SHIPPED_MODE = "wf8af16"
 
 _BUILDING_MODE: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("quantization_mode", default=None)
 
 
 @dataclass(frozen=True)
+class ShippedFormat:
+    """Weights that arrive already quantized (e4m3 codes, then their scales): ``group_size`` input columns
+    share a scale within a row (None: the whole row shares one); ``mode`` the e4m3 mode they run in
+    (``SHIPPED_MODE``, or "fp8" for FP8 GEMMs on dynamic activations where the scales are one per row)."""
+
+    group_size: Optional[int] = None
+    mode: str = SHIPPED_MODE
+
+    def scale_columns(self, in_features: int) -> int:
+        """How many scales a row of ``in_features`` columns has."""
+        return 1 if self.group_size is None else -(-in_features // self.group_size)
+
+
+_BUILDING_SHIPPED: contextvars.ContextVar[Optional[ShippedFormat]] = contextvars.ContextVar("shipped_format",
+                                                                                           default=None)
+
+
+@dataclass(frozen=True)
 class QuantizedWeight:
     """A [..., N, K] weight in ``mode``. ``data``: float8_e4m3fn [..., N, K] (fp8, wf8af16) or uint8
-    [..., N, 3·ceil(K/4)] packed e3m2 codes (wf6af16, layout in quant_formats). ``scale``: float32 [..., N].
-    ``in_features``: K (the packed rows do not say it)."""
+    [..., N, 3·ceil(K/4)] packed e3m2 codes (wf6af16, layout in quant_formats). ``scale``: float32 [..., N],
+    or with ``group_size`` (shipped block-wise FP8) [..., N, ceil(K / group_size)]: column k of a row is
+    scaled by that row's scale k // group_size. ``in_features``: K (the packed rows do not say it)."""
 
     data: torch.Tensor
     scale: torch.Tensor
     mode: str
     in_features: int
+    group_size: Optional[int] = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -59,11 +87,18 @@ class QuantizedWeight:
             values = fmt.decode_e3m2(fmt.unpack_fp6(self.data, self.in_features))
         else:
             values = self.data.float()
-        return (values * self.scale.unsqueeze(-1)).to(dtype)
+        return (values * self.column_scales()).to(dtype)
+
+    def column_scales(self) -> torch.Tensor:
+        """float32 scales broadcastable to [..., N, K]: [..., N, 1], or each group's scale repeated over its
+        columns [..., N, K]."""
+        if self.group_size is None:
+            return self.scale.unsqueeze(-1)
+        return self.scale.repeat_interleave(self.group_size, dim=-1)[..., :self.in_features]
 
     def select(self, index: int) -> "QuantizedWeight":
         """One matrix of a stack (an expert of [E, N, K])."""
-        return QuantizedWeight(self.data[index], self.scale[index], self.mode, self.in_features)
+        return QuantizedWeight(self.data[index], self.scale[index], self.mode, self.in_features, self.group_size)
 
     def nbytes(self) -> int:
         return self.data.numel() * self.data.element_size() + self.scale.numel() * self.scale.element_size()
@@ -96,16 +131,25 @@ def _quantize_rows(w: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tens
 
 
 @contextlib.contextmanager
-def building_quantized(mode: Optional[str]) -> Iterator[None]:
-    """Linear layers and experts made inside this block quantize their weights in ``mode`` as they load."""
-    token = _BUILDING_MODE.set(mode)
+def building_quantized(mode: Optional[str], shipped: Optional[ShippedFormat] = None) -> Iterator[None]:
+    """Linear layers and experts made inside this block quantize their weights in ``mode`` as they load, or
+    (``shipped``) take the codes and scales a checkpoint stores quantized as they are."""
+    if mode is not None and shipped is not None:
+        raise ValueError(f"a model is built either quantizing in mode {mode!r} or from shipped codes, not both")
+    token, shipped_token = _BUILDING_MODE.set(mode), _BUILDING_SHIPPED.set(shipped)
     try:
         yield
     finally:
         _BUILDING_MODE.reset(token)
+        _BUILDING_SHIPPED.reset(shipped_token)
 
 
 def building_mode() -> Optional[str]:
     """The quantization mode of the model being built (None: full precision)."""
     return _BUILDING_MODE.get()
 
+
+
+def building_shipped() -> Optional[ShippedFormat]:
+    """How the shipped FP8 codes of the model being built are scaled (None: no shipped codes)."""
+    return _BUILDING_SHIPPED.get()

@@ -89,3 +89,42 @@ def test_fp8_gemms_only_from_sm89_else_weight_only_with_a_log_line(capability, q
     torch.testing.assert_close(got, expected, **FP8_PATH_TOL)
     logged = "has no FP8 GEMMs; running the weight-only FP8 path" in caplog.text
     assert logged != quantizes_x
+
+
+# ---- shipped block-wise FP8: a scale per row and group of input columns (checkpoints stored in FP8)
+
+GROUPED_SMALL = [(70, 24, 32), (96, 40, 16), (64, 24, 24)]  # (K, N, group): ragged last group; 24 is not a
+GROUPED_REAL = [(4096, 6144, 128), (14336, 4096, 128)]      # power of two: the dequantizing fallback
+
+
+def _grouped_weight(k, n, group, seed=0):
+    """e4m3 codes and random positive scales [N, ceil(K / group)], as a block-wise checkpoint ships them."""
+    codes = fmt.to_e4m3(randn(n, k, scale=100.0, seed=seed))
+    columns = -(-k // group)
+    scale = (torch.rand(n, columns, generator=torch.Generator(device=DEVICE).manual_seed(seed + 1), device=DEVICE)
+             + 0.5) * k ** -0.5 / 100
+    return QuantizedWeight(codes, scale, "wf8af16", k, group)
+
+
+def _by_hand(x, weight, bias):
+    """float64: each code times the scale of its row and column group, looped over the groups."""
+    values = weight.data.double().clone()
+    for g in range(weight.scale.shape[1]):
+        values[:, g * weight.group_size:(g + 1) * weight.group_size] *= weight.scale[:, g:g + 1].double()
+    return x.double() @ values.t() + bias.double()
+
+
+@pytest.mark.parametrize("tokens", [1, 20])
+@pytest.mark.parametrize("k, n, group", GROUPED_SMALL)
+def test_reference_applies_each_column_groups_scale(tokens, k, n, group):
+    x, bias = randn(tokens, k, seed=3), randn(n, seed=4)
+    weight = _grouped_weight(k, n, group)
+    torch.testing.assert_close(reference(x, weight, bias).double(), _by_hand(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 20])
+@pytest.mark.parametrize("k, n, group, dtype", cases(GROUPED_SMALL, GROUPED_REAL))
+def test_grouped_scales_match_reference(tokens, k, n, group, dtype):
+    x, bias = randn(tokens, k + 8, dtype=dtype, seed=5)[:, 4:4 + k], randn(n, dtype=dtype, seed=6)
+    weight = _grouped_weight(k, n, group)
+    assert_matches(triton_quant.TritonQuantLinear()(x, weight, bias), reference(x, weight, bias))

@@ -34,3 +34,25 @@ def test_quant_moe_matches_reference(mode, tokens, hidden, features, num_experts
     exact = reference(x.float(), weights, ids, w_gate_up, w_down, "silu")
     error = (got.float() - exact).norm() / exact.norm()
     assert error < 1e-2, error
+
+
+@pytest.mark.parametrize("group", [16, 32, 24])  # 24: not a power of two, the dequantizing fallback
+@pytest.mark.parametrize("tokens, hidden, features, num_experts, top_k, idle, dtype", cases(MOE_SMALL[:2]))
+def test_grouped_scale_experts_match_reference(tokens, hidden, features, num_experts, top_k, idle, dtype, group):
+    """Shipped block-wise FP8 stacks (a scale per row and group of input columns)."""
+    from mii_core.model.quantization import QuantizedWeight
+
+    x = strided_rows(tokens, hidden, dtype, seed=17)
+    weights, ids = routing(tokens, num_experts, top_k, idle)
+
+    def grouped(w):
+        codes = quantize_weight(w, "wf8af16").data
+        scale = torch.rand(*w.shape[:-1], -(-w.shape[-1] // group), device=w.device) * w.abs().amax() / 448 + 1e-3
+        return QuantizedWeight(codes, scale, "wf8af16", w.shape[-1], group)
+
+    w_gate_up, w_down = (grouped(w) for w in experts(num_experts, hidden, features, torch.float32))
+    got = moe.quant_moe_experts(x, weights, ids, w_gate_up, w_down, "silu")
+    want = reference(x, weights, ids, w_gate_up, w_down, "silu")
+    assert got.dtype == dtype and got.shape == want.shape
+    tolerance = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got.float(), want.float(), **tolerance)

@@ -21,7 +21,10 @@ PyTorch reference's matmuls round them.
 
 Quantized experts (``quant_moe_experts``, weight-only in every mode) run the same kernels with ``FORMAT``
 set: each weight tile's codes are decoded in registers (quant_decode.py) and the float32 accumulator is
-multiplied by the rows' scales after the K loop.
+multiplied by the rows' scales after the K loop. Shipped block-wise FP8 stacks (a scale per row and
+``group_size`` input columns) set ``GROUP_K``: BLOCK_K divides the group, so each K tile's sums are scaled by
+their group before joining the accumulator; a group the kernels cannot tile (not a power of two, or below
+16) is dequantized to x's dtype and run through ``moe_experts`` (correct, slower).
 """
 from __future__ import annotations
 
@@ -94,9 +97,10 @@ def _block_tile(sorted_ptr, block_expert_ptr, num_blocks, n_size, BLOCK_M: tl.co
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
                     hidden, features, stride_xt, stride_xh, stride_we, stride_wn, stride_wh, scale_ptr, factor,
+                    scale_columns,
                     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    GROUP_M: tl.constexpr, FORMAT: tl.constexpr):
+                    GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr):
     expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, features, BLOCK_M, BLOCK_N,
                                         GROUP_M)
     if expert >= num_experts:  # a block past the used ones
@@ -124,11 +128,21 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
         else:
             w_gate = load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
             w_up = load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
-        acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
-        acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
+        if GROUP_K == 0:
+            acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
+            acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
+        else:  # the tile lies in one column group: its sums take each row's scale of that group
+            group_scales = scale_ptr + (expert * 2 * features + n) * scale_columns + k0 // GROUP_K
+            acc_gate += tl.dot(a, w_gate, input_precision=PRECISION) * \
+                tl.load(group_scales, mask=n_ok, other=0.0)[None, :]
+            acc_up += tl.dot(a, w_up, input_precision=PRECISION) * \
+                tl.load(group_scales + features * scale_columns, mask=n_ok, other=0.0)[None, :]
         gate_base += BLOCK_K * stride_wh
         up_base += BLOCK_K * stride_wh
-    if FORMAT != 0:  # each output row's scale, [gate | up] rows per expert
+    if GROUP_K != 0:
+        acc_gate *= factor
+        acc_up *= factor
+    elif FORMAT != 0:  # each output row's scale, [gate | up] rows per expert
         scales = scale_ptr + expert * 2 * features + n
         acc_gate *= tl.load(scales, mask=n_ok, other=0.0)[None, :] * factor
         acc_up *= tl.load(scales + features, mask=n_ok, other=0.0)[None, :] * factor
@@ -142,9 +156,10 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
 
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
-                 hidden, features, stride_we, stride_wh, stride_wf, scale_ptr, factor, PRECISION: tl.constexpr,
+                 hidden, features, stride_we, stride_wh, stride_wf, scale_ptr, factor, scale_columns,
+                 PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 GROUP_M: tl.constexpr, FORMAT: tl.constexpr):
+                 GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr):
     expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, hidden, BLOCK_M, BLOCK_N, GROUP_M)
     if expert >= num_experts:
         return
@@ -162,10 +177,16 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
             w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         else:
             w = load_decoded(w_rows, (k0 + k)[:, None], k_ok[:, None] & n_ok[None, :], FORMAT).to(a.dtype)
-        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        if GROUP_K == 0:
+            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        else:
+            group_scales = scale_ptr + (expert * hidden + n) * scale_columns + k0 // GROUP_K
+            acc += tl.dot(a, w, input_precision=PRECISION) * tl.load(group_scales, mask=n_ok, other=0.0)[None, :]
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K * stride_wf
-    if FORMAT != 0:
+    if GROUP_K != 0:
+        acc *= factor
+    elif FORMAT != 0:
         acc *= tl.load(scale_ptr + expert * hidden + n, mask=n_ok, other=0.0)[None, :] * factor
     route = tl.load(route_ptr + pick, mask=valid, other=0.0).to(tl.float32)
     weighted = acc.to(h_ptr.dtype.element_ty).to(tl.float32) * route[:, None]
@@ -215,24 +236,31 @@ def quant_moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: tor
                       w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation: str) -> torch.Tensor:
     """As ``moe_experts`` on quantized stacks (weight-only; contract in mii_core/model/ops.py)."""
     _check_shapes(x, topk_ids, w_gate_up, w_down)
+    group = w_gate_up.group_size
+    if group != w_down.group_size or (group is not None and (group < 16 or group & (group - 1))):
+        return moe_experts(x, topk_weights, topk_ids, w_gate_up.dequantize(x.dtype), w_down.dequantize(x.dtype),
+                           activation)  # column groups the kernels cannot tile: correct, slower
     codes = lambda w: (w.data.view(torch.uint8), w.data.stride(), w.scale)  # noqa: E731
     return _run(x, topk_weights, topk_ids, codes(w_gate_up), codes(w_down), w_down.shape, activation,
-                weight_format(w_down.mode))
+                weight_format(w_down.mode), group or 0)
 
 
-def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, fmt: int) -> torch.Tensor:
-    """The three launches; ``gate_up`` / ``down``: (weights or codes, their strides, row scales or None)."""
+def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, fmt: int,
+         group: int = 0) -> torch.Tensor:
+    """The three launches; ``gate_up`` / ``down``: (weights or codes, their strides, row scales or None);
+    ``group``: input columns per scale (0: one scale per row)."""
     code = activation_id(activation)
     (tokens, hidden), (num_experts, _, features), top_k = x.shape, down_shape, topk_ids.shape[1]
     picks = tokens * top_k
     if picks == 0:
         return torch.zeros_like(x)
     block_m, block_n, block_k, group_m, warps, stages = _config(picks)
+    block_k = min(block_k, group) if group else block_k  # a K tile within one column group
     if x.element_size() == 4:
         stages = min(stages, 2)  # float32 tiles take twice the shared memory (float32 is for tests)
     tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
                  num_stages=stages, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",  # 16-bit: no tf32
-                 FORMAT=fmt)
+                 FORMAT=fmt, GROUP_K=group)
     factor = DECODED_FACTOR.get(fmt, 1.0)
     sorted_picks, block_expert, num_blocks = _align(topk_ids.reshape(-1), num_experts, block_m)
     routed = (sorted_picks, block_expert, picks, num_experts, num_blocks, hidden, features)
@@ -241,9 +269,10 @@ def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, 
     activated = torch.empty((num_blocks * block_m, features), dtype=x.dtype, device=x.device)
     _gate_up_kernel[(num_blocks * triton.cdiv(features, block_n),)](
         x, w_gate_up, activated, *routed, x.stride(0), x.stride(1), *gate_up_strides,
-        gate_up_scale if gate_up_scale is not None else x, factor, TOP_K=top_k, ACTIVATION=code, **tiles)
+        gate_up_scale if gate_up_scale is not None else x, factor, gate_up_scale.shape[-1] if group else 0,
+        TOP_K=top_k, ACTIVATION=code, **tiles)
     per_pick = torch.empty((picks, hidden), dtype=torch.float32, device=x.device)
     _down_kernel[(num_blocks * triton.cdiv(hidden, block_n),)](
         activated, w_down, per_pick, topk_weights.reshape(-1), *routed, *down_strides,
-        down_scale if down_scale is not None else x, factor, **tiles)
+        down_scale if down_scale is not None else x, factor, down_scale.shape[-1] if group else 0, **tiles)
     return per_pick.view(tokens, top_k, hidden).sum(dim=1).to(x.dtype)

@@ -11,6 +11,11 @@ Two paths:
   issue's measurement: row-wise scales were slower than bf16); the per-output-channel weight scale is a
   column multiply on its float32 output, then the bias, rounded once to x's dtype.
 A GPU below sm_89 runs "fp8" weight-only and says so once in the log (more precise, never wrong).
+Shipped block-wise FP8 weights (a scale per row and ``group_size`` input columns, from a checkpoint stored
+quantized) run the weight-only kernel with ``GROUP_K`` set: BLOCK_K divides the group, so each K tile's
+partial sums lie in one group and are scaled by it before joining the accumulator. A group size the kernel
+cannot tile (not a power of two, or below tl.dot's 16) takes ``grouped_scale_linear``: the weight
+dequantized, multiplied in float32 (correct, slower).
 """
 from __future__ import annotations
 
@@ -30,9 +35,9 @@ FP8_GEMM_CAPABILITY = (8, 9)
 
 @triton.jit(do_not_specialize=["tokens"])
 def _weight_only_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_out, features_in,
-                        stride_xt, stride_xk, stride_wn, factor, HAS_BIAS: tl.constexpr, FORMAT: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                        PRECISION: tl.constexpr):
+                        stride_xt, stride_xk, stride_wn, factor, scale_columns, HAS_BIAS: tl.constexpr,
+                        FORMAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        PRECISION: tl.constexpr, GROUP_K: tl.constexpr):
     toks = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
@@ -45,9 +50,15 @@ def _weight_only_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, feat
         x = tl.load(x_ptr + toks.to(tl.int64)[:, None] * stride_xt + cols[None, :] * stride_xk,
                     mask=in_t[:, None] & in_k[None, :], other=0.0)
         w = load_decoded(w_rows, cols[:, None], in_k[:, None] & in_n[None, :], FORMAT)
-        acc = tl.dot(x, w.to(x.dtype), acc, input_precision=PRECISION)
-    scale = tl.load(scale_ptr + rows, mask=in_n, other=0.0) * factor
-    result = acc * scale[None, :]
+        if GROUP_K == 0:
+            acc = tl.dot(x, w.to(x.dtype), acc, input_precision=PRECISION)
+        else:  # the tile lies in one column group: its sums take the group's scale of each row
+            group_scale = tl.load(scale_ptr + rows * scale_columns + start // GROUP_K, mask=in_n, other=0.0)
+            acc += tl.dot(x, w.to(x.dtype), input_precision=PRECISION) * group_scale[None, :]
+    if GROUP_K == 0:
+        result = acc * (tl.load(scale_ptr + rows, mask=in_n, other=0.0) * factor)[None, :]
+    else:
+        result = acc * factor
     if HAS_BIAS:
         result += tl.load(bias_ptr + rows, mask=in_n, other=0.0).to(tl.float32)[None, :]
     out = out_ptr + toks.to(tl.int64)[:, None] * features_out + rows[None, :]
@@ -63,13 +74,19 @@ def weight_only_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Ten
         return out.view(*x.shape[:-1], features_out)
     block_m = 16 if tokens <= 16 else 64  # tl.dot needs 16 rows; few tokens: a GEMV in all but name
     block_n, block_k = (32, 128) if tokens <= 16 else (64, 64)
+    group = weight.group_size or 0
+    if group:
+        if group < 16 or group & (group - 1):
+            return grouped_scale_linear(x, weight, bias)
+        block_k = min(block_k, group)
     fmt = weight_format(weight.mode)
     grid = (triton.cdiv(features_out, block_n), triton.cdiv(tokens, block_m))
     _weight_only_kernel[grid](
         rows, weight.data.view(torch.uint8), weight.scale, bias if bias is not None else weight.scale, out,
         tokens, features_out, features_in, rows.stride(0), rows.stride(1), weight.data.stride(0),
-        DECODED_FACTOR[fmt], HAS_BIAS=bias is not None, FORMAT=fmt, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_K=block_k, PRECISION="ieee" if x.dtype == torch.float32 else "tf32", num_warps=4)
+        DECODED_FACTOR[fmt], weight.scale.shape[-1] if group else 0, HAS_BIAS=bias is not None, FORMAT=fmt,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
+        GROUP_K=group, num_warps=4)
     return out.view(*x.shape[:-1], features_out)
 
 
@@ -87,6 +104,13 @@ def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor
     return product.to(x.dtype).view(*x.shape[:-1], weight.shape[0])
 
 
+def grouped_scale_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x times a weight with a scale per row and group of columns, dequantized: all in float32 (as the
+    reference; a weight rounded to x's 16-bit dtype first would not be), rounded once to x's dtype."""
+    out = torch.nn.functional.linear(x.float(), weight.dequantize(torch.float32), None if bias is None else bias.float())
+    return out.to(x.dtype)
+
+
 class TritonQuantLinear:
     """The ``quant_linear`` op (registered as a class: one per kernel set, remembering which devices it
     has logged a fallback for)."""
@@ -96,7 +120,8 @@ class TritonQuantLinear:
 
     def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
         tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        if weight.quantizes_activations and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS and self._fp8_gemm_fits(x, weight):
+        if weight.quantizes_activations and weight.group_size is None and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS \
+                and self._fp8_gemm_fits(x, weight):
             return fp8_gemm_linear(x, weight, bias)
         return weight_only_linear(x, weight, bias)
 
