@@ -74,9 +74,9 @@ class RoutedStream(ResponseStream):
             self._check_cancelled()
             self._watch.link_broke(replica, exc)
             if self._started:
-                raise Unavailable(f"replica {replica.index} was lost while running this request "
+                raise Unavailable(f"{replica.name} was lost while running this request "
                                   f"({replica.lost_reason or exc}); send it again") from None
-            log.warning("replica %d could not run a request (%s); trying another", replica.index, exc)
+            log.warning("%s could not run a request (%s); trying another", replica.name, exc)
             self._pool.count_reroute()
             return False
         finally:

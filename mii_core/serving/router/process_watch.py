@@ -35,7 +35,7 @@ class ProcessWatch:
     def link_broke(self, replica: ReplicaState, error: Exception) -> None:
         """A link to ``replica`` broke: if its process (or one of its ranks) is gone, it is lost for good."""
         if not self.check(replica):
-            log.warning("replica %d: link broke (%s) but the process lives", replica.index, error)
+            log.warning("%s: link broke (%s) but the process lives", replica.name, error)
 
     def start(self, stopping: threading.Event) -> None:
         """Checks every replica each MONITOR_SECONDS, from a daemon thread, until ``stopping`` is set."""
