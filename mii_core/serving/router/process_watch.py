@@ -28,7 +28,8 @@ class ProcessWatch:
             return True
         code = replica.process.poll() if replica.process else None
         if code is not None:
-            self.pool.mark_lost(replica, f"its process exited with code {code}")
+            what = "DeepSpeed's launcher of it (pdsh, ssh)" if replica.host else "its process"
+            self.pool.mark_lost(replica, f"{what} exited with code {code}")
             return True
         return False
 
