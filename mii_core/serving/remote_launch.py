@@ -24,6 +24,8 @@ from typing import Mapping, Sequence
 from mii_core.config.replicas import replica_dist_port
 
 DS_ENV_FILE = "DS_ENV_FILE"  # DeepSpeed's launcher reads extra exports from this file
+PDSH_SSH_ARGS_APPEND = "PDSH_SSH_ARGS_APPEND"  # options pdsh adds to its ssh command line
+SSH_KEEPALIVE = "-o ServerAliveInterval=5 -o ServerAliveCountMax=3"  # a silent host: ssh ends in ~15 s
 # The variables a replica reads (mii-core's, the tokenizer's and hub's, kernels', threads)
 FORWARDED_PREFIXES = ("MII_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TRITON_", "TORCH", "OMP_NUM_THREADS")
 SECRET_MARKS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
@@ -65,7 +67,15 @@ def remote_replica_command(folder: Path, index: int, program: Sequence[str], hos
         raise ValueError("DeepSpeed's launcher is not installed: pip install deepspeed")
     command = remote_launch_command(host, devices, replica_dist_port(torch_dist_port, index), program, hostfile,
                                     executable)
-    return command, {DS_ENV_FILE: str(write_env_file(folder, index, env))}
+    return command, {DS_ENV_FILE: str(write_env_file(folder, index, env)), **ssh_keepalive(env)}
+
+
+def ssh_keepalive(env: Mapping[str, str]) -> dict[str, str]:
+    """pdsh's ssh probes the host every few seconds, so a host that vanished (no connection closed) ends
+    the ssh session, and so the launcher, which tells the router the replica is lost. After the user's
+    own ssh options: ssh keeps the first value given."""
+    own = env.get(PDSH_SSH_ARGS_APPEND, "").strip()
+    return {PDSH_SSH_ARGS_APPEND: f"{own} {SSH_KEEPALIVE}".strip()}
 
 
 def forwarded_environment(env: Mapping[str, str]) -> dict[str, str]:

@@ -1,11 +1,11 @@
 """The multi-host deployment's life, run on the "local" host (inside its network namespace, where the
 router and the client must be to reach the remote host): ``python multihost_scenario.py SETTINGS OUT``.
 
-SETTINGS is a JSON file (model, deployment name, hostfile, both addresses, port, whether to kill the
-remote replica); OUT receives what was seen, as JSON, for the test to check against HF and by hand: the
-replicas' hosts and links, greedy answers and how many each replica served, then (kill_remote) where the
-remote replica's link listened, the long requests' outcomes around its SIGKILL and requests after it, or
-(else) the remote replica's pid just before terminate.
+SETTINGS is a JSON file (model, deployment name, hostfile, both addresses, port, and the mode: "kill" the
+remote replica, "partition" its host off the network, or "terminate" with both alive); OUT receives what
+was seen, as JSON, for the test to check against HF and by hand: the replicas' hosts and links, greedy
+answers and how many each replica served, the remote replica's pid and where its link listens, then the
+long requests' outcomes around the fault and requests after it.
 Every wait is bounded; the deployment is ended whatever happens.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -20,16 +21,17 @@ from pathlib import Path
 
 PROMPTS = ["DeepSpeed is", "The quick brown fox", "Seattle is a city", "Once upon a time"]
 GREEDY = {"do_sample": False, "max_new_tokens": 8}
-LONG = {"do_sample": False, "max_new_tokens": 300, "ignore_eos": True}
+# as long as the tiny model's 512 positions allow (a few seconds), so the fault strikes mid-request
+LONG = {"do_sample": False, "max_new_tokens": 480, "ignore_eos": True}
 WAIT_SECONDS = 120
 
 
-def wait_for(condition, what: str, timeout: float = WAIT_SECONDS):
+def wait_for(condition, what: str, timeout: float = WAIT_SECONDS, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
     return value
 
 
@@ -82,28 +84,37 @@ def served(client) -> list[int]:
     return [r["served"] for r in client.health()["replicas"]]
 
 
-def around_the_kill(client, folder: str, seen: dict) -> None:
-    """Long requests on both replicas; the remote replica killed once every one has streamed a token."""
+def kill_remote_replica(client, folder: str, settings: dict, seen: dict) -> None:
+    os.kill(seen["remote_replica_pid"], signal.SIGKILL)
+
+
+def cut_remote_host_off(client, folder: str, settings: dict, seen: dict) -> None:
+    """The remote host vanishes: its end of the veth goes down, so packets vanish with no reset."""
+    subprocess.run(["ip", "-n", settings["remote_ns"], "link", "set", settings["remote_device"], "down"],
+                   check=True, timeout=20)
+
+
+FAULTS = {"kill": kill_remote_replica, "partition": cut_remote_host_off}
+
+
+def around_a_fault(client, folder: str, settings: dict, seen: dict) -> None:
+    """Long requests on both replicas; the fault struck once every one of them has streamed a token."""
     started: set[int] = set()
-    kill_done = threading.Event()
 
-    def kill_when_all_started() -> None:
-        try:
-            wait_for(lambda: len(started) == len(PROMPTS), "every long request to stream a token")
-            victim = replica_pid(folder, 1)
-            seen["victim_listens_on"] = listening_addresses(victim, client.record.replica_links[1][1])
-            os.kill(victim, signal.SIGKILL)
-            seen["killed_at_outstanding"] = [r["outstanding"] for r in client.health()["replicas"]]
-        finally:
-            kill_done.set()
+    def strike_when_all_started() -> None:
+        wait_for(lambda: len(started) == len(PROMPTS), "every long request to stream a token", interval=0.005)
+        FAULTS[settings["mode"]](client, folder, settings, seen)
+        seen["fault_at"] = time.monotonic()
+        seen["outstanding_at_fault"] = [r["outstanding"] for r in client.health()["replicas"]]
 
-    killer = threading.Thread(target=kill_when_all_started)
-    killer.start()
+    striker = threading.Thread(target=strike_when_all_started)
+    striker.start()
     seen["long"] = generate_all(client, PROMPTS, LONG, on_first_chunk=started.add)
-    killer.join(timeout=WAIT_SECONDS)
+    seen["long_ended_after_fault_s"] = time.monotonic() - seen.get("fault_at", time.monotonic())
+    striker.join(timeout=WAIT_SECONDS)
     wait_for(lambda: not client.health()["replicas"][1]["alive"], "the router to mark the remote replica lost")
-    seen["health_after_kill"] = client.health()
-    seen["after_kill"] = generate_all(client, PROMPTS[:2], GREEDY)
+    seen["health_after_fault"] = client.health()
+    seen["after_fault"] = generate_all(client, PROMPTS[:2], GREEDY)
 
 
 def main(settings_path: str, out_path: str) -> int:
@@ -123,10 +134,10 @@ def main(settings_path: str, out_path: str) -> int:
         seen["hosts"] = [r["host"] for r in client.health()["replicas"]]
         seen["greedy"] = generate_all(client, PROMPTS, GREEDY)
         seen["served"] = served(client)
-        if settings["kill_remote"]:
-            around_the_kill(client, folder, seen)
-        else:
-            seen["remote_replica_before_terminate"] = replica_pid(folder, 1)
+        seen["remote_replica_pid"] = replica_pid(folder, 1)
+        seen["remote_listens_on"] = listening_addresses(seen["remote_replica_pid"], client.record.replica_links[1][1])
+        if settings["mode"] in FAULTS:
+            around_a_fault(client, folder, settings, seen)
     except Exception as exc:
         seen["failure"] = f"{type(exc).__name__}: {exc}"
     finally:

@@ -48,6 +48,11 @@ class TwoHosts:
     sshd_launcher: subprocess.Popen | None = None
 
     @property
+    def remote_device(self) -> str:
+        """The remote host's end of the veth pair (down: the host is cut off)."""
+        return f"{self.remote_ns}b"
+
+    @property
     def ssh_config(self) -> Path:
         return self.folder / "ssh_config"
 
@@ -66,9 +71,9 @@ class TwoHosts:
         run("ip", "netns", "add", self.local_ns)
         run("ip", "netns", "add", self.remote_ns)
         run("ip", "link", "add", f"{self.local_ns}a", "netns", self.local_ns, "type", "veth", "peer", "name",
-            f"{self.remote_ns}b", "netns", self.remote_ns)
+            self.remote_device, "netns", self.remote_ns)
         for ns, device, address in ((self.local_ns, f"{self.local_ns}a", self.local_address),
-                                    (self.remote_ns, f"{self.remote_ns}b", self.remote_address)):
+                                    (self.remote_ns, self.remote_device, self.remote_address)):
             run("ip", "-n", ns, "addr", "add", f"{address}/{PREFIX}", "dev", device)
             run("ip", "-n", ns, "link", "set", device, "up")
             run("ip", "-n", ns, "link", "set", "lo", "up")

@@ -54,11 +54,12 @@ class RoutedStream(ResponseStream):
 
     def _run_on(self, replica: ReplicaState, poll_interval: Optional[float]) -> Generator[Any, None, bool]:
         """Yields the request's events from ``replica``; returns False when the request should go elsewhere."""
-        served, remote_events = False, None
+        served, remote, remote_events = False, None, None
         try:
             self._check_cancelled()
-            self._remote = replica.backend.submit(self._request)
-            remote_events = self._remote.events(poll_interval)
+            self._remote = remote = replica.backend.submit(self._request)
+            self._pool.track(replica, remote)
+            remote_events = remote.events(poll_interval)
             for event in remote_events:
                 if event is not None and not self._started:
                     self._started = True
@@ -82,6 +83,8 @@ class RoutedStream(ResponseStream):
         finally:
             if remote_events is not None:
                 remote_events.close()  # closes the link, so the replica drops the request
+            if remote is not None:
+                self._pool.untrack(replica, remote)
             self._pool.release(replica, self._request.count, served)
 
     def _check_cancelled(self) -> None:

@@ -32,6 +32,7 @@ class ReplicaState:
     # the other machine it runs on (its process here is DeepSpeed's launcher reaching it through pdsh);
     # None: it runs on this machine
     host: Optional[str] = None
+    in_flight: set[Any] = field(default_factory=set)  # the link streams of requests running here
 
     @property
     def name(self) -> str:
@@ -82,11 +83,27 @@ class ReplicaPool:
         with self._lock:
             self.rerouted += 1
 
+    def track(self, replica: ReplicaState, stream: Any) -> None:
+        """``stream`` (a RemoteStream) runs on ``replica`` until :meth:`untrack`; abandoned if it is lost."""
+        with self._lock:
+            replica.in_flight.add(stream)
+            lost = not replica.alive
+        if lost:
+            stream.abandon(f"{replica.name} is lost ({replica.lost_reason})")
+
+    def untrack(self, replica: ReplicaState, stream: Any) -> None:
+        with self._lock:
+            replica.in_flight.discard(stream)
+
     def mark_lost(self, replica: ReplicaState, reason: str) -> None:
+        """Never picked again; the requests running there end now (a vanished host closes no connection)."""
         with self._lock:
             if not replica.alive:
                 return
             replica.alive, replica.lost_reason = False, reason
+            running = list(replica.in_flight)
+        for stream in running:
+            stream.abandon(f"{replica.name} is lost ({reason})")
         log.error("%s lost: %s; serving on %d replica(s)", replica.name, reason, self.alive_count())
 
     def alive_count(self) -> int:

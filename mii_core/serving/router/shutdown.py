@@ -14,6 +14,8 @@ REMOTE_STOP_SECONDS = 15.0  # DeepSpeed's launcher: pdsh reaching the host, pkil
 
 def stop_replicas(replicas: list[ReplicaState], grace: float = 10.0) -> None:
     for replica in replicas:
+        if not replica.alive:
+            continue  # its process is gone (or, on another host, out of reach: its launcher is gone)
         try:
             replica.backend.terminate()
         except Exception:
