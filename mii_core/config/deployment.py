@@ -79,6 +79,9 @@ class MIIConfig(StrictModel):
     api_key: Optional[str] = Field(default=None, min_length=1, description="Bearer token / gRPC metadata required")
     startup_timeout: float = Field(default=600.0, gt=0, description="seconds to wait for every replica")
     max_request_bytes: int = Field(default=4 * 2**20, gt=0, description="largest request body a front end reads")
+    replica_link_host: Optional[str] = Field(
+        default=None, min_length=1, description="where a replica on another host listens for the router: None, "
+        "that host's address as the hostfile names it; '0.0.0.0' every interface of that host")
 
     @field_validator("deployment_type", mode="before")
     @classmethod

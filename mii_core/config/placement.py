@@ -22,7 +22,26 @@ class ReplicaPlacement:
 
     @property
     def is_local(self) -> bool:
-        return self.host in LOCAL_HOSTS or self.host == socket.gethostname()
+        return is_this_machine(self.host)
+
+
+def is_this_machine(host: str) -> bool:
+    """Whether ``host`` (a hostfile's name or address) is this machine: a loopback name, this machine's
+    hostname, or a name whose address is one of this machine's own (binding to it succeeds only then)."""
+    if host in LOCAL_HOSTS or host == socket.gethostname():
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False  # a name this machine cannot resolve is not this machine
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            try:
+                sock.bind((address[0], 0))
+                return True
+            except OSError:
+                continue
+    return False
 
 
 def read_hostfile(path: str) -> Optional[dict[str, int]]:

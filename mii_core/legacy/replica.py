@@ -86,7 +86,7 @@ def run_task_replica(record: DeploymentRecord, index: int) -> int:
     config = config.model_copy(update={"device": replica_device(config, record.placements[index])})
     deployment = build_deployment(record.name, spec["task"], spec["model_type"], Path(spec["model_dir"]), config)
     backend = TaskBackend(deployment)
-    host, port = record.replica_links[index]
+    host, port = record.link_bind(index)
     server = LinkServer(host or LINK_HOST, port, record.key, backend_handler(backend), name=f"replica{index}").start()
     log.info("legacy replica %d (%s) ready on %s:%d (pid %d)", index, deployment.task, host, port, os.getpid())
     while not backend.terminated and router.alive():

@@ -1,7 +1,8 @@
 """``mii_core.serve()``: checks everything, then starts a persistent deployment and returns its client.
 
 Every check that can fail runs before a process is spawned: options (MII's forms), transports
-installed, device placement (MII's ``device_map`` rules), ports free, no live deployment of that name.
+installed, device placement (MII's ``device_map`` rules), for replicas on other hosts DeepSpeed's
+launcher and pdsh installed, ports on this machine free, no live deployment of that name.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from mii_core.serving.launch import log_path, log_tail, spawn_router, tp_launche
 from mii_core.serving.metadata import (DeploymentRecord, ensure_folder, process_alive, read_record, remove_record,
                                        write_record)
 from mii_core.serving.ports import LINK_HOST, check_ports_free, plan_ports
+from mii_core.serving.remote_launch import check_remote_launch
 from mii_core.serving.transport import check_installed
 
 READY_POLL_SECONDS = 0.1
@@ -99,11 +101,10 @@ def plan_deployment(config: MIIConfig) -> DeploymentRecord:
     placements = [replica.placement() for replica in config.generate_replica_configs()]
     if model.tensor_parallel > 1:
         tp_launcher()  # a launcher must exist (deepspeed, else torchrun): refused here rather than at start
-    remote = sorted({p.host for p in placements if not p.is_local})
-    if remote:
-        raise ValueError(f"replicas on other hosts ({', '.join(remote)}) are not supported yet; place every "
-                         "replica on this machine (device_map on localhost)")
-    ports = plan_ports(config, transports)
+    remote_hosts = [None if p.is_local else p.host for p in placements]
+    if any(remote_hosts):
+        check_remote_launch(config.hostfile, [host for host in remote_hosts if host])
+    ports = plan_ports(config, transports, remote_hosts)
     _refuse_running_duplicate(config.deployment_name)
     check_ports_free(ports)
     config.transports = transports  # the router starts exactly what was checked here
@@ -113,7 +114,7 @@ def plan_deployment(config: MIIConfig) -> DeploymentRecord:
     return DeploymentRecord(
         name=config.deployment_name, config=config.model_dump(mode="json", by_alias=True),
         authkey=secrets.token_hex(32), router_link=(LINK_HOST, ports.router_link),
-        replica_links=[(LINK_HOST, port) for port in ports.replica_links],
+        replica_links=ports.replica_addresses(), replica_hosts=[host or "" for host in remote_hosts],
         placements=[asdict(p) for p in placements], front_ends=ports.front_ends, folder=str(folder))
 
 

@@ -6,19 +6,21 @@ the link, the others follow it: :mod:`mii_core.serving.lockstep`). The launcher 
 (``deepspeed -i localhost:gpus --master_port torch_dist_port + 100·i``, or ``--num_gpus N`` for CPU
 ranks), as MII launches replicas, or ``torchrun`` where deepspeed is not installed;
 ``MII_CORE_TP_LAUNCHER=deepspeed|torchrun`` chooses. A tensor-parallel replica is a process group of its
-own, so that the router can end every rank at once.
+own, so that the router can end every rank at once. A replica placed on another host is started there
+by DeepSpeed's launcher through its pdsh runner (:mod:`mii_core.serving.remote_launch`), whatever its
+``tensor_parallel``.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mii_core.config.replicas import replica_dist_port
 from mii_core.distributed.replica_launch import LOCAL_HOST, launch_command
+from mii_core.serving.remote_launch import deepspeed_executable, remote_replica_command
 
 LOG_TAIL_LINES = 40
 LAUNCHER_ENV = "MII_CORE_TP_LAUNCHER"
@@ -27,8 +29,8 @@ ROUTER_PID_ENV = "MII_CORE_ROUTER_PID"  # a replica's ranks exit when this proce
 
 def replica_command(folder: Path, index: int, tensor_parallel: int = 1, torch_dist_port: int = 29500,
                     devices: tuple[int, ...] = ()) -> tuple[list[str], dict[str, str]]:
-    """The command of replica ``index`` and what it adds to the environment."""
-    program = [sys.executable, "-m", "mii_core.replica_main", str(folder), str(index)]
+    """The command of replica ``index`` on this machine and what it adds to the environment."""
+    program = replica_program(folder, index)
     if tensor_parallel == 1:
         return program, {}
     launcher, executable = tp_launcher()
@@ -36,12 +38,16 @@ def replica_command(folder: Path, index: int, tensor_parallel: int = 1, torch_di
                           program, executable=executable)
 
 
+def replica_program(folder: Path, index: int) -> list[str]:
+    return [sys.executable, "-m", "mii_core.replica_main", str(folder), str(index)]
+
+
 def tp_launcher() -> tuple[str, list[str]]:
     """("deepspeed" | "torchrun", how to run it): deepspeed when installed (MII's), else torchrun."""
     chosen = os.environ.get(LAUNCHER_ENV, "").strip()
     if chosen not in ("", "deepspeed", "torchrun"):
         raise ValueError(f"{LAUNCHER_ENV}={chosen!r}: choose 'deepspeed' or 'torchrun', or leave it unset")
-    deepspeed = (shutil.which("deepspeed", path=os.path.dirname(sys.executable)) or shutil.which("deepspeed"))
+    deepspeed = deepspeed_executable()
     if chosen == "deepspeed" and deepspeed is None:
         raise ValueError(f"{LAUNCHER_ENV}=deepspeed but the deepspeed launcher is not installed "
                          "(pip install deepspeed), or unset it to use torchrun")
@@ -80,11 +86,19 @@ def spawn(command: list[str], log_file: Path, env: dict[str, str] | None = None,
 
 
 def spawn_replica(folder: Path, index: int, placement: dict[str, Any], replica_num: int,
-                  tensor_parallel: int = 1, torch_dist_port: int = 29500) -> subprocess.Popen:
-    command, launcher_env = replica_command(folder, index, tensor_parallel, torch_dist_port,
-                                            tuple(placement["devices"]))
-    env = {**replica_env(placement, replica_num, tensor_parallel), **launcher_env}
-    return spawn(command, log_path(folder, f"replica-{index}"), env, new_session=tensor_parallel > 1)
+                  tensor_parallel: int = 1, torch_dist_port: int = 29500, remote_host: Optional[str] = None,
+                  hostfile: str = "") -> subprocess.Popen:
+    """Replica ``index``'s process: the replica itself, or the launcher of its ranks; on ``remote_host``
+    DeepSpeed's launcher reaching that host through pdsh (a process group of its own, ended as one)."""
+    env = replica_env(placement, replica_num, tensor_parallel)
+    if remote_host:
+        command, launcher_env = remote_replica_command(folder, index, replica_program(folder, index), remote_host,
+                                                       tuple(placement["devices"]), torch_dist_port, hostfile, env)
+    else:
+        command, launcher_env = replica_command(folder, index, tensor_parallel, torch_dist_port,
+                                                tuple(placement["devices"]))
+    return spawn(command, log_path(folder, f"replica-{index}"), {**env, **launcher_env},
+                 new_session=tensor_parallel > 1 or bool(remote_host))
 
 
 def spawn_router(folder: Path) -> subprocess.Popen:

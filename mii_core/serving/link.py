@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from typing import Any, Callable, Iterator, Optional
 
 from mii_core.serving import wire
@@ -29,6 +29,7 @@ BACKLOG = 512
 # A connection must complete the HMAC handshake and send its request within this long, else it is ended:
 # a peer that connects and says nothing holds its thread no longer.
 HANDSHAKE_SECONDS = 10.0
+CONNECT_SECONDS = 10.0  # a TCP connect left unanswered this long: the peer is unreachable
 
 
 class LinkBroken(ConnectionError):
@@ -133,10 +134,25 @@ def _end_unless_cancelled(conn: Connection, seconds: float) -> threading.Timer:
 
 
 def connect(address: tuple[str, int], authkey: bytes) -> Connection:
+    """An authenticated connection (``multiprocessing.connection.Client``'s handshake), given up after
+    CONNECT_SECONDS: a host that vanished (a replica on another machine) drops the connection attempt
+    silently, and the kernel would retry it for minutes."""
     try:
-        return Client(address, authkey=authkey)
-    except (OSError, EOFError) as exc:
+        sock = socket.create_connection(address, timeout=CONNECT_SECONDS)
+        sock.settimeout(None)
+        conn = Connection(sock.detach())
+    except OSError as exc:
         raise LinkBroken(f"cannot reach {address[0]}:{address[1]}: {exc}") from None
+    try:
+        answer_challenge(conn, authkey)
+        deliver_challenge(conn, authkey)
+        return conn
+    except (OSError, EOFError) as exc:
+        conn.close()
+        raise LinkBroken(f"cannot reach {address[0]}:{address[1]}: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
 
 
 def call(address: tuple[str, int], authkey: bytes, message: dict[str, Any], timeout: float = 30.0) -> Any:
@@ -248,10 +264,16 @@ class RemoteStream(ResponseStream):
     def __init__(self, conn: Connection, read_done: Callable[[Any], Any] = wire.responses_from_wire) -> None:
         self._conn, self._read_done = conn, read_done
         self._cancelled = False
+        self._abandoned: Optional[str] = None
         self.responses = None
 
     def cancel(self) -> None:
         self._cancelled = True  # the reading thread closes the connection within POLL_SECONDS
+
+    def abandon(self, reason: str) -> None:
+        """The serving process is known lost (a host gone silent keeps its connections open): the reading
+        thread ends the stream with LinkBroken(reason) within POLL_SECONDS."""
+        self._abandoned = reason
 
     def events(self, poll_interval: Optional[float] = None) -> Iterator[Any]:
         waited = 0.0
@@ -259,6 +281,8 @@ class RemoteStream(ResponseStream):
             while True:
                 if self._cancelled:
                     raise RequestCancelled("the request was cancelled")
+                if self._abandoned is not None:
+                    raise LinkBroken(self._abandoned)
                 if not self._conn.poll(POLL_SECONDS):
                     waited += POLL_SECONDS
                     if poll_interval is not None and waited >= poll_interval:

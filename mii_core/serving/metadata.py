@@ -45,10 +45,24 @@ class DeploymentRecord:
     # an MII Legacy task deployment: {"task", "model_type", "model_dir", "mii_config"} (its replicas serve
     # that task model instead of a generation engine); None for a mii_core.serve() deployment
     legacy: Optional[dict[str, Any]] = None
+    # replica i's host when it runs on another machine (launched there through DeepSpeed's pdsh runner),
+    # "" when it runs on this one; empty: every replica runs here
+    replica_hosts: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> bytes:
         return bytes.fromhex(self.authkey)
+
+    def remote_host(self, index: int) -> Optional[str]:
+        """The other machine replica ``index`` runs on; None when it runs on this one."""
+        return (self.replica_hosts[index] or None) if self.replica_hosts else None
+
+    def link_bind(self, index: int) -> tuple[str, int]:
+        """Where replica ``index``'s link listens: the address the router reaches it on, unless the
+        deployment's ``replica_link_host`` asks a replica on another host for another (e.g. 0.0.0.0)."""
+        host, port = self.replica_links[index]
+        wanted = self.config.get("replica_link_host")
+        return (wanted if wanted and self.remote_host(index) else host), port
 
     folder: str = ""  # where this record and the logs live
 

@@ -3,7 +3,8 @@
 - each front end: gRPC on ``port_number`` (MII's load balancer), REST on ``restful_api_port``, others
   from ``transport_ports``;
 - replica i: ``port_number + 1 + i * tensor_parallel`` (MII: the replica's ranks take the following
-  ports), on 127.0.0.1;
+  ports), on 127.0.0.1, or for a replica on another host on that host's address (its port is checked
+  there, by the replica, when it binds);
 - the router's link for Python clients: the port after the last replica's, on 127.0.0.1;
 - under tensor parallelism, replica i's ranks meet on ``torch_dist_port + 100·i`` (MII's rule).
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from typing import Optional
 
 from mii_core.config.replicas import replica_dist_port, replica_ports
 
-LINK_HOST = "127.0.0.1"  # the deployment's own links never leave this machine
+LINK_HOST = "127.0.0.1"  # the deployment's own links on this machine never leave it
 
 
 @dataclass
@@ -23,25 +25,40 @@ class PortPlan:
     replica_links: list[int] = field(default_factory=list)
     router_link: int = 0
     rank_rendezvous: list[int] = field(default_factory=list)  # tensor parallel: replica i's master port
+    replica_hosts: list[str] = field(default_factory=list)  # where replica i is reached: LINK_HOST or its host
+
+    def replica_host(self, index: int) -> str:
+        return self.replica_hosts[index] if self.replica_hosts else LINK_HOST
+
+    def replica_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each replica's link, as the router reaches it."""
+        return [(self.replica_host(i), port) for i, port in enumerate(self.replica_links)]
 
     def roles(self) -> list[tuple[str, str, int]]:
         """(what, host, port) for every port the deployment binds."""
         roles = [(f"the {name} front end", host, port) for name, (host, port) in self.front_ends.items()]
-        roles += [(f"replica {i}'s link", LINK_HOST, port) for i, port in enumerate(self.replica_links)]
+        roles += [(f"replica {i}'s link", host, port) for i, (host, port) in enumerate(self.replica_addresses())]
         roles.append(("the router's client link", LINK_HOST, self.router_link))
-        roles += [(f"replica {i}'s rank rendezvous (torch_dist_port + 100·{i})", LINK_HOST, port)
+        roles += [(f"replica {i}'s rank rendezvous (torch_dist_port + 100·{i})", self.replica_host(i), port)
                   for i, port in enumerate(self.rank_rendezvous)]
         return roles
 
+    def local_roles(self) -> list[tuple[str, str, int]]:
+        """The roles on this machine: those whose ports can be checked here."""
+        remote = {host for host in self.replica_hosts if host != LINK_HOST}
+        return [role for role in self.roles() if role[1] not in remote]
 
-def plan_ports(config, transports: list[str]) -> PortPlan:
+
+def plan_ports(config, transports: list[str], remote_hosts: Optional[list[Optional[str]]] = None) -> PortPlan:
+    """``remote_hosts[i]``: the host replica i runs on when that is another machine, else None."""
     model = config.model_conf
     tp, indices = model.tensor_parallel, range(model.replica_num)
     replicas = [replica_ports(config.port_number, i, tp)[0] for i in indices]  # rank 0's port is the link
     rendezvous = [replica_dist_port(model.torch_dist_port, i) for i in indices] if tp > 1 else []
     router_link = replica_ports(config.port_number, model.replica_num, tp)[0]  # the port after the last replica's
+    hosts = [host or LINK_HOST for host in (remote_hosts or [None] * len(replicas))]
     plan = PortPlan({name: config.transport_endpoint(name) for name in transports}, replicas, router_link,
-                    rendezvous)
+                    rendezvous, hosts)
     _check_distinct(plan)
     return plan
 
@@ -76,7 +93,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def check_ports_free(plan: PortPlan) -> None:
-    for what, host, port in plan.roles():
+    for what, host, port in plan.local_roles():
         if not port_is_free(host, port):
             raise ValueError(f"port {port} on {host} ({what}) is already in use; stop what holds it or choose "
                              "other ports (port_number, restful_api_port, transport_ports)")

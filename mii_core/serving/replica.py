@@ -36,6 +36,7 @@ from mii_core.serving.stream import RequestStream, StreamChunk
 log = logging.getLogger("mii_core.replica")
 PARENT_CHECK_SECONDS = 0.5
 RANK_LOST_EXIT_CODE = 3
+ROUTER_SILENCE_SECONDS = 30.0  # a replica on another host exits after this long without a health call
 
 
 class ServedPipeline(Protocol):
@@ -103,6 +104,10 @@ class LocalBackend(Backend):
         self.pipe = pipe
         self.rank_pids = rank_pids or [os.getpid()]  # rank order; the router watches each
         self.terminated = threading.Event()
+        self._last_health = time.monotonic()  # the router asks for health every second or so
+
+    def seconds_since_health(self) -> float:
+        return time.monotonic() - self._last_health
 
     def submit(self, request: Request) -> LocalStream:
         if isinstance(request, TaskQuery):
@@ -159,6 +164,7 @@ class LocalBackend(Backend):
             raise InvalidRequest(str(exc)) from None
 
     def health(self) -> dict[str, Any]:
+        self._last_health = time.monotonic()
         return {"status": "ok", "pid": os.getpid(), "rank_pids": self.rank_pids, **self.pipe.snapshot()}
 
     def terminate(self) -> None:
@@ -184,7 +190,8 @@ def replica_model_config(config: MIIConfig, placement: dict[str, Any]) -> ModelC
 
 class RouterWatch:
     """Whether the router that started this replica still runs (its pid from the environment; else the
-    parent, which is the router for a replica without a launcher)."""
+    parent, which is the router for a replica without a launcher, and DeepSpeed's launcher for a
+    replica on another host, which the router's own launcher ends through pdsh)."""
 
     def __init__(self) -> None:
         raw = os.environ.get(ROUTER_PID_ENV, "")
@@ -222,10 +229,10 @@ def run_replica(build_pipeline: Callable[[ModelConfig], ServedPipeline], argv: O
     if pipe.ctx.world_size > 1:  # rank 0: its engine service drives every rank
         pipe.lead_followers(explain_stop=lambda exc: _explain_loss(index, rank_pids, exc))
     backend = LocalBackend(pipe, rank_pids)
-    host, port = record.replica_links[index]
+    host, port = record.link_bind(index)
     server = LinkServer(host or LINK_HOST, port, record.key, backend_handler(backend), name=f"replica{index}").start()
     log.info("replica %d ready on %s:%d (pid %d, ranks' pids %s)", index, host, port, os.getpid(), rank_pids)
-    code = _serve_until_done(backend, router)
+    code = _serve_until_done(backend, router, remote=record.remote_host(index) is not None)
     server.close()
     if code == 0:
         pipe.stop_service()  # under tensor parallelism this stops the other ranks too
@@ -233,10 +240,16 @@ def run_replica(build_pipeline: Callable[[ModelConfig], ServedPipeline], argv: O
     os._exit(code)  # daemon threads (link connections) need no join; the engine holds nothing to flush
 
 
-def _serve_until_done(backend: LocalBackend, router: RouterWatch) -> int:
+def _serve_until_done(backend: LocalBackend, router: RouterWatch, remote: bool = False) -> int:
+    """``remote``: on another host than the router, whose pid cannot be watched from here (``router`` then
+    watches DeepSpeed's launcher, this process's parent), so a router silent for ROUTER_SILENCE_SECONDS
+    (it asks for health every second) counts as gone too."""
     while not backend.terminated.wait(PARENT_CHECK_SECONDS):
         if not router.alive():
             log.warning("the router (pid %d) is gone; exiting", router.pid)
+            return 0
+        if remote and backend.seconds_since_health() > ROUTER_SILENCE_SECONDS:
+            log.warning("no word from the router for %.0f s; exiting", ROUTER_SILENCE_SECONDS)
             return 0
         failure = backend.pipe.service_failure()
         if failure is not None:  # under tensor parallelism: a rank was lost

@@ -35,8 +35,10 @@ def start_replicas(record: DeploymentRecord, config: MIIConfig) -> list[ReplicaS
     count = len(record.placements)
     model = config.model_conf
     return [ReplicaState(i, RemoteBackend(address, record.key),
-                         spawn_replica(folder, i, placement, count, model.tensor_parallel, model.torch_dist_port),
-                         own_group=model.tensor_parallel > 1)
+                         spawn_replica(folder, i, placement, count, model.tensor_parallel, model.torch_dist_port,
+                                       record.remote_host(i), config.hostfile),
+                         own_group=model.tensor_parallel > 1 or record.remote_host(i) is not None,
+                         host=record.remote_host(i))
             for i, (address, placement) in enumerate(zip(record.replica_links, record.placements))]
 
 
@@ -48,22 +50,34 @@ def wait_until_ready(replicas: list[ReplicaState], folder: Path, timeout: float)
             code = replica.process.poll()
             if code is not None:
                 path = log_path(folder, f"replica-{replica.index}")
-                raise DeploymentStartError(f"replica {replica.index} exited with code {code} while starting; "
+                raise DeploymentStartError(f"{replica.name} exited with code {code} while starting; "
                                            f"the end of its log ({path}):\n{log_tail(path)}")
             try:
                 answer = replica.backend.health(timeout=5)
-                replica.rank_pids = list(answer.get("rank_pids") or [])
+                if replica.host is None:  # pids on another host cannot be watched from here
+                    replica.rank_pids = list(answer.get("rank_pids") or [])
                 waiting.remove(replica)
             except Exception:
                 pass  # not listening yet: still loading the model
         if waiting and time.monotonic() > deadline:
-            names = ", ".join(str(r.index) for r in waiting)
+            names = ", ".join(f"{r.index} (on {r.host})" if r.host else str(r.index) for r in waiting)
             tails = "\n".join(f"--- replica {r.index}:\n{log_tail(log_path(folder, f'replica-{r.index}'))}"
                               for r in waiting)
             raise DeploymentStartError(f"replica(s) {names} not ready after startup_timeout={timeout:.0f} s; "
                                        f"the end of their logs:\n{tails}")
         if waiting:
+            _keep_alive([r for r in replicas if r.host and r not in waiting])
             time.sleep(READY_POLL_SECONDS)
+
+
+def _keep_alive(ready: list[ReplicaState]) -> None:
+    """A replica on another host exits when the router stays silent (replica.ROUTER_SILENCE_SECONDS):
+    those ready are asked for health while others still load."""
+    for replica in ready:
+        try:
+            replica.backend.health(timeout=1)
+        except Exception:
+            pass  # a lost one fails its start below through its launcher's exit
 
 
 def start_front_ends(config: MIIConfig, record: DeploymentRecord, router: Router) -> list[Transport]:

@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from mii_core.config import placement
-from mii_core.config.placement import place_replicas, read_hostfile
+from mii_core.config.placement import is_this_machine, place_replicas, read_hostfile
 from mii_core.distributed.replica_launch import launch_command
 from mii_core.serving.launch import replica_command
+from mii_core.serving.remote_launch import forwarded_environment, remote_launch_command, write_env_file
 
 NO_HOSTFILE = "/no/such/hostfile"
 DS_FLAGS = ["--no_ssh_check", "--no_local_rank", "--no_python"]
@@ -48,17 +49,66 @@ def test_multi_node_hostfile_places_replicas_per_host(tmp_path):
         ("worker-1", (0, 1)), ("worker-2", (0, 1)), ("worker-2", (2, 3))]
 
 
-def test_a_replica_placed_on_another_host_is_refused_before_spawning(tmp_path):
-    """The hostfile may name other machines, but a deployment runs its replicas on this one (for now)."""
+def test_a_replica_on_another_host_without_pdsh_is_refused_before_spawning(tmp_path, monkeypatch):
+    """Replicas on other hosts start through DeepSpeed's pdsh runner: without pdsh, a clear error and nothing
+    spawned."""
+    import shutil
+
     import mii_core
-    from mii_core.serving import metadata
+    from mii_core.serving import metadata, remote_launch
 
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=1\nworker-1 slots=2\n")
-    with pytest.raises(ValueError, match=r"replicas on other hosts \(worker-1\) are not supported yet"):
+    which = shutil.which
+    monkeypatch.setattr(remote_launch.shutil, "which", lambda name, path=None: None if name == "pdsh" else
+                        which(name, path=path))
+    with pytest.raises(ValueError, match=r"replicas on other hosts \(worker-1\) are started through DeepSpeed's "
+                                         r"pdsh runner, but pdsh is not installed here: apt-get install pdsh"):
         mii_core.serve(str(tmp_path), deployment_name="remote", hostfile=str(hostfile),
                        device_map={"worker-1": [[1]]}, transports=[])
     assert metadata.read_record("remote") is None
+
+
+def test_a_replica_on_another_host_is_started_by_deepspeeds_pdsh_runner(tmp_path):
+    """MII's multi-node launch: the hostfile, the host's devices, pdsh, the host as master address."""
+    command = remote_launch_command("worker-1", (2, 3), 29600, program(tmp_path, 1), "/job/hostfile", "deepspeed")
+    assert command == ["deepspeed", "-H", "/job/hostfile", "-i", "worker-1:2,3", "--force_multi", "--launcher",
+                       "pdsh", "--master_addr", "worker-1", "--master_port", "29600", *DS_FLAGS, *program(tmp_path, 1)]
+
+
+def test_a_remote_replica_gets_the_variables_it_reads_but_nothing_secret(tmp_path):
+    env = {"MII_CORE_PLUGINS": "mii-plugin-llama", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "PATH": "/bin",
+           "HF_TOKEN": "hf_x", "MII_CORE_API_KEY": "k", "MII_CORE_ROUTER_PID": "41", "TRITON_INTERPRET": "1"}
+    expected = {"MII_CORE_PLUGINS": "mii-plugin-llama", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2",
+                "TRITON_INTERPRET": "1"}
+    assert forwarded_environment(env) == expected
+    path = write_env_file(tmp_path, 1, env)
+    assert path.read_text() == "".join(f"{k}={v}\n" for k, v in sorted(expected.items()))
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_hostfile_names_of_this_machine_are_local():
+    import socket
+
+    assert [is_this_machine(h) for h in ("localhost", "127.0.0.3", socket.gethostname())] == [True] * 3
+    assert not is_this_machine("worker-1")  # unknown here
+    assert not is_this_machine("192.0.2.7")  # TEST-NET-1: never an address of this machine
+
+
+def test_a_remote_replicas_link_is_on_its_host_and_its_port_not_checked_here(tmp_path):
+    from mii_core.config.deployment import MIIConfig
+    from mii_core.serving.metadata import DeploymentRecord
+    from mii_core.serving.ports import plan_ports
+
+    config = MIIConfig(model_config={"model_name_or_path": str(tmp_path), "replica_num": 2}, port_number=30000)
+    plan = plan_ports(config, [], [None, "worker-1"])
+    assert plan.replica_addresses() == [("127.0.0.1", 30001), ("worker-1", 30002)]
+    assert ("replica 1's link", "worker-1", 30002) in plan.roles()
+    assert [role[1] for role in plan.local_roles()] == ["127.0.0.1", "127.0.0.1"]
+    record = DeploymentRecord("d", {"replica_link_host": "0.0.0.0"}, "00", ("127.0.0.1", 30003),
+                              plan.replica_addresses(), [], replica_hosts=["", "worker-1"])
+    assert [record.link_bind(0), record.link_bind(1)] == [("127.0.0.1", 30001), ("0.0.0.0", 30002)]
+    assert [record.remote_host(0), record.remote_host(1)] == [None, "worker-1"]
 
 
 @pytest.mark.parametrize("device_map, expected", [

@@ -54,11 +54,12 @@ class RoutedStream(ResponseStream):
 
     def _run_on(self, replica: ReplicaState, poll_interval: Optional[float]) -> Generator[Any, None, bool]:
         """Yields the request's events from ``replica``; returns False when the request should go elsewhere."""
-        served, remote_events = False, None
+        served, remote, remote_events = False, None, None
         try:
             self._check_cancelled()
-            self._remote = replica.backend.submit(self._request)
-            remote_events = self._remote.events(poll_interval)
+            self._remote = remote = replica.backend.submit(self._request)
+            self._pool.track(replica, remote)
+            remote_events = remote.events(poll_interval)
             for event in remote_events:
                 if event is not None and not self._started:
                     self._started = True
@@ -74,14 +75,16 @@ class RoutedStream(ResponseStream):
             self._check_cancelled()
             self._watch.link_broke(replica, exc)
             if self._started:
-                raise Unavailable(f"replica {replica.index} was lost while running this request "
+                raise Unavailable(f"{replica.name} was lost while running this request "
                                   f"({replica.lost_reason or exc}); send it again") from None
-            log.warning("replica %d could not run a request (%s); trying another", replica.index, exc)
+            log.warning("%s could not run a request (%s); trying another", replica.name, exc)
             self._pool.count_reroute()
             return False
         finally:
             if remote_events is not None:
                 remote_events.close()  # closes the link, so the replica drops the request
+            if remote is not None:
+                self._pool.untrack(replica, remote)
             self._pool.release(replica, self._request.count, served)
 
     def _check_cancelled(self) -> None:

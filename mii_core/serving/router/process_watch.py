@@ -28,14 +28,15 @@ class ProcessWatch:
             return True
         code = replica.process.poll() if replica.process else None
         if code is not None:
-            self.pool.mark_lost(replica, f"its process exited with code {code}")
+            what = "DeepSpeed's launcher of it (pdsh, ssh)" if replica.host else "its process"
+            self.pool.mark_lost(replica, f"{what} exited with code {code}")
             return True
         return False
 
     def link_broke(self, replica: ReplicaState, error: Exception) -> None:
         """A link to ``replica`` broke: if its process (or one of its ranks) is gone, it is lost for good."""
         if not self.check(replica):
-            log.warning("replica %d: link broke (%s) but the process lives", replica.index, error)
+            log.warning("%s: link broke (%s) but the process lives", replica.name, error)
 
     def start(self, stopping: threading.Event) -> None:
         """Checks every replica each MONITOR_SECONDS, from a daemon thread, until ``stopping`` is set."""

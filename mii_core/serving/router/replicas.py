@@ -29,6 +29,15 @@ class ReplicaState:
     load: dict[str, Any] = field(default_factory=dict)  # the replica's last health answer
     own_group: bool = False  # its process leads a process group of its own (a launcher and its ranks)
     rank_pids: list[int] = field(default_factory=list)  # tensor parallel: each rank's pid, in rank order
+    # the other machine it runs on (its process here is DeepSpeed's launcher reaching it through pdsh);
+    # None: it runs on this machine
+    host: Optional[str] = None
+    in_flight: set[Any] = field(default_factory=set)  # the link streams of requests running here
+
+    @property
+    def name(self) -> str:
+        """How messages name it: ``replica 1``, or ``replica 1 on worker-1`` when on another host."""
+        return f"replica {self.index} on {self.host}" if self.host else f"replica {self.index}"
 
     def end_process_group(self, signum: int = signal.SIGKILL) -> None:
         if self.own_group and self.process is not None:
@@ -40,7 +49,7 @@ class ReplicaState:
     def describe(self) -> dict[str, Any]:
         engine = ({k: v for k, v in self.load.items() if k not in ("status", "pid", "rank_pids")}
                   if self.alive else {})
-        return {"index": self.index, "alive": self.alive, "pid": self.process.pid if self.process else None,
+        return {"index": self.index, "host": self.host, "alive": self.alive, "pid": self.process.pid if self.process else None,
                 "rank_pids": self.rank_pids, "lost_reason": self.lost_reason, "outstanding": self.outstanding,
                 "served": self.served, "engine": engine}
 
@@ -74,12 +83,28 @@ class ReplicaPool:
         with self._lock:
             self.rerouted += 1
 
+    def track(self, replica: ReplicaState, stream: Any) -> None:
+        """``stream`` (a RemoteStream) runs on ``replica`` until :meth:`untrack`; abandoned if it is lost."""
+        with self._lock:
+            replica.in_flight.add(stream)
+            lost = not replica.alive
+        if lost:
+            stream.abandon(f"{replica.name} is lost ({replica.lost_reason})")
+
+    def untrack(self, replica: ReplicaState, stream: Any) -> None:
+        with self._lock:
+            replica.in_flight.discard(stream)
+
     def mark_lost(self, replica: ReplicaState, reason: str) -> None:
+        """Never picked again; the requests running there end now (a vanished host closes no connection)."""
         with self._lock:
             if not replica.alive:
                 return
             replica.alive, replica.lost_reason = False, reason
-        log.error("replica %d lost: %s; serving on %d replica(s)", replica.index, reason, self.alive_count())
+            running = list(replica.in_flight)
+        for stream in running:
+            stream.abandon(f"{replica.name} is lost ({reason})")
+        log.error("%s lost: %s; serving on %d replica(s)", replica.name, reason, self.alive_count())
 
     def alive_count(self) -> int:
         return sum(r.alive for r in self.replicas)
@@ -88,5 +113,5 @@ class ReplicaPool:
         return [r for r in self.replicas if r.alive]
 
     def _no_replica_message(self) -> str:
-        lost = "; ".join(f"replica {r.index}: {r.lost_reason}" for r in self.replicas if not r.alive)
+        lost = "; ".join(f"{r.name}: {r.lost_reason}" for r in self.replicas if not r.alive)
         return f"no live replica can take the request ({lost or 'all were tried'})"
