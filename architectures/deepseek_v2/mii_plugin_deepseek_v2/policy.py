@@ -1,0 +1,81 @@
+"""DeepSeek-V2 / DeepSeek-V2-Lite (HF model_type "deepseek_v2") as a plugin: multi-head latent attention
+(:mod:`.attention`), plain or YaRN rope on the rotary part of each head (:mod:`.rope`), and a mixture of
+routed experts (greedy or group-limited top-k, times ``routed_scaling_factor``) beside shared experts, dense
+MLPs on the first ``first_k_dense_replace`` layers (:mod:`.moe`). Llama's pre-norm RMSNorm layout otherwise."""
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any
+
+import torch
+
+from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.decoder import DecoderModel
+from mii_core.model.hf_common import LAYER, decoder_spec, expert_rules, gated_mlp_rules
+from mii_core.model.mlp import build_mlp
+from mii_core.model.parts import DecoderParts, spec_rotary
+from mii_core.model.policy import ArchitecturePolicy
+from mii_core.model.spec import DecoderSpec
+from mii_core.model.weight_rules import Rule
+
+from mii_plugin_deepseek_v2.attention import LatentAttention
+from mii_plugin_deepseek_v2.config import latent_shape, moe_spec, routing
+from mii_plugin_deepseek_v2.moe import DeepseekMoE
+from mii_plugin_deepseek_v2.rope import YarnRotary, rope_spec, softmax_scale
+from mii_plugin_deepseek_v2.weights import rope_first_per_head, rope_key_to_halves
+
+ATTN, TARGET = LAYER + "self_attn.", "layers.{i}.attn."
+
+
+def _attention_rules() -> dict[str, Any]:
+    rules = {
+        ATTN + "q_proj.weight": Rule(TARGET + "q_proj.weight", transform=rope_first_per_head),
+        ATTN + "q_a_layernorm.weight": TARGET + "q_a_norm.weight",
+        ATTN + "q_b_proj.weight": Rule(TARGET + "q_b_proj.weight", transform=rope_first_per_head),
+        ATTN + "kv_a_layernorm.weight": TARGET + "kv_a_norm.weight",
+        ATTN + "kv_b_proj.weight": TARGET + "kv_b_proj.weight",
+    }
+    for part in ("weight", "bias"):  # the biases exist with attention_bias
+        rules[ATTN + f"q_a_proj.{part}"] = TARGET + f"q_a_proj.{part}"
+        rules[ATTN + f"kv_a_proj_with_mqa.{part}"] = Rule(TARGET + f"kv_a_proj.{part}", transform=rope_key_to_halves)
+        rules[ATTN + f"o_proj.{part}"] = TARGET + f"o_proj.{part}"
+    return rules
+
+
+class DeepseekV2Policy(ArchitecturePolicy):
+    @property
+    def weight_rules(self) -> dict[str, Any]:
+        """Without shared experts (n_shared_experts 0) transformers still writes their empty tensors: no rule
+        maps them, so they are skipped."""
+        moe = self.spec.moe
+        shared = gated_mlp_rules(LAYER + "mlp.shared_experts.", "layers.{i}.mlp.shared_expert") \
+            if moe is not None and moe.shared_expert_intermediate_size else {}
+        return {
+            "model.embed_tokens.weight": "embed.weight",
+            LAYER + "input_layernorm.weight": "layers.{i}.attn_norm.weight",
+            **_attention_rules(),
+            LAYER + "post_attention_layernorm.weight": "layers.{i}.mlp_norm.weight",
+            **gated_mlp_rules(),  # the dense layers
+            **expert_rules(),
+            **shared,
+            "model.norm.weight": "final_norm.weight",
+            "lm_head.weight": "lm_head.weight",
+        }
+
+    def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
+        """Every head its own key and value in a cache slot of max(qk_head_dim, v_head_dim) features (config.json's
+        ``head_dim``, which transformers sets to qk_rope_head_dim, is not a head's size and is not read)."""
+        shape = latent_shape(hf)
+        spec = decoder_spec(hf, rope=None, num_kv_heads=shape.num_heads, head_dim=shape.slot_dim, moe=moe_spec(hf))
+        rope = rope_spec(hf, shape.qk_rope_head_dim)
+        return dataclasses.replace(spec, rope=rope, attention_scale=softmax_scale(shape.qk_head_dim, rope))
+
+    def build_model(self, ctx: ParallelContext, kernels, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        mlp = build_mlp
+        if self.spec.moe is not None:
+            moe_block = partial(DeepseekMoE, routing=routing(self.hf_config, self.spec.moe.num_experts))
+            mlp = partial(build_mlp, moe_block=moe_block)
+        parts = DecoderParts(rotary=YarnRotary if self.spec.rope.rope_type == "yarn" else spec_rotary,
+                             attention=partial(LatentAttention, shape=latent_shape(self.hf_config)), mlp=mlp)
+        return DecoderModel(self.spec, ctx, kernels, device, dtype, parts)

@@ -1,0 +1,107 @@
+"""DeepSeek-V2's rotary embedding: on the ``qk_rope_head_dim`` rotary features of each head only, plain or
+YaRN-scaled (``rope_scaling`` / ``rope_parameters`` type "yarn"), computed as transformers'
+``_compute_yarn_parameters`` and ``DeepseekV2RotaryEmbedding`` do: the inverse frequencies blended between
+interpolation and extrapolation by a linear ramp over the correction range, cos and sin times the attention
+factor, and the softmax scale times mscale(factor, mscale_all_dim)² (``yarn_apply_mscale``).
+
+HF rotates pairs of neighbouring features (2i, 2i + 1); the policy's weight rules reorder those rows to the
+rotate-half layout the ``rotary_write_kv`` op uses, so the tables here are the core's (angles repeated over
+the two halves)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import torch
+
+from mii_core.batch import RaggedBatch
+from mii_core.model.hf_common import rope_spec_from_hf
+from mii_core.model.spec import DecoderSpec, RopeSpec
+
+from mii_plugin_deepseek_v2.config import refuse
+
+ROPE_TYPES = ("default", "yarn")
+
+
+def rope_spec(hf: dict[str, Any], rotary_dim: int) -> RopeSpec:
+    """The rope on ``rotary_dim`` features; for YaRN every parameter resolved with HF's defaults."""
+    rope = dataclasses.replace(rope_spec_from_hf(hf), rotary_dim=rotary_dim)
+    if rope.rope_type not in ROPE_TYPES:
+        raise refuse("rope type", rope.rope_type, f"supported: {', '.join(ROPE_TYPES)}")
+    if rope.rope_type == "default":
+        return dataclasses.replace(rope, params={})
+    params = dict(rope.params)
+    max_positions = hf.get("max_position_embeddings", 2048)
+    # HF: a top-level original_max_position_embeddings wins, then the rope's own, then max_position_embeddings
+    original = hf.get("original_max_position_embeddings") or params.get("original_max_position_embeddings") \
+        or max_positions
+    factor = params.get("factor")
+    if factor is None:
+        raise refuse("rope_scaling.factor", None, "YaRN needs its scaling factor")
+    mscale, mscale_all_dim = params.get("mscale"), params.get("mscale_all_dim")
+    attention_factor = params.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = (yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+                            if mscale and mscale_all_dim else yarn_mscale(factor))
+    params = {"factor": float(factor), "original_max_position_embeddings": original,
+              "beta_fast": params.get("beta_fast") or 32, "beta_slow": params.get("beta_slow") or 1,
+              "truncate": params.get("truncate", True), "attention_factor": float(attention_factor),
+              "mscale_all_dim": mscale_all_dim or 0}
+    return dataclasses.replace(rope, params=params)
+
+
+def yarn_mscale(scale: float, mscale: float = 1) -> float:
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def softmax_scale(qk_head_dim: int, rope: RopeSpec) -> float:
+    """1/√(qk_head_dim), times mscale(factor, mscale_all_dim)² under a scaled rope (HF's ``yarn_apply_mscale``)."""
+    scale = qk_head_dim ** (-0.5)
+    mscale_all_dim = rope.params.get("mscale_all_dim")
+    if rope.rope_type != "default" and mscale_all_dim:
+        mscale = yarn_mscale(rope.params["factor"], mscale_all_dim)
+        scale = scale * mscale * mscale
+    return scale
+
+
+def yarn_inv_freq(rope: RopeSpec) -> torch.Tensor:
+    """[rotary_dim // 2] float32, in HF's order of operations."""
+    dim, base, params = rope.rotary_dim, rope.theta, rope.params
+    low, high = _correction_range(params, dim, base)
+    pos_freqs = base ** (torch.arange(0, dim, 2).to(dtype=torch.float) / dim)
+    extrapolation, interpolation = 1.0 / pos_freqs, 1.0 / (params["factor"] * pos_freqs)
+    if low == high:
+        high += 0.001  # HF: no singular ramp
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    extrapolation_share = 1 - ramp
+    return interpolation * (1 - extrapolation_share) + extrapolation * extrapolation_share
+
+
+def _correction_range(params: dict[str, Any], dim: int, base: float) -> tuple[float, float]:
+    """The rotary dims between which YaRN blends: those turning beta_fast and beta_slow times over the
+    original context (floored / ceiled when ``truncate``), clipped to [0, dim - 1]."""
+    def dim_of(rotations: float) -> float:
+        return (dim * math.log(params["original_max_position_embeddings"] / (rotations * 2 * math.pi))) / \
+            (2 * math.log(base))
+    low, high = dim_of(params["beta_fast"]), dim_of(params["beta_slow"])
+    if params["truncate"]:
+        low, high = math.floor(low), math.ceil(high)
+    return max(low, 0), min(high, dim - 1)
+
+
+class YarnRotary:
+    """A ``DecoderParts.rotary`` part: each token's tables from its position alone (so ``prompt_variant`` is
+    None), cos and sin times YaRN's attention factor in float32, then cast (HF's order)."""
+
+    def __init__(self, spec: DecoderSpec, device: torch.device):
+        self.inv_freq = yarn_inv_freq(spec.rope).to(device)[None, :]
+        self.attention_factor = spec.rope.params["attention_factor"]
+
+    def prompt_variant(self, prompt_length: int) -> Optional[int]:
+        return None
+
+    def tables(self, batch: RaggedBatch, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = batch.positions.float()[:, None] * self.inv_freq
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return (angles.cos() * self.attention_factor).to(dtype), (angles.sin() * self.attention_factor).to(dtype)
