@@ -122,6 +122,8 @@ def cases() -> list[Case]:
         Case("qwen3-moe-window-bias", checkpoints.family("test_arch_qwen3_moe", "window-bias"), **window),
         Case("gemma3-pattern", checkpoints.family("test_arch_gemma3_text", "pattern"), new_tokens=WINDOW_NEW_TOKENS),
         Case("gemma3-scaled", checkpoints.family("test_arch_gemma3_text", "scaled")),
+        *(Case(f"deepseek-v2-{v}", checkpoints.family("test_arch_deepseek_v2", v))
+          for v in ("q-lora", "q-proj-grouped", "yarn-bias")),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
         *(Case(f"gpt2-{v}", checkpoints.family("test_arch_gpt2", v), needs="gpt2")
           for v in ("gpt2", "untied-unscaled", "upcast")),
