@@ -12,7 +12,7 @@ import torch
 
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.decoder import DecoderModel
-from mii_core.model.hf_common import LAYER, decoder_spec, expert_rules, gated_mlp_rules
+from mii_core.model.hf_common import LAYER, decoder_rules, decoder_spec, expert_rules, gated_mlp_rules
 from mii_core.model.mlp import build_mlp
 from mii_core.model.parts import DecoderParts, spec_rotary
 from mii_core.model.policy import ArchitecturePolicy
@@ -51,17 +51,9 @@ class DeepseekV2Policy(ArchitecturePolicy):
         moe = self.spec.moe
         shared = gated_mlp_rules(LAYER + "mlp.shared_experts.", "layers.{i}.mlp.shared_expert") \
             if moe is not None and moe.shared_expert_intermediate_size else {}
-        return {
-            "model.embed_tokens.weight": "embed.weight",
-            LAYER + "input_layernorm.weight": "layers.{i}.attn_norm.weight",
-            **_attention_rules(),
-            LAYER + "post_attention_layernorm.weight": "layers.{i}.mlp_norm.weight",
-            **gated_mlp_rules(),  # the dense layers
-            **expert_rules(),
-            **shared,
-            "model.norm.weight": "final_norm.weight",
-            "lm_head.weight": "lm_head.weight",
-        }
+        # the common layout's embeddings, norms, dense MLP (the first layers) and head; attention of its own
+        common = {name: rule for name, rule in decoder_rules().items() if "self_attn." not in name}
+        return common | _attention_rules() | expert_rules() | shared
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
         """Every head its own key and value in a cache slot of max(qk_head_dim, v_head_dim) features (config.json's
