@@ -111,6 +111,14 @@ BAD_CONFIGS = {
 }
 
 
+def test_fp8_kv_cache_is_refused_naming_the_option(deepseek_v2):
+    """The FP8 scales live on the core's Attention, which the latent attention is not: refused, not mis-scaled."""
+    import mii_core
+
+    with pytest.raises(ValueError, match=r"kv_cache_dtype='auto'"):
+        mii_core.pipeline(str(deepseek_v2.path("q-lora")), inference_engine_config={"kv_cache_dtype": "fp8"})
+
+
 @pytest.mark.parametrize("case", BAD_CONFIGS)
 def test_bad_config_is_named(deepseek_v2, tmp_path, case):
     assert_config_refused(deepseek_v2.path("q-lora"), tmp_path, *BAD_CONFIGS[case])

@@ -4,10 +4,9 @@ holds and the core's ``paged_attention`` op reads, as for any multi-head attenti
 ``max(qk_head_dim, v_head_dim)`` features per head: the narrower of key and value is zero-padded (zeros add
 nothing to q·k, and the padded output features are cut off before ``o_proj``).
 
-Layout: the weight rules put each head's rope features first, in rotate-half order (see
-:mod:`mii_plugin_deepseek_v2.weights`), so ``rotary_write_kv`` rotates the first ``qk_rope_head_dim``
-features of q and k. A head is [rope | nope] here and [nope | rope] in HF: q and k are permuted alike, so every
-attention score is HF's.
+A head is [nope | rope] as in HF. The rope features (pairs, HF's layout) are rotated here in float32 with
+float32 tables and cast once, as HF does (:func:`~mii_plugin_deepseek_v2.rope.rotate_pairs`): the
+``rotary_write_kv`` op, which rotates in the activations' dtype, then only writes the cache (rotary_dim 0).
 
 Engine parameters of ``layers.{i}.attn``: ``q_proj`` (no ``q_lora_rank``) or ``q_a_proj``, ``q_a_norm``,
 ``q_b_proj``; ``kv_a_proj`` ([latent | rope key]), ``kv_a_norm``, ``kv_b_proj`` (per head [k_nope | v]),
@@ -29,6 +28,7 @@ from mii_core.model.sharding import check_tensor_parallel
 from mii_core.model.spec import DecoderSpec
 
 from mii_plugin_deepseek_v2.config import LatentShape
+from mii_plugin_deepseek_v2.rope import rotate_pairs
 
 LATENT_NORM_EPS = 1e-6  # HF builds q_a_layernorm / kv_a_layernorm with the RMSNorm default, not rms_norm_eps
 
@@ -64,28 +64,30 @@ class LatentAttention(nn.Module):
         self.q_a_norm = Norm("rms", shape.q_lora_rank, LATENT_NORM_EPS, kernels, device, dtype)
         self.q_b_proj = ColumnParallelLinear(shape.q_lora_rank, [q_width], False, ctx, kernels, device, dtype)
 
-    def queries(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[T, local heads, qk_head_dim], each head [rope | nope]."""
+    def queries(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """[T, local heads, qk_head_dim], each head [nope | rotated rope]."""
         q = self.q_proj(hidden) if self.q_proj is not None else self.q_b_proj(self.q_a_norm(self.q_a_proj(hidden)))
-        return q.view(-1, self.local_heads, self.shape.qk_head_dim)
+        nope, rope = q.view(-1, self.local_heads, self.shape.qk_head_dim).split(
+            [self.shape.qk_nope_head_dim, self.shape.qk_rope_head_dim], dim=-1)
+        return torch.cat((nope, rotate_pairs(rope, cos[:, None, :], sin[:, None, :])), dim=-1)
 
-    def keys_values(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys [T, local heads, qk_head_dim] ([shared rope key | the head's nope key]) and values
+    def keys_values(self, hidden: torch.Tensor, cos: torch.Tensor,
+                    sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys [T, local heads, qk_head_dim] ([the head's nope key | the shared rotated rope key]) and values
         [T, local heads, v_head_dim], up-projected from the normalised latent."""
         shape = self.shape
         latent, rope_key = self.kv_a_proj(hidden).split([shape.kv_lora_rank, shape.qk_rope_head_dim], dim=-1)
         per_head = self.kv_b_proj(self.kv_a_norm(latent.contiguous()))
         nope_key, value = per_head.view(-1, self.local_heads, shape.qk_nope_head_dim + shape.v_head_dim).split(
             [shape.qk_nope_head_dim, shape.v_head_dim], dim=-1)
-        rope_key = rope_key[:, None, :].expand(-1, self.local_heads, -1)
-        return torch.cat((rope_key, nope_key), dim=-1), value
+        rope_key = rotate_pairs(rope_key, cos, sin)[:, None, :].expand(-1, self.local_heads, -1)
+        return torch.cat((nope_key, rope_key), dim=-1), value
 
     def forward(self, hidden: torch.Tensor, batch: RaggedBatch, rope, kv_cache: tuple[torch.Tensor, torch.Tensor]):
-        q, (k, v) = self.queries(hidden), self.keys_values(hidden)
-        q, k, v = (self._to_slot(x) for x in (q, k, v))
         cos, sin = rope
-        q = self.kernels.rotary_write_kv(q, k, v, cos, sin, self.shape.qk_rope_head_dim, kv_cache[0], kv_cache[1],
-                                         batch.slot_mapping)
+        q, (k, v) = self.queries(hidden, cos, sin), self.keys_values(hidden, cos, sin)
+        q, k, v = (self._to_slot(x) for x in (q, k, v))
+        q = self.kernels.rotary_write_kv(q, k, v, None, None, 0, kv_cache[0], kv_cache[1], batch.slot_mapping)
         out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.params)
         values = out[..., :self.shape.v_head_dim].reshape(-1, self.local_heads * self.shape.v_head_dim)
         return self.o_proj(values)

@@ -14,31 +14,29 @@ from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.decoder import DecoderModel
 from mii_core.model.hf_common import LAYER, decoder_rules, decoder_spec, expert_rules, gated_mlp_rules
 from mii_core.model.mlp import build_mlp
-from mii_core.model.parts import DecoderParts, spec_rotary
+from mii_core.model.parts import DecoderParts
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
-from mii_core.model.weight_rules import Rule
 
 from mii_plugin_deepseek_v2.attention import LatentAttention
 from mii_plugin_deepseek_v2.config import latent_shape, moe_spec, routing
 from mii_plugin_deepseek_v2.moe import DeepseekMoE
-from mii_plugin_deepseek_v2.rope import YarnRotary, rope_spec, softmax_scale
-from mii_plugin_deepseek_v2.weights import rope_first_per_head, rope_key_to_halves
+from mii_plugin_deepseek_v2.rope import LatentRotary, rope_spec, softmax_scale
 
 ATTN, TARGET = LAYER + "self_attn.", "layers.{i}.attn."
 
 
 def _attention_rules() -> dict[str, Any]:
     rules = {
-        ATTN + "q_proj.weight": Rule(TARGET + "q_proj.weight", transform=rope_first_per_head),
+        ATTN + "q_proj.weight": TARGET + "q_proj.weight",
         ATTN + "q_a_layernorm.weight": TARGET + "q_a_norm.weight",
-        ATTN + "q_b_proj.weight": Rule(TARGET + "q_b_proj.weight", transform=rope_first_per_head),
+        ATTN + "q_b_proj.weight": TARGET + "q_b_proj.weight",
         ATTN + "kv_a_layernorm.weight": TARGET + "kv_a_norm.weight",
         ATTN + "kv_b_proj.weight": TARGET + "kv_b_proj.weight",
     }
     for part in ("weight", "bias"):  # the biases exist with attention_bias
         rules[ATTN + f"q_a_proj.{part}"] = TARGET + f"q_a_proj.{part}"
-        rules[ATTN + f"kv_a_proj_with_mqa.{part}"] = Rule(TARGET + f"kv_a_proj.{part}", transform=rope_key_to_halves)
+        rules[ATTN + f"kv_a_proj_with_mqa.{part}"] = TARGET + f"kv_a_proj.{part}"
         rules[ATTN + f"o_proj.{part}"] = TARGET + f"o_proj.{part}"
     return rules
 
@@ -68,6 +66,6 @@ class DeepseekV2Policy(ArchitecturePolicy):
         if self.spec.moe is not None:
             moe_block = partial(DeepseekMoE, routing=routing(self.hf_config, self.spec.moe.num_experts))
             mlp = partial(build_mlp, moe_block=moe_block)
-        parts = DecoderParts(rotary=YarnRotary if self.spec.rope.rope_type == "yarn" else spec_rotary,
+        parts = DecoderParts(rotary=LatentRotary,
                              attention=partial(LatentAttention, shape=latent_shape(self.hf_config)), mlp=mlp)
         return DecoderModel(self.spec, ctx, kernels, device, dtype, parts)

@@ -4,9 +4,9 @@ YaRN-scaled (``rope_scaling`` / ``rope_parameters`` type "yarn"), computed as tr
 interpolation and extrapolation by a linear ramp over the correction range, cos and sin times the attention
 factor, and the softmax scale times mscale(factor, mscale_all_dim)² (``yarn_apply_mscale``).
 
-HF rotates pairs of neighbouring features (2i, 2i + 1); the policy's weight rules reorder those rows to the
-rotate-half layout the ``rotary_write_kv`` op uses, so the tables here are the core's (angles repeated over
-the two halves)."""
+HF rotates pairs of neighbouring features (2i, 2i + 1) by frequency i, in float32 with float32 tables, and
+casts the result once (``apply_rotary_emb``); :func:`rotate_pairs` does the same, so that bf16 and fp16 runs
+round as HF's do (the ``rotary_write_kv`` op takes tables in the activations' dtype)."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +17,7 @@ import torch
 
 from mii_core.batch import RaggedBatch
 from mii_core.model.hf_common import rope_spec_from_hf
+from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec, RopeSpec
 
 from mii_plugin_deepseek_v2.config import refuse
@@ -90,18 +91,32 @@ def _correction_range(params: dict[str, Any], dim: int, base: float) -> tuple[fl
     return max(low, 0), min(high, dim - 1)
 
 
-class YarnRotary:
-    """A ``DecoderParts.rotary`` part: each token's tables from its position alone (so ``prompt_variant`` is
-    None), cos and sin times YaRN's attention factor in float32, then cast (HF's order)."""
+class LatentRotary:
+    """The ``DecoderParts.rotary`` part of this family: float32 (cos, sin) [T, rotary_dim / 2], one angle per
+    pair, times YaRN's attention factor (1 for the default rope), from each token's position alone (so
+    ``prompt_variant`` is None). Only :class:`~mii_plugin_deepseek_v2.attention.LatentAttention` reads them."""
 
     def __init__(self, spec: DecoderSpec, device: torch.device):
-        self.inv_freq = yarn_inv_freq(spec.rope).to(device)[None, :]
-        self.attention_factor = spec.rope.params["attention_factor"]
+        rope = spec.rope
+        if rope.rope_type == "yarn":
+            self.inv_freq = yarn_inv_freq(rope).to(device)[None, :]
+            self.attention_factor = rope.params["attention_factor"]
+        else:  # HF's default rope: the core's frequencies, [1, rotary_dim / 2]
+            self.inv_freq = RotaryEmbedding(rope, spec.head_dim, spec.max_position_embeddings, device).inv_freq
+            self.attention_factor = 1.0
 
     def prompt_variant(self, prompt_length: int) -> Optional[int]:
         return None
 
     def tables(self, batch: RaggedBatch, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 whatever ``dtype`` (HF's freqs_cis): the rotation runs in float32."""
         freqs = batch.positions.float()[:, None] * self.inv_freq
-        angles = torch.cat((freqs, freqs), dim=-1)
-        return (angles.cos() * self.attention_factor).to(dtype), (angles.sin() * self.attention_factor).to(dtype)
+        return freqs.cos() * self.attention_factor, freqs.sin() * self.attention_factor
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x`` [..., rotary_dim] whose pairs (2i, 2i + 1) turn by angle i (``cos``/``sin`` [..., rotary_dim / 2]
+    float32, broadcast), computed in float32 and cast back to x's dtype, as HF's complex product."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(x.dtype)
