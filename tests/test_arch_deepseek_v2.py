@@ -106,6 +106,7 @@ BAD_CONFIGS = {
     "rope": (dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}),
              r"(?=.*deepseek_v2)(?=.*linear)"),
     "layer-freq": (dict(moe_layer_freq=0), r"(?=.*deepseek_v2)(?=.*moe_layer_freq)"),
+    "partial-rope": (dict(partial_rotary_factor=0.5), r"(?=.*deepseek_v2)(?=.*partial_rotary_factor)"),
     "bias-without-shared": (dict(mlp_bias=True), r"(?=.*deepseek_v2)(?=.*n_shared_experts)"),
     **missing_field_cases("kv_lora_rank", "qk_rope_head_dim", "v_head_dim", "moe_intermediate_size"),
 }

@@ -30,6 +30,9 @@ def rope_spec(hf: dict[str, Any], rotary_dim: int) -> RopeSpec:
     rope = dataclasses.replace(rope_spec_from_hf(hf), rotary_dim=rotary_dim)
     if rope.rope_type not in ROPE_TYPES:
         raise refuse("rope type", rope.rope_type, f"supported: {', '.join(ROPE_TYPES)}")
+    partial = rope.params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    if partial not in (None, 1, 1.0):  # the rotary part is qk_rope_head_dim already
+        raise refuse("partial_rotary_factor", partial, "the rope covers all qk_rope_head_dim features; remove it")
     if rope.rope_type == "default":
         return dataclasses.replace(rope, params={})
     params = dict(rope.params)
