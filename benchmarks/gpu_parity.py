@@ -124,6 +124,8 @@ def cases() -> list[Case]:
         # its final softcap (15) saturates: in bf16 the top logits sit on the cap's grid (14.9375, 14.875,
         # 14.875, ...), every step a tie, nothing to compare; gemma3-pattern runs Gemma 3 in bf16
         Case("gemma3-scaled", checkpoints.family("test_arch_gemma3_text", "scaled"), bf16=False),
+        *(Case(f"deepseek-v2-{v}", checkpoints.family("test_arch_deepseek_v2", v))
+          for v in ("q-lora", "q-proj-grouped", "yarn-bias")),
         Case("gpt2-kit", checkpoints.gpt2_kit, needs="gpt2"),
         *(Case(f"gpt2-{v}", checkpoints.family("test_arch_gpt2", v), needs="gpt2")
           for v in ("gpt2", "untied-unscaled", "upcast")),

@@ -45,6 +45,7 @@ FAMILIES = {
     "qwen2_moe": arch.family("test_arch_qwen2_moe", "mixed"),
     "qwen3_moe": arch.family("test_arch_qwen3_moe", "mixed"),
     "gemma3_text": arch.family("test_arch_gemma3_text", "pattern"),
+    "deepseek_v2": arch.family("test_arch_deepseek_v2", "q-lora"),
     "gpt2": arch.gpt2_kit,
     "gptj": arch.family("test_arch_gptj", "partial"),
     "gpt_neo": arch.family("test_arch_gpt_neo", "alternating"),

@@ -24,6 +24,7 @@ ARCHITECTURES = {
     "qwen2-moe-mixed": checkpoints.family("test_arch_qwen2_moe", "mixed"),
     "qwen3-moe-mixed": checkpoints.family("test_arch_qwen3_moe", "mixed"),
     "gemma3-pattern": checkpoints.family("test_arch_gemma3_text", "pattern"),
+    "deepseek-v2-yarn": checkpoints.family("test_arch_deepseek_v2", "yarn-bias"),
     "gpt2-kit": checkpoints.gpt2_kit,
     "gptj": checkpoints.family("test_arch_gptj", "partial"),
     "gpt-neo": checkpoints.family("test_arch_gpt_neo", "alternating"),

@@ -6,6 +6,7 @@ Engine parameters: ``up.{weight,bias}`` (shards "gate", "up"; just "up" when not
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import torch
 from torch import nn
@@ -47,10 +48,11 @@ def dense_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, devic
 
 
 def build_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device, dtype: torch.dtype,
-              layer_index: int = 0) -> nn.Module:
-    """The spec's MLP: its mixture of experts on the layers ``spec.moe`` makes sparse, else the dense MLP."""
+              layer_index: int = 0, moe_block: Callable[..., nn.Module] = MoE) -> nn.Module:
+    """The spec's MLP: its mixture of experts on the layers ``spec.moe`` makes sparse, else the dense MLP.
+    ``moe_block``: the experts' block, built as :class:`MoE` is (a family's subclass routing its own way)."""
     if spec.moe is not None and spec.moe.is_sparse(layer_index):
         shared_width = spec.moe.shared_expert_intermediate_size
         shared = dense_mlp(spec, ctx, kernels, device, dtype, shared_width) if shared_width else None
-        return MoE(spec, ctx, kernels, device, dtype, shared_expert=shared)
+        return moe_block(spec, ctx, kernels, device, dtype, shared_expert=shared)
     return MLP(spec, ctx, kernels, device, dtype)

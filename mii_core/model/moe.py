@@ -119,9 +119,14 @@ class MoE(nn.Module):
             self.shared_expert_gate.weight = empty_parameter((1, spec.hidden_size), device, dtype)
             self.shared_expert_gate.weight.weight_loader = load_whole
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def route(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each token's experts: (float32 weights [T, k], int64 ids [T, k]). Softmax top-k here; a family
+        routing otherwise (grouped top-k, a scaling factor) overrides this in its subclass."""
         router_logits = self.kernels.linear(hidden, self.router.weight, None)
-        weights, ids = top_k_gating(router_logits, self.moe.experts_per_token, self.moe.renormalize)
+        return top_k_gating(router_logits, self.moe.experts_per_token, self.moe.renormalize)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        weights, ids = self.route(hidden)
         out = self.experts(self.kernels, hidden, weights, ids, self.activation)
         out = self.ctx.all_reduce(out)
         if self.shared_expert is None:

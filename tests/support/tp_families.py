@@ -32,6 +32,8 @@ TP_CHECKPOINTS: dict[str, Callable] = {
     "qwen2-moe": _ours(arch.family("test_arch_qwen2_moe", "mixed")),  # shared expert and its gate, dense layer
     "qwen3-moe": _ours(arch.family("test_arch_qwen3_moe", "mixed")),  # q/k head norms on each rank's heads
     "gemma3": _ours(arch.family("test_arch_gemma3_text", "pattern")),  # a rope per layer type, sandwich norms
+    # latent attention: each rank its heads' rows of q_proj / kv_b_proj, kv_a_proj whole; grouped routing
+    "deepseek-v2": _ours(arch.family("test_arch_deepseek_v2", "q-proj-grouped")),
     "gpt2-kit": _ours(arch.gpt2_kit),                             # the kit's plugin: Conv1D stored transposed
     "gptj": _ours(arch.family("test_arch_gptj", "partial")),      # q/k rows permuted whole, then split by head
     "gpt-neo": _ours(arch.family("test_arch_gpt_neo", "alternating")),  # a window on every other layer
