@@ -3,6 +3,7 @@
 Expected tables are written out by hand, entry by entry, as a plugin would have spelled them."""
 import pytest
 
+from mii_core.model.hf_common import megatron_layer_rules
 from mii_core.model.weight_rules import Rule, RuleTable, module_rules, ungroup_qkv
 
 LAYER = "transformer.h.{i}."
@@ -70,3 +71,17 @@ def test_no_parts_is_refused(parts):
 def test_a_bad_engine_module_is_named(engine):
     with pytest.raises(ValueError, match="module_rules maps a module"):
         module_rules({"ln_1": engine})
+
+
+def test_megatron_layer_rules_name_the_four_projections():
+    assert megatron_layer_rules("gpt_neox.layers.{i}.", attention="attention.") == {
+        "gpt_neox.layers.{i}.attention.query_key_value.weight":
+            Rule("layers.{i}.attn.qkv.weight", transform=ungroup_qkv),
+        "gpt_neox.layers.{i}.attention.query_key_value.bias": Rule("layers.{i}.attn.qkv.bias", transform=ungroup_qkv),
+        "gpt_neox.layers.{i}.attention.dense.weight": "layers.{i}.attn.o_proj.weight",
+        "gpt_neox.layers.{i}.attention.dense.bias": "layers.{i}.attn.o_proj.bias",
+        "gpt_neox.layers.{i}.mlp.dense_h_to_4h.weight": "layers.{i}.mlp.up.weight",
+        "gpt_neox.layers.{i}.mlp.dense_h_to_4h.bias": "layers.{i}.mlp.up.bias",
+        "gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight": "layers.{i}.mlp.down.weight",
+        "gpt_neox.layers.{i}.mlp.dense_4h_to_h.bias": "layers.{i}.mlp.down.bias",
+    }
