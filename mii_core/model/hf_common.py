@@ -16,7 +16,7 @@ import torch
 from mii_core.model.activations import GATED_ACTIVATIONS, PLAIN_ACTIVATIONS
 from mii_core.model.rotary import RotaryEmbedding
 from mii_core.model.spec import DecoderSpec, MoESpec, RopeSpec
-from mii_core.model.weight_rules import WeightRule
+from mii_core.model.weight_rules import Rule, WeightRule, module_rules, ungroup_qkv
 
 
 def rope_spec_from_hf(hf_config: dict[str, Any]) -> RopeSpec:
@@ -102,22 +102,29 @@ def windows_of_layer_types(hf: dict[str, Any], types: list[str], window: Optiona
 LAYER = "model.layers.{i}."
 
 
-def _biased(hf_name: str, target: str, shard: str | None = None) -> dict[str, WeightRule]:
-    """Rules for ``hf_name.weight`` and ``hf_name.bias`` (a bias the spec does not ask for is skipped)."""
-    return {f"{hf_name}.{part}": (f"{target}.{part}", shard) for part in ("weight", "bias")}
-
-
 def attention_rules(prefix: str = LAYER + "self_attn.") -> dict[str, WeightRule]:
-    rules: dict[str, WeightRule] = {}
-    for part in ("q", "k", "v"):
-        rules |= _biased(f"{prefix}{part}_proj", "layers.{i}.attn.qkv", part)
-    return rules | _biased(f"{prefix}o_proj", "layers.{i}.attn.o_proj")
+    """HF's ``{q,k,v,o}_proj`` under ``prefix``, weights and biases (a bias the spec does not ask for is skipped)."""
+    qkv = "layers.{i}.attn.qkv"
+    return module_rules({"q_proj": (qkv, "q"), "k_proj": (qkv, "k"), "v_proj": (qkv, "v"),
+                         "o_proj": ("layers.{i}.attn.o_proj", None)}, prefix=prefix)
+
+
+def megatron_layer_rules(prefix: str, attention: str) -> dict[str, WeightRule]:
+    """A layer's projections under Megatron-LM's names, which GPT-NeoX, Bloom and Falcon keep (each with
+    its own norms, and ``attention`` = its attention module's name + "."): ``{attention}query_key_value``
+    (q, k, v per head group, reordered by :func:`ungroup_qkv`), ``{attention}dense``,
+    ``mlp.dense_h_to_4h`` and ``mlp.dense_4h_to_h``, weights and biases."""
+    return module_rules(prefix=prefix, modules={
+        attention + "query_key_value": Rule("layers.{i}.attn.qkv", transform=ungroup_qkv),
+        attention + "dense": "layers.{i}.attn.o_proj",
+        "mlp.dense_h_to_4h": "layers.{i}.mlp.up", "mlp.dense_4h_to_h": "layers.{i}.mlp.down",
+    })
 
 
 def gated_mlp_rules(prefix: str = LAYER + "mlp.", target: str = "layers.{i}.mlp") -> dict[str, WeightRule]:
     """HF's ``gate_proj`` / ``up_proj`` / ``down_proj`` under ``prefix`` into the gated MLP at ``target``."""
-    return (_biased(f"{prefix}gate_proj", f"{target}.up", "gate") | _biased(f"{prefix}up_proj", f"{target}.up", "up")
-            | _biased(f"{prefix}down_proj", f"{target}.down"))
+    return module_rules({"gate_proj": (f"{target}.up", "gate"), "up_proj": (f"{target}.up", "up"),
+                         "down_proj": (f"{target}.down", None)}, prefix=prefix)
 
 
 def expert_rules(prefix: str = LAYER + "mlp.") -> dict[str, WeightRule]:

@@ -5,10 +5,13 @@ placeholders ``{i}`` (layer index) and ``{e}`` (expert index); a rule is an engi
 ``(name, shard)`` pair for one part of a fused parameter, or a :class:`Rule` when the tensor must be
 transposed (GPT-2's Conv1D stores [in, out]) or reordered (``transform``) first. A fused checkpoint
 tensor (q|k|v, gate|up) mapped with no shard is split by the parameter into its parts.
+:func:`module_rules` writes the ``.weight`` / ``.bias`` entries of a table from module names.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -59,6 +62,36 @@ class WeightTarget:
             raise ValueError(f"the transform of the weight rule for checkpoint tensor '{self.checkpoint_name}' "
                              f"(-> '{self.param_name}') returned a {type(result).__name__}, not a tensor")
         return result
+
+
+def module_rules(modules: Mapping[str, WeightRule], parts: Iterable[str] = ("weight", "bias"),
+                 prefix: str = "") -> dict[str, WeightRule]:
+    """The table entries for each part (``"weight"``, ``"bias"``) of each module in ``modules``, a map of
+    checkpoint module name (after ``prefix``) -> engine module name: ``"{prefix}{module}.{part}"`` maps to
+    the engine name with ``.{part}`` added. A ``(name, shard)`` pair or a :class:`Rule` keeps its shard,
+    transpose and transform for every part, e.g. ``module_rules({"ln_1": "layers.{i}.attn_norm",
+    "attn.q_proj": ("layers.{i}.attn.qkv", "q")}, prefix="transformer.h.{i}.")`` gives
+    ``"transformer.h.{i}.ln_1.weight": "layers.{i}.attn_norm.weight"`` and its ``.bias``, and
+    ``"transformer.h.{i}.attn.q_proj.weight": ("layers.{i}.attn.qkv.weight", "q")`` and its ``.bias``.
+    Entries come module by module, each module's parts in the order given. A bias the spec does not
+    ask for is skipped on loading, so listing it costs nothing."""
+    parts = (parts,) if isinstance(parts, str) else tuple(parts)  # "weight" alone means ("weight",), not letters
+    if not parts or any(not isinstance(part, str) or not part for part in parts):
+        raise ValueError(f"module_rules needs parts as non-empty names such as ('weight', 'bias'), got {parts!r}")
+    return {f"{prefix}{module}.{part}": _with_part(engine, part) for module, engine in modules.items()
+            for part in parts}
+
+
+def _with_part(engine: WeightRule, part: str) -> WeightRule:
+    """``engine`` (a module's rule) with ``.{part}`` added to its target, in the same form it came in."""
+    if isinstance(engine, str):
+        return f"{engine}.{part}"
+    if isinstance(engine, Rule):
+        return dataclasses.replace(engine, target=f"{engine.target}.{part}")
+    if isinstance(engine, tuple) and len(engine) == 2 and isinstance(engine[0], str):
+        return (f"{engine[0]}.{part}", engine[1])
+    raise ValueError(f"module_rules maps a module to an engine module name, a (name, shard) pair or a Rule, "
+                     f"got {engine!r}")
 
 
 def as_rule(rule: WeightRule) -> Rule:

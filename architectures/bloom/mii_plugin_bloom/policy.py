@@ -8,11 +8,11 @@ from typing import Any
 import torch
 
 from mii_core.model.alibi import AlibiAttention
-from mii_core.model.hf_common import eos_ids_from_hf
+from mii_core.model.hf_common import eos_ids_from_hf, megatron_layer_rules
 from mii_core.model.parts import DecoderParts
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
-from mii_core.model.weight_rules import Rule, ungroup_qkv
+from mii_core.model.weight_rules import module_rules
 from mii_plugin_bloom.blocks import BloomModel
 
 _LAYER = "transformer.h.{i}."
@@ -24,19 +24,10 @@ class BloomPolicy(ArchitecturePolicy):
     weight_rules = {
         "transformer.word_embeddings.weight": "embed.weight",
         "lm_head.weight": "lm_head.weight",  # skipped while tied
-    } | {
-        name + f".{part}": rule
-        for part in ("weight", "bias")
-        for name, rule in (
-            ("transformer.word_embeddings_layernorm", f"embed_norm.{part}"),
-            ("transformer.ln_f", f"final_norm.{part}"),
-            (_LAYER + "input_layernorm", f"layers.{{i}}.attn_norm.{part}"),
-            (_LAYER + "post_attention_layernorm", f"layers.{{i}}.mlp_norm.{part}"),
-            (_LAYER + "self_attention.query_key_value", Rule(f"layers.{{i}}.attn.qkv.{part}", transform=ungroup_qkv)),
-            (_LAYER + "self_attention.dense", f"layers.{{i}}.attn.o_proj.{part}"),
-            (_LAYER + "mlp.dense_h_to_4h", f"layers.{{i}}.mlp.up.{part}"),
-            (_LAYER + "mlp.dense_4h_to_h", f"layers.{{i}}.mlp.down.{part}"),
-        )
+        **module_rules({"transformer.word_embeddings_layernorm": "embed_norm", "transformer.ln_f": "final_norm"}),
+        **module_rules({"input_layernorm": "layers.{i}.attn_norm", "post_attention_layernorm": "layers.{i}.mlp_norm"},
+                       prefix=_LAYER),
+        **megatron_layer_rules(_LAYER, attention="self_attention."),
     }
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mii_core.model.hf_common import eos_ids_from_hf, rope_spec_from_hf
+from mii_core.model.hf_common import eos_ids_from_hf, megatron_layer_rules, rope_spec_from_hf
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
-from mii_core.model.weight_rules import Rule, ungroup_qkv
+from mii_core.model.weight_rules import module_rules
 
 _LAYER = "transformer.h.{i}."
 # HF's names for the layer norms, by (layout, norms before the parallel attention + MLP)
@@ -28,23 +28,15 @@ class FalconPolicy(ArchitecturePolicy):
 
     @property
     def weight_rules(self) -> dict:
-        rules = {
-            "transformer.word_embeddings.weight": "embed.weight",
-            "transformer.ln_f.weight": "final_norm.weight",
-            "transformer.ln_f.bias": "final_norm.bias",
-            "lm_head.weight": "lm_head.weight",
-        }
         attn_norm, mlp_norm = _NORM_NAMES[(self.spec.layout, self.spec.parallel_norms)]
-        for part in ("weight", "bias"):
-            rules[_LAYER + f"{attn_norm}.{part}"] = f"layers.{{i}}.attn_norm.{part}"
-            if mlp_norm is not None:
-                rules[_LAYER + f"{mlp_norm}.{part}"] = f"layers.{{i}}.mlp_norm.{part}"
-            rules[_LAYER + f"self_attention.query_key_value.{part}"] = Rule(f"layers.{{i}}.attn.qkv.{part}",
-                                                                           transform=ungroup_qkv)
-            rules[_LAYER + f"self_attention.dense.{part}"] = f"layers.{{i}}.attn.o_proj.{part}"
-            rules[_LAYER + f"mlp.dense_h_to_4h.{part}"] = f"layers.{{i}}.mlp.up.{part}"
-            rules[_LAYER + f"mlp.dense_4h_to_h.{part}"] = f"layers.{{i}}.mlp.down.{part}"
-        return rules
+        norms = {attn_norm: "layers.{i}.attn_norm"} | ({mlp_norm: "layers.{i}.mlp_norm"} if mlp_norm else {})
+        return {
+            "transformer.word_embeddings.weight": "embed.weight",
+            **module_rules({"transformer.ln_f": "final_norm"}),
+            "lm_head.weight": "lm_head.weight",
+            **module_rules(norms, prefix=_LAYER),
+            **megatron_layer_rules(_LAYER, attention="self_attention."),
+        }
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
         if hf.get("alibi"):

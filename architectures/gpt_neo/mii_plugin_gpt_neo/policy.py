@@ -9,6 +9,7 @@ from typing import Any, Optional
 from mii_core.model.hf_common import eos_ids_from_hf, plain_activation
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
+from mii_core.model.weight_rules import module_rules
 
 _LAYER = "transformer.h.{i}."
 # GPTNeoConfig's defaults when a config leaves them out
@@ -23,21 +24,14 @@ class GPTNeoPolicy(ArchitecturePolicy):
     weight_rules = {
         "transformer.wte.weight": "embed.weight",
         "transformer.wpe.weight": "positions.weight",
-        _LAYER + "ln_1.weight": "layers.{i}.attn_norm.weight",
-        _LAYER + "ln_1.bias": "layers.{i}.attn_norm.bias",
-        _LAYER + "attn.attention.q_proj.weight": ("layers.{i}.attn.qkv.weight", "q"),
-        _LAYER + "attn.attention.k_proj.weight": ("layers.{i}.attn.qkv.weight", "k"),
-        _LAYER + "attn.attention.v_proj.weight": ("layers.{i}.attn.qkv.weight", "v"),
-        _LAYER + "attn.attention.out_proj.weight": "layers.{i}.attn.o_proj.weight",
-        _LAYER + "attn.attention.out_proj.bias": "layers.{i}.attn.o_proj.bias",
-        _LAYER + "ln_2.weight": "layers.{i}.mlp_norm.weight",
-        _LAYER + "ln_2.bias": "layers.{i}.mlp_norm.bias",
-        _LAYER + "mlp.c_fc.weight": "layers.{i}.mlp.up.weight",
-        _LAYER + "mlp.c_fc.bias": "layers.{i}.mlp.up.bias",
-        _LAYER + "mlp.c_proj.weight": "layers.{i}.mlp.down.weight",
-        _LAYER + "mlp.c_proj.bias": "layers.{i}.mlp.down.bias",
-        "transformer.ln_f.weight": "final_norm.weight",
-        "transformer.ln_f.bias": "final_norm.bias",
+        # q, k and v have no biases; the output projection has one
+        **module_rules(parts="weight", prefix=_LAYER + "attn.attention.", modules={
+            "q_proj": ("layers.{i}.attn.qkv", "q"), "k_proj": ("layers.{i}.attn.qkv", "k"),
+            "v_proj": ("layers.{i}.attn.qkv", "v")}),
+        **module_rules(prefix=_LAYER, modules={
+            "ln_1": "layers.{i}.attn_norm", "attn.attention.out_proj": "layers.{i}.attn.o_proj",
+            "ln_2": "layers.{i}.mlp_norm", "mlp.c_fc": "layers.{i}.mlp.up", "mlp.c_proj": "layers.{i}.mlp.down"}),
+        **module_rules({"transformer.ln_f": "final_norm"}),
         "lm_head.weight": "lm_head.weight",  # skipped by the core while the head is tied to wte
     }
 

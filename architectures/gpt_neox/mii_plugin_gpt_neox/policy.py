@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mii_core.model.hf_common import eos_ids_from_hf, partial_rope_spec, plain_activation
+from mii_core.model.hf_common import eos_ids_from_hf, megatron_layer_rules, partial_rope_spec, plain_activation
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
-from mii_core.model.weight_rules import Rule, ungroup_qkv
+from mii_core.model.weight_rules import module_rules
 
 _LAYER = "gpt_neox.layers.{i}."
 # HF's defaults when a config leaves them out (GPTNeoXConfig's rotary_pct, rotary_emb_base)
@@ -20,23 +20,13 @@ class GPTNeoXPolicy(ArchitecturePolicy):
     checkpoint_prefix = "gpt_neox."  # checkpoints saved from GPTNeoXModel leave it out
     # older checkpoints carry the causal-mask buffers
     ignored_weights = ArchitecturePolicy.ignored_weights + (r".*\.attention\.(masked_)?bias$",)
-    weight_rules = {
-        "gpt_neox.embed_in.weight": "embed.weight",
-        "gpt_neox.final_layer_norm.weight": "final_norm.weight",
-        "gpt_neox.final_layer_norm.bias": "final_norm.bias",
-        "embed_out.weight": "lm_head.weight",
-    } | {
-        _LAYER + f"{hf_name}.{part}": rule
-        for part in ("weight", "bias")
-        for hf_name, rule in (
-            ("input_layernorm", f"layers.{{i}}.attn_norm.{part}"),
-            ("post_attention_layernorm", f"layers.{{i}}.mlp_norm.{part}"),
-            ("attention.query_key_value", Rule(f"layers.{{i}}.attn.qkv.{part}", transform=ungroup_qkv)),
-            ("attention.dense", f"layers.{{i}}.attn.o_proj.{part}"),
-            ("mlp.dense_h_to_4h", f"layers.{{i}}.mlp.up.{part}"),
-            ("mlp.dense_4h_to_h", f"layers.{{i}}.mlp.down.{part}"),
-        )
-    }
+    weight_rules = (
+        module_rules({"gpt_neox.embed_in": "embed", "embed_out": "lm_head"}, parts="weight")  # no biases
+        | module_rules({"gpt_neox.final_layer_norm": "final_norm"})
+        | module_rules({"input_layernorm": "layers.{i}.attn_norm", "post_attention_layernorm": "layers.{i}.mlp_norm"},
+                       prefix=_LAYER)
+        | megatron_layer_rules(_LAYER, attention="attention.")
+    )
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
         hidden, heads = hf["hidden_size"], hf["num_attention_heads"]

@@ -9,7 +9,7 @@ from typing import Any
 from mii_core.model.hf_common import eos_ids_from_hf, plain_activation
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec, RopeSpec
-from mii_core.model.weight_rules import Rule, rotary_pairs_to_halves
+from mii_core.model.weight_rules import Rule, module_rules, rotary_pairs_to_halves
 
 _LAYER = "transformer.h.{i}."
 # GPTJConfig's defaults; GPT-J's rotary base is fixed in its modeling code (no config field)
@@ -22,19 +22,16 @@ class GPTJPolicy(ArchitecturePolicy):
     ignored_weights = ArchitecturePolicy.ignored_weights + (r".*\.attn\.(masked_)?bias$",)
     weight_rules = {
         "transformer.wte.weight": "embed.weight",
-        _LAYER + "ln_1.weight": "layers.{i}.attn_norm.weight",
-        _LAYER + "ln_1.bias": "layers.{i}.attn_norm.bias",
-        # q and k rows turned from interleaved pairs to halves: the same scores, the core's rotary op
-        _LAYER + "attn.q_proj.weight": Rule("layers.{i}.attn.qkv.weight", "q", transform=rotary_pairs_to_halves),
-        _LAYER + "attn.k_proj.weight": Rule("layers.{i}.attn.qkv.weight", "k", transform=rotary_pairs_to_halves),
-        _LAYER + "attn.v_proj.weight": ("layers.{i}.attn.qkv.weight", "v"),
-        _LAYER + "attn.out_proj.weight": "layers.{i}.attn.o_proj.weight",
-        _LAYER + "mlp.fc_in.weight": "layers.{i}.mlp.up.weight",
-        _LAYER + "mlp.fc_in.bias": "layers.{i}.mlp.up.bias",
-        _LAYER + "mlp.fc_out.weight": "layers.{i}.mlp.down.weight",
-        _LAYER + "mlp.fc_out.bias": "layers.{i}.mlp.down.bias",
-        "transformer.ln_f.weight": "final_norm.weight",
-        "transformer.ln_f.bias": "final_norm.bias",
+        **module_rules({"ln_1": "layers.{i}.attn_norm", "mlp.fc_in": "layers.{i}.mlp.up",
+                        "mlp.fc_out": "layers.{i}.mlp.down"}, prefix=_LAYER),
+        # attention has no biases; q and k rows turned from interleaved pairs to halves: the same scores,
+        # the core's rotary op
+        **module_rules(parts="weight", prefix=_LAYER, modules={
+            "attn.q_proj": Rule("layers.{i}.attn.qkv", "q", transform=rotary_pairs_to_halves),
+            "attn.k_proj": Rule("layers.{i}.attn.qkv", "k", transform=rotary_pairs_to_halves),
+            "attn.v_proj": ("layers.{i}.attn.qkv", "v"), "attn.out_proj": "layers.{i}.attn.o_proj",
+        }),
+        **module_rules({"transformer.ln_f": "final_norm"}),
         "lm_head.weight": "lm_head.weight",
         "lm_head.bias": "lm_head_bias",
     }

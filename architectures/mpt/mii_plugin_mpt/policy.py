@@ -17,6 +17,7 @@ from mii_core.model.hf_common import eos_ids_from_hf
 from mii_core.model.parts import DecoderParts
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
+from mii_core.model.weight_rules import module_rules
 from mii_plugin_mpt.blocks import MptAttention
 from mii_plugin_mpt.config_checks import check_supported
 
@@ -26,17 +27,15 @@ EXPANSION_RATIO = 4  # HF's MptMLP is 4 × d_model wide whatever the config says
 
 class MptPolicy(ArchitecturePolicy):
     checkpoint_prefix = "transformer."
-    weight_rules = {
-        "transformer.wte.weight": "embed.weight",
-        _LAYER + "norm_1.weight": "layers.{i}.attn_norm.weight",
-        _LAYER + "attn.Wqkv.weight": "layers.{i}.attn.qkv.weight",  # [q | k | v]: split on loading
-        _LAYER + "attn.out_proj.weight": "layers.{i}.attn.o_proj.weight",
-        _LAYER + "norm_2.weight": "layers.{i}.mlp_norm.weight",
-        _LAYER + "ffn.up_proj.weight": "layers.{i}.mlp.up.weight",
-        _LAYER + "ffn.down_proj.weight": "layers.{i}.mlp.down.weight",
-        "transformer.norm_f.weight": "final_norm.weight",
-        "lm_head.weight": "lm_head.weight",  # skipped while tied
-    }
+    # no biases: check_supported refuses no_bias false, and MPT's LayerNorms have none
+    weight_rules = module_rules(parts="weight", modules={
+        "transformer.wte": "embed", "transformer.norm_f": "final_norm",
+        "lm_head": "lm_head",  # skipped while tied
+        _LAYER + "norm_1": "layers.{i}.attn_norm", _LAYER + "norm_2": "layers.{i}.mlp_norm",
+        _LAYER + "attn.Wqkv": "layers.{i}.attn.qkv",  # [q | k | v]: split on loading
+        _LAYER + "attn.out_proj": "layers.{i}.attn.o_proj",
+        _LAYER + "ffn.up_proj": "layers.{i}.mlp.up", _LAYER + "ffn.down_proj": "layers.{i}.mlp.down",
+    })
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
         check_supported(hf, EXPANSION_RATIO)

@@ -8,15 +8,12 @@ from typing import Any
 from mii_core.model.hf_common import eos_ids_from_hf
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
+from mii_core.model.weight_rules import module_rules
 
 _DECODER = "model.decoder."
 _LAYER = _DECODER + "layers.{i}."
 _POSITION_OFFSET = 2  # OPT's learned position table starts two rows in (fairseq's padding legacy)
 _LAYER_NORM_EPS = 1e-5  # HF builds OPT's LayerNorms with torch's default eps; configs carry none
-
-
-def _both(checkpoint: str, engine: str) -> dict[str, str]:
-    return {f"{checkpoint}.{part}": f"{engine}.{part}" for part in ("weight", "bias")}
 
 
 class OPTPolicy(ArchitecturePolicy):
@@ -26,14 +23,12 @@ class OPTPolicy(ArchitecturePolicy):
         _DECODER + "embed_positions.weight": "positions.weight",
         _DECODER + "project_in.weight": "project_in.weight",
         _DECODER + "project_out.weight": "project_out.weight",
-        **_both(_DECODER + "final_layer_norm", "final_norm"),
-        **_both(_LAYER + "self_attn_layer_norm", "layers.{i}.attn_norm"),
-        **{_LAYER + f"self_attn.{name}_proj.{part}": (f"layers.{{i}}.attn.qkv.{part}", name)
-           for name in ("q", "k", "v") for part in ("weight", "bias")},
-        **_both(_LAYER + "self_attn.out_proj", "layers.{i}.attn.o_proj"),
-        **_both(_LAYER + "final_layer_norm", "layers.{i}.mlp_norm"),
-        **_both(_LAYER + "fc1", "layers.{i}.mlp.up"),
-        **_both(_LAYER + "fc2", "layers.{i}.mlp.down"),
+        **module_rules({_DECODER + "final_layer_norm": "final_norm"}),
+        **module_rules(prefix=_LAYER, modules={
+            "self_attn_layer_norm": "layers.{i}.attn_norm", "final_layer_norm": "layers.{i}.mlp_norm",
+            **{f"self_attn.{name}_proj": ("layers.{i}.attn.qkv", name) for name in ("q", "k", "v")},
+            "self_attn.out_proj": "layers.{i}.attn.o_proj", "fc1": "layers.{i}.mlp.up", "fc2": "layers.{i}.mlp.down",
+        }),
         "lm_head.weight": "lm_head.weight",
     }
 

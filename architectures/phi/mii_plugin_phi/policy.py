@@ -7,6 +7,7 @@ from typing import Any
 from mii_core.model.hf_common import eos_ids_from_hf, partial_rope_spec
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
+from mii_core.model.weight_rules import module_rules
 
 _LAYER = "model.layers.{i}."
 _DEFAULT_PARTIAL_ROTARY = 0.5  # what HF's PhiConfig assumes when a config leaves it out
@@ -16,16 +17,15 @@ class PhiPolicy(ArchitecturePolicy):
     checkpoint_prefix = "model."
     weight_rules = {
         "model.embed_tokens.weight": "embed.weight",
-        "model.final_layernorm.weight": "final_norm.weight",
-        "model.final_layernorm.bias": "final_norm.bias",
+        **module_rules({"model.final_layernorm": "final_norm"}),
         "lm_head.weight": "lm_head.weight",
         "lm_head.bias": "lm_head_bias",
-        **{_LAYER + f"input_layernorm.{part}": f"layers.{{i}}.attn_norm.{part}" for part in ("weight", "bias")},
-        **{_LAYER + f"self_attn.{name}_proj.{part}": (f"layers.{{i}}.attn.qkv.{part}", name)
-           for name in ("q", "k", "v") for part in ("weight", "bias")},
-        **{_LAYER + f"self_attn.dense.{part}": f"layers.{{i}}.attn.o_proj.{part}" for part in ("weight", "bias")},
-        **{_LAYER + f"mlp.fc1.{part}": f"layers.{{i}}.mlp.up.{part}" for part in ("weight", "bias")},
-        **{_LAYER + f"mlp.fc2.{part}": f"layers.{{i}}.mlp.down.{part}" for part in ("weight", "bias")},
+        **module_rules(prefix=_LAYER, modules={
+            "input_layernorm": "layers.{i}.attn_norm",
+            **{f"self_attn.{name}_proj": ("layers.{i}.attn.qkv", name) for name in ("q", "k", "v")},
+            "self_attn.dense": "layers.{i}.attn.o_proj",
+            "mlp.fc1": "layers.{i}.mlp.up", "mlp.fc2": "layers.{i}.mlp.down",
+        }),
     }
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:

@@ -16,6 +16,7 @@ from mii_core.model.hf_common import LAYER, decoder_spec, partial_rope_spec
 from mii_core.model.parts import DecoderParts
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec, RopeSpec
+from mii_core.model.weight_rules import module_rules
 from mii_plugin_phi3.rope import LongRopeRotary
 
 LONGROPE_NAMES = ("longrope", "su", "yarn")  # Phi3Config renames su and yarn to longrope
@@ -23,17 +24,17 @@ DEFAULT_ORIGINAL_MAX = 4096  # Phi3Config's original_max_position_embeddings whe
 
 
 class Phi3Policy(ArchitecturePolicy):
-    weight_rules = {
-        "model.embed_tokens.weight": "embed.weight",
-        LAYER + "input_layernorm.weight": "layers.{i}.attn_norm.weight",
-        LAYER + "self_attn.qkv_proj.weight": "layers.{i}.attn.qkv.weight",  # [q | k | v]: split on loading
-        LAYER + "self_attn.o_proj.weight": "layers.{i}.attn.o_proj.weight",
-        LAYER + "post_attention_layernorm.weight": "layers.{i}.mlp_norm.weight",
-        LAYER + "mlp.gate_up_proj.weight": "layers.{i}.mlp.up.weight",  # [gate | up]: split on loading
-        LAYER + "mlp.down_proj.weight": "layers.{i}.mlp.down.weight",
-        "model.norm.weight": "final_norm.weight",
-        "lm_head.weight": "lm_head.weight",
-    }
+    # no biases anywhere: Phi3's projections have none and its norms are RMSNorms
+    weight_rules = (
+        module_rules({"model.embed_tokens": "embed", "model.norm": "final_norm", "lm_head": "lm_head"}, parts="weight")
+        | module_rules(parts="weight", prefix=LAYER, modules={
+            "input_layernorm": "layers.{i}.attn_norm", "post_attention_layernorm": "layers.{i}.mlp_norm",
+            "self_attn.qkv_proj": "layers.{i}.attn.qkv",  # [q | k | v]: split on loading
+            "self_attn.o_proj": "layers.{i}.attn.o_proj",
+            "mlp.gate_up_proj": "layers.{i}.mlp.up",  # [gate | up]: split on loading
+            "mlp.down_proj": "layers.{i}.mlp.down",
+        })
+    )
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
         # Phi3 reads no attention_bias / mlp_bias: its projections never have biases

@@ -21,6 +21,7 @@ from mii_core.model.hf_common import eos_ids_from_hf
 from mii_core.model.parts import DecoderParts
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec, RopeSpec
+from mii_core.model.weight_rules import module_rules
 from mii_plugin_qwen.attention import LognAttention
 from mii_plugin_qwen.rotary import ROPE_TYPE, QwenRotaryEmbedding
 
@@ -30,21 +31,18 @@ _FLAG_DTYPES = (("bf16", "bfloat16"), ("fp16", "float16"), ("fp32", "float32"))
 
 class QwenPolicy(ArchitecturePolicy):
     weight_rules = {
-        "transformer.wte.weight": "embed.weight",
-        _LAYER + "ln_1.weight": "layers.{i}.attn_norm.weight",
-        _LAYER + "attn.c_attn.weight": "layers.{i}.attn.qkv.weight",  # [q | k | v]: split on loading
-        _LAYER + "attn.c_attn.bias": "layers.{i}.attn.qkv.bias",
-        _LAYER + "attn.c_proj.weight": "layers.{i}.attn.o_proj.weight",
-        _LAYER + "attn.c_proj.bias": "layers.{i}.attn.o_proj.bias",
-        _LAYER + "ln_2.weight": "layers.{i}.mlp_norm.weight",
-        _LAYER + "mlp.w2.weight": ("layers.{i}.mlp.up.weight", "gate"),
-        _LAYER + "mlp.w1.weight": ("layers.{i}.mlp.up.weight", "up"),
-        _LAYER + "mlp.w2.bias": ("layers.{i}.mlp.up.bias", "gate"),
-        _LAYER + "mlp.w1.bias": ("layers.{i}.mlp.up.bias", "up"),
-        _LAYER + "mlp.c_proj.weight": "layers.{i}.mlp.down.weight",
-        _LAYER + "mlp.c_proj.bias": "layers.{i}.mlp.down.bias",
-        "transformer.ln_f.weight": "final_norm.weight",
-        "lm_head.weight": "lm_head.weight",
+        # the embeddings, the head and the RMSNorms: a weight, no bias
+        **module_rules({"transformer.wte": "embed", "transformer.ln_f": "final_norm", "lm_head": "lm_head",
+                        _LAYER + "ln_1": "layers.{i}.attn_norm", _LAYER + "ln_2": "layers.{i}.mlp_norm"},
+                       parts="weight"),
+        # the projections with their biases (the spec says which exist: c_attn always, the rest unless no_bias)
+        **module_rules(prefix=_LAYER, modules={
+            "attn.c_attn": "layers.{i}.attn.qkv",  # [q | k | v]: split on loading
+            "attn.c_proj": "layers.{i}.attn.o_proj",
+            # w2 is the gate, w1 the up projection: QWenMLP computes c_proj(w1(x) * silu(w2(x)))
+            "mlp.w2": ("layers.{i}.mlp.up", "gate"), "mlp.w1": ("layers.{i}.mlp.up", "up"),
+            "mlp.c_proj": "layers.{i}.mlp.down",
+        }),
     }
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:

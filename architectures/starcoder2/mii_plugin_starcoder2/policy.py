@@ -9,23 +9,19 @@ from typing import Any
 from mii_core.model.hf_common import LAYER, attention_rules, decoder_spec
 from mii_core.model.policy import ArchitecturePolicy
 from mii_core.model.spec import DecoderSpec
+from mii_core.model.weight_rules import module_rules
 
 _DEFAULT_ACT = "gelu_pytorch_tanh"  # Starcoder2Config's default (decoder_spec's is Llama's silu)
-
-
-def _with_bias(hf_name: str, target: str) -> dict[str, str]:
-    return {f"{hf_name}.{part}": f"{target}.{part}" for part in ("weight", "bias")}
 
 
 class Starcoder2Policy(ArchitecturePolicy):
     weight_rules = {
         "model.embed_tokens.weight": "embed.weight",
-        **_with_bias(LAYER + "input_layernorm", "layers.{i}.attn_norm"),
         **attention_rules(),  # q/k/v/o with their biases (skipped by the spec when use_bias is false)
-        **_with_bias(LAYER + "post_attention_layernorm", "layers.{i}.mlp_norm"),
-        **_with_bias(LAYER + "mlp.c_fc", "layers.{i}.mlp.up"),
-        **_with_bias(LAYER + "mlp.c_proj", "layers.{i}.mlp.down"),
-        **_with_bias("model.norm", "final_norm"),
+        **module_rules(prefix=LAYER, modules={
+            "input_layernorm": "layers.{i}.attn_norm", "post_attention_layernorm": "layers.{i}.mlp_norm",
+            "mlp.c_fc": "layers.{i}.mlp.up", "mlp.c_proj": "layers.{i}.mlp.down"}),
+        **module_rules({"model.norm": "final_norm"}),
         "lm_head.weight": "lm_head.weight",  # skipped while tied
     }
 
