@@ -26,7 +26,7 @@ fi
 # The checks run side by side, so that the whole script fits one 10-minute device call: Triton compiles on
 # one CPU core per process, and the kernel tests (most of their time is compiling; the attention-option
 # variants alone took 370 s in one process on the H200) are split into KERNEL_SHARDS processes by test id.
-# Each parity engine takes a twentieth of the free memory for its KV cache instead of 0.9 (a tenth each
+# Each parity engine takes a fiftieth of the free memory for its KV cache instead of 0.9 (a tenth, then a twentieth, each
 # left a real-shape kernel test out of memory on the H200 once), leaving room for
 # the other processes and the kernel tests' real-shape tensors. Kernels compiled for the GPU: the interpreter only where there is none.
 unset TRITON_INTERPRET
@@ -60,7 +60,7 @@ parity_pids=""
 i=0
 parity_shards=${PARITY_SHARDS:-8}
 while [ "$i" -lt "$parity_shards" ]; do
-    timeout -s INT -k 20 "$budget" python3 benchmarks/gpu_parity.py --kv-fraction 0.05 --shard "$i/$parity_shards" $PARITY_ARGS \
+    timeout -s INT -k 20 "$budget" python3 benchmarks/gpu_parity.py --kv-fraction 0.02 --shard "$i/$parity_shards" $PARITY_ARGS \
         > "$work/parity-$i.log" 2>&1 &
     parity_pids="$parity_pids $!"
     i=$((i + 1))

@@ -108,7 +108,8 @@ def _holds(weight, codes: torch.Tensor, scale_rows: torch.Tensor) -> bool:
     its rows, bit for bit."""
     stack = weight.data.view(torch.uint8).reshape(-1, *weight.data.shape[-2:])
     scales = weight.scale.reshape(-1, *weight.scale.shape[-2:])
-    target = codes.view(torch.uint8)
+    target = codes.view(torch.uint8).to(stack.device)
+    scale_rows = scale_rows.to(scales.device)
     for matrix, matrix_scales in zip(stack, scales):
         for start in range(matrix.shape[0] - target.shape[0] + 1):
             rows = slice(start, start + target.shape[0])

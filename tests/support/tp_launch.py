@@ -20,8 +20,10 @@ def free_port() -> int:
 
 
 def worker_env(**extra: str) -> dict:
+    # the ranks are CPU processes over gloo, as in CI, also on a GPU machine: two ranks on its one GPU would be
+    # refused by NCCL ("Duplicate GPU detected"); benchmarks/multi_gpu.py runs ranks on GPUs of their own
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("WORLD_SIZE", None)
     return {**env, **extra}
 
