@@ -16,7 +16,7 @@ from mii_core.model.quantization import QuantizedWeight, quantize_weight
 from mii_kernels.torch_ref.quant_linear import quant_linear as reference
 
 pytest.importorskip("triton", reason="triton comes with mii-kernels on Linux only")
-from mii_kernels.triton import quant_linear as triton_quant  # noqa: E402
+from mii_kernels.triton import quant_gemv, quant_linear as triton_quant  # noqa: E402
 from test_triton_ops import CUDA, DEVICE, assert_matches, cases, randn  # noqa: E402
 
 MODES = ("fp8", "wf8af16", "wf6af16")
@@ -42,6 +42,36 @@ def test_weight_only_matches_reference(mode, tokens, k, n, dtype):
     if mode == "fp8" and tokens > 8:  # the reference quantizes x here; the weight-only kernel does not
         weight = QuantizedWeight(weight.data, weight.scale, "wf8af16", weight.in_features)
     assert_matches(triton_quant.weight_only_linear(x, weight, bias), reference(x, weight, bias))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("tokens", [1, 2, 8])
+@pytest.mark.parametrize("k, n, dtype", cases(SMALL, REAL))
+def test_gemv_matches_reference(mode, tokens, k, n, dtype):
+    """The op as the engine calls it: a step of at most 8 tokens takes the GEMV (its default tiles)."""
+    x, weight, bias = _projection(tokens, k, n, dtype, mode)
+    assert quant_gemv.gemv_applies(tokens, weight)
+    assert_matches(triton_quant.TritonQuantLinear()(x, weight, bias), reference(x, weight, bias))
+
+
+@pytest.mark.parametrize("config", sorted(quant_gemv.CONFIGS))
+@pytest.mark.parametrize("tokens", [1, 3])
+@pytest.mark.parametrize("mode", ["wf8af16", "wf6af16"])
+def test_every_gemv_config_matches_reference(config, tokens, mode):
+    """Every named tile set (benchmarks/kernel_bench_quant.py compares them), each mode (lanes, reduce, dot)
+    it holds, at a ragged K (FP6 rows end mid-group)."""
+    x, weight, bias = _projection(tokens, 300, 40, torch.float32, mode)
+    actual = quant_gemv.quant_gemv(x, weight, bias, quant_gemv.launch_config(config))
+    assert_matches(actual, reference(x, weight, bias))
+
+
+def test_gemv_config_errors_name_the_keys():
+    with pytest.raises(ValueError, match="unknown quantized GEMV config 'fast'"):
+        quant_gemv.launch_config("fast")
+    with pytest.raises(ValueError, match="powers of two"):
+        quant_gemv.launch_config({3: dict(mode="lanes", block_n=8, block_k=64, warps=4, stages=1)})
+    with pytest.raises(ValueError, match="exactly the keys"):
+        quant_gemv.launch_config({1: dict(mode="lanes", block_n=8)})
 
 
 @pytest.mark.parametrize("mode, codes", [("wf8af16", [c for c in range(256) if c & 0x7F != 0x7F]),

@@ -1,6 +1,7 @@
 """Quantized linear for CUDA (contract: ``quant_linear`` in mii_core/model/ops.py).
 
-Two paths:
+Three paths:
+* steps of at most 8 tokens with a scale per output row: quant_gemv.py's GEMV (the bf16 GEMV's tiles);
 * weight-only (every mode; "fp8" in steps of at most ``FP8_WEIGHT_ONLY_MAX_TOKENS`` tokens, or on a GPU
   without FP8 GEMMs): ``_weight_only_kernel`` reads the codes (1 byte or 6 bits per weight), decodes them
   in registers (quant_decode.py), multiplies with ``tl.dot`` (tokens padded to 16 rows) into float32,
@@ -28,6 +29,7 @@ import triton.language as tl
 from mii_core.model.quant_formats import tensor_scale, to_e4m3
 from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWeight
 from mii_kernels.triton.quant_decode import DECODED_FACTOR, load_decoded, weight_format
+from mii_kernels.triton.quant_gemv import gemv_applies, launch_config, quant_gemv
 
 log = logging.getLogger(__name__)
 FP8_GEMM_CAPABILITY = (8, 9)
@@ -115,11 +117,14 @@ class TritonQuantLinear:
     """The ``quant_linear`` op (registered as a class: one per kernel set, remembering which devices it
     has logged a fallback for)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gemv_config: str | dict | None = None) -> None:
         self._capability: dict[int, tuple[int, int]] = {}
+        self.gemv_tiles = launch_config(gemv_config)
 
     def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
         tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if gemv_applies(tokens, weight):
+            return quant_gemv(x, weight, bias, self.gemv_tiles)
         if weight.quantizes_activations and weight.group_size is None and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS \
                 and self._fp8_gemm_fits(x, weight):
             return fp8_gemm_linear(x, weight, bias)
