@@ -242,7 +242,7 @@ def quant_moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: tor
                            activation)  # column groups the kernels cannot tile: correct, slower
     codes = lambda w: (w.data.view(torch.uint8), w.data.stride(), w.scale)  # noqa: E731
     return _run(x, topk_weights, topk_ids, codes(w_gate_up), codes(w_down), w_down.shape, activation,
-                weight_format(w_down.mode), group or 0)
+                weight_format(w_down.mode, x.device), group or 0)
 
 
 def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, fmt: int,

@@ -41,7 +41,10 @@ _FEW = (2, 4, 8)
 # in one run by benchmarks/kernel_bench_quant.py. A weight byte here holds one (FP8) or 4/3 (FP6) weights, so
 # the starting points take twice the bf16 GEMV's BLOCK_K for the same bytes per chunk.
 CONFIGS: dict[str, dict[int, dict]] = {
-    "default": {1: _tile("lanes", 8, 2048), **{t: _tile("dot", 32, 256, stages=4) for t in _FEW}},
+    # the fastest FP8 tiles per T on the H200 (kernel_bench_quant.py, 2026-12-02, codes decoded by bit placement:
+    # 3.23 ms for the Llama-3-8B chain at T=1 against bf16's 3.75, about bf16's time at T=2..8)
+    "default": {1: _tile("lanes", 8, 1024), **{t: _tile("dot", 32, 256, stages=4) for t in _FEW}},
+    "k2048": {1: _tile("lanes", 8, 2048), **{t: _tile("dot", 32, 256, stages=4) for t in _FEW}},
     "bf16_tiles": {1: _tile("lanes", 8, 1024), **{t: _tile("dot", 32, 128, stages=5) for t in _FEW}},
     "lanes_n16": {1: _tile("lanes", 16, 1024), **{t: _tile("reduce", 16, 512) for t in _FEW}},
     "lanes_n4": {1: _tile("lanes", 4, 4096), **{t: _tile("reduce", 8, 1024) for t in _FEW}},
@@ -110,8 +113,10 @@ def _quant_gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, featu
 
 
 def gemv_applies(tokens: int, weight: QuantizedWeight) -> bool:
-    """A few tokens and a scale per output row (not per group of columns)."""
-    return 0 < tokens <= QUANT_GEMV_MAX_TOKENS and weight.group_size is None
+    """A few tokens, FP8 codes and a scale per output row (not per group of columns). FP6 stays on
+    quant_linear.py's tl.dot kernel: decoding its 6-bit codes here ran 1.2-5x slower than there on the H200
+    (kernel_bench_quant.py, 2026-12-02: 17.4 ms at best against 14.0 for the Llama-3-8B chain at T=1)."""
+    return 0 < tokens <= QUANT_GEMV_MAX_TOKENS and weight.group_size is None and weight.mode != "wf6af16"
 
 
 def quant_gemv(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None,
@@ -124,7 +129,7 @@ def quant_gemv(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | No
     block_t = triton.next_power_of_2(tokens)
     if tile["mode"] == "dot":
         block_t = max(16, block_t)  # tl.dot needs 16 rows
-    fmt = weight_format(weight.mode)
+    fmt = weight_format(weight.mode, x.device)
     _quant_gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
         rows, weight.data.view(torch.uint8), weight.scale, bias if bias is not None else weight.scale, out,
         tokens, features_out, features_in, rows.stride(0), rows.stride(1), weight.data.stride(0),

@@ -81,7 +81,7 @@ def weight_only_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Ten
         if group < 16 or group & (group - 1):
             return grouped_scale_linear(x, weight, bias)
         block_k = min(block_k, group)
-    fmt = weight_format(weight.mode)
+    fmt = weight_format(weight.mode, x.device)
     grid = (triton.cdiv(features_out, block_n), triton.cdiv(tokens, block_m))
     _weight_only_kernel[grid](
         rows, weight.data.view(torch.uint8), weight.scale, bias if bias is not None else weight.scale, out,
