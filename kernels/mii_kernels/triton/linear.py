@@ -32,13 +32,14 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.configs import pick_config
+from mii_kernels.triton.quant_decode import load_decoded
 
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
 _MODES = {"lanes": 0, "reduce": 1, "dot": 2}
 _TILE_KEYS = {"mode", "block_n", "block_k", "warps", "stages"}
 
 
-def _tile(mode: str, block_n: int, block_k: int, warps: int = 4, stages: int = 1) -> dict:
+def make_tile(mode: str, block_n: int, block_k: int, warps: int = 4, stages: int = 1) -> dict:
     return dict(mode=mode, block_n=block_n, block_k=block_k, warps=warps, stages=stages)
 
 
@@ -50,16 +51,17 @@ _FEW = (2, 4, 8)
 CONFIGS: dict[str, dict[int, dict]] = {
     # the fastest tile per T on an H100 (benchmarks/kernel_bench_linear.py, 2026-11-25: 5.12 ms for the
     # Llama-3-8B projections at T=1 against cuBLAS's 5.63; about 3% ahead at T=2..8)
-    "default": {1: _tile("lanes", 8, 1024), 2: _tile("dot", 32, 128, stages=5),
-                4: _tile("dot", 32, 128, stages=5), 8: _tile("dot", 32, 128, stages=5)},
-    "gemv": {1: _tile("lanes", 16, 512), **{t: _tile("reduce", 16, 256) for t in _FEW}},
-    "gemv_n8": {1: _tile("lanes", 8, 1024), **{t: _tile("reduce", 8, 512) for t in _FEW}},
-    "gemv_staged": {1: _tile("lanes", 16, 512, stages=3), **{t: _tile("reduce", 16, 256, stages=3) for t in _FEW}},
-    "gemv_w8": {1: _tile("lanes", 32, 512, warps=8), **{t: _tile("reduce", 32, 256, warps=8) for t in _FEW}},
-    "reduce": {t: _tile("reduce", 16, 512) for t in (1, *_FEW)},
-    "dot": {t: _tile("dot", 16, 256, stages=4) for t in (1, *_FEW)},
-    "dot_n32": {t: _tile("dot", 32, 128, stages=5) for t in (1, *_FEW)},
-    "dot_k512": {t: _tile("dot", 16, 512, stages=3) for t in (1, *_FEW)},
+    "default": {1: make_tile("lanes", 8, 1024), 2: make_tile("dot", 32, 128, stages=5),
+                4: make_tile("dot", 32, 128, stages=5), 8: make_tile("dot", 32, 128, stages=5)},
+    "gemv": {1: make_tile("lanes", 16, 512), **{t: make_tile("reduce", 16, 256) for t in _FEW}},
+    "gemv_n8": {1: make_tile("lanes", 8, 1024), **{t: make_tile("reduce", 8, 512) for t in _FEW}},
+    "gemv_staged": {1: make_tile("lanes", 16, 512, stages=3),
+                    **{t: make_tile("reduce", 16, 256, stages=3) for t in _FEW}},
+    "gemv_w8": {1: make_tile("lanes", 32, 512, warps=8), **{t: make_tile("reduce", 32, 256, warps=8) for t in _FEW}},
+    "reduce": {t: make_tile("reduce", 16, 512) for t in (1, *_FEW)},
+    "dot": {t: make_tile("dot", 16, 256, stages=4) for t in (1, *_FEW)},
+    "dot_n32": {t: make_tile("dot", 32, 128, stages=5) for t in (1, *_FEW)},
+    "dot_k512": {t: make_tile("dot", 16, 512, stages=3) for t in (1, *_FEW)},
 }
 
 
@@ -70,17 +72,18 @@ def launch_config(config: str | dict | None = None) -> dict[int, dict]:
 
 
 def _over_default(tiles: dict) -> dict[int, dict]:
+    return tiles_over(tiles, CONFIGS["default"], "linear")
+
+
+def tiles_over(tiles: dict, default: dict[int, dict], what: str) -> dict[int, dict]:
+    """``tiles`` (token count -> tile), each checked, over ``default``'s (a GEMV op's own merge rule)."""
     for rows, tile in tiles.items():
-        _check_tile(rows, tile)
-    return {**CONFIGS["default"], **tiles}
-
-
-def _check_tile(rows, tile: dict) -> None:
-    if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
-        raise ValueError(f"linear config keys are token counts that are powers of two, not {rows!r}")
-    if set(tile) != _TILE_KEYS or tile["mode"] not in _MODES:
-        raise ValueError(f"a linear tile needs exactly the keys {sorted(_TILE_KEYS)} with mode one of "
-                         f"{sorted(_MODES)}; got {tile}")
+        if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
+            raise ValueError(f"{what} config keys are token counts that are powers of two, not {rows!r}")
+        if set(tile) != _TILE_KEYS or tile["mode"] not in _MODES:
+            raise ValueError(f"a {what} tile needs exactly the keys {sorted(_TILE_KEYS)} with mode one of "
+                             f"{sorted(_MODES)}; got {tile}")
+    return {**default, **tiles}
 
 
 class TritonLinear:
@@ -101,15 +104,25 @@ def _load(pointers, in_k, EVEN_K: tl.constexpr):
     return tl.load(pointers, mask=in_k, other=0.0)
 
 
+@triton.jit
+def _load_tile(w_rows, cols, in_k, EVEN_K: tl.constexpr, FORMAT: tl.constexpr):
+    """The [BLOCK_N, BLOCK_K] weight tile: plain values (FORMAT 0), or codes decoded in registers
+    (quant_decode.py's formats, for quant_gemv.py)."""
+    if FORMAT == 0:
+        return _load(w_rows + cols[None, :], in_k[None, :], EVEN_K)
+    return load_decoded(w_rows, cols[None, :], in_k[None, :], FORMAT)
+
+
 @triton.jit(do_not_specialize=["tokens"])
-def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, tokens, features_out, features_in, stride_xt, stride_xk,
-                 HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 MODE: tl.constexpr, EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr):
+def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_out, features_in, stride_xt,
+                 stride_xk, stride_wn, factor, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_K: tl.constexpr, MODE: tl.constexpr, EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr,
+                 PRECISION: tl.constexpr, FORMAT: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     toks = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
     # padding rows re-read the last real one, so the weight loads need no mask; the store has one
-    w_rows = w_ptr + tl.minimum(rows, features_out - 1).to(tl.int64)[:, None] * features_in
+    w_rows = w_ptr + tl.minimum(rows, features_out - 1).to(tl.int64)[:, None] * stride_wn
     x_rows = x_ptr + toks[:, None] * stride_xt
     if MODE == 0 and BLOCK_T == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
@@ -120,10 +133,10 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, tokens, features_out, features
     for start in tl.range(0, features_in, BLOCK_K, num_stages=NUM_STAGES):
         cols = start + offs_k
         in_k = cols < features_in
-        w = _load(w_rows + cols[None, :], in_k[None, :], EVEN_K)
+        w = _load_tile(w_rows, cols, in_k, EVEN_K, FORMAT)
         if MODE == 2:  # the padding tokens' rows are masked: zeros, no memory traffic
             x = tl.load(x_rows + cols[None, :] * stride_xk, mask=(toks < tokens)[:, None] & in_k[None, :], other=0.0)
-            acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
+            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=PRECISION)
         elif MODE == 0 and BLOCK_T == 1:
             acc += w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
         else:
@@ -136,10 +149,31 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, tokens, features_out, features
     else:
         result = acc
     in_n = rows < features_out
+    if FORMAT != 0:  # each output column's row scale, times the decoding's power of two
+        result = result * (tl.load(scale_ptr + rows, mask=in_n, other=0.0) * factor)[None, :]
     if HAS_BIAS:
         result += tl.load(bias_ptr + rows, mask=in_n, other=0.0).to(tl.float32)[None, :]
     out = out_ptr + toks[:, None] * features_out + rows[None, :]
     tl.store(out, result.to(out_ptr.dtype.element_ty), mask=(toks < tokens)[:, None] & in_n[None, :])
+
+
+def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
+                tile: dict, fmt: int = 0, scale: torch.Tensor | None = None, factor: float = 1.0,
+                features_in: int | None = None) -> None:
+    """``_gemv_kernel`` over ``x_rows`` [T, K] into ``out`` [T, N]: plain weights (``fmt`` 0), or codes of a
+    quant_decode format with their row ``scale`` and decoding ``factor`` (``features_in`` then counts weights,
+    not bytes)."""
+    tokens, features_out = out.shape
+    features_in = features_in if features_in is not None else weight.shape[1]
+    block_t = triton.next_power_of_2(tokens)
+    if tile["mode"] == "dot":
+        block_t = max(16, block_t)  # tl.dot needs 16 rows
+    _gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
+        x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out, tokens,
+        features_out, features_in, x_rows.stride(0), x_rows.stride(1), weight.stride(0), factor,
+        HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"], BLOCK_K=tile["block_k"],
+        MODE=_MODES[tile["mode"]], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
+        PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, num_warps=tile["warps"])
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -147,20 +181,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     rows = x.reshape(-1, x.shape[-1])  # a view for 2-D input, strided rows included
     if not _gemv_applies(rows, weight, bias):
         return torch.nn.functional.linear(x, weight, bias)
-    tokens, (features_out, features_in) = rows.shape[0], weight.shape
-    out = torch.empty((tokens, features_out), dtype=x.dtype, device=x.device)
-    tile = tile_for(tokens, tiles)
-    block_t = triton.next_power_of_2(tokens)
-    if tile["mode"] == "dot":
-        block_t = max(16, block_t)  # tl.dot needs 16 rows
-    grid = (triton.cdiv(features_out, tile["block_n"]),)
-    _gemv_kernel[grid](
-        rows, weight, bias if bias is not None else weight, out, tokens, features_out, features_in,
-        rows.stride(0), rows.stride(1), HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"],
-        BLOCK_K=tile["block_k"], MODE=_MODES[tile["mode"]], EVEN_K=features_in % tile["block_k"] == 0,
-        NUM_STAGES=tile["stages"], PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-        num_warps=tile["warps"])
-    return out.view(*x.shape[:-1], features_out)
+    out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    launch_gemv(rows, weight, bias, out, tile_for(rows.shape[0], tiles))
+    return out.view(*x.shape[:-1], weight.shape[0])
 
 
 def tile_for(tokens: int, tiles: dict[int, dict] = CONFIGS["default"]) -> dict:
