@@ -44,8 +44,9 @@ def _converts_e4m3(device_type: str, index: int | None) -> bool:
 
 @triton.jit
 def load_decoded(row_ptrs, k, mask, FORMAT: tl.constexpr):
-    """float16 tile of value·2^-8 (e4m3), value (e4m3 converted natively) or value·2^-12 (e3m2): ``row_ptrs`` the uint8 start of each
-    tile element's row, ``k`` its code index in the row (both broadcast to the tile), ``mask`` in bounds."""
+    """float16 tile of value·2^-8 (e4m3), value (e4m3 converted natively) or value·2^-12 (e3m2): ``row_ptrs``
+    the uint8 start of each tile element's row, ``k`` its code index in the row (both broadcast to the tile),
+    ``mask`` in bounds."""
     if FORMAT == 3:
         return tl.load(row_ptrs + k, mask=mask, other=0).to(tl.float8e4nv, bitcast=True).to(tl.float16)
     if FORMAT == 1:
