@@ -5,6 +5,7 @@ serving, 32 concurrent clients each with their own answer, and terminate ending 
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import transformers
 import mii_core.legacy as mii
 from mii_core.serving.errors import InvalidRequest
 from mii_server_grpc.proto import legacymodelresponse_pb2 as pb
+from mii_server_grpc.proto import modelresponse_pb2 as shared_pb  # Value and SingleStringRequest
 from support.legacy_serving import local_deployment, private_cache
 from support.serving import pid_alive
 from support.tiny_encoders import build_tiny_encoder
@@ -81,13 +83,13 @@ def test_bad_queries_are_named_and_the_deployment_keeps_serving(deployment, hf):
     with pytest.raises(InvalidRequest, match="unknown fill-mask option"):
         handle.query({"query": "a [MASK]."}, bogus=1)
     with pytest.raises(grpc.RpcError) as raised:  # a raw client: the status and the message
-        grpc_call(record, "FillMaskReply", pb.SingleStringRequest(request="no mask here"), pb.SingleStringReply)
+        grpc_call(record, "FillMaskReply", shared_pb.SingleStringRequest(request="no mask here"), pb.SingleStringReply)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "[MASK]" in raised.value.details()
     with pytest.raises(grpc.RpcError) as raised:  # another task's method
-        grpc_call(record, "ClassificationReply", pb.SingleStringRequest(request="hi"), pb.SingleStringReply)
+        grpc_call(record, "ClassificationReply", shared_pb.SingleStringRequest(request="hi"), pb.SingleStringReply)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "serves 'fill-mask', not 'text-classification'" in raised.value.details()
-    reply = grpc_call(record, "FillMaskReply", pb.SingleStringRequest(request="the [MASK] is sunny."),
+    reply = grpc_call(record, "FillMaskReply", shared_pb.SingleStringRequest(request="the [MASK] is sunny."),
                       pb.SingleStringReply)  # still serving
     assert_fill_mask_equal(json.loads(reply.response), hf("the [MASK] is sunny."))
     assert reply.time_taken > 0
@@ -143,3 +145,24 @@ def test_text_generation_over_grpc_equals_hf_greedy(checkpoint, oracle, tmp_path
             with pytest.raises(InvalidRequest, match="text-generation query has no 'query' key"):
                 handle.query({"prompt": "x"})
     assert result.response == [oracle(folder).greedy(p, 6).text for p in prompts]
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2) of a field number below 16."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_mii_legacy_clients_values_arrive_as_sent():
+    """A SingleStringRequest as MII Legacy's clients encode it (its legacymodelresponse.proto: Value is svalue 1,
+    ivalue 2, float fvalue 3, bvalue 4), the bytes written by hand: a float is field 3, wire type 5, float32."""
+    from mii_server_grpc.legacy_convert import options_of
+
+    values = {"temperature": b"\x1d" + struct.pack("<f", 0.25),  # field 3, 32-bit
+              "top_k": b"\x10\x07",  # field 2, varint 7
+              "sample": b"\x20\x01",  # field 4, varint 1
+              "label": _field(1, b"pos")}
+    wire = _field(1, b"hi") + b"".join(_field(2, _field(1, key.encode()) + _field(2, value))
+                                        for key, value in values.items())
+    message = shared_pb.SingleStringRequest.FromString(wire)
+    assert message.request == "hi"
+    assert options_of(message) == {"temperature": 0.25, "top_k": 7, "sample": True, "label": "pos"}

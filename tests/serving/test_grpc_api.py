@@ -102,13 +102,13 @@ def test_health_reports_the_replicas(grpc_api):
 
 
 def test_a_legacy_task_method_on_a_generation_deployment_is_refused(grpc_api):
-    from mii_server_grpc.proto import legacymodelresponse_pb2 as legacy_pb
+    from mii_server_grpc.proto import legacymodelresponse_pb2 as legacy_pb, modelresponse_pb2 as shared_pb
 
     _, channel, _ = grpc_api
     call = channel.unary_unary("/legacymodelresponse.ModelResponse/FillMaskReply",
-                               request_serializer=legacy_pb.SingleStringRequest.SerializeToString,
+                               request_serializer=shared_pb.SingleStringRequest.SerializeToString,
                                response_deserializer=legacy_pb.SingleStringReply.FromString)
     with pytest.raises(grpc.RpcError) as raised:
-        call(legacy_pb.SingleStringRequest(request="a [MASK]."), timeout=60)
+        call(shared_pb.SingleStringRequest(request="a [MASK]."), timeout=60)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "MII Legacy task queries go to a deployment started by mii_core.legacy.deploy" in raised.value.details()

@@ -27,8 +27,7 @@ SCALAR_FIELDS = ((bool, "bvalue"), (int, "ivalue"), (float, "dvalue"), (str, "sv
 
 
 def scalar_value(value_class: Any, obj: Any) -> Any:
-    """``obj`` as a ``value_class`` message (both protos' ``Value`` name their scalar fields alike), or None
-    when it is not a bool, int, float or str."""
+    """``obj`` as a ``value_class`` message, or None when it is not a bool, int, float or str."""
     for kind, name in SCALAR_FIELDS:
         if isinstance(obj, kind):
             return value_class(**{name: obj})

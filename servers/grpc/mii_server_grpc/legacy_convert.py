@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from mii_core.serving.errors import InvalidRequest
-from mii_server_grpc.convert import scalar_value
+from mii_server_grpc.convert import python_to_value, value_to_python
 from mii_server_grpc.proto import legacymodelresponse_pb2 as pb
+from mii_server_grpc.proto import modelresponse_pb2 as shared_pb  # Value and SingleStringRequest
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def _given(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value not in ("", b"", None) and value != []}
 
 
-def _single(message: pb.SingleStringRequest) -> dict[str, Any]:
+def _single(message: shared_pb.SingleStringRequest) -> dict[str, Any]:
     return _given(query=message.request)
 
 
@@ -67,15 +67,15 @@ def _prompts(query: dict[str, Any]) -> Any:
 METHODS = {
     "text-generation": Method("GeneratorReply", pb.MultiStringRequest, pb.MultiStringReply, _generation,
                               lambda q, kw: pb.MultiStringRequest(request=_listed(q.get("query")), query_kwargs=kw)),
-    "text-classification": Method("ClassificationReply", pb.SingleStringRequest, pb.SingleStringReply, _single,
-                                  lambda q, kw: pb.SingleStringRequest(request=q.get("query", ""), query_kwargs=kw)),
+    "text-classification": Method("ClassificationReply", shared_pb.SingleStringRequest, pb.SingleStringReply, _single,
+                                  lambda q, kw: shared_pb.SingleStringRequest(request=q.get("query", ""), query_kwargs=kw)),
     "question-answering": Method("QuestionAndAnswerReply", pb.QARequest, pb.SingleStringReply, _qa,
                                  lambda q, kw: pb.QARequest(question=q.get("question", ""),
                                                             context=q.get("context", ""), query_kwargs=kw)),
-    "fill-mask": Method("FillMaskReply", pb.SingleStringRequest, pb.SingleStringReply, _single,
-                        lambda q, kw: pb.SingleStringRequest(request=q.get("query", ""), query_kwargs=kw)),
-    "token-classification": Method("TokenClassificationReply", pb.SingleStringRequest, pb.SingleStringReply, _single,
-                                   lambda q, kw: pb.SingleStringRequest(request=q.get("query", ""), query_kwargs=kw)),
+    "fill-mask": Method("FillMaskReply", shared_pb.SingleStringRequest, pb.SingleStringReply, _single,
+                        lambda q, kw: shared_pb.SingleStringRequest(request=q.get("query", ""), query_kwargs=kw)),
+    "token-classification": Method("TokenClassificationReply", shared_pb.SingleStringRequest, pb.SingleStringReply, _single,
+                                   lambda q, kw: shared_pb.SingleStringRequest(request=q.get("query", ""), query_kwargs=kw)),
     "text-to-image": Method("Txt2ImgReply", pb.MultiStringRequest, pb.ImageReply, _images,
                             lambda q, kw: pb.MultiStringRequest(request=_listed(_prompts(q)), query_kwargs=kw,
                                                                 negative_prompt=_listed(q.get("negative_prompt")))),
@@ -88,26 +88,12 @@ METHODS = {
         lambda q, kw: pb.InpaintingRequest(prompt=_listed(_prompts(q)), image=q.get("image", b""),
                                            mask_image=q.get("mask_image", b""), query_kwargs=kw,
                                            negative_prompt=_listed(q.get("negative_prompt")))),
-    "feature-extraction": Method("EmbeddingsReply", pb.SingleStringRequest, pb.SingleStringReply, _single,
-                                 lambda q, kw: pb.SingleStringRequest(request=q.get("query", ""), query_kwargs=kw)),
+    "feature-extraction": Method("EmbeddingsReply", shared_pb.SingleStringRequest, pb.SingleStringReply, _single,
+                                 lambda q, kw: shared_pb.SingleStringRequest(request=q.get("query", ""), query_kwargs=kw)),
 }
 
 
-def value_to_python(value: pb.Value) -> Any:
-    kind = value.WhichOneof("oneof_values")
-    if kind is None:
-        raise InvalidRequest("a query_kwargs value is empty; set one of svalue, ivalue, dvalue, bvalue, jvalue")
-    if kind == "jvalue":
-        try:
-            return json.loads(value.jvalue)
-        except ValueError as exc:
-            raise InvalidRequest(f"a query_kwargs jvalue is not JSON: {exc}") from None
-    return getattr(value, kind)
-
-
-def python_to_value(obj: Any) -> pb.Value:
-    scalar = scalar_value(pb.Value, obj)
-    return scalar if scalar is not None else pb.Value(jvalue=json.dumps(obj))  # lists, dicts (else a TypeError)
+__all__ = ["METHODS", "Method", "options_of", "python_to_value", "to_reply"]
 
 
 def options_of(message: Any) -> dict[str, Any]:

@@ -23,17 +23,16 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from mii_server_grpc.proto import modelresponse_pb2 as mii__server__grpc_dot_proto_dot_modelresponse__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/mii_server_grpc/proto/legacymodelresponse.proto\x12\x13legacymodelresponse\x1a\x1bgoogle/protobuf/empty.proto\"q\n\x05Value\x12\x10\n\x06svalue\x18\x01 \x01(\tH\x00\x12\x10\n\x06ivalue\x18\x02 \x01(\x03H\x00\x12\x10\n\x06\x64value\x18\x03 \x01(\x01H\x00\x12\x10\n\x06\x62value\x18\x04 \x01(\x08H\x00\x12\x10\n\x06jvalue\x18\x05 \x01(\tH\x00\x42\x0e\n\x0coneof_values\"\xc7\x01\n\x13SingleStringRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12O\n\x0cquery_kwargs\x18\x02 \x03(\x0b\x32\x39.legacymodelresponse.SingleStringRequest.QueryKwargsEntry\x1aN\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.legacymodelresponse.Value:\x02\x38\x01\"\xde\x01\n\x12MultiStringRequest\x12\x0f\n\x07request\x18\x01 \x03(\t\x12N\n\x0cquery_kwargs\x18\x02 \x03(\x0b\x32\x38.legacymodelresponse.MultiStringRequest.QueryKwargsEntry\x12\x17\n\x0fnegative_prompt\x18\x03 \x03(\t\x1aN\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.legacymodelresponse.Value:\x02\x38\x01\"S\n\x11SingleStringReply\x12\x10\n\x08response\x18\x01 \x01(\t\x12\x12\n\ntime_taken\x18\x02 \x01(\x02\x12\x18\n\x10model_time_taken\x18\x03 \x01(\x02\"R\n\x10MultiStringReply\x12\x10\n\x08response\x18\x01 \x03(\t\x12\x12\n\ntime_taken\x18\x02 \x01(\x02\x12\x18\n\x10model_time_taken\x18\x03 \x01(\x02\"\xc5\x01\n\tQARequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\x12\x45\n\x0cquery_kwargs\x18\x03 \x03(\x0b\x32/.legacymodelresponse.QARequest.QueryKwargsEntry\x1aN\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.legacymodelresponse.Value:\x02\x38\x01\"}\n\nImageReply\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x1d\n\x15nsfw_content_detected\x18\x02 \x03(\x08\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x0e\n\x06size_w\x18\x04 \x01(\x03\x12\x0e\n\x06size_h\x18\x05 \x01(\x03\x12\x12\n\ntime_taken\x18\x06 \x01(\x02\"\xf9\x01\n ZeroShotImgClassificationRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x18\n\x10\x63\x61ndidate_labels\x18\x02 \x03(\t\x12\\\n\x0cquery_kwargs\x18\x03 \x03(\x0b\x32\x46.legacymodelresponse.ZeroShotImgClassificationRequest.QueryKwargsEntry\x1aN\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.legacymodelresponse.Value:\x02\x38\x01\"\xfe\x01\n\x11InpaintingRequest\x12\x0e\n\x06prompt\x18\x01 \x03(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x12\n\nmask_image\x18\x03 \x01(\x0c\x12\x17\n\x0fnegative_prompt\x18\x04 \x03(\t\x12M\n\x0cquery_kwargs\x18\x05 \x03(\x0b\x32\x37.legacymodelresponse.InpaintingRequest.QueryKwargsEntry\x1aN\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.legacymodelresponse.Value:\x02\x38\x01\x32\xfb\x07\n\rModelResponse\x12=\n\tTerminate\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty\"\x00\x12\x62\n\x0eGeneratorReply\x12\'.legacymodelresponse.MultiStringRequest\x1a%.legacymodelresponse.MultiStringReply\"\x00\x12i\n\x13\x43lassificationReply\x12(.legacymodelresponse.SingleStringRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12\x62\n\x16QuestionAndAnswerReply\x12\x1e.legacymodelresponse.QARequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12\x63\n\rFillMaskReply\x12(.legacymodelresponse.SingleStringRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12n\n\x18TokenClassificationReply\x12(.legacymodelresponse.SingleStringRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12Z\n\x0cTxt2ImgReply\x12\'.legacymodelresponse.MultiStringRequest\x1a\x1f.legacymodelresponse.ImageReply\"\x00\x12\x81\x01\n\x1eZeroShotImgClassificationReply\x12\x35.legacymodelresponse.ZeroShotImgClassificationRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12\\\n\x0fInpaintingReply\x12&.legacymodelresponse.InpaintingRequest\x1a\x1f.legacymodelresponse.ImageReply\"\x00\x12\x65\n\x0f\x45mbeddingsReply\x12(.legacymodelresponse.SingleStringRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/mii_server_grpc/proto/legacymodelresponse.proto\x12\x13legacymodelresponse\x1a\x1bgoogle/protobuf/empty.proto\x1a)mii_server_grpc/proto/modelresponse.proto\"\xd8\x01\n\x12MultiStringRequest\x12\x0f\n\x07request\x18\x01 \x03(\t\x12N\n\x0cquery_kwargs\x18\x02 \x03(\x0b\x32\x38.legacymodelresponse.MultiStringRequest.QueryKwargsEntry\x12\x17\n\x0fnegative_prompt\x18\x03 \x03(\t\x1aH\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.modelresponse.Value:\x02\x38\x01\"S\n\x11SingleStringReply\x12\x10\n\x08response\x18\x01 \x01(\t\x12\x12\n\ntime_taken\x18\x02 \x01(\x02\x12\x18\n\x10model_time_taken\x18\x03 \x01(\x02\"R\n\x10MultiStringReply\x12\x10\n\x08response\x18\x01 \x03(\t\x12\x12\n\ntime_taken\x18\x02 \x01(\x02\x12\x18\n\x10model_time_taken\x18\x03 \x01(\x02\"\xbf\x01\n\tQARequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\x12\x45\n\x0cquery_kwargs\x18\x03 \x03(\x0b\x32/.legacymodelresponse.QARequest.QueryKwargsEntry\x1aH\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.modelresponse.Value:\x02\x38\x01\"}\n\nImageReply\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x1d\n\x15nsfw_content_detected\x18\x02 \x03(\x08\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x0e\n\x06size_w\x18\x04 \x01(\x03\x12\x0e\n\x06size_h\x18\x05 \x01(\x03\x12\x12\n\ntime_taken\x18\x06 \x01(\x02\"\xf3\x01\n ZeroShotImgClassificationRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x18\n\x10\x63\x61ndidate_labels\x18\x02 \x03(\t\x12\\\n\x0cquery_kwargs\x18\x03 \x03(\x0b\x32\x46.legacymodelresponse.ZeroShotImgClassificationRequest.QueryKwargsEntry\x1aH\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.modelresponse.Value:\x02\x38\x01\"\xf8\x01\n\x11InpaintingRequest\x12\x0e\n\x06prompt\x18\x01 \x03(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x12\n\nmask_image\x18\x03 \x01(\x0c\x12\x17\n\x0fnegative_prompt\x18\x04 \x03(\t\x12M\n\x0cquery_kwargs\x18\x05 \x03(\x0b\x32\x37.legacymodelresponse.InpaintingRequest.QueryKwargsEntry\x1aH\n\x10QueryKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.modelresponse.Value:\x02\x38\x01\x32\xe3\x07\n\rModelResponse\x12=\n\tTerminate\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty\"\x00\x12\x62\n\x0eGeneratorReply\x12\'.legacymodelresponse.MultiStringRequest\x1a%.legacymodelresponse.MultiStringReply\"\x00\x12\x63\n\x13\x43lassificationReply\x12\".modelresponse.SingleStringRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12\x62\n\x16QuestionAndAnswerReply\x12\x1e.legacymodelresponse.QARequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12]\n\rFillMaskReply\x12\".modelresponse.SingleStringRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12h\n\x18TokenClassificationReply\x12\".modelresponse.SingleStringRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12Z\n\x0cTxt2ImgReply\x12\'.legacymodelresponse.MultiStringRequest\x1a\x1f.legacymodelresponse.ImageReply\"\x00\x12\x81\x01\n\x1eZeroShotImgClassificationReply\x12\x35.legacymodelresponse.ZeroShotImgClassificationRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x12\\\n\x0fInpaintingReply\x12&.legacymodelresponse.InpaintingRequest\x1a\x1f.legacymodelresponse.ImageReply\"\x00\x12_\n\x0f\x45mbeddingsReply\x12\".modelresponse.SingleStringRequest\x1a&.legacymodelresponse.SingleStringReply\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mii_server_grpc.proto.legacymodelresponse_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SINGLESTRINGREQUEST_QUERYKWARGSENTRY']._loaded_options = None
-  _globals['_SINGLESTRINGREQUEST_QUERYKWARGSENTRY']._serialized_options = b'8\001'
   _globals['_MULTISTRINGREQUEST_QUERYKWARGSENTRY']._loaded_options = None
   _globals['_MULTISTRINGREQUEST_QUERYKWARGSENTRY']._serialized_options = b'8\001'
   _globals['_QAREQUEST_QUERYKWARGSENTRY']._loaded_options = None
@@ -42,34 +41,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST_QUERYKWARGSENTRY']._serialized_options = b'8\001'
   _globals['_INPAINTINGREQUEST_QUERYKWARGSENTRY']._loaded_options = None
   _globals['_INPAINTINGREQUEST_QUERYKWARGSENTRY']._serialized_options = b'8\001'
-  _globals['_VALUE']._serialized_start=101
-  _globals['_VALUE']._serialized_end=214
-  _globals['_SINGLESTRINGREQUEST']._serialized_start=217
-  _globals['_SINGLESTRINGREQUEST']._serialized_end=416
-  _globals['_SINGLESTRINGREQUEST_QUERYKWARGSENTRY']._serialized_start=338
-  _globals['_SINGLESTRINGREQUEST_QUERYKWARGSENTRY']._serialized_end=416
-  _globals['_MULTISTRINGREQUEST']._serialized_start=419
-  _globals['_MULTISTRINGREQUEST']._serialized_end=641
-  _globals['_MULTISTRINGREQUEST_QUERYKWARGSENTRY']._serialized_start=338
-  _globals['_MULTISTRINGREQUEST_QUERYKWARGSENTRY']._serialized_end=416
-  _globals['_SINGLESTRINGREPLY']._serialized_start=643
-  _globals['_SINGLESTRINGREPLY']._serialized_end=726
-  _globals['_MULTISTRINGREPLY']._serialized_start=728
-  _globals['_MULTISTRINGREPLY']._serialized_end=810
-  _globals['_QAREQUEST']._serialized_start=813
-  _globals['_QAREQUEST']._serialized_end=1010
-  _globals['_QAREQUEST_QUERYKWARGSENTRY']._serialized_start=338
-  _globals['_QAREQUEST_QUERYKWARGSENTRY']._serialized_end=416
-  _globals['_IMAGEREPLY']._serialized_start=1012
-  _globals['_IMAGEREPLY']._serialized_end=1137
-  _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST']._serialized_start=1140
-  _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST']._serialized_end=1389
-  _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST_QUERYKWARGSENTRY']._serialized_start=338
-  _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST_QUERYKWARGSENTRY']._serialized_end=416
-  _globals['_INPAINTINGREQUEST']._serialized_start=1392
-  _globals['_INPAINTINGREQUEST']._serialized_end=1646
-  _globals['_INPAINTINGREQUEST_QUERYKWARGSENTRY']._serialized_start=338
-  _globals['_INPAINTINGREQUEST_QUERYKWARGSENTRY']._serialized_end=416
-  _globals['_MODELRESPONSE']._serialized_start=1649
-  _globals['_MODELRESPONSE']._serialized_end=2668
+  _globals['_MULTISTRINGREQUEST']._serialized_start=145
+  _globals['_MULTISTRINGREQUEST']._serialized_end=361
+  _globals['_MULTISTRINGREQUEST_QUERYKWARGSENTRY']._serialized_start=289
+  _globals['_MULTISTRINGREQUEST_QUERYKWARGSENTRY']._serialized_end=361
+  _globals['_SINGLESTRINGREPLY']._serialized_start=363
+  _globals['_SINGLESTRINGREPLY']._serialized_end=446
+  _globals['_MULTISTRINGREPLY']._serialized_start=448
+  _globals['_MULTISTRINGREPLY']._serialized_end=530
+  _globals['_QAREQUEST']._serialized_start=533
+  _globals['_QAREQUEST']._serialized_end=724
+  _globals['_QAREQUEST_QUERYKWARGSENTRY']._serialized_start=289
+  _globals['_QAREQUEST_QUERYKWARGSENTRY']._serialized_end=361
+  _globals['_IMAGEREPLY']._serialized_start=726
+  _globals['_IMAGEREPLY']._serialized_end=851
+  _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST']._serialized_start=854
+  _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST']._serialized_end=1097
+  _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST_QUERYKWARGSENTRY']._serialized_start=289
+  _globals['_ZEROSHOTIMGCLASSIFICATIONREQUEST_QUERYKWARGSENTRY']._serialized_end=361
+  _globals['_INPAINTINGREQUEST']._serialized_start=1100
+  _globals['_INPAINTINGREQUEST']._serialized_end=1348
+  _globals['_INPAINTINGREQUEST_QUERYKWARGSENTRY']._serialized_start=289
+  _globals['_INPAINTINGREQUEST_QUERYKWARGSENTRY']._serialized_end=361
+  _globals['_MODELRESPONSE']._serialized_start=1351
+  _globals['_MODELRESPONSE']._serialized_end=2346
 # @@protoc_insertion_point(module_scope)

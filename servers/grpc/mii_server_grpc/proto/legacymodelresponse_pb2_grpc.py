@@ -5,6 +5,7 @@ import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from mii_server_grpc.proto import legacymodelresponse_pb2 as mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2
+from mii_server_grpc.proto import modelresponse_pb2 as mii__server__grpc_dot_proto_dot_modelresponse__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -47,7 +48,7 @@ class ModelResponseStub:
                 _registered_method=True)
         self.ClassificationReply = channel.unary_unary(
                 '/legacymodelresponse.ModelResponse/ClassificationReply',
-                request_serializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.SerializeToString,
+                request_serializer=mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.SerializeToString,
                 response_deserializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.FromString,
                 _registered_method=True)
         self.QuestionAndAnswerReply = channel.unary_unary(
@@ -57,12 +58,12 @@ class ModelResponseStub:
                 _registered_method=True)
         self.FillMaskReply = channel.unary_unary(
                 '/legacymodelresponse.ModelResponse/FillMaskReply',
-                request_serializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.SerializeToString,
+                request_serializer=mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.SerializeToString,
                 response_deserializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.FromString,
                 _registered_method=True)
         self.TokenClassificationReply = channel.unary_unary(
                 '/legacymodelresponse.ModelResponse/TokenClassificationReply',
-                request_serializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.SerializeToString,
+                request_serializer=mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.SerializeToString,
                 response_deserializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.FromString,
                 _registered_method=True)
         self.Txt2ImgReply = channel.unary_unary(
@@ -82,7 +83,7 @@ class ModelResponseStub:
                 _registered_method=True)
         self.EmbeddingsReply = channel.unary_unary(
                 '/legacymodelresponse.ModelResponse/EmbeddingsReply',
-                request_serializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.SerializeToString,
+                request_serializer=mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.SerializeToString,
                 response_deserializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.FromString,
                 _registered_method=True)
 
@@ -165,7 +166,7 @@ def add_ModelResponseServicer_to_server(servicer, server):
             ),
             'ClassificationReply': grpc.unary_unary_rpc_method_handler(
                     servicer.ClassificationReply,
-                    request_deserializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.FromString,
+                    request_deserializer=mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.FromString,
                     response_serializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.SerializeToString,
             ),
             'QuestionAndAnswerReply': grpc.unary_unary_rpc_method_handler(
@@ -175,12 +176,12 @@ def add_ModelResponseServicer_to_server(servicer, server):
             ),
             'FillMaskReply': grpc.unary_unary_rpc_method_handler(
                     servicer.FillMaskReply,
-                    request_deserializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.FromString,
+                    request_deserializer=mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.FromString,
                     response_serializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.SerializeToString,
             ),
             'TokenClassificationReply': grpc.unary_unary_rpc_method_handler(
                     servicer.TokenClassificationReply,
-                    request_deserializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.FromString,
+                    request_deserializer=mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.FromString,
                     response_serializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.SerializeToString,
             ),
             'Txt2ImgReply': grpc.unary_unary_rpc_method_handler(
@@ -200,7 +201,7 @@ def add_ModelResponseServicer_to_server(servicer, server):
             ),
             'EmbeddingsReply': grpc.unary_unary_rpc_method_handler(
                     servicer.EmbeddingsReply,
-                    request_deserializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.FromString,
+                    request_deserializer=mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.FromString,
                     response_serializer=mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.SerializeToString,
             ),
     }
@@ -283,7 +284,7 @@ class ModelResponse:
             request,
             target,
             '/legacymodelresponse.ModelResponse/ClassificationReply',
-            mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.SerializeToString,
+            mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.SerializeToString,
             mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.FromString,
             options,
             channel_credentials,
@@ -337,7 +338,7 @@ class ModelResponse:
             request,
             target,
             '/legacymodelresponse.ModelResponse/FillMaskReply',
-            mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.SerializeToString,
+            mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.SerializeToString,
             mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.FromString,
             options,
             channel_credentials,
@@ -364,7 +365,7 @@ class ModelResponse:
             request,
             target,
             '/legacymodelresponse.ModelResponse/TokenClassificationReply',
-            mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.SerializeToString,
+            mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.SerializeToString,
             mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.FromString,
             options,
             channel_credentials,
@@ -472,7 +473,7 @@ class ModelResponse:
             request,
             target,
             '/legacymodelresponse.ModelResponse/EmbeddingsReply',
-            mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringRequest.SerializeToString,
+            mii__server__grpc_dot_proto_dot_modelresponse__pb2.SingleStringRequest.SerializeToString,
             mii__server__grpc_dot_proto_dot_legacymodelresponse__pb2.SingleStringReply.FromString,
             options,
             channel_credentials,
