@@ -61,6 +61,19 @@ def test_quantize_weight_fp8_per_output_row():
     assert torch.equal(q.dequantize(), weight)  # every value here is exact in e4m3 after its scale
 
 
+def test_quantize_weight_fp8_mode_one_scale_per_linear_per_row_per_expert():
+    """Mode "fp8": a linear's scale is its tensor's absmax / 448 (repeated per row); an expert stack keeps one per
+    row (its experts run weight-only)."""
+    weight = torch.tensor([[896.0, 1.0, -3.0], [0.0, 0.0, 0.0], [7.0, -3.5, 0.0625]])
+    q = quantize_weight(weight, "fp8")
+    assert q.per_tensor and q.scale.tolist() == [2.0, 2.0, 2.0]
+    assert q.data[2].float().tolist() == [3.5, -1.75, 0.03125]  # 7/2, -3.5/2, 0.0625/2: exact in e4m3
+    assert torch.equal(q.dequantize(), weight)
+    stack = quantize_weight(weight.expand(2, 3, 3), "fp8")
+    assert not stack.per_tensor and stack.scale.tolist() == [[2.0, 1.0, 1 / 64]] * 2
+    assert stack.select(1).per_tensor is False
+
+
 def test_quantize_weight_fp6_per_output_row():
     weight = torch.tensor([[56.0, 2.0, -14.0, 1.0, 0.5], [28.0, 27.0, 0.09, -0.3, 0.0]])
     q = quantize_weight(weight, "wf6af16")

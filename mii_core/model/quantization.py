@@ -7,9 +7,13 @@ reads directly), norms, biases, MoE routers and the shared-expert gate (a few [E
 routing): they stay in the model's dtype.
 
 Scales: one float32 scale per output channel (row of [N, K]; per expert and row for the stacked experts),
-``absmax(row) / largest code``. A per-channel scale is a column multiply after the GEMM, so an FP8 kernel
-still runs its GEMM with per-tensor scales, and under tensor parallelism every rank scales its own rows
-(or its own partial sums) with no exchange.
+``absmax(row) / largest code``; under tensor parallelism every rank scales its own rows (or its own partial
+sums) with no exchange. Except mode "fp8"'s linear layers: one scale per tensor (``absmax / 448``, stored
+repeated per row, ``per_tensor`` set; per rank's shard under tensor parallelism), vLLM's dynamic FP8 layout.
+Its steps of many tokens run one ``torch._scaled_mm`` with both scales and the bias in its epilogue and
+x's dtype out; a per-channel scale there was a float32 output and three more passes over it (on the H200
+fp8 W3 ran at 0.81x bf16 that way), and cuBLAS's row-wise-scaled FP8 GEMM ran at half the per-tensor rate
+(608 against 1,201 TFLOP/s, issue 18). The experts (weight-only in every mode) keep per-row scales.
 
 The mode is chosen while the model is built (``building_quantized(mode)`` around ``policy.build_model``),
 so no architecture plugin passes it along: the core's linear layers read it when they are made.
@@ -71,6 +75,7 @@ class QuantizedWeight:
     mode: str
     in_features: int
     group_size: Optional[int] = None
+    per_tensor: bool = False  # every row's scale is one value (``scale[..., 0]`` is the tensor's)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -98,10 +103,16 @@ class QuantizedWeight:
 
     def select(self, index: int) -> "QuantizedWeight":
         """One matrix of a stack (an expert of [E, N, K])."""
-        return QuantizedWeight(self.data[index], self.scale[index], self.mode, self.in_features, self.group_size)
+        return QuantizedWeight(self.data[index], self.scale[index], self.mode, self.in_features, self.group_size,
+                               self.per_tensor)
 
     def nbytes(self) -> int:
         return self.data.numel() * self.data.element_size() + self.scale.numel() * self.scale.element_size()
+
+
+def scales_per_tensor(weight: torch.Tensor, mode: str) -> bool:
+    """Whether ``weight`` takes one scale per tensor: mode "fp8"'s linear layers (2-D), see the module doc."""
+    return mode == "fp8" and weight.dim() == 2
 
 
 def quantize_weight(weight: torch.Tensor, mode: str, chunk_elements: int = 1 << 24) -> QuantizedWeight:
@@ -115,18 +126,24 @@ def quantize_weight(weight: torch.Tensor, mode: str, chunk_elements: int = 1 << 
     dtype = torch.uint8 if mode == "wf6af16" else torch.float8_e4m3fn
     data = torch.empty((rows.shape[0], width), dtype=dtype, device=weight.device)
     scale = torch.empty(rows.shape[0], dtype=torch.float32, device=weight.device)
+    per_tensor = scales_per_tensor(weight, mode)
+    if per_tensor:
+        scale.copy_(fmt.channel_scales(rows.abs().amax()[None, None], fmt.FP8_MAX).expand_as(scale))
     step = max(1, chunk_elements // max(k, 1))
     for start in range(0, rows.shape[0], step):
-        data[start:start + step], scale[start:start + step] = _quantize_rows(rows[start:start + step].float(), mode)
-    return QuantizedWeight(data.view(*weight.shape[:-1], width), scale.view(weight.shape[:-1]), mode, k)
+        chunk = slice(start, start + step)
+        data[chunk], scale[chunk] = _quantize_rows(rows[chunk].float(), mode, scale[chunk] if per_tensor else None)
+    return QuantizedWeight(data.view(*weight.shape[:-1], width), scale.view(weight.shape[:-1]), mode, k,
+                           per_tensor=per_tensor)
 
 
-def _quantize_rows(w: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes, float32 scales) of float32 rows [R, K]."""
+def _quantize_rows(w: torch.Tensor, mode: str,
+                   scale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, float32 scales) of float32 rows [R, K], each row by its own absmax unless ``scale`` is given."""
     if mode == "wf6af16":
         scale = fmt.channel_scales(w, fmt.FP6_MAX)
         return fmt.pack_fp6(fmt.encode_e3m2(w / scale.unsqueeze(-1))), scale
-    scale = fmt.channel_scales(w, fmt.FP8_MAX)
+    scale = fmt.channel_scales(w, fmt.FP8_MAX) if scale is None else scale
     return fmt.to_e4m3(w / scale.unsqueeze(-1)), scale
 
 

@@ -6,7 +6,9 @@ quantization in steps of more than 8 tokens, as the engine's contract says.
 
 Which checkpoint tensors are quantized comes from the engine model built from the folder (its quantized
 parameters have no storage: device "meta") and the family's weight rules (name → parameter, and whether the
-tensor is stored [in, out]); every quantized tensor is quantized along its output axis, one scale per row.
+tensor is stored [in, out]); every quantized tensor is quantized along its output axis, one scale per row,
+but for mode "fp8"'s linears: one scale per engine parameter (the absmax over every checkpoint tensor that
+fills it, e.g. q, k and v of a fused qkv), as vLLM's dynamic FP8.
 """
 from __future__ import annotations
 
@@ -31,17 +33,19 @@ def e3m2_table() -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def dequantized(tensor: torch.Tensor, mode: str, out_axis: int, k_groups: int = 1) -> torch.Tensor:
-    """``tensor`` through ``mode``'s weight quantization and back, one scale per slice along ``out_axis``;
-    ``k_groups`` > 1: per slice and each of that many equal parts of the input axis (a tensor-parallel
-    rank's columns of a row-parallel weight)."""
+def dequantized(tensor: torch.Tensor, mode: str, out_axis: int, k_groups: int = 1,
+                tensor_amax: float | None = None) -> torch.Tensor:
+    """``tensor`` through ``mode``'s weight quantization and back, one scale per slice along ``out_axis``
+    (or, given ``tensor_amax``, one scale for all: that absmax over the largest code); ``k_groups`` > 1: per
+    slice and each of that many equal parts of the input axis (a tensor-parallel rank's columns of a
+    row-parallel weight)."""
     if k_groups > 1:
         parts = tensor.movedim(out_axis, -2).chunk(k_groups, dim=-1)
         whole = torch.cat([dequantized(part, mode, -2) for part in parts], dim=-1)
         return whole.movedim(-2, out_axis).contiguous()
     w = tensor.double().movedim(out_axis, -2)
     largest = E3M2_MAX if mode == "wf6af16" else E4M3_MAX
-    amax = w.abs().amax(dim=-1, keepdim=True)
+    amax = w.abs().amax(dim=-1, keepdim=True) if tensor_amax is None else torch.full_like(w[..., :1], tensor_amax)
     scale = torch.where(amax > 0, amax / largest, torch.ones_like(amax)).float().double()  # float32 scales
     scaled = (w / scale).float()
     if mode == "wf6af16":
@@ -77,6 +81,7 @@ def write_reference(source: Path, dest: Path, policy, quantized: set[str], mode:
     linears: set[str] = set()
     files = sorted(dest.glob("*.safetensors"))
     assert files, f"{source} has no safetensors files"
+    param_amax = _per_tensor_amax(files, policy, quantized) if mode == "fp8" and ranks == 1 else {}
     for file in files:
         tensors = load_file(str(file))
         for name, tensor in tensors.items():
@@ -84,26 +89,52 @@ def write_reference(source: Path, dest: Path, policy, quantized: set[str], mode:
             if target is None or target.param_name not in quantized:
                 continue
             groups = ranks if target.param_name in split_columns else 1
-            tensors[name] = dequantized(tensor, mode, -1 if target.rule.transpose else -2, groups)
-            if not target.param_name.endswith(("experts.gate_up", "experts.down")):
+            tensors[name] = dequantized(tensor, mode, -1 if target.rule.transpose else -2, groups,
+                                        param_amax.get(target.param_name))
+            if not _is_expert(target.param_name):
                 linears.add(name)
         save_file(tensors, str(file), metadata={"format": "pt"})
     return dest, linears
 
 
+def _is_expert(param_name: str) -> bool:
+    return param_name.endswith(("experts.gate_up", "experts.down"))
+
+
+def _per_tensor_amax(files: Sequence[Path], policy, quantized: set[str]) -> dict[str, float]:
+    """Each quantized linear parameter's absmax over every checkpoint tensor that fills it."""
+    amax: dict[str, float] = {}
+    for file in files:
+        for name, tensor in load_file(str(file)).items():
+            target = policy.map_weight(name)
+            if target is not None and target.param_name in quantized and not _is_expert(target.param_name):
+                amax[target.param_name] = max(amax.get(target.param_name, 0.0), tensor.double().abs().max().item())
+    return amax
+
+
 def hook_fp8_inputs(model: torch.nn.Module, linear_tensors: set[str], jitter: float = 0.0) -> int:
     """Puts the input of each module whose ``weight`` is one of ``linear_tensors`` through a per-tensor
-    e4m3 quantization when it holds more than 8 tokens; returns how many modules were hooked. ``jitter``:
-    each input element first scaled by 1 ± jitter (random signs), as other kernels' rounding moves it."""
+    e4m3 quantization when the step holds more than 8 tokens; returns how many modules were hooked.
+    ``jitter``: each input element first scaled by 1 ± jitter (random signs), as other kernels' rounding
+    moves it. The step's tokens are the model's input ids, not the module input's rows: transformers'
+    DeepSeek-V2 runs kv_b_proj over every cached latent at each decode step, where the engine runs it over
+    the step's tokens."""
+    step = {"tokens": 0}
+
+    def count_step_tokens(_model, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        step["tokens"] = ids.numel() if ids is not None else kwargs["inputs_embeds"].shape[:-1].numel()
+
     def quantize_input(_module, args):
         x = args[0]
-        if x.numel() // x.shape[-1] <= WEIGHT_ONLY_MAX_TOKENS:
+        if step["tokens"] <= WEIGHT_ONLY_MAX_TOKENS:
             return None
         if jitter:
             x = x * torch.where(torch.rand_like(x) < 0.5, 1 - jitter, 1 + jitter)
         scale = (x.abs().amax().double() / E4M3_MAX).float()
         return ((x / scale).to(torch.float8_e4m3fn).to(x.dtype) * scale.to(x.dtype), *args[1:])
 
+    model.register_forward_pre_hook(count_step_tokens, with_kwargs=True)
     hooked = 0
     for name, module in model.named_modules():
         if f"{name}.weight" in linear_tensors:

@@ -93,11 +93,18 @@ def weight_only_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Ten
 
 
 def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x quantized per tensor, ``torch._scaled_mm`` on e4m3 (float32 out), × row scales, + bias."""
+    """x quantized per tensor, ``torch._scaled_mm`` on e4m3: with a per-tensor weight scale one call (both
+    scales and the bias in cuBLAS's epilogue, x's dtype out); with row scales float32 out, × row scales,
+    + bias, rounded once."""
     rows = x.reshape(-1, x.shape[-1])
     x_scale = tensor_scale(rows)
     # divided in float32, as the reference: a bf16 x / a 0-dim float32 scale would round in bf16 first
-    product = torch._scaled_mm(to_e4m3(rows.float() / x_scale), weight.data.t(), scale_a=x_scale,
+    codes = to_e4m3(rows.float() / x_scale)
+    if weight.per_tensor and (bias is None or bias.dtype == x.dtype):
+        product = torch._scaled_mm(codes, weight.data.t(), scale_a=x_scale, scale_b=weight.scale[0], bias=bias,
+                                   out_dtype=x.dtype)
+        return product.view(*x.shape[:-1], weight.shape[0])
+    product = torch._scaled_mm(codes, weight.data.t(), scale_a=x_scale,
                                scale_b=torch.ones((), dtype=torch.float32, device=x.device),
                                out_dtype=torch.float32)
     product = product * weight.scale
