@@ -8,7 +8,7 @@ Three paths:
   then scales each output column and adds the bias: the weights are read once per step, so at batch 1
   the step is bound by half (FP8) or 3/8 (FP6) of bf16's bytes.
 * "fp8" with more tokens on sm_89+ (Ada, Hopper): x quantized per tensor (one scale, amax/448, on the
-  device: no host sync) and ``torch._scaled_mm`` on the FP8 tensor cores with per-tensor scales (the
+  device: no host sync; fp8_activation.py) and ``torch._scaled_mm`` on the FP8 tensor cores with per-tensor scales (the
   issue's measurement: row-wise scales were slower than bf16); the per-output-channel weight scale is a
   column multiply on its float32 output, then the bias, rounded once to x's dtype.
 A GPU below sm_89 runs "fp8" weight-only and says so once in the log (more precise, never wrong).
@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from mii_core.model.quant_formats import tensor_scale, to_e4m3
 from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWeight
+from mii_kernels.triton.fp8_activation import quantize_per_tensor
 from mii_kernels.triton.quant_decode import DECODED_FACTOR, load_decoded, weight_format
 from mii_kernels.triton.quant_gemv import gemv_applies, launch_config, quant_gemv
 
@@ -97,9 +97,7 @@ def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor
     scales and the bias in cuBLAS's epilogue, x's dtype out); with row scales float32 out, × row scales,
     + bias, rounded once."""
     rows = x.reshape(-1, x.shape[-1])
-    x_scale = tensor_scale(rows)
-    # divided in float32, as the reference: a bf16 x / a 0-dim float32 scale would round in bf16 first
-    codes = to_e4m3(rows.float() / x_scale)
+    codes, x_scale = quantize_per_tensor(rows)
     if weight.per_tensor and (bias is None or bias.dtype == x.dtype):
         product = torch._scaled_mm(codes, weight.data.t(), scale_a=x_scale, scale_b=weight.scale[0], bias=bias,
                                    out_dtype=x.dtype)

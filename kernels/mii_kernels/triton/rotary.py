@@ -9,7 +9,7 @@ Contract (``mii_core.model.ops.rotary_write_kv``), with what this kernel accepts
   A negative slot writes nothing: padding tokens of a captured CUDA graph may use -1.
 - Returns a new contiguous [T, Hq, D] tensor holding the rotated q; the inputs are not modified.
 - An FP8 cache (float8_e4m3fn, with ``kv_scales`` [2, Hkv]) is written through its bytes (the
-  interpreter has no float8 tensors) by :func:`_e4m3_byte`, integer arithmetic that rounds as PyTorch's
+  interpreter has no float8 tensors) by :func:`e4m3.e4m3_byte`, integer arithmetic that rounds as PyTorch's
   cast does, to nearest-even: the interpreter's own float8 cast rounds differently, and one path on
   both keeps the GPU's bytes equal to the reference's.
 The arithmetic rounds where the reference does: ``x * cos`` and ``rotate_half(x) * sin`` are each
@@ -26,28 +26,8 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from mii_kernels.triton.e4m3 import e4m3_byte, has_nvidia_intrinsics
 from mii_kernels.triton.fp8_kv import check_fp8_cache
-
-
-@triton.jit
-def _e4m3_byte(y):
-    """The float8_e4m3fn byte of float32 ``y`` (finite, |y| <= 448), rounded to nearest-even."""
-    bits = y.to(tl.int32, bitcast=True)
-    sign = (bits >> 31) & 1
-    magnitude = bits & 0x7FFFFFFF
-    # normal (|y| >= 2^-6): keep exponent and 3 of float32's 23 mantissa bits, ties to even, rebias 127 -> 7
-    kept = magnitude >> 20
-    rest = magnitude & 0xFFFFF
-    up = (rest > 0x80000) | ((rest == 0x80000) & ((kept & 1) == 1))
-    normal = kept + up.to(tl.int32) - (120 << 3)
-    # subnormal (|y| < 2^-6): a multiple of 2^-9 (the scaling is exact), ties to even
-    scaled = tl.abs(y) * 512.0
-    whole = tl.floor(scaled)
-    fraction = scaled - whole
-    units = whole.to(tl.int32)
-    subnormal = units + ((fraction > 0.5) | ((fraction == 0.5) & ((units & 1) == 1))).to(tl.int32)
-    code = tl.where(tl.abs(y) < 0.015625, subnormal, normal)
-    return (code | (sign << 7)).to(tl.uint8)
 
 
 @triton.jit
@@ -62,7 +42,7 @@ def _store_heads(dst, x, h, heads, d, mask, stride_dh, stride_dd, scales, QUANTI
         else:
             inverse = 1.0 / scale
         y = tl.minimum(tl.maximum(x.to(tl.float32) * inverse, -448.0), 448.0)
-        tl.store(dst + h * stride_dh + d * stride_dd, _e4m3_byte(y), mask=mask)
+        tl.store(dst + h * stride_dh + d * stride_dd, e4m3_byte(y), mask=mask)
     else:
         tl.store(dst + h * stride_dh + d * stride_dd, x.to(dst.dtype.element_ty), mask=mask)
 
@@ -149,11 +129,6 @@ def _check(q, k, v, cos, sin, rotary_dim, k_cache, kv_scales):
     check_fp8_cache(k_cache, kv_scales, q.device, "rotary_write_kv")
 
 
-def _has_nvidia_intrinsics(q: torch.Tensor) -> bool:
-    """libdevice's round-to-nearest intrinsics: compiled for an NVIDIA GPU, not under the interpreter."""
-    return q.is_cuda and torch.version.hip is None
-
-
 def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin, rotary_dim: int,
                     k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
                     kv_scales=None) -> torch.Tensor:
@@ -179,7 +154,7 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
         q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, k_scales, v_scales,
         q_heads, kv_heads, dim, rotary_dim, k_cache.shape[1],
         *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
-        HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=_has_nvidia_intrinsics(q),
+        HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=has_nvidia_intrinsics(q),
         QUANTIZE=quantize, num_warps=4)
     return q_out
 

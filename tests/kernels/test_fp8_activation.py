@@ -1,0 +1,41 @@
+"""The FP8 GEMM path's activation quantization (``mii_kernels.triton.fp8_activation``) against PyTorch's:
+scale = absmax / 448 and codes = the float8_e4m3fn cast of x / scale (quant_formats), byte for byte."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mii_core.model import quant_formats as fmt
+
+pytest.importorskip("triton", reason="triton comes with mii-kernels on Linux only")
+from mii_kernels.triton.fp8_activation import quantize_per_tensor  # noqa: E402
+from test_triton_ops import CUDA, DEVICE, randn  # noqa: E402
+
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if CUDA else [])
+
+
+def _reference(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = fmt.tensor_scale(rows)
+    return fmt.to_e4m3(rows.float() / scale), scale
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tokens, columns", [(9, 64), (3, 1500), (40, 24)] + ([(8192, 4096)] if CUDA else []))
+def test_codes_and_scale_equal_pytorchs(dtype, tokens, columns):
+    rows = randn(tokens, columns + 6, dtype=dtype, scale=3.0)[:, 2:2 + columns]  # a strided view
+    codes, scale = quantize_per_tensor(rows)
+    want_codes, want_scale = _reference(rows)
+    assert codes.dtype == torch.float8_e4m3fn and codes.shape == rows.shape
+    assert torch.equal(scale, want_scale)
+    assert torch.equal(codes.view(torch.uint8), want_codes.view(torch.uint8))
+
+
+def test_ties_subnormals_saturation_and_zeros_by_hand():
+    # scale = 448 / 448 = 1: 1.0625 lies halfway between e4m3's 1.0 and 1.125 (ties to even: 1.0); 2^-9 · 1.5
+    # halfway between the subnormals 2^-9 and 2^-8 (to even: 2^-8); -448 the largest magnitude
+    rows = torch.tensor([[1.0625, 1.5 * 2.0 ** -9, -448.0, 0.0]], device=DEVICE)
+    codes, scale = quantize_per_tensor(rows)
+    assert scale.item() == 1.0
+    assert codes.float().tolist() == [[1.0, 2.0 ** -8, -448.0, 0.0]]
+    zero_codes, zero_scale = quantize_per_tensor(torch.zeros(2, 5, device=DEVICE))
+    assert zero_scale.item() == 1.0 and not zero_codes.float().any()
