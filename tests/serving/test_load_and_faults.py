@@ -6,6 +6,7 @@ Each test prints its figures (run with -s to see them)."""
 import http.client
 import json
 import os
+import shutil
 import signal
 import statistics
 import threading
@@ -87,25 +88,27 @@ def test_1000_requests_from_64_concurrent_clients_are_all_answered_right(demo, c
     assert min(served) > LOAD_REQUESTS // 4, f"both replicas take work: {served}"
 
 
-def long_sse_request(url, path="/mii/demo", headers=None):
-    """A streamed request that would run ~480 tokens, read until its first pieces, on a raw connection."""
+def long_sse_request(url, path="/mii/demo", headers=None, max_new_tokens=480):
+    """A streamed request that would run ``max_new_tokens`` tokens, read until its first pieces, on a raw
+    connection; returns the response, whose ``close()`` leaves (the socket lives as long as the response: the
+    connection hands it over to a response that will close it)."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    body = json.dumps({"prompts": "river", "max_new_tokens": 480, "stream": True, **GREEDY})
+    body = json.dumps({"prompts": "river", "max_new_tokens": max_new_tokens, "stream": True, **GREEDY})
     connection.request("POST", path, body, {"Content-Type": "application/json", **(headers or {})})
     response = connection.getresponse()
     assert response.status == 200
     for _ in range(3):
         assert response.readline().startswith(b"data: ")
         response.readline()
-    return connection
+    return response
 
 
 def test_a_client_that_leaves_mid_stream_cancels_its_request_and_frees_its_blocks(demo):
     cancelled_before = sum(e.get("cancelled", 0) for e in replica_engines(demo))
-    connection = long_sse_request(rest_url(demo))
+    response = long_sse_request(rest_url(demo))
     left = time.monotonic()
-    connection.close()
+    response.close()
     wait_until(lambda: sum(e.get("cancelled", 0) for e in replica_engines(demo)) == cancelled_before + 1,
                timeout=15, what="the replica to cancel the abandoned request")
     wait_until(lambda: all(e.get("running") == 0 and e.get("kv_blocks_used") == 0 for e in replica_engines(demo)),
@@ -127,23 +130,38 @@ API_KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
+LONG_TOKENS = 3500  # the running request of the queue test: a few seconds on a CPU
+
+
 @pytest.fixture(scope="module")
-def guarded(checkpoint, deploy):
+def long_context(checkpoint, tmp_path_factory):
+    """The gqa checkpoint allowing 4,096 positions (its config edited; plain rope, so greedy output on short
+    prompts is unchanged): long enough for a request that holds a sequence slot for seconds."""
+    folder = tmp_path_factory.mktemp("gqa-4096")
+    shutil.copytree(checkpoint("gqa"), folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 4096}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def guarded(long_context, deploy):
     """One sequence at a time in the engine, at most 2 requests waiting, and an API key."""
-    engine = {"state_manager": {"max_tracked_sequences": 1, "memory_config": {"mode": "allocate", "size": 32}}}
-    return deploy(checkpoint("gqa"), deployment_name="guarded", enable_restful_api=True, api_key=API_KEY,
+    engine = {"state_manager": {"max_tracked_sequences": 1, "memory_config": {"mode": "allocate", "size": 96}}}
+    return deploy(long_context, deployment_name="guarded", enable_restful_api=True, api_key=API_KEY,
                   max_queued_requests=2, inference_engine_config=engine)
 
 
-def test_past_max_queued_requests_it_is_503_with_retry_after_and_resource_exhausted(guarded, checkpoint, oracle):
-    hf, url = oracle(checkpoint("gqa")), rest_url(guarded)
+def test_past_max_queued_requests_it_is_503_with_retry_after_and_resource_exhausted(guarded, long_context, oracle):
+    hf, url = oracle(long_context), rest_url(guarded)
     # the gRPC channel connected beforehand: the queue stays full only while the running request lasts
-    # (about 1.5 s on this CPU), and a first connect inside that window sometimes outlasted it
     host, port = guarded.record.front_ends["grpc"]
     channel = grpc.insecure_channel(f"{host}:{port}")
     grpc.channel_ready_future(channel).result(timeout=30)
     stub = pb_grpc.ModelResponseStub(channel)
-    running = long_sse_request(url, "/mii/guarded", AUTH)  # holds the engine's only sequence slot
+    # holds the engine's only sequence slot (480 tokens streamed in 0.65 s here once the link sent each
+    # message at once: too short a window to fill the queue and check it)
+    running = long_sse_request(url, "/mii/guarded", AUTH, max_new_tokens=LONG_TOKENS)
     waiting = {}
 
     def wait_in_line(i):
