@@ -108,9 +108,13 @@ def _load(pointers, in_k, EVEN_K: tl.constexpr):
 def _load_tile(w_rows, cols, in_k, EVEN_K: tl.constexpr, FORMAT: tl.constexpr):
     """The [BLOCK_N, BLOCK_K] weight tile: plain values (FORMAT 0), or codes decoded in registers
     (quant_decode.py's formats, for quant_gemv.py)."""
+    # one return: Triton compiles every return statement of a function (a constexpr branch's early return
+    # too) and refuses two of different dtypes (bf16 values, float16 decoded codes)
     if FORMAT == 0:
-        return _load(w_rows + cols[None, :], in_k[None, :], EVEN_K)
-    return load_decoded(w_rows, cols[None, :], in_k[None, :], FORMAT)
+        w = _load(w_rows + cols[None, :], in_k[None, :], EVEN_K)
+    else:
+        w = load_decoded(w_rows, cols[None, :], in_k[None, :], FORMAT)
+    return w
 
 
 @triton.jit(do_not_specialize=["tokens"])

@@ -98,9 +98,13 @@ def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor
     + bias, rounded once."""
     rows = x.reshape(-1, x.shape[-1])
     codes, x_scale = quantize_per_tensor(rows)
-    if weight.per_tensor and (bias is None or bias.dtype == x.dtype):
-        product = torch._scaled_mm(codes, weight.data.t(), scale_a=x_scale, scale_b=weight.scale[0], bias=bias,
-                                   out_dtype=x.dtype)
+    # cuBLAS takes a bias in its epilogue only for a 16-bit output (float32 x: the bias added after, in float32)
+    fused_bias = bias is not None and x.dtype != torch.float32
+    if weight.per_tensor and (bias is None or (fused_bias and bias.dtype == x.dtype) or x.dtype == torch.float32):
+        product = torch._scaled_mm(codes, weight.data.t(), scale_a=x_scale, scale_b=weight.scale[0],
+                                   bias=bias if fused_bias else None, out_dtype=x.dtype)
+        if bias is not None and not fused_bias:
+            product = product + bias
         return product.view(*x.shape[:-1], weight.shape[0])
     product = torch._scaled_mm(codes, weight.data.t(), scale_a=x_scale,
                                scale_b=torch.ones((), dtype=torch.float32, device=x.device),
