@@ -125,12 +125,15 @@ BAD_CONFIGS = {
 }
 
 
-def test_fp8_kv_cache_is_refused_naming_the_option(deepseek_v2):
-    """The FP8 scales live on the core's Attention, which the latent attention is not: refused, not mis-scaled."""
-    import mii_core
+def test_unequal_k_and_v_fp8_scales_are_refused(deepseek_v2, pipeline):
+    """The value is read from the key's bytes, so one scale must serve both (tests/test_fp8_kv_cache.py runs the
+    FP8 latent cache against HF)."""
+    from mii_plugin_deepseek_v2.attention import LatentAttention
 
-    with pytest.raises(ValueError, match=r"kv_cache_dtype='auto'"):
-        mii_core.pipeline(str(deepseek_v2.path("q-lora")), inference_engine_config={"kv_cache_dtype": "fp8"})
+    model = pipeline(deepseek_v2.path("q-lora")).engine.model
+    layer = next(m for m in model.modules() if isinstance(m, LatentAttention))
+    with pytest.raises(ValueError, match="equal rows"):
+        layer.use_kv_scales(torch.tensor([[1.0], [2.0]]))
 
 
 @pytest.mark.parametrize("case", BAD_CONFIGS)

@@ -26,6 +26,8 @@ every rank.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -53,6 +55,7 @@ class LatentAttention(nn.Module):
         check_tensor_parallel(spec, ctx.world_size)
         self.kernels, self.shape = kernels, shape
         self.local_heads = shape.num_heads // ctx.world_size
+        self.local_kv_heads = 1  # the latent, whole on every rank
         self.params = AttentionParams(scale=spec.scale)
         self._build_queries(spec, ctx, device, dtype)
         self.kv_a_proj = ReplicatedLinear(spec.hidden_size, shape.latent_dim, shape.bias, kernels, device, dtype)
@@ -105,10 +108,19 @@ class LatentAttention(nn.Module):
         q = self.latent_queries(hidden, cos, sin, w_uk)
         # the value is the key's first kv_lora_rank features (kv_cache[1] is that view): only the key is written
         q = self.kernels.rotary_write_kv(q, self.latent_keys(hidden, cos, sin), None, None, None, 0,
-                                         kv_cache[0], kv_cache[1], batch.slot_mapping)
+                                         kv_cache[0], kv_cache[1], batch.slot_mapping, self.params.kv_scales)
         mixed = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.params)  # [T, H, kv_lora_rank]
         values = torch.bmm(mixed.transpose(0, 1), w_uv.transpose(1, 2)).transpose(0, 1)      # [T, H, v_head_dim]
         return self.o_proj(values.reshape(-1, self.local_heads * self.shape.v_head_dim))
+
+
+    def use_kv_scales(self, kv_scales: torch.Tensor) -> None:
+        """An FP8 cache of the latent: float32 [2, 1], K's scale and V's, which must be equal (the value is read
+        from the key's bytes, written with K's scale)."""
+        if tuple(kv_scales.shape) != (2, 1) or not torch.equal(kv_scales[0], kv_scales[1]):
+            raise ValueError(f"the latent KV cache takes one FP8 scale for K and V alike (the value is the key's "
+                             f"first features): kv_scales must be [2, 1] with equal rows, got {kv_scales.tolist()}")
+        self.params = replace(self.params, kv_scales=kv_scales)
 
 
 def _full_precision_unless_shipped(build):
