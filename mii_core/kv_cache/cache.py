@@ -8,7 +8,7 @@ three layouts (the family's :class:`~mii_core.model.spec.DecoderSpec` chooses):
 * values of another width: one plane of ``head_dim + value_dim`` features, [key | value], so neither is
   padded to the other's width;
 * ``value_in_key``: one plane of keys only; a value is a view of its key's first ``value_dim`` features
-  (multi-head latent attention, whose latent is both).
+  (a family whose one compressed vector per token serves as both).
 
 Whatever the layout, :meth:`KVCache.layer` gives (keys [blocks, block_size, kv_heads, head_dim], values
 [blocks, block_size, kv_heads, value_dim]), unit stride along the features, as the kernel ops take them.

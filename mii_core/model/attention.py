@@ -28,7 +28,7 @@ Rope = tuple[torch.Tensor, torch.Tensor] | None
 class HoldsKVScales(Protocol):
     """What an attention part offers to store its keys and values in an FP8 KV cache (``engine/kv_dtype.py``
     gives every such part of a model its scales): :class:`Attention`, or a family's own part that writes the
-    cache (DeepSeek-V2's latent attention)."""
+    cache itself."""
 
     local_kv_heads: int
 

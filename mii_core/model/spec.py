@@ -77,7 +77,7 @@ class DecoderSpec:
     attention_scale: Optional[float] = None  # None: head_dim ** -0.5
     # what a KV-cache slot holds besides num_kv_heads keys of head_dim: values of value_head_dim features
     # (None: head_dim), stored beside the keys, or (value_in_key) read as the first value_head_dim features of
-    # the key, so the cache stores keys only (multi-head latent attention's latent is both)
+    # the key, so the cache stores keys only (one compressed vector per token serving as both)
     value_head_dim: Optional[int] = None
     value_in_key: bool = False
     # the float32 logits soft-capped, tanh(x / cap) * cap (Gemma 2 / 3's final_logit_softcapping); None: as they are
