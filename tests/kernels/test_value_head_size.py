@@ -189,3 +189,32 @@ def test_triton_write_matches_the_reference(name):
     reference_write(q, k, v, None, None, 0, *theirs.layer(0), batch.slot_mapping)
     assert torch.equal(ours.data, theirs.data)
     assert torch.equal(ours.layer(0)[0].reshape(-1, kv_heads, key_dim)[batch.slot_mapping], k)
+
+
+@pytest.mark.skipif(CUDA and torch.cuda.get_device_capability() < (8, 9), reason="FP8 needs sm_89 or newer")
+@pytest.mark.parametrize("name", ["in-key", "mla-16"])
+def test_triton_fp8_values_read_from_fp8_keys(name):
+    """An e4m3 cache whose values are its keys' bytes: written by the Triton write (v None) with one scale, not
+    a power of two, for K and V alike; read by the Triton attention as the reference reads it."""
+    q_heads, kv_heads, key_dim, value_dim, in_key = layout = TRITON_LAYOUTS[name]
+    seqs = [(0, 3), (5, 1)] if key_dim > 256 and not CUDA else [(0, 9), (20, 1), (4, 6)]
+    q, _, _, batch, _ = make_case(layout, [(0, seen + new) for seen, new in seqs], seed=8)
+    cache = cache_of(kv_heads, key_dim, value_dim, in_key, batch.block_tables.max().item() + 1,
+                     torch.float8_e4m3fn)
+    keys, values = cache.layer(0)
+    k = torch.randn((q.shape[0], kv_heads, key_dim), generator=torch.Generator(DEVICE).manual_seed(9),
+                    device=DEVICE).to(q.dtype)
+    scales = torch.full((2, kv_heads), 0.37, device=DEVICE)
+    attend, write = triton_ops()
+    write(q, k, None, None, None, 0, keys, values, batch.slot_mapping, scales)  # every token's key, then attend
+    params = AttentionParams(key_dim ** -0.5, kv_scales=scales)
+    stored = keys.view(torch.uint8).view(-1, kv_heads, key_dim)[batch.slot_mapping].view(torch.float8_e4m3fn)
+    assert torch.equal(stored.float(), (k.float() / 0.37).to(torch.float8_e4m3fn).float())
+    decode_batch = build_ragged_batch([[0] * new for _, new in seqs], [seen for seen, _ in seqs],
+                                      batch.block_tables.tolist(), BLOCK, DEVICE)
+    rows = torch.cat([torch.arange(s, s + new) + seen for (seen, new), s in
+                      zip(seqs, batch.query_start[:-1].tolist())]).to(DEVICE)
+    got = attend(q[rows], keys, values, decode_batch, params)
+    torch.testing.assert_close(got.float(), reference(q[rows].float(), keys, values, decode_batch,
+                                                      AttentionParams(key_dim ** -0.5, kv_scales=scales)).float(),
+                               **TOLERANCE)
