@@ -139,7 +139,9 @@ def triton_ops():
 
 
 TRITON_LAYOUTS = {**LAYOUTS, "in-key-72-64": (4, 1, 72, 64, True),
-                  # 576 / 512: huge heads; 32 query heads on one KV head take two programs of 16
+                  # keys over 256 features, no power of two: two products (256 + a masked 64-wide tail)
+                  "in-key-300-256": (4, 1, 300, 256, True), "beside-288-96": (4, 2, 288, 96, False),
+                  # 576 / 512: huge heads (512 + 64); 32 query heads on one KV head take two programs of 16
                   "mla-16": MLA, "mla-32": (32, 1, 576, 512, True)}
 TRITON_SEQS = {True: [(0, 40), (300, 1), (70, 30), (1000, 1)], False: [(0, 5), (9, 1), (3, 4), (20, 1)]}
 

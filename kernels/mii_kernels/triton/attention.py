@@ -17,7 +17,8 @@ are (query token, head of the group) pairs, the group padded to a power of two a
 padded features a head (multi-head latent attention: 576-feature keys, padded to 1024, over one KV head
 shared by every query head) caps a program's rows at ``group_rows_huge_d`` query heads, so a big group is
 split over several programs, each reading the keys again: correct, but a large MQA group then reads the
-cache ``group / group_rows_huge_d`` times, and the padding costs (1024 - 576) / 1024 of each q·k product.
+cache ``group / group_rows_huge_d`` times. A key over 256 features that is no power of two is two products,
+its first power of two and the rest (576 = 512 + 64), rather than one padded to 1024.
 
 Values may be narrower or wider than keys (``DV``): a value tile is loaded with its own feature range, and
 ``v_cache`` may be a view of ``k_cache``'s first DV features (the same bytes, read through its strides).
@@ -112,14 +113,16 @@ def _tanh(x):
 
 
 @triton.jit
-def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
+def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
             BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
-            DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr, USE_WINDOW: tl.constexpr,
-            USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+            D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr,
+            USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
             NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     """Online softmax of rows ``q`` [M, D_PAD] at positions ``q_pos`` over keys [key_lo, key_hi), values of
-    ``DV`` features (``acc`` [M, DV_PAD]).
+    ``DV`` features (``acc`` [M, DV_PAD]). With ``D_TAIL_PAD`` (a huge key that is no power of two: 576 =
+    512 + 64) the key's first ``D_PAD`` features and the rest (``q_tail`` [M, D_TAIL_PAD]) are two products
+    summed, rather than one over a key padded to 1024.
 
     ``acc``, ``m_i``, ``l_i`` (unnormalised output, running max and sum, log2 domain) go in and come out
     updated. Without ``MASKED`` the range must hold whole tiles every row sees: no mask is computed.
@@ -145,7 +148,15 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
             k = tl.load(k_cache + row + offs_d[None, :])
         if FP8_KV:  # e4m3 bytes: exact in q's dtype; the K scale is in qk_scale
             k = k.to(tl.float8e4nv, bitcast=True).to(q.dtype)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        if D_TAIL_PAD > 0:
+            offs_t = D_PAD + tl.arange(0, D_TAIL_PAD)
+            k_tail = tl.load(k_cache + row + offs_t[None, :], other=0.0,
+                             mask=(key_ok if MASKED else keys >= 0)[:, None] & (offs_t[None, :] < D))
+            if FP8_KV:
+                k_tail = k_tail.to(tl.float8e4nv, bitcast=True).to(q.dtype)
+            s += tl.dot(q_tail, tl.trans(k_tail), input_precision=PRECISION)
+        s = s * qk_scale
         if USE_SOFTCAP:
             s = _tanh(s) * cap
         if USE_ALIBI:
@@ -173,30 +184,40 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
 
 
 @triton.jit
-def _attend_range(q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi, kv_head,
-                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
+def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi,
+                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                   M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
-                  D_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr,
-                  USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
-                  FP8_KV: tl.constexpr):
+                  D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
+                  USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+                  NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     """Keys [key_lo, key_hi), of which every row sees [full_lo, full_hi): whole tiles of that part run
     without masks, the edges (window start, causal diagonal, context end) with them. Returns (acc, m, l)."""
     m_i = tl.full([M], NEG_BIG, tl.float32)
     l_i = tl.zeros([M], tl.float32)
     acc = tl.zeros([M, DV_PAD], tl.float32)
     full_hi = full_lo + tl.maximum(full_hi - full_lo, 0) // BLOCK_N * BLOCK_N
-    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, kv_head,
-                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                            BLOCK_N, BLOCK_SIZE, D, D_PAD, DV, DV_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1,
-                            PRECISION, FP8_KV)
-    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi, kv_head,
-                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                            BLOCK_N, BLOCK_SIZE, D, D_PAD, DV, DV_PAD, False, USE_WINDOW, USE_ALIBI, USE_SOFTCAP,
-                            NUM_STAGES, PRECISION, FP8_KV)
-    return _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi, kv_head,
-                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                   BLOCK_N, BLOCK_SIZE, D, D_PAD, DV, DV_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION,
-                   FP8_KV)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
+                            window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
+                            USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
+                            window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, False, USE_WINDOW,
+                            USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+    return _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi,
+                   kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
+                   window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
+                   USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
+
+
+@triton.jit
+def _load_tail(q_rows, row_ok, D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, placeholder):
+    """The query features past the first ``D_PAD`` ([M, D_TAIL_PAD], from row pointers ``q_rows`` [M, 1]), or
+    ``placeholder`` (never read) when the key has no tail."""
+    if D_TAIL_PAD > 0:
+        offs_t = D_PAD + tl.arange(0, D_TAIL_PAD)
+        return tl.load(q_rows + offs_t[None, :], mask=row_ok[:, None] & (offs_t[None, :] < D), other=0.0)
+    return placeholder
 
 
 @triton.jit
@@ -255,10 +276,10 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
                     stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                     G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr, DV: tl.constexpr,
-                    DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                    SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
-                    FP8_KV: tl.constexpr):
+                    BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr,
+                    DV: tl.constexpr, DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
+                    USE_SOFTCAP: tl.constexpr, SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr,
+                    PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     tile = tl.program_id(0)
     seq = _find_sequence(query_start, num_seqs, tile, BLOCK_Q)
     q_start = tl.load(query_start + seq)
@@ -276,19 +297,20 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     q_pos = tl.where(row_ok, context - q_len + token, -1)
     slope = _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI)
     offs_d = tl.arange(0, D_PAD)
-    q_off = (q_start + token).to(tl.int64)[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :]
+    q_row = q + (q_start + token).to(tl.int64)[:, None] * stride_qt + head[:, None] * stride_qh
     io_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    q_tile = tl.load(q + q_off, mask=io_mask, other=0.0)
+    q_tile = tl.load(q_row + offs_d[None, :], mask=io_mask, other=0.0)
+    q_tail = _load_tail(q_row, row_ok, D, D_PAD, D_TAIL_PAD, q_tile)
     first_pos = context - q_len + local * BLOCK_Q
     last_pos = tl.minimum(first_pos + BLOCK_Q, context) - 1
     table_row = block_tables + seq.to(tl.int64) * stride_bt
     k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
-    acc, m_i, l_i = _attend_range(q_tile, q_pos, slope, k_cache, v_cache, table_row,
+    acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row,
                                   _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
                                   first_pos + 1, last_pos + 1, kv_head,
                                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale * k_scale,
-                                  cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, DV, DV_PAD, USE_WINDOW,
-                                  USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+                                  cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD,
+                                  USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
     offs_dv = tl.arange(0, DV_PAD)
     o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
@@ -302,10 +324,9 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                   D: tl.constexpr, D_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
-                   USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr, SPLIT: tl.constexpr,
-                   NUM_STAGES: tl.constexpr,
-                   PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
+                   D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr,
+                   DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+                   SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     index = tl.program_id(0)
     split = tl.program_id(2)
     seq = tl.load(decode_seqs + index)
@@ -317,7 +338,9 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
     slope = _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI)
     offs_d = tl.arange(0, D_PAD)
     io_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    q_tile = tl.load(q + token * stride_qt + head[:, None] * stride_qh + offs_d[None, :], mask=io_mask, other=0.0)
+    q_row = q + token * stride_qt + head[:, None] * stride_qh
+    q_tile = tl.load(q_row + offs_d[None, :], mask=io_mask, other=0.0)
+    q_tail = _load_tail(q_row, row_ok, D, D_PAD, D_TAIL_PAD, q_tile)
     key_lo = _first_key(context - 1, window, USE_WINDOW)
     key_hi = context
     if SPLIT:  # an even share of this sequence's key tiles, whole tiles each
@@ -326,10 +349,11 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         key_hi = tl.minimum(key_hi, key_lo + tiles_per_split * BLOCK_N)
     table_row = block_tables + seq * stride_bt
     k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
-    acc, m_i, l_i = _attend_range(q_tile, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo, key_hi,
-                                  key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                  qk_scale * k_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, DV, DV_PAD,
-                                  USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+    acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo,
+                                  key_hi, key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
+                                  stride_vh, qk_scale * k_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
+                                  D_TAIL_PAD, DV, DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION,
+                                  FP8_KV)
     empty = l_i == 0.0
     l_i = tl.where(empty, 1.0, l_i)
     result = acc / l_i[:, None] * v_scale
@@ -411,7 +435,7 @@ def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
     strides = (out.stride(0), out.stride(1), q.stride(0), q.stride(1), batch.block_tables.stride(0),
                *k_cache.stride()[:3], *v_cache.stride()[:3], qk_scale, cap_log2, params.window or 0)
     dim, value_dim = q.shape[2], v_cache.shape[3]
-    meta = dict(BLOCK_SIZE=batch.block_size, D=dim, D_PAD=max(16, triton.next_power_of_2(dim)), DV=value_dim,
+    meta = dict(BLOCK_SIZE=batch.block_size, D=dim, **_key_tiles(dim), DV=value_dim,
                 DV_PAD=max(16, triton.next_power_of_2(value_dim)),
                 USE_WINDOW=params.window is not None, USE_ALIBI=params.alibi_slopes is not None,
                 USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
@@ -419,6 +443,17 @@ def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
     slopes = params.alibi_slopes if params.alibi_slopes is not None else q  # a placeholder, never read
     kv_scales = params.kv_scales if params.kv_scales is not None else q  # a placeholder, never read
     return (slopes, kv_scales), strides, meta
+
+
+def _key_tiles(dim: int) -> dict:
+    """D_PAD, the key features of the main product (a power of two, at least 16), and D_TAIL_PAD, those of a
+    second one (0: none). A key wider than 256 that is no power of two is split as 576 = 512 + 64 rather
+    than padded to 1024; narrower ones keep one padded product (80 → 128), as they always have."""
+    padded = max(16, triton.next_power_of_2(dim))
+    if padded <= 256 or padded == dim:
+        return dict(D_PAD=padded, D_TAIL_PAD=0)
+    main = padded // 2
+    return dict(D_PAD=main, D_TAIL_PAD=max(16, triton.next_power_of_2(dim - main)))
 
 
 def _cache_views(k_cache, v_cache):
@@ -431,7 +466,7 @@ def _cache_views(k_cache, v_cache):
 def _head_size_class(meta: dict) -> str:
     """The suffix of the config keys for this head size: "" up to 128 padded features, "_large_d" up to
     256, "_huge_d" beyond (smaller tiles, and at most ``group_rows_huge_d`` query heads a program)."""
-    padded = max(meta["D_PAD"], meta["DV_PAD"])
+    padded = max(meta["D_PAD"] + meta["D_TAIL_PAD"], meta["DV_PAD"])
     return "" if padded <= 128 else "_large_d" if padded <= 256 else "_huge_d"
 
 
