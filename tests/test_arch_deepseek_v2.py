@@ -77,6 +77,19 @@ def test_last_token_logits_close_to_hf(deepseek_v2, oracle, pipeline, variant):
     assert_last_logits_close(pipeline, oracle, deepseek_v2.path(variant))
 
 
+def test_kv_cache_holds_the_latent_and_rope_key_once(deepseek_v2, pipeline):
+    """By hand: kv_lora_rank 16 + qk_rope_head_dim 8 = 24 float32 features, 96 bytes a token and layer (the
+    up-projected keys and values would take 4 heads × (16 + 12) features, 448 bytes); the value is a view of
+    the key's first 16 features, not a copy."""
+    engine = pipeline(deepseek_v2.path("q-lora"), dtype="float32").engine
+    shape = engine.kv_cache.shape
+    assert shape.bytes_per_token // shape.num_layers == 96
+    assert engine.kv_cache.data.numel() * 4 == (engine.kv_cache.num_blocks + 1) * shape.block_size * 96 * LAYERS
+    keys, values = engine.kv_cache.layer(0)
+    assert keys.shape[2:] == (1, 24) and values.shape[2:] == (1, 16)
+    assert values.data_ptr() == keys.data_ptr() and values.stride() == keys.stride()
+
+
 def test_moe_layer_freq_makes_the_layers_off_its_grid_dense():
     """DeepSeek's code: layer i is sparse when i >= first_k_dense_replace and i % moe_layer_freq == 0."""
     from mii_plugin_deepseek_v2.config import moe_spec
@@ -112,12 +125,15 @@ BAD_CONFIGS = {
 }
 
 
-def test_fp8_kv_cache_is_refused_naming_the_option(deepseek_v2):
-    """The FP8 scales live on the core's Attention, which the latent attention is not: refused, not mis-scaled."""
-    import mii_core
+def test_unequal_k_and_v_fp8_scales_are_refused(deepseek_v2, pipeline):
+    """The value is read from the key's bytes, so one scale must serve both (tests/test_fp8_kv_cache.py runs the
+    FP8 latent cache against HF)."""
+    from mii_plugin_deepseek_v2.attention import LatentAttention
 
-    with pytest.raises(ValueError, match=r"kv_cache_dtype='auto'"):
-        mii_core.pipeline(str(deepseek_v2.path("q-lora")), inference_engine_config={"kv_cache_dtype": "fp8"})
+    model = pipeline(deepseek_v2.path("q-lora")).engine.model
+    layer = next(m for m in model.modules() if isinstance(m, LatentAttention))
+    with pytest.raises(ValueError, match="equal rows"):
+        layer.use_kv_scales(torch.tensor([[1.0], [2.0]]))
 
 
 @pytest.mark.parametrize("case", BAD_CONFIGS)

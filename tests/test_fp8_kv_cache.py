@@ -2,7 +2,8 @@
 reference: HF transformers with every key and value rounded through float8 e4m3 where its cache stores
 them (``Cache.update``: after rotary, before attention), the way the ops' contract says the engine stores
 them. Greedy output must match under every schedule of the kit, on Llama (MHA), Mistral (GQA), Bloom
-(ALiBi) and Gemma 2 (attention soft-cap and a sliding window). On a GPU (benchmarks/gpu_checks.sh runs
+(ALiBi), Gemma 2 (attention soft-cap and a sliding window) and DeepSeek-V2 (a cache of the latent: HF's
+cache stores the normalised latent and the rotated rope key too). On a GPU (benchmarks/gpu_checks.sh runs
 this file there) the engine runs the Triton kernels and decode CUDA graphs in float32 against the same
 float32 reference on the CPU."""
 from unittest import mock
@@ -27,6 +28,7 @@ FAMILIES = {
     "mistral-gqa": checkpoints.family("test_arch_mistral", "full"),
     "bloom-alibi": checkpoints.family("test_arch_bloom", "8-heads"),
     "gemma2-softcap-window": checkpoints.family("test_arch_gemma2", "window"),
+    "deepseek-v2-latent": checkpoints.family("test_arch_deepseek_v2", "q-lora"),
 }
 NEW_TOKENS = {"gemma2-softcap-window": 40}  # past its 16-token window
 

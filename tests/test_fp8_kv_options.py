@@ -50,8 +50,8 @@ def test_a_kernel_without_fp8_support_is_refused_by_name():
         prepare_kv_cache_dtype("fp8", NoAttention(), torch.bfloat16, kernels, torch.device("cpu"))
 
 
-def test_a_model_without_core_attention_is_refused():
-    with pytest.raises(ValueError, match="no attention layer built on mii_core.model.attention.Attention"):
+def test_a_model_without_an_attention_taking_scales_is_refused():
+    with pytest.raises(ValueError, match=r"no attention layer.*HoldsKVScales.*kv_cache_dtype='auto'"):
         prepare_kv_cache_dtype("fp8", NoAttention(), torch.bfloat16, kernel_set(), torch.device("cpu"))
 
 

@@ -132,16 +132,18 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     state_config = config.inference_engine_config.state_manager
     spec = policy.spec
     cache_dtype = prepare_kv_cache_dtype(config.inference_engine_config.kv_cache_dtype, model, dtype, kernels, device)
+    # the slot the family declares: KV heads, the key's and the value's features, or a value read from its key
     shape = KVCacheShape(spec.num_layers, local_kv_heads(spec.num_kv_heads, ctx.world_size), spec.head_dim,
-                         state_config.kv_block_size or default_block_size(spec.head_dim), cache_dtype)
+                         state_config.kv_block_size or default_block_size(spec.head_dim), cache_dtype,
+                         value_head_dim=spec.value_dim, value_in_key=spec.value_in_key)
     # every rank must schedule the same cache: the smallest any rank can hold
     num_blocks = agree_on_min(ctx, kv_cache_blocks(shape, state_config.memory_config, device), device)
     engine = InferenceEngine(ModelRunner(model, allocate_kv_cache(shape, num_blocks, device), device),
                              Scheduler(kv_cache_manager(model, num_blocks, shape.block_size, state_config),
                                        state_config, restart_length=getattr(model, "restart_length", None)))
-    log.info("KV cache: %d blocks of %d tokens = %d tokens in %s (%.2f GB)", num_blocks, shape.block_size,
-             num_blocks * shape.block_size, str(cache_dtype).removeprefix("torch."),
-             num_blocks * shape.bytes_per_block / 1e9)
+    log.info("KV cache: %d blocks of %d tokens = %d tokens in %s (%.2f GB; %d bytes a token: %d KV heads of %s)",
+             num_blocks, shape.block_size, num_blocks * shape.block_size, str(cache_dtype).removeprefix("torch."),
+             num_blocks * shape.bytes_per_block / 1e9, shape.bytes_per_token, shape.num_kv_heads, slot_text(shape))
     graph_batch = config.inference_engine_config.cuda_graph_max_batch_size
     if device.type == "cuda":
         engine.warm_up(policy.spec.max_position_embeddings)
@@ -149,6 +151,13 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
         seconds = engine.capture_decode_graphs(graph_batch)
         log.info("captured CUDA graphs for decode batches %s in %.1f s", engine.graphs.sizes, seconds)
     return BuiltEngine(engine, policy, model_path, ctx)
+
+
+def slot_text(shape: KVCacheShape) -> str:
+    """What one KV head of a slot holds, for the log."""
+    if shape.value_in_key:
+        return f"{shape.head_dim} key features, the value its first {shape.value_dim}"
+    return f"{shape.head_dim} key + {shape.value_dim} value features"
 
 
 def kv_cache_manager(model: torch.nn.Module, num_blocks: int, block_size: int,

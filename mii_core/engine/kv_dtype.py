@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mii_core.kv_cache.fp8 import is_fp8, kv_cache_dtype, kv_scales
-from mii_core.model.attention import Attention
+from mii_core.model.attention import HoldsKVScales
 from mii_core.model.ops import KernelSet
 
 OPTION = "inference_engine_config.kv_cache_dtype"
@@ -35,9 +35,9 @@ def check_kernels_store_fp8(option: str, kernels: KernelSet, device: torch.devic
 
 
 def give_attention_scales(option: str, model: torch.nn.Module, device: torch.device) -> None:
-    layers = [module for module in model.modules() if isinstance(module, Attention)]
+    layers = [module for module in model.modules() if isinstance(module, HoldsKVScales)]
     if not layers:
-        raise ValueError(f"{OPTION}={option!r}: this model has no attention layer built on "
-                         f"mii_core.model.attention.Attention to hold the FP8 scales; use {OPTION}='auto'")
+        raise ValueError(f"{OPTION}={option!r}: no attention layer of this model takes FP8 scales (none "
+                         f"implements mii_core.model.attention.HoldsKVScales); use {OPTION}='auto'")
     for layer in layers:
         layer.use_kv_scales(kv_scales(layer.local_kv_heads, device))

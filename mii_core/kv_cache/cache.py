@@ -1,7 +1,22 @@
-"""The KV cache tensors: one allocation [layers, 2, blocks, block_size, kv_heads, head_dim]."""
+"""The KV cache tensors: one allocation [layers, planes, blocks, block_size, kv_heads, features].
+
+A slot holds ``num_kv_heads`` keys of ``head_dim`` features and values of ``value_dim`` features, in one of
+three layouts (the family's :class:`~mii_core.model.spec.DecoderSpec` chooses):
+
+* values as wide as keys: two planes, K and V, of ``head_dim`` features (every multi-head, grouped-query
+  and multi-query family);
+* values of another width: one plane of ``head_dim + value_dim`` features, [key | value], so neither is
+  padded to the other's width;
+* ``value_in_key``: one plane of keys only; a value is a view of its key's first ``value_dim`` features
+  (a family whose one compressed vector per token serves as both).
+
+Whatever the layout, :meth:`KVCache.layer` gives (keys [blocks, block_size, kv_heads, head_dim], values
+[blocks, block_size, kv_heads, value_dim]), unit stride along the features, as the kernel ops take them.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -17,14 +32,41 @@ def default_block_size(head_dim: int) -> int:
 class KVCacheShape:
     num_layers: int
     num_kv_heads: int  # on this rank
-    head_dim: int
+    head_dim: int  # a key's features
     block_size: int
     dtype: torch.dtype
+    value_head_dim: Optional[int] = None  # a value's features; None: head_dim
+    value_in_key: bool = False  # a value is its key's first value_dim features: only keys are stored
+
+    def __post_init__(self) -> None:
+        if self.value_in_key and self.value_dim > self.head_dim:
+            raise ValueError(f"a value read from its key's first {self.value_dim} features needs keys at least "
+                             f"that wide, not {self.head_dim}")
+
+    @property
+    def value_dim(self) -> int:
+        return self.value_head_dim if self.value_head_dim is not None else self.head_dim
+
+    @property
+    def planes(self) -> int:
+        """Separate K and V planes (2), or one plane holding both (1)."""
+        return 2 if self.value_dim == self.head_dim and not self.value_in_key else 1
+
+    @property
+    def plane_features(self) -> int:
+        if self.planes == 2 or self.value_in_key:
+            return self.head_dim
+        return self.head_dim + self.value_dim
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes one token takes in the cache over every layer and local KV head."""
+        element = torch.tensor([], dtype=self.dtype).element_size()
+        return self.num_layers * self.planes * self.num_kv_heads * self.plane_features * element
 
     @property
     def bytes_per_block(self) -> int:
-        element = torch.tensor([], dtype=self.dtype).element_size()
-        return 2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_dim * element
+        return self.block_size * self.bytes_per_token
 
 
 def blocks_for_budget(shape: KVCacheShape, memory: KVCacheMemoryConfig, device: torch.device) -> int:
@@ -45,11 +87,18 @@ class KVCache:
         self.scratch_block = num_blocks  # one extra block no sequence owns: padded rows of a graph write here
         # zeros, not empty: attention gives masked slots probability 0, and 0 × a NaN or Inf left in
         # never-written memory is NaN; every slot must hold a finite value from the start
-        self.data = torch.zeros(shape.num_layers, 2, num_blocks + 1, shape.block_size, shape.num_kv_heads,
-                                shape.head_dim, dtype=shape.dtype, device=device)
+        self.data = torch.zeros(shape.num_layers, shape.planes, num_blocks + 1, shape.block_size, shape.num_kv_heads,
+                                shape.plane_features, dtype=shape.dtype, device=device)
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.data[index, 0], self.data[index, 1]
+        """(keys, values) of layer ``index``: views of the one allocation."""
+        shape, planes = self.shape, self.data[index]
+        if shape.planes == 2:
+            return planes[0], planes[1]
+        keys = planes[0][..., :shape.head_dim]
+        if shape.value_in_key:
+            return keys, planes[0][..., :shape.value_dim]
+        return keys, planes[0][..., shape.head_dim:]
 
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [self.layer(i) for i in range(self.shape.num_layers)]

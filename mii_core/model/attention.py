@@ -9,6 +9,7 @@ A family whose attention differs subclasses :class:`Attention` in its plugin: ``
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -21,6 +22,18 @@ from mii_core.model.sharding import check_tensor_parallel, kv_head_slice
 from mii_core.model.spec import DecoderSpec
 
 Rope = tuple[torch.Tensor, torch.Tensor] | None
+
+
+@runtime_checkable
+class HoldsKVScales(Protocol):
+    """What an attention part offers to store its keys and values in an FP8 KV cache (``engine/kv_dtype.py``
+    gives every such part of a model its scales): :class:`Attention`, or a family's own part that writes the
+    cache itself."""
+
+    local_kv_heads: int
+
+    def use_kv_scales(self, kv_scales: torch.Tensor) -> None:
+        """Store K and V with these scales, float32 [2, local_kv_heads] (``AttentionParams.kv_scales``)."""
 
 
 class Attention(nn.Module):

@@ -21,21 +21,28 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
 ``layer_norm(x, weight, bias, eps, residual=None)``
     As ``rms_norm`` with LayerNorm (``bias`` may be None).
 ``rotary_write_kv(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping, kv_scales=None) -> q``
-    ``q`` [T, Hq, D], ``k``/``v`` [T, Hkv, D]; ``cos``/``sin`` [T, rotary_dim] in q's dtype (each
+    ``q`` [T, Hq, D], ``k`` [T, Hkv, D], ``v`` [T, Hkv, Dv] (Dv may differ from D) or None; ``cos``/``sin``
+    [T, rotary_dim] in q's dtype (each
     token's angles duplicated over the two halves, HF's "rotate half" layout) or None when
     ``rotary_dim`` is 0 (no rotary: learned or no positions). Rotates the first ``rotary_dim`` features
-    of every head of q and k, writes k and v into ``k_cache``/``v_cache`` [num_blocks, block_size, Hkv, D]
-    at the flat slots ``slot_mapping`` [T] (block * block_size + offset), and returns the rotated q
-    (a new tensor or q itself). ``q``/``k``/``v`` may be strided views of one fused qkv output.
+    of every head of q and k, writes k and v into ``k_cache`` [num_blocks, block_size, Hkv, D] and ``v_cache``
+    [num_blocks, block_size, Hkv, Dv] at the flat slots ``slot_mapping`` [T] (block * block_size + offset),
+    and returns the rotated q (a new tensor or q itself). ``q``/``k``/``v`` may be strided views of one fused
+    qkv output; the caches are views of the KV cache's allocation with unit stride along the features (not
+    always contiguous: ``mii_core/kv_cache/cache.py`` says which layouts a family may choose). ``v`` is None
+    when the values are views of the keys' first Dv features (``value_in_key``: ``v_cache`` is such a view of
+    ``k_cache``): nothing is written for them.
     An FP8 KV cache (``k_cache.dtype`` is ``torch.float8_e4m3fn``) comes with ``kv_scales``, float32
     [2, Hkv] on q's device (row 0: K's scale per KV head, row 1: V's): each written element is
     ``x · (1 / scale)`` in float32 (the reciprocal taken by ``torch.reciprocal``), clamped to ±448 and
     rounded to nearest-even e4m3. ``kv_scales`` is passed only for such a cache: a kernel that never
     stores FP8 may keep the nine-argument signature.
 ``paged_attention(q, k_cache, v_cache, batch, params: AttentionParams) -> Tensor``
-    ``q`` [T, Hq, D], Hq a multiple of Hkv (MHA, GQA, MQA). Every new token's K/V is already in the cache
-    (``rotary_write_kv`` ran first). Returns [T, Hq, D]: for each token of sequence s at position p and
-    head h, softmax_j(score(p, j)) v_j over the keys of sequence s at positions j with j <= p and, when
+    ``q`` [T, Hq, D], Hq a multiple of Hkv (MHA, GQA, MQA); ``k_cache`` [num_blocks, block_size, Hkv, D],
+    ``v_cache`` [num_blocks, block_size, Hkv, Dv], views with unit stride along the features, ``v_cache``
+    possibly a view of ``k_cache``'s first Dv features (read in place, never copied). Every new token's K/V
+    is already in the cache (``rotary_write_kv`` ran first). Returns [T, Hq, Dv]: for each token of
+    sequence s at position p and head h, softmax_j(score(p, j)) v_j over the keys of sequence s at positions j with j <= p and, when
     ``params.window`` is not None, p - j < window (HF's sliding window), where
     ``score = scale · q·kᵀ``, then ``cap · tanh(score / cap)`` when ``params.logit_softcap`` is set
     (Gemma-2), then ``+ alibi_slopes[h] · (j - p)`` when ``params.alibi_slopes`` is set (Bloom, MPT;
@@ -46,8 +53,10 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     window may point at blocks now used by other sequences: they must be masked, not trusted.
     With an FP8 KV cache, ``params.kv_scales`` is set (as for ``rotary_write_kv``) and the keys and values
     are ``float32(stored) · scale`` of their KV head, rounded to q's dtype; with a cache in q's dtype it
-    is None. A kernel that stores or reads FP8 says so with a ``supports_fp8_kv_cache = True`` attribute
-    (on the function, or the class it is registered as): the engine refuses ``kv_cache_dtype="fp8"``
+    is None (values read from their keys are then scaled by row 1, which their writer keeps equal to
+    row 0: the bytes are the keys'). A kernel that stores or reads FP8 says so with a
+    ``supports_fp8_kv_cache = True`` attribute (on the function, or the class it is registered as): the
+    engine refuses ``kv_cache_dtype="fp8"``
     naming any chosen ``rotary_write_kv`` or ``paged_attention`` kernel without it.
 ``gated_activation(x, activation) -> Tensor``
     ``x`` [T, 2F] holding [gate | up]; returns ``act(gate) * up`` [T, F]; activation "silu", "gelu" or

@@ -26,6 +26,12 @@ class _SlotLinear(nn.Module):
         self.weight_slot = WeightSlot(shape, device, dtype, building_mode(), building_shipped())
         self.weight = self.weight_slot.param
 
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """This rank's weight as full-precision values in ``dtype`` (dequantized when quantized: a copy then),
+        for a block that multiplies by it otherwise than through ``linear`` (per-head batched products)."""
+        quantized = self.weight_slot.quantized
+        return self.weight.to(dtype) if quantized is None else quantized.dequantize(dtype)
+
     def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         quantized = self.weight_slot.quantized
         if quantized is not None:

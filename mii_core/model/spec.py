@@ -43,7 +43,7 @@ class DecoderSpec:
     num_layers: int
     num_heads: int
     num_kv_heads: int
-    head_dim: int
+    head_dim: int  # a query's and a key's head size (what the KV cache's key slot holds)
     intermediate_size: int
     max_position_embeddings: int
     # layer wiring: "sequential" pre-norm (Llama), "parallel" attention + MLP on the same input
@@ -75,6 +75,11 @@ class DecoderSpec:
     # per-layer windows when layers differ (None: that layer sees everything); overrides sliding_window
     layer_windows: Optional[tuple[Optional[int], ...]] = None
     attention_scale: Optional[float] = None  # None: head_dim ** -0.5
+    # what a KV-cache slot holds besides num_kv_heads keys of head_dim: values of value_head_dim features
+    # (None: head_dim), stored beside the keys, or (value_in_key) read as the first value_head_dim features of
+    # the key, so the cache stores keys only (one compressed vector per token serving as both)
+    value_head_dim: Optional[int] = None
+    value_in_key: bool = False
     # the float32 logits soft-capped, tanh(x / cap) * cap (Gemma 2 / 3's final_logit_softcapping); None: as they are
     final_logit_softcap: Optional[float] = None
     bos_token_id: Optional[int] = None
@@ -92,11 +97,21 @@ class DecoderSpec:
             raise ValueError(f"qkv_clip must be None or positive, got {self.qkv_clip}")
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"sliding_window must be positive, got {self.sliding_window}")
+        if self.value_head_dim is not None and self.value_head_dim < 1:
+            raise ValueError(f"value_head_dim must be None or positive, got {self.value_head_dim}")
+        if self.value_in_key and self.value_dim > self.head_dim:
+            raise ValueError(f"value_in_key reads the value as the key's first {self.value_dim} features, more "
+                             f"than the key's head_dim {self.head_dim}")
         if self.layer_windows is not None:
             if len(self.layer_windows) != self.num_layers:
                 raise ValueError(f"layer_windows has {len(self.layer_windows)} entries for {self.num_layers} layers")
             if any(w is not None and w < 1 for w in self.layer_windows):
                 raise ValueError(f"every window in layer_windows must be positive, got {self.layer_windows}")
+
+    @property
+    def value_dim(self) -> int:
+        """A value head's size: ``value_head_dim``, or the key's ``head_dim``."""
+        return self.value_head_dim if self.value_head_dim is not None else self.head_dim
 
     @property
     def word_embed_dim(self) -> int:

@@ -41,9 +41,9 @@ class LatentShape:
         return self.qk_nope_head_dim + self.qk_rope_head_dim
 
     @property
-    def slot_dim(self) -> int:
-        """The features a head's key and value take in the KV cache: the wider of the two, the other padded."""
-        return max(self.qk_head_dim, self.v_head_dim)
+    def latent_dim(self) -> int:
+        """The features one token takes in the KV cache (per layer): the latent and the shared rope key."""
+        return self.kv_lora_rank + self.qk_rope_head_dim
 
 
 def latent_shape(hf: dict[str, Any]) -> LatentShape:

@@ -54,10 +54,12 @@ class DeepseekV2Policy(ArchitecturePolicy):
         return common | _attention_rules() | expert_rules() | shared
 
     def build_spec(self, hf: dict[str, Any]) -> DecoderSpec:
-        """Every head its own key and value in a cache slot of max(qk_head_dim, v_head_dim) features (config.json's
-        ``head_dim``, which transformers sets to qk_rope_head_dim, is not a head's size and is not read)."""
+        """The attention op's view of MLA (:mod:`.attention`): multi-query attention over one KV head whose key is
+        [latent | rope key] and whose value is the key's first kv_lora_rank features, so the KV cache holds the
+        latent once (config.json's ``head_dim``, which transformers sets to qk_rope_head_dim, is not read)."""
         shape = latent_shape(hf)
-        spec = decoder_spec(hf, rope=None, num_kv_heads=shape.num_heads, head_dim=shape.slot_dim, moe=moe_spec(hf))
+        spec = decoder_spec(hf, rope=None, num_kv_heads=1, head_dim=shape.latent_dim,
+                            value_head_dim=shape.kv_lora_rank, value_in_key=True, moe=moe_spec(hf))
         rope = rope_spec(hf, shape.qk_rope_head_dim)
         return dataclasses.replace(spec, rope=rope, attention_scale=softmax_scale(shape.qk_head_dim, rope))
 

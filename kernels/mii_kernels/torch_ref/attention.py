@@ -34,11 +34,11 @@ def _attend_group(out, q, k_cache, v_cache, batch, seqs, max_q, max_context, par
     k_scales, v_scales = params.kv_scales if params.kv_scales is not None else (None, None)
     keys = _gather_cache(k_cache, batch, seqs, max_context, k_scales, q.dtype)   # [G, L, Hkv, D]
     values = _gather_cache(v_cache, batch, seqs, max_context, v_scales, q.dtype)
-    groups, length, kv_heads, dim = keys.shape
+    groups, length, kv_heads, dim = values.shape  # the output's features are the values' (Dv)
     per_kv = q.shape[1] // kv_heads
     # GQA without copying K/V: fold each KV head's query heads into the row axis
-    q_rows = queries.view(groups, max_q, kv_heads, per_kv, dim).permute(0, 2, 3, 1, 4)
-    q_rows = q_rows.reshape(groups, kv_heads, per_kv * max_q, dim)
+    q_rows = queries.view(groups, max_q, kv_heads, per_kv, q.shape[2]).permute(0, 2, 3, 1, 4)
+    q_rows = q_rows.reshape(groups, kv_heads, per_kv * max_q, q.shape[2])
     key_positions = torch.arange(length, device=q.device)
     visible = (key_positions[None, None, :] <= q_positions[:, :, None]) & \
               (key_positions[None, None, :] < batch.context_lens[seqs][:, None, None])  # [G, max_q, L]
@@ -85,7 +85,7 @@ def _float32_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positio
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
                     params: AttentionParams) -> torch.Tensor:
     fp8_kv.check_scales(k_cache, params.kv_scales, "paged_attention")
-    out = q.new_empty((q.shape[0] + 1, *q.shape[1:]))  # + a spare row, see _attend_group
+    out = q.new_empty((q.shape[0] + 1, q.shape[1], v_cache.shape[-1]))  # + a spare row, see _attend_group
     if batch.decode_seqs.numel():
         _attend_group(out, q, k_cache, v_cache, batch, batch.decode_seqs, 1, batch.max_context_len, params)
     if batch.prefill_seqs.numel():

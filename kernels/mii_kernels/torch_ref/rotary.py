@@ -14,18 +14,23 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: i
 
 def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
              slot_mapping: torch.Tensor, kv_scales=None) -> None:
+    """``v`` None: the values are views of the keys (``v_cache`` one of ``k_cache``), written with them."""
     fp8_kv.check_scales(k_cache, kv_scales, "rotary_write_kv")
     if kv_scales is not None:
-        k, v = fp8_kv.quantize(k, kv_scales[0]), fp8_kv.quantize(v, kv_scales[1])
+        k = fp8_kv.quantize(k, kv_scales[0])
+        v = fp8_kv.quantize(v, kv_scales[1]) if v is not None else None
     _write(k, k_cache, slot_mapping)
-    _write(v, v_cache, slot_mapping)
+    if v is not None:
+        _write(v, v_cache, slot_mapping)
 
 
 def _write(x: torch.Tensor, cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     # index_copy_ has no float8 kernel on CPU: an FP8 cache is written through its bytes
     as_bytes = fp8_kv.is_fp8_cache(cache)
     flat = cache.view(torch.uint8) if as_bytes else cache
-    flat.view(-1, *x.shape[1:]).index_copy_(0, slot_mapping, x.view(torch.uint8) if as_bytes else x)
+    # view, not reshape: a cache that is a strided view of the allocation ([key | value] planes) must be
+    # written in place, never through a copy
+    flat.view(-1, *cache.shape[2:]).index_copy_(0, slot_mapping, x.view(torch.uint8) if as_bytes else x)
 
 
 def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin, rotary_dim: int,

@@ -13,7 +13,15 @@ the block table, so a tile needs no alignment with the cache's blocks):
   block-table width), so a decode step can be captured in a CUDA graph.
 
 A program loads each K/V tile once per KV head for all the query heads that share it (GQA/MQA): its rows
-are (query token, head of the group) pairs, the group padded to a power of two and masked.
+are (query token, head of the group) pairs, the group padded to a power of two and masked. Beyond 256
+padded features a head (multi-head latent attention: 576-feature keys, padded to 1024, over one KV head
+shared by every query head) caps a program's rows at ``group_rows_huge_d`` query heads, so a big group is
+split over several programs, each reading the keys again: correct, but a large MQA group then reads the
+cache ``group / group_rows_huge_d`` times. A key over 256 features that is no power of two is two products,
+its first power of two and the rest (576 = 512 + 64), rather than one padded to 1024.
+
+Values may be narrower or wider than keys (``DV``): a value tile is loaded with its own feature range, and
+``v_cache`` may be a view of ``k_cache``'s first DV features (the same bytes, read through its strides).
 Keys outside ``[window start of the first row, context)`` are never loaded: blocks that left the window
 may belong to other sequences by now.
 
@@ -34,22 +42,31 @@ from mii_kernels.triton.fp8_kv import check_fp8_cache
 LOG2_E = 1.4426950408889634
 LOG2_E_JIT = tl.constexpr(LOG2_E)  # a compiled kernel reads only constexpr globals (the interpreter reads any)
 NEG_BIG = tl.constexpr(-1.0e30)  # running max starts finite so a fully masked row never computes inf - inf
+MAX_HEAD_SIZE = 1024  # a key or value head of up to this many features (padded to a power of two)
 
 # Launch settings, chosen by name (env MII_TRITON_ATTENTION_CONFIG, read when a kernel set builds its
-# TritonAttention, or TritonAttention(config)) so a benchmark can compare them in one run. "*_large_d" applies when the padded head size exceeds 128.
+# TritonAttention, or TritonAttention(config)) so a benchmark can compare them in one run. "*_large_d" applies
+# when the padded head size exceeds 128, "*_huge_d" when it exceeds 256 (multi-head latent attention's
+# 576-feature keys, padded to 1024); "group_rows_huge_d" then caps the query heads a program takes at once.
 CONFIGS: dict[str, dict] = {
     "default": dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefill_stages=3,
                     prefill_block_m_large_d=64, prefill_block_n_large_d=32,
+                    prefill_block_m_huge_d=16, prefill_block_n_huge_d=16, decode_block_n_huge_d=16,
+                    group_rows_huge_d=16,
                     decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
                     decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
                     decode_max_splits=64),
     "small_tiles": dict(prefill_block_m=64, prefill_block_n=64, prefill_warps=4, prefill_stages=3,
                         prefill_block_m_large_d=64, prefill_block_n_large_d=32,
+                        prefill_block_m_huge_d=16, prefill_block_n_huge_d=16, decode_block_n_huge_d=16,
+                        group_rows_huge_d=16,
                         decode_block_n=32, decode_warps=4, decode_stages=4, decode_block_n_large_d=32,
                         decode_splits=None, decode_min_keys_per_split=256, decode_target_waves=4,
                         decode_max_splits=64),
     "long_kv": dict(prefill_block_m=128, prefill_block_n=32, prefill_warps=8, prefill_stages=4,
                     prefill_block_m_large_d=64, prefill_block_n_large_d=32,
+                    prefill_block_m_huge_d=16, prefill_block_n_huge_d=16, decode_block_n_huge_d=16,
+                    group_rows_huge_d=16,
                     decode_block_n=128, decode_warps=8, decode_stages=3, decode_block_n_large_d=64,
                     decode_splits=None, decode_min_keys_per_split=1024, decode_target_waves=2,
                     decode_max_splits=32),
@@ -96,12 +113,16 @@ def _tanh(x):
 
 
 @triton.jit
-def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
+def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
             BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
-            MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+            D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr,
+            USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
             NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
-    """Online softmax of rows ``q`` [M, D_PAD] at positions ``q_pos`` over keys [key_lo, key_hi).
+    """Online softmax of rows ``q`` [M, D_PAD] at positions ``q_pos`` over keys [key_lo, key_hi), values of
+    ``DV`` features (``acc`` [M, DV_PAD]). With ``D_TAIL_PAD`` (a huge key that is no power of two: 576 =
+    512 + 64) the key's first ``D_PAD`` features and the rest (``q_tail`` [M, D_TAIL_PAD]) are two products
+    summed, rather than one over a key padded to 1024.
 
     ``acc``, ``m_i``, ``l_i`` (unnormalised output, running max and sum, log2 domain) go in and come out
     updated. Without ``MASKED`` the range must hold whole tiles every row sees: no mask is computed.
@@ -110,6 +131,7 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D_PAD)
+    offs_dv = tl.arange(0, DV_PAD)
     for start in tl.range(key_lo, key_hi, BLOCK_N, num_stages=NUM_STAGES):
         keys = start + offs_n
         key_ok = keys < key_hi
@@ -126,7 +148,15 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
             k = tl.load(k_cache + row + offs_d[None, :])
         if FP8_KV:  # e4m3 bytes: exact in q's dtype; the K scale is in qk_scale
             k = k.to(tl.float8e4nv, bitcast=True).to(q.dtype)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        if D_TAIL_PAD > 0:
+            offs_t = D_PAD + tl.arange(0, D_TAIL_PAD)
+            k_tail = tl.load(k_cache + row + offs_t[None, :], other=0.0,
+                             mask=(key_ok if MASKED else keys >= 0)[:, None] & (offs_t[None, :] < D))
+            if FP8_KV:
+                k_tail = k_tail.to(tl.float8e4nv, bitcast=True).to(q.dtype)
+            s += tl.dot(q_tail, tl.trans(k_tail), input_precision=PRECISION)
+        s = s * qk_scale
         if USE_SOFTCAP:
             s = _tanh(s) * cap
         if USE_ALIBI:
@@ -141,10 +171,11 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         row = block[:, None] * stride_vb + (keys % BLOCK_SIZE)[:, None] * stride_vt + kv_head * stride_vh
-        if MASKED or D < D_PAD:
-            v = tl.load(v_cache + row + offs_d[None, :], mask=kv_mask, other=0.0)
+        if MASKED or DV < DV_PAD:
+            v_mask = (key_ok if MASKED else keys >= 0)[:, None] & (offs_dv[None, :] < DV)
+            v = tl.load(v_cache + row + offs_dv[None, :], mask=v_mask, other=0.0)
         else:
-            v = tl.load(v_cache + row + offs_d[None, :])
+            v = tl.load(v_cache + row + offs_dv[None, :])
         if FP8_KV:  # the V scale multiplies the output once, at the end
             v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
@@ -153,29 +184,40 @@ def _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo,
 
 
 @triton.jit
-def _attend_range(q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi, kv_head,
-                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
+def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi,
+                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                   M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
-                  D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
-                  USE_SOFTCAP: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
-                  FP8_KV: tl.constexpr):
+                  D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
+                  USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+                  NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     """Keys [key_lo, key_hi), of which every row sees [full_lo, full_hi): whole tiles of that part run
     without masks, the edges (window start, causal diagonal, context end) with them. Returns (acc, m, l)."""
     m_i = tl.full([M], NEG_BIG, tl.float32)
     l_i = tl.zeros([M], tl.float32)
-    acc = tl.zeros([M, D_PAD], tl.float32)
+    acc = tl.zeros([M, DV_PAD], tl.float32)
     full_hi = full_lo + tl.maximum(full_hi - full_lo, 0) // BLOCK_N * BLOCK_N
-    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, kv_head,
-                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                            BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION,
-                            FP8_KV)
-    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi, kv_head,
-                            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                            BLOCK_N, BLOCK_SIZE, D, D_PAD, False, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES,
-                            PRECISION, FP8_KV)
-    return _attend(acc, m_i, l_i, q, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi, kv_head,
-                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                   BLOCK_N, BLOCK_SIZE, D, D_PAD, True, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
+                            window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
+                            USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
+    acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
+                            window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, False, USE_WINDOW,
+                            USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+    return _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi,
+                   kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
+                   window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
+                   USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
+
+
+@triton.jit
+def _load_tail(q_rows, row_ok, D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, placeholder):
+    """The query features past the first ``D_PAD`` ([M, D_TAIL_PAD], from row pointers ``q_rows`` [M, 1]), or
+    ``placeholder`` (never read) when the key has no tail."""
+    if D_TAIL_PAD > 0:
+        offs_t = D_PAD + tl.arange(0, D_TAIL_PAD)
+        return tl.load(q_rows + offs_t[None, :], mask=row_ok[:, None] & (offs_t[None, :] < D), other=0.0)
+    return placeholder
 
 
 @triton.jit
@@ -202,6 +244,16 @@ def _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV: tl.constexpr):
 
 
 @triton.jit
+def _group_heads(rows, G: tl.constexpr, G_PAD: tl.constexpr):
+    """(KV head, query head, row holds a head) of ``rows``: axis 1 of the grid runs over (KV head, chunk of
+    ``G_PAD`` of its ``G`` query heads); one chunk unless a huge head size caps the rows a program holds."""
+    chunks = (G + G_PAD - 1) // G_PAD
+    kv_head = tl.program_id(1) // chunks
+    in_group = (tl.program_id(1) % chunks) * G_PAD + rows % G_PAD
+    return kv_head, kv_head * G + in_group, in_group < G
+
+
+@triton.jit
 def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
     """The last sequence s whose first tile ``query_start[s] // BLOCK_Q + s`` is <= ``tile``."""
     lo = 0
@@ -220,16 +272,15 @@ def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
 # variants in the middle of a run
 @triton.jit(do_not_specialize=['num_seqs', 'stride_bt', 'window'])
 def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, alibi_slopes, kv_scales,
-                    num_seqs,
+                    num_seqs, kv_heads,
                     stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                     G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
-                    USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                    SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
-                    FP8_KV: tl.constexpr):
+                    BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr,
+                    DV: tl.constexpr, DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
+                    USE_SOFTCAP: tl.constexpr, SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr,
+                    PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     tile = tl.program_id(0)
-    kv_head = tl.program_id(1)
     seq = _find_sequence(query_start, num_seqs, tile, BLOCK_Q)
     q_start = tl.load(query_start + seq)
     q_len = (tl.load(query_start + seq + 1) - q_start).to(tl.int32)
@@ -241,52 +292,55 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     context = tl.load(context_lens + seq).to(tl.int32)
     rows = tl.arange(0, BLOCK_Q * G_PAD)
     token = local * BLOCK_Q + rows // G_PAD
-    head = kv_head * G + rows % G_PAD
-    row_ok = (token < q_len) & (rows % G_PAD < G)
+    kv_head, head, in_group = _group_heads(rows, G, G_PAD)
+    row_ok = (token < q_len) & in_group
     q_pos = tl.where(row_ok, context - q_len + token, -1)
     slope = _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI)
     offs_d = tl.arange(0, D_PAD)
-    q_off = (q_start + token).to(tl.int64)[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :]
+    q_row = q + (q_start + token).to(tl.int64)[:, None] * stride_qt + head[:, None] * stride_qh
     io_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    q_tile = tl.load(q + q_off, mask=io_mask, other=0.0)
+    q_tile = tl.load(q_row + offs_d[None, :], mask=io_mask, other=0.0)
+    q_tail = _load_tail(q_row, row_ok, D, D_PAD, D_TAIL_PAD, q_tile)
     first_pos = context - q_len + local * BLOCK_Q
     last_pos = tl.minimum(first_pos + BLOCK_Q, context) - 1
     table_row = block_tables + seq.to(tl.int64) * stride_bt
-    k_scale, v_scale = _kv_head_scales(kv_scales, tl.num_programs(1), kv_head, FP8_KV)
-    acc, m_i, l_i = _attend_range(q_tile, q_pos, slope, k_cache, v_cache, table_row,
+    k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
+    acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row,
                                   _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
                                   first_pos + 1, last_pos + 1, kv_head,
                                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale * k_scale,
-                                  cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW, USE_ALIBI,
-                                  USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+                                  cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD,
+                                  USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
-    o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
-    tl.store(out + o_off, (acc / l_i[:, None] * v_scale).to(out.dtype.element_ty), mask=io_mask)
+    offs_dv = tl.arange(0, DV_PAD)
+    o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
+    tl.store(out + o_off, (acc / l_i[:, None] * v_scale).to(out.dtype.element_ty),
+             mask=row_ok[:, None] & (offs_dv[None, :] < DV))
 
 
 @triton.jit(do_not_specialize=['num_splits', 'stride_bt', 'window'])
 def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
-                   alibi_slopes, kv_scales, decode_seqs, num_splits, num_q_heads,
+                   alibi_slopes, kv_scales, decode_seqs, num_splits, num_q_heads, kv_heads,
                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                   D: tl.constexpr, D_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
-                   USE_SOFTCAP: tl.constexpr, SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr,
-                   PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
+                   D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr,
+                   DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+                   SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
     index = tl.program_id(0)
-    kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq = tl.load(decode_seqs + index)
     token = tl.load(query_start + seq)
     context = tl.load(context_lens + seq).to(tl.int32)
     rows = tl.arange(0, G_PAD)
-    head = kv_head * G + rows
-    row_ok = rows < G
+    kv_head, head, row_ok = _group_heads(rows, G, G_PAD)
     q_pos = tl.where(row_ok, context - 1, -1)
     slope = _row_slopes(alibi_slopes, head, row_ok, USE_ALIBI)
     offs_d = tl.arange(0, D_PAD)
     io_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    q_tile = tl.load(q + token * stride_qt + head[:, None] * stride_qh + offs_d[None, :], mask=io_mask, other=0.0)
+    q_row = q + token * stride_qt + head[:, None] * stride_qh
+    q_tile = tl.load(q_row + offs_d[None, :], mask=io_mask, other=0.0)
+    q_tail = _load_tail(q_row, row_ok, D, D_PAD, D_TAIL_PAD, q_tile)
     key_lo = _first_key(context - 1, window, USE_WINDOW)
     key_hi = context
     if SPLIT:  # an even share of this sequence's key tiles, whole tiles each
@@ -294,41 +348,44 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         key_lo = key_lo + split * tiles_per_split * BLOCK_N
         key_hi = tl.minimum(key_hi, key_lo + tiles_per_split * BLOCK_N)
     table_row = block_tables + seq * stride_bt
-    k_scale, v_scale = _kv_head_scales(kv_scales, tl.num_programs(1), kv_head, FP8_KV)
-    acc, m_i, l_i = _attend_range(q_tile, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo, key_hi,
-                                  key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                  qk_scale * k_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, USE_WINDOW,
-                                  USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+    k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
+    acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo,
+                                  key_hi, key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
+                                  stride_vh, qk_scale * k_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
+                                  D_TAIL_PAD, DV, DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION,
+                                  FP8_KV)
     empty = l_i == 0.0
     l_i = tl.where(empty, 1.0, l_i)
     result = acc / l_i[:, None] * v_scale
+    offs_dv = tl.arange(0, DV_PAD)
+    out_mask = row_ok[:, None] & (offs_dv[None, :] < DV)
     if SPLIT:
         part = (index * num_q_heads + head) * num_splits + split
-        tl.store(part_out + part[:, None] * D + offs_d[None, :], result, mask=io_mask)
+        tl.store(part_out + part[:, None] * DV + offs_dv[None, :], result, mask=out_mask)
         tl.store(part_lse + part, tl.where(empty, NEG_BIG, m_i + tl.log2(l_i)), mask=row_ok)
     else:
-        o_off = token * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
-        tl.store(out + o_off, result.to(out.dtype.element_ty), mask=io_mask)
+        o_off = token * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
+        tl.store(out + o_off, result.to(out.dtype.element_ty), mask=out_mask)
 
 
 @triton.jit(do_not_specialize=['num_splits'])
 def _reduce_kernel(out, part_out, part_lse, query_start, decode_seqs, num_splits, num_q_heads,
-                   stride_ot, stride_oh, SPLITS_PAD: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr):
+                   stride_ot, stride_oh, SPLITS_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr):
     index = tl.program_id(0)
     head = tl.program_id(1)
     token = tl.load(query_start + tl.load(decode_seqs + index))
     splits = tl.arange(0, SPLITS_PAD)
-    offs_d = tl.arange(0, D_PAD)
+    offs_d = tl.arange(0, DV_PAD)
     split_ok = splits < num_splits
     part = (index * num_q_heads + head) * num_splits + splits
     lse = tl.load(part_lse + part, mask=split_ok, other=float("-inf"))
     weight = tl.exp2(lse - tl.max(lse, 0))
     weight = weight / tl.sum(weight, 0)
-    partial = tl.load(part_out + part[:, None] * D + offs_d[None, :],
-                      mask=split_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    partial = tl.load(part_out + part[:, None] * DV + offs_d[None, :],
+                      mask=split_ok[:, None] & (offs_d[None, :] < DV), other=0.0)
     result = tl.sum(partial * weight[:, None], 0)
     tl.store(out + token * stride_ot + head * stride_oh + offs_d, result.to(out.dtype.element_ty),
-             mask=offs_d < D)
+             mask=offs_d < DV)
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
@@ -337,7 +394,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     _check_inputs(q, k_cache, v_cache, batch, params)
     if q.stride(-1) != 1:
         q = q.contiguous()
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    out = torch.empty((*q.shape[:2], v_cache.shape[3]), dtype=q.dtype, device=q.device)
     num_decodes = batch.decode_seqs.shape[0]
     if num_decodes:
         _launch_decode(out, q, k_cache, v_cache, batch, params, config, num_decodes)
@@ -347,16 +404,18 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
 
 
 def _check_inputs(q, k_cache, v_cache, batch, params: AttentionParams) -> None:
-    if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
-        raise ValueError(f"paged_attention takes q [T, Hq, D] and caches [blocks, block_size, Hkv, D]; got "
-                         f"q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)}, v_cache {tuple(v_cache.shape)}")
+    if q.dim() != 3 or k_cache.dim() != 4 or v_cache.dim() != 4 or k_cache.shape[:3] != v_cache.shape[:3]:
+        raise ValueError(f"paged_attention takes q [T, Hq, D], k_cache [blocks, block_size, Hkv, D] and v_cache "
+                         f"[blocks, block_size, Hkv, Dv]; got q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)}, "
+                         f"v_cache {tuple(v_cache.shape)}")
     heads, dim = q.shape[1:]
     if heads % k_cache.shape[2] or k_cache.shape[3] != dim or k_cache.shape[1] != batch.block_size:
         raise ValueError(f"q heads {heads} must be a multiple of the cache's KV heads {k_cache.shape[2]}, head "
                          f"sizes must match ({dim} vs {k_cache.shape[3]}) and the cache's block size "
                          f"{k_cache.shape[1]} must be the batch's {batch.block_size}")
-    if dim > 256:
-        raise ValueError(f"the Triton paged_attention handles head sizes up to 256, not {dim}")
+    if max(dim, v_cache.shape[3]) > MAX_HEAD_SIZE:
+        raise ValueError(f"the Triton paged_attention handles head sizes up to {MAX_HEAD_SIZE}, not "
+                         f"{max(dim, v_cache.shape[3])}")
     fp8 = params.kv_scales is not None
     if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or (k_cache.dtype != q.dtype and not fp8):
         raise ValueError("the KV cache must be contiguous along the head size and have q's dtype (or be "
@@ -375,14 +434,26 @@ def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
     qk_scale, cap_log2 = (params.scale / cap, cap * LOG2_E) if cap is not None else (params.scale * LOG2_E, 0.0)
     strides = (out.stride(0), out.stride(1), q.stride(0), q.stride(1), batch.block_tables.stride(0),
                *k_cache.stride()[:3], *v_cache.stride()[:3], qk_scale, cap_log2, params.window or 0)
-    dim = q.shape[2]
-    meta = dict(BLOCK_SIZE=batch.block_size, D=dim, D_PAD=max(16, triton.next_power_of_2(dim)),
+    dim, value_dim = q.shape[2], v_cache.shape[3]
+    meta = dict(BLOCK_SIZE=batch.block_size, D=dim, **_key_tiles(dim), DV=value_dim,
+                DV_PAD=max(16, triton.next_power_of_2(value_dim)),
                 USE_WINDOW=params.window is not None, USE_ALIBI=params.alibi_slopes is not None,
                 USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
                 FP8_KV=params.kv_scales is not None)
     slopes = params.alibi_slopes if params.alibi_slopes is not None else q  # a placeholder, never read
     kv_scales = params.kv_scales if params.kv_scales is not None else q  # a placeholder, never read
     return (slopes, kv_scales), strides, meta
+
+
+def _key_tiles(dim: int) -> dict:
+    """D_PAD, the key features of the main product (a power of two, at least 16), and D_TAIL_PAD, those of a
+    second one (0: none). A key wider than 256 that is no power of two is split as 576 = 512 + 64 rather
+    than padded to 1024; narrower ones keep one padded product (80 → 128), as they always have."""
+    padded = max(16, triton.next_power_of_2(dim))
+    if padded <= 256 or padded == dim:
+        return dict(D_PAD=padded, D_TAIL_PAD=0)
+    main = padded // 2
+    return dict(D_PAD=main, D_TAIL_PAD=max(16, triton.next_power_of_2(dim - main)))
 
 
 def _cache_views(k_cache, v_cache):
@@ -392,19 +463,34 @@ def _cache_views(k_cache, v_cache):
     return k_cache, v_cache
 
 
+def _head_size_class(meta: dict) -> str:
+    """The suffix of the config keys for this head size: "" up to 128 padded features, "_large_d" up to
+    256, "_huge_d" beyond (smaller tiles, and at most ``group_rows_huge_d`` query heads a program)."""
+    padded = max(meta["D_PAD"] + meta["D_TAIL_PAD"], meta["DV_PAD"])
+    return "" if padded <= 128 else "_large_d" if padded <= 256 else "_huge_d"
+
+
+def _group_rows(group: int, least: int, size_class: str, cfg: dict) -> int:
+    """Query heads of one KV head a program takes (a power of two, at least ``least``); below ``group`` the
+    group is split over programs, each reading the keys again (the price of huge heads' registers)."""
+    rows = max(least, triton.next_power_of_2(group))
+    return max(least, min(rows, cfg["group_rows_huge_d"])) if size_class == "_huge_d" else rows
+
+
 def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes):
     tensors, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
     k_cache, v_cache = _cache_views(k_cache, v_cache)
-    large = meta["D_PAD"] > 128
-    group = q.shape[1] // k_cache.shape[2]
-    group_pad = triton.next_power_of_2(group)
-    block_m = cfg["prefill_block_m_large_d" if large else "prefill_block_m"]
+    size_class = _head_size_class(meta)
+    kv_heads = k_cache.shape[2]
+    group = q.shape[1] // kv_heads
+    group_pad = _group_rows(group, 1, size_class, cfg)
+    block_m = cfg["prefill_block_m" + size_class]
     block_q = max(block_m // group_pad, -(-16 // group_pad))  # tl.dot needs at least 16 rows
-    grid = (q.shape[0] // block_q + batch.num_seqs, k_cache.shape[2])
+    grid = (q.shape[0] // block_q + batch.num_seqs, kv_heads * -(-group // group_pad))
     _prefill_kernel[grid](
         out, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens, *tensors,
-        batch.num_seqs, *strides, G=group, G_PAD=group_pad, BLOCK_Q=block_q,
-        BLOCK_N=cfg["prefill_block_n_large_d" if large else "prefill_block_n"], SKIP_DECODES=skip_decodes,
+        batch.num_seqs, kv_heads, *strides, G=group, G_PAD=group_pad, BLOCK_Q=block_q,
+        BLOCK_N=cfg["prefill_block_n" + size_class], SKIP_DECODES=skip_decodes,
         NUM_STAGES=cfg["prefill_stages"], num_warps=cfg["prefill_warps"], **meta)
 
 
@@ -413,22 +499,24 @@ def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes):
     k_cache, v_cache = _cache_views(k_cache, v_cache)
     heads, kv_heads = q.shape[1], k_cache.shape[2]
     group = heads // kv_heads
-    block_n = cfg["decode_block_n_large_d" if meta["D_PAD"] > 128 else "decode_block_n"]
-    splits = decode_splits(num_decodes, kv_heads, batch.block_tables.shape[1] * batch.block_size, params.window,
+    size_class = _head_size_class(meta)
+    group_pad = _group_rows(group, 16, size_class, cfg)
+    programs = kv_heads * -(-group // group_pad)  # per decode and split
+    splits = decode_splits(num_decodes, programs, batch.block_tables.shape[1] * batch.block_size, params.window,
                            q.device, cfg)
     part_out = part_lse = out  # placeholders, unused without a split
     if splits > 1:
-        part_out = torch.empty((num_decodes, heads, splits, q.shape[2]), dtype=torch.float32, device=q.device)
+        part_out = torch.empty((num_decodes, heads, splits, meta["DV"]), dtype=torch.float32, device=q.device)
         part_lse = torch.empty((num_decodes, heads, splits), dtype=torch.float32, device=q.device)
-    _decode_kernel[(num_decodes, kv_heads, splits)](
+    _decode_kernel[(num_decodes, programs, splits)](
         out, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens,
-        *tensors, batch.decode_seqs, splits, heads, *strides,
-        G=group, G_PAD=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, SPLIT=splits > 1,
+        *tensors, batch.decode_seqs, splits, heads, kv_heads, *strides,
+        G=group, G_PAD=group_pad, BLOCK_N=cfg["decode_block_n" + size_class], SPLIT=splits > 1,
         NUM_STAGES=cfg["decode_stages"], num_warps=cfg["decode_warps"], **meta)
     if splits > 1:
         _reduce_kernel[(num_decodes, heads)](
             out, part_out, part_lse, batch.query_start, batch.decode_seqs, splits, heads, out.stride(0),
-            out.stride(1), SPLITS_PAD=_REDUCE_LANES, D=meta["D"], D_PAD=meta["D_PAD"], num_warps=4)
+            out.stride(1), SPLITS_PAD=_REDUCE_LANES, DV=meta["DV"], DV_PAD=meta["DV_PAD"], num_warps=4)
 
 
 # one lane per possible split, whatever this step's count: a single compiled reduce kernel instead of one

@@ -1,11 +1,12 @@
 """Rotary embedding of q and k fused with the write of k and v into their KV-cache blocks: one launch.
 
 Contract (``mii_core.model.ops.rotary_write_kv``), with what this kernel accepts:
-- ``q`` [T, Hq, D], ``k``/``v`` [T, Hkv, D]: any strides (views of one fused qkv output are the usual
-  case); Hq need not equal Hkv. D any size (64, 80, 96, 128, 256, ...).
+- ``q`` [T, Hq, D], ``k`` [T, Hkv, D], ``v`` [T, Hkv, Dv]: any strides (views of one fused qkv output are
+  the usual case); Hq need not equal Hkv. D and Dv any size (64, 80, 96, 128, 256, 576, ...). ``v`` None
+  (values read from their keys, ``value_in_key``): only k is written.
 - ``cos``/``sin`` [T, rotary_dim] (any strides), HF's rotate-half layout, or None with ``rotary_dim`` 0.
   ``rotary_dim`` even and at most D; features past it pass through unchanged (partial rotary).
-- ``k_cache``/``v_cache`` [num_blocks, block_size, Hkv, D], any strides; ``slot_mapping`` [T] integer.
+- ``k_cache`` [num_blocks, block_size, Hkv, D], ``v_cache`` [..., Hkv, Dv], any strides; ``slot_mapping`` [T].
   A negative slot writes nothing: padding tokens of a captured CUDA graph may use -1.
 - Returns a new contiguous [T, Hq, D] tensor holding the rotated q; the inputs are not modified.
 - An FP8 cache (float8_e4m3fn, with ``kv_scales`` [2, Hkv]) is written through its bytes (the
@@ -83,13 +84,13 @@ def _rotate_heads(src, dst, cos_row, sin_row, head0, heads, dim, rotary_dim, str
 
 @triton.jit
 def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
-                         k_scales, v_scales, q_heads, kv_heads, dim, rotary_dim, block_size,
+                         k_scales, v_scales, q_heads, kv_heads, dim, v_dim, rotary_dim, block_size,
                          stride_qt, stride_qh, stride_qd, stride_kt, stride_kh, stride_kd,
                          stride_vt, stride_vh, stride_vd, stride_ct, stride_cd,
                          stride_kb, stride_ko, stride_kch, stride_kcd,    # k_cache
                          stride_vb, stride_vo, stride_vch, stride_vcd,    # v_cache
                          HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-                         UNFUSED: tl.constexpr, QUANTIZE: tl.constexpr):
+                         UNFUSED: tl.constexpr, QUANTIZE: tl.constexpr, WRITE_V: tl.constexpr):
     # grid: (token, head block); the first blocks hold q's heads, the rest k's and v's
     token = tl.program_id(0).to(tl.int64)
     head_block = tl.program_id(1)
@@ -110,35 +111,43 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
                           cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_kh, stride_kd,
                           stride_kch, stride_kcd, stride_cd, k_scales, HAS_ROTARY, BLOCK_H, BLOCK_D,
                           UNFUSED, QUANTIZE)
-            _rotate_heads(v_ptr + token * stride_vt, v_cache_ptr + block * stride_vb + offset * stride_vo,
-                          cos_row, sin_row, head0, kv_heads, dim, rotary_dim, stride_vh, stride_vd,
-                          stride_vch, stride_vcd, stride_cd, v_scales, False, BLOCK_H, BLOCK_D,
-                          UNFUSED, QUANTIZE)
+            if WRITE_V:
+                _rotate_heads(v_ptr + token * stride_vt, v_cache_ptr + block * stride_vb + offset * stride_vo,
+                              cos_row, sin_row, head0, kv_heads, v_dim, rotary_dim, stride_vh, stride_vd,
+                              stride_vch, stride_vcd, stride_cd, v_scales, False, BLOCK_H, BLOCK_D,
+                              UNFUSED, QUANTIZE)
 
 
-def _check(q, k, v, cos, sin, rotary_dim, k_cache, kv_scales):
+def _check(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, kv_scales):
     dim = q.shape[-1]
     if rotary_dim % 2 or not 0 <= rotary_dim <= dim:
         raise ValueError(f"rotary_dim must be even and between 0 and the head size {dim}, got {rotary_dim}")
     if rotary_dim and (cos is None or sin is None):
         raise ValueError("rotary_write_kv needs cos and sin when rotary_dim > 0")
-    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2] != dim:
-        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not fit together")
+    if k.shape[0] != q.shape[0] or k.shape[2] != dim or (v is not None and v.shape[:2] != k.shape[:2]):
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {None if v is None else tuple(v.shape)} "
+                         f"do not fit together")
     if k_cache.shape[2:] != k.shape[1:]:
         raise ValueError(f"k_cache {tuple(k_cache.shape)} does not hold heads of shape {tuple(k.shape[1:])}")
+    if v is not None and v_cache.shape[2:] != v.shape[1:]:
+        raise ValueError(f"v_cache {tuple(v_cache.shape)} does not hold heads of shape {tuple(v.shape[1:])}")
     check_fp8_cache(k_cache, kv_scales, q.device, "rotary_write_kv")
 
 
 def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin, rotary_dim: int,
                     k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
                     kv_scales=None) -> torch.Tensor:
-    _check(q, k, v, cos, sin, rotary_dim, k_cache, kv_scales)
+    """``v`` None: the values are views of the keys (``v_cache`` one of ``k_cache``), written with them."""
+    _check(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, kv_scales)
     tokens, q_heads, dim = q.shape
     kv_heads = k.shape[1]
+    write_v = v is not None
+    v_dim = v.shape[2] if write_v else dim
+    v = v if write_v else k  # a placeholder, never read
     q_out = torch.empty((tokens, q_heads, dim), dtype=q.dtype, device=q.device)
     if tokens == 0:
         return q_out
-    block_d = triton.next_power_of_2(dim)
+    block_d = triton.next_power_of_2(max(dim, v_dim))
     block_h = max(1, min(triton.next_power_of_2(max(q_heads, kv_heads)), 2048 // block_d))
     grid = (tokens, triton.cdiv(q_heads, block_h) + triton.cdiv(kv_heads, block_h))
     has_rotary = rotary_dim > 0
@@ -152,10 +161,10 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
         k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
     _rotary_write_kernel[grid](
         q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, k_scales, v_scales,
-        q_heads, kv_heads, dim, rotary_dim, k_cache.shape[1],
+        q_heads, kv_heads, dim, v_dim, rotary_dim, k_cache.shape[1],
         *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
         HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=has_nvidia_intrinsics(q),
-        QUANTIZE=quantize, num_warps=4)
+        QUANTIZE=quantize, WRITE_V=write_v, num_warps=4)
     return q_out
 
 
