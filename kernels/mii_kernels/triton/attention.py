@@ -214,10 +214,13 @@ def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, 
 def _load_tail(q_rows, row_ok, D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, placeholder):
     """The query features past the first ``D_PAD`` ([M, D_TAIL_PAD], from row pointers ``q_rows`` [M, 1]), or
     ``placeholder`` (never read) when the key has no tail."""
+    # if/else, each returning: Triton compiles every return of a function (a constexpr branch's early one
+    # too) and refuses returns of different shapes
     if D_TAIL_PAD > 0:
         offs_t = D_PAD + tl.arange(0, D_TAIL_PAD)
         return tl.load(q_rows + offs_t[None, :], mask=row_ok[:, None] & (offs_t[None, :] < D), other=0.0)
-    return placeholder
+    else:
+        return placeholder
 
 
 @triton.jit
