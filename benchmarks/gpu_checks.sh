@@ -5,13 +5,14 @@
 # output against its PyTorch reference, every architecture, on the GPU's kernels; tests/test_prequantized.py,
 # checkpoints shipped in FP8 against HF on their dequantized weights) and
 # tests/test_fp8_kv_cache.py (greedy of the FP8 KV cache against HF with K/V rounded through e4m3: Triton
-# kernels and decode CUDA graphs, float32), each logged.
+# kernels and decode CUDA graphs, float32) and tests/legacy/test_cuda_graphs_gpu.py (MII Legacy's
+# enable_cuda_graph: the encoder tasks' graphs and the Stable Diffusion UNet's against eager and HF), each logged.
 #
 #     sh benchmarks/gpu_checks.sh "$OUT"        (from the repository root; carry .whl as for gpu_setup.sh,
 #                                                and .cache: the trained tiny model of the perplexity test)
 #
 # Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log,
-# FOLDER/quant_parity.log, FOLDER/fp8kv.log and FOLDER/summary.txt; exits 1 if any check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
+# FOLDER/quant_parity.log, FOLDER/fp8kv.log, FOLDER/cuda_graphs.log and FOLDER/summary.txt; exits 1 if any check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
 # GPU_CHECKS_SETUP=0 skips the set-up (an environment that has everything already, e.g. `make install`'s
 # .venv activated: a CPU dry run of this file). PARITY_ARGS go to every gpu_parity.py process (e.g.
 # "--no-bf16": the float32 checks only); KERNEL_SHARDS, PARITY_SHARDS, CHECKS_BUDGET_S as below.
@@ -76,6 +77,10 @@ quant_pid=$!
 timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 \
     tests/test_fp8_kv_cache.py > "$out/fp8kv.log" 2>&1 &
 fp8kv_pid=$!
+# MII Legacy's enable_cuda_graph (tiny models; the UNet's cases skip unless diffusers came with .whl)
+timeout -s INT -k 20 "$budget" python3 -m pytest -q -p no:cacheprovider -p no:timeout --durations=8 -rs \
+    tests/legacy/test_cuda_graphs_gpu.py > "$out/cuda_graphs.log" 2>&1 &
+graphs_pid=$!
 parity=0
 for pid in $parity_pids; do wait "$pid" || parity=1; done  # 124: cut at the budget
 for log in "$work"/parity-*.log; do echo "== $log"; cat "$log"; done > "$out/parity.log"
@@ -87,6 +92,8 @@ wait "$fp8kv_pid" || fp8kv=1
 for log in "$work"/kernels-*.log; do echo "== $log"; cat "$log"; done > "$out/kernels.log"
 quant=0
 wait "$quant_pid" || quant=1
+graphs=0
+wait "$graphs_pid" || graphs=1
 cp "$work/quant-parity.log" "$out/quant_parity.log"
 
 {
@@ -99,5 +106,7 @@ cp "$work/quant-parity.log" "$out/quant_parity.log"
     echo "quantization parity (rc $quant): $(grep -E '(passed|failed|error)' "$out/quant_parity.log" | tail -1)"
     grep -E '^FAILED' "$out/quant_parity.log"
     echo "fp8 KV cache greedy parity (rc $fp8kv): $(grep -E '(passed|failed|error)' "$out/fp8kv.log" | tail -1)"
+    echo "legacy CUDA graphs (rc $graphs): $(grep -E '(passed|failed|error)' "$out/cuda_graphs.log" | tail -1)"
+    grep -E '^FAILED' "$out/cuda_graphs.log"
 } | tee "$out/summary.txt"
-[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ] && [ "$quant" -eq 0 ] && [ "$fp8kv" -eq 0 ]
+[ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ] && [ "$quant" -eq 0 ] && [ "$fp8kv" -eq 0 ] && [ "$graphs" -eq 0 ]

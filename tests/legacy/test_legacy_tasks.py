@@ -9,6 +9,7 @@ import transformers
 
 import mii_core.legacy as mii
 from conftest import ENCODERS
+from support.legacy_oracles import assert_same, best_span_by_hand, mean_pooling_by_hand
 
 TEXTS = ["Paris is the capital of France.", "Hello I'm a fashion model.", "The quick brown fox jumps.",
          "I love this movie, it was great!", "Seattle is a city in Washington state."]
@@ -31,24 +32,6 @@ def deployed(encoder):
     yield deploy
     for name in names:
         mii.terminate(name)
-
-
-def assert_same(ours, theirs, path="response"):
-    """Equal structure and values; floats within float32 tolerance."""
-    if hasattr(theirs, "item"):  # numpy scalars (HF's token scores)
-        theirs = theirs.item()
-    if isinstance(theirs, float):
-        assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-5), path
-    elif isinstance(theirs, dict):
-        assert sorted(ours) == sorted(theirs), path
-        for key in theirs:
-            assert_same(ours[key], theirs[key], f"{path}.{key}")
-    elif isinstance(theirs, list):
-        assert len(ours) == len(theirs), path
-        for i, (a, b) in enumerate(zip(ours, theirs)):
-            assert_same(a, b, f"{path}[{i}]")
-    else:
-        assert ours == theirs, path
 
 
 def concurrently(handle, queries, **options):
@@ -85,27 +68,6 @@ def test_classification_equals_hf_pipeline(deployed, hf_pipeline, model_type, ta
     assert_same(everything, hf(TEXTS[0], **every))
 
 
-def best_span_by_hand(model, tokenizer, question, context, max_answer_len=15):
-    """Every (start, end) pair scored from HF's own logits; the pipeline's rules (module docstring of
-    mii_tasks_text.question_answering), written as loops."""
-    enc = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
-    with torch.no_grad():
-        out = model(**{k: v for k, v in enc.items() if k in tokenizer.model_input_names})
-    in_context = [s == 1 for s in enc.sequence_ids()]
-    probs = []
-    for logits in (out.start_logits[0], out.end_logits[0]):
-        kept = torch.tensor([i == 0 or c for i, c in enumerate(in_context)])
-        p = torch.where(kept, logits, torch.tensor(-10000.0)).softmax(-1)
-        p[0] = 0.0
-        probs.append(p)
-    best = max(((probs[0][s] * probs[1][e]).item(), s, e) for s in range(len(in_context))
-               for e in range(s, min(s + max_answer_len, len(in_context))) if in_context[s] and in_context[e])
-    score, s, e = best
-    offsets = enc["offset_mapping"][0]
-    first, last = int(offsets[s][0]), int(offsets[e][1])
-    return {"score": score, "start": first, "end": last, "answer": context[first:last]}
-
-
 @pytest.mark.parametrize("model_type", ENCODERS)
 def test_question_answering_equals_best_span_by_hand(deployed, model_type):
     handle, folder = deployed("question-answering", model_type)
@@ -125,10 +87,7 @@ def test_embeddings_equal_mean_pooling_by_hand(deployed, model_type):
     model = transformers.AutoModel.from_pretrained(folder).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     for text, result in zip(TEXTS, concurrently(handle, [{"query": t} for t in TEXTS])):
-        enc = tokenizer(text, return_tensors="pt")
-        with torch.no_grad():
-            hidden = model(**{k: v for k, v in enc.items() if k in tokenizer.model_input_names}).last_hidden_state
-        expected = hidden[0].sum(0) / enc["attention_mask"].sum()  # sentence-transformers' mean pooling
+        expected = mean_pooling_by_hand(model, tokenizer, text)
         assert torch.allclose(torch.tensor(result.response), expected, atol=1e-5)
     unit = torch.tensor(handle.query({"query": TEXTS[0]}, normalize=True).response)
     assert unit.norm().item() == pytest.approx(1.0, abs=1e-5)

@@ -1,16 +1,25 @@
-"""What every encoder task shares: loading, tokenizing one query, padding a batch, one forward pass."""
+"""What every encoder task shares: loading, tokenizing one query, padding a batch, one forward pass
+(replayed from CUDA graphs with ``enable_cuda_graph``: ``bucketed_forward.py``)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 import transformers
 
+from mii_core.legacy.static_calls import CudaGraphCapture
 from mii_core.legacy.task import Prepared, QueryError, TaskModel
+from mii_tasks_text.bucketed_forward import BucketedForward, Capture
 
+log = logging.getLogger(__name__)
 # RoBERTa-style models number positions from pad_token_id + 1, so they hold that many fewer tokens
 POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta")
+# the model types whose HF forward pass was read for host synchronisation (none with an attention mask given)
+GRAPH_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert")
+# flash attention unpads the batch by the mask's contents (a host sync), which no graph can hold
+GRAPH_ATTENTION = ("sdpa", "eager")
 
 
 class EncoderTask(TaskModel):
@@ -22,6 +31,7 @@ class EncoderTask(TaskModel):
     def __init__(self, task: str, model: Any, tokenizer: Any, device: str) -> None:
         super().__init__(task)
         self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.bucketed: Optional[BucketedForward] = None  # set by enable_cuda_graph
 
     @classmethod
     def load(cls, model_dir: Path, *, task: str, device: str, dtype: Any) -> "EncoderTask":
@@ -36,6 +46,34 @@ class EncoderTask(TaskModel):
         config = self.model.config
         offset = config.pad_token_id + 1 if config.model_type in POSITION_OFFSET_TYPES else 0
         return min(config.max_position_embeddings - offset, self.tokenizer.model_max_length)
+
+    def enable_cuda_graph(self) -> None:
+        refusal = self.graph_refusal()
+        if refusal is not None:
+            log.warning("enable_cuda_graph ignored for %s: %s", self.task, refusal)
+            return
+        self.use_static_calls(CudaGraphCapture(self.device))
+        log.info("enable_cuda_graph: the %s encoder's forward pass is captured per (batch bucket, length) on "
+                 "first use", self.task)
+
+    def graph_refusal(self) -> Optional[str]:
+        """Why this task model cannot capture its forward pass in CUDA graphs, or None when it can."""
+        if not str(self.device).startswith("cuda"):
+            return f"CUDA graphs need a CUDA device, this deployment runs on {self.device}"
+        model_type = self.model.config.model_type
+        if model_type not in GRAPH_MODEL_TYPES:
+            return (f"the model type '{model_type}' is not one whose forward pass is known to be capturable "
+                    f"({', '.join(GRAPH_MODEL_TYPES)})")
+        attention = getattr(self.model.config, "_attn_implementation", None)
+        if attention not in GRAPH_ATTENTION:
+            return (f"the model's attention implementation '{attention}' syncs with the host; load it with "
+                    f"one of {', '.join(GRAPH_ATTENTION)}")
+        return None
+
+    def use_static_calls(self, capture: Capture) -> None:
+        """Every later forward pass runs padded up to a batch bucket through static calls ``capture`` makes
+        (``CudaGraphCapture``; ``EagerCapture`` runs the same path on a CPU)."""
+        self.bucketed = BucketedForward(self.model, capture)
 
     def text(self, query: Mapping[str, Any], key: str) -> str:
         value = query[key]
@@ -63,7 +101,9 @@ class EncoderTask(TaskModel):
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def run(self, batch: dict[str, torch.Tensor]) -> Any:
-        with torch.inference_mode():
+        with torch.inference_mode():  # the graphs' buffers too are made and filled in inference mode
+            if self.bucketed is not None:
+                return self.bucketed(batch)
             return self.model(**batch)
 
     @staticmethod

@@ -23,7 +23,9 @@ class FillMask(EncoderTask):
     def respond(self, prepared: Prepared, outputs: Any, row: int) -> Any:
         input_ids = torch.tensor(prepared.data["input_ids"])
         masked = torch.nonzero(input_ids == self.tokenizer.mask_token_id).squeeze(-1)
-        probs = self.row_logits(outputs.logits, prepared, row)[masked].softmax(dim=-1)
+        # only the masks' rows leave the device (a row of logits per token is vocabulary-sized)
+        logits = outputs.logits[row, masked.to(outputs.logits.device)]
+        probs = logits.float().cpu().softmax(dim=-1)
         values, predictions = probs.topk(int(prepared.options.get("top_k", 5)))
         single_mask = len(masked) == 1
         result = [[self._proposal(input_ids, int(position), float(v), int(p), single_mask)
