@@ -86,7 +86,8 @@ class Geometry:
 
     def layer_windows(self):
         """((layers, window), ...): how many layers attend each way; window 0 is full attention."""
-        windowed = 0 if not self.sliding_window else self.layers if self.sliding_layers is None else self.sliding_layers
+        windowed = self.layers if self.sliding_layers is None else self.sliding_layers
+        windowed = windowed if self.sliding_window else 0
         return tuple((n, w) for n, w in ((self.layers - windowed, 0), (windowed, self.sliding_window)) if n)
 
     @property
@@ -143,10 +144,12 @@ def workload_floor(geo, prompt_lens, output_lens, matmul_flops, read_Bps, shared
     P, groups = shared_prefix_len, geo.layer_windows()  # each group of layers attends with its own window
     prefill_tokens = P + sum(p - P for p in prompt_lens)
     decode_tokens = sum(o - 1 for o in output_lens)
-    prefill_attn = sum(geo.attention_flops(keys_attended(0, P, w) + sum(keys_attended(P, p, w) for p in prompt_lens), n)
-                       for n, w in groups)
-    decode_attn = sum(geo.attention_flops(sum(keys_attended(p, p + o - 1, w) for p, o in zip(prompt_lens, output_lens)),
-                                          n) for n, w in groups)
+    prefill_attn = decode_attn = 0
+    for n, w in groups:
+        prefill_keys = keys_attended(0, P, w) + sum(keys_attended(P, p, w) for p in prompt_lens)
+        decode_keys = sum(keys_attended(p, p + o - 1, w) for p, o in zip(prompt_lens, output_lens))
+        prefill_attn += geo.attention_flops(prefill_keys, n)
+        decode_attn += geo.attention_flops(decode_keys, n)
     active = geo.active_params()
     prefill_flops = 2 * active * prefill_tokens + 2 * geo.head_params * len(prompt_lens) + prefill_attn
     decode_flops = (2 * active + 2 * geo.head_params) * decode_tokens + decode_attn
@@ -157,7 +160,8 @@ def workload_floor(geo, prompt_lens, output_lens, matmul_flops, read_Bps, shared
     for j in range(1, steps):  # decode step j: request i is in it while j <= out_i - 1
         live = [p for p, o in zip(prompt_lens, output_lens) if o - 1 >= j]
         decode_weight_bytes += geo.step_weight_bytes(len(live))
-        decode_kv_bytes += sum(n * decode_kv_tokens(live, j, P, w) for n, w in groups) * geo.kv_bytes_per_layer_token
+        layer_tokens = sum(n * decode_kv_tokens(live, j, P, w) for n, w in groups)  # KV entries over all layers
+        decode_kv_bytes += layer_tokens * geo.kv_bytes_per_layer_token
     peak_kv_tokens = P + sum(p - P + o - 1 for p, o in zip(prompt_lens, output_lens))
 
     out = {
