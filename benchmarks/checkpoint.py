@@ -184,10 +184,11 @@ def build_mixtral(path, tiny=False, seed=0, log=print):
                                    "mixtral", tiny, seed, log)
 
 
-def build_with_transformers(path, config_cls, model_cls, shape, kind, tiny=False, seed=0, log=print):
+def build_with_transformers(path, config_cls, model_cls, shape, kind, tiny=False, seed=0, log=print, removable=()):
     """Builds (or reuses) a random checkpoint of `shape` made by transformers itself (`model_cls`, random
     init, bf16 on the GPU; float32 on the CPU when tiny), so its files are in the hub's layout whatever
-    transformers keeps in memory; a summary dict with the saved config.json."""
+    transformers keeps in memory; a summary dict with the saved config.json. Where the disk lacks room for
+    it, the benchmark checkpoints in `removable` go first (mixtral_checkpoint.make_room)."""
     dtype = torch.float32 if tiny else torch.bfloat16
     device = "cpu" if tiny or not torch.cuda.is_available() else "cuda"
     stamp = json.dumps({"shape": shape, "dtype": str(dtype), "seed": seed, "kind": kind}, sort_keys=True)
@@ -197,6 +198,10 @@ def build_with_transformers(path, config_cls, model_cls, shape, kind, tiny=False
         torch.manual_seed(seed)
         with torch.device(device):
             model = model_cls._from_config(config_cls(**shape), dtype=dtype)
+        if removable:
+            from mixtral_checkpoint import make_room
+            tensors = {t.data_ptr(): t.nbytes for t in model.state_dict().values()}  # a tied head once
+            make_room(path, sum(tensors.values()), removable, log)
         model.save_pretrained(path)
         del model
         if device == "cuda":
@@ -211,9 +216,11 @@ def build_with_transformers(path, config_cls, model_cls, shape, kind, tiny=False
     return summary
 
 
-def build_family(family, path, tiny=False, seed=0, log=print):
-    """Builds (or reuses) the random checkpoint of a families.Family (its shape, or its tiny one)."""
+def build_family(family, path, tiny=False, seed=0, log=print, removable=()):
+    """Builds (or reuses) the random checkpoint of a families.Family (its shape, or its tiny one); the
+    benchmark checkpoints in `removable` are removed first if the disk lacks room (the GPU machine has 64 GB:
+    the Llama, Mixtral and both family checkpoints together come to 62 GB)."""
     import transformers
     config_cls, model_cls = (getattr(transformers, name) for name in family.hf_classes)
     return build_with_transformers(path, config_cls, model_cls, family.tiny_shape if tiny else family.shape,
-                                   family.name, tiny, seed, log)
+                                   family.name, tiny, seed, log, removable)

@@ -281,8 +281,11 @@ def family_section(ph, ctx, family):
     if "ours" in args.systems and not installed:
         ph.record(family.figure("ours"), {"unavailable": note})
 
+    others = [f.path(args.tiny) for f in FAMILIES.values() if f is not family]
+    removable = [args.moe_ckpt, *others, args.ckpt]  # if the disk lacks room; the Llama one costs most to redo
+
     def build():
-        ck = checkpoint.build_family(family, family.path(args.tiny), args.tiny, 0, ph.log)
+        ck = checkpoint.build_family(family, family.path(args.tiny), args.tiny, 0, ph.log, removable)
         ph.part["info"].setdefault("family_checkpoints", {})[family.name] = ck
         return {"reused": ck["reused"], "build_s": ck.get("build_s", 0.0)}
     if ph.phase(f"{family.name}.checkpoint", build) is None:

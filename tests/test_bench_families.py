@@ -35,8 +35,9 @@ def tiny_w1():
 
 def test_sections_ran_alone(tiny_run):
     res, _ = tiny_run
-    assert res["errors"] == {}
+    assert res["errors"] == {} and res["skipped"] == []
     assert list(res["sections"]) == ["ceilings", "qwen3_moe", "gemma2"]  # no Llama checkpoint asked for
+    assert [s["budget_s"] for s in res["sections"].values()] == [20, 250, 250]  # the default 520 s, unscaled
     assert all(s["status"] == "ok" for s in res["sections"].values())
     assert "checkpoint" not in res and set(res["family_checkpoints"]) == {"qwen3_moe", "gemma2"}
 
