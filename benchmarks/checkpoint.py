@@ -3,8 +3,8 @@
 Nothing can be downloaded on the GPU machine, so the Llama-3-8B shape is materialised tensor by tensor
 with torch.randn on the GPU (seconds, not minutes) and written as sharded safetensors plus an index,
 a config.json from LlamaConfig and a small local tokenizer. Our engine and the HF peers load the same folder.
-The Mixtral-shaped model (fewer layers) is built by transformers itself (MixtralForCausalLM, random init),
-so its files are in the hub's layout whatever transformers keeps in memory.
+The Mixtral-shaped model (fewer layers) and the family rows' models (families.py) are built by transformers
+itself (random init), so their files are in the hub's layout whatever transformers keeps in memory.
 """
 
 import json
@@ -180,16 +180,28 @@ def _reusable(path, stamp, log):
 def build_mixtral(path, tiny=False, seed=0, log=print):
     """Builds (or reuses) a random Mixtral-shaped checkpoint (MIXTRAL_4L, or TINY_MIXTRAL in float32)."""
     from transformers import MixtralConfig, MixtralForCausalLM
-    shape = TINY_MIXTRAL if tiny else MIXTRAL_4L
+    return build_with_transformers(path, MixtralConfig, MixtralForCausalLM, TINY_MIXTRAL if tiny else MIXTRAL_4L,
+                                   "mixtral", tiny, seed, log)
+
+
+def build_with_transformers(path, config_cls, model_cls, shape, kind, tiny=False, seed=0, log=print, removable=()):
+    """Builds (or reuses) a random checkpoint of `shape` made by transformers itself (`model_cls`, random
+    init, bf16 on the GPU; float32 on the CPU when tiny), so its files are in the hub's layout whatever
+    transformers keeps in memory; a summary dict with the saved config.json. Where the disk lacks room for
+    it, the benchmark checkpoints in `removable` go first (mixtral_checkpoint.make_room)."""
     dtype = torch.float32 if tiny else torch.bfloat16
     device = "cpu" if tiny or not torch.cuda.is_available() else "cuda"
-    stamp = json.dumps({"shape": shape, "dtype": str(dtype), "seed": seed, "kind": "mixtral"}, sort_keys=True)
+    stamp = json.dumps({"shape": shape, "dtype": str(dtype), "seed": seed, "kind": kind}, sort_keys=True)
     summary = dict(path=path, shape=shape, dtype=str(dtype), reused=True)
     if not _reusable(path, stamp, log):
         t0 = time.perf_counter()
         torch.manual_seed(seed)
         with torch.device(device):
-            model = MixtralForCausalLM._from_config(MixtralConfig(**shape), dtype=dtype)
+            model = model_cls._from_config(config_cls(**shape), dtype=dtype)
+        if removable:
+            from mixtral_checkpoint import make_room
+            tensors = {t.data_ptr(): t.nbytes for t in model.state_dict().values()}  # a tied head once
+            make_room(path, sum(tensors.values()), removable, log)
         model.save_pretrained(path)
         del model
         if device == "cuda":
@@ -198,7 +210,17 @@ def build_mixtral(path, tiny=False, seed=0, log=print):
         with open(os.path.join(path, DONE_MARKER), "w") as f:
             f.write(stamp)
         summary.update(reused=False, build_s=time.perf_counter() - t0)
-        log(f"checkpoint: built {path} (Mixtral shape, {device}) in {summary['build_s']:.1f}s")
+        log(f"checkpoint: built {path} ({kind} shape, {device}) in {summary['build_s']:.1f}s")
     with open(os.path.join(path, "config.json")) as f:
         summary["config"] = json.load(f)
     return summary
+
+
+def build_family(family, path, tiny=False, seed=0, log=print, removable=()):
+    """Builds (or reuses) the random checkpoint of a families.Family (its shape, or its tiny one); the
+    benchmark checkpoints in `removable` are removed first if the disk lacks room (the GPU machine has 64 GB:
+    the Llama, Mixtral and both family checkpoints together come to 62 GB)."""
+    import transformers
+    config_cls, model_cls = (getattr(transformers, name) for name in family.hf_classes)
+    return build_with_transformers(path, config_cls, model_cls, family.tiny_shape if tiny else family.shape,
+                                   family.name, tiny, seed, log, removable)

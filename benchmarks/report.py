@@ -4,6 +4,7 @@ Pure Python: the runner holds no torch, and the report can be rebuilt from a res
 
 import dataclasses
 
+import families
 import floors
 import report_quant
 import workloads as wls
@@ -38,13 +39,14 @@ def workload_floors(res):
     if not bw or not ceil.get("matmul_flops"):
         return {}
     args, out = res["args"], {"read_Bps": bw, "read_source": source, "matmul_flops": ceil["matmul_flops"]}
-    models = {"llama": res.get("checkpoint"), "moe": res.get("moe_checkpoint")}
+    models = {"llama": res.get("checkpoint"), "moe": res.get("moe_checkpoint"), **res.get("family_checkpoints", {})}
     jobs = [(w, "llama", w) for w in ("W1", "W2", "W3", "W4") if w in args["workloads"]] + [("MOE_W1", "moe", "W1")]
+    jobs += [(f.floor_key, f.name, "W1") for f in families.FAMILIES.values()]
     geometries, lengths = {}, {}  # for the quantization modes' floors
     if args.get("kv_cache_dtype") == "fp8" and "W1" in args["workloads"]:
         jobs.append(("W1_FP8KV", "llama", "W1"))
     for key, model, name in jobs:
-        ck = models[model]
+        ck = models.get(model)
         if not ck:
             continue
         geo = floors.Geometry.from_config(ck.get("config") or ck["shape"], dtype_bytes(ck["dtype"]))
@@ -132,8 +134,25 @@ def rows(res):
     add("Mixtral-shaped W1", "output tok/s", True, "output_tokens_per_s",
         {"ours": "ours.moe_W1", "hf_generate": "hf_generate.moe_W1"}, w.get("output_tokens_per_s"), w.get("bound"),
         n1)
+    for f in families.FAMILIES.values():  # issue 17's rows
+        w = fl.get(f.floor_key, {})
+        add(f.label, "output tok/s", True, "output_tokens_per_s",
+            {"ours": f.figure("ours"), "hf_generate": f.figure("hf_generate")}, w.get("output_tokens_per_s"),
+            w.get("bound"), n1)
+        out[-1]["floor_key"] = f.floor_key
+        out[-1]["x_memory_floor"] = _x_memory_floor(out[-1], w)
     out += report_quant.rows(res, _row, lambda key, field: _value(_fig(res, key), field))
     return [r for r in out if any(v is not None for v in r["values"].values())]
+
+
+def _x_memory_floor(row, floor):
+    """mii-core's time over the memory bound's: issue 17 holds the family rows against the memory floor
+    (the row's own floor is the larger bound; both are memory-bound at W1's shapes)."""
+    ours = row["values"].get("ours")
+    if not floor or not floor.get("memory_s") or not isinstance(ours, (int, float)) or ours <= 0:
+        return None
+    output_tokens = floor["output_tokens_per_s"] * floor["floor_s"]
+    return output_tokens / floor["memory_s"] / ours
 
 
 def startup(res):
@@ -144,6 +163,8 @@ def startup(res):
             "mii-core start-up, Mixtral shape": ("ours_moe.startup", "startup_s"),
             "HF load": ("hf.load_s", None), "HF static cache: first call (compiles)": ("hf_static.first_call", "first_call_s"),
             "HF static cache: compile (first call - steady call)": ("hf_static.W2", "compile_s")}
+    for f in families.FAMILIES.values():
+        pick[f"mii-core start-up, {f.label.removesuffix(' W1')}"] = (f"ours_{f.name}.startup", "startup_s")
     out = {}
     for label, (key, field) in pick.items():
         v = fig.get(key)
@@ -182,8 +203,18 @@ def targets(res):
         ("W4: prefix cache on >= 4x faster than off", w4, w4 and w4 >= 4),
         ("Mixtral-shaped W1 >= 10x HF generate", vs(moe, "hf_generate"), vs(moe, "hf_generate") and vs(moe, "hf_generate") >= 10),
     ]
+    items += [item for f in families.FAMILIES.values() for item in _family_targets(by.get((f.label, "output tok/s")),
+                                                                                      f.label)]
     return [{"target": t, "value": v, "met": None if v is None else bool(m)} for t, v, m in items] \
         + report_quant.targets(res)
+
+
+def _family_targets(row, label):
+    """Issue 17's targets for a family row: >= 20x HF generate, within 2x of the memory floor."""
+    speedup = row and row["speedup_vs"].get("hf_generate")
+    x_memory = row and row.get("x_memory_floor")
+    return [(f"{label} >= 20x HF generate", speedup, speedup and speedup >= 20),
+            (f"{label} within 2x of its memory floor", x_memory, x_memory and x_memory <= 2)]
 
 
 def complete(res):

@@ -8,6 +8,7 @@ time.time() value); PART receives the section's figures after every phase (phase
 """
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would crowd the device's 12,000-character tail
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads as wls  # noqa: E402
+from families import FAMILIES  # noqa: E402
 from phases import Phases, latency, throughput  # noqa: E402
 
 CB_STOP_S = 20  # continuous batching needs this long to stop its thread and leave its context manager
@@ -240,24 +242,57 @@ def mixtral_section(ph, ctx):
     if ph.phase("moe.checkpoint", build) is None:
         return
     ck = ph.part["info"]["moe_checkpoint"]
+    ours_runs = [("ours_moe", {}, "ours.moe_W1")] if installed else []
+    ours_runs += [(f"ours_moe_{m}", {"quantization_mode": m}, f"ours_{m}.moe_W1")  # each mode beside bf16
+                  for m in (getattr(args, "quantization_modes", []) if installed else [])]
+    _w1_beside_hf_generate(ph, ctx, ck, ours_runs, "hf_moe.load", "hf_generate.moe_W1")
+
+
+def _w1_beside_hf_generate(ph, ctx, ck, ours_runs, hf_load_key, hf_key):
+    """W1 on checkpoint `ck` through our engine, one engine per (prefix, extra engine kwargs, figure key) of
+    `ours_runs` (when "ours" is among the systems), then through HF generate on W1's first
+    --peer-w1-requests requests (padded static batches, capped by the section's deadline, of which our
+    runs leave it a third)."""
+    args = ctx.args
     wl = ctx.workload("W1", ck)
-    if "ours" in args.systems and installed:
+    if "ours" in args.systems and ours_runs:
         import ours
         hf_reserve = ph.left() / 3 if "hf_generate" in args.systems else 0
         ph.deadline -= hf_reserve  # our run must leave the peer its share
-        run_ours(ph, "ours_moe", ck["path"], ours.parse_kwargs(args.engine_kwargs),
-                 [("ours.moe_W1", lambda call: throughput(call, wl))], wl.prompts[0][:16])
-        for mode in getattr(args, "quantization_modes", []):  # each mode beside bf16
-            run_ours(ph, f"ours_moe_{mode}", ck["path"], {**ours.parse_kwargs(args.engine_kwargs),
-                                                           "quantization_mode": mode},
-                     [(f"ours_{mode}.moe_W1", lambda call: throughput(call, wl))], wl.prompts[0][:16])
+        for prefix, extra, key in ours_runs:
+            run_ours(ph, prefix, ck["path"], {**ours.parse_kwargs(args.engine_kwargs), **extra},
+                     [(key, lambda call: throughput(call, wl))], wl.prompts[0][:16])
         ph.deadline += hf_reserve
     if "hf_generate" in args.systems:
         import hf_peers
-        model = _load_hf(ph, "hf_moe.load", ck["path"], args.tiny)
+        model = _load_hf(ph, hf_load_key, ck["path"], args.tiny)
         if model is not None:
-            ph.phase("hf_generate.moe_W1", hf_peers.static_batches, model, wl.head(args.peer_w1_requests),
+            ph.phase(hf_key, hf_peers.static_batches, model, wl.head(args.peer_w1_requests),
                      ck["shape"]["eos_token_id"], args.hf_batch, ph.deadline, min_s=10)
+
+
+def family_section(ph, ctx, family):
+    """Issue 17's row for a families.Family: its random checkpoint (built in /tmp, reused while its marker
+    matches), W1 through our engine (when a plugin serves its model_type; else the row says why) and
+    through HF generate, beside each other."""
+    import checkpoint
+    args = ctx.args
+    installed, note = _has_architecture(family.model_type)
+    if "ours" in args.systems and not installed:
+        ph.record(family.figure("ours"), {"unavailable": note})
+
+    others = [f.path(args.tiny) for f in FAMILIES.values() if f is not family]
+    removable = [args.moe_ckpt, *others, args.ckpt]  # if the disk lacks room; the Llama one costs most to redo
+
+    def build():
+        ck = checkpoint.build_family(family, family.path(args.tiny), args.tiny, 0, ph.log, removable)
+        ph.part["info"].setdefault("family_checkpoints", {})[family.name] = ck
+        return {"reused": ck["reused"], "build_s": ck.get("build_s", 0.0)}
+    if ph.phase(f"{family.name}.checkpoint", build) is None:
+        return
+    ck = ph.part["info"]["family_checkpoints"][family.name]
+    ours_runs = [(f"ours_{family.name}", {}, family.figure("ours"))] if installed else []
+    _w1_beside_hf_generate(ph, ctx, ck, ours_runs, f"hf_{family.name}.load", family.figure("hf_generate"))
 
 
 SECTIONS = {
@@ -271,6 +306,7 @@ SECTIONS = {
     "hf": hf_section,
     "hf_static": hf_static_section,
     "mixtral": mixtral_section,
+    **{name: functools.partial(family_section, family=f) for name, f in FAMILIES.items()},
 }
 
 
