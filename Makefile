@@ -14,6 +14,10 @@ TASK_PLUGINS := $(wildcard plugins/tasks-*/pyproject.toml)
 MODEL ?=
 DEMO_MODEL_DIR ?= demo-model
 PYTEST_ARGS ?=
+# pytest-xdist workers (CI has 2 cores; each worker peaks near 4 GB). --dist loadfile keeps a test file on one
+# worker, so its module fixtures (pipelines, deployments) are built once. TEST_WORKERS=0: one process.
+# Tests marked `alone` (a race against the clock that a busy neighbour can lose) run afterwards, by themselves.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test clean
 
@@ -38,7 +42,8 @@ demo: install
 	$(PY) scripts/demo.py $(if $(MODEL),--model "$(MODEL)",--build-tiny "$(DEMO_MODEL_DIR)")
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m alone $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_MODEL_DIR) .pytest_cache

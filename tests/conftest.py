@@ -19,7 +19,19 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 import transformers  # noqa: E402
 
+from support.serving import xdist_worker  # noqa: E402
+
+# Under pytest-xdist (`make test` runs one worker per core) each worker, and each deployment or rank it
+# starts, takes its share of the cores: torch's default of one thread per core in every worker makes them
+# fight over the same cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // xdist_worker()[1])
+    torch.set_num_threads(_threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+
+from support import pipeline_pool  # noqa: E402
 from support.oracle import HFOracle  # noqa: E402
+from support.pipeline_pool import PipelinePool  # noqa: E402
 from support.tiny_llama import VARIANT_SEEDS, VARIANTS, build_tiny_llama
 
 # Keep load reports and progress bars out of the test output.
@@ -63,23 +75,26 @@ def oracle():
 
 @pytest.fixture(scope="module")
 def pipeline():
-    """pipeline(path, **model_options) -> mii_core pipeline, shared within a test module.
+    """pipeline(path, **model_options) -> mii_core pipeline, shared within a test module (at most
+    pipeline_pool.LIVE of those test bodies asked for stay alive; see support/pipeline_pool.py).
 
     Pipelines are destroyed when the module ends so their KV caches do not pile up.
     """
     import mii_core
 
-    made = {}
+    pool = PipelinePool(mii_core.pipeline)
+    yield pool.get
+    pool.close()
 
-    def get(path, **model_options):
-        key = (str(path), repr(sorted(model_options.items())))
-        if key not in made:
-            made[key] = mii_core.pipeline(str(path), **model_options)
-        return made[key]
 
-    yield get
-    for pipe in made.values():
-        pipe.destroy()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Marks the test body's run, so the pipeline pool never destroys one the running test asked for."""
+    pipeline_pool.test_body_started(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        pipeline_pool.test_body_ended()
 
 
 @pytest.fixture(params=VARIANTS)

@@ -92,6 +92,16 @@ def tiny_trained_checkpoint(cache: Path = CACHE) -> Path:
     path = cache / f"llama-stdlib-{digest}"
     if (path / "done").is_file():
         return path
+    from filelock import FileLock
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / f"{path.name}.lock")):  # two pytest-xdist workers: one trains, the other waits
+        if not (path / "done").is_file():
+            _train_into(path)
+    return path
+
+
+def _train_into(path: Path) -> None:
     from mii_core.testing.tiny import mark_tokenizer_class
 
     train_text, _ = stdlib_texts()
@@ -103,7 +113,6 @@ def tiny_trained_checkpoint(cache: Path = CACHE) -> Path:
     tokenizer.save_pretrained(path)
     mark_tokenizer_class(path / "tokenizer_config.json")
     (path / "done").write_text("")  # written last: a half-built folder is rebuilt
-    return path
 
 
 def heldout_chunks(path: Path, count: int = 48) -> list[list[int]]:

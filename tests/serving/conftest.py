@@ -71,11 +71,13 @@ def chat_checkpoint(checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo(chat_checkpoint, deploy):
-    """The issue's sample deployment: named "demo", REST on 28080 (another free port if taken), two
-    replicas, gRPC on port_number; shared by the REST, gRPC, OpenAI and load tests."""
-    from support.serving import free_port_block, port_free
+    """The issue's sample deployment: named "demo", REST on 28080 (another free port if taken, and on every
+    pytest-xdist worker but the first, which takes 28080), two replicas, gRPC on port_number; shared by the
+    REST, gRPC, OpenAI and load tests."""
+    from support.serving import DEMO_REST_PORT, free_port_block, port_free, xdist_worker
 
-    rest_port = 28080 if port_free(28080) else free_port_block(1)
+    first_worker = xdist_worker()[0] == 0
+    rest_port = DEMO_REST_PORT if first_worker and port_free(DEMO_REST_PORT) else free_port_block(1)
     client = deploy(chat_checkpoint, replica_num=2, deployment_name="demo", enable_restful_api=True,
                     restful_api_port=rest_port)
     return client

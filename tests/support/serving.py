@@ -7,6 +7,7 @@ import random
 import socket
 import time
 
+DEMO_REST_PORT = 28080  # the REST port of the issue's sample deployment (serving/conftest.py's demo)
 SMALL_KV = {"state_manager": {"memory_config": {"mode": "allocate", "size": 96}}}  # 96 blocks: quick to start
 
 
@@ -29,13 +30,26 @@ def ephemeral_port_floor() -> int:
         return 32768  # Linux's default
 
 
+def xdist_worker() -> tuple[int, int]:
+    """(this worker's index, the number of workers) under pytest-xdist; (0, 1) in a plain pytest run."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw")), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
 def free_port_block(count: int) -> int:
     """A base port with `count` consecutive free ports (checked now; tests use them right away), below
     the ephemeral range, so that no client connection can take one as its local port meanwhile (that made
     a "port freed after terminate" check fail now and then). 200 spare above the block: a tensor-parallel
-    replica also takes torch_dist_port + 100·i."""
+    replica also takes torch_dist_port + 100·i. Each pytest-xdist worker draws from its own slice of the
+    range (two workers could otherwise both find a port free and both take it), and no block covers
+    DEMO_REST_PORT, which the first worker's demo deployment takes."""
+    index, workers = xdist_worker()
+    span = (min(60000, ephemeral_port_floor()) - 20000) // workers
+    low = 20000 + index * span
     for _ in range(200):
-        base = random.randrange(20000, min(60000, ephemeral_port_floor()) - count - 200)
+        base = random.randrange(low, low + span - count - 200)
+        if base <= DEMO_REST_PORT < base + count + 200:
+            continue
         if all(port_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no block of free ports found")
