@@ -17,7 +17,7 @@ from mii_core.engine.builder import load_policy
 from mii_core.testing.parity import PROMPTS
 from support import arch_checkpoints as arch
 from support.quant_reference import reference_greedy
-from support.shipped_fp8 import (compressed_tensors_dequantize, transformers_fp8_dequantize,
+from support.shipped_fp8 import (CT_BLOCK, compressed_tensors_dequantize, transformers_fp8_dequantize,
                                  write_compressed_tensors_fp8, write_dequantized, write_transformers_fp8)
 
 NEW_TOKENS = 10
@@ -118,7 +118,7 @@ def _holds(weight, codes: torch.Tensor, scale_rows: torch.Tensor) -> bool:
     return False
 
 
-@pytest.mark.parametrize("strategy", ["channel", "tensor"])
+@pytest.mark.parametrize("strategy", ["channel", "tensor", "block"])
 def test_compressed_tensors_fp8_greedy_matches_dequantized_reference(strategy, tmp_path):
     pytest.importorskip("compressed_tensors", reason="the extra mii-core[compressed-tensors] is not installed")
     source = arch.llama("gqa")(arch.folder_maker(tmp_path))[0]
@@ -128,7 +128,18 @@ def test_compressed_tensors_fp8_greedy_matches_dequantized_reference(strategy, t
     got, model = _greedy(shipped, token_lists)
     assert _held_in_full_precision(model, shipped, "model.layers.0.mlp.down_proj")
     assert not _held_in_full_precision(model, shipped, "model.layers.1.mlp.down_proj")
-    folder, shipped_names = write_dequantized(shipped, tmp_path / "reference", "_scale", compressed_tensors_dequantize(strategy))
+    if strategy == "block":  # the checkpoint's own block scales, held per row and group of columns
+        config = json.loads((shipped / "config.json").read_text())["quantization_config"]
+        assert config["config_groups"]["group_0"]["weights"]["block_structure"] == CT_BLOCK
+        held = _shipped_weights(model)
+        assert held and all(w.group_size == CT_BLOCK[1] for w in held)
+        tensors = {k: v for f in shipped.glob("*.safetensors") for k, v in load_file(str(f)).items()}
+        inspected = "model.layers.1.self_attn.o_proj"
+        codes, scale = tensors[f"{inspected}.weight"], tensors[f"{inspected}.weight_scale"]
+        rows = scale.repeat_interleave(CT_BLOCK[0], dim=0)[:codes.shape[0]]
+        assert any(_holds(w, codes, rows) for w in held), "no engine weight holds o_proj's bytes and block scales"
+    folder, shipped_names = write_dequantized(shipped, tmp_path / "reference", "_scale",
+                                              compressed_tensors_dequantize(strategy))
     assert len(shipped_names) > 4, "the fixture shipped too few weights in FP8"
     assert got == reference_greedy(folder, token_lists, NEW_TOKENS, "wf8af16", set())
 
@@ -181,6 +192,11 @@ UNREADABLE = {
                                   "symmetric": True}, fmt="pack-quantized"), r"num_bits 4 type 'int' strategy 'group'"),
     "ct-static-inputs": (_ct_config(FP8_WEIGHTS, {"num_bits": 8, "type": "float", "strategy": "tensor",
                                                   "symmetric": True, "dynamic": False}), r"static input_activations"),
+    "ct-two-layouts": (_ct_config(FP8_WEIGHTS) | {"config_groups": {
+        "group_0": {"targets": ["re:.*mlp.*"], "weights": FP8_WEIGHTS},
+        "group_1": {"targets": ["re:.*self_attn.*"], "weights": {**FP8_WEIGHTS, "strategy": "block",
+                                                                  "block_structure": [16, 32]}}}},
+        r"config groups of different weight layouts"),
 }
 
 

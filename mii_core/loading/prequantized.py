@@ -29,7 +29,7 @@ from mii_core.model.quantization import SHIPPED_MODE, QuantizedWeight, ShippedFo
 
 SUPPORTED = ("transformers' FP8 (quant_method 'fp8', activation_scheme 'dynamic', block-wise or per-tensor "
              "scales) and compressed-tensors' float8 weights (format 'float-quantized', weights num_bits 8 "
-             "type 'float' with strategy 'tensor' or 'channel', input_activations dynamic or absent)")
+             "type 'float' with strategy 'tensor', 'channel' or 'block', input_activations dynamic or absent)")
 CT_EXTRA = "compressed-tensors"  # the extra of mii-core that installs the compressed-tensors package
 
 
@@ -137,7 +137,21 @@ def _compressed_tensors_fp8(config: dict, model_path: Path) -> ShippedFP8:
         problem = _unreadable_ct_scheme(scheme, parsed.format)
         if problem:
             raise _unsupported(model_path, f"compressed-tensors config group {name!r}: {problem}")
-    return ShippedFP8("compressed-tensors", "_scale")
+    return ShippedFP8("compressed-tensors", "_scale", _ct_block(parsed, model_path))
+
+
+def _ct_block(parsed, model_path: Path) -> Optional[tuple[int, int]]:
+    """The [rows, columns] of strategy 'block' weights (DeepSeek-V3's layout: a scale per block, value = code ×
+    scale, as transformers' block-wise FP8), None for per-tensor or per-channel ones; every group alike."""
+    blocks = {tuple(scheme.weights.block_structure) if scheme.weights.strategy == "block" else None
+              for scheme in parsed.config_groups.values()}
+    if len(blocks) > 1:
+        raise _unsupported(model_path, "compressed-tensors config groups of different weight layouts "
+                                       f"{sorted(map(str, blocks))}")
+    block = blocks.pop() if blocks else None
+    if block is not None and (len(block) != 2 or min(block) < 1):
+        raise _unsupported(model_path, f"compressed-tensors block_structure {list(block)} (expected [rows, columns])")
+    return block
 
 
 def _unreadable_ct_scheme(scheme, model_format: Optional[str]) -> Optional[str]:
@@ -146,7 +160,7 @@ def _unreadable_ct_scheme(scheme, model_format: Optional[str]) -> Optional[str]:
     if weights is None:
         return "no weight quantization (activations only)"
     described = f"weights num_bits {weights.num_bits} type {weights.type!r} strategy {weights.strategy!r}"
-    if weights.num_bits != 8 or weights.type != "float" or weights.strategy not in ("tensor", "channel") \
+    if weights.num_bits != 8 or weights.type != "float" or weights.strategy not in ("tensor", "channel", "block") \
             or not weights.symmetric:
         return described
     if (scheme.format or model_format) != "float-quantized":

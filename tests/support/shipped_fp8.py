@@ -55,9 +55,13 @@ def transformers_fp8_dequantize(_name: str, codes: torch.Tensor, scale: torch.Te
     return dequantize._dequantize_one(codes, scale, torch.float32)
 
 
+CT_BLOCK = [16, 32]  # strategy "block": rows, columns per scale (FP8_BLOCK's [128, 128], shrunk to the tiny models)
+
+
 def write_compressed_tensors_fp8(source: Path, dest: Path, strategy: str, ignore: Sequence[str]) -> Path:
     """``source``'s linear layers (all but ``ignore``) in compressed-tensors' float8, weights per ``strategy``
-    ("tensor" or "channel"), dynamic per-token input activations (its FP8_DYNAMIC preset's shape)."""
+    ("tensor", "channel", or "block" of ``CT_BLOCK``), dynamic per-token input activations (its FP8_DYNAMIC
+    preset's shape)."""
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig, QuantizationScheme,
                                                  apply_quantization_config)
@@ -65,15 +69,19 @@ def write_compressed_tensors_fp8(source: Path, dest: Path, strategy: str, ignore
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
-    weights = QuantizationArgs(num_bits=8, type="float", strategy=strategy, symmetric=True, dynamic=False)
+    weights = _ct_weight_args(strategy)
     inputs = QuantizationArgs(num_bits=8, type="float", strategy="token", symmetric=True, dynamic=True)
     scheme = QuantizationScheme(targets=["Linear"], weights=weights, input_activations=inputs)
     apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": scheme}, ignore=list(ignore)))
     for module in model.modules():
         if hasattr(module, "weight_scale"):
             w = module.weight.data
-            reduce = dict(dim=-1, keepdim=True) if strategy == "channel" else {}
-            scale, _zero = calculate_qparams(w.amin(**reduce), w.amax(**reduce), module.quantization_scheme.weights)
+            if strategy == "block":
+                low, high = _block_extremes(w, CT_BLOCK)
+            else:
+                reduce = dict(dim=-1, keepdim=True) if strategy == "channel" else {}
+                low, high = w.amin(**reduce), w.amax(**reduce)
+            scale, _zero = calculate_qparams(low, high, module.quantization_scheme.weights)
             module.weight_scale.data.copy_(scale.reshape(module.weight_scale.shape))
     compressor = ModelCompressor.from_pretrained_model(model, quantization_format="float-quantized")
     compressor.compress_model(model)
@@ -85,11 +93,29 @@ def write_compressed_tensors_fp8(source: Path, dest: Path, strategy: str, ignore
     return dest
 
 
-def compressed_tensors_dequantize(strategy: str) -> Dequantize:
+def _ct_weight_args(strategy: str):
     from compressed_tensors.quantization import QuantizationArgs
+
+    block = {"block_structure": CT_BLOCK} if strategy == "block" else {}
+    return QuantizationArgs(num_bits=8, type="float", strategy=strategy, symmetric=True, dynamic=False, **block)
+
+
+def _block_extremes(w: torch.Tensor, block: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each [rows, columns] block's min and max ([ceil(N / rows), ceil(K / columns)]; edge blocks partial)."""
+    rows, columns = block
+    n, k = w.shape
+    padded = torch.nn.functional.pad(w, (0, -k % columns, 0, -n % rows), value=float("nan"))
+    blocks = padded.reshape(padded.shape[0] // rows, rows, padded.shape[1] // columns, columns).transpose(1, 2)
+    flat = blocks.reshape(*blocks.shape[:2], -1)
+    low = torch.where(flat.isnan(), float("inf"), flat).amin(-1)
+    high = torch.where(flat.isnan(), -float("inf"), flat).amax(-1)
+    return low, high
+
+
+def compressed_tensors_dequantize(strategy: str) -> Dequantize:
     from compressed_tensors.quantization.lifecycle.forward import dequantize
 
-    args = QuantizationArgs(num_bits=8, type="float", strategy=strategy, symmetric=True)
+    args = _ct_weight_args(strategy)
     return lambda _name, codes, scale: dequantize(codes, scale, args=args, dtype=torch.float32)
 
 
