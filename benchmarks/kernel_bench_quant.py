@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench_linear import build_weights, decode_order  # noqa: E402
+from kernel_bench_linear import build_weights, chain_runner, decode_order  # noqa: E402
 from ceilings import _graphed, median_ms  # noqa: E402
 
 
@@ -42,11 +42,8 @@ def parse_args(argv=None):
 
 
 def time_chain(op, chain, tokens, device, dtype, reps):
-    inputs = {w.shape[1]: torch.randn(tokens, w.shape[1], device=device, dtype=dtype) for w in chain}
-
-    def run():
-        for w in chain:
-            op(inputs[w.shape[1]], w, None)
+    """kernel_bench_linear's chain timing, over any weights' bytes (codes for quantized ones)."""
+    run = chain_runner(op, chain, tokens, device, dtype)
     ms = median_ms(_graphed(run) if device == "cuda" else run, warmup=3, reps=reps)
     return ms, sum(w.data.numel() * w.data.element_size() for w in chain) / (ms * 1e9)
 

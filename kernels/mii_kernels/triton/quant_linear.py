@@ -99,11 +99,11 @@ def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor
     rows = x.reshape(-1, x.shape[-1])
     codes, x_scale = quantize_per_tensor(rows)
     # cuBLAS takes a bias in its epilogue only for a 16-bit output (float32 x: the bias added after, in float32)
-    fused_bias = bias is not None and x.dtype != torch.float32
-    if weight.per_tensor and (bias is None or (fused_bias and bias.dtype == x.dtype) or x.dtype == torch.float32):
+    in_epilogue = bias is not None and x.dtype != torch.float32 and bias.dtype == x.dtype
+    if weight.per_tensor and (bias is None or in_epilogue or x.dtype == torch.float32):
         product = torch._scaled_mm(codes, weight.data.t(), scale_a=x_scale, scale_b=weight.scale[0],
-                                   bias=bias if fused_bias else None, out_dtype=x.dtype)
-        if bias is not None and not fused_bias:
+                                   bias=bias if in_epilogue else None, out_dtype=x.dtype)
+        if bias is not None and not in_epilogue:
             product = product + bias
         return product.view(*x.shape[:-1], weight.shape[0])
     product = torch._scaled_mm(codes, weight.data.t(), scale_a=x_scale,
