@@ -1,6 +1,10 @@
 """Dynamic batching: queries from concurrent clients wait a short while to fill a batch, then run in one
 forward pass padded to one of a few bucketed lengths (a handful of shapes, so CUDA graphs or kernel
-autotuning see few). Each query gets its own future; a failure fails only the queries it concerns."""
+autotuning see few). Each query gets its own future; a failure fails only the queries it concerns.
+
+The wait is paid only under load: after a batch of one (a lone client), the next query runs at once with
+whatever else is already queued, so one client's latency is the model's, not the model's plus the wait;
+a batch of several makes the next one wait again."""
 from __future__ import annotations
 
 import bisect
@@ -46,6 +50,7 @@ class DynamicBatcher:
         self.wait_s = wait_s
         self.buckets = length_buckets(buckets, model.max_length)
         self.batch_sizes: list[int] = []  # how many queries each forward pass held (for tests and tuning)
+        self._under_load = True  # the first batch waits: clients starting together share it
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=f"mii-legacy-{model.task}", daemon=True)
         self._closed = False
@@ -72,11 +77,13 @@ class DynamicBatcher:
                 return
 
     def _next_batch(self) -> tuple[list[_Waiting], bool]:
-        """Blocks for a first query, then gathers more until the batch is full or the wait is over."""
+        """Blocks for a first query, then gathers more until the batch is full or the wait is over (no wait
+        after a batch of one: only what is queued already joins)."""
         first = self._queue.get()
         if first is _STOP:
             return [], True
-        batch, deadline = [first], time.monotonic() + self.wait_s
+        wait_s = self.wait_s if self._under_load else 0.0
+        batch, deadline = [first], time.monotonic() + wait_s
         while len(batch) < self.max_batch_size:
             try:
                 item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
@@ -85,6 +92,7 @@ class DynamicBatcher:
             if item is _STOP:
                 return batch, True
             batch.append(item)
+        self._under_load = len(batch) > 1
         return batch, False
 
     def _run(self, batch: list[_Waiting]) -> None:

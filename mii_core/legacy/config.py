@@ -41,7 +41,7 @@ class LegacyConfig(StrictModel):
     max_tokens: int = Field(1024, gt=0)  # MII's limit on prompt + generated tokens (accepted; the model's own applies)
     # the dynamic batcher (ours)
     max_batch_size: int = Field(32, gt=0)  # queries per forward pass
-    batch_wait_ms: float = Field(5.0, ge=0)  # how long the first query of a batch waits for others
+    batch_wait_ms: float = Field(5.0, ge=0)  # how long the first query of a batch waits for others (under load)
     length_buckets: list[int] = [16, 32, 64, 128, 256]  # padded lengths (the model's limit is added)
 
     @field_validator("dtype")
