@@ -44,7 +44,7 @@ PLAN = (
     ("ours", 130, 30),
     ("ours_quant", 150, 30),  # only with --quantization-mode: W3, W2, W1 in each mode
     ("ours_prefix_alt", 40, 20),
-    ("ours_fp8kv", 60, 30),  # only with --kv-cache-dtype fp8
+    ("ours_fp8kv", 60, 30),  # only with --kv-cache-dtype fp8 (an engine per mode: give it more with --quantization-mode)
     ("hf", 90, 30),
     ("hf_static", 100, 45),
     ("mixtral", 75, 30),

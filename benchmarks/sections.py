@@ -136,12 +136,17 @@ def ours_prefix_alt_section(ph, ctx):
 
 
 def ours_fp8kv_section(ph, ctx):
-    """W1 again with the KV cache in FP8 (inference_engine_config.kv_cache_dtype, a second engine)."""
+    """W1 again with the KV cache in FP8 (inference_engine_config.kv_cache_dtype, a second engine), then in
+    each --quantization-mode with it ("ours_<mode>.W1.fp8kv": issue 18's FP8 weights + FP8 KV figure)."""
     import ours
-    kw = ours.with_kv_cache_dtype(ours.parse_kwargs(ctx.args.engine_kwargs), "fp8")
     w1 = ctx.workload("W1")
-    run_ours(ph, "ours_fp8kv", ctx.args.ckpt, kw, [("ours.W1.fp8kv", lambda call: throughput(call, w1))],
-             ctx.workload("W2").prompts[0][:16])
+    for mode in [None, *ctx.args.quantization_modes]:
+        kw = ours.with_kv_cache_dtype(ours.parse_kwargs(ctx.args.engine_kwargs), "fp8")
+        if mode is not None:
+            kw["quantization_mode"] = mode
+        name = "ours" if mode is None else f"ours_{mode}"
+        run_ours(ph, f"{name}_fp8kv", ctx.args.ckpt, kw, [(f"{name}.W1.fp8kv", lambda call: throughput(call, w1))],
+                 ctx.workload("W2").prompts[0][:16])
 
 
 def _load_hf(ph, key, path, tiny):
