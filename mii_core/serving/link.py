@@ -3,10 +3,13 @@
 Built on :mod:`multiprocessing.connection`'s framing (length-prefixed byte messages, an HMAC challenge
 on both sides keyed by the deployment's secret authkey) but never its pickles: every message is msgpack
 of a checked shape (:mod:`mii_core.serving.wire`), so a peer that knows a key (another user's planted
-record, say) can at worst send a malformed message, which is refused. One connection per request: the
-caller sends one message, the server answers with ``["started"]``, ``["chunk", index, response]``…,
-then ``["done", payload]`` or ``["error", kind, message]``. A caller that goes away closes its
-connection; the server notices on its next send or poll and cancels the request.
+record, say) can at worst send a malformed message, which is refused. One request at a time per
+connection: the caller sends one message, the server answers with ``["started"]``, ``["chunk", index,
+response]``…, then ``["done", payload]`` or ``["error", kind, message]``. A caller that goes away closes its
+connection; the server notices on its next send or poll and cancels the request. A connection whose
+request ended with ``done`` or ``error`` is kept (the caller's ``ConnectionPool``) and carries the caller's
+next request: a short request (a legacy task query, a health check) then costs two messages, not a TCP
+connect, two HMAC challenges and two server threads.
 """
 from __future__ import annotations
 
@@ -91,6 +94,8 @@ class LinkServer:
             threading.Thread(target=self._serve, args=(conn,), name=f"{self._name}-conn", daemon=True).start()
 
     def _serve(self, conn: Connection) -> None:
+        """The handshake and first request within HANDSHAKE_SECONDS, then each request the caller sends
+        after the last one's end, until it closes the connection (or sends a malformed one)."""
         deadline = _end_unless_cancelled(conn, HANDSHAKE_SECONDS)
         try:
             _send_at_once(conn)
@@ -98,8 +103,9 @@ class LinkServer:
             answer_challenge(conn, self._authkey)
             message = self._read_request(conn)
             deadline.cancel()
-            if message is not None:
+            while message is not None:
                 self._handle(conn, message)
+                message = self._read_request(conn)  # EOFError once the caller closes: the thread ends
         except AuthenticationError as exc:
             log.warning("%s: refused a connection without the deployment's key (%s)", self._name, exc)
         except (EOFError, OSError):
@@ -245,14 +251,57 @@ def _serve_generate(conn: Connection, backend: Backend, request: Request) -> Non
 
 # ---- calling a Backend over the link ----
 
+class ConnectionPool:
+    """Authenticated connections to one address that finished their last request cleanly, for the next
+    request to reuse (at most ``keep`` idle ones; more are closed)."""
+
+    def __init__(self, address: tuple[str, int], authkey: bytes, keep: int = 512) -> None:
+        self.address, self.authkey, self.keep = address, authkey, keep
+        self._idle: list[Connection] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> Connection:
+        """An idle connection that is still open, else a new one (LinkBroken if the peer is unreachable)."""
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return connect(self.address, self.authkey)
+            if _still_open(conn):
+                return conn
+            conn.close()
+
+    def give_back(self, conn: Connection) -> None:
+        with self._lock:
+            if len(self._idle) < self.keep:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _still_open(conn: Connection) -> bool:
+    """An idle connection has nothing to read: readable means the peer closed it (or broke the protocol)."""
+    try:
+        return not conn.poll(0)
+    except (OSError, EOFError):
+        return False
+
+
 class RemoteBackend(Backend):
-    """A backend in another process (a replica, or a deployment's router)."""
+    """A backend in another process (a replica, or a deployment's router), over pooled connections."""
 
     def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
         self.address, self.authkey = address, authkey
+        self._pool = ConnectionPool(address, authkey)
 
     def submit(self, request: Request) -> "RemoteStream":
-        conn = connect(self.address, self.authkey)
+        conn = self._pool.take()
         try:
             send(conn, request.to_wire())
         except (OSError, EOFError) as exc:
@@ -261,7 +310,7 @@ class RemoteBackend(Backend):
         except TypeError:  # an option that is not plain data
             conn.close()
             raise
-        return RemoteStream(conn, _read_done(request))
+        return RemoteStream(conn, _read_done(request), reuse=self._pool.give_back)
 
     def health(self, timeout: float = 10.0) -> dict[str, Any]:
         return wire.health_from_wire(call(self.address, self.authkey, {"op": "health"}, timeout))
@@ -271,8 +320,9 @@ class RemoteBackend(Backend):
 
 
 class RemoteStream(ResponseStream):
-    def __init__(self, conn: Connection, read_done: Callable[[Any], Any] = wire.responses_from_wire) -> None:
-        self._conn, self._read_done = conn, read_done
+    def __init__(self, conn: Connection, read_done: Callable[[Any], Any] = wire.responses_from_wire,
+                 reuse: Optional[Callable[[Connection], None]] = None) -> None:
+        self._conn, self._read_done, self._reuse = conn, read_done, reuse
         self._cancelled = False
         self._abandoned: Optional[str] = None
         self.responses = None
@@ -286,7 +336,7 @@ class RemoteStream(ResponseStream):
         self._abandoned = reason
 
     def events(self, poll_interval: Optional[float] = None) -> Iterator[Any]:
-        waited = 0.0
+        waited, ended_cleanly = 0.0, False
         try:
             while True:
                 if self._cancelled:
@@ -307,16 +357,23 @@ class RemoteStream(ResponseStream):
                 elif kind == "chunk":
                     yield Chunk(message[1], self._checked(wire.response_from_wire, message[2]))
                 elif kind == "done":
+                    ended_cleanly = True  # read whole: the connection is between requests again
                     self.responses = self._checked(self._read_done, message[1])
                     return
                 else:
+                    ended_cleanly = True
                     raise error_from_wire(message[1], message[2])
         except BadPeer:
+            ended_cleanly = False
             raise
         except (EOFError, OSError) as exc:
             raise LinkBroken(f"the serving process went away: {exc}") from None
         finally:
-            self._conn.close()
+            # cancelled, abandoned or broken mid-way: closing it tells the server to stop the request
+            if ended_cleanly and self._reuse is not None:
+                self._reuse(self._conn)
+            else:
+                self._conn.close()
 
     @staticmethod
     def _checked(convert: Callable[[Any], Any], payload: Any) -> Any:
