@@ -6,8 +6,6 @@ import transformers
 
 from support.tiny_encoders import build_tiny_encoder
 
-ENCODERS = ["bert", "roberta", "xlm-roberta", "distilbert"]
-
 
 @pytest.fixture(scope="session")
 def encoder(tmp_path_factory):

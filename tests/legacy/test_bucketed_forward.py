@@ -11,7 +11,7 @@ import torch
 import transformers
 
 import mii_core.legacy as mii
-from conftest import ENCODERS
+from support.tiny_encoders import ENCODERS
 from mii_core.legacy.static_calls import EagerCapture
 from mii_core.plugins import get_plugins
 from mii_tasks_text.bucketed_forward import batch_bucket

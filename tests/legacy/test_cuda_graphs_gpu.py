@@ -20,7 +20,7 @@ import torch
 import transformers
 
 import mii_core.legacy as mii
-from conftest import ENCODERS
+from support.tiny_encoders import ENCODERS
 from mii_core.plugins import get_plugins
 from support.encoder_batches import TASKS, HFOracle, check_batches
 from support.legacy_oracles import assert_same

@@ -8,7 +8,7 @@ import torch
 import transformers
 
 import mii_core.legacy as mii
-from conftest import ENCODERS
+from support.tiny_encoders import ENCODERS
 from support.legacy_oracles import assert_same, best_span_by_hand, mean_pooling_by_hand
 
 TEXTS = ["Paris is the capital of France.", "Hello I'm a fashion model.", "The quick brown fox jumps.",

@@ -22,6 +22,7 @@ HEADS = {"fill-mask": "AutoModelForMaskedLM", "text-classification": "AutoModelF
          "question-answering": "AutoModelForQuestionAnswering", "feature-extraction": "AutoModel"}
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 MAX_TOKENS = 64
+ENCODERS = ["bert", "roberta", "xlm-roberta", "distilbert"]  # the model types a tiny checkpoint is built for
 
 
 def wordpiece_tokenizer() -> transformers.PreTrainedTokenizerBase:
