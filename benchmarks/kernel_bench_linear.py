@@ -137,13 +137,18 @@ def summarise(rows):
     return mix
 
 
+def device_and_dtype(shrink: int, script: str) -> tuple[str, torch.dtype]:
+    """("cuda", bf16) on a GPU; on a CPU ("cpu", float16) for a shrunk smoke run, else the script exits."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and shrink == 1:
+        sys.exit(f"{script} needs a CUDA GPU (or --shrink for a CPU smoke run)")
+    return device, torch.bfloat16 if device == "cuda" else torch.float16
+
+
 def main(argv=None):
     args = parse_args(argv)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and args.shrink == 1:
-        sys.exit("kernel_bench_linear.py needs a CUDA GPU (or --shrink for a CPU smoke run)")
+    device, dtype = device_and_dtype(args.shrink, "kernel_bench_linear.py")
     from mii_kernels.triton import linear as triton_linear
-    dtype = torch.bfloat16 if device == "cuda" else torch.float16
     weights = build_weights(args.layers, args.shrink, device, dtype)
     total = sum(w.numel() * w.element_size() for w in decode_order(weights))
     print(f"{torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, torch {torch.__version__}, "

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench_linear import build_weights, chain_runner, decode_order  # noqa: E402
+from kernel_bench_linear import build_weights, chain_runner, decode_order, device_and_dtype  # noqa: E402
 from ceilings import _graphed, median_ms  # noqa: E402
 
 
@@ -59,13 +59,10 @@ def max_rel_diff(op, chain, tokens, device, dtype, reference):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and args.shrink == 1:
-        sys.exit("kernel_bench_quant.py needs a CUDA GPU (or --shrink for a CPU smoke run)")
+    device, dtype = device_and_dtype(args.shrink, "kernel_bench_quant.py")
     from mii_core.model.quantization import quantize_weight
     from mii_kernels.torch_ref.quant_linear import quant_linear as reference
     from mii_kernels.triton import linear as triton_linear, quant_gemv, quant_linear
-    dtype = torch.bfloat16 if device == "cuda" else torch.float16
     bf16_chain = decode_order(build_weights(args.layers, args.shrink, device, dtype))
     print(f"{torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, torch {torch.__version__}, {dtype}, "
           f"{args.layers} layers + LM head, one graph per figure; columns: T, ms, TB/s of weight bytes, max diff")
