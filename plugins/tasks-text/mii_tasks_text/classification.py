@@ -24,7 +24,7 @@ class TextClassification(EncoderTask):
         return logits.softmax(dim=-1)
 
     def respond(self, prepared: Prepared, outputs: Any, row: int) -> Any:
-        scores = self.scores(outputs.logits[row].float().cpu())
+        scores = self.scores(outputs.logits[row])
         labels = self.model.config.id2label
         ranked = sorted(({"label": labels[i], "score": float(s)} for i, s in enumerate(scores.tolist())),
                         key=lambda entry: entry["score"], reverse=True)

@@ -30,7 +30,7 @@ class SentenceEmbeddings(EncoderTask):
 
     def respond(self, prepared: Prepared, outputs: Any, row: int) -> Any:
         # rows are padded on the right, so the query's own tokens are its first `length` rows
-        embedding = outputs.last_hidden_state[row, :prepared.length].float().mean(dim=0).cpu()
+        embedding = outputs.last_hidden_state[row, :prepared.length].mean(dim=0)
         if prepared.options.get("normalize", False):
             embedding = embedding / embedding.norm().clamp_min(1e-12)
         if prepared.options.get("return_token_count", False):

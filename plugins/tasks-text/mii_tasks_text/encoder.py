@@ -102,11 +102,15 @@ class EncoderTask(TaskModel):
 
     def run(self, batch: dict[str, torch.Tensor]) -> Any:
         with torch.inference_mode():  # the graphs' buffers too are made and filled in inference mode
-            if self.bucketed is not None:
-                return self.bucketed(batch)
-            return self.model(**batch)
+            outputs = self.bucketed(batch) if self.bucketed is not None else self.model(**batch)
+            return self.host_outputs(outputs, batch)
+
+    def host_outputs(self, outputs: Any, batch: dict[str, torch.Tensor]) -> Any:
+        """What ``respond`` reads, in float32 on the host (as HF pipelines read fp16/bf16 outputs): one
+        transfer per field and batch, where a ``.cpu()`` per query made every query wait on the device."""
+        return type(outputs)(**{name: value.float().cpu() for name, value in outputs.items()})
 
     @staticmethod
     def row_logits(logits: torch.Tensor, prepared: Prepared, row: int) -> torch.Tensor:
-        """This query's logits, padding cut off, in float32 (as HF pipelines read fp16/bf16 outputs)."""
-        return logits[row, :prepared.length].float().cpu()
+        """This query's logits, padding cut off (``host_outputs`` made them float32, on the host)."""
+        return logits[row, :prepared.length]

@@ -20,12 +20,17 @@ class FillMask(EncoderTask):
                              f"{query['query']!r}")
         return prepared
 
+    def host_outputs(self, outputs: Any, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Each batch row's logits at its masks ([masks, vocabulary], float32, on the host): only the masks'
+        rows leave the device (a row of logits per token is vocabulary-sized), in one transfer."""
+        is_mask = batch["input_ids"] == self.tokenizer.mask_token_id
+        at_masks = outputs.logits[is_mask].float().cpu()  # row by row, each row's masks in order
+        return list(at_masks.split(is_mask.sum(dim=1).tolist()))
+
     def respond(self, prepared: Prepared, outputs: Any, row: int) -> Any:
         input_ids = torch.tensor(prepared.data["input_ids"])
         masked = torch.nonzero(input_ids == self.tokenizer.mask_token_id).squeeze(-1)
-        # only the masks' rows leave the device (a row of logits per token is vocabulary-sized)
-        logits = outputs.logits[row, masked.to(outputs.logits.device)]
-        probs = logits.float().cpu().softmax(dim=-1)
+        probs = outputs[row].softmax(dim=-1)
         values, predictions = probs.topk(int(prepared.options.get("top_k", 5)))
         single_mask = len(masked) == 1
         result = [[self._proposal(input_ids, int(position), float(v), int(p), single_mask)
