@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
+import numpy
 import torch
 import transformers
 
@@ -95,10 +96,24 @@ class EncoderTask(TaskModel):
         return Prepared(len(encoding["input_ids"]), encoding, options)
 
     def collate(self, prepared: Sequence[Prepared], pad_to: int) -> dict[str, torch.Tensor]:
-        model_keys = self.tokenizer.model_input_names
-        rows = [{k: v for k, v in p.data.items() if k in model_keys} for p in prepared]
-        batch = self.tokenizer.pad(rows, padding="max_length", max_length=pad_to, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in batch.items()}
+        """The model's inputs padded on the right to ``pad_to`` with the values ``tokenizer.pad`` uses, each
+        key filled into one array: ``tokenizer.pad``'s own list-to-tensor conversion took a third of a
+        replica's Python time under load. A key without a known pad value goes through ``tokenizer.pad``."""
+        keys = [k for k in self.tokenizer.model_input_names if k in prepared[0].data]
+        pad_values = {"input_ids": self.tokenizer.pad_token_id, "attention_mask": 0,
+                      "token_type_ids": self.tokenizer.pad_token_type_id}
+        if not set(keys) <= set(pad_values):
+            rows = [{k: p.data[k] for k in keys} for p in prepared]
+            batch = self.tokenizer.pad(rows, padding="max_length", max_length=pad_to, return_tensors="pt")
+            return {k: v.to(self.device) for k, v in batch.items()}
+        batch = {}
+        for key in keys:
+            rows = numpy.full((len(prepared), pad_to), pad_values[key], dtype=numpy.int64)
+            for row, query in enumerate(prepared):
+                values = query.data[key]
+                rows[row, :len(values)] = values
+            batch[key] = torch.from_numpy(rows).to(self.device)
+        return batch
 
     def run(self, batch: dict[str, torch.Tensor]) -> Any:
         with torch.inference_mode():  # the graphs' buffers too are made and filled in inference mode
