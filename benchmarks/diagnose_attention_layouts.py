@@ -7,7 +7,7 @@ gpu_setup.sh:
 
     python3 benchmarks/diagnose_attention_layouts.py > $OUT/layouts.log
 
-One line per case: ``dtype layout seqs config max|err|`` (or the error's first line).
+Configs "vpad" pad value tiles to the key's width (the TTGIR lead). One line per case: ``dtype layout seqs config max|err|`` (or the error's first line).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ LAYOUTS = {"in-key-24-16": (4, 1, 24, 16, True), "beside-24-16": (4, 1, 24, 16, 
 SEQS = {"prefill": [(0, 40), (70, 30)], "decode": [(300, 1), (1000, 1)]}
 CONFIGS = {"default": {}, "n16": dict(prefill_block_n=16, decode_block_n=16), "n32": dict(prefill_block_n=32,
            decode_block_n=32), "w4": dict(prefill_warps=4, decode_warps=4), "stages1": dict(prefill_stages=1,
-           decode_stages=1)}
+           decode_stages=1), "vpad": {"value_pad_to_key": True},
+           "vpad-w4": {"value_pad_to_key": True, "prefill_warps": 4, "decode_warps": 4}}
 DTYPES = ("bfloat16", "float16")  # float32 (no tensor cores) was right throughout
 
 
@@ -39,6 +40,8 @@ def one_case(dtype: str, layout: list, seqs: list, config: dict) -> str:
     from mii_core.model.ops import AttentionParams
     from mii_kernels.triton.attention import TritonAttention
 
+    if config.pop("value_pad_to_key", False):  # the TTGIR lead: value tiles as wide as the key's
+        _pad_value_tiles_to_key()
     q, keys, values, batch, _ = vhs.make_case(tuple(layout), [tuple(s) for s in seqs], seed=3,
                                               dtype=getattr(torch, dtype))
     params = AttentionParams(layout[2] ** -0.5)
@@ -49,12 +52,24 @@ def one_case(dtype: str, layout: list, seqs: list, config: dict) -> str:
     return f"{(got - want).abs().max().item():.3g}"
 
 
+def _pad_value_tiles_to_key() -> None:
+    from mii_kernels.triton import attention
+
+    common_args = attention._common_args
+
+    def padded(*args, **kwargs):
+        tensors, strides, meta = common_args(*args, **kwargs)
+        return tensors, strides, {**meta, "DV_PAD": max(meta["DV_PAD"], meta["D_PAD"])}
+
+    attention._common_args = padded
+
+
 def main() -> None:
     if len(sys.argv) > 1:  # a child: one case, its arguments as JSON
         print(one_case(*json.loads(sys.argv[1])))
         return
     cases = list(itertools.product(DTYPES, LAYOUTS.items(), SEQS.items(), CONFIGS.items()))
-    with ThreadPoolExecutor(8) as pool:  # eight processes at a time share the GPU; compiling is most of it
+    with ThreadPoolExecutor(14) as pool:  # fourteen processes share the GPU (16 cores); compiling is most of it
         for line in pool.map(run_case, cases):
             print(line, flush=True)
 
