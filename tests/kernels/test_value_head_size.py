@@ -139,6 +139,9 @@ def triton_ops():
 
 
 TRITON_LAYOUTS = {**LAYOUTS, "in-key-72-64": (4, 1, 72, 64, True),
+                  # value tiles narrower than the key's: Triton on sm_90 got these wrong at 64-key tiles
+                  # until the value tile was padded to the key's width (_value_tile)
+                  "beside-24-16": (4, 1, 24, 16, False), "in-key-48-32": (4, 1, 48, 32, True),
                   # keys over 256 features, no power of two: two products (256 + a masked 64-wide tail)
                   "in-key-300-256": (4, 1, 300, 256, True), "beside-288-96": (4, 2, 288, 96, False),
                   # 576 / 512: huge heads (512 + 64); 32 query heads on one KV head take two programs of 16
@@ -157,6 +160,21 @@ def test_triton_attention_matches_the_reference(name):
     attend, _ = triton_ops()
     got = attend(q, keys, values, batch, params)
     assert got.shape == (q.shape[0], q.shape[1], layout[3]) and got.dtype == q.dtype
+    want = reference(q.float(), keys.float(), values.float(), batch, params)
+    torch.testing.assert_close(got.float(), want, **TOLERANCE)
+
+
+@pytest.mark.parametrize("warps", [4, 8])
+def test_triton_prefill_with_values_in_the_key_at_each_warp_count(warps):
+    """4 warps read out of bounds on the H200 with the 24/16 latent layout before the value-tile padding."""
+    pytest.importorskip("triton")
+    from mii_kernels.triton.attention import TritonAttention
+
+    layout = LAYOUTS["in-key"]
+    q, keys, values, batch, _ = make_case(layout, TRITON_SEQS[CUDA], seed=5)
+    params = AttentionParams(layout[2] ** -0.5)
+    small = {} if CUDA else dict(prefill_block_m=16, prefill_block_n=16, decode_block_n=16)
+    got = TritonAttention({**small, "prefill_warps": warps, "decode_warps": warps})(q, keys, values, batch, params)
     want = reference(q.float(), keys.float(), values.float(), batch, params)
     torch.testing.assert_close(got.float(), want, **TOLERANCE)
 

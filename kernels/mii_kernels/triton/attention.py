@@ -439,7 +439,7 @@ def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
                *k_cache.stride()[:3], *v_cache.stride()[:3], qk_scale, cap_log2, params.window or 0)
     dim, value_dim = q.shape[2], v_cache.shape[3]
     meta = dict(BLOCK_SIZE=batch.block_size, D=dim, **_key_tiles(dim), DV=value_dim,
-                DV_PAD=max(16, triton.next_power_of_2(value_dim)),
+                DV_PAD=_value_tile(value_dim, dim),
                 USE_WINDOW=params.window is not None, USE_ALIBI=params.alibi_slopes is not None,
                 USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
                 FP8_KV=params.kv_scales is not None)
@@ -457,6 +457,15 @@ def _key_tiles(dim: int) -> dict:
         return dict(D_PAD=padded, D_TAIL_PAD=0)
     main = padded // 2
     return dict(D_PAD=main, D_TAIL_PAD=max(16, triton.next_power_of_2(dim - main)))
+
+
+def _value_tile(value_dim: int, dim: int) -> int:
+    """DV_PAD: the value features a tile holds, padded up to the key tile's ``D_PAD`` where that is wider.
+    Triton 3.6 on sm_90 computes prefill wrongly (or reads out of bounds with 4 warps) when a value tile is
+    narrower than its key tile at 64-key tiles: 24/16, 32/16 and 48/32 key/value features all failed in bf16
+    and fp16, with the value beside the key or inside it, and all were right once padded (H200, 2026-12-02,
+    benchmarks/diagnose_attention_layouts.py). The padded features are masked: no extra memory is read."""
+    return max(16, triton.next_power_of_2(value_dim), _key_tiles(dim)["D_PAD"])
 
 
 def _cache_views(k_cache, v_cache):
