@@ -48,28 +48,19 @@ MAX_HEAD_SIZE = 1024  # a key or value head of up to this many features (padded 
 # TritonAttention, or TritonAttention(config)) so a benchmark can compare them in one run. "*_large_d" applies
 # when the padded head size exceeds 128, "*_huge_d" when it exceeds 256 (multi-head latent attention's
 # 576-feature keys, padded to 1024); "group_rows_huge_d" then caps the query heads a program takes at once.
+_DEFAULT = dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefill_stages=3,
+                prefill_block_m_large_d=64, prefill_block_n_large_d=32,
+                prefill_block_m_huge_d=16, prefill_block_n_huge_d=16, decode_block_n_huge_d=16,
+                group_rows_huge_d=16,
+                decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
+                decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
+                decode_max_splits=64)
 CONFIGS: dict[str, dict] = {
-    "default": dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefill_stages=3,
-                    prefill_block_m_large_d=64, prefill_block_n_large_d=32,
-                    prefill_block_m_huge_d=16, prefill_block_n_huge_d=16, decode_block_n_huge_d=16,
-                    group_rows_huge_d=16,
-                    decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
-                    decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
-                    decode_max_splits=64),
-    "small_tiles": dict(prefill_block_m=64, prefill_block_n=64, prefill_warps=4, prefill_stages=3,
-                        prefill_block_m_large_d=64, prefill_block_n_large_d=32,
-                        prefill_block_m_huge_d=16, prefill_block_n_huge_d=16, decode_block_n_huge_d=16,
-                        group_rows_huge_d=16,
-                        decode_block_n=32, decode_warps=4, decode_stages=4, decode_block_n_large_d=32,
-                        decode_splits=None, decode_min_keys_per_split=256, decode_target_waves=4,
-                        decode_max_splits=64),
-    "long_kv": dict(prefill_block_m=128, prefill_block_n=32, prefill_warps=8, prefill_stages=4,
-                    prefill_block_m_large_d=64, prefill_block_n_large_d=32,
-                    prefill_block_m_huge_d=16, prefill_block_n_huge_d=16, decode_block_n_huge_d=16,
-                    group_rows_huge_d=16,
-                    decode_block_n=128, decode_warps=8, decode_stages=3, decode_block_n_large_d=64,
-                    decode_splits=None, decode_min_keys_per_split=1024, decode_target_waves=2,
-                    decode_max_splits=32),
+    "default": _DEFAULT,
+    "small_tiles": {**_DEFAULT, **dict(prefill_block_m=64, prefill_warps=4, decode_block_n=32, decode_stages=4,
+                                       decode_min_keys_per_split=256, decode_target_waves=4)},
+    "long_kv": {**_DEFAULT, **dict(prefill_block_n=32, prefill_stages=4, decode_block_n=128, decode_warps=8,
+                                   decode_block_n_large_d=64, decode_min_keys_per_split=1024, decode_max_splits=32)},
 }
 
 
