@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 from mii_core.response import Response
 
@@ -27,6 +27,24 @@ class Chunk:
         response = self.response
         return (bool(response.generated_text) or response.finish_reason != "none" or bool(response.logprobs)
                 or response.prompt_logprobs is not None)
+
+
+    def joins(self, later: "Chunk") -> bool:
+        """Whether ``later`` may travel as one piece with this one: the same prompt's generated tokens. A
+        prompt's own piece (its echo or prompt logprobs: no generated token) stays apart, as vLLM streams it."""
+        return (later.index == self.index and self.response.generated_length > 0
+                and later.response.generated_length > 0 and later.response.prompt_logprobs is None)
+
+    def followed_by(self, later: "Chunk") -> "Chunk":
+        """This piece and the next of the same prompt as one (a reader that fell behind sends them on together):
+        the texts and logprobs joined, the later counts and finish_reason (``joins`` says when it may)."""
+        first, last = self.response, later.response
+        logprobs = None if first.logprobs is None and last.logprobs is None else [
+            *(first.logprobs or []), *(last.logprobs or [])]
+        return Chunk(self.index, Response(first.generated_text + last.generated_text, last.prompt_length,
+                                          last.generated_length, last.finish_reason, logprobs=logprobs,
+                                          token_ids=last.token_ids, prompt_logprobs=first.prompt_logprobs,
+                                          prompt_token_ids=first.prompt_token_ids))
 
 
 Event = Union[str, Chunk, None]
@@ -104,6 +122,11 @@ class ResponseStream(ABC):
     @abstractmethod
     def cancel(self) -> None:
         """Stops the request; the engine frees its sequences at its next step."""
+
+    def watch(self, wake: Callable[[], None]) -> bool:
+        """Asks for ``wake()`` after each new event, so that one thread can serve many streams, reading
+        ``events(poll_interval=0)`` when woken; False where this stream cannot (then read it in a thread)."""
+        return False
 
     def result(self) -> list[Response]:
         for _ in self.events():

@@ -25,9 +25,12 @@ from typing import Any, Callable, Iterator, Optional
 from mii_core.serving import wire
 from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, Request, ResponseStream, TaskQuery
 from mii_core.serving.errors import RequestCancelled, error_from_wire, error_kind
+from mii_core.serving.stream_pump import PumpedStream, StreamPump
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1  # how often a waiting side checks its peer and its cancel flag
+# a pumped request's connection thread waits this long on its socket between looks at the stream's end
+CALLER_WAIT_SECONDS = 1.0
 BACKLOG = 512
 # A connection must complete the HMAC handshake and send its request within this long, else it is ended:
 # a peer that connects and says nothing holds its thread no longer.
@@ -194,13 +197,15 @@ def call(address: tuple[str, int], authkey: bytes, message: dict[str, Any], time
 
 # ---- serving a Backend over the link ----
 
-def backend_handler(backend: Backend) -> Callable[[Connection, dict[str, Any]], None]:
+def backend_handler(backend: Backend, name: str = "link") -> Callable[[Connection, dict[str, Any]], None]:
+    pump = StreamPump(name)  # one thread sends every stream that can wake it (a replica's generations)
+
     def handle(conn: Connection, message: dict[str, Any]) -> None:
         op = message["op"]  # one of wire.OPS: checked on receipt
         if op == "generate":
-            _serve_generate(conn, backend, GenerateRequest.from_wire(message))
+            _serve_generate(conn, backend, GenerateRequest.from_wire(message), pump)
         elif op == "query":
-            _serve_generate(conn, backend, TaskQuery.from_wire(message))
+            _serve_generate(conn, backend, TaskQuery.from_wire(message), pump)
         elif op == "health":
             send(conn, ["done", backend.health()])
         else:
@@ -224,22 +229,51 @@ def _read_done(request: Request) -> Callable[[Any], Any]:
     return wire.task_answer_from_wire if isinstance(request, TaskQuery) else wire.responses_from_wire
 
 
-def _serve_generate(conn: Connection, backend: Backend, request: Request) -> None:
+def _serve_generate(conn: Connection, backend: Backend, request: Request, pump: StreamPump) -> None:
     try:
         stream = backend.submit(request)
     except Exception as exc:
         _send_error(conn, exc)
         return
+    if stream.watch(pump.wake):
+        _pump_stream(conn, request, stream, pump)
+    else:
+        _send_stream(conn, request, stream)
+
+
+def _send_event(conn: Connection, event: Any) -> None:
+    if event == STARTED:
+        send(conn, ["started"])
+    else:
+        send(conn, ["chunk", event.index, wire.response_to_wire(event.response)])
+
+
+def _pump_stream(conn: Connection, request: Request, stream: ResponseStream, pump: StreamPump) -> None:
+    """The pump sends the stream; this (the connection's) thread waits on the socket, where the caller either
+    closes it (a cancel) or, after the last message, sends its next request."""
+    pumped = PumpedStream(stream, lambda event: _send_event(conn, event),
+                          lambda done: send(conn, ["done", _done_payload(request, done.responses)]),
+                          lambda exc: _send_error(conn, exc))
+    pump.add(pumped)
+    while not pumped.finished.is_set():
+        if conn.poll(CALLER_WAIT_SECONDS):
+            if not pumped.final_sent:  # the caller never sends twice during a request: it closed (a cancel)
+                pumped.cancel()
+                pump.wake()
+            break  # else its next request, read once the pump is done with this one
+    pumped.finished.wait()
+
+
+def _send_stream(conn: Connection, request: Request, stream: ResponseStream) -> None:
+    """A stream read in this thread (one that cannot wake the pump: a task query's)."""
     events = stream.events(poll_interval=POLL_SECONDS)
     try:
         for event in events:
             if event is None:
                 if conn.poll(0):  # the caller never sends twice: readable means it closed (cancel)
                     raise LinkBroken("caller went away")
-            elif event == STARTED:
-                send(conn, ["started"])
             else:
-                send(conn, ["chunk", event.index, wire.response_to_wire(event.response)])
+                _send_event(conn, event)
         send(conn, ["done", _done_payload(request, stream.responses)])
     except (LinkBroken, EOFError, OSError):
         stream.cancel()  # the caller is gone: free the engine for others
@@ -325,6 +359,7 @@ class RemoteStream(ResponseStream):
         self._conn, self._read_done, self._reuse = conn, read_done, reuse
         self._cancelled = False
         self._abandoned: Optional[str] = None
+        self._held: Optional[list[Any]] = None  # a message read ahead while joining chunks
         self.responses = None
 
     def cancel(self) -> None:
@@ -343,19 +378,19 @@ class RemoteStream(ResponseStream):
                     raise RequestCancelled("the request was cancelled")
                 if self._abandoned is not None:
                     raise LinkBroken(self._abandoned)
-                if not self._conn.poll(POLL_SECONDS):
+                if self._held is None and not self._conn.poll(POLL_SECONDS):
                     waited += POLL_SECONDS
                     if poll_interval is not None and waited >= poll_interval:
                         waited = 0.0
                         yield None
                     continue
                 waited = 0.0
-                message = receive_reply(self._conn)
+                message, self._held = self._held or receive_reply(self._conn), None
                 kind = message[0]
                 if kind == "started":
                     yield STARTED
                 elif kind == "chunk":
-                    yield Chunk(message[1], self._checked(wire.response_from_wire, message[2]))
+                    yield self._joined(self._chunk(message))
                 elif kind == "done":
                     ended_cleanly = True  # read whole: the connection is between requests again
                     self.responses = self._checked(self._read_done, message[1])
@@ -374,6 +409,22 @@ class RemoteStream(ResponseStream):
                 self._reuse(self._conn)
             else:
                 self._conn.close()
+
+    def _chunk(self, message: list[Any]) -> Chunk:
+        return Chunk(message[1], self._checked(wire.response_from_wire, message[2]))
+
+    def _joined(self, chunk: Chunk) -> Chunk:
+        """``chunk`` and the chunks of its prompt already waiting behind it, as one: a front end that fell
+        behind the replica (hundreds of streams in one router process) sends one message for the tokens it
+        missed rather than one per engine step, so its per-message work shrinks as the load grows."""
+        while self._conn.poll(0):
+            message = receive_reply(self._conn)
+            later = self._chunk(message) if message[0] == "chunk" else None
+            if later is None or not chunk.joins(later):
+                self._held = message
+                break
+            chunk = chunk.followed_by(later)
+        return chunk
 
     @staticmethod
     def _checked(convert: Callable[[Any], Any], payload: Any) -> Any:

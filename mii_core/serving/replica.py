@@ -65,6 +65,10 @@ class LocalStream(ResponseStream):
     def cancel(self) -> None:
         self._request.cancel()
 
+    def watch(self, wake: Callable[[], None]) -> bool:
+        self._request.watch(wake)
+        return True
+
     def events(self, poll_interval: Optional[float] = None) -> Iterator[Any]:
         started, prompted = False, set()
         for chunk in self._request.chunks(poll_interval, decode=self._text):
@@ -230,7 +234,8 @@ def run_replica(build_pipeline: Callable[[ModelConfig], ServedPipeline], argv: O
         pipe.lead_followers(explain_stop=lambda exc: _explain_loss(index, rank_pids, exc))
     backend = LocalBackend(pipe, rank_pids)
     host, port = record.link_bind(index)
-    server = LinkServer(host or LINK_HOST, port, record.key, backend_handler(backend), name=f"replica{index}").start()
+    server = LinkServer(host or LINK_HOST, port, record.key, backend_handler(backend, f"replica{index}"),
+                        name=f"replica{index}").start()
     log.info("replica %d ready on %s:%d (pid %d, ranks' pids %s)", index, host, port, os.getpid(), rank_pids)
     code = _serve_until_done(backend, router, remote=record.remote_host(index) is not None)
     server.close()

@@ -68,6 +68,7 @@ class RequestStream:
         self._detok = detokenizer
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._service: Any = None
+        self._watcher: Optional[Callable[[], None]] = None  # called after each event posted
         # written by the loop thread only, through the methods below
         self._waiting = True  # accepted, but no sequence has entered the batch and it has not ended
         self._ended = False
@@ -82,6 +83,15 @@ class RequestStream:
         self._held: Optional[tuple] = None  # an event read ahead while merging token events
 
     # ---- the loop thread's side (the engine service) ----
+    def watch(self, wake: Callable[[], None]) -> None:
+        """``wake()`` is called on the loop thread after every event posted from now on (it must be cheap:
+        a consumer that serves many streams from one thread waits on it instead of on each queue)."""
+        self._watcher = wake
+
+    def _posted(self) -> None:
+        if self._watcher is not None:
+            self._watcher()
+
     def attach(self, service: Any) -> None:
         """The service that runs this request; ``cancel`` goes to it."""
         self._service = service
@@ -100,15 +110,18 @@ class RequestStream:
         """A sequence entered the batch: the caller hears "started"."""
         self._waiting = False
         self._events.put(("started",))
+        self._posted()
 
     def post_tokens(self, index: int, count: int) -> None:
         """Sequence ``index`` has ``count`` generated tokens now."""
         self._events.put(("tokens", index, count))
+        self._posted()
 
     def finish_sequence(self, index: int) -> bool:
         """Sequence ``index`` finished; True when it was the request's last one running."""
         self._events.put(("finished", index))
         self._live -= 1
+        self._posted()
         return self._live == 0
 
     def end(self, error: Optional[BaseException] = None) -> None:
@@ -116,6 +129,7 @@ class RequestStream:
         self._ended, self._waiting = True, False
         if error is not None:
             self._events.put(("failed", error))
+        self._posted()
 
     # ---- the caller's side ----
     def cancel(self) -> None:

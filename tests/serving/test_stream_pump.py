@@ -1,0 +1,166 @@
+"""A replica's streamed generations are sent by one pump thread (not a thread per request), and a router
+reading behind its replica joins the chunks already waiting into one (mii_core/serving/stream_pump.py,
+link.RemoteStream): both over a real link server on loopback, with a scripted backend in place of the engine."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from multiprocessing import Pipe
+
+import pytest
+
+from mii_core.response import Response
+from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
+from mii_core.serving.errors import InvalidRequest
+from mii_core.serving.link import LinkServer, RemoteBackend, RemoteStream, backend_handler, send, wire
+
+KEY = b"p" * 32
+
+
+class ScriptedStream(ResponseStream):
+    """Posts STARTED, then one chunk per word of ``words`` from a thread of its own (as the engine's loop
+    thread posts), waking its watcher after each; ``fail`` raises instead of the last word."""
+
+    def __init__(self, words: list[str], gap_s: float, fail: bool = False) -> None:
+        self.words, self.gap_s, self.fail = words, gap_s, fail
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.cancelled = threading.Event()
+        self.readers: set[str] = set()  # the threads that read this stream's events
+        self.wake = None
+        self.responses = None
+
+    def watch(self, wake) -> bool:
+        self.wake = wake
+        return True
+
+    def post(self) -> None:
+        for item in [STARTED, *self.words, None]:
+            if self.cancelled.is_set():
+                return
+            self.queue.put(item)
+            if self.wake is not None:
+                self.wake()
+            time.sleep(self.gap_s)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def events(self, poll_interval=None):
+        count = 0
+        while True:
+            self.readers.add(threading.current_thread().name)
+            try:
+                item = self.queue.get(timeout=poll_interval)
+            except queue.Empty:
+                yield None
+                continue
+            if item is None:
+                break
+            if item == STARTED:
+                yield STARTED
+                continue
+            count += 1
+            if self.fail and count == len(self.words):
+                raise InvalidRequest("scripted failure")
+            yield Chunk(0, Response(item, 1, count, "none"))
+        self.responses = [Response("".join(self.words), 1, count, "length")]
+
+
+class ScriptedBackend(Backend):
+    def __init__(self, gap_s: float = 0.001) -> None:
+        self.gap_s, self.streams = gap_s, []
+
+    def submit(self, request):
+        prompt = request.prompts[0]
+        stream = ScriptedStream(list(prompt), self.gap_s if prompt != "slow" else 0.2, fail=prompt == "fails")
+        self.streams.append(stream)
+        threading.Thread(target=stream.post, daemon=True).start()
+        return stream
+
+    def health(self):
+        return {"status": "ok"}
+
+    def terminate(self):
+        pass
+
+
+@pytest.fixture
+def served():
+    backend = ScriptedBackend()
+    server = LinkServer("127.0.0.1", 0, KEY, backend_handler(backend, "scripted"), "scripted").start()
+    yield backend, RemoteBackend(server.address, KEY)
+    server.close()
+
+
+def streamed_text(remote: RemoteBackend, prompt: str) -> tuple[str, list]:
+    stream = remote.submit(GenerateRequest(prompts=[prompt], stream=True))
+    text = "".join(e.response.generated_text for e in stream.events() if isinstance(e, Chunk))
+    return text, stream.responses
+
+
+def test_many_concurrent_streams_arrive_whole_and_in_order_all_read_by_the_pump_thread(served):
+    backend, remote = served
+    prompts = [f"request {i:02d} says hello" for i in range(40)]
+    results: dict = {}
+    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, streamed_text(remote, p)))
+               for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for prompt in prompts:
+        text, responses = results[prompt]
+        assert text == prompt and responses[0].generated_text == prompt
+        assert responses[0].generated_length == len(prompt)
+    readers = set().union(*(s.readers for s in backend.streams))
+    assert readers == {"scripted-pump"}  # no request's own thread read its stream
+
+
+def test_the_next_request_on_a_kept_connection_is_served_after_the_last_one_ended(served):
+    _, remote = served
+    for i in range(5):
+        assert streamed_text(remote, f"round {i}")[0] == f"round {i}"
+
+
+def test_a_caller_leaving_mid_stream_cancels_its_request_and_others_go_on(served):
+    backend, remote = served
+    stream = remote.submit(GenerateRequest(prompts=["slow"], stream=True))
+    events = stream.events()
+    assert next(events) == STARTED
+    events.close()  # the caller leaves: the link connection closes
+    slow = backend.streams[-1]
+    assert slow.cancelled.wait(5)
+    assert streamed_text(remote, "still served")[0] == "still served"
+
+
+def test_a_stream_that_fails_reaches_the_caller_as_its_error(served):
+    _, remote = served
+    with pytest.raises(InvalidRequest, match="scripted failure"):
+        streamed_text(remote, "fails")
+    assert streamed_text(remote, "after")[0] == "after"
+
+
+def piece(text, length, logprobs=None, prompt_logprobs=None, finish="none"):
+    return Response(text, 3, length, finish, logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+                    prompt_token_ids=[1, 2, 3] if prompt_logprobs is not None else None)
+
+
+def test_chunks_waiting_behind_one_another_are_joined_per_prompt():
+    """Everything is sent before the reader reads: prompt 0's own piece (its prompt logprobs) stays apart,
+    its next three pieces become one, prompt 1's piece and prompt 0's last stay apart (joining never
+    reorders), then the done message."""
+    reader, writer = Pipe()
+    prompt_piece = piece("", 0, prompt_logprobs=[None, {"logprob": -2.0}])
+    pieces = [(0, prompt_piece), (0, piece("He", 1, [{"logprob": -1.0}])),
+              (0, piece("llo", 2, [{"logprob": -0.5}])), (0, piece(",", 3, None)),
+              (1, piece("Hi", 1)), (0, piece("!", 4, finish="length"))]
+    send(writer, ["started"])
+    for index, response in pieces:
+        send(writer, ["chunk", index, wire.response_to_wire(response)])
+    send(writer, ["done", [wire.response_to_wire(piece("Hello,!", 4, finish="length"))]])
+    events = list(RemoteStream(reader).events())
+    assert events[0] == STARTED
+    got = [(e.index, e.response) for e in events[1:]]
+    joined = Response("Hello,", 3, 3, "none", logprobs=[{"logprob": -1.0}, {"logprob": -0.5}])
+    assert got == [(0, prompt_piece), (0, joined), (1, piece("Hi", 1)), (0, piece("!", 4, finish="length"))]
