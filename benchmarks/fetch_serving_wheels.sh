@@ -4,7 +4,8 @@
 #   - the REST front end (Flask, waitress, Prometheus' client),
 #   - the load generator's client (openai, with httpx2 underneath from openai 3; httpx beside it),
 #   - the peer, `transformers serve` (FastAPI, uvicorn, accelerate for its device_map; it also needs openai),
-#   - matplotlib for the plot.
+#   - matplotlib for the plot,
+#   - py-spy for benchmarks/profile_serving.py --py-spy (a static binary: lands in /tmp/site/bin).
 # pydantic, grpcio and protobuf come with .whl/ (benchmarks/RESULTS.md). Torch's own requirements (jinja2,
 # MarkupSafe), numpy and packaging are on the machine and not fetched. Versions are those the CI venv runs.
 # Run from the repository root:   sh benchmarks/fetch_serving_wheels.sh
@@ -21,8 +22,9 @@ PEER="fastapi==0.165.0 starlette==1.10.0 annotated-doc==0.0.7 opentelemetry-api=
       accelerate==1.15.0 psutil==7.2.2"
 PLOT="matplotlib==3.11.2 contourpy==1.3.3 cycler==0.12.1 fonttools==4.68.0 kiwisolver==1.5.1 pillow==13.0.0
       pyparsing==3.3.3 python-dateutil==4.0.0 tzdata==2026.6"
+PROFILE="py-spy==0.4.3"
 mkdir -p .whl-serve
-for n in $REST $CLIENT $PEER $PLOT; do
+for n in $REST $CLIENT $PEER $PLOT $PROFILE; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       $P -d .whl-serve "$n"
 done

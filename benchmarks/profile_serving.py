@@ -37,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--requests", type=int, default=None, help="W1's requests (default 256; tiny 64)")
     p.add_argument("--new-tokens", type=int, default=None,
                    help="tiny only: every request's output length (default 64), prompts of 16 tokens")
+    p.add_argument("--ckpt", default=None, help="checkpoint folder (default /tmp/llama3-8b-random; tiny: /tmp/llama-tiny-random)")
     p.add_argument("--engine-kwargs", default="{}", help="JSON of keyword options for the pipeline and serve")
     p.add_argument("--server-threads", type=int, default=600)
     p.add_argument("--py-spy", action="store_true", help="record the router and the replica with py-spy --gil")
@@ -75,7 +76,9 @@ def deployment_pids(name):
 
 
 def start_py_spy(pids, out, seconds):
-    exe = shutil.which("py-spy")
+    # on the GPU machine the wheel installs into gpu_setup.sh's --target folder, whose bin/ is not on PATH
+    exe = shutil.which("py-spy") or next((c for c in (os.path.join(p, "bin", "py-spy") for p in sys.path if p)
+                                          if os.access(c, os.X_OK)), None)
     if exe is None:
         print("py-spy is not installed: no profiles", flush=True)
         return []
@@ -90,7 +93,7 @@ def main(argv=None):
     args.new_tokens = args.new_tokens or 64
     os.makedirs(args.out, exist_ok=True)
     engine_kwargs = json.loads(args.engine_kwargs)
-    path = "/tmp/llama-tiny-random" if args.tiny else "/tmp/llama3-8b-random"
+    path = args.ckpt or ("/tmp/llama-tiny-random" if args.tiny else "/tmp/llama3-8b-random")
     in_child(CHILD_TIMEOUT_S, checkpoint.build_checkpoint, path, args.tiny)
     w1 = workload(args)
     result = {"args": vars(args)}
@@ -115,7 +118,7 @@ def main(argv=None):
         stop()
     summary = stats.summarize(run["records"], None, run["t0"])
     result["server"] = {"seconds": summary["span_s"], "output_tokens_per_s": summary["output_tokens_per_s"],
-                        "failed": summary["failed"], "client_cpu_seconds": run.get("cpu_seconds")}
+                        "output_tokens": summary["output_tokens"], "failed": summary["failed"]}
     with open(os.path.join(args.out, "profile.json"), "w") as f:
         json.dump(result, f, indent=1)
     print(table(result, args.frontend))

@@ -149,3 +149,18 @@ def test_tiny_run_has_w1_through_the_pipeline_and_both_servers(tiny_run):
         assert results["w1"][name]["output_tokens_per_s"] > 0, name
     assert results["w1"]["http"]["output_tokens"] == results["w1"]["http"]["requested_output_tokens"]
     assert "| grpc |" in md
+
+
+def test_profile_serving_counts_every_token_and_each_process_cpu(tmp_path):
+    """benchmarks/profile_serving.py --tiny (the GPU run's profiling tool) end to end on the CPU: 16 requests of
+    8 tokens through gRPC are 128 output tokens, counted from the client's own stream, and the router and the
+    replica each used some CPU while serving them."""
+    out = tmp_path / "prof"
+    command = [sys.executable, str(BENCH / "profile_serving.py"), "--tiny", "--out", str(out), "--requests", "16",
+               "--new-tokens", "8", "--ckpt", str(tmp_path / "llama-tiny")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "profile.json").read_text())
+    assert result["server"]["failed"] == 0 and result["server"]["output_tokens"] == 16 * 8
+    assert result["pipeline"]["output_tokens"] == 16 * 8
+    assert set(result["cpu_seconds"]) == {"router", "replica"} and min(result["cpu_seconds"].values()) > 0
