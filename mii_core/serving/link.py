@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
 import threading
 from multiprocessing import AuthenticationError
@@ -29,8 +30,6 @@ from mii_core.serving.stream_pump import PumpedStream, StreamPump
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1  # how often a waiting side checks its peer and its cancel flag
-# a pumped request's connection thread waits this long on its socket between looks at the stream's end
-CALLER_WAIT_SECONDS = 1.0
 BACKLOG = 512
 # A connection must complete the HMAC handshake and send its request within this long, else it is ended:
 # a peer that connects and says nothing holds its thread no longer.
@@ -249,19 +248,28 @@ def _send_event(conn: Connection, event: Any) -> None:
 
 
 def _pump_stream(conn: Connection, request: Request, stream: ResponseStream, pump: StreamPump) -> None:
-    """The pump sends the stream; this (the connection's) thread waits on the socket, where the caller either
-    closes it (a cancel) or, after the last message, sends its next request."""
-    pumped = PumpedStream(stream, lambda event: _send_event(conn, event),
-                          lambda done: send(conn, ["done", _done_payload(request, done.responses)]),
-                          lambda exc: _send_error(conn, exc))
+    """The pump sends the stream's events; this (the connection's) thread waits on the socket, which turns
+    readable only if the caller closes it (it never sends twice during a request): a cancel. Once the pump is
+    done, this thread sends the last message (``done`` or the error)."""
+    pumped = PumpedStream(stream, lambda event: _send_event(conn, event), lambda: _writable(conn))
     pump.add(pumped)
-    while not pumped.finished.is_set():
-        if conn.poll(CALLER_WAIT_SECONDS):
-            if not pumped.final_sent:  # the caller never sends twice during a request: it closed (a cancel)
-                pumped.cancel()
-                pump.wake()
-            break  # else its next request, read once the pump is done with this one
+    if not pumped.wait_end_or_caller(conn.fileno()):
+        pumped.cancel()
+        pump.wake()
     pumped.finished.wait()
+    pumped.close()
+    if pumped.outcome == "done":
+        send(conn, ["done", _done_payload(request, stream.responses)])
+    elif pumped.outcome == "error":
+        _send_error(conn, pumped.error)
+
+
+def _writable(conn: Connection) -> bool:
+    """Whether a small message can go without blocking: the caller's socket buffer has room (poll, not
+    select: a replica's descriptors may number past select's 1,024)."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLOUT)
+    return bool(poller.poll(0))
 
 
 def _send_stream(conn: Connection, request: Request, stream: ResponseStream) -> None:

@@ -10,6 +10,8 @@ connection thread just waits on its socket, which tells it whether the caller le
 from __future__ import annotations
 
 import logging
+import os
+import select
 import threading
 from typing import Any, Callable, Iterator, Optional
 
@@ -20,50 +22,74 @@ IDLE_WAKE_SECONDS = 0.5  # a missed wake costs at most this (none is expected: s
 
 
 class PumpedStream:
-    """One stream on the pump: its events go to ``deliver`` (STARTED or a Chunk), then ``end(stream)`` once it
-    finished, or ``fail(exc)`` if it raised; a sink that raises OSError or EOFError means the caller is gone,
-    and the request is cancelled. ``finished`` is set once nothing more will be sent; ``final_sent`` just
-    before the last message goes (so a caller's next request is never taken for a cancel)."""
+    """One stream on the pump: its events (STARTED or a Chunk) go to ``deliver`` whenever ``writable()`` says
+    the caller's connection can take a message without blocking (a caller that reads slowly holds back only
+    its own stream: the events it misses meanwhile are joined into fewer, larger pieces); a ``deliver`` that
+    raises OSError or EOFError means the caller is gone, and the request is cancelled. Once the stream is
+    over, ``outcome`` says how ("done", "error" with ``error``, or "gone") and ``finished`` is set; the
+    request's own thread sends the last message, so a large answer never holds the pump up."""
 
-    def __init__(self, stream: ResponseStream, deliver: Callable[[Any], None], end: Callable[[ResponseStream], None],
-                 fail: Callable[[BaseException], None]) -> None:
-        self.stream, self._deliver, self._end, self._fail = stream, deliver, end, fail
+    def __init__(self, stream: ResponseStream, deliver: Callable[[Any], None], writable: Callable[[], bool]) -> None:
+        self.stream, self._deliver, self._writable = stream, deliver, writable
         self._events: Iterator[Any] = stream.events(poll_interval=0.0)
+        self._pending: Any = None  # an event taken from the stream, waiting for the caller to be writable
         self.finished = threading.Event()
-        self.final_sent = False
-        self.caller_gone = False
+        self._ended_r, self._ended_w = os.pipe()  # a byte once finished: wakes the thread polling the caller
+        self.outcome: Optional[str] = None
+        self.error: Optional[BaseException] = None
         self._cancel_asked = False
 
     def cancel(self) -> None:
         """The caller left: the pump cancels the request at its next pass (wake it)."""
         self._cancel_asked = True
 
-    def pump(self) -> bool:
-        """Sends what is ready; False once the stream is over (``finished`` set)."""
+    def pump(self) -> Optional[bool]:
+        """Sends what is ready: True to keep the stream, None to keep it as its caller is not writable (retry
+        soon), False once it is over (``finished`` set)."""
         try:
             if self._cancel_asked:
                 raise EOFError("the caller left")
-            for event in self._events:
-                if event is None:  # nothing more ready now
+            while True:
+                if self._pending is None:
+                    self._pending = next(self._events, _END)
+                if self._pending is None:  # nothing more ready now
                     return True
+                if self._pending is _END:
+                    return self._finish("done")
+                if not self._writable():
+                    return None
+                event, self._pending = self._pending, None
                 self._deliver(event)
-            self.final_sent = True
-            self._end(self.stream)
         except (OSError, EOFError):
-            self.caller_gone = True
-            self.stream.cancel()  # free the engine for others
+            self.stream.cancel()  # the caller is gone: free the engine for others
+            return self._finish("gone")
         except Exception as exc:
-            self._fail_quietly(exc)
+            self.error = exc
+            return self._finish("error")
+
+    def _finish(self, outcome: str) -> bool:
+        self.outcome = outcome
         self._events.close()  # a stream left mid-way lets go of what it holds now
         self.finished.set()
+        os.write(self._ended_w, b"x")
         return False
 
-    def _fail_quietly(self, exc: BaseException) -> None:
-        self.final_sent = True
-        try:
-            self._fail(exc)
-        except (OSError, EOFError):
-            self.caller_gone = True
+    def wait_end_or_caller(self, caller_fd: int) -> bool:
+        """Blocks until the stream is over (True) or the caller's socket turns readable first (False: it
+        closed it, a cancel)."""
+        poller = select.poll()
+        poller.register(self._ended_r, select.POLLIN)
+        poller.register(caller_fd, select.POLLIN)
+        return self._ended_r in {fd for fd, _ in poller.poll()}
+
+    def close(self) -> None:
+        """Frees the wake-up pipe, once ``finished`` (the pump writes to it until then)."""
+        os.close(self._ended_r)
+        os.close(self._ended_w)
+
+
+_END = object()
+RETRY_BLOCKED_SECONDS = 0.005  # how soon the pump looks again at a stream whose caller was not writable
 
 
 class StreamPump:
@@ -93,17 +119,20 @@ class StreamPump:
 
     def _run(self) -> None:
         active: list[PumpedStream] = []
+        wait = IDLE_WAKE_SECONDS
         while True:
-            self._wake.wait(IDLE_WAKE_SECONDS)
+            self._wake.wait(wait)
             self._wake.clear()
             with self._lock:
                 active.extend(self._added)
                 self._added.clear()
             try:
-                active = [pumped for pumped in active if pumped.pump()]
+                kept = [(pumped, pumped.pump()) for pumped in active]
             except Exception:  # a bug here must not leave every stream hanging: end them all
                 log.exception("%s: the stream pump failed; ending its streams", self._name)
                 for pumped in active:
                     pumped.cancel()
                     pumped.pump()
-                active = []
+                kept = []
+            active = [pumped for pumped, keep in kept if keep is not False]
+            wait = RETRY_BLOCKED_SECONDS if any(keep is None for _, keep in kept) else IDLE_WAKE_SECONDS

@@ -13,7 +13,7 @@ import pytest
 from mii_core.response import Response
 from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
 from mii_core.serving.errors import InvalidRequest
-from mii_core.serving.link import LinkServer, RemoteBackend, RemoteStream, backend_handler, send, wire
+from mii_core.serving.link import LinkServer, RemoteBackend, RemoteStream, backend_handler, connect, send, wire
 
 KEY = b"p" * 32
 
@@ -73,7 +73,9 @@ class ScriptedBackend(Backend):
 
     def submit(self, request):
         prompt = request.prompts[0]
-        stream = ScriptedStream(list(prompt), self.gap_s if prompt != "slow" else 0.2, fail=prompt == "fails")
+        words = list(prompt) if prompt != "flood" else ["x" * 1024] * 20_000  # 20 MB: more than socket buffers hold
+        gap_s = 0.2 if prompt == "slow" else 0.0 if prompt == "flood" else self.gap_s
+        stream = ScriptedStream(words, gap_s, fail=prompt == "fails")
         self.streams.append(stream)
         threading.Thread(target=stream.post, daemon=True).start()
         return stream
@@ -118,9 +120,13 @@ def test_many_concurrent_streams_arrive_whole_and_in_order_all_read_by_the_pump_
 
 
 def test_the_next_request_on_a_kept_connection_is_served_after_the_last_one_ended(served):
+    """At once: the request's thread learns of its stream's end from the pump, not from a timeout (each of
+    these takes milliseconds; a thread that looked once a second made each take a second)."""
     _, remote = served
+    started = time.monotonic()
     for i in range(5):
         assert streamed_text(remote, f"round {i}")[0] == f"round {i}"
+    assert time.monotonic() - started < 2.5
 
 
 def test_a_caller_leaving_mid_stream_cancels_its_request_and_others_go_on(served):
@@ -164,3 +170,31 @@ def test_chunks_waiting_behind_one_another_are_joined_per_prompt():
     got = [(e.index, e.response) for e in events[1:]]
     joined = Response("Hello,", 3, 3, "none", logprobs=[{"logprob": -1.0}, {"logprob": -0.5}])
     assert got == [(0, prompt_piece), (0, joined), (1, piece("Hi", 1)), (0, piece("!", 4, finish="length"))]
+
+
+def test_a_caller_that_stops_reading_holds_back_only_its_own_stream(served):
+    """A caller that sends a request and never reads its answer fills its socket buffers; the pump then skips
+    its stream (not writable) instead of blocking in a send, so every other request is still served."""
+    backend, remote = served
+    stalled = connect(remote.address, KEY)
+    send(stalled, GenerateRequest(prompts=["flood"], stream=True).to_wire())
+    try:
+        deadline, last = time.monotonic() + 20, None
+        while time.monotonic() < deadline:  # until the pump has taken what the buffers hold of the flood
+            time.sleep(0.3)
+            left = backend.streams[0].queue.qsize() if backend.streams else None
+            if left is not None and left == last:
+                break
+            last = left
+        answers = queue.Queue()
+        threads = [threading.Thread(target=lambda i=i: answers.put(streamed_text(remote, f"other {i}")[0]),
+                                    daemon=True) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert sorted(answers.get_nowait() for _ in range(answers.qsize())) == sorted(f"other {i}" for i in range(8))
+    finally:
+        stalled.close()
+    flood = backend.streams[0]
+    assert flood.cancelled.wait(10)  # its caller closed: the request is cancelled
