@@ -17,6 +17,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+
+# the deployments' fixtures (demo, deploy, chat_checkpoint, a private MII cache): one definition per session
+pytest_plugins = ["support.serving_fixtures"]
+
 import transformers  # noqa: E402
 
 from support.serving import xdist_worker  # noqa: E402

@@ -1,3 +1,1 @@
-"""The serving tests' deployments (real processes on loopback, a private cache), reused here."""
-
-from serving.conftest import chat_checkpoint, demo, deploy, mii_cache  # noqa: F401
+"""The serving tests' deployments (support/serving_fixtures.py, loaded by the root conftest) are used here too."""
