@@ -69,3 +69,19 @@ def test_response_on_the_wire_holds_exactly_its_fields():
                         token_ids=[7, 8])
     assert wire.response_to_wire(response) == asdict(response)
     assert wire.response_from_wire(wire.decode(wire.encode(wire.response_to_wire(response)))) == response
+
+
+def test_a_generate_request_goes_on_the_wire_as_asdict_made_it_and_comes_back_equal():
+    """GenerateRequest.to_wire maps its fields shallowly (asdict's deep copy of every prompt token id led the
+    router's profile): the same dict as asdict's, and from_wire after the wire's encoding gives the request."""
+    from dataclasses import asdict
+
+    from mii_core.serving.backend import GenerateRequest
+
+    request = GenerateRequest(prompts=None, chats=[[{"role": "user", "content": "hi"}]],
+                              options=[{"max_new_tokens": 4, "stop": ["a"]}], stream=True,
+                              tools=[{"type": "function", "function": {"name": "f"}}],
+                              chat_template_options={"add_generation_prompt": True})
+    for case in (request, GenerateRequest(prompt_ids=[[1, 2, 3], [4]], options={"top_k": 2})):
+        assert case.to_wire() == {"op": "generate", **asdict(case)}
+        assert GenerateRequest.from_wire(wire.decode(wire.encode(case.to_wire()))) == case
