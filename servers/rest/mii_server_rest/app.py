@@ -4,7 +4,6 @@
 (``tokenizer_api.py``), and Prometheus ``/metrics``."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -12,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from mii_core.serving.backend import Backend, Chunk, GenerateRequest
 from mii_core.serving.transport import TransportSettings
+from mii_core.serving.wire import response_to_wire
 from mii_server_rest.auth import needs_key
 from mii_server_rest.body import json_body
 from mii_server_rest.errors import HttpError, error_response, from_exception
@@ -105,7 +105,7 @@ def _mii_json(response: Any) -> dict[str, Any]:
     """MII's four fields; ``logprobs`` and ``token_ids`` too where the request asked for logprobs (a
     streamed piece: those of its tokens), ``prompt_logprobs`` and ``prompt_token_ids`` where it asked
     for prompt_logprobs."""
-    fields = asdict(response)
+    fields = response_to_wire(response)  # a new dict of the fields (asdict's deep copy is not needed)
     if response.logprobs is None:
         del fields["logprobs"], fields["token_ids"]
     if response.prompt_logprobs is None:
