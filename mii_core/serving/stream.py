@@ -149,6 +149,9 @@ class RequestStream:
         token counts only. Raises the request's error.
         """
         while self._remaining:
+            if poll_interval == 0 and self._held is None and self._events.empty():
+                yield None  # a pump's look at an idle stream: no timed get, no exception raised and caught
+                continue
             try:
                 event = self._merged(self._next_event(poll_interval))
             except queue.Empty:

@@ -70,8 +70,8 @@ class PumpedStream:
     def _finish(self, outcome: str) -> bool:
         self.outcome = outcome
         self._events.close()  # a stream left mid-way lets go of what it holds now
+        os.write(self._ended_w, b"x")  # before finished: once that is set, the request's thread closes the pipe
         self.finished.set()
-        os.write(self._ended_w, b"x")
         return False
 
     def wait_end_or_caller(self, caller_fd: int) -> bool:

@@ -10,6 +10,9 @@ from multiprocessing import Pipe
 
 import pytest
 
+# an exception in the pump's thread while a test runs (the requests would never see it) fails that test
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
 from mii_core.response import Response
 from mii_core.serving.backend import STARTED, Backend, Chunk, GenerateRequest, ResponseStream
 from mii_core.serving.errors import InvalidRequest
