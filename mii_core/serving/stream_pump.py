@@ -19,6 +19,8 @@ from mii_core.serving.backend import ResponseStream
 
 log = logging.getLogger("mii_core.serving.stream_pump")
 IDLE_WAKE_SECONDS = 0.5  # a missed wake costs at most this (none is expected: see wake)
+RETRY_BLOCKED_SECONDS = 0.005  # how soon the pump looks again at a stream whose caller was not writable
+_END = object()  # what the pump takes from a stream's events once they are over
 
 
 class PumpedStream:
@@ -46,6 +48,8 @@ class PumpedStream:
     def pump(self) -> Optional[bool]:
         """Sends what is ready: True to keep the stream, None to keep it as its caller is not writable (retry
         soon), False once it is over (``finished`` set)."""
+        if self.finished.is_set():  # over already: its pipe may be closed, never touch it again
+            return False
         try:
             if self._cancel_asked:
                 raise EOFError("the caller left")
@@ -67,6 +71,13 @@ class PumpedStream:
             self.error = exc
             return self._finish("error")
 
+    def fail(self, error: BaseException) -> None:
+        """Ends the stream with ``error`` for its caller (the pump itself failed), unless it is over already."""
+        if not self.finished.is_set():
+            self.stream.cancel()
+            self.error = error
+            self._finish("error")
+
     def _finish(self, outcome: str) -> bool:
         self.outcome = outcome
         self._events.close()  # a stream left mid-way lets go of what it holds now
@@ -87,9 +98,6 @@ class PumpedStream:
         os.close(self._ended_r)
         os.close(self._ended_w)
 
-
-_END = object()
-RETRY_BLOCKED_SECONDS = 0.005  # how soon the pump looks again at a stream whose caller was not writable
 
 
 class StreamPump:
@@ -128,11 +136,10 @@ class StreamPump:
                 self._added.clear()
             try:
                 kept = [(pumped, pumped.pump()) for pumped in active]
-            except Exception:  # a bug here must not leave every stream hanging: end them all
+            except Exception as exc:  # a bug here must not leave a stream hanging: each caller hears the error
                 log.exception("%s: the stream pump failed; ending its streams", self._name)
                 for pumped in active:
-                    pumped.cancel()
-                    pumped.pump()
+                    pumped.fail(RuntimeError(f"the replica's stream pump failed: {exc}"))
                 kept = []
             active = [pumped for pumped, keep in kept if keep is not False]
             wait = RETRY_BLOCKED_SECONDS if any(keep is None for _, keep in kept) else IDLE_WAKE_SECONDS

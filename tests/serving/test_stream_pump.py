@@ -201,3 +201,32 @@ def test_a_caller_that_stops_reading_holds_back_only_its_own_stream(served):
         stalled.close()
     flood = backend.streams[0]
     assert flood.cancelled.wait(10)  # its caller closed: the request is cancelled
+
+
+def test_if_the_pump_itself_fails_each_caller_hears_an_error_and_the_next_request_is_served(served, monkeypatch):
+    """A bug in the pump (here: its pass raising once) must not leave a request without an answer."""
+    from mii_core.serving import stream_pump
+
+    backend, remote = served
+    real_pump, calls = stream_pump.PumpedStream.pump, []
+
+    def pump_failing_once(self):
+        if self.stream.words == list("doomed") and not calls:
+            calls.append(self)
+            raise RuntimeError("a bug")
+        return real_pump(self)
+
+    monkeypatch.setattr(stream_pump.PumpedStream, "pump", pump_failing_once)
+    outcome = queue.Queue()
+
+    def caller():
+        try:
+            outcome.put(streamed_text(remote, "doomed"))
+        except Exception as exc:
+            outcome.put(exc)
+
+    threading.Thread(target=caller, daemon=True).start()
+    answer = outcome.get(timeout=20)  # queue.Empty here: the caller was left without an answer
+    assert isinstance(answer, Exception) and "stream pump failed: a bug" in str(answer)
+    monkeypatch.setattr(stream_pump.PumpedStream, "pump", real_pump)
+    assert streamed_text(remote, "served after")[0] == "served after"
