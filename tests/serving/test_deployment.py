@@ -50,7 +50,11 @@ def test_streaming_fn_pieces_add_up_to_the_unstreamed_text(core):
     texts = [p[0].generated_text for p in pieces]
     assert "".join(texts) == result[0].generated_text == hf.greedy("The old man", 24, ignore_eos=True).text
     assert [p[0].finish_reason for p in pieces] == ["none"] * (len(pieces) - 1) + ["length"]
-    assert len(pieces) > 5
+    # Each piece counts the tokens so far. How many pieces there are depends on timing: a router that fell
+    # behind its replica joins the chunks waiting for it (link.RemoteStream), so on a loaded machine the 24
+    # tokens may come in a few pieces, or one.
+    lengths = [p[0].generated_length for p in pieces]
+    assert lengths == sorted(set(lengths)) and lengths[-1] == 24
 
 
 def test_streaming_fn_takes_a_single_prompt(core):
