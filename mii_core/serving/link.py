@@ -368,10 +368,20 @@ class RemoteStream(ResponseStream):
         self._cancelled = False
         self._abandoned: Optional[str] = None
         self._held: Optional[list[Any]] = None  # a message read ahead while joining chunks
+        self._lock = threading.Lock()
+        self._released = False  # the connection went back to the pool or was closed: not ours to touch
         self.responses = None
 
     def cancel(self) -> None:
-        self._cancelled = True  # the reading thread closes the connection within POLL_SECONDS
+        """The server hears of it at once: the connection is shut down here, since the caller may have
+        stopped reading (a front end that raised out of its loop leaves the stream suspended until garbage
+        collection). A reading thread then ends with RequestCancelled."""
+        self._cancelled = True
+        with self._lock:
+            if not self._released:
+                with contextlib.suppress(OSError):
+                    with socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
 
     def abandon(self, reason: str) -> None:
         """The serving process is known lost (a host gone silent keeps its connections open): the reading
@@ -410,13 +420,17 @@ class RemoteStream(ResponseStream):
             ended_cleanly = False
             raise
         except (EOFError, OSError) as exc:
+            if self._cancelled:  # cancel() shut the connection down
+                raise RequestCancelled("the request was cancelled") from None
             raise LinkBroken(f"the serving process went away: {exc}") from None
         finally:
             # cancelled, abandoned or broken mid-way: closing it tells the server to stop the request
-            if ended_cleanly and self._reuse is not None:
-                self._reuse(self._conn)
-            else:
-                self._conn.close()
+            with self._lock:
+                self._released = True
+                if ended_cleanly and self._reuse is not None and not self._cancelled:
+                    self._reuse(self._conn)
+                else:
+                    self._conn.close()
 
     def _chunk(self, message: list[Any]) -> Chunk:
         return Chunk(message[1], self._checked(wire.response_from_wire, message[2]))
