@@ -54,7 +54,7 @@ def test_streaming_fn_pieces_add_up_to_the_unstreamed_text(core):
     # behind its replica joins the chunks waiting for it (link.RemoteStream), so on a loaded machine the 24
     # tokens may come in a few pieces, or one.
     lengths = [p[0].generated_length for p in pieces]
-    assert lengths == sorted(set(lengths)) and lengths[-1] == 24
+    assert lengths == sorted(lengths) and lengths[-1] == 24  # the last piece may add only its finish_reason
 
 
 def test_streaming_fn_takes_a_single_prompt(core):
