@@ -251,7 +251,7 @@ def _pump_stream(conn: Connection, request: Request, stream: ResponseStream, pum
     """The pump sends the stream's events; this (the connection's) thread waits on the socket, which turns
     readable only if the caller closes it (it never sends twice during a request): a cancel. Once the pump is
     done, this thread sends the last message (``done`` or the error)."""
-    pumped = PumpedStream(stream, lambda event: _send_event(conn, event), lambda: _writable(conn))
+    pumped = PumpedStream(stream, lambda event: _send_event(conn, event), _writable_check(conn))
     pump.add(pumped)
     if not pumped.wait_end_or_caller(conn.fileno()):
         pumped.cancel()
@@ -264,12 +264,12 @@ def _pump_stream(conn: Connection, request: Request, stream: ResponseStream, pum
         _send_error(conn, pumped.error)
 
 
-def _writable(conn: Connection) -> bool:
+def _writable_check(conn: Connection) -> Callable[[], bool]:
     """Whether a small message can go without blocking: the caller's socket buffer has room (poll, not
-    select: a replica's descriptors may number past select's 1,024)."""
+    select: a replica's descriptors may number past select's 1,024; one poll object per request)."""
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLOUT)
-    return bool(poller.poll(0))
+    return lambda: bool(poller.poll(0))
 
 
 def _send_stream(conn: Connection, request: Request, stream: ResponseStream) -> None:
