@@ -370,6 +370,10 @@ class RemoteStream(ResponseStream):
         self._held: Optional[list[Any]] = None  # a message read ahead while joining chunks
         self._lock = threading.Lock()
         self._released = False  # the connection went back to the pool or was closed: not ours to touch
+        # Connection.poll builds a selector per call (its Python was most of a router's time under W1's 256
+        # streams, two calls a message); one poll object, registered once, asks the same in one system call
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
         self.responses = None
 
     def cancel(self) -> None:
@@ -396,7 +400,7 @@ class RemoteStream(ResponseStream):
                     raise RequestCancelled("the request was cancelled")
                 if self._abandoned is not None:
                     raise LinkBroken(self._abandoned)
-                if self._held is None and not self._conn.poll(POLL_SECONDS):
+                if self._held is None and not self._readable(POLL_SECONDS):
                     waited += POLL_SECONDS
                     if poll_interval is not None and waited >= poll_interval:
                         waited = 0.0
@@ -432,6 +436,10 @@ class RemoteStream(ResponseStream):
                 else:
                     self._conn.close()
 
+    def _readable(self, timeout_s: float) -> bool:
+        """A message (or the end of the connection: receiving then raises) is waiting, within ``timeout_s``."""
+        return bool(self._poller.poll(timeout_s * 1000))
+
     def _chunk(self, message: list[Any]) -> Chunk:
         return Chunk(message[1], self._checked(wire.response_from_wire, message[2]))
 
@@ -439,7 +447,7 @@ class RemoteStream(ResponseStream):
         """``chunk`` and the chunks of its prompt already waiting behind it, as one: a front end that fell
         behind the replica (hundreds of streams in one router process) sends one message for the tokens it
         missed rather than one per engine step, so its per-message work shrinks as the load grows."""
-        while self._conn.poll(0):
+        while self._readable(0):
             message = receive_reply(self._conn)
             later = self._chunk(message) if message[0] == "chunk" else None
             if later is None or not chunk.joins(later):
