@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", default=None, help="checkpoint folder (default /tmp/llama3-8b-random)")
     p.add_argument("--server-threads", type=int, default=600,
                    help="worker threads of each of our front ends (restful_processes): streams in flight at most")
+    p.add_argument("--client-processes", type=int, default=None,
+                   help="load generator processes sharing each run's requests (default 4; tiny 1)")
     p.add_argument("--engine-kwargs", default="{}", help="JSON of model options for serve() and the pipeline")
     p.add_argument("--time-budget-s", type=float, default=570.0, help="runs that would end past it are skipped")
     args = p.parse_args(argv)
@@ -67,6 +69,9 @@ def check_args(parser, args):
     args.w1_requests = args.w1_requests or (8 if tiny else 256)
     args.ckpt = args.ckpt or ("/tmp/llama-tiny-random" if tiny else "/tmp/llama3-8b-random")
     args.engine_kwargs = json.loads(args.engine_kwargs)
+    args.client_processes = args.client_processes or (1 if tiny else 4)
+    if args.client_processes < 1:
+        parser.error("--client-processes must be at least 1")
     if not set(args.workloads) <= set(arrivals.SHAPES) or not set(args.frontends) <= set(FRONTENDS):
         parser.error(f"--workloads from {list(arrivals.SHAPES)}, --frontends from {list(FRONTENDS)}")
     if not args.rates or not args.peer_rates or min(args.rates + args.peer_rates) <= 0:
@@ -145,18 +150,20 @@ class Bench:
         """Two short requests, not timed: the first call's set-up stays out of the figures."""
         shape = arrivals.LoadShape("warm", 8, 4)
         records = loadgen.run_load(target, arrivals.make_requests(shape, 100.0, 0.02, first_special(self.args.tiny)),
-                                   min(WARM_UP_TIMEOUT_S, max(self.left_s(), 1)))["records"]
+                                   min(WARM_UP_TIMEOUT_S, max(self.left_s(), 1)), self.args.client_processes)["records"]
         failed = [r["error"] for r in records if r["error"]]
         if failed:
             raise RuntimeError(f"warm-up request failed: {failed[0]}")
 
     def w1_through(self, target):
         w1 = w1_workload(self.args.w1_requests, self.args.tiny)
-        run = loadgen.run_load(target, arrivals.all_at_once(w1.prompts, w1.max_new_tokens), self.left_s())
+        run = loadgen.run_load(target, arrivals.all_at_once(w1.prompts, w1.max_new_tokens), self.left_s(),
+                               self.args.client_processes)
         summary = stats.summarize(run["records"], None, run["t0"])
         return {"output_tokens_per_s": summary["output_tokens_per_s"], "seconds": summary["span_s"],
                 "requests": summary["sent"], "failed": summary["failed"], "output_tokens": summary["output_tokens"],
-                "requested_output_tokens": w1.output_tokens}
+                "requested_output_tokens": w1.output_tokens,
+                "client_busy": stats.client_busy(run["client_cpu_s"], summary["span_s"])}
 
     def sweep(self, system, targets, frontends, rates):
         a = self.args
@@ -173,8 +180,9 @@ class Bench:
     def one_rate(self, system, frontend, workload, rate, target):
         a = self.args
         requests = arrivals.make_requests(self.shapes[workload], rate, a.duration_s, first_special(a.tiny))
-        run = loadgen.run_load(target, requests, a.duration_s + a.drain_s)
+        run = loadgen.run_load(target, requests, a.duration_s + a.drain_s, a.client_processes)
         summary = stats.summarize(run["records"], rate, run["t0"], a.duration_s)
+        summary["client_busy"] = stats.client_busy(run["client_cpu_s"], summary["span_s"])
         self.results["runs"].append({"system": system, "frontend": frontend, "workload": workload, "rate": rate,
                                      "summary": summary, "t0": run["t0"], "records": run["records"]})
         self.log(f"  {summary['completed']}/{summary['sent']} done, {summary['output_tokens_per_s']:.0f} out tok/s, "

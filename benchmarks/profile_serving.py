@@ -40,6 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", default=None, help="checkpoint folder (default /tmp/llama3-8b-random; tiny: /tmp/llama-tiny-random)")
     p.add_argument("--engine-kwargs", default="{}", help="JSON of keyword options for the pipeline and serve")
     p.add_argument("--server-threads", type=int, default=600)
+    p.add_argument("--client-processes", type=int, default=1, help="load generator processes sharing the requests")
     p.add_argument("--py-spy", action="store_true", help="record the router and the replica with py-spy --gil")
     return p.parse_args(argv)
 
@@ -106,12 +107,13 @@ def main(argv=None):
     try:
         target = targets[args.frontend]
         warm = arrivals.make_requests(arrivals.LoadShape("warm", 8, 4), 100.0, 0.02, first_special(args.tiny))
-        loadgen.run_load(target, warm, 120)
+        loadgen.run_load(target, warm, 120, args.client_processes)
         pids = deployment_pids(name)
         before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         spies = start_py_spy(pids, args.out, result["pipeline"]["seconds"] * 3 + 10) if args.py_spy else []
-        run = loadgen.run_load(target, arrivals.all_at_once(w1.prompts, w1.max_new_tokens), 600)
+        run = loadgen.run_load(target, arrivals.all_at_once(w1.prompts, w1.max_new_tokens), 600, args.client_processes)
         result["cpu_seconds"] = {role: cpu_seconds(pid) - before[role] for role, pid in pids.items()}
+        result["cpu_seconds"].update({f"client{i}": secs for i, secs in enumerate(run["client_cpu_s"])})
         for spy in spies:
             spy.wait(timeout=120)
     finally:

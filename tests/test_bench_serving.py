@@ -157,10 +157,24 @@ def test_profile_serving_counts_every_token_and_each_process_cpu(tmp_path):
     replica each used some CPU while serving them."""
     out = tmp_path / "prof"
     command = [sys.executable, str(BENCH / "profile_serving.py"), "--tiny", "--out", str(out), "--requests", "16",
-               "--new-tokens", "8", "--ckpt", str(tmp_path / "llama-tiny")]
+               "--new-tokens", "8", "--ckpt", str(tmp_path / "llama-tiny"), "--client-processes", "2"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "profile.json").read_text())
     assert result["server"]["failed"] == 0 and result["server"]["output_tokens"] == 16 * 8
     assert result["pipeline"]["output_tokens"] == 16 * 8
-    assert set(result["cpu_seconds"]) == {"router", "replica"} and min(result["cpu_seconds"].values()) > 0
+    # two load generator processes shared the requests; each measured its own CPU
+    assert set(result["cpu_seconds"]) == {"router", "replica", "client0", "client1"}
+    assert min(result["cpu_seconds"].values()) > 0
+
+
+def test_a_run_split_over_client_processes_comes_back_in_the_requests_order():
+    from w5.loadgen import interleaved
+    # seven requests dealt to three processes: 0,3,6 / 1,4 / 2,5
+    assert interleaved([["r0", "r3", "r6"], ["r1", "r4"], ["r2", "r5"]]) == [f"r{i}" for i in range(7)]
+    assert interleaved([["a", "b"]]) == ["a", "b"]
+
+
+def test_client_busy_is_the_busiest_client_process_cpu_per_second_of_the_run():
+    assert stats.client_busy([1.5, 3.0, 0.5], 4.0) == 0.75
+    assert stats.client_busy([], 4.0) is None and stats.client_busy([1.0], 0.0) is None

@@ -11,11 +11,15 @@ generation_config field (it has no ignore_eos).
 
 import asyncio
 import json
+import multiprocessing
+import queue
+import threading
 import time
-
-from w5.children import in_child
+import traceback
 
 CLIENT_TIMEOUT_S = 3600.0
+READY_TIMEOUT_S = 120.0  # a client process's start: spawn, imports (openai or grpc), its client built
+START_MARGIN_S = 0.5  # from the last client process's readiness to the run's first arrival
 
 
 def as_text(ids):
@@ -73,12 +77,13 @@ async def timed(send_one, request, t0):
     return record
 
 
-async def drive(target, requests, deadline_s):
-    """All requests at their times; those unfinished deadline_s after the start end as 'unfinished'."""
-    t0 = time.perf_counter()
+async def drive(target, requests, deadline_s, start):
+    """All requests at their times counted from ``start()`` (a perf_counter instant, awaited once the client is
+    built); those unfinished deadline_s after it end as 'unfinished'."""
     async with connect(target) as send_one:
+        t0 = await asyncio.get_running_loop().run_in_executor(None, start)
         tasks = [asyncio.ensure_future(timed(send_one, r, t0)) for r in requests]
-        done, pending = await asyncio.wait(tasks, timeout=deadline_s)
+        done, pending = await asyncio.wait(tasks, timeout=max(t0 + deadline_s - time.perf_counter(), 0))
         for task in pending:
             task.cancel()
     records = []
@@ -117,11 +122,74 @@ class connect:
         await self.close()
 
 
-def _run(target, requests, deadline_s):
-    return asyncio.run(drive(target, requests, deadline_s))
+def run_load(target, requests, deadline_s, processes=1):
+    """Runs the requests against target from ``processes`` fresh client processes (each its own event loop and
+    GIL, apart from the servers and from the caller; request i goes to process i mod processes), all starting
+    at one instant once every one is ready. Returns {"t0", "records" (in the requests' order), "client_cpu_s"
+    (each process's CPU seconds while it drove its requests)}: a client process near one CPU second per second
+    of the run bounded the figures itself (the openai client parses and validates every streamed chunk)."""
+    processes = max(1, min(processes, len(requests)))
+    context = multiprocessing.get_context("spawn")
+    ready, go, results = context.Barrier(processes + 1), context.Barrier(processes + 1), context.Queue()
+    t0 = context.Value("d", 0.0)
+    shards = [requests[i::processes] for i in range(processes)]
+    children = [context.Process(target=_client, args=(target, shard, deadline_s, i, ready, go, t0, results),
+                                daemon=True) for i, shard in enumerate(shards)]
+    for child in children:
+        child.start()
+    try:
+        try:
+            ready.wait(READY_TIMEOUT_S)
+            t0.value = time.perf_counter() + START_MARGIN_S
+            go.wait(READY_TIMEOUT_S)
+        except threading.BrokenBarrierError:  # a client process failed before the start (it says why) or hung
+            _collect(results, processes, 5.0)
+            raise TimeoutError(f"the client processes were not all ready within {READY_TIMEOUT_S:g} s") from None
+        parts = _collect(results, processes, deadline_s + READY_TIMEOUT_S)
+    finally:
+        for child in children:
+            child.join(timeout=5)
+            if child.is_alive():
+                child.kill()
+    return {"t0": t0.value, "records": interleaved([parts[i]["records"] for i in range(processes)]),
+            "client_cpu_s": [parts[i]["cpu_s"] for i in range(processes)]}
 
 
-def run_load(target, requests, deadline_s):
-    """Runs the requests against target in a fresh process (its own event loop and GIL, apart from the
-    servers and from the caller); returns {"t0", "records"}."""
-    return in_child(deadline_s + 120, _run, target, requests, deadline_s)
+def interleaved(shards):
+    """The inverse of dealing items round-robin into ``shards`` (item i into shard i mod len(shards))."""
+    items = [None] * sum(len(shard) for shard in shards)
+    for i, shard in enumerate(shards):
+        items[i::len(shards)] = shard
+    return items
+
+
+def _collect(results, count, timeout_s):
+    """Each client process's part, by its index; a process that failed raises its error here."""
+    parts, deadline = {}, time.monotonic() + timeout_s
+    while len(parts) < count:
+        try:
+            index, part, error = results.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            raise TimeoutError(f"{count - len(parts)} of {count} client processes gave no result in time") from None
+        if error is not None:
+            raise RuntimeError(f"client process {index} failed:\n{error}")
+        parts[index] = part
+    return parts
+
+
+def _client(target, requests, deadline_s, index, ready, go, t0, results):
+    """One client process: builds its client, waits for the others, drives its share of the requests."""
+    cpu_at_start = []
+
+    def start():
+        ready.wait(READY_TIMEOUT_S)
+        go.wait(READY_TIMEOUT_S)
+        cpu_at_start.append(time.process_time())  # the imports and the client's set-up are not the run's
+        return t0.value
+    try:
+        run = asyncio.run(drive(target, requests, deadline_s, start))
+        results.put((index, {"records": run["records"], "cpu_s": time.process_time() - cpu_at_start[0]}, None))
+    except BaseException:  # noqa: BLE001 - the parent hears of any failure rather than waiting for it
+        ready.abort()  # the others (and the parent) stop waiting for this one
+        go.abort()
+        results.put((index, None, traceback.format_exc()))

@@ -16,10 +16,15 @@ def sweep_rows(results):
     return [(key, sorted(rows, key=lambda s: s["offered_rate"])) for key, rows in series.items()]
 
 
+def busy(share):
+    """A client process's CPU share of the run ("-" where not measured)."""
+    return "-" if share is None else f"{share:.2f}"
+
+
 def sweep_table(results):
     head = ("| series | rate | sent | failed | req/s | out tok/s | TTFT p50/p90/p99 ms | TPOT p50/p90/p99 ms | "
-            + " | ".join(f"{sla.name} met / eff. req/s" for sla in SLAS) + " |")
-    lines = [head, "|" + " --- |" * (8 + len(SLAS))]
+            + " | ".join(f"{sla.name} met / eff. req/s" for sla in SLAS) + " | client busy |")
+    lines = [head, "|" + " --- |" * (9 + len(SLAS))]
     for key, rows in sweep_rows(results):
         for s in rows:
             ttft = "/".join(ms(s["ttft_s"][p]) for p in ("p50", "p90", "p99"))
@@ -27,7 +32,7 @@ def sweep_table(results):
             slas = " | ".join(f"{s[sla.name]['share']:.0%} / {s[sla.name]['effective_requests_per_s']:.2f}"
                               for sla in SLAS)
             lines.append(f"| {key} | {s['offered_rate']:g} | {s['sent']} | {s['failed']} | {s['requests_per_s']:.2f}"
-                         f" | {s['output_tokens_per_s']:.0f} | {ttft} | {tpot} | {slas} |")
+                         f" | {s['output_tokens_per_s']:.0f} | {ttft} | {tpot} | {slas} | {busy(s.get('client_busy'))} |")
     return lines
 
 
@@ -48,20 +53,22 @@ def compliance_table(results):
 def w1_table(results):
     w1 = results.get("w1", {})
     base = (w1.get("pipeline") or {}).get("output_tokens_per_s")
-    lines = ["| W1 (256 at once) | output tok/s | ÷ pipeline |", "| --- | --- | --- |"]
+    lines = ["| W1 (256 at once) | output tok/s | ÷ pipeline | client busy |", "| --- | --- | --- | --- |"]
     for name in ("pipeline", "http", "grpc"):
         row = w1.get(name)
         if not row or "output_tokens_per_s" not in row:
-            lines.append(f"| {name} | {(row or {}).get('error', 'not run')} | - |")
+            lines.append(f"| {name} | {(row or {}).get('error', 'not run')} | - | - |")
             continue
         ratio = f"{row['output_tokens_per_s'] / base:.3f}" if base else "-"
-        lines.append(f"| {name} | {row['output_tokens_per_s']:.0f} | {ratio} |")
+        lines.append(f"| {name} | {row['output_tokens_per_s']:.0f} | {ratio} | {busy(row.get('client_busy'))} |")
     return lines
 
 
 def markdown(results):
     parts = ["# W5: serving under load", "", *w1_table(results), "", *sweep_table(results), "",
-             *compliance_table(results)]
+             *compliance_table(results), "",
+             "client busy: the busiest load generator process's CPU seconds per second of the run (near 1: it may "
+             "have set the pace, not the server)."]
     if results.get("errors"):
         parts += ["", "errors:", *(f"- {k}: {v}" for k, v in results["errors"].items())]
     return "\n".join(parts) + "\n"

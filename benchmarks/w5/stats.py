@@ -86,6 +86,12 @@ def summarize(records: list, offered_rate: Optional[float], t0: float, window_s:
     return out
 
 
+def client_busy(client_cpu_s: list, span_s: float) -> Optional[float]:
+    """The busiest load generator process's CPU seconds per second of the run: near 1, that process, not the
+    server, may have set the pace (its event loop could not read the streams faster)."""
+    return max(client_cpu_s) / span_s if client_cpu_s and span_s > 0 else None
+
+
 def highest_compliant_rate(summaries: list, sla_name: str) -> Optional[float]:
     """The highest offered rate whose share meeting the SLA is >= 95%; None if no rate reaches it."""
     rates = [s["offered_rate"] for s in summaries
