@@ -33,7 +33,9 @@ def tp_deployment(checkpoint, oracle, pipeline):
     import mii_core
 
     path = checkpoint("gqa")
-    client = mii_core.serve(str(path), tensor_parallel=2, replica_num=2, transports=[],
+    # a name of its own: test_deployment's README-style deployment of the same checkpoint takes the default
+    # name, and both may be up in one pytest process
+    client = mii_core.serve(str(path), deployment_name="tp-gqa", tensor_parallel=2, replica_num=2, transports=[],
                             port_number=free_port_block(8), torch_dist_port=_rendezvous_port(),
                             inference_engine_config=SMALL_KV)
     yield client, path, oracle(path), pipeline(path, inference_engine_config=SMALL_KV)
