@@ -147,3 +147,40 @@ def test_seeded_sampling_is_unchanged_by_async_scheduling(checkpoint, pipeline):
         pipe = pipeline(path, inference_engine_config={"async_scheduling": overlap})
         texts[overlap] = [r.generated_text for r in pipe(MIXED_PROMPTS[:3], **sampled)]
     assert texts[True] == texts[False]
+
+
+def test_a_watched_stream_is_woken_once_the_next_step_is_launched(checkpoint, pipeline, monkeypatch):
+    """A replica's stream pump takes the GIL when woken: while a step launched ahead computes, the loop posts
+    the step before's tokens and then plans and launches the next step, so the wake waits for that launch
+    (the loop's wait on the device), not for the post. Every wake after a post made with a step in flight
+    comes after a launch; where no step is in flight (the first tokens) it comes at once."""
+    import threading
+
+    pipe = pipeline(checkpoint("gqa"), **_config())
+    trace, lock = [], threading.Lock()
+    run = pipe.loop.runner.run
+
+    def launching(*args, **kwargs):
+        with lock:
+            trace.append(("launch",))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.loop.runner, "run", launching)
+    options = generation_options({"do_sample": False, "max_new_tokens": NEW_TOKENS, "ignore_eos": True})
+    request = pipe.submit(["river"], options)
+    post = request.post_tokens
+
+    def posting(index, count):
+        with lock:
+            trace.append(("post", pipe.loop.step_in_flight))
+        post(index, count)
+
+    monkeypatch.setattr(request, "post_tokens", posting)
+    request.watch(lambda: trace.append(("wake",)))
+    request.result()
+    posts = [i for i, event in enumerate(trace) if event[0] == "post"]
+    held = [i for i in posts if trace[i][1]]
+    assert len(held) >= NEW_TOKENS // 2, "most posts must come with a step in flight (the overlapped path)"
+    for i in held[:-1]:  # after the last tokens the loop launches nothing: their wake comes once it read the step
+        wake = next(j for j in range(i + 1, len(trace)) if trace[j][0] == "wake")
+        assert ("launch",) in trace[i + 1:wake], f"the wake after post {i} came before the next launch: {trace}"

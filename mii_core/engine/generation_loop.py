@@ -47,6 +47,10 @@ def _start_reading(tokens: torch.Tensor) -> Callable[[], list[int]]:
     return wait
 
 
+def _nothing() -> None:
+    pass
+
+
 class GenerationLoop:
     def __init__(self, engine: InferenceEngine, sampler: TokenSampler, stopper: StopChecker,
                  overlap: bool = False, isolate_failures: bool = False) -> None:
@@ -57,10 +61,22 @@ class GenerationLoop:
         self.scheduler, self.runner = engine.scheduler, engine.runner
         self.overlap, self.isolate_failures = overlap, isolate_failures
         self._ahead: Optional[_Ahead] = None
+        self._before_device_wait: Callable[[], None] = _nothing
         self.num_steps_ahead = 0  # observable, so tests can prove the overlapped path ran
         # The sequences of the step under way: an error raised by step() hit exactly these, so a caller
         # that keeps serving (the engine service) fails their requests and no others.
         self.in_flight: list[Sequence] = []
+
+    def call_before_device_wait(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs each time the loop, a step launched ahead and computing, is about to block until
+        the device hands it the tokens of the step before: the host has slack there, so work of other
+        threads that would otherwise take the GIL from the loop's planning and launching best starts then."""
+        self._before_device_wait = hook
+
+    @property
+    def step_in_flight(self) -> bool:
+        """A step launched ahead is computing: the next ``step()`` launches another or reads it."""
+        return self._ahead is not None
 
     def check_fits(self, seq: Sequence) -> None:
         """Raises ValueError if ``seq`` could never fit the KV cache alone (safe from any thread)."""
@@ -112,6 +128,7 @@ class GenerationLoop:
         self.num_steps_ahead += 1
         self._ahead = _Ahead(seqs, logits.argmax(dim=-1))
         self.in_flight = seqs
+        self._before_device_wait()
         return self._take(seqs, read(), fed_ahead=True)
 
     def _step_ahead(self) -> list[Sequence]:
@@ -126,6 +143,7 @@ class GenerationLoop:
         plan = self._plan_ahead(seqs, unread=1)
         if plan is not None:
             return self._launch_ahead_then_read(plan, seqs, tokens)
+        self._before_device_wait()
         return self._take(seqs, tokens.tolist(), fed_ahead=False)
 
     @staticmethod

@@ -51,6 +51,13 @@ class LockstepLoop:
     def in_flight(self) -> list[Sequence]:
         return self.loop.in_flight
 
+    @property
+    def step_in_flight(self) -> bool:
+        return self.loop.step_in_flight
+
+    def call_before_device_wait(self, hook) -> None:
+        self.loop.call_before_device_wait(hook)
+
     def check_fits(self, seq: Sequence) -> None:
         self.loop.check_fits(seq)
 

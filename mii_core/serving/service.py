@@ -8,7 +8,11 @@ sequences' KV state, and callers talk to it through a queue:
   adds it to the scheduler before the next step, so it joins the running batch (continuous batching
   across callers and clients);
 - after every step the loop posts each request's new tokens to that request's own queue; the caller
-  reads them as text pieces (:meth:`RequestStream.chunks`) or waits for the end (``result``);
+  reads them as text pieces (:meth:`RequestStream.chunks`) or waits for the end (``result``). A caller
+  that serves many streams from one thread (a replica's stream pump) is woken through ``wake_soon``:
+  while a step launched ahead computes, its wake waits until the loop has planned and launched the next
+  step and blocks on the device, so that thread's Python runs in the host's slack, not in the GIL's queue
+  in front of the loop's own work;
 - ``cancel`` queues a cancel; before the next step the loop takes the request's sequences out of the
   batch and frees their KV blocks;
 - an exception inside a step fails the requests whose sequences were in that step, with that
@@ -69,6 +73,9 @@ class EngineService:
         self._unstarted = 0  # requests accepted whose sequences have not entered the batch yet
         self._lock = threading.Lock()
         self._closed = False
+        self._held_wakes: dict[Callable[[], None], None] = {}  # an ordered set: one pump's wake, typically
+        self._holding_wakes = False  # set while the loop posts with a step ahead computing
+        loop.call_before_device_wait(self._release_wakes)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -90,6 +97,14 @@ class EngineService:
 
     def cancel(self, request: RequestStream) -> None:
         self._inbox.put(("cancel", request))
+
+    def wake_soon(self, wake: Callable[[], None]) -> None:
+        """Calls ``wake`` (a stream watcher's) now, or, while the loop posts a step's events with the next
+        step already computing, once the loop waits for the device (at the latest after its next step)."""
+        if self._holding_wakes:
+            self._held_wakes[wake] = None
+        else:
+            wake()
 
     def close(self) -> None:
         """Stops the loop; requests still in it fail with Unavailable."""
@@ -128,7 +143,10 @@ class EngineService:
 
     def _serve(self) -> None:
         while True:
-            if not self._take_inbox(block=not self.loop.scheduler.has_work()):
+            idle = not self.loop.scheduler.has_work()
+            if idle:
+                self._release_wakes()
+            if not self._take_inbox(block=idle):
                 return
             if not self.loop.scheduler.has_work():
                 continue
@@ -139,7 +157,21 @@ class EngineService:
                     raise  # the other ranks' states are unknown now: nothing can be served
                 log.exception("engine step failed; failing the requests in that step")
                 self._fail_step(exc)
+            self._release_wakes()  # the last step's, if the loop did not wait for the device in this one
+            self._publish_holding_wakes()
+
+    def _publish_holding_wakes(self) -> None:
+        self._holding_wakes = self.loop.step_in_flight
+        try:
             self._publish()
+        finally:
+            self._holding_wakes = False
+
+    def _release_wakes(self) -> None:
+        if self._held_wakes:
+            held, self._held_wakes = self._held_wakes, {}
+            for wake in list(held):
+                wake()
 
     def _take_inbox(self, block: bool) -> bool:
         """Applies queued adds and cancels; False once the service is stopping."""

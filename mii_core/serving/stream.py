@@ -85,11 +85,16 @@ class RequestStream:
     # ---- the loop thread's side (the engine service) ----
     def watch(self, wake: Callable[[], None]) -> None:
         """``wake()`` is called on the loop thread after every event posted from now on (it must be cheap:
-        a consumer that serves many streams from one thread waits on it instead of on each queue)."""
+        a consumer that serves many streams from one thread waits on it instead of on each queue); the
+        service may hold it back until the loop next waits for the device (``EngineService.wake_soon``)."""
         self._watcher = wake
 
     def _posted(self) -> None:
-        if self._watcher is not None:
+        if self._watcher is None:
+            return
+        if self._service is not None:
+            self._service.wake_soon(self._watcher)
+        else:
             self._watcher()
 
     def attach(self, service: Any) -> None:

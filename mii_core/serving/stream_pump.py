@@ -111,9 +111,10 @@ class StreamPump:
         self._thread: Optional[threading.Thread] = None
 
     def wake(self) -> None:
-        """Called by the engine's loop thread after each event it posts: cheap when already awake. A post
-        that sees the flag set needs no set of its own: the pump clears it before draining, so it drains
-        that event too."""
+        """Called by the engine's loop thread after it posts events (held back, while a step launched ahead
+        computes, until the loop blocks on the device: EngineService.wake_soon): cheap when already awake. A
+        post that sees the flag set needs no set of its own: the pump clears it before draining, so it
+        drains that event too."""
         if not self._wake.is_set():
             self._wake.set()
 
