@@ -3,7 +3,9 @@
     python3 benchmarks/kernel_bench_attention.py [--workloads w2,w2g,long,w1,mixed,w3] [--configs all]
         [--extra-config 'splits8={"decode_splits": 8}'] [--block-size 64] [--out $OUT/attention.json]
 
-Llama-3-8B attention shape (32 query heads, 8 KV heads, head size 128, bf16). Workloads:
+Attention shape (``--shape``): llama (Llama-3-8B: 32 query heads, 8 KV heads, head size 128), gemma2
+(Gemma-2-9B: 16 / 8 / 256, logits soft-capped at 50, scale 256^-0.5: its W1 row is 2.04x its floor, most
+of which is KV reads) or qwen3_moe (Qwen3-30B-A3B: 32 / 4 / 128); bf16. Workloads:
   w2     batch-1 decode at contexts 129 and 256 (W2's range), block tables just wide enough
   w2g    the same with tables padded to 8,192 tokens, as a CUDA-graph runner passes them (fixes the split count)
   long   batch-1 decode at 1k, 4k and 8k contexts (split-K territory)
@@ -30,7 +32,23 @@ from mii_core.model.ops import AttentionParams
 from mii_kernels.torch_ref.attention import paged_attention as torch_reference
 from mii_kernels.triton import attention as triton_attention
 
-HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, torch.bfloat16
+DTYPE = torch.bfloat16
+
+
+@dataclass(frozen=True)
+class Shape:
+    heads: int
+    kv_heads: int
+    head_dim: int
+    softcap: float | None = None
+    scale: float | None = None  # None: head_dim ** -0.5
+
+    def params(self) -> AttentionParams:
+        return AttentionParams(self.scale or self.head_dim ** -0.5, logit_softcap=self.softcap)
+
+
+SHAPES = {"llama": Shape(32, 8, 128), "gemma2": Shape(16, 8, 256, softcap=50.0, scale=256 ** -0.5),
+          "qwen3_moe": Shape(32, 4, 128)}
 L2_BYTES = 64 << 20  # more than the H100's 50 MB L2: the cache rotation must exceed this
 
 
@@ -61,7 +79,9 @@ def workloads(names: list[str]) -> list[Workload]:
 class Setup:
     """One workload's batch, queries and per-layer caches (tables shared by the layers, as in a model)."""
 
-    def __init__(self, work: Workload, block_size: int, device: torch.device):
+    def __init__(self, work: Workload, block_size: int, device: torch.device, shape: Shape):
+        self.shape = shape
+        heads, kv_heads, head_dim = shape.heads, shape.kv_heads, shape.head_dim
         blocks = [-(-(seen + new) // block_size) for seen, new in work.seqs]
         num_blocks = sum(blocks) + 1
         order = torch.randperm(num_blocks - 1).add_(1).tolist()  # shuffled, as after some churn
@@ -70,19 +90,19 @@ class Setup:
             tables[0] += [0] * (-(-work.table_tokens // block_size) - len(tables[0]))
         self.batch = build_ragged_batch([[0] * new for _, new in work.seqs], [s for s, _ in work.seqs], tables,
                                         block_size, device)
-        self.kv_bytes = sum(seen + new for seen, new in work.seqs) * KV_HEADS * HEAD_DIM * 2 * 2
-        layer_bytes = num_blocks * block_size * KV_HEADS * HEAD_DIM * 2 * 2
+        self.kv_bytes = sum(seen + new for seen, new in work.seqs) * kv_heads * head_dim * 2 * 2
+        layer_bytes = num_blocks * block_size * kv_heads * head_dim * 2 * 2
         self.layers = max(2, min(256, -(-L2_BYTES * 4 // layer_bytes)))
-        shape = (self.layers, 2, num_blocks, block_size, KV_HEADS, HEAD_DIM)
-        self.cache = torch.randn(shape, device=device, dtype=DTYPE)
+        self.cache = torch.randn((self.layers, 2, num_blocks, block_size, kv_heads, head_dim), device=device,
+                                 dtype=DTYPE)
         tokens = sum(new for _, new in work.seqs)
-        self.q = torch.randn((tokens, HEADS, HEAD_DIM), device=device, dtype=DTYPE)
+        self.q = torch.randn((tokens, heads, head_dim), device=device, dtype=DTYPE)
         self.io_bytes = 2 * self.q.numel() * self.q.element_size()
-        self.flops = 4 * HEADS * HEAD_DIM * sum(seen + i + 1 for seen, new in work.seqs for i in range(new))
-        self.scale = HEAD_DIM ** -0.5
+        self.flops = 4 * heads * head_dim * sum(seen + i + 1 for seen, new in work.seqs for i in range(new))
+        self.params = shape.params()
 
     def call(self, attend, layer: int):
-        return attend(self.q, self.cache[layer, 0], self.cache[layer, 1], self.batch, AttentionParams(self.scale))
+        return attend(self.q, self.cache[layer, 0], self.cache[layer, 1], self.batch, self.params)
 
 
 def time_eager(setup: Setup, attend, reps: int) -> float:
@@ -155,7 +175,7 @@ def rate(setup: Setup, micros: float | None, prefill: bool) -> str:
 
 
 def bench_workload(work: Workload, configs: dict[str, dict], args, device) -> dict:
-    setup = Setup(work, args.block_size, device)
+    setup = Setup(work, args.block_size, device, SHAPES[args.shape])
     prefill = setup.batch.max_query_len > 1 and not setup.batch.decode_seqs.numel()
     print(f"\n{work.name}: {setup.batch.num_seqs} seqs, {setup.q.shape[0]} new tokens, "
           f"K/V {setup.kv_bytes / 1e6:.1f} MB per layer call, {setup.layers} layers rotated")
@@ -169,7 +189,7 @@ def bench_workload(work: Workload, configs: dict[str, dict], args, device) -> di
             graph, eager = time_graph(setup, attend, args.reps), time_eager(setup, attend, args.reps)
             splits = None
             if cfg is not None and setup.batch.decode_seqs.numel():
-                splits = attend.decode_splits(setup.batch.decode_seqs.numel(), KV_HEADS,
+                splits = attend.decode_splits(setup.batch.decode_seqs.numel(), setup.shape.kv_heads,
                                               setup.batch.block_tables.shape[1] * args.block_size, None, device)
         except Exception as exc:  # one failing config must not hide the others
             print(f"  {label:24s} FAILED: {type(exc).__name__}: {str(exc)[:200]}")
@@ -194,7 +214,8 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default="all", help="comma list of triton_attention.CONFIGS names, or all")
     p.add_argument("--extra-config", action="append", default=[],
                    help='NAME=JSON overrides on the default config, e.g. splits8={"decode_splits": 8}')
-    p.add_argument("--block-size", type=int, default=64, help="KV block size (the engine's default for D=128)")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="llama", help="the model whose attention to run")
+    p.add_argument("--block-size", type=int, default=64, help="KV block size (the engine's default above D=64)")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--skip-ceilings", action="store_true")
     p.add_argument("--out", default=None)
@@ -210,8 +231,8 @@ def main(argv=None) -> int:
         configs[name] = {**triton_attention.CONFIGS["default"], **json.loads(overrides)}
     torch.manual_seed(0)
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "configs": configs,
-              "block_size": args.block_size, "workloads": {}}
-    print(f"{result['device']}, torch {torch.__version__}, block size {args.block_size}")
+              "shape": args.shape, "block_size": args.block_size, "workloads": {}}
+    print(f"{result['device']}, torch {torch.__version__}, {args.shape} attention, block size {args.block_size}")
     if not args.skip_ceilings:
         result["ceilings"] = ceilings(device)
         print("ceilings:", result["ceilings"])
