@@ -50,7 +50,8 @@ RULES = (
     ("norm", r"norm"),
     ("fp8_act_quantize", ours("_quantize_kernel")),
     ("gemm/linear", ours("_gemv_kernel", "_weight_only_kernel")),
-    ("gemm/linear", r"gemm|gemv|nvjet|xmma|cutlass|cublas|splitkreduce|s16816|s1688|aten::(?:_scaled_mm|addmm|mm|bmm)$"),
+    ("gemm/linear", r"gemm|gemv|nvjet|xmma|cutlass|cublas|splitkreduce|s16816|s1688|"
+                    r"aten::(?:_scaled_mm|addmm|mm|bmm)$"),
     ("sampling/logits", r"softmax|topk|argmax|sort|multinomial"),
     ("elementwise/copy", ours("_gated_kernel")),
     ("elementwise/copy", r"memcpy|memset|fill|copy|elementwise|index|gather|scatter|cat|embedding|"

@@ -74,6 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="results JSON (every run's scenarios, categories, top kernels)")
     p.add_argument("--time-budget-s", type=float, default=540.0, help="all runs together (each gets an equal share "
                    "of what is left)")
+    p.add_argument("--print-top", type=int, default=8, help="top kernels printed a step (the JSON keeps 14)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # a run's label: be that run's process
     p.add_argument("--part", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -121,7 +122,7 @@ def run_in_child(spec: RunSpec, args, work_dir: str, limit_s: float) -> dict:
     return result
 
 
-def run_all(args, save) -> dict:
+def run_all(args, save, emit) -> dict:
     results = {"command": " ".join([sys.executable, *sys.argv]),
                "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                "tiny": args.tiny, "time_budget_s": args.time_budget_s, "runs": {}}
@@ -136,9 +137,9 @@ def run_all(args, save) -> dict:
         else:
             print(f"[profile_steps] {spec.label}: up to {limit:.0f} s", flush=True)
             results["runs"][spec.label] = run_in_child(spec, args, work_dir, limit)
-        print_run(results["runs"][spec.label])
+        emit(format_run(results["runs"][spec.label], args.print_top))
         save(results)
-    print_summary(results)
+    emit(format_summary(results))
     return results
 
 
@@ -147,52 +148,60 @@ SHORT = {"gemm/linear": "gemm", "attention": "attn", "moe": "moe", "norm": "norm
          IDLE: "idle"}
 
 
-def print_run(run: dict) -> None:
-    print(f"\n=== {run['run']}: {run['status']}" + (f" in {run['seconds']:.0f} s" if "seconds" in run else "")
-          + (f" (checkpoint {run['checkpoint_s']:.0f} s, start-up {run['startup_s']:.0f} s; engine options "
-             f"{json.dumps(run['engine_kwargs'])})" if "startup_s" in run else ""), flush=True)
+def format_run(run: dict, top: int) -> list[str]:
+    lines = [f"\n=== {run['run']}: {run['status']}" + (f" in {run['seconds']:.0f} s" if "seconds" in run else "")
+             + (f" (checkpoint {run['checkpoint_s']:.0f} s, start-up {run['startup_s']:.0f} s; engine options "
+                f"{json.dumps(run['engine_kwargs'])})" if "startup_s" in run else "")]
     for name, sc in run["scenarios"].items():
-        print_scenario(name, sc)
-    for name, error in run["errors"].items():
-        print(f"--- {name} FAILED: {error}", flush=True)
+        lines += format_scenario(name, sc, top)
+    lines += [f"--- {name} FAILED: {error}" for name, error in run["errors"].items()]
+    return lines
 
 
-def print_scenario(name: str, sc: dict) -> None:
+def format_scenario(name: str, sc: dict, top: int) -> list[str]:
     graph = f"CUDA graph; eager {sc['eager_wall_ms']:.2f} ms" if sc["cuda_graph"] else "no CUDA graph"
-    print(f"--- {name} ({sc['what']}): {sc['sequences']} sequences, {sc['new_tokens']} new tokens"
-          + (f", context mean {sc['mean_context']:.0f} max {sc['max_context']}" if sc["max_context"] else ""))
-    print(f"    wall {sc['wall_ms']:.2f} ms (median of {len(sc['wall_ms_all'])}, {graph}); "
-          f"breakdown from {sc['breakdown_from']}")
-    for category in (*CATEGORIES, IDLE):
-        ms, pct = sc["categories_ms"][category], sc["categories_pct"][category]
-        if ms > 0 or category == IDLE:
-            print(f"    {category:<26} {ms:9.3f} ms {pct:6.1f}%")
-    print("    top kernels (ms, launches, category, name):")
-    for k in sc["top_kernels"]:
-        print(f"    {k['ms']:9.3f} {k['calls']:5d}  {k['category']:<17} {k['name'][:110]}")
-    print(flush=True)
+    shares = "" if sc["shares_of"] == "wall_ms" else f"; shares of the profiled step's {sc['profiled_wall_ms']:.2f} ms"
+    lines = [f"--- {name} ({sc['what']}): {sc['sequences']} sequences, {sc['new_tokens']} new tokens"
+             + (f", context mean {sc['mean_context']:.0f} max {sc['max_context']}" if sc["max_context"] else ""),
+             f"    wall {sc['wall_ms']:.2f} ms (median of {len(sc['wall_ms_all'])}, {graph}); "
+             f"breakdown from {sc['breakdown_from']}{shares}"]
+    lines += [f"    {category:<26} {sc['categories_ms'][category]:9.3f} ms {sc['categories_pct'][category]:6.1f}%"
+              for category in (*CATEGORIES, IDLE) if sc["categories_ms"][category] > 0 or category == IDLE]
+    lines.append("    top kernels (ms, launches, category, name):")
+    lines += [f"    {k['ms']:9.3f} {k['calls']:5d}  {k['category']:<17} {k['name'][:100]}"
+              for k in sc["top_kernels"][:top]]
+    return lines
 
 
-def print_summary(results: dict) -> None:
+def format_summary(results: dict) -> list[str]:
     """One line a run and scenario: the wall time and each category's share of it."""
     head = ["run", "scenario", "wall ms", *(SHORT[c] + " %" for c in (*CATEGORIES, IDLE))]
-    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    lines = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, run in results["runs"].items():
         if not run["scenarios"]:
-            print(f"| {label} | {run['status'][:60]} |" + " |" * (len(head) - 2))
+            lines.append(f"| {label} | {run['status'][:60]} |" + " |" * (len(head) - 2))
         for name, sc in run["scenarios"].items():
             shares = " | ".join(f"{sc['categories_pct'][c]:.1f}" for c in (*CATEGORIES, IDLE))
-            print(f"| {label} | {name} | {sc['wall_ms']:.2f} | {shares} |")
-    print(flush=True)
+            lines.append(f"| {label} | {name} | {sc['wall_ms']:.2f} | {shares} |")
+    return lines
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args)
-    results = run_all(args, lambda res: write_json(args.out, res) if args.out else None)
+    report: list[str] = []
+
+    def emit(lines: list[str]) -> None:
+        """Prints and keeps the report (the device returns only the end of a call's output)."""
+        print("\n".join(lines), flush=True)
+        report.extend(lines)
+    results = run_all(args, lambda res: write_json(args.out, res) if args.out else None, emit)
     if args.out:
-        print(f"results JSON: {os.path.abspath(args.out)}", flush=True)
+        text_path = os.path.splitext(args.out)[0] + ".txt"
+        with open(text_path, "w") as f:
+            f.write("\n".join(report) + "\n")
+        print(f"results JSON: {os.path.abspath(args.out)} (this report: {os.path.abspath(text_path)})", flush=True)
     return 0 if all(r["status"] == "ok" and not r["errors"] for r in results["runs"].values()) else 1
 
 

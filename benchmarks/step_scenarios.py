@@ -85,7 +85,8 @@ def fill(engine, uids: list[int], contexts: list[list[int]]) -> None:
     limits = engine.config
     group, tokens = [], 0
     for uid, ctx in zip(uids, contexts):
-        if group and (tokens + len(ctx) > limits.max_ragged_batch_size or len(group) == limits.max_ragged_sequence_count):
+        full = tokens + len(ctx) > limits.max_ragged_batch_size or len(group) == limits.max_ragged_sequence_count
+        if group and full:
             engine.put([u for u, _ in group], [c for _, c in group])
             group, tokens = [], 0
         group.append((uid, ctx))
@@ -186,13 +187,19 @@ def prefill_scenario(engine, sc: dict, uid0: int, tiny: bool) -> dict:
 
 
 def summary(sc: dict, walls: list[float], profiled_ms: float, kernels) -> dict:
+    """The step's shape, wall times and breakdown. On the GPU the shares are of the median unprofiled wall
+    time (the profiler slows the host, not the kernels); on the CPU, where the profiler slows the very
+    operators it times, of the profiled step's own wall time."""
+    import torch
     lengths = [len(c) for c in sc.get("contexts", sc.get("prompts"))]
     wall_ms = statistics.median(walls)
+    base_ms = wall_ms if torch.cuda.is_available() else profiled_ms
     shape = ({"sequences": len(lengths), "new_tokens": len(lengths), "mean_context": sum(lengths) / len(lengths),
               "max_context": max(lengths)} if "contexts" in sc else
              {"sequences": len(lengths), "new_tokens": sum(lengths), "mean_context": 0, "max_context": 0})
     return {"what": sc["what"], **shape, "wall_ms": wall_ms, "wall_ms_all": walls, "profiled_wall_ms": profiled_ms,
-            **breakdown(kernels, wall_ms, TOP_KERNELS)}
+            "shares_of": "wall_ms" if base_ms == wall_ms else "profiled_wall_ms",
+            **breakdown(kernels, base_ms, TOP_KERNELS)}
 
 
 def run(label: str, family: str, quantization_mode: str | None, kv_cache_dtype: str, tiny: bool,
