@@ -103,7 +103,8 @@ def run_in_child(spec: RunSpec, args, work_dir: str, limit_s: float) -> dict:
     cmd += (["--tiny"] if args.tiny else []) + (["--ckpt-dir", args.ckpt_dir] if args.ckpt_dir else [])
     start = time.time()
     with open(log_path, "w") as log:  # the engine's log stays out of this report (the device keeps a short tail)
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})  # a stopped run's log is whole
         try:
             rc = proc.wait(timeout=limit_s)
             status = "ok" if rc == 0 else f"failed: exit code {rc}"
