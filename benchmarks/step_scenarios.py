@@ -116,10 +116,10 @@ def profiled_step(engine, uids, token_lists) -> tuple[float, list[tuple[str, flo
         wall_ms = timed_step(engine, uids, token_lists)
     if on_gpu:
         kernels = [(e.name, e.time_range.elapsed_us()) for e in prof.events()
-                   if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+                   if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     else:
         kernels = [(e.name, e.self_cpu_time_total) for e in prof.events()
-                   if e.device_type == DeviceType.CPU and not e.is_user_annotation]
+                   if e.device_type == DeviceType.CPU and not getattr(e, "is_user_annotation", False)]
     return wall_ms, kernels
 
 
