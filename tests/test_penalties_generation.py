@@ -27,9 +27,9 @@ class OpenAIPenalties(LogitsProcessor):
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
-def hf_greedy(hf, ids: list[int], **kwargs) -> list[int]:
+def hf_greedy(hf, ids: list[int], new_tokens: int = NEW_TOKENS, **kwargs) -> list[int]:
     with torch.no_grad():
-        out = hf.model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=NEW_TOKENS,
+        out = hf.model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=new_tokens,
                                 eos_token_id=None, **kwargs)
     return out[0, len(ids):].tolist()
 
@@ -93,16 +93,20 @@ def test_the_overlapped_decode_step_never_skips_a_processor(checkpoint, oracle, 
 
 
 def test_a_penalized_request_in_a_mixed_async_batch_is_never_run_ahead(checkpoint, oracle, pipeline):
-    """Submitted together: the batch holds one penalized row; its output is HF's with the penalty."""
+    """Submitted together: the batch holds one penalized row; its output is HF's with the penalty. It is
+    submitted first and asks for more tokens than the plain rows, so every step holds it: had the plain rows
+    finished after it they could rightly run ahead alone (the race a CI run once hit)."""
     path = checkpoint("gqa")
     hf, pipe = oracle(path), pipeline(path, **ASYNC)
     prompts = ids_of(hf, 3)
+    longer = NEW_TOKENS + 8
     before = pipe.loop.num_steps_ahead
-    requests = [pipe.submit(None, pipe_options(dict(repetition_penalty=1.3)), prompt_ids=prompts[:1]),
+    requests = [pipe.submit(None, pipe_options(dict(repetition_penalty=1.3, max_new_tokens=longer)),
+                            prompt_ids=prompts[:1]),
                 pipe.submit(None, pipe_options({}), prompt_ids=prompts[1:])]
     outputs = [out for request in requests for out in request.result()]
     assert pipe.loop.num_steps_ahead == before
-    assert list(outputs[0].token_ids) == hf_greedy(hf, prompts[0], repetition_penalty=1.3)
+    assert list(outputs[0].token_ids) == hf_greedy(hf, prompts[0], longer, repetition_penalty=1.3)
     assert [list(o.token_ids) for o in outputs[1:]] == [hf_greedy(hf, ids) for ids in prompts[1:]]
 
 
