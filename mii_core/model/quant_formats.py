@@ -10,7 +10,7 @@ search.
 FP6 packing: bit planes, after FP6-LLM's bit-level pre-packing. A kernel reading 6-bit codes packed back to
 back (four in three bytes) loads two bytes at a computed, unaligned offset per code and shifts by an amount
 that changes from code to code: its loads do not vectorise and the decode costs about ten integer operations
-(on the H200 that bound the FP6 decode step at 3.3x bf16's time). Here each code ``s eee mm`` is split into
+(with that layout the FP6 decode step took 3.3x bf16's time on the H200). Here each code ``s eee mm`` is split into
 its high 4 bits ``s eee`` (a nibble) and low 2 bits ``mm`` (a crumb), each stored in a plane of its own:
 
 * a row of K codes is padded with zero codes to ``Kp`` = a multiple of ``FP6_BLOCK`` (64) codes; block ``i``
@@ -27,10 +27,12 @@ quarter ``q``'s at positions ``64·(p // 16) + 16q + p % 16``: runs of 16 consec
 of 16 consecutive activations. Decoding quarter ``q`` is two shifts and masks to take its nibble and crumb,
 then the bit placement (kernels/mii_kernels/triton/quant_decode.py). Three planes of one byte index rather
 than one interleaved block: a chunk of any multiple of 64 codes is one contiguous load per plane. 16-code runs
-(one 16-byte load of a plane per thread's run), 64-code blocks: the padding is at most 63 codes a row, and
-every projection size of the supported models and their tensor-parallel shards is a multiple of 64 (so
-nothing is padded in practice). A row of K codes takes ``3 · Kp / 4`` bytes, as the bit stream did for K a
-multiple of 64.
+(one 16-byte load of a plane per thread's run), 64-code blocks: the padding is at most 63 codes a row, and the
+projection sizes of Llama-3, Mixtral and Qwen2 and their 2-, 4- and 8-way shards are multiples of 64 (nothing
+padded there); longer blocks would pad such shards (Qwen2-7B's 18944 / 8 = 2368 is not a multiple of 128). A
+row of K codes takes ``3 · Kp / 4`` bytes, as the bit stream did for K a multiple of 64. FP6-LLM goes further
+and decodes in 32-bit words, two float16 per integer operation; in Triton that needs a tile's elements split
+into float16 halves, so it is left until the GPU shows whether the per-code decode here still bounds the step.
 
 Tensor parallelism never cuts packed rows along K: every rank quantizes (and packs) its own shard of the
 full-precision weight (mii_core/model/parallel.py, parameters.py), so a row-parallel shard of K / ranks
