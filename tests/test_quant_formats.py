@@ -32,19 +32,42 @@ def test_encode_and_decode_e3m2_by_hand():
     assert fmt.decode_e3m2(codes).tolist() == [1.0, -1.5, 28.0, 0.0, -0.0625, 0.1875]
 
 
-def test_pack_fp6_puts_four_codes_in_three_bytes_little_endian():
-    # 1 | 2 << 6 | 3 << 12 | 4 << 18 = 0x103081
-    packed = fmt.pack_fp6(torch.tensor([[1, 2, 3, 4]], dtype=torch.uint8))
-    assert packed.tolist() == [[0x81, 0x30, 0x10]]
-    assert fmt.pack_fp6(torch.tensor([63, 63, 63, 63], dtype=torch.uint8)).tolist() == [255, 255, 255]
+def test_pack_fp6_bit_planes_by_hand():
+    """One block of 64 codes, four of them nonzero (one per quarter; code 64i + 16q + j is quarter q's
+    position j), worked out on paper; the packed row is three planes of 16 bytes: [nibbles of quarters 0|1,
+    nibbles of quarters 2|3, crumbs], byte j of each plane for position j.
+      code  0 = 45 = 0b1011_01 (q0, j0):  nibble 0b1011 = 0xB, low nibble of plane 0 byte 0;  crumb 01 -> bits 0-1
+      code 17 = 30 = 0b0111_10 (q1, j1):  nibble 0b0111 = 0x7, high nibble of plane 0 byte 1; crumb 10 -> bits 2-3
+      code 34 = 35 = 0b1000_11 (q2, j2):  nibble 0b1000 = 0x8, low nibble of plane 1 byte 2;  crumb 11 -> bits 4-5
+      code 63 = 63 = 0b1111_11 (q3, j15): nibble 0b1111 = 0xF, high nibble of plane 1 byte 15; crumb 11 -> bits 6-7
+    so plane 0 = [0x0B, 0x70, 0 ...], plane 1 = [0, 0, 0x08, 0 ..., 0xF0], crumbs = [0x01, 0x08, 0x30, 0 ..., 0xC0]."""
+    codes = torch.zeros(1, 64, dtype=torch.uint8)
+    codes[0, [0, 17, 34, 63]] = torch.tensor([45, 30, 35, 63], dtype=torch.uint8)
+    expected = [0] * 48
+    expected[0], expected[1] = 0x0B, 0x70
+    expected[16 + 2], expected[16 + 15] = 0x08, 0xF0
+    expected[32 + 0], expected[32 + 1], expected[32 + 2], expected[32 + 15] = 0x01, 0x08, 0x30, 0xC0
+    assert fmt.pack_fp6(codes).tolist() == [expected]
+    assert fmt.pack_fp6(torch.full((64,), 63, dtype=torch.uint8)).tolist() == [255] * 48
 
 
-@pytest.mark.parametrize("k", [4, 7, 13, 64])
+def test_pack_fp6_pads_a_short_row_with_zero_codes():
+    """K = 5: one block, quarter 0's positions 0..4 only; codes 1, 2, 3, 4, 63 have nibbles 0, 0, 0, 1, 0xF and
+    crumbs 1, 2, 3, 0, 3; everything else (59 padding codes) is zero."""
+    packed = fmt.pack_fp6(torch.tensor([1, 2, 3, 4, 63], dtype=torch.uint8))
+    assert packed.shape == (48,)
+    assert packed[:16].tolist() == [0, 0, 0, 1, 0xF] + [0] * 11
+    assert packed[16:32].tolist() == [0] * 16
+    assert packed[32:].tolist() == [1, 2, 3, 0, 3] + [0] * 11
+
+
+@pytest.mark.parametrize("k", [1, 5, 13, 63, 64, 65, 70, 200, 1000])
 def test_fp6_pack_round_trip(k):
-    codes = torch.randint(0, 64, (5, k), dtype=torch.uint8, generator=torch.Generator().manual_seed(k))
+    codes = torch.randint(0, 64, (2, 5, k), dtype=torch.uint8, generator=torch.Generator().manual_seed(k))
     packed = fmt.pack_fp6(codes)
-    assert packed.shape == (5, 3 * -(-k // 4))
+    assert packed.shape == (2, 5, fmt.fp6_packed_bytes(k)) and fmt.fp6_packed_bytes(k) == 3 * 16 * -(-k // 64)
     assert torch.equal(fmt.unpack_fp6(packed, k), codes)
+    assert torch.equal(fmt.unpack_fp6(packed[1, 3], k), codes[1, 3])  # a row (an expert's) slices as a view
 
 
 def test_e4m3_by_hand():
@@ -78,7 +101,7 @@ def test_quantize_weight_fp6_per_output_row():
     weight = torch.tensor([[56.0, 2.0, -14.0, 1.0, 0.5], [28.0, 27.0, 0.09, -0.3, 0.0]])
     q = quantize_weight(weight, "wf6af16")
     assert q.scale.tolist() == [2.0, 1.0]
-    assert q.data.shape == (2, 6) and q.in_features == 5
+    assert q.data.shape == (2, 48) and q.in_features == 5  # one block of 64 codes: three planes of 16 bytes
     # row 1: 27 rounds to 28 (spacing 4 above 16), 0.09 to 0.0625, -0.3 to -0.3125
     assert q.dequantize().tolist() == [[56.0, 2.0, -14.0, 1.0, 0.5], [28.0, 28.0, 0.0625, -0.3125, 0.0]]
 

@@ -5,9 +5,38 @@ FP8 e4m3 (``torch.float8_e4m3fn``): largest finite value 448. FP6 e3m2 (FP6-LLM'
 3 exponent bits (bias 3, no infinities or NaN), 2 mantissa bits; normal values ±2^(e-3)·(1 + m/4) for
 e = 1..7, subnormal ±2^-2·(m/4); largest 28, smallest nonzero 0.0625. A code is the 6-bit integer
 ``sign << 5 | e << 2 | m``; since the magnitude grows with the low 5 bits, a code is found by a sorted
-search. Four codes pack into three bytes, little-endian: ``c0 | c1 << 6 | c2 << 12 | c3 << 18``; a row of K
-values takes 3·ceil(K/4) bytes (the last group padded with zero codes). This is FP6-LLM's number format,
-not its tensor-core bit interleaving: our kernels unpack rows in registers.
+search.
+
+FP6 packing: bit planes, after FP6-LLM's bit-level pre-packing. A kernel reading 6-bit codes packed back to
+back (four in three bytes) loads two bytes at a computed, unaligned offset per code and shifts by an amount
+that changes from code to code: its loads do not vectorise and the decode costs about ten integer operations
+(with that layout the FP6 decode step took 3.3x bf16's time on the H200). Here each code ``s eee mm`` is split into
+its high 4 bits ``s eee`` (a nibble) and low 2 bits ``mm`` (a crumb), each stored in a plane of its own:
+
+* a row of K codes is padded with zero codes to ``Kp`` = a multiple of ``FP6_BLOCK`` (64) codes; block ``i``
+  holds codes ``64i .. 64i + 63``, in four quarters of ``FP6_RUN`` (16) codes: code ``64i + 16q + j`` is
+  position ``j`` of quarter ``q``;
+* the packed row is three planes of ``Kp / 4`` bytes each, ``[nibbles of quarters 0, 1 | nibbles of quarters
+  2, 3 | crumbs]``, and byte ``p = 16i + j`` of every plane belongs to position ``j`` of block ``i``: plane
+  ``q // 2`` holds quarter ``q``'s nibble in its low (q even) or high (q odd) four bits, the crumb plane holds
+  quarter ``q``'s crumb in bits ``2q, 2q + 1``.
+
+So a kernel reading the codes of plane bytes ``p0 .. p0 + P`` loads the same contiguous run of P bytes from
+each plane (vectorised loads, nothing computed per code but the decode), and gets four tiles of P codes each,
+quarter ``q``'s at positions ``64·(p // 16) + 16q + p % 16``: runs of 16 consecutive codes, matched by runs
+of 16 consecutive activations. Decoding quarter ``q`` is two shifts and masks to take its nibble and crumb,
+then the bit placement (kernels/mii_kernels/triton/quant_decode.py). Three planes of one byte index rather
+than one interleaved block: a chunk of any multiple of 64 codes is one contiguous load per plane. 16-code runs
+(one 16-byte load of a plane per thread's run), 64-code blocks: the padding is at most 63 codes a row, and the
+projection sizes of Llama-3, Mixtral and Qwen2 and their 2-, 4- and 8-way shards are multiples of 64 (nothing
+padded there); longer blocks would pad such shards (Qwen2-7B's 18944 / 8 = 2368 is not a multiple of 128). A
+row of K codes takes ``3 · Kp / 4`` bytes, as the bit stream did for K a multiple of 64. FP6-LLM goes further
+and decodes in 32-bit words, two float16 per integer operation; in Triton that needs a tile's elements split
+into float16 halves, so it is left until the GPU shows whether the per-code decode here still bounds the step.
+
+Tensor parallelism never cuts packed rows along K: every rank quantizes (and packs) its own shard of the
+full-precision weight (mii_core/model/parallel.py, parameters.py), so a row-parallel shard of K / ranks
+columns is padded to 64 on its own; rows (N) and experts are independent, so slicing them is a view.
 """
 from __future__ import annotations
 
@@ -15,6 +44,7 @@ import torch
 
 FP8_MAX = 448.0
 FP6_MAX = 28.0
+FP6_BLOCK, FP6_RUN = 64, 16  # codes per packing block, per quarter of a block (module docstring)
 
 
 def e3m2_magnitudes(device=None) -> torch.Tensor:
@@ -53,21 +83,37 @@ def decode_e3m2(codes: torch.Tensor) -> torch.Tensor:
     return e3m2_values(codes.device)[codes.long()]
 
 
+def fp6_plane_bytes(k: int) -> int:
+    """Bytes of one plane of a packed row of ``k`` codes (a quarter of ``k`` padded to ``FP6_BLOCK``)."""
+    return -(-k // FP6_BLOCK) * FP6_BLOCK // 4
+
+
+def fp6_packed_bytes(k: int) -> int:
+    """Bytes of a packed row of ``k`` codes: its three planes."""
+    return 3 * fp6_plane_bytes(k)
+
+
 def pack_fp6(codes: torch.Tensor) -> torch.Tensor:
-    """[..., K] 6-bit codes → [..., 3·ceil(K/4)] bytes (layout in the module's docstring)."""
-    pad = -codes.shape[-1] % 4
-    grouped = torch.nn.functional.pad(codes, (0, pad)).to(torch.int32).unflatten(-1, (-1, 4))
-    word = grouped[..., 0] | grouped[..., 1] << 6 | grouped[..., 2] << 12 | grouped[..., 3] << 18
-    packed = torch.stack([word & 0xFF, (word >> 8) & 0xFF, (word >> 16) & 0xFF], dim=-1)
-    return packed.flatten(-2).to(torch.uint8)
+    """[..., K] 6-bit codes → [..., 3·Kp/4] bytes: the bit planes of the module's docstring."""
+    k = codes.shape[-1]
+    padded = torch.nn.functional.pad(codes.to(torch.uint8), (0, -k % FP6_BLOCK))
+    quarters = padded.unflatten(-1, (-1, 4, FP6_RUN))  # [..., block, quarter, position]
+    nibbles, crumbs = quarters >> 2, quarters & 3
+    low_pair = nibbles[..., 0, :] | nibbles[..., 1, :] << 4
+    high_pair = nibbles[..., 2, :] | nibbles[..., 3, :] << 4
+    crumb_byte = crumbs[..., 0, :] | crumbs[..., 1, :] << 2 | crumbs[..., 2, :] << 4 | crumbs[..., 3, :] << 6
+    return torch.cat([plane.flatten(-2) for plane in (low_pair, high_pair, crumb_byte)], dim=-1)
 
 
 def unpack_fp6(packed: torch.Tensor, k: int) -> torch.Tensor:
-    """[..., 3·ceil(k/4)] bytes → [..., k] 6-bit codes (uint8)."""
-    triples = packed.to(torch.int32).unflatten(-1, (-1, 3))
-    word = triples[..., 0] | triples[..., 1] << 8 | triples[..., 2] << 16
-    codes = torch.stack([(word >> shift) & 0x3F for shift in (0, 6, 12, 18)], dim=-1)
-    return codes.flatten(-2)[..., :k].to(torch.uint8)
+    """[..., 3·Kp/4] bytes → [..., k] 6-bit codes (uint8)."""
+    planes = packed.unflatten(-1, (3, -1, FP6_RUN))  # [..., plane, block, position]
+    quarters = []
+    for quarter in range(4):
+        nibble = planes[..., quarter // 2, :, :] >> 4 * (quarter % 2) & 0xF
+        crumb = planes[..., 2, :, :] >> 2 * quarter & 3
+        quarters.append(nibble << 2 | crumb)
+    return torch.stack(quarters, dim=-2).flatten(-3)[..., :k]
 
 
 def channel_scales(weight: torch.Tensor, largest: float) -> torch.Tensor:

@@ -66,9 +66,11 @@ _BUILDING_SHIPPED: contextvars.ContextVar[Optional[ShippedFormat]] = contextvars
 @dataclass(frozen=True)
 class QuantizedWeight:
     """A [..., N, K] weight in ``mode``. ``data``: float8_e4m3fn [..., N, K] (fp8, wf8af16) or uint8
-    [..., N, 3·ceil(K/4)] packed e3m2 codes (wf6af16, layout in quant_formats). ``scale``: float32 [..., N],
-    or with ``group_size`` (shipped block-wise FP8) [..., N, ceil(K / group_size)]: column k of a row is
-    scaled by that row's scale k // group_size. ``in_features``: K (the packed rows do not say it)."""
+    [..., N, 3·Kp/4] e3m2 codes in bit planes (wf6af16, K padded to a multiple of 64; layout in quant_formats:
+    rows and experts slice as views, K never: each tensor-parallel rank packs its own columns).
+    ``scale``: float32 [..., N], or with ``group_size`` (shipped block-wise FP8) [..., N, ceil(K / group_size)]:
+    column k of a row is scaled by that row's scale k // group_size. ``in_features``: K (the packed rows do not
+    say it)."""
 
     data: torch.Tensor
     scale: torch.Tensor
@@ -122,7 +124,7 @@ def quantize_weight(weight: torch.Tensor, mode: str, chunk_elements: int = 1 << 
         raise ValueError(f"unknown quantization mode {mode!r}; choose one of {', '.join(QUANTIZATION_MODES)}")
     rows = weight.reshape(-1, weight.shape[-1])
     k = rows.shape[1]
-    width = 3 * -(-k // 4) if mode == "wf6af16" else k
+    width = fmt.fp6_packed_bytes(k) if mode == "wf6af16" else k
     dtype = torch.uint8 if mode == "wf6af16" else torch.float8_e4m3fn
     data = torch.empty((rows.shape[0], width), dtype=dtype, device=weight.device)
     scale = torch.empty(rows.shape[0], dtype=torch.float32, device=weight.device)

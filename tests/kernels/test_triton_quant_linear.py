@@ -20,7 +20,7 @@ from mii_kernels.triton import quant_decode, quant_gemv, quant_linear as triton_
 from test_triton_ops import CUDA, DEVICE, assert_matches, cases, randn  # noqa: E402
 
 MODES = ("fp8", "wf8af16", "wf6af16")
-SMALL = [(70, 24), (300, 40), (5, 3)]  # (K, N): ragged K (FP6 rows end mid-group) and N
+SMALL = [(70, 24), (300, 40), (5, 3)]  # (K, N): ragged K (FP6 rows end mid-block) and N
 REAL = [(4096, 6144), (4096, 28672), (14336, 4096)]
 FP8_GEMM = CUDA and torch.cuda.get_device_capability() >= triton_quant.FP8_GEMM_CAPABILITY
 # float32 GEMM-path tolerance: exact arithmetic on the CPU; Hopper's FP8 tensor cores accumulate with about
@@ -48,10 +48,10 @@ def test_weight_only_matches_reference(mode, tokens, k, n, dtype):
 @pytest.mark.parametrize("tokens", [1, 2, 8])
 @pytest.mark.parametrize("k, n, dtype", cases(SMALL, REAL))
 def test_gemv_matches_reference(mode, tokens, k, n, dtype, e4m3_decoding):
-    """The op as the engine calls it: a step of at most 8 tokens takes the GEMV (its default tiles), but for
-    FP6 (the tl.dot kernel: faster on the H200)."""
+    """The op as the engine calls it: a step of at most 8 tokens takes the GEMV (its default tiles), FP8 and
+    FP6 (bit planes) alike."""
     x, weight, bias = _projection(tokens, k, n, dtype, mode)
-    assert quant_gemv.gemv_applies(tokens, weight) == (mode != "wf6af16")
+    assert quant_gemv.gemv_applies(tokens, weight)
     assert_matches(triton_quant.TritonQuantLinear()(x, weight, bias), reference(x, weight, bias))
 
 
@@ -60,10 +60,51 @@ def test_gemv_matches_reference(mode, tokens, k, n, dtype, e4m3_decoding):
 @pytest.mark.parametrize("mode", ["wf8af16", "wf6af16"])
 def test_every_gemv_config_matches_reference(config, tokens, mode):
     """Every named tile set (benchmarks/kernel_bench_quant.py compares them), each mode (lanes, reduce, dot)
-    it holds, at a ragged K (FP6 rows end mid-group)."""
+    it holds, at a ragged K (FP6 rows end mid-block: zero codes pad them to 320)."""
     x, weight, bias = _projection(tokens, 300, 40, torch.float32, mode)
     actual = quant_gemv.quant_gemv(x, weight, bias, quant_gemv.launch_config(config))
     assert_matches(actual, reference(x, weight, bias))
+
+
+@pytest.mark.parametrize("config", sorted(quant_gemv.CONFIGS))
+@pytest.mark.parametrize("tokens", [1, 3])
+def test_fp6_gemv_over_whole_blocks_matches_reference(config, tokens):
+    """K a multiple of every tile's chunk: the GEMV's unmasked FP6 path (EVEN_K), no padding codes."""
+    x, weight, bias = _projection(tokens, 4096, 16, torch.float32, "wf6af16")
+    actual = quant_gemv.quant_gemv(x, weight, bias, quant_gemv.launch_config(config))
+    assert_matches(actual, reference(x, weight, bias))
+
+
+def test_fp6_gemv_picks_its_own_tiles(monkeypatch):
+    monkeypatch.setenv(quant_gemv.FP6_CONFIG_ENV, "k4096")
+    op = triton_quant.TritonQuantLinear()
+    assert op.fp6_gemv_tiles == quant_gemv.CONFIGS["k4096"] and op.gemv_tiles == quant_gemv.CONFIGS["default"]
+    x, weight, bias = _projection(1, 300, 8, torch.float32, "wf6af16")
+    assert_matches(op(x, weight, bias), reference(x, weight, bias))
+
+
+def test_fp6_gemv_tile_must_read_whole_blocks():
+    x, weight, _ = _projection(1, 300, 8, torch.float32, "wf6af16")
+    with pytest.raises(ValueError, match="whole blocks of 64 codes; block_k 96"):
+        quant_gemv.quant_gemv(x, weight, None, {1: dict(mode="lanes", block_n=8, block_k=96, warps=4, stages=1)})
+
+
+@pytest.mark.parametrize("mode", ["wf8af16", "wf6af16"])
+@pytest.mark.parametrize("tokens", [1, 3, 20])
+def test_tensor_parallel_shards_match_reference(mode, tokens):
+    """As the engine shards a weight [N, K] over two ranks: a row-parallel rank quantizes (for FP6: packs,
+    padded to its own 64-code blocks) its own K / 2 columns, 70 here, and the partial sums add up; a
+    column-parallel rank's rows, and so a slice of a quantized weight's rows, is a view that the kernels read
+    with its row stride."""
+    x, weight, bias = _projection(tokens, 140, 24, torch.float32, mode)
+    full = randn(24, 140, scale=140 ** -0.5, seed=1)
+    shards = [quantize_weight(part.contiguous(), mode) for part in full.chunk(2, dim=1)]
+    op = triton_quant.TritonQuantLinear()
+    partials = [op(x[:, 70 * rank:70 * (rank + 1)], shard) for rank, shard in enumerate(shards)]
+    wanted = [reference(x[:, 70 * rank:70 * (rank + 1)], shard) for rank, shard in enumerate(shards)]
+    assert_matches(partials[0] + partials[1], wanted[0] + wanted[1])
+    rows = QuantizedWeight(weight.data[8:16], weight.scale[8:16], mode, weight.in_features)
+    assert_matches(op(x, rows, bias[8:16]), reference(x, weight, bias)[:, 8:16])
 
 
 def test_gemv_config_errors_name_the_keys():
@@ -87,7 +128,8 @@ def e4m3_decoding(request, monkeypatch):
 @pytest.mark.parametrize("mode, codes", [("wf8af16", [c for c in range(256) if c & 0x7F != 0x7F]),
                                          ("wf6af16", list(range(64)))])
 def test_decoding_every_code(mode, codes, e4m3_decoding):
-    """x = the identity picks out each decoded weight: every e4m3 code (but NaN) and every e3m2 code."""
+    """x = the identity picks out each decoded weight: every e4m3 code (but NaN) and every e3m2 code, through
+    the tl.dot kernel and the GEMV (8 rows of the identity at a time)."""
     k = len(codes)
     raw = torch.tensor(codes, dtype=torch.uint8, device=DEVICE)[None, :]
     if mode == "wf6af16":
@@ -95,8 +137,11 @@ def test_decoding_every_code(mode, codes, e4m3_decoding):
     else:
         data, values = raw.view(torch.float8_e4m3fn), raw.view(torch.float8_e4m3fn).float()
     weight = QuantizedWeight(data, torch.ones(1, device=DEVICE), mode, k)
-    decoded = triton_quant.weight_only_linear(torch.eye(k, device=DEVICE), weight)[:, 0]
-    assert torch.equal(decoded, values[0])
+    identity = torch.eye(k, device=DEVICE)
+    assert torch.equal(triton_quant.weight_only_linear(identity, weight)[:, 0], values[0])
+    tiles = quant_gemv.launch_config()
+    by_gemv = torch.cat([quant_gemv.quant_gemv(rows, weight, None, tiles) for rows in identity.split(8)])
+    assert torch.equal(by_gemv[:, 0], values[0])
 
 
 @pytest.mark.skipif(not FP8_GEMM, reason="FP8 GEMMs need an sm_89+ GPU (Ada, Hopper)")

@@ -17,6 +17,10 @@ How a program multiplies its tile (``mode`` of a tile setting):
 * ``"dot"``: ``tl.dot`` on tensor cores with the tokens padded to 16 rows; Triton then pipelines the
   tile loads through shared memory (cp.async) over ``stages`` buffers.
 
+FP6 codes (quant_gemv.py) are read as bit planes (mii_core.model.quant_formats): a chunk of ``BLOCK_K`` codes is
+three [BLOCK_N, BLOCK_K / 4] byte tiles, decoded as four quarters of codes, each multiplied as above by its own
+columns of x (runs of 16); the lanes mode then keeps [BLOCK_N, BLOCK_K / 4] partial sums.
+
 A token axis is never added to the weight tile: a 3-D [T, BLOCK_N, BLOCK_K] product made Triton change
 the layout of every weight tile through shared memory (seen in the compiled TTGIR for sm_90).
 ``stages`` > 1 pipelines the loads of the CUDA-core modes through shared memory too.
@@ -32,11 +36,13 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.configs import pick_config
-from mii_kernels.triton.quant_decode import load_decoded
+from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, fp6_columns, fp6_plane_tiles, fp6_quarter,
+                                             load_decoded, plane_bytes_of)
 
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
 _MODES = {"lanes": 0, "reduce": 1, "dot": 2}
 _TILE_KEYS = {"mode", "block_n", "block_k", "warps", "stages"}
+_FP6 = tl.constexpr(FORMAT_E3M2)
 
 
 def make_tile(mode: str, block_n: int, block_k: int, warps: int = 4, stages: int = 1) -> dict:
@@ -117,37 +123,58 @@ def _load_tile(w_rows, cols, in_k, EVEN_K: tl.constexpr, FORMAT: tl.constexpr):
     return w
 
 
+@triton.jit
+def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, BLOCK_T: tl.constexpr,
+                MODE: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr):
+    """``acc`` plus the products of the weight tile ``w`` [BLOCK_N, width] with columns ``cols`` of every
+    token's x (``in_k``: the columns in bounds), by ``MODE``."""
+    if MODE == 2:  # the padding tokens' rows are masked: zeros, no memory traffic
+        x = tl.load(x_ptr + toks[:, None] * stride_xt + cols[None, :] * stride_xk,
+                    mask=(toks < tokens)[:, None] & in_k[None, :], other=0.0)
+        acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=PRECISION)
+    elif MODE == 0 and BLOCK_T == 1:
+        acc += w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
+    else:
+        w = w.to(tl.float32)
+        for t in tl.static_range(BLOCK_T):  # one row of x at a time, its sums put in row t
+            x = _load(x_ptr + tl.minimum(t, tokens - 1) * stride_xt + cols * stride_xk, in_k, EVEN_K)
+            acc += tl.where(toks[:, None] == t, tl.sum(w * x.to(tl.float32)[None, :], 1)[None, :], 0.0)
+    return acc
+
+
 @triton.jit(do_not_specialize=["tokens"])
 def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_out, features_in, stride_xt,
-                 stride_xk, stride_wn, factor, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr, MODE: tl.constexpr, EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr,
-                 PRECISION: tl.constexpr, FORMAT: tl.constexpr):
+                 stride_xk, stride_wn, factor, plane_bytes, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, EVEN_K: tl.constexpr,
+                 NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FORMAT: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     toks = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
     # padding rows re-read the last real one, so the weight loads need no mask; the store has one
     w_rows = w_ptr + tl.minimum(rows, features_out - 1).to(tl.int64)[:, None] * stride_wn
-    x_rows = x_ptr + toks[:, None] * stride_xt
-    if MODE == 0 and BLOCK_T == 1:
-        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    if MODE == 0 and BLOCK_T == 1:  # a partial sum per weight of a tile (FP6: of a quarter's tile)
+        if FORMAT == _FP6:
+            acc = tl.zeros([BLOCK_N, BLOCK_K // 4], tl.float32)
+        else:
+            acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     else:
         acc = tl.zeros([BLOCK_T, BLOCK_N], tl.float32)
     # x is loaded 1-D in the CUDA-core modes: as [1, BLOCK_K] it made Triton convert the weight tile's
     # layout (through shared memory) instead of x's
     for start in tl.range(0, features_in, BLOCK_K, num_stages=NUM_STAGES):
-        cols = start + offs_k
-        in_k = cols < features_in
-        w = _load_tile(w_rows, cols, in_k, EVEN_K, FORMAT)
-        if MODE == 2:  # the padding tokens' rows are masked: zeros, no memory traffic
-            x = tl.load(x_rows + cols[None, :] * stride_xk, mask=(toks < tokens)[:, None] & in_k[None, :], other=0.0)
-            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=PRECISION)
-        elif MODE == 0 and BLOCK_T == 1:
-            acc += w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
+        if FORMAT == _FP6:  # BLOCK_K codes: a quarter of their bytes from each plane, four quarters of codes
+            positions = start // 4 + tl.arange(0, BLOCK_K // 4)
+            low_pairs, high_pairs, crumbs = fp6_plane_tiles(w_rows, positions[None, :],
+                                                            (positions < plane_bytes)[None, :], plane_bytes, EVEN_K)
+            for quarter in tl.static_range(4):
+                cols = fp6_columns(positions, quarter)
+                acc = _accumulate(acc, fp6_quarter(low_pairs, high_pairs, crumbs, quarter), cols,
+                                  cols < features_in, x_ptr, toks, tokens, stride_xt, stride_xk, BLOCK_T, MODE,
+                                  EVEN_K, PRECISION)
         else:
-            w = w.to(tl.float32)
-            for t in tl.static_range(BLOCK_T):  # one row of x at a time, its sums put in row t
-                x = _load(x_ptr + tl.minimum(t, tokens - 1) * stride_xt + cols * stride_xk, in_k, EVEN_K)
-                acc += tl.where(toks[:, None] == t, tl.sum(w * x.to(tl.float32)[None, :], 1)[None, :], 0.0)
+            cols = start + tl.arange(0, BLOCK_K)
+            in_k = cols < features_in
+            acc = _accumulate(acc, _load_tile(w_rows, cols, in_k, EVEN_K, FORMAT), cols, in_k, x_ptr, toks,
+                              tokens, stride_xt, stride_xk, BLOCK_T, MODE, EVEN_K, PRECISION)
     if MODE == 0 and BLOCK_T == 1:
         result = tl.sum(acc, 1)[None, :]
     else:
@@ -166,16 +193,20 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                 features_in: int | None = None) -> None:
     """``_gemv_kernel`` over ``x_rows`` [T, K] into ``out`` [T, N]: plain weights (``fmt`` 0), or codes of a
     quant_decode format with their row ``scale`` and decoding ``factor`` (``features_in`` then counts weights,
-    not bytes)."""
+    not bytes; FP6 chunks of ``block_k`` codes must be whole 64-code blocks of its planes)."""
     tokens, features_out = out.shape
     features_in = features_in if features_in is not None else weight.shape[1]
+    if fmt == FORMAT_E3M2 and tile["block_k"] % FP6_BLOCK:
+        raise ValueError(f"an FP6 GEMV tile reads whole blocks of {FP6_BLOCK} codes; block_k {tile['block_k']} "
+                         "is not a multiple")
     block_t = triton.next_power_of_2(tokens)
     if tile["mode"] == "dot":
         block_t = max(16, block_t)  # tl.dot needs 16 rows
     _gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
         x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out, tokens,
         features_out, features_in, x_rows.stride(0), x_rows.stride(1), weight.stride(0), factor,
-        HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"], BLOCK_K=tile["block_k"],
+        plane_bytes_of(fmt, features_in), HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"],
+        BLOCK_K=tile["block_k"],
         MODE=_MODES[tile["mode"]], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
         PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, num_warps=tile["warps"])
 

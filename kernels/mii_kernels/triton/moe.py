@@ -20,7 +20,8 @@ Rounding follows the reference: gate/up and the down output are rounded to x's d
 PyTorch reference's matmuls round them.
 
 Quantized experts (``quant_moe_experts``, weight-only in every mode) run the same kernels with ``FORMAT``
-set: each weight tile's codes are decoded in registers (quant_decode.py) and the float32 accumulator is
+set: each weight tile's codes are decoded in registers (quant_decode.py; FP6 bit planes as four quarters of
+each K chunk, one ``tl.dot`` each, so BLOCK_K is at least a 64-code block) and the float32 accumulator is
 multiplied by the rows' scales after the K loop. Shipped block-wise FP8 stacks (a scale per row and
 ``group_size`` input columns) set ``GROUP_K``: BLOCK_K divides the group, so each K tile's sums are scaled by
 their group before joining the accumulator; a group the kernels cannot tile (not a power of two, or below
@@ -34,7 +35,10 @@ import triton.language as tl
 
 from mii_core.model.quantization import QuantizedWeight
 from mii_kernels.triton.activations import activation_id, apply_activation
-from mii_kernels.triton.quant_decode import DECODED_FACTOR, load_decoded, weight_format
+from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, FP6_BLOCK, fp6_dot_chunk, load_decoded,
+                                             plane_bytes_of, weight_format)
+
+_FP6 = tl.constexpr(FORMAT_E3M2)
 
 
 @triton.jit
@@ -97,7 +101,7 @@ def _block_tile(sorted_ptr, block_expert_ptr, num_blocks, n_size, BLOCK_M: tl.co
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
                     hidden, features, stride_xt, stride_xh, stride_we, stride_wn, stride_wh, scale_ptr, factor,
-                    scale_columns,
+                    scale_columns, plane_bytes,
                     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr):
@@ -118,27 +122,34 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
     up_rows = gate_rows + features * stride_wn
     acc_gate = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, hidden, BLOCK_K):
-        k_ok = k + k0 < hidden
-        a = tl.load(x_rows + (k0 + k)[None, :] * stride_xh, mask=valid[:, None] & k_ok[None, :], other=0.0)
-        w_mask = k_ok[:, None] & n_ok[None, :]
-        if FORMAT == 0:
-            w_gate = tl.load(gate_base + w_offsets, mask=w_mask, other=0.0)
-            w_up = tl.load(up_base + w_offsets, mask=w_mask, other=0.0)
-        else:
-            w_gate = load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
-            w_up = load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
-        if GROUP_K == 0:
-            acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
-            acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
-        else:  # the tile lies in one column group: its sums take each row's scale of that group
-            group_scales = scale_ptr + (expert * 2 * features + n) * scale_columns + k0 // GROUP_K
-            acc_gate += tl.dot(a, w_gate, input_precision=PRECISION) * \
-                tl.load(group_scales, mask=n_ok, other=0.0)[None, :]
-            acc_up += tl.dot(a, w_up, input_precision=PRECISION) * \
-                tl.load(group_scales + features * scale_columns, mask=n_ok, other=0.0)[None, :]
-        gate_base += BLOCK_K * stride_wh
-        up_base += BLOCK_K * stride_wh
+    if FORMAT == _FP6:  # each chunk as four quarter products (quant_decode.py); x's quarters read twice (L1)
+        for k0 in range(0, hidden, BLOCK_K):
+            acc_gate = fp6_dot_chunk(acc_gate, x_rows, stride_xh, valid, gate_rows, n_ok, k0, hidden, plane_bytes,
+                                     BLOCK_K, PRECISION)
+            acc_up = fp6_dot_chunk(acc_up, x_rows, stride_xh, valid, up_rows, n_ok, k0, hidden, plane_bytes, BLOCK_K,
+                                   PRECISION)
+    else:
+        for k0 in range(0, hidden, BLOCK_K):
+            k_ok = k + k0 < hidden
+            a = tl.load(x_rows + (k0 + k)[None, :] * stride_xh, mask=valid[:, None] & k_ok[None, :], other=0.0)
+            w_mask = k_ok[:, None] & n_ok[None, :]
+            if FORMAT == 0:
+                w_gate = tl.load(gate_base + w_offsets, mask=w_mask, other=0.0)
+                w_up = tl.load(up_base + w_offsets, mask=w_mask, other=0.0)
+            else:
+                w_gate = load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
+                w_up = load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
+            if GROUP_K == 0:
+                acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
+                acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
+            else:  # the tile lies in one column group: its sums take each row's scale of that group
+                group_scales = scale_ptr + (expert * 2 * features + n) * scale_columns + k0 // GROUP_K
+                acc_gate += tl.dot(a, w_gate, input_precision=PRECISION) * \
+                    tl.load(group_scales, mask=n_ok, other=0.0)[None, :]
+                acc_up += tl.dot(a, w_up, input_precision=PRECISION) * \
+                    tl.load(group_scales + features * scale_columns, mask=n_ok, other=0.0)[None, :]
+            gate_base += BLOCK_K * stride_wh
+            up_base += BLOCK_K * stride_wh
     if GROUP_K != 0:
         acc_gate *= factor
         acc_up *= factor
@@ -156,7 +167,7 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
 
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
-                 hidden, features, stride_we, stride_wh, stride_wf, scale_ptr, factor, scale_columns,
+                 hidden, features, stride_we, stride_wh, stride_wf, scale_ptr, factor, scale_columns, plane_bytes,
                  PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr):
@@ -170,20 +181,25 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
     w_rows = w_ptr + expert * stride_we + n[None, :] * stride_wh  # quantized: each code row's start (bytes)
     w_ptrs = w_rows + k[:, None] * stride_wf
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, features, BLOCK_K):
-        k_ok = k + k0 < features
-        a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-        if FORMAT == 0:
-            w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        else:
-            w = load_decoded(w_rows, (k0 + k)[:, None], k_ok[:, None] & n_ok[None, :], FORMAT).to(a.dtype)
-        if GROUP_K == 0:
-            acc = tl.dot(a, w, acc, input_precision=PRECISION)
-        else:
-            group_scales = scale_ptr + (expert * hidden + n) * scale_columns + k0 // GROUP_K
-            acc += tl.dot(a, w, input_precision=PRECISION) * tl.load(group_scales, mask=n_ok, other=0.0)[None, :]
-        a_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K * stride_wf
+    if FORMAT == _FP6:
+        h_rows = h_ptr + rows[:, None].to(tl.int64) * features
+        for k0 in range(0, features, BLOCK_K):
+            acc = fp6_dot_chunk(acc, h_rows, 1, valid, w_rows, n_ok, k0, features, plane_bytes, BLOCK_K, PRECISION)
+    else:
+        for k0 in range(0, features, BLOCK_K):
+            k_ok = k + k0 < features
+            a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+            if FORMAT == 0:
+                w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            else:
+                w = load_decoded(w_rows, (k0 + k)[:, None], k_ok[:, None] & n_ok[None, :], FORMAT).to(a.dtype)
+            if GROUP_K == 0:
+                acc = tl.dot(a, w, acc, input_precision=PRECISION)
+            else:
+                group_scales = scale_ptr + (expert * hidden + n) * scale_columns + k0 // GROUP_K
+                acc += tl.dot(a, w, input_precision=PRECISION) * tl.load(group_scales, mask=n_ok, other=0.0)[None, :]
+            a_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K * stride_wf
     if GROUP_K != 0:
         acc *= factor
     elif FORMAT != 0:
@@ -256,6 +272,8 @@ def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, 
         return torch.zeros_like(x)
     block_m, block_n, block_k, group_m, warps, stages = _config(picks)
     block_k = min(block_k, group) if group else block_k  # a K tile within one column group
+    if fmt == FORMAT_E3M2:
+        block_k = max(block_k, FP6_BLOCK)  # whole 64-code blocks of the FP6 planes
     if x.element_size() == 4:
         stages = min(stages, 2)  # float32 tiles take twice the shared memory (float32 is for tests)
     tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
@@ -270,9 +288,10 @@ def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, 
     _gate_up_kernel[(num_blocks * triton.cdiv(features, block_n),)](
         x, w_gate_up, activated, *routed, x.stride(0), x.stride(1), *gate_up_strides,
         gate_up_scale if gate_up_scale is not None else x, factor, gate_up_scale.shape[-1] if group else 0,
-        TOP_K=top_k, ACTIVATION=code, **tiles)
+        plane_bytes_of(fmt, hidden), TOP_K=top_k, ACTIVATION=code, **tiles)
     per_pick = torch.empty((picks, hidden), dtype=torch.float32, device=x.device)
     _down_kernel[(num_blocks * triton.cdiv(hidden, block_n),)](
         activated, w_down, per_pick, topk_weights.reshape(-1), *routed, *down_strides,
-        down_scale if down_scale is not None else x, factor, down_scale.shape[-1] if group else 0, **tiles)
+        down_scale if down_scale is not None else x, factor, down_scale.shape[-1] if group else 0,
+        plane_bytes_of(fmt, features), **tiles)
     return per_pick.view(tokens, top_k, hidden).sum(dim=1).to(x.dtype)

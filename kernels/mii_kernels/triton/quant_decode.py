@@ -12,8 +12,12 @@ byte bitcast to Triton's float8e4nv, then to float16, exact): the bit placement 
 operations per weight, and at batch 1 that, not the memory, bounded the FP8 GEMV (2.3 TB/s on the H200,
 benchmarks/kernel_bench_quant.py). Older GPUs have no e4m3 conversion and keep the bit placement.
 
-FP6 rows are a little-endian bit stream (four 6-bit codes per three bytes, mii_core.model.quant_formats):
-code k sits at bit 6k, in byte 6k // 8 and, when its shift is above 2, the next byte.
+FP6 rows are bit planes (mii_core.model.quant_formats): a kernel loads the same contiguous run of bytes from
+each of a row's three planes (``fp6_plane_tiles``), which holds four quarters of codes; ``fp6_quarter``
+decodes one (its nibble and crumb taken by a shift and a mask each, then the bit placement) and
+``fp6_columns`` says which codes, so the kernel multiplies each quarter by the matching activations. No
+load of FP6 codes sits at a computed offset, so the loads vectorise (16-byte runs); the speed of this on a GPU
+is not measured yet.
 """
 import functools
 
@@ -21,10 +25,13 @@ import torch
 import triton
 import triton.language as tl
 
+from mii_core.model.quant_formats import FP6_BLOCK, FP6_RUN, fp6_plane_bytes
+
 FORMAT_E4M3, FORMAT_E3M2, FORMAT_E4M3_NATIVE = 1, 2, 3
 # true value = decoded · factor
 DECODED_FACTOR = {FORMAT_E4M3: 2.0 ** 8, FORMAT_E3M2: 2.0 ** 12, FORMAT_E4M3_NATIVE: 1.0}
 NATIVE_E4M3_CAPABILITY = (8, 9)
+_BLOCK, _RUN = tl.constexpr(FP6_BLOCK), tl.constexpr(FP6_RUN)
 
 
 def weight_format(mode: str, device: torch.device) -> int:
@@ -32,6 +39,11 @@ def weight_format(mode: str, device: torch.device) -> int:
     if mode == "wf6af16":
         return FORMAT_E3M2
     return FORMAT_E4M3_NATIVE if _converts_e4m3(device.type, device.index) else FORMAT_E4M3
+
+
+def plane_bytes_of(fmt: int, k: int) -> int:
+    """The kernels' ``plane_bytes`` argument: one plane of an FP6 row of ``k`` codes, 0 for other formats."""
+    return fp6_plane_bytes(k) if fmt == FORMAT_E3M2 else 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,19 +56,65 @@ def _converts_e4m3(device_type: str, index: int | None) -> bool:
 
 @triton.jit
 def load_decoded(row_ptrs, k, mask, FORMAT: tl.constexpr):
-    """float16 tile of value·2^-8 (e4m3), value (e4m3 converted natively) or value·2^-12 (e3m2): ``row_ptrs``
-    the uint8 start of each tile element's row, ``k`` its code index in the row (both broadcast to the tile),
-    ``mask`` in bounds."""
+    """float16 tile of e4m3 codes: value·2^-8 (FORMAT 1, bit placement) or value (FORMAT 3, converted
+    natively). ``row_ptrs``: the uint8 start of each tile element's row, ``k`` its code index in the row (both
+    broadcast to the tile), ``mask`` in bounds. FP6 codes are read by ``fp6_plane_tiles``."""
     if FORMAT == 3:
         return tl.load(row_ptrs + k, mask=mask, other=0).to(tl.float8e4nv, bitcast=True).to(tl.float16)
-    if FORMAT == 1:
-        code = tl.load(row_ptrs + k, mask=mask, other=0).to(tl.int32)
-        bits = ((code & 0x80) << 8) | ((code & 0x7F) << 7)
-    else:
-        bit = k * 6
-        shift = bit & 7
-        low = tl.load(row_ptrs + (bit >> 3), mask=mask, other=0).to(tl.int32)
-        high = tl.load(row_ptrs + (bit >> 3) + 1, mask=mask & (shift > 2), other=0).to(tl.int32)
-        code = ((low | (high << 8)) >> shift) & 0x3F
-        bits = ((code & 0x20) << 10) | ((code & 0x1F) << 8)
+    code = tl.load(row_ptrs + k, mask=mask, other=0).to(tl.int32)
+    bits = ((code & 0x80) << 8) | ((code & 0x7F) << 7)
     return bits.to(tl.uint16).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def fp6_plane_tiles(row_ptrs, positions, mask, plane_bytes, EVEN: tl.constexpr):
+    """The byte tiles at plane byte ``positions`` of each row (``row_ptrs``: uint8 row starts, broadcast to the
+    tile; ``mask``: in bounds, not read if ``EVEN``; ``plane_bytes``: one plane's length) from the three
+    planes, as int32: the nibbles of quarters 0|1, those of quarters 2|3, the crumbs."""
+    if EVEN:
+        low_pairs = tl.load(row_ptrs + positions)
+        high_pairs = tl.load(row_ptrs + plane_bytes + positions)
+        crumbs = tl.load(row_ptrs + 2 * plane_bytes + positions)
+    else:
+        low_pairs = tl.load(row_ptrs + positions, mask=mask, other=0)
+        high_pairs = tl.load(row_ptrs + plane_bytes + positions, mask=mask, other=0)
+        crumbs = tl.load(row_ptrs + 2 * plane_bytes + positions, mask=mask, other=0)
+    return low_pairs.to(tl.int32), high_pairs.to(tl.int32), crumbs.to(tl.int32)
+
+
+@triton.jit
+def fp6_quarter(low_pairs, high_pairs, crumbs, QUARTER: tl.constexpr):
+    """float16 tile of value·2^-12 of quarter ``QUARTER``'s codes from ``fp6_plane_tiles``: nibble ``s eee``
+    and crumb ``mm`` placed as float16 ``s 00eee mm00000000``."""
+    if QUARTER < 2:
+        pairs = low_pairs
+    else:
+        pairs = high_pairs
+    nibble = (pairs >> (4 * (QUARTER % 2))) & 0xF
+    crumb = (crumbs >> (2 * QUARTER)) & 0x3
+    bits = ((nibble & 0x8) << 12) | ((nibble & 0x7) << 10) | (crumb << 8)
+    return bits.to(tl.uint16).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def fp6_columns(positions, QUARTER: tl.constexpr):
+    """The code index in the row (the activation's column) of quarter ``QUARTER`` at plane byte ``positions``:
+    runs of 16 consecutive codes, one run per 64-code block."""
+    return (positions // _RUN) * _BLOCK + QUARTER * _RUN + positions % _RUN
+
+
+@triton.jit
+def fp6_dot_chunk(acc, x_rows, stride_xk, x_ok, w_rows, n_ok, start, features_in, plane_bytes,
+                  BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """``acc`` [BLOCK_M, BLOCK_N] plus x times the FP6 weights of codes ``start .. start + BLOCK_K`` (a multiple
+    of 64) as four ``tl.dot`` of a quarter each: ``x_rows`` [BLOCK_M, 1] the activations' row starts (``x_ok``
+    real rows, ``stride_xk`` between columns), ``w_rows`` [1, BLOCK_N] the code rows' starts (``n_ok`` real)."""
+    positions = start // 4 + tl.arange(0, BLOCK_K // 4)
+    low_pairs, high_pairs, crumbs = fp6_plane_tiles(
+        w_rows, positions[:, None], (positions < plane_bytes)[:, None] & n_ok[None, :], plane_bytes, False)
+    for quarter in tl.static_range(4):
+        cols = fp6_columns(positions, quarter)
+        x = tl.load(x_rows + cols[None, :] * stride_xk, mask=x_ok[:, None] & (cols < features_in)[None, :], other=0.0)
+        w = fp6_quarter(low_pairs, high_pairs, crumbs, quarter)
+        acc = tl.dot(x, w.to(x.dtype), acc, input_precision=PRECISION)
+    return acc

@@ -11,6 +11,13 @@ columns in chunks of ``BLOCK_K`` (contiguous bytes, so the loads vectorise), dec
 Each output column is then scaled by its row's scale (times the decoding factor) and the bias added, in
 float32, rounded once to x's dtype, as the reference does. Checkpoints with a scale per group of columns take
 quant_linear.py's grouped kernel. Nothing is read on the host: the step can be captured in a CUDA graph.
+
+FP6 runs here too since its codes are stored in bit planes (mii_core.model.quant_formats): a chunk is three
+contiguous byte tiles, four quarters of codes decoded by shifts and masks. With the earlier bit stream (two
+byte loads at computed offsets per code) this GEMV ran 1.2-5x slower than the tl.dot kernel on the H200, so FP6
+stayed there; the bit-plane GEMV's speed is not measured yet. FP6 picks its tiles apart from FP8 (env
+MII_TRITON_QUANT_GEMV_FP6_CONFIG, a name from the same ``CONFIGS``): a chunk of its codes is 3/4 of the bytes and
+more integer work per weight, so its fastest tiles may differ.
 """
 from __future__ import annotations
 
@@ -22,10 +29,12 @@ from mii_kernels.triton.linear import GEMV_MAX_TOKENS, launch_gemv, make_tile, t
 from mii_kernels.triton.quant_decode import DECODED_FACTOR, weight_format
 
 QUANT_GEMV_MAX_TOKENS = GEMV_MAX_TOKENS
+CONFIG_ENV, FP6_CONFIG_ENV = "MII_TRITON_QUANT_GEMV_CONFIG", "MII_TRITON_QUANT_GEMV_FP6_CONFIG"
 _FEW = (2, 4, 8)
-# Launch settings by name (env MII_TRITON_QUANT_GEMV_CONFIG, read when a kernel set builds its op), compared
-# in one run by benchmarks/kernel_bench_quant.py. A weight byte here holds one FP8 weight: the bf16 GEMV's
-# tiles read half the bytes per chunk, so wider chunks are candidates too.
+# Launch settings by name (env MII_TRITON_QUANT_GEMV_CONFIG for FP8, MII_TRITON_QUANT_GEMV_FP6_CONFIG for FP6, read
+# when a kernel set builds its op), compared in one run by benchmarks/kernel_bench_quant.py. A weight byte here
+# holds one FP8 weight: the bf16 GEMV's tiles read half the bytes per chunk, so wider chunks are candidates too.
+# ``block_k`` counts codes, a multiple of 64 (FP6 reads whole blocks of its planes).
 CONFIGS: dict[str, dict[int, dict]] = {
     # the fastest FP8 tiles per T on the H200 (kernel_bench_quant.py, 2026-12-02, codes decoded by bit placement:
     # 3.23 ms for the Llama-3-8B chain at T=1 against bf16's 3.75, about bf16's time at T=2..8)
@@ -37,21 +46,23 @@ CONFIGS: dict[str, dict[int, dict]] = {
     "staged": {1: make_tile("lanes", 8, 2048, stages=3), **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
     "w8": {1: make_tile("lanes", 16, 2048, warps=8), **{t: make_tile("dot", 64, 256, warps=8, stages=4) for t in _FEW}},
     "dot_n16": {t: make_tile("dot", 16, 512, stages=3) for t in (1, *_FEW)},
+    # FP6 candidates, not measured yet: a lanes tile of BLOCK_K codes keeps [BLOCK_N, BLOCK_K / 4] partial sums
+    # (a quarter of FP8's registers), so longer chunks fit; dot tiles multiply four quarters of BLOCK_K / 4
+    "k4096": {1: make_tile("lanes", 8, 4096), **{t: make_tile("dot", 32, 512, stages=3) for t in _FEW}},
+    "n16_k2048": {1: make_tile("lanes", 16, 2048), **{t: make_tile("dot", 16, 1024, stages=3) for t in _FEW}},
 }
 
 
-def launch_config(config: str | dict | None = None) -> dict[int, dict]:
-    """A name from ``CONFIGS``, or the tiles of some token counts over ``"default"``'s; None reads
-    ``MII_TRITON_QUANT_GEMV_CONFIG`` (default ``"default"``)."""
-    return pick_config(config, CONFIGS, "MII_TRITON_QUANT_GEMV_CONFIG", "quantized GEMV",
+def launch_config(config: str | dict | None = None, env_var: str = CONFIG_ENV) -> dict[int, dict]:
+    """A name from ``CONFIGS``, or the tiles of some token counts over ``"default"``'s; None reads ``env_var``
+    (default ``"default"``): ``CONFIG_ENV`` for FP8's tiles, ``FP6_CONFIG_ENV`` for FP6's."""
+    return pick_config(config, CONFIGS, env_var, "quantized GEMV",
                        lambda tiles: tiles_over(tiles, CONFIGS["default"], "quantized GEMV"))
 
 
 def gemv_applies(tokens: int, weight: QuantizedWeight) -> bool:
-    """A few tokens, FP8 codes and a scale per output row (not per group of columns). FP6 stays on
-    quant_linear.py's tl.dot kernel: decoding its 6-bit codes here ran 1.2-5x slower than there on the H200
-    (kernel_bench_quant.py, 2026-12-02: 17.4 ms at best against 14.0 for the Llama-3-8B chain at T=1)."""
-    return 0 < tokens <= QUANT_GEMV_MAX_TOKENS and weight.group_size is None and weight.mode != "wf6af16"
+    """A few tokens and a scale per output row (not per group of columns), FP8 or FP6 codes."""
+    return 0 < tokens <= QUANT_GEMV_MAX_TOKENS and weight.group_size is None
 
 
 def quant_gemv(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None,

@@ -1,12 +1,13 @@
 """Quantized linear for CUDA (contract: ``quant_linear`` in mii_core/model/ops.py).
 
 Three paths:
-* steps of at most 8 tokens with a scale per output row: quant_gemv.py's GEMV (the bf16 GEMV's tiles);
+* steps of at most 8 tokens with a scale per output row: quant_gemv.py's GEMV (the bf16 GEMV's tiles; FP8 and
+  FP6 each with tiles of their own);
 * weight-only (every mode; "fp8" in steps of at most ``FP8_WEIGHT_ONLY_MAX_TOKENS`` tokens, or on a GPU
   without FP8 GEMMs): ``_weight_only_kernel`` reads the codes (1 byte or 6 bits per weight), decodes them
-  in registers (quant_decode.py), multiplies with ``tl.dot`` (tokens padded to 16 rows) into float32,
-  then scales each output column and adds the bias: the weights are read once per step, so at batch 1
-  the step is bound by half (FP8) or 3/8 (FP6) of bf16's bytes.
+  in registers (quant_decode.py), multiplies with ``tl.dot`` (tokens padded to 16 rows; FP6 one ``tl.dot``
+  per quarter of a chunk's codes) into float32, then scales each output column and adds the bias: the
+  weights are read once per step, so at batch 1 the step is bound by half (FP8) or 3/8 (FP6) of bf16's bytes.
 * "fp8" with more tokens on sm_89+ (Ada, Hopper): x quantized per tensor (one scale, amax/448, on the
   device: no host sync; fp8_activation.py) and ``torch._scaled_mm`` on the FP8 tensor cores with per-tensor scales (the
   issue's measurement: row-wise scales were slower than bf16); the per-output-channel weight scale is a
@@ -28,35 +29,40 @@ import triton.language as tl
 
 from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWeight
 from mii_kernels.triton.fp8_activation import quantize_per_tensor
-from mii_kernels.triton.quant_decode import DECODED_FACTOR, load_decoded, weight_format
-from mii_kernels.triton.quant_gemv import gemv_applies, launch_config, quant_gemv
+from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, fp6_dot_chunk, load_decoded,
+                                             plane_bytes_of, weight_format)
+from mii_kernels.triton.quant_gemv import FP6_CONFIG_ENV, gemv_applies, launch_config, quant_gemv
 
 log = logging.getLogger(__name__)
 FP8_GEMM_CAPABILITY = (8, 9)
+_FP6 = tl.constexpr(FORMAT_E3M2)
 
 
 @triton.jit(do_not_specialize=["tokens"])
 def _weight_only_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_out, features_in,
-                        stride_xt, stride_xk, stride_wn, factor, scale_columns, HAS_BIAS: tl.constexpr,
+                        stride_xt, stride_xk, stride_wn, factor, scale_columns, plane_bytes, HAS_BIAS: tl.constexpr,
                         FORMAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                         PRECISION: tl.constexpr, GROUP_K: tl.constexpr):
     toks = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
     in_t, in_n = toks < tokens, rows < features_out
     w_rows = w_ptr + rows.to(tl.int64)[None, :] * stride_wn  # [1, BLOCK_N]: the tile is [BLOCK_K, BLOCK_N]
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    x_rows = x_ptr + toks.to(tl.int64)[:, None] * stride_xt
     for start in range(0, features_in, BLOCK_K):
-        cols = start + offs_k
-        in_k = cols < features_in
-        x = tl.load(x_ptr + toks.to(tl.int64)[:, None] * stride_xt + cols[None, :] * stride_xk,
-                    mask=in_t[:, None] & in_k[None, :], other=0.0)
-        w = load_decoded(w_rows, cols[:, None], in_k[:, None] & in_n[None, :], FORMAT)
-        if GROUP_K == 0:
-            acc = tl.dot(x, w.to(x.dtype), acc, input_precision=PRECISION)
-        else:  # the tile lies in one column group: its sums take the group's scale of each row
-            group_scale = tl.load(scale_ptr + rows * scale_columns + start // GROUP_K, mask=in_n, other=0.0)
-            acc += tl.dot(x, w.to(x.dtype), input_precision=PRECISION) * group_scale[None, :]
+        if FORMAT == _FP6:  # BLOCK_K codes as four quarters of BLOCK_K / 4 (quant_decode.py): four products
+            acc = fp6_dot_chunk(acc, x_rows, stride_xk, in_t, w_rows, in_n, start, features_in, plane_bytes, BLOCK_K,
+                                PRECISION)
+        else:
+            cols = start + tl.arange(0, BLOCK_K)
+            in_k = cols < features_in
+            x = tl.load(x_rows + cols[None, :] * stride_xk, mask=in_t[:, None] & in_k[None, :], other=0.0)
+            w = load_decoded(w_rows, cols[:, None], in_k[:, None] & in_n[None, :], FORMAT)
+            if GROUP_K == 0:
+                acc = tl.dot(x, w.to(x.dtype), acc, input_precision=PRECISION)
+            else:  # the tile lies in one column group: its sums take the group's scale of each row
+                group_scale = tl.load(scale_ptr + rows * scale_columns + start // GROUP_K, mask=in_n, other=0.0)
+                acc += tl.dot(x, w.to(x.dtype), input_precision=PRECISION) * group_scale[None, :]
     if GROUP_K == 0:
         result = acc * (tl.load(scale_ptr + rows, mask=in_n, other=0.0) * factor)[None, :]
     else:
@@ -86,7 +92,8 @@ def weight_only_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Ten
     _weight_only_kernel[grid](
         rows, weight.data.view(torch.uint8), weight.scale, bias if bias is not None else weight.scale, out,
         tokens, features_out, features_in, rows.stride(0), rows.stride(1), weight.data.stride(0),
-        DECODED_FACTOR[fmt], weight.scale.shape[-1] if group else 0, HAS_BIAS=bias is not None, FORMAT=fmt,
+        DECODED_FACTOR[fmt], weight.scale.shape[-1] if group else 0,
+        plane_bytes_of(fmt, features_in), HAS_BIAS=bias is not None, FORMAT=fmt,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
         GROUP_K=group, num_warps=4)
     return out.view(*x.shape[:-1], features_out)
@@ -126,14 +133,15 @@ class TritonQuantLinear:
     """The ``quant_linear`` op (registered as a class: one per kernel set, remembering which devices it
     has logged a fallback for)."""
 
-    def __init__(self, gemv_config: str | dict | None = None) -> None:
+    def __init__(self, gemv_config: str | dict | None = None, fp6_gemv_config: str | dict | None = None) -> None:
         self._capability: dict[int, tuple[int, int]] = {}
         self.gemv_tiles = launch_config(gemv_config)
+        self.fp6_gemv_tiles = launch_config(fp6_gemv_config, FP6_CONFIG_ENV)
 
     def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
         tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if gemv_applies(tokens, weight):
-            return quant_gemv(x, weight, bias, self.gemv_tiles)
+            return quant_gemv(x, weight, bias, self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles)
         if weight.quantizes_activations and weight.group_size is None and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS \
                 and self._fp8_gemm_fits(x, weight):
             return fp8_gemm_linear(x, weight, bias)
