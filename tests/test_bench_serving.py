@@ -178,3 +178,32 @@ def test_a_run_split_over_client_processes_comes_back_in_the_requests_order():
 def test_client_busy_is_the_busiest_client_process_cpu_per_second_of_the_run():
     assert stats.client_busy([1.5, 3.0, 0.5], 4.0) == 0.75
     assert stats.client_busy([], 4.0) is None and stats.client_busy([1.0], 0.0) is None
+
+
+def test_each_front_ends_w1_has_the_pipelines_lengths_and_no_prompt_block_in_common():
+    """The deployment caches prefixes: W1 sent through a second front end with the first one's prompts would
+    hit the cache. Each front end's variant keeps W1's lengths and shares no 16-token prefix (a KV block's
+    worth) with the pipeline's prompts or another variant's."""
+    from w5.pipeline_w1 import w1_workload
+
+    runs = [w1_workload(64, False, variant) for variant in range(3)]
+    assert all(r.max_new_tokens == runs[0].max_new_tokens for r in runs)
+    assert all([len(p) for p in r.prompts] == [len(p) for p in runs[0].prompts] for r in runs)
+    firsts = [tuple(p[:16]) for r in runs for p in r.prompts]
+    assert len(set(firsts)) == len(firsts)
+    assert w1_workload(64, False, 0).prompts == runs[0].prompts  # the pipeline's W1 is bench_llama's, unchanged
+
+
+def test_the_peer_finds_a_hub_cache_folder_to_scan(tmp_path, monkeypatch):
+    """`transformers serve` scans the hub cache on /v1/models; where the folder never existed (the H200)
+    huggingface_hub raised CacheNotFound and the peer never came up."""
+    from huggingface_hub import constants, scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+    from w5 import servers
+
+    missing = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(missing))
+    with pytest.raises(CacheNotFound):
+        scan_cache_dir(missing)
+    servers.ensure_hub_cache()
+    assert scan_cache_dir(missing).repos == frozenset()

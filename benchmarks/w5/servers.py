@@ -68,10 +68,19 @@ def tail(log_file, chars=1500):
         return f.read()[-chars:]
 
 
+def ensure_hub_cache():
+    """The hub's cache folder, made if missing: `transformers serve` answers /v1/models by scanning it, and
+    on a machine that never downloaded a model (the lent H200) the scan raised CacheNotFound on every poll,
+    so the peer never looked ready and its runs were lost."""
+    from huggingface_hub import constants
+    os.makedirs(constants.HF_HUB_CACHE, exist_ok=True)
+
+
 def start_peer(path, log_dir, tiny):
     """(targets {"http": ...}, stop()) of `transformers serve` with continuous batching on the checkpoint."""
     port = free_port_block(1)
     log_file = os.path.join(log_dir, "peer_server.log")
+    ensure_hub_cache()
     with open(log_file, "w") as log:
         proc = subprocess.Popen(peer_command(path, port, tiny), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
