@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from pydantic import PositiveFloat, PositiveInt, TypeAdapter, ValidationError
+
 MAX_CONNECTIONS = 900  # select()'s 1,024 descriptors, less those the router holds itself
 
 
@@ -45,9 +47,9 @@ def _positive(name: str, default, kind):
     if not text:
         return default
     try:
-        value = kind(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"${name}={text!r}: give a positive {kind.__name__} (default {default})")
-    return value
+        return _POSITIVE[kind].validate_python(text)  # pydantic's lax parse of the text, then > 0
+    except ValidationError:
+        raise ValueError(f"${name}={text!r}: give a positive {kind.__name__} (default {default})") from None
+
+
+_POSITIVE = {int: TypeAdapter(PositiveInt), float: TypeAdapter(PositiveFloat)}
