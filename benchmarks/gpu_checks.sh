@@ -14,7 +14,7 @@
 # Writes FOLDER/setup.log, FOLDER/kernels.log (every kernel-test process, one after the other), FOLDER/parity.log,
 # FOLDER/quant_parity.log, FOLDER/fp8kv.log, FOLDER/cuda_graphs.log and FOLDER/summary.txt; exits 1 if any check failed. Runs in its own shell, so gpu_setup.sh's PYTHONPATH stays here.
 # GPU_CHECKS_SETUP=0 skips the set-up (an environment that has everything already, e.g. `make install`'s
-# .venv activated: a CPU dry run of this file). PARITY_ARGS go to every gpu_parity.py process (e.g.
+# .venv activated: a CPU dry run of this file). CHECKS_PACK=1 packs the logs (below). PARITY_ARGS go to every gpu_parity.py process (e.g.
 # "--no-bf16": the float32 checks only); KERNEL_SHARDS, PARITY_SHARDS, CHECKS_BUDGET_S as below.
 out=${1:?usage: sh benchmarks/gpu_checks.sh LOG_FOLDER}
 mkdir -p "$out" || exit 1
@@ -109,4 +109,9 @@ cp "$work/quant-parity.log" "$out/quant_parity.log"
     echo "legacy CUDA graphs (rc $graphs): $(grep -E '(passed|failed|error)' "$out/cuda_graphs.log" | tail -1)"
     grep -E '^FAILED' "$out/cuda_graphs.log"
 } | tee "$out/summary.txt"
+# CHECKS_PACK=1: the logs go into FOLDER/logs.tgz beside summary.txt (2 files), for a device call that also
+# brings back a benchmark's files (a call brings back 8 files at most: the 7 logs crowded out the summary once)
+if [ "${CHECKS_PACK:-0}" = 1 ]; then
+    (cd "$out" && tar czf logs.tgz --exclude=logs.tgz --exclude=summary.txt . && find . -name '*.log' -delete)
+fi
 [ "$kernels" -eq 0 ] && [ "$parity" -eq 0 ] && [ "$quant" -eq 0 ] && [ "$fp8kv" -eq 0 ] && [ "$graphs" -eq 0 ]
