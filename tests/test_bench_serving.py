@@ -207,3 +207,22 @@ def test_the_peer_finds_a_hub_cache_folder_to_scan(tmp_path, monkeypatch):
         scan_cache_dir(missing)
     servers.ensure_hub_cache()
     assert scan_cache_dir(missing).repos == frozenset()
+
+
+def at_rate(rate, interactive, fastgen):
+    """A summary at `rate`: (share, effective req/s) per SLA."""
+    return {"offered_rate": rate, "interactive": {"share": interactive[0], "effective_requests_per_s": interactive[1]},
+            "fastgen": {"share": fastgen[0], "effective_requests_per_s": fastgen[1]}}
+
+
+def test_versus_peer_table_divides_at_each_ones_highest_compliant_rate_and_says_what_bounds_it():
+    ours = [at_rate(16, (1.0, 16.0), (1.0, 16.0)), at_rate(24, (0.5, 12.0), (1.0, 22.0))]
+    peer = [at_rate(1, (0.0, 0.0), (1.0, 0.8)), at_rate(2, (0.0, 0.0), (0.96, 1.6))]
+    runs = [{"system": "ours", "frontend": "grpc", "workload": "w", "summary": s} for s in ours]
+    runs += [{"system": "hf_serve", "frontend": "http", "workload": "w", "summary": s} for s in peer]
+    table = "\n".join(report.versus_peer_table({"runs": runs}))
+    # interactive: ours 16 req/s at 16 (24 missed it), the peer at no rate; FastGen: 22/1.6 = 13.75, both
+    # at their highest offered rates, so neither ceiling was found
+    assert ("| ours/grpc/w | 22.00 at 24+ vs 1.60 at 2+: 13.8x (no bound: neither ceiling found) "
+            "| 16.00 at 16 vs none: the peer met it at no rate |") in table
+    assert report.versus_peer_table({"runs": runs[:2]}) == []  # no peer in the run: no table

@@ -50,6 +50,45 @@ def compliance_table(results):
     return lines
 
 
+def best_compliant(rows, sla_name):
+    """(rate, effective req/s there, whether it was the highest rate offered) or None: a rate offered last
+    and met says that server's ceiling lies above it, not where."""
+    rate = highest_compliant_rate(rows, sla_name)
+    if rate is None:
+        return None
+    at = next(s for s in rows if s["offered_rate"] == rate)
+    return rate, at[sla_name]["effective_requests_per_s"], rate == max(s["offered_rate"] for s in rows)
+
+
+def versus_peer_table(results, peer="hf_serve"):
+    """Ours against the peer per workload and SLA: each one's effective req/s at its highest compliant rate,
+    and their ratio, qualified where a ceiling was not found (issue 21's "≥ 20x HF's server")."""
+    series = dict(sweep_rows(results))
+    peers = {key.split("/", 2)[2]: rows for key, rows in series.items() if key.startswith(peer + "/")}
+    lines = ["| ours ÷ peer | " + " | ".join(sla.name for sla in SLAS) + " |", "|" + " --- |" * (1 + len(SLAS))]
+    for key, rows in series.items():
+        workload = key.split("/", 2)[2]
+        if key.startswith(peer + "/") or workload not in peers:
+            continue
+        cells = [versus_cell(best_compliant(rows, sla.name), best_compliant(peers[workload], sla.name))
+                 for sla in SLAS]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
+
+
+def versus_cell(ours, theirs):
+    if ours is None:
+        return "ours: no rate met"
+    text = f"{ours[1]:.2f} at {ours[0]:g}{'+' if ours[2] else ''}"
+    if theirs is None:
+        return text + " vs none: the peer met it at no rate"
+    ratio = f"{ours[1] / theirs[1]:.1f}x" if theirs[1] > 0 else "-"
+    bound = " (no bound: neither ceiling found)" if ours[2] and theirs[2] else (
+        " (at most: the peer's ceiling not found)" if theirs[2] else (
+            " (at least: ours' ceiling not found)" if ours[2] else ""))
+    return f"{text} vs {theirs[1]:.2f} at {theirs[0]:g}{'+' if theirs[2] else ''}: {ratio}{bound}"
+
+
 def w1_table(results):
     w1 = results.get("w1", {})
     base = (w1.get("pipeline") or {}).get("output_tokens_per_s")
@@ -66,7 +105,8 @@ def w1_table(results):
 
 def markdown(results):
     parts = ["# W5: serving under load", "", *w1_table(results), "", *sweep_table(results), "",
-             *compliance_table(results), "",
+             *compliance_table(results), "", *versus_peer_table(results), "",
+             "rate+: the highest rate offered, met; that server's ceiling lies above it.",
              "client busy: the busiest load generator process's CPU seconds per second of the run (near 1: it may "
              "have set the pace, not the server)."]
     if results.get("errors"):
