@@ -1,10 +1,12 @@
 """Times each Triton op of mii_kernels.triton against its PyTorch reference, on CUDA, at real shapes.
 
     python3 benchmarks/kernel_bench_ops.py [--ops rms_norm,moe_experts] [--tokens 1,64,4096] [--graph] \
-        [--out $OUT/kernel_ops.json]
+        [--moe-shape mixtral|qwen3_moe] [--moe-configs default,per_expert_m16] [--out $OUT/kernel_ops.json]
 
 Shapes: Llama-3-8B (hidden 4096, 32 query / 8 KV heads of 128, intermediate 14336) for the norms, the
-gated activation and rotary + KV write; Mixtral (hidden 4096, 8 experts of 14336, top-2) for the MoE.
+gated activation and rotary + KV write; Mixtral (hidden 4096, 8 experts of 14336, top-2) for the MoE, or with
+``--moe-shape qwen3_moe`` Qwen3-30B-A3B's (hidden 2048, 128 experts of 768, top-8). ``--moe-configs`` times the
+MoE once per named launch config of ``mii_kernels.triton.moe.CONFIGS`` (rows ``moe_experts[name]``).
 bfloat16. Each row prints the median time of the Triton op and of the reference (``triton.testing.do_bench``,
 L2 flushed between calls), the speed-up, the bandwidth the Triton op reaches over the bytes it must move,
 and for the MoE its TFLOP/s. ``--graph`` times under CUDA-graph replay instead (launch overhead left out);
@@ -20,8 +22,11 @@ import sys
 import torch
 
 HIDDEN, Q_HEADS, KV_HEADS, HEAD, FFN = 4096, 32, 8, 128, 14336
-EXPERTS, TOP_K, BLOCK_SIZE = 8, 2, 64
+BLOCK_SIZE = 64
 DTYPE = torch.bfloat16
+DEVICE = "cuda"
+# (hidden, experts, features an expert, top-k); "tiny" is the CPU test's
+MOE_SHAPES = {"mixtral": (4096, 8, 14336, 2), "qwen3_moe": (2048, 128, 768, 8), "tiny": (32, 8, 48, 2)}
 
 
 def parse_args(argv=None):
@@ -29,15 +34,18 @@ def parse_args(argv=None):
     p.add_argument("--ops", default="rms_norm,layer_norm,gated_activation,rotary_write_kv,moe_experts")
     p.add_argument("--tokens", default="1,64,256,1024,4096", help="comma list of token counts T")
     p.add_argument("--graph", action="store_true", help="time under CUDA-graph replay")
+    p.add_argument("--moe-shape", default="mixtral", choices=sorted(MOE_SHAPES))
+    p.add_argument("--moe-configs", default="default", help="comma list of mii_kernels.triton.moe.CONFIGS names")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     args = p.parse_args(argv)
     args.ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     args.tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
+    args.moe_configs = [c.strip() for c in args.moe_configs.split(",") if c.strip()]
     return args
 
 
-def rand(*shape, scale=1.0, dtype=DTYPE):
-    return (torch.randn(*shape, device="cuda") * scale).to(dtype)
+def rand(*shape, scale=1.0, dtype=None):
+    return (torch.randn(*shape, device=DEVICE) * scale).to(dtype or DTYPE)
 
 
 def norm_case(op, tokens):
@@ -71,30 +79,35 @@ def rotary_case(tokens):
     return (q, k, v, cos, sin, HEAD, k_cache, v_cache, slots), {}, moved, 0.0
 
 
-def moe_case(tokens):
-    x = rand(tokens, HIDDEN)
-    logits = torch.randn(tokens, EXPERTS, device="cuda")
-    weights, ids = logits.softmax(dim=-1).topk(TOP_K, dim=-1)
-    w_gate_up = rand(EXPERTS, 2 * FFN, HIDDEN, scale=HIDDEN ** -0.5)
-    w_down = rand(EXPERTS, HIDDEN, FFN, scale=FFN ** -0.5)
+def moe_case(tokens, shape="mixtral"):
+    hidden, experts, ffn, top_k = MOE_SHAPES[shape]
+    x = rand(tokens, hidden)
+    logits = torch.randn(tokens, experts, device=DEVICE)
+    weights, ids = logits.softmax(dim=-1).topk(top_k, dim=-1)
+    w_gate_up = rand(experts, 2 * ffn, hidden, scale=hidden ** -0.5)
+    w_down = rand(experts, hidden, ffn, scale=ffn ** -0.5)
     used = ids.unique().numel()  # each expert that has a token streams its weights once
-    moved = (used * 3 * FFN * HIDDEN + 2 * tokens * HIDDEN) * x.element_size()
-    flops = 2.0 * tokens * TOP_K * 3 * FFN * HIDDEN
+    moved = (used * 3 * ffn * hidden + 2 * tokens * hidden) * x.element_size()
+    flops = 2.0 * tokens * top_k * 3 * ffn * hidden
     return (x, weights, ids, w_gate_up, w_down, "silu"), {}, moved, flops
 
 
-def build(op, tokens):
+def build(op, tokens, moe_shape="mixtral"):
     if op in ("rms_norm", "layer_norm"):
         return norm_case(op, tokens)
-    return {"gated_activation": gated_case, "rotary_write_kv": rotary_case, "moe_experts": moe_case}[op](tokens)
+    if op == "moe_experts":
+        return moe_case(tokens, moe_shape)
+    return {"gated_activation": gated_case, "rotary_write_kv": rotary_case}[op](tokens)
 
 
-def implementations(op):
+def implementations(op, moe_config=None):
+    """(ours, the reference); the MoE's ours with the named launch config."""
     from importlib import import_module
     module = {"rms_norm": "norms", "layer_norm": "norms", "gated_activation": "activations",
               "rotary_write_kv": "rotary", "moe_experts": "moe"}[op]
-    return (getattr(import_module(f"mii_kernels.triton.{module}"), op),
-            getattr(import_module(f"mii_kernels.torch_ref.{module}"), op))
+    triton_module = import_module(f"mii_kernels.triton.{module}")
+    ours = triton_module.TritonMoe(moe_config) if op == "moe_experts" else getattr(triton_module, op)
+    return ours, getattr(import_module(f"mii_kernels.torch_ref.{module}"), op)
 
 
 def time_ms(fn, graph):
@@ -112,21 +125,22 @@ def first(result):
     return result[0] if isinstance(result, tuple) else result
 
 
-def run_case(op, tokens, graph):
-    args, kwargs, moved, flops = build(op, tokens)
-    ours, reference = implementations(op)
+def run_case(op, tokens, graph, moe_shape="mixtral", moe_config=None):
+    args, kwargs, moved, flops = build(op, tokens, moe_shape)
+    ours, reference = implementations(op, moe_config)
     got, want = first(ours(*args, **kwargs)).float(), first(reference(*args, **kwargs)).float()
     error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
     ours_ms, _ = time_ms(lambda: ours(*args, **kwargs), graph)
     ref_ms, mark = time_ms(lambda: reference(*args, **kwargs), graph)
-    return {"op": op, "tokens": tokens, "triton_ms": ours_ms, "reference_ms": ref_ms, "reference_mark": mark,
+    label = f"{op}[{moe_config}]" if moe_config else op
+    return {"op": label, "tokens": tokens, "triton_ms": ours_ms, "reference_ms": ref_ms, "reference_mark": mark,
             "speedup": ref_ms / ours_ms, "triton_gb_s": moved / ours_ms / 1e6,
             "triton_tflop_s": flops / ours_ms / 1e9 if flops else None, "max_rel_diff": error}
 
 
 def print_row(row):
     tflops = f"{row['triton_tflop_s']:8.1f}" if row["triton_tflop_s"] else " " * 8
-    print(f"{row['op']:18s} {row['tokens']:6d} {row['triton_ms']:10.4f} {row['reference_ms']:10.4f}"
+    print(f"{row['op']:32s} {row['tokens']:6d} {row['triton_ms']:10.4f} {row['reference_ms']:10.4f}"
           f"{row['reference_mark']:1s} {row['speedup']:8.2f} {row['triton_gb_s']:9.0f} {tflops} "
           f"{row['max_rel_diff']:10.2e}", flush=True)
 
@@ -137,17 +151,19 @@ def main(argv=None):
         sys.exit("kernel_bench_ops.py needs a CUDA GPU")
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, bfloat16, "
           f"{'CUDA-graph replay' if args.graph else 'plain launches'}")
-    print(f"{'op':18s} {'T':>6s} {'triton ms':>10s} {'ref ms':>10s}  {'speedup':>8s} {'GB/s':>9s} "
+    print(f"{'op':32s} {'T':>6s} {'triton ms':>10s} {'ref ms':>10s}  {'speedup':>8s} {'GB/s':>9s} "
           f"{'TFLOP/s':>8s} {'max diff':>10s}")
     rows = []
     for op in args.ops:
-        for tokens in args.tokens:
-            rows.append(run_case(op, tokens, args.graph))
-            print_row(rows[-1])
-            torch.cuda.empty_cache()
+        for config in (args.moe_configs if op == "moe_experts" else [None]):
+            for tokens in args.tokens:
+                rows.append(run_case(op, tokens, args.graph, args.moe_shape, config))
+                print_row(rows[-1])
+                torch.cuda.empty_cache()
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "graph": args.graph, "rows": rows}, f, indent=1)
+            json.dump({"device": torch.cuda.get_device_name(), "graph": args.graph, "moe_shape": args.moe_shape,
+                       "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

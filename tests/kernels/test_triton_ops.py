@@ -260,6 +260,41 @@ def test_moe_experts_gelu_and_token_order():
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(moe.CONFIGS))
+def test_each_named_moe_config_matches_the_reference(name):
+    """Every launch config kernel_bench_ops.py may pick on the GPU gives the reference's result (float32),
+    at steps that reach every tier of them (3 picks a token over 6 experts: 9 tokens give 27 picks, 4.5 rows an
+    expert; 40 give 120 and 20; 400 give 1,200 and 200)."""
+    op = moe.TritonMoe(name)
+    for tokens in (9, 40, 400):
+        x = strided_rows(tokens, 24, torch.float32, seed=21)
+        weights, ids = routing(tokens, 6, 3, (2,))
+        w_gate_up, w_down = experts(6, 24, 40, torch.float32)
+        torch.testing.assert_close(op(x, weights, ids, w_gate_up, w_down, "silu"),
+                                   ref_moe.moe_experts(x, weights, ids, w_gate_up, w_down, "silu"),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_moe_configs_pick_tiles_by_their_measure():
+    """Worked by hand. Qwen3-MoE's decode at T = 256 (top-8 of 128 experts): 2,048 picks, 16 rows an expert:
+    the default (by picks) takes its prefill tier, per_expert its middle (16 <= 128), per_expert_m16 its
+    16-row tier (16 <= 32). Mixtral's 8 experts: per_expert gives the default's tier at every step."""
+    tile = lambda name, picks, experts: moe._tile(moe.CONFIGS[name], picks, experts)[0]  # noqa: E731
+    assert [tile(n, 2048, 128) for n in ("default", "per_expert", "per_expert_m16")] == [64, 32, 16]
+    assert all(tile("per_expert", picks, 8) == tile("default", picks, 8) for picks in range(1, 3000))
+    assert moe.TritonMoe().config == moe.CONFIGS["default"]
+
+
+def test_moe_config_by_name_from_the_environment_or_refused(monkeypatch):
+    monkeypatch.setenv("MII_TRITON_MOE_CONFIG", "per_expert_m16")
+    assert moe.TritonMoe().config == moe.CONFIGS["per_expert_m16"]
+    monkeypatch.setenv("MII_TRITON_MOE_CONFIG", "fastest")
+    with pytest.raises(ValueError, match="unknown moe config 'fastest'; choose one of .*per_expert"):
+        moe.TritonMoe()
+    with pytest.raises(ValueError, match="'ladder'"):
+        moe.TritonMoe({"by": "tokens", "ladder": ((None, (16, 64, 64, 1, 4, 3)),)})
+
+
 def test_moe_align_groups_picks_by_expert_in_padded_blocks():
     """Worked by hand: picks 0..5 = (token 0: experts 0, 2), (1: 2, 0), (2: 2, 3); 4 experts, blocks of 4."""
     ids = torch.tensor([0, 2, 2, 0, 2, 3], device=DEVICE)

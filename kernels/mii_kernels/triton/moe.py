@@ -35,6 +35,7 @@ import triton.language as tl
 
 from mii_core.model.quantization import QuantizedWeight
 from mii_kernels.triton.activations import activation_id, apply_activation
+from mii_kernels.triton.configs import pick_config
 from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, FP6_BLOCK, fp6_dot_chunk, load_decoded,
                                              plane_bytes_of, weight_format)
 
@@ -209,14 +210,41 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
     tl.store(out_ptr + pick[:, None].to(tl.int64) * hidden + n[None, :], weighted, mask=valid[:, None] & n_ok[None, :])
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages) by the number of picks T·k: small
-# blocks for decode (the weights are streamed once per block), large ones for prefill. Untuned guesses
-# in the range vLLM's fused_moe defaults use; ``CONFIGS`` may be replaced after measuring.
-CONFIGS = ((64, (16, 64, 128, 1, 4, 4)), (1024, (32, 64, 64, 4, 4, 3)), (None, (64, 128, 64, 8, 8, 3)))
+# Launch settings by name (env MII_TRITON_MOE_CONFIG, read when a kernel set builds its TritonMoe, or
+# TritonMoe(config)), so that benchmarks/kernel_bench_ops.py can compare them in one GPU run. A config
+# ladders tiles (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages) by a measure of the step: "picks"
+# (T·k) or "per_expert" (T·k / E, the rows an expert gets on average, which is what a block of BLOCK_M
+# rows pads: Qwen3-MoE's decode at T = 256 gives 2,048 picks but 16 rows an expert). "default" holds the
+# first, untuned guesses (vLLM's fused_moe range) until the GPU says otherwise; the others are candidates.
+_DECODE, _MIDDLE, _PREFILL = (16, 64, 128, 1, 4, 4), (32, 64, 64, 4, 4, 3), (64, 128, 64, 8, 8, 3)
+CONFIGS: dict[str, dict] = {
+    "default": {"by": "picks", "ladder": ((64, _DECODE), (1024, _MIDDLE), (None, _PREFILL))},
+    # the default's tiers for Mixtral's 8 experts, read per expert (64 / 8 = 8, 1024 / 8 = 128)
+    "per_expert": {"by": "per_expert", "ladder": ((8, _DECODE), (128, _MIDDLE), (None, _PREFILL))},
+    # 16-row blocks while an expert averages up to 32 rows (many small experts decoding)
+    "per_expert_m16": {"by": "per_expert", "ladder": ((32, _DECODE), (128, _MIDDLE), (None, _PREFILL))},
+    # as per_expert_m16 with 64-wide K tiles and 3 stages in the 16-row tier
+    "per_expert_m16_k64": {"by": "per_expert",
+                           "ladder": ((32, (16, 64, 64, 1, 4, 3)), (128, _MIDDLE), (None, _PREFILL))},
+}
 
 
-def _config(picks: int) -> tuple[int, ...]:
-    return next(config for limit, config in CONFIGS if limit is None or picks <= limit)
+def launch_config(config: str | dict | None = None) -> dict:
+    """A name from ``CONFIGS`` or a whole config ({"by": ..., "ladder": ...}); None reads the name from
+    ``MII_TRITON_MOE_CONFIG`` (default ``"default"``)."""
+    return pick_config(config, CONFIGS, "MII_TRITON_MOE_CONFIG", "moe", _checked)
+
+
+def _checked(config: dict) -> dict:
+    if config.get("by") not in ("picks", "per_expert") or not config.get("ladder") or config["ladder"][-1][0]:
+        raise ValueError(f"a moe config is {{'by': 'picks' | 'per_expert', 'ladder': ((limit, tile), ..., "
+                         f"(None, tile))}}, got {config!r}")
+    return dict(config)
+
+
+def _tile(config: dict, picks: int, num_experts: int) -> tuple[int, ...]:
+    measure = picks if config["by"] == "picks" else picks / num_experts
+    return next(tile for limit, tile in config["ladder"] if limit is None or measure <= limit)
 
 
 def _align(flat_ids: torch.Tensor, num_experts: int, block_m: int):
@@ -242,27 +270,47 @@ def _check_shapes(x, topk_ids, w_gate_up, w_down) -> None:
 
 
 def moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, w_gate_up: torch.Tensor,
-                w_down: torch.Tensor, activation: str) -> torch.Tensor:
+                w_down: torch.Tensor, activation: str, config: dict | None = None) -> torch.Tensor:
+    """``config``: a launch config (``launch_config``'s); None: ``CONFIGS["default"]``."""
     _check_shapes(x, topk_ids, w_gate_up, w_down)
     return _run(x, topk_weights, topk_ids, (w_gate_up, w_gate_up.stride(), None),
-                (w_down, w_down.stride(), None), w_down.shape, activation, 0)
+                (w_down, w_down.stride(), None), w_down.shape, activation, 0, config=config)
 
 
 def quant_moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
-                      w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation: str) -> torch.Tensor:
+                      w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation: str,
+                      config: dict | None = None) -> torch.Tensor:
     """As ``moe_experts`` on quantized stacks (weight-only; contract in mii_core/model/ops.py)."""
     _check_shapes(x, topk_ids, w_gate_up, w_down)
     group = w_gate_up.group_size
     if group != w_down.group_size or (group is not None and (group < 16 or group & (group - 1))):
         return moe_experts(x, topk_weights, topk_ids, w_gate_up.dequantize(x.dtype), w_down.dequantize(x.dtype),
-                           activation)  # column groups the kernels cannot tile: correct, slower
+                           activation, config)  # column groups the kernels cannot tile: correct, slower
     codes = lambda w: (w.data.view(torch.uint8), w.data.stride(), w.scale)  # noqa: E731
     return _run(x, topk_weights, topk_ids, codes(w_gate_up), codes(w_down), w_down.shape, activation,
-                weight_format(w_down.mode, x.device), group or 0)
+                weight_format(w_down.mode, x.device), group or 0, config)
+
+
+class TritonMoe:
+    """The ``moe_experts`` op with its launch config (registered as a class: each kernel set makes one,
+    reading the environment then)."""
+
+    def __init__(self, config: str | dict | None = None) -> None:
+        self.config = launch_config(config)
+
+    def __call__(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation: str) -> torch.Tensor:
+        return moe_experts(x, topk_weights, topk_ids, w_gate_up, w_down, activation, self.config)
+
+
+class TritonQuantMoe(TritonMoe):
+    """The ``quant_moe_experts`` op, with the same launch config as ``moe_experts``."""
+
+    def __call__(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation: str) -> torch.Tensor:
+        return quant_moe_experts(x, topk_weights, topk_ids, w_gate_up, w_down, activation, self.config)
 
 
 def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, fmt: int,
-         group: int = 0) -> torch.Tensor:
+         group: int = 0, config: dict | None = None) -> torch.Tensor:
     """The three launches; ``gate_up`` / ``down``: (weights or codes, their strides, row scales or None);
     ``group``: input columns per scale (0: one scale per row)."""
     code = activation_id(activation)
@@ -270,7 +318,7 @@ def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, 
     picks = tokens * top_k
     if picks == 0:
         return torch.zeros_like(x)
-    block_m, block_n, block_k, group_m, warps, stages = _config(picks)
+    block_m, block_n, block_k, group_m, warps, stages = _tile(config or CONFIGS["default"], picks, num_experts)
     block_k = min(block_k, group) if group else block_k  # a K tile within one column group
     if fmt == FORMAT_E3M2:
         block_k = max(block_k, FP6_BLOCK)  # whole 64-code blocks of the FP6 planes

@@ -11,11 +11,11 @@ _OPS = {
     "layer_norm": "mii_kernels.triton.norms:layer_norm",
     "rotary_write_kv": "mii_kernels.triton.rotary:rotary_write_kv",
     "gated_activation": "mii_kernels.triton.activations:gated_activation",
-    "moe_experts": "mii_kernels.triton.moe:moe_experts",
+    "moe_experts": "mii_kernels.triton.moe:TritonMoe",
     "paged_attention": "mii_kernels.triton.attention:TritonAttention",
     "linear": "mii_kernels.triton.linear:TritonLinear",
     "quant_linear": "mii_kernels.triton.quant_linear:TritonQuantLinear",
-    "quant_moe_experts": "mii_kernels.triton.moe:quant_moe_experts",
+    "quant_moe_experts": "mii_kernels.triton.moe:TritonQuantMoe",
 }
 
 
