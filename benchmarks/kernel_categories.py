@@ -14,7 +14,8 @@ What each category holds:
   ``_weight_only_kernel``); on the CPU ``aten::mm`` / ``addmm`` / ``bmm``
 - attention: our paged attention (attention.py ``_prefill_kernel``, ``_decode_kernel``, ``_reduce_kernel``),
   flash / fmha / SDPA kernels
-- moe: moe.py ``_align_kernel`` (tokens sorted by expert), ``_gate_up_kernel``, ``_down_kernel``
+- moe: moe.py's align kernels (picks sorted by expert: ``_count_kernel``, ``_offsets_kernel``,
+  ``_scatter_kernel``; ``_align_kernel`` before 2026-12-03), ``_gate_up_kernel``, ``_down_kernel``
 - norm: norms.py ``_rms_kernel``, ``_layer_kernel`` and any ``*norm*``
 - rotary+kv_write: rotary.py ``_rotary_write_kernel`` (rotates q and k and writes k, v, FP8-quantized with
   an FP8 KV cache, into the paged cache)
@@ -40,7 +41,8 @@ def ours(*names: str) -> str:
 
 
 RULES = (
-    ("moe", ours("_align_kernel", "_gate_up_kernel", "_down_kernel")),
+    ("moe", ours("_align_kernel", "_count_kernel", "_offsets_kernel", "_scatter_kernel", "_gate_up_kernel",
+                 "_down_kernel")),
     ("moe", r"moe|fused_experts"),
     ("attention", ours("_prefill_kernel", "_decode_kernel", "_reduce_kernel")),
     ("attention", r"flash|fmha|attention|attn|sdpa"),

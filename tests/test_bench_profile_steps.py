@@ -33,6 +33,7 @@ NAMES = {
     "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
     "_paged_attention_kernel": "attention",
     "_align_kernel": "moe", "_gate_up_kernel": "moe", "_down_kernel": "moe",
+    "_count_kernel": "moe", "_offsets_kernel": "moe", "_scatter_kernel": "moe",
     "_rms_kernel": "norm", "_layer_kernel": "norm",
     "_rotary_write_kernel": "rotary+kv_write",
     "_quantize_kernel": "fp8_act_quantize",

@@ -307,6 +307,39 @@ def test_moe_align_groups_picks_by_expert_in_padded_blocks():
     assert all(e >= 4 for e in block_expert.tolist()[3:])  # blocks past the used ones are skipped
 
 
+def align_by_sorting(ids, num_experts, block_m):
+    """The layout _align must produce, built another way: a stable sort by expert, each run copied to its
+    padded start; blocks owned by the expert whose padded run holds their first slot."""
+    picks = ids.numel()
+    order = torch.sort(ids.cpu(), stable=True).indices
+    counts = torch.bincount(ids.cpu(), minlength=num_experts)
+    padded = (counts + block_m - 1) // block_m * block_m
+    num_blocks = -(-(picks + min(num_experts, picks) * (block_m - 1)) // block_m)
+    layout = torch.full((num_blocks * block_m,), picks, dtype=torch.int64)
+    start, taken = 0, 0
+    owners = []
+    for expert in range(num_experts):
+        layout[start:start + counts[expert]] = order[taken:taken + counts[expert]]
+        owners += [expert] * (int(padded[expert]) // block_m)
+        start, taken = start + int(padded[expert]), taken + int(counts[expert])
+    return layout.tolist(), owners, num_blocks
+
+
+@pytest.mark.parametrize("picks, num_experts, block_m, chunk", [
+    (1, 8, 16, None), (8, 128, 16, None), (37, 6, 4, 4), (300, 16, 16, 16), (600, 128, 64, 16), (2048, 128, 16, None)])
+def test_moe_align_matches_a_stable_sort_at_any_chunking(picks, num_experts, block_m, chunk):
+    """Chunks of 4 or 16 picks make many count and scatter programs and several offset tiles, so runs that
+    span chunks are joined in pick order; Qwen3-MoE's decode (2,048 picks, 128 experts) at the default chunk."""
+    gen = torch.Generator().manual_seed(picks)
+    ids = torch.randint(0, num_experts, (picks,), generator=gen)
+    ids[ids == 1] = 2  # an idle expert: its run is empty
+    sorted_picks, block_expert, num_blocks = moe._align(ids.to(DEVICE), num_experts, block_m, chunk=chunk)
+    layout, owners, want_blocks = align_by_sorting(ids, num_experts, block_m)
+    assert num_blocks == want_blocks and sorted_picks.tolist() == layout
+    assert block_expert.tolist()[:len(owners)] == owners
+    assert all(e >= num_experts for e in block_expert.tolist()[len(owners):])
+
+
 # ---------------------------------------------------------------- registration
 
 def test_plugin_registers_triton_for_cuda_above_the_reference():

@@ -6,11 +6,12 @@ strides; contiguous along the last dimension is the fast case). Returns a new [T
 Expert ids must lie in [0, E): one outside is not checked (that would need a host sync) and leaves that
 token's output undefined.
 
-Three launches and two small PyTorch ops, none of which synchronises with the host:
-1. ``_align_kernel`` (one program): counts the T·k picks per expert, pads each expert's run to a
-   multiple of BLOCK_M, writes ``sorted_picks`` (pick index, or the sentinel T·k on padding) and the
-   expert of every BLOCK_M block. Buffers have the static upper bound T·k + min(E, T·k)·(BLOCK_M - 1),
-   so the grids below never depend on the routing: blocks past the used ones exit at once.
+Three steps and two small PyTorch ops, none of which synchronises with the host:
+1. ``_align``: groups the T·k picks by expert, pads each expert's run to a multiple of BLOCK_M, writes
+   ``sorted_picks`` (pick index, or the sentinel T·k on padding) and the expert of every BLOCK_M block:
+   a count per chunk of picks, one small program for the runs' offsets, a scatter per chunk. Buffers have
+   the static upper bound T·k + min(E, T·k)·(BLOCK_M - 1), so the grids below never depend on the
+   routing: blocks past the used ones exit at once.
 2. ``_gate_up_kernel``: per block, gate and up tiles of the block's expert on the gathered token rows,
    float32 accumulation, then act(gate) · up, written to an intermediate [padded picks, F].
 3. ``_down_kernel``: the down projection of those rows, times the pick's routing weight, in float32 to
@@ -49,39 +50,57 @@ def _owner(slots, padded_end):
 
 
 # routing-dependent counts are not specialised on: that would compile new variants mid-run
-@triton.jit(do_not_specialize=['picks', 'padded_len', 'num_blocks'])
-def _align_kernel(ids_ptr, sorted_ptr, block_expert_ptr, picks, padded_len, num_blocks,
-                  BLOCK_M: tl.constexpr, E_PAD: tl.constexpr, CHUNK: tl.constexpr):
+@triton.jit(do_not_specialize=['picks'])
+def _count_kernel(ids_ptr, counts_ptr, picks, E_PAD: tl.constexpr, CHUNK: tl.constexpr):
+    """Row p of counts [programs, E_PAD]: how many of the picks in chunk p chose each expert."""
+    chunk = tl.program_id(0)
     experts = tl.arange(0, E_PAD)
-    counts = tl.zeros([E_PAD], dtype=tl.int32)
-    for start in range(0, picks, CHUNK):
-        i = start + tl.arange(0, CHUNK)
-        ids = tl.load(ids_ptr + i, mask=i < picks, other=-1)
-        counts += tl.sum((ids[:, None] == experts[None, :]).to(tl.int32), axis=0)
-    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    i = chunk * CHUNK + tl.arange(0, CHUNK)
+    ids = tl.load(ids_ptr + i, mask=i < picks, other=-1)
+    tl.store(counts_ptr + chunk * E_PAD + experts, tl.sum((ids[:, None] == experts[None, :]).to(tl.int32), axis=0))
+
+
+@triton.jit(do_not_specialize=['programs', 'num_blocks'])
+def _offsets_kernel(counts_ptr, first_slot_ptr, block_expert_ptr, programs, num_blocks,
+                    BLOCK_M: tl.constexpr, E_PAD: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr):
+    """One program over the chunks' counts, ROWS chunks at a time: each expert's run padded to a multiple
+    of BLOCK_M, the slot where each chunk's first pick of each expert goes (runs in expert order, chunks in
+    pick order within a run), and the expert of every BLOCK_M block."""
+    experts = tl.arange(0, E_PAD)
+    totals = tl.zeros([E_PAD], dtype=tl.int32)
+    for start in range(0, programs, ROWS):
+        rows = start + tl.arange(0, ROWS)
+        counts = tl.load(counts_ptr + rows[:, None] * E_PAD + experts[None, :], mask=rows[:, None] < programs,
+                         other=0)
+        totals += tl.sum(counts, axis=0)
+    padded = (totals + BLOCK_M - 1) // BLOCK_M * BLOCK_M
     padded_end = tl.cumsum(padded, axis=0)
-    padded_start = padded_end - padded
-    # each pick to the next free slot of its expert's run, in pick order (a stable counting sort)
-    seen = tl.zeros([E_PAD], dtype=tl.int32)
-    for start in range(0, picks, CHUNK):
-        i = start + tl.arange(0, CHUNK)
-        ids = tl.load(ids_ptr + i, mask=i < picks, other=-1)
-        onehot = (ids[:, None] == experts[None, :]).to(tl.int32)
-        slot = padded_start[None, :] + seen[None, :] + tl.cumsum(onehot, axis=0) - onehot
-        dest = tl.sum(tl.where(onehot > 0, slot, 0), axis=1)
-        tl.store(sorted_ptr + dest, i, mask=(i < picks) & (tl.sum(onehot, axis=1) > 0))
-        seen += tl.sum(onehot, axis=0)
-    # every other slot (the padding of each run and the unused tail) gets the sentinel; these are
-    # exactly the slots the loop above left alone, so no barrier is needed between the two
-    filled_end = padded_start + counts
-    for start in range(0, padded_len, CHUNK):
-        slots = start + tl.arange(0, CHUNK)
-        owner = _owner(slots, padded_end)
-        owner_end = tl.sum(tl.where(experts[None, :] == owner[:, None], filled_end[None, :], 0), axis=1)
-        tl.store(sorted_ptr + slots, picks, mask=(slots < padded_len) & (slots >= owner_end))
+    running = padded_end - padded  # the next free slot of each expert's run
+    for start in range(0, programs, ROWS):
+        rows = start + tl.arange(0, ROWS)
+        at = rows[:, None] * E_PAD + experts[None, :]
+        counts = tl.load(counts_ptr + at, mask=rows[:, None] < programs, other=0)
+        tl.store(first_slot_ptr + at, running[None, :] + tl.cumsum(counts, axis=0) - counts,
+                 mask=rows[:, None] < programs)
+        running += tl.sum(counts, axis=0)
     for start in range(0, num_blocks, CHUNK):
         blocks = start + tl.arange(0, CHUNK)
         tl.store(block_expert_ptr + blocks, _owner(blocks * BLOCK_M, padded_end), mask=blocks < num_blocks)
+
+
+@triton.jit(do_not_specialize=['picks'])
+def _scatter_kernel(ids_ptr, first_slot_ptr, sorted_ptr, picks, E_PAD: tl.constexpr, CHUNK: tl.constexpr):
+    """Each pick of chunk p to its slot: the chunk's first slot for its expert plus the picks of that expert
+    before it in the chunk (a stable counting sort)."""
+    chunk = tl.program_id(0)
+    experts = tl.arange(0, E_PAD)
+    i = chunk * CHUNK + tl.arange(0, CHUNK)
+    ids = tl.load(ids_ptr + i, mask=i < picks, other=-1)
+    onehot = (ids[:, None] == experts[None, :]).to(tl.int32)
+    first = tl.load(first_slot_ptr + chunk * E_PAD + experts)
+    slot = first[None, :] + tl.cumsum(onehot, axis=0) - onehot
+    dest = tl.sum(tl.where(onehot > 0, slot, 0), axis=1)
+    tl.store(sorted_ptr + dest, i, mask=(i < picks) & (tl.sum(onehot, axis=1) > 0))
 
 
 @triton.jit
@@ -247,16 +266,31 @@ def _tile(config: dict, picks: int, num_experts: int) -> tuple[int, ...]:
     return next(tile for limit, tile in config["ladder"] if limit is None or measure <= limit)
 
 
-def _align(flat_ids: torch.Tensor, num_experts: int, block_m: int):
+# Elements of a [rows, E_PAD] one-hot tile the align kernels hold at once (registers, not shared memory).
+_ALIGN_TILE = 8192
+
+
+def _align(flat_ids: torch.Tensor, num_experts: int, block_m: int, chunk: int | None = None):
+    """(sorted picks, the expert of each block, blocks): the picks grouped by expert in pick order, each
+    expert's run padded to a multiple of block_m with the sentinel T·k. Four launches at any size (a fill,
+    then counts, offsets and scatter over chunks of ``chunk`` picks): none waits on the host, and the work of
+    each grows with picks / chunk, not with picks · experts in one program (the one-program version took
+    5.7 ms of a 13.9 ms Qwen3-MoE decode step of 256 tokens on the H200, 74 ms of a 114 ms prefill)."""
     picks = flat_ids.numel()
     padded_len = picks + min(num_experts, picks) * (block_m - 1)  # static bound: no host sync
     num_blocks = triton.cdiv(padded_len, block_m)
-    sorted_picks = torch.empty(num_blocks * block_m, dtype=torch.int32, device=flat_ids.device)
-    block_expert = torch.empty(num_blocks, dtype=torch.int32, device=flat_ids.device)
     e_pad = triton.next_power_of_2(num_experts)
-    chunk = min(triton.next_power_of_2(max(picks, num_blocks)), max(16, 8192 // e_pad))
-    _align_kernel[(1,)](flat_ids, sorted_picks, block_expert, picks, num_blocks * block_m, num_blocks,
-                        BLOCK_M=block_m, E_PAD=e_pad, CHUNK=chunk, num_warps=4)
+    chunk = chunk or max(16, _ALIGN_TILE // e_pad)
+    programs = triton.cdiv(picks, chunk)
+    device = flat_ids.device
+    sorted_picks = torch.full((num_blocks * block_m,), picks, dtype=torch.int32, device=device)
+    block_expert = torch.empty(num_blocks, dtype=torch.int32, device=device)
+    counts = torch.empty((programs, e_pad), dtype=torch.int32, device=device)
+    first_slot = torch.empty_like(counts)
+    _count_kernel[(programs,)](flat_ids, counts, picks, E_PAD=e_pad, CHUNK=chunk, num_warps=4)
+    _offsets_kernel[(1,)](counts, first_slot, block_expert, programs, num_blocks, BLOCK_M=block_m, E_PAD=e_pad,
+                          ROWS=max(1, _ALIGN_TILE // e_pad), CHUNK=max(16, _ALIGN_TILE // e_pad), num_warps=4)
+    _scatter_kernel[(programs,)](flat_ids, first_slot, sorted_picks, picks, E_PAD=e_pad, CHUNK=chunk, num_warps=4)
     return sorted_picks, block_expert, num_blocks
 
 
