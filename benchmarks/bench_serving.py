@@ -181,7 +181,8 @@ class Bench:
 
     def one_rate(self, system, frontend, workload, rate, target):
         a = self.args
-        requests = arrivals.make_requests(self.shapes[workload], rate, a.duration_s, first_special(a.tiny))
+        requests = arrivals.make_requests(self.shapes[workload], rate, a.duration_s, first_special(a.tiny),
+                                          ids_from=frontend)
         run = loadgen.run_load(target, requests, a.duration_s + a.drain_s, a.client_processes)
         summary = stats.summarize(run["records"], rate, run["t0"], a.duration_s)
         summary["client_busy"] = stats.client_busy(run["client_cpu_s"], summary["span_s"])

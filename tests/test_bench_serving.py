@@ -103,6 +103,18 @@ def test_poisson_arrivals_and_length_spread():
     assert max(max(r.prompt_ids) for r in reqs) < 1000
 
 
+def test_each_front_end_gets_the_same_arrivals_and_lengths_but_prompts_of_its_own():
+    """One deployment serves both front ends' runs, so the second would hit the prefix cache with the first's
+    prompts: same times and lengths, no 16-token prefix (a KV block's worth) in common."""
+    shape = arrivals.LoadShape("test", 64, 16)
+    http, grpc = (arrivals.make_requests(shape, 20.0, 5.0, 1000, ids_from=end) for end in ("http", "grpc"))
+    assert [(r.at_s, len(r.prompt_ids), r.max_tokens) for r in http] == \
+        [(r.at_s, len(r.prompt_ids), r.max_tokens) for r in grpc]
+    firsts = [tuple(r.prompt_ids[:16]) for r in http + grpc if len(r.prompt_ids) >= 16]
+    assert len(firsts) > 100 and len(set(firsts)) == len(firsts)
+    assert arrivals.make_requests(shape, 20.0, 5.0, 1000, ids_from="http")[3].prompt_ids == http[3].prompt_ids
+
+
 def test_draws_stay_within_one_and_twice_the_mean():
     rng = random.Random(0)
     assert {arrivals.draw_length(rng, 2) for _ in range(2000)} <= {1, 2, 3, 4}
@@ -226,3 +238,44 @@ def test_versus_peer_table_divides_at_each_ones_highest_compliant_rate_and_says_
     assert ("| ours/grpc/w | 22.00 at 24+ vs 1.60 at 2+: 13.8x (no bound: neither ceiling found) "
             "| 16.00 at 16 vs none: the peer met it at no rate |") in table
     assert report.versus_peer_table({"runs": runs[:2]}) == []  # no peer in the run: no table
+
+
+def test_a_run_is_reported_at_its_deadline_even_when_the_client_will_not_close(monkeypatch):
+    """One request answers at once, one never does; the client's close then hangs. The run's records must reach
+    ``report`` at the deadline (the first done, the second unfinished), not wait on the close."""
+    import asyncio
+    import time
+
+    from w5 import loadgen
+
+    async def send_one(request, record):
+        if request.max_tokens == 2:
+            await asyncio.sleep(3600)  # a stream that never ends
+        record["token_times"].append(time.perf_counter())
+        record["output_tokens"] = 1
+
+    class StuckClose:
+        def __init__(self, target):
+            pass
+
+        async def __aenter__(self):
+            return send_one
+
+        async def __aexit__(self, *exc):
+            await asyncio.sleep(3600)
+
+    monkeypatch.setattr(loadgen, "connect", StuckClose)
+    reported = []
+
+    async def run():
+        start = time.perf_counter
+        requests = [arrivals.Request(0.0, [1, 2], 1), arrivals.Request(0.0, [3], 2)]
+        drive = asyncio.ensure_future(loadgen.drive({}, requests, 0.3, start, reported.append))
+        await asyncio.sleep(2.0)
+        assert not drive.done()  # still stuck in the close
+        drive.cancel()
+
+    asyncio.run(run())
+    [records] = [r["records"] for r in reported]
+    assert records[0]["error"] is None and records[0]["output_tokens"] == 1
+    assert records[1]["error"] == "unfinished at the run's deadline" and records[1]["first"] is None

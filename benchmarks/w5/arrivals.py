@@ -40,13 +40,17 @@ def poisson_times(rng, rate, duration_s):
     return times
 
 
-def make_requests(shape, rate, duration_s, first_special, seed=5):
-    """The requests of one run: Poisson arrivals over duration_s, lengths drawn per request."""
+def make_requests(shape, rate, duration_s, first_special, seed=5, ids_from=""):
+    """The requests of one run: Poisson arrivals over duration_s, lengths drawn per request. The token ids
+    come from a generator of their own, keyed by ``ids_from`` as well: each front end of one deployment gets the
+    same arrivals and lengths but other prompts, since a front end sent the prompts another one just ran would
+    find them in the deployment's prefix cache (the H200's gRPC runs, after HTTP's, did until 2026-12-03)."""
     rng = random.Random(f"{shape.name}/{rate}/{seed}")
+    ids_rng = random.Random(f"{shape.name}/{rate}/{seed}/ids/{ids_from}")
     requests = []
     for at in poisson_times(rng, rate, duration_s):
         prompt_len, output_len = draw_length(rng, shape.prompt_mean), draw_length(rng, shape.output_mean)
-        requests.append(Request(at, [rng.randrange(first_special) for _ in range(prompt_len)], output_len))
+        requests.append(Request(at, [ids_rng.randrange(first_special) for _ in range(prompt_len)], output_len))
     return requests
 
 

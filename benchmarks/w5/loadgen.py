@@ -77,25 +77,30 @@ async def timed(send_one, request, t0):
     return record
 
 
-async def drive(target, requests, deadline_s, start):
+async def drive(target, requests, deadline_s, start, report=None):
     """All requests at their times counted from ``start()`` (a perf_counter instant, awaited once the client is
-    built); those unfinished deadline_s after it end as 'unfinished'."""
+    built); those unfinished deadline_s after it end as 'unfinished'. ``report(run)`` gets the run before the
+    client closes: closing a client with cancelled streams once outlasted a whole device call (the H200's
+    transformers serve at 512x512, 2026-12-03), and the run's records must not wait on it."""
     async with connect(target) as send_one:
         t0 = await asyncio.get_running_loop().run_in_executor(None, start)
         tasks = [asyncio.ensure_future(timed(send_one, r, t0)) for r in requests]
         done, pending = await asyncio.wait(tasks, timeout=max(t0 + deadline_s - time.perf_counter(), 0))
         for task in pending:
             task.cancel()
-    records = []
-    for task, request in zip(tasks, requests):
-        if task in done:
-            records.append(task.result())
-        else:
-            sent = len(request.prompt_ids)
-            records.append({"send": t0 + request.at_s, "first": None, "end": None, "token_times": [],
-                            "sent_prompt_tokens": sent, "prompt_tokens": sent, "max_tokens": request.max_tokens,
-                            "output_tokens": 0, "error": "unfinished at the run's deadline"})
-    return {"t0": t0, "records": records}
+        run = {"t0": t0, "records": [task.result() if task in done else unfinished(request, t0)
+                                     for task, request in zip(tasks, requests)]}
+        if report is not None:
+            report(run)
+    return run
+
+
+def unfinished(request, t0):
+    """The record of a request still running at the run's deadline."""
+    sent = len(request.prompt_ids)
+    return {"send": t0 + request.at_s, "first": None, "end": None, "token_times": [], "sent_prompt_tokens": sent,
+            "prompt_tokens": sent, "max_tokens": request.max_tokens, "output_tokens": 0,
+            "error": "unfinished at the run's deadline"}
 
 
 class connect:
@@ -178,18 +183,25 @@ def _collect(results, count, timeout_s):
 
 
 def _client(target, requests, deadline_s, index, ready, go, t0, results):
-    """One client process: builds its client, waits for the others, drives its share of the requests."""
-    cpu_at_start = []
+    """One client process: builds its client, waits for the others, drives its share of the requests and
+    reports them as soon as the deadline passes (the parent kills a process whose client then will not close)."""
+    cpu_at_start, reported = [], []
 
     def start():
         ready.wait(READY_TIMEOUT_S)
         go.wait(READY_TIMEOUT_S)
         cpu_at_start.append(time.process_time())  # the imports and the client's set-up are not the run's
         return t0.value
-    try:
-        run = asyncio.run(drive(target, requests, deadline_s, start))
+
+    def report(run):
         results.put((index, {"records": run["records"], "cpu_s": time.process_time() - cpu_at_start[0]}, None))
+        reported.append(True)
+    try:
+        asyncio.run(drive(target, requests, deadline_s, start, report))
     except BaseException:  # noqa: BLE001 - the parent hears of any failure rather than waiting for it
+        if reported:  # the run is in; what failed was closing the client
+            traceback.print_exc()
+            return
         ready.abort()  # the others (and the parent) stop waiting for this one
         go.abort()
         results.put((index, None, traceback.format_exc()))
