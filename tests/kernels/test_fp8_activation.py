@@ -39,3 +39,18 @@ def test_ties_subnormals_saturation_and_zeros_by_hand():
     assert codes.float().tolist() == [[1.0, 2.0 ** -8, -448.0, 0.0]]
     zero_codes, zero_scale = quantize_per_tensor(torch.zeros(2, 5, device=DEVICE))
     assert zero_scale.item() == 1.0 and not zero_codes.float().any()
+
+
+@pytest.mark.parametrize("largest_row", [0, 5, 8])
+def test_absmax_of_rows_shared_over_fewer_programs(monkeypatch, largest_row):
+    """Four absmax programs over nine rows: each takes rows p, p + 4, p + 8 (program 0 three of them, the others
+    two, reading the last row again); wherever the largest |x| lies, the scale and codes are PyTorch's."""
+    from mii_kernels.triton import fp8_activation
+
+    monkeypatch.setattr(fp8_activation, "_AMAX_PROGRAMS", 4)
+    rows = randn(9, 70, scale=1.0)
+    rows[largest_row, 33] = -50.0
+    codes, scale = quantize_per_tensor(rows)
+    want_codes, want_scale = _reference(rows)
+    assert scale.item() == (torch.tensor(50.0) / 448).item() and torch.equal(scale, want_scale)
+    assert torch.equal(codes.view(torch.uint8), want_codes.view(torch.uint8))
