@@ -31,7 +31,7 @@ MOE_SHAPES = {"mixtral": (4096, 8, 14336, 2), "qwen3_moe": (2048, 128, 768, 8), 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ops", default="rms_norm,layer_norm,gated_activation,rotary_write_kv,moe_experts")
+    p.add_argument("--ops", default="rms_norm,offset_rms_norm,layer_norm,gated_activation,rotary_write_kv,moe_experts")
     p.add_argument("--tokens", default="1,64,256,1024,4096", help="comma list of token counts T")
     p.add_argument("--graph", action="store_true", help="time under CUDA-graph replay")
     p.add_argument("--moe-shape", default="mixtral", choices=sorted(MOE_SHAPES))
@@ -49,9 +49,10 @@ def rand(*shape, scale=1.0, dtype=None):
 
 
 def norm_case(op, tokens):
-    """rms_norm / layer_norm with the residual add, as every decoder layer after the first calls them."""
+    """rms_norm / offset_rms_norm / layer_norm with the residual add, as every decoder layer after the first
+    calls them."""
     x, residual, weight, bias = rand(tokens, HIDDEN), rand(tokens, HIDDEN), rand(HIDDEN), rand(HIDDEN)
-    if op == "rms_norm":
+    if op in ("rms_norm", "offset_rms_norm"):
         args = (x, weight, 1e-5)
     else:
         args = (x, weight, bias, 1e-5)
@@ -93,7 +94,7 @@ def moe_case(tokens, shape="mixtral"):
 
 
 def build(op, tokens, moe_shape="mixtral"):
-    if op in ("rms_norm", "layer_norm"):
+    if op in ("rms_norm", "offset_rms_norm", "layer_norm"):
         return norm_case(op, tokens)
     if op == "moe_experts":
         return moe_case(tokens, moe_shape)
@@ -103,7 +104,7 @@ def build(op, tokens, moe_shape="mixtral"):
 def implementations(op, moe_config=None):
     """(ours, the reference); the MoE's ours with the named launch config."""
     from importlib import import_module
-    module = {"rms_norm": "norms", "layer_norm": "norms", "gated_activation": "activations",
+    module = {"rms_norm": "norms", "offset_rms_norm": "norms", "layer_norm": "norms", "gated_activation": "activations",
               "rotary_write_kv": "rotary", "moe_experts": "moe"}[op]
     triton_module = import_module(f"mii_kernels.triton.{module}")
     ours = triton_module.TritonMoe(moe_config) if op == "moe_experts" else getattr(triton_module, op)

@@ -64,11 +64,13 @@ def test_offset_norm_is_hfs_order_in_half_precision(dtype):
     from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
 
     from mii_core.model.norm import OffsetRMSNorm
+    from mii_core.model.ops import KernelSet
+    from mii_core.plugins import get_plugins
 
     generator = torch.Generator().manual_seed(0)
     x, w = torch.randn(8, 64, generator=generator).to(dtype), torch.randn(64, generator=generator).to(dtype)
     reference = GemmaRMSNorm(64, eps=1e-6).to(dtype)
-    ours = OffsetRMSNorm(64, 1e-6, torch.device("cpu"), dtype)
+    ours = OffsetRMSNorm(64, 1e-6, KernelSet("cpu", get_plugins().kernels), torch.device("cpu"), dtype)
     with torch.no_grad():
         reference.weight.copy_(w)
         ours.weight.copy_(w)

@@ -18,6 +18,12 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     to ``x.dtype``, then times ``weight``: HF Llama's order). With ``residual`` [T, H]: first
     ``summed = x + residual`` (in ``x.dtype``), returns ``(norm(summed), summed)``; a fused kernel does
     both in one pass.
+``offset_rms_norm(x, weight, eps, residual=None)``
+    As ``rms_norm``, but scaling by ``(1 + weight)`` in HF Gemma's order: the statistics, the product
+    ``normed * (1 + weight)`` and ``1 + weight`` itself in float32, cast to the normed tensor's dtype only at
+    the end (one rounding, where ``rms_norm`` rounds twice). A separate op, not a flag on ``rms_norm``, so
+    that a kernel plugin implementing only ``rms_norm`` keeps its signature and this op falls back to the
+    reference.
 ``layer_norm(x, weight, bias, eps, residual=None)``
     As ``rms_norm`` with LayerNorm (``bias`` may be None).
 ``rotary_write_kv(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping, kv_scales=None) -> q``
@@ -105,8 +111,8 @@ if TYPE_CHECKING:  # torch only for the annotations: importing this module must 
     from mii_core.model.quantization import QuantizedWeight
 
 # the ops every built-in block uses; listed by `mii-core plugins`
-OP_NAMES = ("rms_norm", "layer_norm", "rotary_write_kv", "paged_attention", "gated_activation", "moe_experts",
-            "linear", "quant_linear", "quant_moe_experts")
+OP_NAMES = ("rms_norm", "offset_rms_norm", "layer_norm", "rotary_write_kv", "paged_attention", "gated_activation",
+            "moe_experts", "linear", "quant_linear", "quant_moe_experts")
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,9 @@ class KernelOps(Protocol):
 
     def rms_norm(self, x: "torch.Tensor", weight: "torch.Tensor", eps: float,
                  residual: Optional["torch.Tensor"] = None) -> Any: ...
+
+    def offset_rms_norm(self, x: "torch.Tensor", weight: "torch.Tensor", eps: float,
+                        residual: Optional["torch.Tensor"] = None) -> Any: ...
 
     def layer_norm(self, x: "torch.Tensor", weight: "torch.Tensor", bias: Optional["torch.Tensor"], eps: float,
                    residual: Optional["torch.Tensor"] = None) -> Any: ...
@@ -203,6 +212,9 @@ class KernelSet:
 
     def rms_norm(self, x, weight, eps, residual=None):
         return self.op("rms_norm")(x, weight, eps, residual)
+
+    def offset_rms_norm(self, x, weight, eps, residual=None):
+        return self.op("offset_rms_norm")(x, weight, eps, residual)
 
     def layer_norm(self, x, weight, bias, eps, residual=None):
         return self.op("layer_norm")(x, weight, bias, eps, residual)

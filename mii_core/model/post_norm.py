@@ -16,7 +16,7 @@ class PostNormAttention(Attention):
 
     def __init__(self, spec, ctx, kernels, device, dtype, layer_index: int = 0):
         super().__init__(spec, ctx, kernels, device, dtype, layer_index)
-        self.post_norm = OffsetRMSNorm(spec.hidden_size, spec.norm_eps, device, dtype)
+        self.post_norm = OffsetRMSNorm(spec.hidden_size, spec.norm_eps, kernels, device, dtype)
 
     def forward(self, hidden, batch, rope, kv_cache) -> torch.Tensor:
         return self.post_norm(super().forward(hidden, batch, rope, kv_cache))
@@ -27,7 +27,7 @@ class PostNormMLP(MLP):
 
     def __init__(self, spec, ctx, kernels, device, dtype, layer_index: int = 0):
         super().__init__(spec, ctx, kernels, device, dtype)
-        self.post_norm = OffsetRMSNorm(spec.hidden_size, spec.norm_eps, device, dtype)
+        self.post_norm = OffsetRMSNorm(spec.hidden_size, spec.norm_eps, kernels, device, dtype)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.post_norm(super().forward(hidden))

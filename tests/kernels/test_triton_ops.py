@@ -101,6 +101,54 @@ def test_layer_norm_matches_reference(tokens, hidden, dtype, with_residual, with
     assert_matches(got, want)
 
 
+# Gemma's (1 + w) norm against HF's GemmaRMSNorm (float32 math, one cast): at the widths of Gemma-2-2B, Gemma-2-9B
+# and Gemma 3's q/k head norms (a row per head)
+OFFSET_NORM_REAL = [(1, 3584), (4096, 3584), (333, 2304), (4096, 256)]
+
+
+def hf_gemma_norm(x, weight, eps):
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+
+    norm = GemmaRMSNorm(x.shape[-1], eps=eps).to(device=x.device, dtype=weight.dtype)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        return norm(x)
+
+
+def assert_within_one_ulp(actual, expected):
+    """16-bit: the kernel's float32 sum of squares runs in another order than torch's mean, and its rsqrt may be
+    an ulp off torch's; a float32 result a few ulps apart rounds to the other 16-bit neighbour only when it
+    lies that close to a rounding boundary, so a rare element is one ulp off and nearly all are bit-equal.
+    Llama's order (a second rounding) changes far more than 1% (checked below)."""
+    magnitude = expected.abs()
+    ulp = (torch.nextafter(magnitude, torch.full_like(magnitude, float("inf"))) - magnitude).float()
+    assert ((actual.float() - expected.float()).abs() <= ulp).all(), "an element is more than one ulp off HF's"
+    differing = (actual != expected).float().mean().item()
+    assert differing <= 0.01, f"{differing:.2%} of the elements differ from HF's"
+
+
+@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("tokens, hidden, dtype", cases(NORM_SMALL, OFFSET_NORM_REAL))
+def test_offset_rms_norm_matches_hf_gemma(tokens, hidden, dtype, with_residual):
+    x = strided_rows(tokens, hidden, dtype, seed=11) * 3
+    weight = randn(hidden, dtype=dtype, scale=0.5, seed=12)  # Gemma stores offsets from 1
+    residual = strided_rows(tokens, hidden, dtype, seed=13) if with_residual else None
+    got = norms.offset_rms_norm(x, weight, 1e-6, residual=residual)
+    summed = x
+    if with_residual:
+        summed = x + residual  # rounded to x's dtype before the norm reads it, as HF's decoder layer does
+        assert torch.equal(got[1], summed)
+        got = got[0]
+    want = hf_gemma_norm(summed, weight, 1e-6)
+    assert got.dtype == want.dtype == dtype and got.shape == want.shape
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        return
+    assert_within_one_ulp(got, want)
+    llama_order = norms.rms_norm(summed, weight + 1, 1e-6)  # cast, then (1 + w): must not pass the check
+    assert (llama_order != want).float().mean().item() > 0.01, "the check cannot tell the orders apart"
+
+
 # ---------------------------------------------------------------- gated activation
 
 @pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh"])
@@ -348,7 +396,7 @@ def test_plugin_registers_triton_for_cuda_above_the_reference():
     registry = KernelRegistry()
     ref_plugin.mii_core_register_kernels(registry)
     triton_plugin.mii_core_register_kernels(registry)
-    ops = ["rms_norm", "layer_norm", "rotary_write_kv", "gated_activation", "moe_experts"]
+    ops = ["rms_norm", "offset_rms_norm", "layer_norm", "rotary_write_kv", "gated_activation", "moe_experts"]
     if find_spec("mii_kernels.triton.attention") is not None:
         ops.append("paged_attention")
     else:

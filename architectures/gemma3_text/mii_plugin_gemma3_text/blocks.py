@@ -42,7 +42,7 @@ class Gemma3Attention(PostNormAttention, HeadNormAttention):
         self.layer_type = FULL if spec.window_of(layer_index) is None else SLIDING
 
     def head_norm(self, spec: DecoderSpec, kernels, device: torch.device, dtype: torch.dtype) -> OffsetRMSNorm:
-        return OffsetRMSNorm(spec.head_dim, spec.norm_eps, device, dtype)
+        return OffsetRMSNorm(spec.head_dim, spec.norm_eps, kernels, device, dtype)
 
     def forward(self, hidden, batch, rope, kv_cache) -> torch.Tensor:
         return super().forward(hidden, batch, rope[self.layer_type], kv_cache)

@@ -17,6 +17,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None):
     return _with_residual(norm, x, residual)
 
 
+def offset_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None):
+    # HF GemmaRMSNorm's order: (1 + w) and the product in float32, one cast at the end
+    def norm(t: torch.Tensor) -> torch.Tensor:
+        t32 = t.float()
+        normed = t32 * torch.rsqrt(t32.pow(2).mean(-1, keepdim=True) + eps)
+        return (normed * (1.0 + weight.float())).to(t.dtype)
+
+    return _with_residual(norm, x, residual)
+
+
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias, eps: float, residual=None):
     return _with_residual(lambda t: torch.nn.functional.layer_norm(t, (t.shape[-1],), weight, bias, eps),
                           x, residual)

@@ -3,6 +3,7 @@ from mii_core.plugins import hookimpl
 
 _OPS = {
     "rms_norm": "mii_kernels.torch_ref.norms:rms_norm",
+    "offset_rms_norm": "mii_kernels.torch_ref.norms:offset_rms_norm",
     "layer_norm": "mii_kernels.torch_ref.norms:layer_norm",
     "rotary_write_kv": "mii_kernels.torch_ref.rotary:rotary_write_kv",
     "paged_attention": "mii_kernels.torch_ref.attention:paged_attention",

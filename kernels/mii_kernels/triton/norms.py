@@ -6,6 +6,8 @@ residual, ``summed = x + residual`` is rounded to its dtype first and the norm r
 value, exactly as the reference does; the function returns ``(norm(summed), summed)``.
 Statistics are float32. RMSNorm keeps HF Llama's cast order: the normalised row is cast to x's dtype
 before it is multiplied by the weight (the product rounded to the promoted dtype of x and weight).
+``offset_rms_norm`` (the same kernel, ``OFFSET`` set) keeps HF Gemma's: ``normed * (1 + w)`` all in
+float32, rounded once to the normed row's dtype.
 LayerNorm computes ``(x - mean) * rstd * weight + bias`` in float32 and rounds once, as
 ``torch.nn.functional.layer_norm`` does.
 """
@@ -30,16 +32,19 @@ def _input_row(x_ptr, res_ptr, sum_ptr, row, cols, mask, width, stride_x, stride
 
 @triton.jit
 def _rms_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, out_ptr, width, eps, stride_x, stride_r, stride_xc, stride_rc,
-                HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+                HAS_RESIDUAL: tl.constexpr, OFFSET: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < width
     x32 = _input_row(x_ptr, res_ptr, sum_ptr, row, cols, mask, width, stride_x, stride_r, stride_xc, stride_rc,
                      HAS_RESIDUAL)
     rstd = tl.rsqrt(tl.sum(x32 * x32, axis=0) / width + eps)
-    normed = (x32 * rstd).to(sum_ptr.dtype.element_ty).to(tl.float32)  # HF: cast back, then the weight
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * width + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
+    if OFFSET:  # HF Gemma: (1 + w) and the product in float32, one rounding at the store
+        y = (x32 * rstd) * (1.0 + w)
+    else:  # HF Llama: cast back, then the weight
+        y = w * (x32 * rstd).to(sum_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(out_ptr + row * width + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -79,16 +84,25 @@ def _result(out, summed, x, residual):
     return out if residual is None else (out, summed.view(x.shape))
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None):
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, residual, offset: bool):
     rows, res_rows, summed, block, warps = _launch_shape(x, residual)
-    # the reference's ``weight * normed.to(x.dtype)`` has the promoted dtype
-    out = torch.empty(rows.shape, dtype=torch.promote_types(weight.dtype, summed.dtype), device=x.device)
+    # Llama's ``weight * normed.to(x.dtype)`` has the promoted dtype; Gemma's casts to the normed row's
+    out_dtype = summed.dtype if offset else torch.promote_types(weight.dtype, summed.dtype)
+    out = torch.empty(rows.shape, dtype=out_dtype, device=x.device)
     if rows.shape[0]:
         _rms_kernel[(rows.shape[0],)](
             rows, res_rows, summed, weight, out, rows.shape[1], eps,
             rows.stride(0), res_rows.stride(0), rows.stride(1), res_rows.stride(1),
-            HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=warps)
+            HAS_RESIDUAL=residual is not None, OFFSET=offset, BLOCK=block, num_warps=warps)
     return _result(out, summed, x, residual)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None):
+    return _rms(x, weight, eps, residual, offset=False)
+
+
+def offset_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None):
+    return _rms(x, weight, eps, residual, offset=True)
 
 
 def layer_norm(x: torch.Tensor, weight, bias, eps: float, residual=None):

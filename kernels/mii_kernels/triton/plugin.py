@@ -8,6 +8,7 @@ from mii_core.plugins import hookimpl
 
 _OPS = {
     "rms_norm": "mii_kernels.triton.norms:rms_norm",
+    "offset_rms_norm": "mii_kernels.triton.norms:offset_rms_norm",
     "layer_norm": "mii_kernels.triton.norms:layer_norm",
     "rotary_write_kv": "mii_kernels.triton.rotary:rotary_write_kv",
     "gated_activation": "mii_kernels.triton.activations:gated_activation",
