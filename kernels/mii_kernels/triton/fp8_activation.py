@@ -21,6 +21,7 @@ from mii_core.model.quant_formats import FP8_MAX
 from mii_kernels.triton.e4m3 import e4m3_byte, has_nvidia_intrinsics
 
 _BLOCK = 1024
+_FP8_MAX = tl.constexpr(FP8_MAX)  # a global a kernel reads must be a constexpr
 # Programs of the absmax kernel: enough to keep the H200's 132 SMs reading, few enough that their atomics on
 # one address stay negligible.
 _AMAX_PROGRAMS = 264
@@ -57,7 +58,7 @@ def _quantize_kernel(x_ptr, codes_ptr, amax_ptr, scale_ptr, columns, stride_row,
     mask = cols < columns
     x = tl.load(x_ptr + row.to(tl.int64) * stride_row + cols, mask=mask, other=0.0).to(tl.float32)
     amax = tl.load(amax_ptr)
-    scale = tl.where(amax > 0, _divide(amax, FP8_MAX, NVIDIA), 1.0)
+    scale = tl.where(amax > 0, _divide(amax, _FP8_MAX, NVIDIA), 1.0)
     if (row == 0) & (tl.program_id(1) == 0):
         tl.store(scale_ptr, scale)
     scaled = tl.minimum(tl.maximum(_divide(x, scale, NVIDIA), -448.0), 448.0)
