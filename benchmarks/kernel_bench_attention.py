@@ -3,6 +3,8 @@
     python3 benchmarks/kernel_bench_attention.py [--workloads w2,w2g,long,w1,mixed,w3] [--configs all]
         [--extra-config 'splits8={"decode_splits": 8}'] [--block-size 64] [--out $OUT/attention.json]
 
+``--kv-dtype fp8`` runs every row on an FP8 (e4m3) cache, as ``kv_cache_dtype="fp8"`` makes it: the H200 profile
+of 2026-12-03 found W1's decode attention as slow on it as on bf16 (7.5 ms a step for half the bytes).
 Attention shape (``--shape``): llama (Llama-3-8B: 32 query heads, 8 KV heads, head size 128), gemma2
 (Gemma-2-9B: 16 / 8 / 256, logits soft-capped at 50, scale 256^-0.5: its W1 row is 2.04x its floor, most
 of which is KV reads) or qwen3_moe (Qwen3-30B-A3B: 32 / 4 / 128); bf16. Workloads:
@@ -43,8 +45,8 @@ class Shape:
     softcap: float | None = None
     scale: float | None = None  # None: head_dim ** -0.5
 
-    def params(self) -> AttentionParams:
-        return AttentionParams(self.scale or self.head_dim ** -0.5, logit_softcap=self.softcap)
+    def params(self, kv_scales: torch.Tensor | None = None) -> AttentionParams:
+        return AttentionParams(self.scale or self.head_dim ** -0.5, logit_softcap=self.softcap, kv_scales=kv_scales)
 
 
 SHAPES = {"llama": Shape(32, 8, 128), "gemma2": Shape(16, 8, 256, softcap=50.0, scale=256 ** -0.5),
@@ -79,8 +81,9 @@ def workloads(names: list[str]) -> list[Workload]:
 class Setup:
     """One workload's batch, queries and per-layer caches (tables shared by the layers, as in a model)."""
 
-    def __init__(self, work: Workload, block_size: int, device: torch.device, shape: Shape):
+    def __init__(self, work: Workload, block_size: int, device: torch.device, shape: Shape, fp8_kv: bool = False):
         self.shape = shape
+        kv_size = 1 if fp8_kv else 2  # bytes a cached K or V element takes
         heads, kv_heads, head_dim = shape.heads, shape.kv_heads, shape.head_dim
         blocks = [-(-(seen + new) // block_size) for seen, new in work.seqs]
         num_blocks = sum(blocks) + 1
@@ -90,16 +93,20 @@ class Setup:
             tables[0] += [0] * (-(-work.table_tokens // block_size) - len(tables[0]))
         self.batch = build_ragged_batch([[0] * new for _, new in work.seqs], [s for s, _ in work.seqs], tables,
                                         block_size, device)
-        self.kv_bytes = sum(seen + new for seen, new in work.seqs) * kv_heads * head_dim * 2 * 2
-        layer_bytes = num_blocks * block_size * kv_heads * head_dim * 2 * 2
+        self.kv_bytes = sum(seen + new for seen, new in work.seqs) * kv_heads * head_dim * 2 * kv_size
+        layer_bytes = num_blocks * block_size * kv_heads * head_dim * 2 * kv_size
         self.layers = max(2, min(256, -(-L2_BYTES * 4 // layer_bytes)))
         self.cache = torch.randn((self.layers, 2, num_blocks, block_size, kv_heads, head_dim), device=device,
                                  dtype=DTYPE)
+        kv_scales = None
+        if fp8_kv:  # e4m3 codes of N(0, 1) values and a scale of 1 per head: the engine's FP8 cache layout
+            self.cache = self.cache.to(torch.float8_e4m3fn)
+            kv_scales = torch.ones((2, kv_heads), device=device, dtype=torch.float32)
         tokens = sum(new for _, new in work.seqs)
         self.q = torch.randn((tokens, heads, head_dim), device=device, dtype=DTYPE)
         self.io_bytes = 2 * self.q.numel() * self.q.element_size()
         self.flops = 4 * heads * head_dim * sum(seen + i + 1 for seen, new in work.seqs for i in range(new))
-        self.params = shape.params()
+        self.params = shape.params(kv_scales)
 
     def call(self, attend, layer: int):
         return attend(self.q, self.cache[layer, 0], self.cache[layer, 1], self.batch, self.params)
@@ -175,7 +182,7 @@ def rate(setup: Setup, micros: float | None, prefill: bool) -> str:
 
 
 def bench_workload(work: Workload, configs: dict[str, dict], args, device) -> dict:
-    setup = Setup(work, args.block_size, device, SHAPES[args.shape])
+    setup = Setup(work, args.block_size, device, SHAPES[args.shape], fp8_kv=args.kv_dtype == "fp8")
     prefill = setup.batch.max_query_len > 1 and not setup.batch.decode_seqs.numel()
     print(f"\n{work.name}: {setup.batch.num_seqs} seqs, {setup.q.shape[0]} new tokens, "
           f"K/V {setup.kv_bytes / 1e6:.1f} MB per layer call, {setup.layers} layers rotated")
@@ -215,6 +222,8 @@ def main(argv=None) -> int:
     p.add_argument("--extra-config", action="append", default=[],
                    help='NAME=JSON overrides on the default config, e.g. splits8={"decode_splits": 8}')
     p.add_argument("--shape", choices=sorted(SHAPES), default="llama", help="the model whose attention to run")
+    p.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16",
+                   help="the cache's dtype: fp8 is the engine's kv_cache_dtype='fp8' (e4m3, a scale per KV head)")
     p.add_argument("--block-size", type=int, default=64, help="KV block size (the engine's default above D=64)")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--skip-ceilings", action="store_true")
@@ -231,8 +240,9 @@ def main(argv=None) -> int:
         configs[name] = {**triton_attention.CONFIGS["default"], **json.loads(overrides)}
     torch.manual_seed(0)
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "configs": configs,
-              "shape": args.shape, "block_size": args.block_size, "workloads": {}}
-    print(f"{result['device']}, torch {torch.__version__}, {args.shape} attention, block size {args.block_size}")
+              "shape": args.shape, "kv_dtype": args.kv_dtype, "block_size": args.block_size, "workloads": {}}
+    print(f"{result['device']}, torch {torch.__version__}, {args.shape} attention, {args.kv_dtype} KV cache, "
+          f"block size {args.block_size}")
     if not args.skip_ceilings:
         result["ceilings"] = ceilings(device)
         print("ceilings:", result["ceilings"])
