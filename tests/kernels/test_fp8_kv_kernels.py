@@ -118,7 +118,8 @@ def fp8_case(params: dict, seed: int, **layout_options):
 
 
 FP8_ATTENTION = {"plain": dict(), "window": dict(window=by_device(5, 256)), "softcap": dict(logit_softcap=2.0),
-                 "alibi": dict(alibi=True), "split-decodes": dict(config=dict(decode_splits=2))}
+                 "alibi": dict(alibi=True), "split-decodes": dict(config=dict(decode_splits=2)),
+                 "wide-fp8-tiles": dict(config=dict(decode_fp8_block_n_scale=2))}
 
 
 @pytest.mark.parametrize("name", list(FP8_ATTENTION))
@@ -140,3 +141,12 @@ def test_scales_for_a_16_bit_cache_are_refused():
     with pytest.raises(ValueError, match="float8_e4m3fn cache only"):
         ref_rotary.rotary_write_kv(q, k, v, None, None, 0, *caches, torch.arange(2, device=DEVICE),
                                    distinct_scales(1))
+
+
+def test_fp8_wide_doubles_the_decode_key_tiles_on_an_fp8_cache_only():
+    cfg = triton_attention.CONFIGS["fp8_wide"]
+    assert triton_attention._decode_block_n(cfg, "", {"FP8_KV": True}) == 2 * cfg["decode_block_n"] == 128
+    assert triton_attention._decode_block_n(cfg, "_large_d", {"FP8_KV": True}) == 2 * cfg["decode_block_n_large_d"]
+    assert triton_attention._decode_block_n(cfg, "", {"FP8_KV": False}) == cfg["decode_block_n"]
+    default = triton_attention.CONFIGS["default"]
+    assert triton_attention._decode_block_n(default, "", {"FP8_KV": True}) == default["decode_block_n"]

@@ -54,13 +54,16 @@ _DEFAULT = dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefil
                 group_rows_huge_d=16,
                 decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
                 decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
-                decode_max_splits=64)
+                decode_max_splits=64, decode_fp8_block_n_scale=1)
 CONFIGS: dict[str, dict] = {
     "default": _DEFAULT,
     "small_tiles": {**_DEFAULT, **dict(prefill_block_m=64, prefill_warps=4, decode_block_n=32, decode_stages=4,
                                        decode_min_keys_per_split=256, decode_target_waves=4)},
     "long_kv": {**_DEFAULT, **dict(prefill_block_n=32, prefill_stages=4, decode_block_n=128, decode_warps=8,
                                    decode_block_n_large_d=64, decode_min_keys_per_split=1024, decode_max_splits=32)},
+    # key tiles twice as long on an FP8 cache: a tile of e4m3 keys then moves as many bytes as a bf16 one (the
+    # H200 profile of 2026-12-03: W1's decode attention took as long on FP8 as on bf16, for half the bytes)
+    "fp8_wide": {**_DEFAULT, **dict(decode_fp8_block_n_scale=2)},
 }
 
 
@@ -514,12 +517,18 @@ def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes):
     _decode_kernel[(num_decodes, programs, splits)](
         out, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens,
         *tensors, batch.decode_seqs, splits, heads, kv_heads, *strides,
-        G=group, G_PAD=group_pad, BLOCK_N=cfg["decode_block_n" + size_class], SPLIT=splits > 1,
+        G=group, G_PAD=group_pad, BLOCK_N=_decode_block_n(cfg, size_class, meta), SPLIT=splits > 1,
         NUM_STAGES=cfg["decode_stages"], num_warps=cfg["decode_warps"], **meta)
     if splits > 1:
         _reduce_kernel[(num_decodes, heads)](
             out, part_out, part_lse, batch.query_start, batch.decode_seqs, splits, heads, out.stride(0),
             out.stride(1), SPLITS_PAD=_REDUCE_LANES, DV=meta["DV"], DV_PAD=meta["DV_PAD"], num_warps=4)
+
+
+def _decode_block_n(cfg: dict, size_class: str, meta: dict) -> int:
+    """Keys a decode program takes per tile: the config's for the head size, times its FP8 factor on an FP8 cache."""
+    block_n = cfg["decode_block_n" + size_class]
+    return block_n * cfg["decode_fp8_block_n_scale"] if meta["FP8_KV"] else block_n
 
 
 # one lane per possible split, whatever this step's count: a single compiled reduce kernel instead of one
