@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import checkpoint  # noqa: E402
 from phases import write_json  # noqa: E402
-from w5 import arrivals, loadgen, report, servers, stats  # noqa: E402
+from w5 import arrivals, loadgen, processes, report, servers, stats  # noqa: E402
 from w5.children import in_child  # noqa: E402
 from w5.pipeline_w1 import first_special, pipeline_w1, w1_workload  # noqa: E402
 
@@ -52,6 +52,9 @@ def parse_args(argv=None):
                    help="load generator processes sharing each run's requests (default 4; tiny 1)")
     p.add_argument("--engine-kwargs", default="{}", help="JSON of model options for serve() and the pipeline")
     p.add_argument("--time-budget-s", type=float, default=570.0, help="runs that would end past it are skipped")
+    p.add_argument("--py-spy", action="append", default=[], metavar="RUN",
+                   help="record our router and replica with py-spy (every thread) during this run, named as the log "
+                        "names it, e.g. ours/grpc/512x512@20 (repeatable; needs .whl-serve's py-spy)")
     args = p.parse_args(argv)
     return check_args(p, args)
 
@@ -85,9 +88,13 @@ def rate_list(text):
     return [float(r) for r in text.split(",") if r.strip()]
 
 
+PY_SPY_RATE = 100  # samples a second: two processes' every thread, beside the run, without taking its cores
+
+
 class Bench:
     def __init__(self, args):
         self.args, self.t0 = args, time.time()
+        self.pids = {}  # our deployment's {role: pid} while it serves
         self.shapes = arrivals.TINY_SHAPES if args.tiny else arrivals.SHAPES
         self.results = {"args": vars(args), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "w1": {}, "runs": [], "errors": {}, "skipped": []}
@@ -136,6 +143,7 @@ class Bench:
         if started is None:
             return
         targets, stop = started
+        self.pids = processes.deployment_pids(servers.OURS_NAME) if system == "ours" else {}
         try:
             for frontend in frontends:
                 self.step(f"{system}.{frontend}.warm_up", self.warm_up, targets[frontend])
@@ -183,13 +191,24 @@ class Bench:
         a = self.args
         requests = arrivals.make_requests(self.shapes[workload], rate, a.duration_s, first_special(a.tiny),
                                           ids_from=frontend)
+        name = f"{system}/{frontend}/{workload}@{rate:g}"
+        spies = (processes.start_py_spy(self.pids, a.out, a.duration_s + a.drain_s, self.spy_prefix(name), gil=False,
+                                        rate=PY_SPY_RATE) if name in a.py_spy else [])
+        before = {role: processes.cpu_seconds(pid) for role, pid in self.pids.items()}
         run = loadgen.run_load(target, requests, a.duration_s + a.drain_s, a.client_processes)
         summary = stats.summarize(run["records"], rate, run["t0"], a.duration_s)
         summary["client_busy"] = stats.client_busy(run["client_cpu_s"], summary["span_s"])
+        summary["server_cpu_s"] = processes.cpu_used(self.pids, before)
+        processes.finish_py_spy(spies, a.drain_s + 30)
         self.results["runs"].append({"system": system, "frontend": frontend, "workload": workload, "rate": rate,
                                      "summary": summary, "t0": run["t0"], "records": run["records"]})
         self.log(f"  {summary['completed']}/{summary['sent']} done, {summary['output_tokens_per_s']:.0f} out tok/s, "
                  f"interactive SLA met by {summary['interactive']['share']:.0%}")
+
+    @staticmethod
+    def spy_prefix(name):
+        """py-spy's file prefix for a run: ours/grpc/512x512@20 -> pyspy-grpc-512x512-20-."""
+        return "pyspy-" + name.split("/", 1)[1].replace("/", "-").replace("@", "-") + "-"
 
     def finish(self):
         self.results["plot"] = report.plot(self.results, os.path.join(self.args.out, "serving.png")) or "serving.png"

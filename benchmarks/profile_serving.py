@@ -13,15 +13,13 @@ per process its CPU seconds (user + system, from /proc) over the front end's run
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import checkpoint  # noqa: E402
 from w5 import arrivals, loadgen, servers, stats  # noqa: E402
+from w5.processes import cpu_seconds, deployment_pids, start_py_spy  # noqa: E402
 from w5.children import in_child  # noqa: E402
 from w5.pipeline_w1 import first_special, pipeline_w1, w1_workload  # noqa: E402
 from workloads import Workload  # noqa: E402
@@ -50,42 +48,6 @@ def workload(args):
         return w1_workload(args.requests, False)
     w1 = w1_workload(args.requests, True)
     return Workload("W1", [(p * 4)[:16] for p in w1.prompts], [args.new_tokens] * len(w1.prompts))
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def deployment_pids(name):
-    """{"router": pid, "replica": pid} of the deployment's processes, found by their command lines."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "replica_main" in cmd and name in cmd:
-            found["replica"] = int(entry)
-        elif "router_main" in cmd and name in cmd:
-            found["router"] = int(entry)
-    return found
-
-
-def start_py_spy(pids, out, seconds):
-    # on the GPU machine the wheel installs into gpu_setup.sh's --target folder, whose bin/ is not on PATH
-    exe = shutil.which("py-spy") or next((c for c in (os.path.join(p, "bin", "py-spy") for p in sys.path if p)
-                                          if os.access(c, os.X_OK)), None)
-    if exe is None:
-        print("py-spy is not installed: no profiles", flush=True)
-        return []
-    return [subprocess.Popen([exe, "record", "--gil", "--nonblocking", "--rate", "500", "-p", str(pid), "-d", str(int(seconds)),
-                              "-f", "speedscope", "-o", os.path.join(out, f"{role}.speedscope.json")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for role, pid in pids.items()]
 
 
 def main(argv=None):

@@ -14,7 +14,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
-from w5 import arrivals, report, stats  # noqa: E402
+from w5 import arrivals, processes, report, stats  # noqa: E402
 
 
 def record(send, first, end, prompt, out, error=None):
@@ -125,7 +125,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("serving")
     command = [sys.executable, str(BENCH / "bench_serving.py"), "--tiny", "--out", str(out / "w5"),
                "--ckpt", str(out / "llama-tiny"), "--workloads", "1200x128", "--rates", "1,2", "--duration-s", "2",
-               "--w1-requests", "4"]
+               "--w1-requests", "4", "--py-spy", "ours/grpc/1200x128@2"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return json.loads((out / "w5" / "results.json").read_text()), (out / "w5" / "report.md").read_text()
@@ -139,6 +139,25 @@ def test_tiny_run_measures_every_rate_through_both_front_ends(tiny_run):
     for run in results["runs"]:
         key = f"| ours/{run['frontend']}/1200x128 | {run['rate']:g} |"
         assert key in md
+
+
+def test_tiny_run_measures_our_router_and_replica_cpu_per_run(tiny_run):
+    """Each of our runs carries the router's and the replica's CPU seconds over it (both served every request,
+    so both used some), and the report divides the router's by the run's span."""
+    results, md = tiny_run
+    for run in results["runs"]:
+        used, span = run["summary"]["server_cpu_s"], run["summary"]["span_s"]
+        assert set(used) == {"router", "replica"} and min(used.values()) > 0
+        assert f"| {used['router'] / span:.2f} |" in md.split(f"| ours/{run['frontend']}/1200x128 | {run['rate']:g} |")[1]
+    if processes.py_spy_exe():  # installed here: the named run was recorded, each of its processes
+        out = Path(results["args"]["out"])
+        assert {p.name for p in out.glob("pyspy-*")} == {"pyspy-grpc-1200x128-2-router.speedscope.json",
+                                                        "pyspy-grpc-1200x128-2-replica.speedscope.json"}
+
+
+def test_server_busy_by_hand():
+    assert report.server_busy({"server_cpu_s": {"router": 3.0}, "span_s": 4.0}, "router") == 0.75
+    assert report.server_busy({"span_s": 4.0}, "router") is None  # the peer's runs: not measured
 
 
 def test_tiny_run_answers_are_whole_and_its_figures_add_up(tiny_run):

@@ -21,10 +21,16 @@ def busy(share):
     return "-" if share is None else f"{share:.2f}"
 
 
+def server_busy(summary, role):
+    """One of our processes' CPU seconds per second of the run (threads add up: above 1 is possible), or None."""
+    used, span = summary.get("server_cpu_s", {}).get(role), summary.get("span_s")
+    return used / span if used is not None and span else None
+
+
 def sweep_table(results):
     head = ("| series | rate | sent | failed | req/s | out tok/s | TTFT p50/p90/p99 ms | TPOT p50/p90/p99 ms | "
-            + " | ".join(f"{sla.name} met / eff. req/s" for sla in SLAS) + " | client busy |")
-    lines = [head, "|" + " --- |" * (9 + len(SLAS))]
+            + " | ".join(f"{sla.name} met / eff. req/s" for sla in SLAS) + " | client busy | router busy |")
+    lines = [head, "|" + " --- |" * (10 + len(SLAS))]
     for key, rows in sweep_rows(results):
         for s in rows:
             ttft = "/".join(ms(s["ttft_s"][p]) for p in ("p50", "p90", "p99"))
@@ -32,7 +38,8 @@ def sweep_table(results):
             slas = " | ".join(f"{s[sla.name]['share']:.0%} / {s[sla.name]['effective_requests_per_s']:.2f}"
                               for sla in SLAS)
             lines.append(f"| {key} | {s['offered_rate']:g} | {s['sent']} | {s['failed']} | {s['requests_per_s']:.2f}"
-                         f" | {s['output_tokens_per_s']:.0f} | {ttft} | {tpot} | {slas} | {busy(s.get('client_busy'))} |")
+                         f" | {s['output_tokens_per_s']:.0f} | {ttft} | {tpot} | {slas} | {busy(s.get('client_busy'))}"
+                         f" | {busy(server_busy(s, 'router'))} |")
     return lines
 
 
@@ -108,7 +115,8 @@ def markdown(results):
              *compliance_table(results), "", *versus_peer_table(results), "",
              "rate+: the highest rate offered, met; that server's ceiling lies above it.",
              "client busy: the busiest load generator process's CPU seconds per second of the run (near 1: it may "
-             "have set the pace, not the server)."]
+             "have set the pace, not the server). router busy: our router process's CPU seconds per second of the run "
+             "(every thread; its Python threads share one GIL)."]
     if results.get("errors"):
         parts += ["", "errors:", *(f"- {k}: {v}" for k, v in results["errors"].items())]
     return "\n".join(parts) + "\n"

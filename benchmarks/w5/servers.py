@@ -15,7 +15,10 @@ from serve_w1 import end_deployment, free_port_block, rendezvous_port
 PEER_READY_TIMEOUT_S = 300
 
 
-def start_ours(path, engine_kwargs, server_threads, deployment_name="w5-bench"):
+OURS_NAME = "w5-bench"  # the deployment's name: its processes are found by it (w5/processes.py)
+
+
+def start_ours(path, engine_kwargs, server_threads, deployment_name=OURS_NAME):
     """(targets {"http": ..., "grpc": ...}, stop()) of a one-replica deployment with both front ends.
     server_threads: MII's restful_processes, the worker threads of each front end; a streamed request holds
     one from start to end, so it bounds the streams in flight (W1 sends 256 at once; MII's default is 32)."""
