@@ -19,7 +19,8 @@ What each category holds:
 - norm: norms.py ``_rms_kernel``, ``_layer_kernel`` and any ``*norm*``
 - rotary+kv_write: rotary.py ``_rotary_write_kernel`` (rotates q and k and writes k, v, FP8-quantized with
   an FP8 KV cache, into the paged cache)
-- fp8_act_quantize: fp8_activation.py ``_quantize_kernel`` (the activations of fp8 mode's many-token steps)
+- fp8_act_quantize: fp8_activation.py ``_amax_kernel`` and ``_quantize_kernel`` (the activations of fp8 mode's
+  many-token steps: their absmax, then their codes)
 - sampling/logits: softmax, top-k, argmax, sort. A greedy step samples with argmax alone, so on the MoE
   family the softmax and top-k here are the router's (mii_core/model/moe.py); names cannot tell them apart.
 - elementwise/copy: memcpy / memset, fills, copies, PyTorch's elementwise kernels, index / gather / cat,
@@ -50,7 +51,7 @@ RULES = (
     ("rotary+kv_write", r"rotary|rope|reshape_and_cache"),
     ("norm", ours("_rms_kernel", "_layer_kernel")),
     ("norm", r"norm"),
-    ("fp8_act_quantize", ours("_quantize_kernel")),
+    ("fp8_act_quantize", ours("_amax_kernel", "_quantize_kernel")),
     ("gemm/linear", ours("_gemv_kernel", "_weight_only_kernel")),
     ("gemm/linear", r"gemm|gemv|nvjet|xmma|cutlass|cublas|splitkreduce|s16816|s1688|"
                     r"aten::(?:_scaled_mm|addmm|mm|bmm)$"),

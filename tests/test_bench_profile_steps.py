@@ -36,7 +36,7 @@ NAMES = {
     "_count_kernel": "moe", "_offsets_kernel": "moe", "_scatter_kernel": "moe",
     "_rms_kernel": "norm", "_layer_kernel": "norm",
     "_rotary_write_kernel": "rotary+kv_write",
-    "_quantize_kernel": "fp8_act_quantize",
+    "_quantize_kernel": "fp8_act_quantize", "_amax_kernel": "fp8_act_quantize",
     "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<c10::BFloat16, "
     "at::native::ArgMaxOps<c10::BFloat16>, unsigned int, long, 4> >": "sampling/logits",
     "void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float>": "sampling/logits",

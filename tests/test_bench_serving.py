@@ -142,13 +142,15 @@ def test_tiny_run_measures_every_rate_through_both_front_ends(tiny_run):
 
 
 def test_tiny_run_measures_our_router_and_replica_cpu_per_run(tiny_run):
-    """Each of our runs carries the router's and the replica's CPU seconds over it (both served every request,
-    so both used some), and the report divides the router's by the run's span."""
+    """Each of our runs carries the router's and the replica's CPU seconds over it (/proc counts in 10 ms ticks, so
+    a two-request run may show 0; the replica generated every token of the four runs, so it shows some), and the
+    report divides the router's by the run's span."""
     results, md = tiny_run
     for run in results["runs"]:
         used, span = run["summary"]["server_cpu_s"], run["summary"]["span_s"]
-        assert set(used) == {"router", "replica"} and min(used.values()) > 0
+        assert set(used) == {"router", "replica"} and min(used.values()) >= 0
         assert f"| {used['router'] / span:.2f} |" in md.split(f"| ours/{run['frontend']}/1200x128 | {run['rate']:g} |")[1]
+    assert sum(run["summary"]["server_cpu_s"]["replica"] for run in results["runs"]) > 0
     if processes.py_spy_exe():  # installed here: the named run was recorded, each of its processes
         out = Path(results["args"]["out"])
         assert {p.name for p in out.glob("pyspy-*")} == {"pyspy-grpc-1200x128-2-router.speedscope.json",
