@@ -5,21 +5,7 @@ import torch
 import mii_core
 from mii_core.engine.kv_dtype import prepare_kv_cache_dtype
 from mii_core.kv_cache.fp8 import kv_cache_dtype
-from mii_core.model.ops import KernelSet
-from mii_core.plugins.registries import KernelRegistry
-from mii_kernels.torch_ref.plugin import _OPS as REFERENCE_OPS
-
-
-def kernel_set(**replaced: str) -> KernelSet:
-    """The reference kernels, with each op in ``replaced`` served by another plugin's target."""
-    registry = KernelRegistry()
-    registry.current_plugin = "mii-kernels"
-    for op, target in REFERENCE_OPS.items():
-        registry.register(op, target, devices=("cpu",), name=f"torch_ref.{op}")
-    registry.current_plugin = "acme-kernels"
-    for op, target in replaced.items():
-        registry.register(op, target, devices=("cpu",), priority=5, name=f"acme.{op}")
-    return KernelSet("cpu", registry)
+from support.kernel_sets import kernel_set
 
 
 class NoAttention(torch.nn.Module):

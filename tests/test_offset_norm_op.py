@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from mii_core.model.norm import OffsetRMSNorm
-from mii_core.model.ops import KernelSet
-from mii_core.plugins.registries import KernelRegistry
-from mii_kernels.torch_ref.plugin import _OPS as REFERENCE_OPS
+from support.kernel_sets import kernel_set
 
 CALLS = []
 
@@ -23,18 +21,6 @@ def old_rms_norm(x, weight, eps, residual=None):
 def recording_offset_rms_norm(x, weight, eps, residual=None):
     CALLS.append(("offset_rms_norm", residual is not None))
     return x if residual is None else (x, x + residual)
-
-
-def kernel_set(**replaced: str) -> KernelSet:
-    """The reference kernels, with each op in ``replaced`` served by another plugin at a higher priority."""
-    registry = KernelRegistry()
-    registry.current_plugin = "mii-kernels"
-    for op, target in REFERENCE_OPS.items():
-        registry.register(op, target, devices=("cpu",), name=f"torch_ref.{op}")
-    registry.current_plugin = "acme-kernels"
-    for op, target in replaced.items():
-        registry.register(op, target, devices=("cpu",), priority=20, name=f"acme.{op}")
-    return KernelSet("cpu", registry)
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +39,7 @@ def gemma_norm(kernels, weight, dtype):
 def test_a_plugin_with_only_rms_norm_leaves_the_offset_norm_to_the_reference(dtype):
     from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
 
-    kernels = kernel_set(rms_norm=f"{__name__}:old_rms_norm")
+    kernels = kernel_set(20, rms_norm=f"{__name__}:old_rms_norm")
     assert kernels.choices["rms_norm"].name == "acme.rms_norm"
     assert kernels.choices["offset_rms_norm"].name == "torch_ref.offset_rms_norm"
     generator = torch.Generator().manual_seed(0)
@@ -68,7 +54,7 @@ def test_a_plugin_with_only_rms_norm_leaves_the_offset_norm_to_the_reference(dty
 
 
 def test_offset_norm_goes_through_the_kernels_it_is_given():
-    kernels = kernel_set(offset_rms_norm=f"{__name__}:recording_offset_rms_norm")
+    kernels = kernel_set(20, offset_rms_norm=f"{__name__}:recording_offset_rms_norm")
     norm = gemma_norm(kernels, torch.zeros(8), torch.float32)
     x = torch.ones(2, 8)
     norm(x)
