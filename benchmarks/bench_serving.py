@@ -81,7 +81,16 @@ def check_args(parser, args):
         parser.error("--rates must be positive requests/s, e.g. 1,2,4")
     if not isinstance(args.engine_kwargs, dict):
         parser.error("--engine-kwargs must be a JSON object")
+    ours = [run_name("ours", f, w, r) for w in args.workloads for f in args.frontends for r in args.rates]
+    unknown = [name for name in args.py_spy if name not in ours]
+    if unknown:  # a name matching no run would record nothing, silently
+        parser.error(f"--py-spy {unknown[0]} names none of our runs; they are {', '.join(ours)}")
     return args
+
+
+def run_name(system, frontend, workload, rate):
+    """A run's name, as the log, the errors and --py-spy name it: ours/grpc/512x512@20."""
+    return f"{system}/{frontend}/{workload}@{rate:g}"
 
 
 def rate_list(text):
@@ -180,18 +189,17 @@ class Bench:
         for workload in a.workloads:
             for frontend in frontends:
                 for rate in rates:
-                    name = f"{system}/{frontend}/{workload}@{rate:g}"
+                    name = run_name(system, frontend, workload, rate)
                     if self.left_s() < a.duration_s + a.drain_s:
                         self.results["skipped"].append(name)
                         continue
                     self.log(f"{name}: {a.duration_s:g} s of arrivals")
-                    self.step(name, self.one_rate, system, frontend, workload, rate, targets[frontend])
+                    self.step(name, self.one_rate, name, system, frontend, workload, rate, targets[frontend])
 
-    def one_rate(self, system, frontend, workload, rate, target):
+    def one_rate(self, name, system, frontend, workload, rate, target):
         a = self.args
         requests = arrivals.make_requests(self.shapes[workload], rate, a.duration_s, first_special(a.tiny),
                                           ids_from=frontend)
-        name = f"{system}/{frontend}/{workload}@{rate:g}"
         spies = (processes.start_py_spy(self.pids, a.out, a.duration_s + a.drain_s, self.spy_prefix(name), gil=False,
                                         rate=PY_SPY_RATE) if name in a.py_spy else [])
         before = {role: processes.cpu_seconds(pid) for role, pid in self.pids.items()}

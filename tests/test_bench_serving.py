@@ -157,6 +157,15 @@ def test_tiny_run_measures_our_router_and_replica_cpu_per_run(tiny_run):
                                                         "pyspy-grpc-1200x128-2-replica.speedscope.json"}
 
 
+def test_py_spy_must_name_one_of_our_runs():
+    import bench_serving
+
+    args = bench_serving.parse_args(["--tiny", "--rates", "1,2", "--py-spy", "ours/grpc/1200x128@2"])
+    assert args.py_spy == ["ours/grpc/1200x128@2"]
+    with pytest.raises(SystemExit):
+        bench_serving.parse_args(["--tiny", "--rates", "1,2", "--py-spy", "grpc/1200x128@2"])
+
+
 def test_server_busy_by_hand():
     assert report.server_busy({"server_cpu_s": {"router": 3.0}, "span_s": 4.0}, "router") == 0.75
     assert report.server_busy({"span_s": 4.0}, "router") is None  # the peer's runs: not measured
