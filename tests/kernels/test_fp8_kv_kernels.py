@@ -99,9 +99,9 @@ def test_triton_write_stores_the_references_bytes(tokens, q_heads, kv_heads, dim
         assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
 
 
-def fp8_case(params: dict, seed: int, **layout_options):
+def fp8_case(params: dict, seed: int, q_dtype: torch.dtype = DTYPE, **layout_options):
     """A Triton attention case over FP8 caches: the kernel's poisoned outside the visible keys (NaN), the
-    reference's clean; (got, want)."""
+    reference's clean, both given the queries in ``q_dtype``; (got, want)."""
     q_heads, kv_heads, head_dim = LLAMA_HEADS
     case = make_case(layout(seed, **layout_options), q_heads, kv_heads, head_dim, by_device(8, 16),
                      window=params.get("window"))
@@ -111,9 +111,10 @@ def fp8_case(params: dict, seed: int, **layout_options):
                                        kv_scales=scales)
     k8, v8 = hand_quantize(case.k_poisoned, scales[0]), hand_quantize(case.v_poisoned, scales[1])
     op = triton_attention.TritonAttention({**TILES, **params.get("config", {})})
-    got = op(case.q, k8, v8, case.poisoned_batch(), attention_params)
+    q = case.q.to(q_dtype)
+    got = op(q, k8, v8, case.poisoned_batch(), attention_params)
     clean_k8, clean_v8 = hand_quantize(case.k, scales[0]), hand_quantize(case.v, scales[1])
-    want = ref_attention.paged_attention(case.q.float(), clean_k8, clean_v8, case.batch, attention_params)
+    want = ref_attention.paged_attention(q.float(), clean_k8, clean_v8, case.batch, attention_params)
     return got, want
 
 
@@ -126,6 +127,17 @@ FP8_ATTENTION = {"plain": dict(), "window": dict(window=by_device(5, 256)), "sof
 def test_triton_attention_over_fp8_matches_reference(name):
     got, want = fp8_case(FP8_ATTENTION[name], seed=len(name), **MIXED)
     torch.testing.assert_close(got.float(), want, **TOLERANCE)
+
+
+@pytest.mark.parametrize("q_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["plain", "softcap", "split-decodes"])
+def test_16_bit_queries_over_fp8_take_float16_products(name, q_dtype):
+    """16-bit queries over an FP8 cache multiply in float16, the score scale folded into the queries (the
+    module's docstring says why): held to the float32 reference at 16-bit tolerance, on the CPU too (where
+    the other cases run float32 queries and never take that path)."""
+    got, want = fp8_case(FP8_ATTENTION[name], seed=3 + len(name), q_dtype=q_dtype, **MIXED)
+    assert got.dtype == q_dtype
+    torch.testing.assert_close(got.float(), want, atol=1.5e-2, rtol=1e-2)
 
 
 def test_triton_refuses_fp8_cache_without_scales():

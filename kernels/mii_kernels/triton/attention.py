@@ -26,8 +26,14 @@ Keys outside ``[window start of the first row, context)`` are never loaded: bloc
 may belong to other sequences by now.
 
 An FP8 cache (``params.kv_scales`` set) is read through its bytes (the interpreter has no float8
-tensors), each tile converted to q's dtype in registers; a KV head's K scale joins the score scale and
-its V scale multiplies the output once, rather than every element of every tile.
+tensors), each tile converted in registers; a KV head's K scale joins the score scale and its V scale
+multiplies the output once, rather than every element of every tile. With 16-bit queries the products run
+in float16 (``FP8_F16_DOTS``): sm_90 turns two e4m3 codes into two float16 in one instruction, but into
+bfloat16 only through a second, per-element float16 → bfloat16 conversion, and those conversions, not the
+bytes, bounded the decode kernel (SASS of sm_90: 256 ``F2F.BF16.F16`` per 64-key tile; on the H200 an FP8
+cache's W1 decode attention took as long as bf16's for half the bytes). Every e4m3 value is exact in
+float16; the queries are multiplied by the score scale first (in float32, then rounded to float16 and
+saturated at its ±65504) and the probabilities are float16 too (finer than bfloat16 on [2^-14, 1]).
 """
 from __future__ import annotations
 
@@ -41,7 +47,8 @@ from mii_kernels.triton.fp8_kv import check_fp8_cache
 
 LOG2_E = 1.4426950408889634
 LOG2_E_JIT = tl.constexpr(LOG2_E)  # a compiled kernel reads only constexpr globals (the interpreter reads any)
-NEG_BIG = tl.constexpr(-1.0e30)  # running max starts finite so a fully masked row never computes inf - inf
+NEG_BIG = tl.constexpr(-1.0e30)
+F16_MAX = tl.constexpr(65504.0)  # running max starts finite so a fully masked row never computes inf - inf
 MAX_HEAD_SIZE = 1024  # a key or value head of up to this many features (padded to a power of two)
 
 # Launch settings, chosen by name (env MII_TRITON_ATTENTION_CONFIG, read when a kernel set builds its
@@ -241,6 +248,13 @@ def _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV: tl.constexpr):
 
 
 @triton.jit
+def _f16_scaled(tile, score_scale):
+    """A query tile times the score scale, in float32, then as float16 saturated at its largest finite value
+    (the FP8 cache's float16 products: see the module's docstring)."""
+    return tl.clamp(tile.to(tl.float32) * score_scale, -F16_MAX, F16_MAX).to(tl.float16)
+
+
+@triton.jit
 def _group_heads(rows, G: tl.constexpr, G_PAD: tl.constexpr):
     """(KV head, query head, row holds a head) of ``rows``: axis 1 of the grid runs over (KV head, chunk of
     ``G_PAD`` of its ``G`` query heads); one chunk unless a huge head size caps the rows a program holds."""
@@ -276,7 +290,7 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
                     BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr,
                     DV: tl.constexpr, DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
                     USE_SOFTCAP: tl.constexpr, SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr,
-                    PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
+                    PRECISION: tl.constexpr, FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr):
     tile = tl.program_id(0)
     seq = _find_sequence(query_start, num_seqs, tile, BLOCK_Q)
     q_start = tl.load(query_start + seq)
@@ -302,10 +316,13 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     last_pos = tl.minimum(first_pos + BLOCK_Q, context) - 1
     table_row = block_tables + seq.to(tl.int64) * stride_bt
     k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
+    score_scale = qk_scale * k_scale
+    if FP8_F16_DOTS:
+        q_tile, q_tail, score_scale = _f16_scaled(q_tile, score_scale), _f16_scaled(q_tail, score_scale), 1.0
     acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row,
                                   _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
                                   first_pos + 1, last_pos + 1, kv_head,
-                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale * k_scale,
+                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, score_scale,
                                   cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD,
                                   USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
@@ -323,7 +340,8 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
                    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                    D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr,
                    DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                   SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
+                   SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr,
+                   FP8_F16_DOTS: tl.constexpr):
     index = tl.program_id(0)
     split = tl.program_id(2)
     seq = tl.load(decode_seqs + index)
@@ -346,9 +364,12 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         key_hi = tl.minimum(key_hi, key_lo + tiles_per_split * BLOCK_N)
     table_row = block_tables + seq * stride_bt
     k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
+    score_scale = qk_scale * k_scale
+    if FP8_F16_DOTS:
+        q_tile, q_tail, score_scale = _f16_scaled(q_tile, score_scale), _f16_scaled(q_tail, score_scale), 1.0
     acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo,
                                   key_hi, key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
-                                  stride_vh, qk_scale * k_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
+                                  stride_vh, score_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
                                   D_TAIL_PAD, DV, DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION,
                                   FP8_KV)
     empty = l_i == 0.0
@@ -436,7 +457,8 @@ def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
                 DV_PAD=_value_tile(value_dim, dim),
                 USE_WINDOW=params.window is not None, USE_ALIBI=params.alibi_slopes is not None,
                 USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-                FP8_KV=params.kv_scales is not None)
+                FP8_KV=params.kv_scales is not None,
+                FP8_F16_DOTS=params.kv_scales is not None and q.dtype != torch.float32)
     slopes = params.alibi_slopes if params.alibi_slopes is not None else q  # a placeholder, never read
     kv_scales = params.kv_scales if params.kv_scales is not None else q  # a placeholder, never read
     return (slopes, kv_scales), strides, meta
