@@ -115,7 +115,7 @@ def _tanh(x):
 
 @triton.jit
 def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
-            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
+            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult, cap, window,
             BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
             D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr,
             USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
@@ -177,8 +177,8 @@ def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row,
             v = tl.load(v_cache + row + offs_dv[None, :], mask=v_mask, other=0.0)
         else:
             v = tl.load(v_cache + row + offs_dv[None, :])
-        if FP8_KV:  # the V scale multiplies the output once, at the end
-            v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype)
+        if FP8_KV:  # times ``v_mult``: see _fp8_operands
+            v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype) * v_mult
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     return acc, m_i, l_i
@@ -186,8 +186,8 @@ def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row,
 
 @triton.jit
 def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi,
-                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
-                  M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
+                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult, cap,
+                  window, M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
                   D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
                   USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
                   NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
@@ -198,16 +198,16 @@ def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, 
     acc = tl.zeros([M, DV_PAD], tl.float32)
     full_hi = full_lo + tl.maximum(full_hi - full_lo, 0) // BLOCK_N * BLOCK_N
     acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo,
-                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
-                            window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult,
+                            cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
                             USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
     acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi,
-                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
-                            window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, False, USE_WINDOW,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult,
+                            cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, False, USE_WINDOW,
                             USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
     return _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi,
-                   kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap,
-                   window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
+                   kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult,
+                   cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
                    USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
 
 
@@ -252,6 +252,26 @@ def _f16_scaled(tile, score_scale):
     """A query tile times the score scale, in float32, then as float16 saturated at its largest finite value
     (the FP8 cache's float16 products: see the module's docstring)."""
     return tl.clamp(tile.to(tl.float32) * score_scale, -F16_MAX, F16_MAX).to(tl.float16)
+
+
+@triton.jit
+def _fp8_operands(q_tile, q_tail, qk_scale, k_scale, v_scale, FP8_F16_DOTS: tl.constexpr):
+    """(query tile, query tail, score scale, factor of every V tile, factor of the output) for this KV head.
+    With float16 products the score scale goes into the queries, and the V scale (as float16) into each V
+    tile, its rounding made good at the output. Multiplying the V tile is also what keeps Triton from moving
+    its layout change for the product before the e4m3 → float16 conversion: the tile then went through shared
+    memory as bytes, read back one byte per load (128 ``LDS.U8`` a 64-key tile in sm_90's SASS) instead of
+    as float16 by ``ldmatrix``."""
+    score_scale = qk_scale * k_scale
+    v_mult = 1.0
+    out_scale = v_scale
+    if FP8_F16_DOTS:
+        q_tile = _f16_scaled(q_tile, score_scale)
+        q_tail = _f16_scaled(q_tail, score_scale)
+        score_scale = 1.0
+        v_mult = v_scale.to(tl.float16)
+        out_scale = v_scale / v_mult.to(tl.float32)
+    return q_tile, q_tail, score_scale, v_mult, out_scale
 
 
 @triton.jit
@@ -316,19 +336,18 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     last_pos = tl.minimum(first_pos + BLOCK_Q, context) - 1
     table_row = block_tables + seq.to(tl.int64) * stride_bt
     k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
-    score_scale = qk_scale * k_scale
-    if FP8_F16_DOTS:
-        q_tile, q_tail, score_scale = _f16_scaled(q_tile, score_scale), _f16_scaled(q_tail, score_scale), 1.0
+    q_tile, q_tail, score_scale, v_mult, out_scale = _fp8_operands(q_tile, q_tail, qk_scale, k_scale, v_scale,
+                                                                   FP8_F16_DOTS)
     acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row,
                                   _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
                                   first_pos + 1, last_pos + 1, kv_head,
                                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, score_scale,
-                                  cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD,
-                                  USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+                                  v_mult, cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV,
+                                  DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
     offs_dv = tl.arange(0, DV_PAD)
     o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
-    tl.store(out + o_off, (acc / l_i[:, None] * v_scale).to(out.dtype.element_ty),
+    tl.store(out + o_off, (acc / l_i[:, None] * out_scale).to(out.dtype.element_ty),
              mask=row_ok[:, None] & (offs_dv[None, :] < DV))
 
 
@@ -364,17 +383,16 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         key_hi = tl.minimum(key_hi, key_lo + tiles_per_split * BLOCK_N)
     table_row = block_tables + seq * stride_bt
     k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
-    score_scale = qk_scale * k_scale
-    if FP8_F16_DOTS:
-        q_tile, q_tail, score_scale = _f16_scaled(q_tile, score_scale), _f16_scaled(q_tail, score_scale), 1.0
+    q_tile, q_tail, score_scale, v_mult, out_scale = _fp8_operands(q_tile, q_tail, qk_scale, k_scale, v_scale,
+                                                                   FP8_F16_DOTS)
     acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo,
                                   key_hi, key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
-                                  stride_vh, score_scale, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
+                                  stride_vh, score_scale, v_mult, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
                                   D_TAIL_PAD, DV, DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION,
                                   FP8_KV)
     empty = l_i == 0.0
     l_i = tl.where(empty, 1.0, l_i)
-    result = acc / l_i[:, None] * v_scale
+    result = acc / l_i[:, None] * out_scale
     offs_dv = tl.arange(0, DV_PAD)
     out_mask = row_ok[:, None] & (offs_dv[None, :] < DV)
     if SPLIT:
