@@ -36,8 +36,8 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.configs import pick_config
-from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, fp6_columns, fp6_plane_tiles, fp6_quarter,
-                                             load_decoded, plane_bytes_of)
+from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operands, fp6_columns, fp6_plane_tiles,
+                                             fp6_quarter, load_decoded, plane_bytes_of)
 
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
 _MODES = {"lanes": 0, "reduce": 1, "dot": 2}
@@ -131,7 +131,8 @@ def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, B
     if MODE == 2:  # the padding tokens' rows are masked: zeros, no memory traffic
         x = tl.load(x_ptr + toks[:, None] * stride_xt + cols[None, :] * stride_xk,
                     mask=(toks < tokens)[:, None] & in_k[None, :], other=0.0)
-        acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=PRECISION)
+        x, w = dot_operands(x, w)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     elif MODE == 0 and BLOCK_T == 1:
         acc += w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
     else:

@@ -37,8 +37,8 @@ import triton.language as tl
 from mii_core.model.quantization import QuantizedWeight
 from mii_kernels.triton.activations import activation_id, apply_activation
 from mii_kernels.triton.configs import pick_config
-from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, FP6_BLOCK, fp6_dot_chunk, load_decoded,
-                                             plane_bytes_of, weight_format)
+from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, FP6_BLOCK, dot_operands, fp6_dot_chunk,
+                                             load_decoded, plane_bytes_of, weight_format)
 
 _FP6 = tl.constexpr(FORMAT_E3M2)
 
@@ -157,8 +157,8 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
                 w_gate = tl.load(gate_base + w_offsets, mask=w_mask, other=0.0)
                 w_up = tl.load(up_base + w_offsets, mask=w_mask, other=0.0)
             else:
-                w_gate = load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
-                w_up = load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT).to(a.dtype)
+                a, w_gate = dot_operands(a, load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT))
+                a, w_up = dot_operands(a, load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT))
             if GROUP_K == 0:
                 acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
                 acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
@@ -212,7 +212,8 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
             if FORMAT == 0:
                 w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
             else:
-                w = load_decoded(w_rows, (k0 + k)[:, None], k_ok[:, None] & n_ok[None, :], FORMAT).to(a.dtype)
+                codes = load_decoded(w_rows, (k0 + k)[:, None], k_ok[:, None] & n_ok[None, :], FORMAT)
+                a, w = dot_operands(a, codes)
             if GROUP_K == 0:
                 acc = tl.dot(a, w, acc, input_precision=PRECISION)
             else:

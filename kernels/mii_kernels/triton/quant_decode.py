@@ -32,6 +32,7 @@ FORMAT_E4M3, FORMAT_E3M2, FORMAT_E4M3_NATIVE = 1, 2, 3
 DECODED_FACTOR = {FORMAT_E4M3: 2.0 ** 8, FORMAT_E3M2: 2.0 ** 12, FORMAT_E4M3_NATIVE: 1.0}
 NATIVE_E4M3_CAPABILITY = (8, 9)
 _BLOCK, _RUN = tl.constexpr(FP6_BLOCK), tl.constexpr(FP6_RUN)
+_F16_MAX = tl.constexpr(65504.0)
 
 
 def weight_format(mode: str, device: torch.device) -> int:
@@ -64,6 +65,21 @@ def load_decoded(row_ptrs, k, mask, FORMAT: tl.constexpr):
     code = tl.load(row_ptrs + k, mask=mask, other=0).to(tl.int32)
     bits = ((code & 0x80) << 8) | ((code & 0x7F) << 7)
     return bits.to(tl.uint16).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def dot_operands(x, w):
+    """(x, w) as ``tl.dot`` takes them: x the activations, w a tile of decoded codes (float16, exact) or of
+    plain weights. bfloat16 activations join decoded codes as float16 (saturated at ±65504; exact below), so
+    the products run on float16 tensor cores: converting each decoded code to bfloat16 instead costs sm_90 a
+    per-element float16 → bfloat16 conversion (``F2F.BF16.F16``, a quarter-rate instruction: the FP8
+    attention's SASS had 256 of them a tile), for a tile whose other rows, the activations', are few.
+    Otherwise w takes x's dtype (float32 activations: float32 products)."""
+    if x.dtype == tl.bfloat16:
+        if w.dtype == tl.float16:
+            x = tl.clamp(x.to(tl.float32), -_F16_MAX, _F16_MAX).to(tl.float16)
+    w = w.to(x.dtype)
+    return x, w
 
 
 @triton.jit
@@ -115,6 +131,6 @@ def fp6_dot_chunk(acc, x_rows, stride_xk, x_ok, w_rows, n_ok, start, features_in
     for quarter in tl.static_range(4):
         cols = fp6_columns(positions, quarter)
         x = tl.load(x_rows + cols[None, :] * stride_xk, mask=x_ok[:, None] & (cols < features_in)[None, :], other=0.0)
-        w = fp6_quarter(low_pairs, high_pairs, crumbs, quarter)
-        acc = tl.dot(x, w.to(x.dtype), acc, input_precision=PRECISION)
+        x, w = dot_operands(x, fp6_quarter(low_pairs, high_pairs, crumbs, quarter))
+        acc = tl.dot(x, w, acc, input_precision=PRECISION)
     return acc

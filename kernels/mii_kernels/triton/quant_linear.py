@@ -29,8 +29,8 @@ import triton.language as tl
 
 from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWeight
 from mii_kernels.triton.fp8_activation import quantize_per_tensor
-from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, fp6_dot_chunk, load_decoded,
-                                             plane_bytes_of, weight_format)
+from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, dot_operands, fp6_dot_chunk,
+                                             load_decoded, plane_bytes_of, weight_format)
 from mii_kernels.triton.quant_gemv import FP6_CONFIG_ENV, gemv_applies, launch_config, quant_gemv
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,13 @@ def _weight_only_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, feat
             cols = start + tl.arange(0, BLOCK_K)
             in_k = cols < features_in
             x = tl.load(x_rows + cols[None, :] * stride_xk, mask=in_t[:, None] & in_k[None, :], other=0.0)
-            w = load_decoded(w_rows, cols[:, None], in_k[:, None] & in_n[None, :], FORMAT)
+            codes = load_decoded(w_rows, cols[:, None], in_k[:, None] & in_n[None, :], FORMAT)
+            x, w = dot_operands(x, codes)
             if GROUP_K == 0:
-                acc = tl.dot(x, w.to(x.dtype), acc, input_precision=PRECISION)
+                acc = tl.dot(x, w, acc, input_precision=PRECISION)
             else:  # the tile lies in one column group: its sums take the group's scale of each row
                 group_scale = tl.load(scale_ptr + rows * scale_columns + start // GROUP_K, mask=in_n, other=0.0)
-                acc += tl.dot(x, w.to(x.dtype), input_precision=PRECISION) * group_scale[None, :]
+                acc += tl.dot(x, w, input_precision=PRECISION) * group_scale[None, :]
     if GROUP_K == 0:
         result = acc * (tl.load(scale_ptr + rows, mask=in_n, other=0.0) * factor)[None, :]
     else:
