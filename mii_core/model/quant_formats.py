@@ -133,7 +133,13 @@ def tensor_scale(x: torch.Tensor) -> torch.Tensor:
     return torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
 
 
+def activation_codes(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """float8_e4m3fn codes of x over a per-tensor ``scale``: x · (1/scale), the reciprocal rounded once (as the
+    KV cache's write: a kernel then multiplies each value rather than dividing it), saturated at ±448."""
+    return to_e4m3(x.float() * torch.reciprocal(scale))
+
+
 def fake_quantize_e4m3(x: torch.Tensor) -> torch.Tensor:
     """x through a per-tensor e4m3 quantization and back, float32: what an FP8 GEMM sees of x."""
     scale = tensor_scale(x)
-    return to_e4m3(x.float() / scale).float() * scale
+    return activation_codes(x, scale).float() * scale

@@ -1,7 +1,11 @@
-"""float32 → float8_e4m3fn bytes in integer arithmetic, shared by the kernels that write FP8 (the KV cache's
-rotary write, the activations of the FP8 GEMM path). It rounds as PyTorch's cast does, to nearest-even, on the
-GPU and under the interpreter alike: the interpreter's own float8 cast mis-rounds about 2.5% of values, and one
-path on both keeps the GPU's bytes equal to the reference's."""
+"""float32 → float8_e4m3fn bytes, shared by the kernels that write FP8 (the KV cache's rotary write, the
+activations of the FP8 GEMM path), rounded as PyTorch's cast rounds, to nearest-even. Compiled for sm_89+
+(Ada, Hopper) the hardware converts (``cvt.rn.satfinite.e4m3x2.f32``, two values an instruction); elsewhere,
+the interpreter included, integer arithmetic does (:func:`e4m3_byte`, about twenty operations a value): the
+interpreter's own float8 cast mis-rounds about 2.5% of values.
+"""
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -10,6 +14,28 @@ import triton.language as tl
 def has_nvidia_intrinsics(x: torch.Tensor) -> bool:
     """libdevice's round-to-nearest intrinsics: compiled for an NVIDIA GPU, not under the interpreter."""
     return x.is_cuda and torch.version.hip is None
+
+
+def converts_to_e4m3(x: torch.Tensor) -> bool:
+    """Compiled for an NVIDIA GPU of compute capability 8.9 or newer, which converts float32 to e4m3 itself."""
+    return has_nvidia_intrinsics(x) and _capability(x.device.index if x.device.index is not None
+                                                    else torch.cuda.current_device()) >= (8, 9)
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+@triton.jit
+def e4m3_code(y, NATIVE: tl.constexpr):
+    """The float8_e4m3fn byte of float32 ``y`` (finite, |y| <= 448), rounded to nearest-even: by the hardware
+    with ``NATIVE`` (sm_89+ only), else by :func:`e4m3_byte`."""
+    if NATIVE:
+        code = y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)
+    else:
+        code = e4m3_byte(y)
+    return code
 
 
 @triton.jit

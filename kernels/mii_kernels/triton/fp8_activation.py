@@ -6,9 +6,10 @@ kernel whose few programs each take the largest |x| of their rows and join it wi
 codes' kernel, which derives the scale from that absmax itself (one of its programs stores it for the GEMM).
 The H200 profile of 2026-12-03 found the torch ops this replaces (a vector-norm reduction, then the where,
 the division and a cast, each a launch) at 1.7 ms of a 16.3 ms decode step of 256 sequences: 128 linears,
-each a few microseconds of launches on a 2 MB activation. The division rounds to nearest (``div_rn``:
-Triton's plain ``/`` may be approximate on a GPU), and the byte is :func:`e4m3.e4m3_byte`'s, as the
-reference's cast.
+each a few microseconds of launches on a 2 MB activation. The codes are e4m3(x · (1/scale)), as the KV
+cache's write: one reciprocal per step, rounded to nearest (``div_rn``: Triton's plain ``/`` may be
+approximate on a GPU), then a product per value rather than a division; the byte is
+:func:`e4m3.e4m3_code`'s (the hardware's conversion on sm_89+), as the reference's cast.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from mii_core.model.quant_formats import FP8_MAX
-from mii_kernels.triton.e4m3 import e4m3_byte, has_nvidia_intrinsics
+from mii_kernels.triton.e4m3 import converts_to_e4m3, e4m3_code, has_nvidia_intrinsics
 
 _BLOCK = 1024
 _FP8_MAX = tl.constexpr(FP8_MAX)  # a global a kernel reads must be a constexpr
@@ -52,7 +53,7 @@ def _amax_kernel(x_ptr, amax_ptr, rows, columns, stride_row, BLOCK: tl.constexpr
 
 @triton.jit
 def _quantize_kernel(x_ptr, codes_ptr, amax_ptr, scale_ptr, columns, stride_row, BLOCK: tl.constexpr,
-                     NVIDIA: tl.constexpr):
+                     NVIDIA: tl.constexpr, NATIVE_E4M3: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < columns
@@ -61,8 +62,8 @@ def _quantize_kernel(x_ptr, codes_ptr, amax_ptr, scale_ptr, columns, stride_row,
     scale = tl.where(amax > 0, _divide(amax, _FP8_MAX, NVIDIA), 1.0)
     if (row == 0) & (tl.program_id(1) == 0):
         tl.store(scale_ptr, scale)
-    scaled = tl.minimum(tl.maximum(_divide(x, scale, NVIDIA), -448.0), 448.0)
-    tl.store(codes_ptr + row.to(tl.int64) * columns + cols, e4m3_byte(scaled), mask=mask)
+    scaled = tl.minimum(tl.maximum(x * _divide(1.0, scale, NVIDIA), -448.0), 448.0)
+    tl.store(codes_ptr + row.to(tl.int64) * columns + cols, e4m3_code(scaled, NATIVE_E4M3), mask=mask)
 
 
 def quantize_per_tensor(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,5 +79,6 @@ def quantize_per_tensor(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     _amax_kernel[(min(rows.shape[0], _AMAX_PROGRAMS),)](rows, amax, rows.shape[0], rows.shape[1], rows.stride(0),
                                                          BLOCK=_BLOCK)
     grid = (rows.shape[0], triton.cdiv(rows.shape[1], _BLOCK))
-    _quantize_kernel[grid](rows, codes, amax, scale, rows.shape[1], rows.stride(0), BLOCK=_BLOCK, NVIDIA=nvidia)
+    _quantize_kernel[grid](rows, codes, amax, scale, rows.shape[1], rows.stride(0), BLOCK=_BLOCK, NVIDIA=nvidia,
+                           NATIVE_E4M3=converts_to_e4m3(rows))
     return codes.view(torch.float8_e4m3fn), scale

@@ -10,9 +10,9 @@ Contract (``mii_core.model.ops.rotary_write_kv``), with what this kernel accepts
   A negative slot writes nothing: padding tokens of a captured CUDA graph may use -1.
 - Returns a new contiguous [T, Hq, D] tensor holding the rotated q; the inputs are not modified.
 - An FP8 cache (float8_e4m3fn, with ``kv_scales`` [2, Hkv]) is written through its bytes (the
-  interpreter has no float8 tensors) by :func:`e4m3.e4m3_byte`, integer arithmetic that rounds as PyTorch's
-  cast does, to nearest-even: the interpreter's own float8 cast rounds differently, and one path on
-  both keeps the GPU's bytes equal to the reference's.
+  interpreter has no float8 tensors), each value's byte by :func:`e4m3.e4m3_code`: the GPU's own conversion
+  (an FP8 cache needs sm_89+), or under the interpreter integer arithmetic that rounds as PyTorch's cast does,
+  to nearest-even (the interpreter's own float8 cast rounds differently).
 The arithmetic rounds where the reference does: ``x * cos`` and ``rotate_half(x) * sin`` are each
 rounded to x's dtype before their sum (PyTorch's op-by-op order), so results are bit-identical to it.
 Compiled for NVIDIA, the products and the sum use round-to-nearest intrinsics: with plain operators the
@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from mii_kernels.triton.e4m3 import e4m3_byte, has_nvidia_intrinsics
+from mii_kernels.triton.e4m3 import e4m3_code, has_nvidia_intrinsics
 from mii_kernels.triton.fp8_kv import check_fp8_cache
 
 
@@ -43,7 +43,8 @@ def _store_heads(dst, x, h, heads, d, mask, stride_dh, stride_dd, scales, QUANTI
         else:
             inverse = 1.0 / scale
         y = tl.minimum(tl.maximum(x.to(tl.float32) * inverse, -448.0), 448.0)
-        tl.store(dst + h * stride_dh + d * stride_dd, e4m3_byte(y), mask=mask)
+        # an FP8 cache is refused below sm_89 (fp8_kv.py), so an NVIDIA compile converts natively
+        tl.store(dst + h * stride_dh + d * stride_dd, e4m3_code(y, UNFUSED), mask=mask)
     else:
         tl.store(dst + h * stride_dh + d * stride_dd, x.to(dst.dtype.element_ty), mask=mask)
 
