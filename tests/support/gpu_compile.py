@@ -22,6 +22,10 @@ DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", 
           torch.uint8: "u8", torch.int8: "i8", torch.int16: "i16", torch.int32: "i32", torch.int64: "i64",
           torch.bool: "i1", torch.float8_e4m3fn: "fp8e4nv", torch.float8_e5m2: "fp8e5"}
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
+# constexpr flags a launcher sets only when it runs on an NVIDIA GPU (intrinsics, the hardware's e4m3
+# conversion): False under the interpreter, so the launches the CPU tests record never reach the code they
+# select. Each recorded launch with one of them False is compiled again with all of them True.
+GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3")
 
 
 def _argument_type(value: Any) -> str:
@@ -94,11 +98,22 @@ def compile_launch(line: str, capability: int = 90) -> str | None:
     return None
 
 
+def with_gpu_flags(line: str) -> str | None:
+    """The launch ``line`` with every ``GPU_ONLY_FLAGS`` constexpr it has set True; None if it has none False."""
+    record = json.loads(line)
+    flags = [name for name in GPU_ONLY_FLAGS if record["constexprs"].get(name) is False]
+    if not flags:
+        return None
+    record["constexprs"].update({name: True for name in flags})
+    return json.dumps(record)
+
+
 def compile_launches(path: Path) -> tuple[int, list[str]]:
     """Each distinct recorded launch compiled for sm_90, one process per core; (how many, the failures)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    distinct = sorted({line.strip() for line in Path(path).read_text().splitlines() if line.strip()})
+    recorded = {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+    distinct = sorted(recorded | {variant for line in recorded if (variant := with_gpu_flags(line))})
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         failures = [message for message in pool.map(compile_launch, distinct, chunksize=4) if message]
     return len(distinct), failures
