@@ -46,6 +46,11 @@ CONFIGS: dict[str, dict[int, dict]] = {
     "staged": {1: make_tile("lanes", 8, 2048, stages=3), **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
     "w8": {1: make_tile("lanes", 16, 2048, warps=8), **{t: make_tile("dot", 64, 256, warps=8, stages=4) for t in _FEW}},
     "dot_n16": {t: make_tile("dot", 16, 512, stages=3) for t in (1, *_FEW)},
+    # every T on the tensor cores, T = 1 padded to 16 rows like T = 2..8: since the activations join the decoded
+    # codes as float16 (quant_decode.dot_operands) a code costs one half of an unpack instruction there, where the
+    # lanes tile converts each to float32 for its FMA (sm_90 SASS, 2026-12-03); not measured yet
+    "dot_all": {t: make_tile("dot", 32, 256, stages=4) for t in (1, *_FEW)},
+    "dot_all_k512": {t: make_tile("dot", 32, 512, stages=3) for t in (1, *_FEW)},
     # FP6 candidates, not measured yet: a lanes tile of BLOCK_K codes keeps [BLOCK_N, BLOCK_K / 4] partial sums
     # (a quarter of FP8's registers), so longer chunks fit; dot tiles multiply four quarters of BLOCK_K / 4
     "k4096": {1: make_tile("lanes", 8, 4096), **{t: make_tile("dot", 32, 512, stages=3) for t in _FEW}},
