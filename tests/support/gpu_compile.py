@@ -62,8 +62,20 @@ def launch_record(fn, args: tuple, kwargs: dict) -> dict:
         else:
             signature[param.name] = _argument_type(value)
     options = {k: kwargs[k] for k in LAUNCH_OPTIONS if k in kwargs}
+    aligned = [param.name for param in params if signature[param.name] != "constexpr"
+               and _divisible_by_16(bound.get(param.name, param.default))]
+    ones = [param.name for param in params if signature[param.name] in ("i32", "i64")
+            and bound.get(param.name, param.default) == 1]
     return {"module": fn.__module__, "name": fn.__name__, "signature": signature, "constexprs": constexprs,
-            "options": options}
+            "options": options, "aligned": aligned, "ones": ones}
+
+
+def _divisible_by_16(value: Any) -> bool:
+    """What a GPU launch specialises on (``tt.divisibility = 16``): a tensor whose address, or an integer
+    whose value, is a multiple of 16. The vectorised loads a kernel compiles to depend on it."""
+    if isinstance(value, torch.Tensor):
+        return value.data_ptr() % 16 == 0
+    return isinstance(value, int) and not isinstance(value, bool) and value % 16 == 0
 
 
 def record_launches(path: Path) -> None:
@@ -80,6 +92,20 @@ def record_launches(path: Path) -> None:
     InterpretedFunction.run = recording_run
 
 
+def specialised(kernel, record: dict) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attrs) of ``record`` as a GPU launch specialises them: an integer argument of
+    value 1 becomes the constant 1, and ``tt.divisibility = 16`` marks the aligned arguments, except those
+    the kernel says not to specialise (``do_not_specialize``)."""
+    unspecialised = {kernel.arg_names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
+    signature, constexprs = dict(record["signature"]), dict(record["constexprs"])
+    for name in record.get("ones", []):
+        if name not in unspecialised:
+            signature[name], constexprs[name] = "constexpr", 1
+    attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in record.get("aligned", [])
+             if name not in unspecialised and signature[name] != "constexpr"}
+    return signature, constexprs, attrs
+
+
 def compile_launch(line: str, capability: int = 90) -> str | None:
     """Compiles one recorded launch for NVIDIA ``capability``; None, or what failed and why."""
     import triton
@@ -88,8 +114,9 @@ def compile_launch(line: str, capability: int = 90) -> str | None:
 
     record = json.loads(line)
     kernel = getattr(importlib.import_module(record["module"]), record["name"])
-    source = ASTSource(fn=kernel, signature=record["signature"], constexprs=record["constexprs"])
     try:
+        signature, constexprs, attrs = specialised(kernel, record)
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
         triton.compile(source, target=GPUTarget("cuda", capability, 32), options=record["options"])
     except Exception as exc:  # noqa: BLE001 - every failure is reported, with its cause
         cause = exc.__cause__ or exc

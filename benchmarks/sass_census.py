@@ -1,0 +1,152 @@
+"""What the Triton kernels compile to on an H100/H200, without one: each scenario's launches (real-shape
+constexprs, tiny data) recorded under the interpreter, compiled for sm_90 by Triton's own compiler as a GPU
+launch would specialise them (16-byte alignment, integers of 1, the GPU-only flags set), disassembled with the cuobjdump
+Triton ships, and counted by opcode.
+
+    .venv/bin/python benchmarks/sass_census.py [--scenarios attention,quant,activation] [--opcodes F2F,LDS]
+
+A count is of instructions in the kernel's code, not of instructions executed: read it to compare two
+variants of one kernel (a conversion per element, a byte-wide shared-memory load), never as a time. This is
+how the 2026-12-03 session found the FP8 KV attention's per-element float16 → bfloat16 conversions
+(``F2F.BF16.F16``) and its V tile read from shared memory a byte at a time (``LDS.U8``).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))  # support.gpu_compile
+DEFAULT_OPCODES = "HMMA,F2F,F2FP,LDS,LDSM,LDG,LDGSTS,STL"
+# the constexprs worth printing beside a kernel's name
+SHOWN = ("BLOCK_N", "BLOCK_K", "MODE", "FORMAT", "FP8_KV", "FP8_F16_DOTS", "NATIVE_E4M3", "QUANTIZE", "D")
+
+
+def _attention() -> None:
+    """Llama-3-8B's decode attention (32 / 8 heads of 128) over a bf16 and an FP8 cache, default tiles."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import kernel_bench_attention as bench
+    from mii_kernels.triton.attention import TritonAttention
+
+    work = bench.Workload("decode", [(300, 1), (500, 1), (700, 1)])
+    for fp8 in (False, True):
+        setup = bench.Setup(work, 64, torch.device("cpu"), bench.SHAPES["llama"], fp8_kv=fp8)
+        setup.layers = 1
+        setup.call(TritonAttention("default"), 0)
+
+
+def _quant() -> None:
+    """The quantized GEMV (1 and 2 tokens), the weight-only kernel (16 tokens) and the bf16 GEMV, bf16
+    activations; FP8 and FP6 codes."""
+    import torch
+
+    from mii_core.model.quantization import quantize_weight
+    from mii_kernels.triton import linear, quant_gemv, quant_linear
+
+    features_in, features_out = 1024, 64
+    for mode, env in (("wf8af16", quant_gemv.CONFIG_ENV), ("wf6af16", quant_gemv.FP6_CONFIG_ENV)):
+        weight = quantize_weight(torch.randn(features_out, features_in) * 0.03, mode)
+        for tokens in (1, 2):
+            quant_gemv.quant_gemv(torch.randn(tokens, features_in).bfloat16(), weight, None,
+                                  quant_gemv.launch_config(None, env))
+        quant_linear.weight_only_linear(torch.randn(16, features_in).bfloat16(), weight)
+    linear.linear(torch.randn(1, features_in).bfloat16(), torch.randn(features_out, features_in).bfloat16())
+
+
+def _activation() -> None:
+    """The FP8 GEMM path's activation quantization and the FP8 KV cache's rotary write."""
+    import torch
+
+    from mii_kernels.triton.fp8_activation import quantize_per_tensor
+    from mii_kernels.triton.rotary import rotary_write_kv
+
+    quantize_per_tensor(torch.randn(64, 1024).bfloat16())
+    tokens, heads, kv_heads, dim = 4, 8, 2, 128
+    q, k, v = (torch.randn(tokens, h, dim).bfloat16() for h in (heads, kv_heads, kv_heads))
+    caches = [torch.zeros(4, 16, kv_heads, dim, dtype=torch.float8_e4m3fn) for _ in range(2)]
+    rotary_write_kv(q, k, v, torch.randn(tokens, dim // 2), torch.randn(tokens, dim // 2), dim, *caches,
+                    torch.arange(tokens), torch.ones(2, kv_heads))
+
+
+SCENARIOS = {"attention": _attention, "quant": _quant, "activation": _activation}
+
+
+def record(scenarios: list[str], path: Path) -> None:
+    """Runs the scenarios under the interpreter (this process must have TRITON_INTERPRET=1 set at import)."""
+    from support.gpu_compile import record_launches
+
+    record_launches(path)
+    for name in scenarios:
+        SCENARIOS[name]()
+
+
+def census(line: str, opcodes: list[str]) -> str:
+    """One launch compiled for sm_90 (its GPU-only flags set): a line of its constexprs and opcode counts."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from support.gpu_compile import specialised, with_gpu_flags
+
+    launch = json.loads(with_gpu_flags(line) or line)
+    module = __import__(launch["module"], fromlist=[launch["name"]])
+    kernel = getattr(module, launch["name"])
+    signature, constexprs, attrs = specialised(kernel, launch)
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=launch["options"])
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        sass = subprocess.run([_cuobjdump(), "-sass", cubin.name], capture_output=True, text=True, check=True).stdout
+    counts = collections.Counter(m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)",
+                                                                   sass))
+    by_opcode = collections.Counter()
+    for full, n in counts.items():
+        by_opcode[full.split(".")[0]] += n
+    shown = {k: v for k, v in launch["constexprs"].items() if k in SHOWN}
+    parts = [f"{op} {by_opcode[op]}" for op in opcodes]
+    detail = ", ".join(f"{full} {n}" for full, n in sorted(counts.items()) if full.split(".")[0] in opcodes and n)
+    return (f"{launch['name']} {shown} {launch['options']}: {sum(counts.values())} instructions; "
+            f"{', '.join(parts)}\n    {detail}")
+
+
+def _cuobjdump() -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of " + ",".join(SCENARIOS))
+    p.add_argument("--opcodes", default=DEFAULT_OPCODES, help="opcodes to count (before the first '.')")
+    p.add_argument("--record", type=Path, help=argparse.SUPPRESS)  # the child process's job
+    args = p.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        p.error(f"unknown scenarios {sorted(unknown)}; choose from {sorted(SCENARIOS)}")
+    if args.record:
+        record(scenarios, args.record)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        launches = Path(folder) / "launches.jsonl"
+        subprocess.run([sys.executable, __file__, "--scenarios", ",".join(scenarios), "--record", str(launches)],
+                       env={**os.environ, "TRITON_INTERPRET": "1"}, check=True)
+        lines = sorted({line for line in launches.read_text().splitlines() if line.strip()})
+    os.environ.pop("TRITON_INTERPRET", None)
+    for line in lines:
+        print(census(line, args.opcodes.split(",")))
+
+
+if __name__ == "__main__":
+    main()
