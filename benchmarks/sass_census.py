@@ -24,7 +24,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))  # support.gpu_compile
-DEFAULT_OPCODES = "HMMA,F2F,F2FP,LDS,LDSM,LDG,LDGSTS,STL"
+DEFAULT_OPCODES = "HMMA,HGMMA,F2F,F2FP,LDS,LDSM,LDG,LDGSTS,STL"
 # the constexprs worth printing beside a kernel's name
 SHOWN = ("BLOCK_N", "BLOCK_K", "MODE", "FORMAT", "FP8_KV", "FP8_F16_DOTS", "NATIVE_E4M3", "QUANTIZE", "D")
 
@@ -77,7 +77,26 @@ def _activation() -> None:
                     torch.arange(tokens), torch.ones(2, kv_heads))
 
 
-SCENARIOS = {"attention": _attention, "quant": _quant, "activation": _activation}
+def _moe() -> None:
+    """The grouped expert GEMMs, bf16 and FP8 experts, bf16 activations, at decode (16 picks) and many-token
+    tiles (2,048 picks)."""
+    import torch
+
+    from mii_core.model.quantization import quantize_weight
+    from mii_kernels.triton.moe import TritonMoe, TritonQuantMoe
+
+    experts, hidden, features, top_k = 8, 128, 256, 2
+    gate_up = torch.randn(experts, 2 * features, hidden) * 0.05
+    down = torch.randn(experts, hidden, features) * 0.05
+    for tokens in (8, 1024):
+        x = torch.randn(tokens, hidden).bfloat16()
+        ids = torch.randint(0, experts, (tokens, top_k))
+        weights = torch.rand(tokens, top_k)
+        TritonMoe()(x, weights, ids, gate_up.bfloat16(), down.bfloat16(), "silu")
+        TritonQuantMoe()(x, weights, ids, quantize_weight(gate_up, "fp8"), quantize_weight(down, "fp8"), "silu")
+
+
+SCENARIOS = {"attention": _attention, "quant": _quant, "activation": _activation, "moe": _moe}
 
 
 def record(scenarios: list[str], path: Path) -> None:
