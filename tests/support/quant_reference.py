@@ -132,7 +132,9 @@ def hook_fp8_inputs(model: torch.nn.Module, linear_tensors: set[str], jitter: fl
         if jitter:
             x = x * torch.where(torch.rand_like(x) < 0.5, 1 - jitter, 1 + jitter)
         scale = (x.abs().amax().double() / E4M3_MAX).float()
-        return ((x / scale).to(torch.float8_e4m3fn).to(x.dtype) * scale.to(x.dtype), *args[1:])
+        # the codes of x times the scale's reciprocal (rounded once), as the contract says (ops.py: as the FP8
+        # KV cache's write, a product per value rather than a division)
+        return ((x * torch.reciprocal(scale)).to(torch.float8_e4m3fn).to(x.dtype) * scale.to(x.dtype), *args[1:])
 
     model.register_forward_pre_hook(count_step_tokens, with_kwargs=True)
     hooked = 0
