@@ -77,7 +77,8 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     ``x @ weight.dequantize().T + bias`` in x's dtype, products summed in float32. In
     mode "fp8" a step of more than ``FP8_WEIGHT_ONLY_MAX_TOKENS`` (8) tokens first takes x through a
     per-tensor e4m3 quantization (``quant_formats.fake_quantize_e4m3``: one dynamic scale, amax/448, over
-    the whole step; the codes those of x times the scale's reciprocal), as the FP8 tensor-core GEMM does; fewer tokens, and the other modes, use x as it is.
+    the whole step; the codes those of x times the scale's reciprocal), as the FP8 tensor-core GEMM does;
+    fewer tokens, and the other modes, use x as it is.
     A device that cannot run FP8 GEMMs may keep x as it is (weight-only, more precise), saying so once in
     the log; never anything less precise.
 ``quant_moe_experts(x, topk_weights, topk_ids, w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation)``
