@@ -245,6 +245,10 @@ def test_sigkill_of_a_replica_under_load(fault, checkpoint, oracle):
     for t in threads:
         t.start()
     wait_until(lambda: len(outcomes) >= 16, timeout=120, what="the load to run")
+    # more prompts in flight at replica 1 than its 4 sequences: some it has not started, which the router must
+    # send on (a loaded 2-core machine once killed it holding only started ones: nothing to reroute)
+    wait_until(lambda: fault.health()["replicas"][1]["outstanding"] > 5, timeout=60,
+               what="replica 1 to hold requests it has not started")
     victim = fault.health()["replicas"][1]["pid"]
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
