@@ -44,11 +44,11 @@ import triton.language as tl
 from mii_core.model.ops import AttentionParams
 from mii_kernels.triton.configs import pick_config
 from mii_kernels.triton.fp8_kv import check_fp8_cache
+from mii_kernels.triton.hardware import saturated_f16
 
 LOG2_E = 1.4426950408889634
 LOG2_E_JIT = tl.constexpr(LOG2_E)  # a compiled kernel reads only constexpr globals (the interpreter reads any)
-NEG_BIG = tl.constexpr(-1.0e30)
-F16_MAX = tl.constexpr(65504.0)  # running max starts finite so a fully masked row never computes inf - inf
+NEG_BIG = tl.constexpr(-1.0e30)  # running max starts finite so a fully masked row never computes inf - inf
 MAX_HEAD_SIZE = 1024  # a key or value head of up to this many features (padded to a power of two)
 
 # Launch settings, chosen by name (env MII_TRITON_ATTENTION_CONFIG, read when a kernel set builds its
@@ -251,7 +251,7 @@ def _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV: tl.constexpr):
 def _f16_scaled(tile, score_scale):
     """A query tile times the score scale, in float32, then as float16 saturated at its largest finite value
     (the FP8 cache's float16 products: see the module's docstring)."""
-    return tl.clamp(tile.to(tl.float32) * score_scale, -F16_MAX, F16_MAX).to(tl.float16)
+    return saturated_f16(tile.to(tl.float32) * score_scale)
 
 
 @triton.jit

@@ -4,11 +4,11 @@ activations of the FP8 GEMM path), rounded as PyTorch's cast rounds, to nearest-
 the interpreter included, integer arithmetic does (:func:`e4m3_byte`, about twenty operations a value): the
 interpreter's own float8 cast mis-rounds about 2.5% of values.
 """
-import functools
-
 import torch
 import triton
 import triton.language as tl
+
+from mii_kernels.triton.hardware import E4M3_CAPABILITY, capability
 
 
 def has_nvidia_intrinsics(x: torch.Tensor) -> bool:
@@ -18,13 +18,7 @@ def has_nvidia_intrinsics(x: torch.Tensor) -> bool:
 
 def converts_to_e4m3(x: torch.Tensor) -> bool:
     """Compiled for an NVIDIA GPU of compute capability 8.9 or newer, which converts float32 to e4m3 itself."""
-    return has_nvidia_intrinsics(x) and _capability(x.device.index if x.device.index is not None
-                                                    else torch.cuda.current_device()) >= (8, 9)
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
+    return has_nvidia_intrinsics(x) and capability(x.device) >= E4M3_CAPABILITY
 
 
 @triton.jit

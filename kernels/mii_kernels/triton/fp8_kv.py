@@ -1,14 +1,10 @@
 """What the Triton kernels ask of an FP8 KV cache before they launch."""
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from mii_kernels.torch_ref.fp8_kv import check_scales, is_fp8_cache
-
-# float8 e4m3 conversions in hardware: Ada (8.9) and Hopper (9.0) onwards
-FP8_CAPABILITY = (8, 9)
+from mii_kernels.triton.hardware import E4M3_CAPABILITY, capability
 
 
 def check_fp8_cache(cache: torch.Tensor, kv_scales, device: torch.device, op: str) -> None:
@@ -23,17 +19,11 @@ def check_fp8_cache(cache: torch.Tensor, kv_scales, device: torch.device, op: st
         raise ValueError(f"{op}: kv_scales must be a contiguous float32 [2, {heads}] tensor on {device}; got "
                          f"{kv_scales.dtype} {tuple(kv_scales.shape)} on {kv_scales.device}")
     if device.type == "cuda":
-        capability = _capability(device.index if device.index is not None else torch.cuda.current_device())
-        if capability < FP8_CAPABILITY:
+        found = capability(device)
+        if found < E4M3_CAPABILITY:
             raise ValueError(f"the Triton {op} kernel reads and writes an FP8 KV cache on GPUs of compute "
                              f"capability 8.9 or newer (Ada, Hopper); {torch.cuda.get_device_name(device)} is "
-                             f"{capability}: set inference_engine_config.kv_cache_dtype='auto'")
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(index: int) -> tuple[int, int]:
-    """Asked once per GPU: the check runs in every layer of every step that is not a graph replay."""
-    return torch.cuda.get_device_capability(index)
+                             f"{found}: set inference_engine_config.kv_cache_dtype='auto'")
 
 
 __all__ = ["check_fp8_cache", "is_fp8_cache"]

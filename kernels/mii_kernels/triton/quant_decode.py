@@ -26,13 +26,12 @@ import triton
 import triton.language as tl
 
 from mii_core.model.quant_formats import FP6_BLOCK, FP6_RUN, fp6_plane_bytes
+from mii_kernels.triton.hardware import E4M3_CAPABILITY, capability, saturated_f16
 
 FORMAT_E4M3, FORMAT_E3M2, FORMAT_E4M3_NATIVE = 1, 2, 3
 # true value = decoded · factor
 DECODED_FACTOR = {FORMAT_E4M3: 2.0 ** 8, FORMAT_E3M2: 2.0 ** 12, FORMAT_E4M3_NATIVE: 1.0}
-NATIVE_E4M3_CAPABILITY = (8, 9)
 _BLOCK, _RUN = tl.constexpr(FP6_BLOCK), tl.constexpr(FP6_RUN)
-_F16_MAX = tl.constexpr(65504.0)
 
 
 def weight_format(mode: str, device: torch.device) -> int:
@@ -52,7 +51,7 @@ def _converts_e4m3(device_type: str, index: int | None) -> bool:
     """sm_89+ converts e4m3 in hardware; the CPU (the Triton interpreter) emulates the conversion."""
     if device_type != "cuda":
         return True
-    return torch.cuda.get_device_capability(index) >= NATIVE_E4M3_CAPABILITY
+    return capability(torch.device(device_type, index)) >= E4M3_CAPABILITY
 
 
 @triton.jit
@@ -77,7 +76,7 @@ def dot_operands(x, w):
     Otherwise w takes x's dtype (float32 activations: float32 products)."""
     if x.dtype == tl.bfloat16:
         if w.dtype == tl.float16:
-            x = tl.clamp(x.to(tl.float32), -_F16_MAX, _F16_MAX).to(tl.float16)
+            x = saturated_f16(x.to(tl.float32))
     w = w.to(x.dtype)
     return x, w
 
