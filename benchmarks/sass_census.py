@@ -108,8 +108,9 @@ def record(scenarios: list[str], path: Path) -> None:
         SCENARIOS[name]()
 
 
-def census(line: str, opcodes: list[str]) -> str:
-    """One launch compiled for sm_90 (its GPU-only flags set): a line of its constexprs and opcode counts."""
+def census(line: str, opcodes: list[str], sass_dir: Path | None = None) -> str:
+    """One launch compiled for sm_90 (its GPU-only flags set): a line of its constexprs and opcode counts;
+    its whole SASS written into ``sass_dir`` too when given (to read a loop's order of loads and math)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -126,12 +127,15 @@ def census(line: str, opcodes: list[str]) -> str:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
         sass = subprocess.run([_cuobjdump(), "-sass", cubin.name], capture_output=True, text=True, check=True).stdout
+    shown = {k: v for k, v in launch["constexprs"].items() if k in SHOWN}
+    if sass_dir is not None:
+        tag = "-".join(f"{k}{v}" for k, v in shown.items())
+        (sass_dir / f"{launch['name']}-{tag}-{abs(hash(line)) % 10**6}.sass").write_text(sass)
     counts = collections.Counter(m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)",
                                                                    sass))
     by_opcode = collections.Counter()
     for full, n in counts.items():
         by_opcode[full.split(".")[0]] += n
-    shown = {k: v for k, v in launch["constexprs"].items() if k in SHOWN}
     parts = [f"{op} {by_opcode[op]}" for op in opcodes]
     detail = ", ".join(f"{full} {n}" for full, n in sorted(counts.items()) if full.split(".")[0] in opcodes and n)
     return (f"{launch['name']} {shown} {launch['options']}: {sum(counts.values())} instructions; "
@@ -148,6 +152,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of " + ",".join(SCENARIOS))
     p.add_argument("--opcodes", default=DEFAULT_OPCODES, help="opcodes to count (before the first '.')")
+    p.add_argument("--sass-dir", type=Path, help="also write each kernel's whole SASS into this folder")
     p.add_argument("--record", type=Path, help=argparse.SUPPRESS)  # the child process's job
     args = p.parse_args()
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -163,8 +168,10 @@ def main() -> None:
                        env={**os.environ, "TRITON_INTERPRET": "1"}, check=True)
         lines = sorted({line for line in launches.read_text().splitlines() if line.strip()})
     os.environ.pop("TRITON_INTERPRET", None)
+    if args.sass_dir:
+        args.sass_dir.mkdir(parents=True, exist_ok=True)
     for line in lines:
-        print(census(line, args.opcodes.split(",")))
+        print(census(line, args.opcodes.split(","), args.sass_dir))
 
 
 if __name__ == "__main__":

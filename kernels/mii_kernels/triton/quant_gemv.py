@@ -51,6 +51,14 @@ CONFIGS: dict[str, dict[int, dict]] = {
     # lanes tile converts each to float32 for its FMA (sm_90 SASS, 2026-12-03); not measured yet
     "dot_all": {t: make_tile("dot", 32, 256, stages=4) for t in (1, *_FEW)},
     "dot_all_k512": {t: make_tile("dot", 32, 512, stages=3) for t in (1, *_FEW)},
+    # batch 1 with the next chunk's codes loaded ahead (linear.py's "ahead" mode): 128 bytes a thread in flight, as
+    # bf16's lanes tile keeps; T = 2..8 "staged"'s reduce tiles (the fastest at T = 2 on the H200, 2026-12-03:
+    # 3.32 ms against the default's 3.92). Not measured yet
+    "ahead": {1: make_tile("ahead", 8, 1024), **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
+    "ahead_n4_k2048": {1: make_tile("ahead", 4, 2048), **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
+    "ahead_w8": {1: make_tile("ahead", 16, 1024, warps=8),
+                 **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
+    "ahead_k512": {1: make_tile("ahead", 8, 512), **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
     # FP6 candidates, not measured yet: a lanes tile of BLOCK_K codes keeps [BLOCK_N, BLOCK_K / 4] partial sums
     # (a quarter of FP8's registers), so longer chunks fit; dot tiles multiply four quarters of BLOCK_K / 4
     "k4096": {1: make_tile("lanes", 8, 4096), **{t: make_tile("dot", 32, 512, stages=3) for t in _FEW}},
