@@ -5,7 +5,8 @@
     python3 benchmarks/profile_steps.py --family gemma2 --quantization-mode fp8 --kv-cache-dtype fp8
     python3 benchmarks/profile_steps.py --tiny --runs llama:bf16,qwen3_moe:bf16   # CPU smoke run, toy shapes
 
-A run is FAMILY:WEIGHTS[+fp8kv]: FAMILY llama (checkpoint.py's Llama-3-8B shape) or a families.py family
+A run is FAMILY:WEIGHTS[+fp8kv]: FAMILY llama (checkpoint.py's Llama-3-8B shape), mixtral (its 4-layer
+Mixtral-8x7B shape, bench_llama's moe row) or a families.py family
 (qwen3_moe, gemma2), WEIGHTS bf16 (the checkpoint's own dtype; float32 when tiny) or a quantization mode
 (fp8, wf8af16, wf6af16: mii_core.pipeline's quantization_mode), +fp8kv the FP8 KV cache
 (inference_engine_config.kv_cache_dtype="fp8"). Without --runs, --family / --quantization-mode /
@@ -36,7 +37,7 @@ import families  # noqa: E402
 from kernel_categories import CATEGORIES, IDLE  # noqa: E402
 from phases import stop_group, write_json  # noqa: E402
 
-FAMILY_NAMES = ("llama", *families.FAMILIES)
+FAMILY_NAMES = ("llama", "mixtral", *families.FAMILIES)
 QUANTIZATION_MODES = ("fp8", "wf8af16", "wf6af16")  # mii_core.config.engine.QUANTIZATION_MODES
 MIN_RUN_S = {False: 45, True: 5}  # too little left for a start-up and three steps: skip the run
 LOG_TAIL = 2000  # characters of a failed child's output kept in the results

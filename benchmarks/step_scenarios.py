@@ -32,6 +32,7 @@ from kernel_categories import breakdown, categorize  # noqa: E402
 from phases import sync, write_json  # noqa: E402
 
 DEFAULT_CKPT = {"llama": {False: "/tmp/llama3-8b-random", True: "/tmp/llama-tiny-random"},  # bench_llama's
+                "mixtral": {False: "/tmp/mixtral-4l-random", True: "/tmp/mixtral-tiny-random"},  # its moe row's
                 **{name: {tiny: f.path(tiny) for tiny in (False, True)} for name, f in families.FAMILIES.items()}}
 TIMED_REPEATS = {False: 5, True: 2}  # timed steps per scenario (the median counts); tiny: the CPU is slow
 TOP_KERNELS = 14
@@ -47,6 +48,8 @@ def build(family: str, tiny: bool, ckpt_dir: str | None) -> dict:
     path = checkpoint_path(family, tiny, ckpt_dir)
     if family == "llama":
         return checkpoint.build_checkpoint(path, tiny)
+    if family == "mixtral":
+        return checkpoint.build_mixtral(path, tiny)
     # the disk of the GPU machine holds all three, but free room the way bench_llama's sections do if it must
     removable = [checkpoint_path(f, tiny, ckpt_dir) for f in DEFAULT_CKPT if f != family]
     return checkpoint.build_family(families.FAMILIES[family], path, tiny, removable=removable)

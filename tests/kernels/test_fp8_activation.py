@@ -45,14 +45,16 @@ def test_ties_subnormals_saturation_and_zeros_by_hand():
     assert zero_scale.item() == 1.0 and not zero_codes.float().any()
 
 
-@pytest.mark.parametrize("largest_row", [0, 5, 8])
+@pytest.mark.parametrize("largest_row", [0, 5, 8, 13, 18])
 def test_absmax_of_rows_shared_over_fewer_programs(monkeypatch, largest_row):
-    """Four absmax programs over nine rows: each takes rows p, p + 4, p + 8 (program 0 three of them, the others
-    two, reading the last row again); wherever the largest |x| lies, the scale and codes are PyTorch's."""
+    """Two absmax programs of four rows a turn over nineteen rows: program 0 takes rows 0-3, 8-11 and 16-18
+    (reading row 18 again in place of a 20th), program 1 rows 4-7 and 12-15; wherever the largest |x| lies, the
+    scale and codes are PyTorch's."""
     from mii_kernels.triton import fp8_activation
 
-    monkeypatch.setattr(fp8_activation, "_AMAX_PROGRAMS", 4)
-    rows = randn(9, 70, scale=1.0)
+    monkeypatch.setattr(fp8_activation, "_AMAX_PROGRAMS", 2)
+    assert fp8_activation._AMAX_ROWS == 4
+    rows = randn(19, 70, scale=1.0)
     rows[largest_row, 33] = -50.0
     codes, scale = quantize_per_tensor(rows)
     want_codes, want_scale = _reference(rows)

@@ -120,7 +120,7 @@ def fp8_case(params: dict, seed: int, q_dtype: torch.dtype = DTYPE, **layout_opt
 
 FP8_ATTENTION = {"plain": dict(), "window": dict(window=by_device(5, 256)), "softcap": dict(logit_softcap=2.0),
                  "alibi": dict(alibi=True), "split-decodes": dict(config=dict(decode_splits=2)),
-                 "wide-fp8-tiles": dict(config=dict(decode_fp8_block_n_scale=2))}
+                 "narrow-fp8-tiles": dict(config=dict(decode_fp8_block_n_scale=1))}
 
 
 @pytest.mark.parametrize("name", list(FP8_ATTENTION))
@@ -155,10 +155,10 @@ def test_scales_for_a_16_bit_cache_are_refused():
                                    distinct_scales(1))
 
 
-def test_fp8_wide_doubles_the_decode_key_tiles_on_an_fp8_cache_only():
-    cfg = triton_attention.CONFIGS["fp8_wide"]
+def test_the_default_doubles_the_decode_key_tiles_on_an_fp8_cache_only():
+    cfg = triton_attention.CONFIGS["default"]
     assert triton_attention._decode_block_n(cfg, "", {"FP8_KV": True}) == 2 * cfg["decode_block_n"] == 128
     assert triton_attention._decode_block_n(cfg, "_large_d", {"FP8_KV": True}) == 2 * cfg["decode_block_n_large_d"]
     assert triton_attention._decode_block_n(cfg, "", {"FP8_KV": False}) == cfg["decode_block_n"]
-    default = triton_attention.CONFIGS["default"]
-    assert triton_attention._decode_block_n(default, "", {"FP8_KV": True}) == default["decode_block_n"]
+    narrow = triton_attention.CONFIGS["fp8_narrow"]
+    assert triton_attention._decode_block_n(narrow, "", {"FP8_KV": True}) == narrow["decode_block_n"]
