@@ -75,6 +75,17 @@ def test_fp6_gemv_over_whole_blocks_matches_reference(config, tokens):
     assert_matches(actual, reference(x, weight, bias))
 
 
+def test_fp6_gemv_defaults_to_its_own_tiles(monkeypatch):
+    """Unset, FP6's variable means its own tiles ("fp6"), and a partial setting merges over them, not FP8's."""
+    monkeypatch.delenv(quant_gemv.FP6_CONFIG_ENV, raising=False)
+    monkeypatch.delenv(quant_gemv.CONFIG_ENV, raising=False)
+    op = triton_quant.TritonQuantLinear()
+    assert op.fp6_gemv_tiles == quant_gemv.CONFIGS["fp6"] != quant_gemv.CONFIGS["default"] == op.gemv_tiles
+    tile = dict(mode="lanes", block_n=4, block_k=4096, warps=4, stages=1)
+    merged = quant_gemv.launch_config({1: tile}, quant_gemv.FP6_CONFIG_ENV)
+    assert merged == {**quant_gemv.CONFIGS["fp6"], 1: tile}
+
+
 def test_fp6_gemv_picks_its_own_tiles(monkeypatch):
     monkeypatch.setenv(quant_gemv.FP6_CONFIG_ENV, "k4096")
     op = triton_quant.TritonQuantLinear()

@@ -6,11 +6,11 @@ from typing import Any, Callable, Mapping
 
 
 def pick_config(config: Any, named: Mapping[str, Any], env_var: str, what: str,
-                overriding: Callable[[Any], Any]) -> Any:
-    """``config`` None: the name in ``env_var`` (default ``"default"``); a name: a copy of that entry of
+                overriding: Callable[[Any], Any], default: str = "default") -> Any:
+    """``config`` None: the name in ``env_var`` (else ``default``); a name: a copy of that entry of
     ``named``; anything else: ``overriding(config)``, the op's own merge of some keys over the default."""
     if config is None:
-        config = os.environ.get(env_var, "default")
+        config = os.environ.get(env_var, default)
     if not isinstance(config, str):
         return overriding(config)
     if config not in named:

@@ -15,12 +15,7 @@ How a program multiplies its tile (``mode`` of a tile setting):
   [BLOCK_N, BLOCK_K], summed across lanes once after the loop, so the loop has no reduction;
 * ``"reduce"``: each chunk's products are summed at once, token by token, into [T, BLOCK_N];
 * ``"dot"``: ``tl.dot`` on tensor cores with the tokens padded to 16 rows; Triton then pipelines the
-  tile loads through shared memory (cp.async) over ``stages`` buffers;
-* ``"ahead"`` (one token, FP8 or plain weights; otherwise as ``"lanes"``): lanes, with the next chunk's
-  weights loaded into registers before this chunk's are decoded and multiplied, so each thread keeps two
-  chunks' loads in flight without the [BLOCK_N, BLOCK_K] partial sums of a chunk twice as long. An FP8
-  chunk holds half the bytes of a bf16 chunk of as many weights: at batch 1 the lanes tile kept 64 bytes a
-  thread in flight against bf16's 128 and read at 3.1 TB/s against bf16's 4.1 (H200, 2026-12-03).
+  tile loads through shared memory (cp.async) over ``stages`` buffers.
 
 FP6 codes (quant_gemv.py) are read as bit planes (mii_core.model.quant_formats): a chunk of ``BLOCK_K`` codes is
 three [BLOCK_N, BLOCK_K / 4] byte tiles, decoded as four quarters of codes, each multiplied as above by its own
@@ -41,11 +36,11 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.configs import pick_config
-from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, decode_e4m3, dot_operands, fp6_columns,
-                                             fp6_plane_tiles, fp6_quarter, load_decoded, plane_bytes_of)
+from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operands, fp6_columns, fp6_plane_tiles,
+                                             fp6_quarter, load_decoded, plane_bytes_of)
 
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
-_MODES = {"lanes": 0, "reduce": 1, "dot": 2, "ahead": 3}
+_MODES = {"lanes": 0, "reduce": 1, "dot": 2}
 _TILE_KEYS = {"mode", "block_n", "block_k", "warps", "stages"}
 _FP6 = tl.constexpr(FORMAT_E3M2)
 
@@ -73,9 +68,6 @@ CONFIGS: dict[str, dict[int, dict]] = {
     "dot": {t: make_tile("dot", 16, 256, stages=4) for t in (1, *_FEW)},
     "dot_n32": {t: make_tile("dot", 32, 128, stages=5) for t in (1, *_FEW)},
     "dot_k512": {t: make_tile("dot", 16, 512, stages=3) for t in (1, *_FEW)},
-    # batch 1 with the next chunk loaded ahead (256 bytes a thread in flight); not measured yet
-    "ahead": {1: make_tile("ahead", 8, 1024), **{t: make_tile("dot", 32, 128, stages=5) for t in _FEW}},
-    "ahead_k512": {1: make_tile("ahead", 8, 512), **{t: make_tile("dot", 32, 128, stages=5) for t in _FEW}},
 }
 
 
@@ -132,42 +124,6 @@ def _load_tile(w_rows, cols, in_k, EVEN_K: tl.constexpr, FORMAT: tl.constexpr):
 
 
 @triton.jit
-def _load_raw(w_rows, cols, in_k, EVEN_K: tl.constexpr, FORMAT: tl.constexpr):
-    """The [BLOCK_N, BLOCK_K] weight tile as stored (values, or e4m3 codes not decoded yet)."""
-    if FORMAT == 0:
-        w = _load(w_rows + cols[None, :], in_k[None, :], EVEN_K)
-    else:
-        w = tl.load(w_rows + cols[None, :], mask=in_k[None, :], other=0)
-    return w
-
-
-@triton.jit
-def _decode_raw(w, FORMAT: tl.constexpr):
-    if FORMAT != 0:
-        w = decode_e4m3(w, FORMAT)
-    return w
-
-
-@triton.jit
-def _lanes_ahead(acc, w_rows, x_ptr, stride_xk, features_in, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                 FORMAT: tl.constexpr):
-    """The ``"ahead"`` mode's loop: ``acc`` [BLOCK_N, BLOCK_K] plus the products of every chunk, chunk c + 1's
-    weights loaded before chunk c's are decoded (decoding right after the load would wait for it there)."""
-    cols = tl.arange(0, BLOCK_K)
-    in_k = cols < features_in
-    raw = _load_raw(w_rows, cols, in_k, EVEN_K, FORMAT)
-    for start in tl.range(BLOCK_K, features_in, BLOCK_K):
-        next_cols = start + tl.arange(0, BLOCK_K)
-        next_in_k = next_cols < features_in
-        next_raw = _load_raw(w_rows, next_cols, next_in_k, EVEN_K, FORMAT)
-        acc += _decode_raw(raw, FORMAT).to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(
-            tl.float32)[None, :]
-        raw, cols, in_k = next_raw, next_cols, next_in_k
-    return acc + _decode_raw(raw, FORMAT).to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(
-        tl.float32)[None, :]
-
-
-@triton.jit
 def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, BLOCK_T: tl.constexpr,
                 MODE: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr):
     """``acc`` plus the products of the weight tile ``w`` [BLOCK_N, width] with columns ``cols`` of every
@@ -196,7 +152,7 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
     toks = tl.arange(0, BLOCK_T)
     # padding rows re-read the last real one, so the weight loads need no mask; the store has one
     w_rows = w_ptr + tl.minimum(rows, features_out - 1).to(tl.int64)[:, None] * stride_wn
-    if (MODE == 0 or MODE == 3) and BLOCK_T == 1:  # a partial sum per weight of a tile (FP6: of a quarter's)
+    if MODE == 0 and BLOCK_T == 1:  # a partial sum per weight of a tile (FP6: of a quarter's tile)
         if FORMAT == _FP6:
             acc = tl.zeros([BLOCK_N, BLOCK_K // 4], tl.float32)
         else:
@@ -205,25 +161,22 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
         acc = tl.zeros([BLOCK_T, BLOCK_N], tl.float32)
     # x is loaded 1-D in the CUDA-core modes: as [1, BLOCK_K] it made Triton convert the weight tile's
     # layout (through shared memory) instead of x's
-    if MODE == 3:  # ahead: one token, FP8 or plain weights (launch_gemv runs the others as lanes)
-        acc = _lanes_ahead(acc, w_rows, x_ptr, stride_xk, features_in, BLOCK_K, EVEN_K, FORMAT)
-    else:
-        for start in tl.range(0, features_in, BLOCK_K, num_stages=NUM_STAGES):
-            if FORMAT == _FP6:  # BLOCK_K codes: a quarter of their bytes from each plane, four quarters of codes
-                positions = start // 4 + tl.arange(0, BLOCK_K // 4)
-                low_pairs, high_pairs, crumbs = fp6_plane_tiles(w_rows, positions[None, :],
-                                                                (positions < plane_bytes)[None, :], plane_bytes, EVEN_K)
-                for quarter in tl.static_range(4):
-                    cols = fp6_columns(positions, quarter)
-                    acc = _accumulate(acc, fp6_quarter(low_pairs, high_pairs, crumbs, quarter), cols,
-                                      cols < features_in, x_ptr, toks, tokens, stride_xt, stride_xk, BLOCK_T, MODE,
-                                      EVEN_K, PRECISION)
-            else:
-                cols = start + tl.arange(0, BLOCK_K)
-                in_k = cols < features_in
-                acc = _accumulate(acc, _load_tile(w_rows, cols, in_k, EVEN_K, FORMAT), cols, in_k, x_ptr, toks,
-                                  tokens, stride_xt, stride_xk, BLOCK_T, MODE, EVEN_K, PRECISION)
-    if (MODE == 0 or MODE == 3) and BLOCK_T == 1:
+    for start in tl.range(0, features_in, BLOCK_K, num_stages=NUM_STAGES):
+        if FORMAT == _FP6:  # BLOCK_K codes: a quarter of their bytes from each plane, four quarters of codes
+            positions = start // 4 + tl.arange(0, BLOCK_K // 4)
+            low_pairs, high_pairs, crumbs = fp6_plane_tiles(w_rows, positions[None, :],
+                                                            (positions < plane_bytes)[None, :], plane_bytes, EVEN_K)
+            for quarter in tl.static_range(4):
+                cols = fp6_columns(positions, quarter)
+                acc = _accumulate(acc, fp6_quarter(low_pairs, high_pairs, crumbs, quarter), cols,
+                                  cols < features_in, x_ptr, toks, tokens, stride_xt, stride_xk, BLOCK_T, MODE,
+                                  EVEN_K, PRECISION)
+        else:
+            cols = start + tl.arange(0, BLOCK_K)
+            in_k = cols < features_in
+            acc = _accumulate(acc, _load_tile(w_rows, cols, in_k, EVEN_K, FORMAT), cols, in_k, x_ptr, toks,
+                              tokens, stride_xt, stride_xk, BLOCK_T, MODE, EVEN_K, PRECISION)
+    if MODE == 0 and BLOCK_T == 1:
         result = tl.sum(acc, 1)[None, :]
     else:
         result = acc
@@ -248,17 +201,14 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         raise ValueError(f"an FP6 GEMV tile reads whole blocks of {FP6_BLOCK} codes; block_k {tile['block_k']} "
                          "is not a multiple")
     block_t = triton.next_power_of_2(tokens)
-    mode = tile["mode"]
-    if mode == "dot":
+    if tile["mode"] == "dot":
         block_t = max(16, block_t)  # tl.dot needs 16 rows
-    if mode == "ahead" and (block_t > 1 or fmt == FORMAT_E3M2):
-        mode = "lanes"
     _gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
         x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out, tokens,
         features_out, features_in, x_rows.stride(0), x_rows.stride(1), weight.stride(0), factor,
         plane_bytes_of(fmt, features_in), HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"],
         BLOCK_K=tile["block_k"],
-        MODE=_MODES[mode], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
+        MODE=_MODES[tile["mode"]], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
         PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, num_warps=tile["warps"])
 
 

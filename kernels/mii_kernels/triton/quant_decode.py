@@ -59,16 +59,9 @@ def load_decoded(row_ptrs, k, mask, FORMAT: tl.constexpr):
     """float16 tile of e4m3 codes: value·2^-8 (FORMAT 1, bit placement) or value (FORMAT 3, converted
     natively). ``row_ptrs``: the uint8 start of each tile element's row, ``k`` its code index in the row (both
     broadcast to the tile), ``mask`` in bounds. FP6 codes are read by ``fp6_plane_tiles``."""
-    return decode_e4m3(tl.load(row_ptrs + k, mask=mask, other=0), FORMAT)
-
-
-@triton.jit
-def decode_e4m3(codes, FORMAT: tl.constexpr):
-    """``load_decoded``'s decoding of a uint8 tile of e4m3 ``codes`` already loaded: apart from the load, so a
-    kernel can load the next tile's codes before it decodes this one's (the GEMV's ``ahead`` mode)."""
     if FORMAT == 3:
-        return codes.to(tl.float8e4nv, bitcast=True).to(tl.float16)
-    code = codes.to(tl.int32)
+        return tl.load(row_ptrs + k, mask=mask, other=0).to(tl.float8e4nv, bitcast=True).to(tl.float16)
+    code = tl.load(row_ptrs + k, mask=mask, other=0).to(tl.int32)
     bits = ((code & 0x80) << 8) | ((code & 0x7F) << 7)
     return bits.to(tl.uint16).to(tl.float16, bitcast=True)
 

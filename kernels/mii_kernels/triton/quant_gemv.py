@@ -36,9 +36,15 @@ _FEW = (2, 4, 8)
 # holds one FP8 weight: the bf16 GEMV's tiles read half the bytes per chunk, so wider chunks are candidates too.
 # ``block_k`` counts codes, a multiple of 64 (FP6 reads whole blocks of its planes).
 CONFIGS: dict[str, dict[int, dict]] = {
-    # the fastest FP8 tiles per T on the H200 (kernel_bench_quant.py, 2026-12-02, codes decoded by bit placement:
-    # 3.23 ms for the Llama-3-8B chain at T=1 against bf16's 3.75, about bf16's time at T=2..8)
-    "default": {1: make_tile("lanes", 8, 1024), **{t: make_tile("dot", 32, 256, stages=4) for t in _FEW}},
+    # the fastest FP8 tiles per T on the H200 (kernel_bench_quant.py): T = 1 and 4..8 since 2026-12-02 (then 3.23
+    # ms for the Llama-3-8B chain at T=1 against bf16's 3.75; 2.43 against 3.75 since the hardware's e4m3
+    # conversion), T = 2 "staged"'s since 2026-12-03 (3.32 ms against the dot tile's 3.92; T = 4, 8 not compared)
+    "default": {1: make_tile("lanes", 8, 1024), 2: make_tile("reduce", 8, 1024, stages=3),
+                **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}},
+    # FP6's default (MII_TRITON_QUANT_GEMV_FP6_CONFIG unset): on the H200, 2026-12-03, "k2048"'s T = 1 tile (3.59 ms
+    # for the chain against 3.75 with FP8's) and "staged"'s T = 2 one (5.70 against 6.67); T = 4, 8 as FP8's
+    "fp6": {1: make_tile("lanes", 8, 2048), 2: make_tile("reduce", 8, 1024, stages=3),
+            **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}},
     "k2048": {1: make_tile("lanes", 8, 2048), **{t: make_tile("dot", 32, 256, stages=4) for t in _FEW}},
     "bf16_tiles": {1: make_tile("lanes", 8, 1024), **{t: make_tile("dot", 32, 128, stages=5) for t in _FEW}},
     "lanes_n16": {1: make_tile("lanes", 16, 1024), **{t: make_tile("reduce", 16, 512) for t in _FEW}},
@@ -51,14 +57,6 @@ CONFIGS: dict[str, dict[int, dict]] = {
     # lanes tile converts each to float32 for its FMA (sm_90 SASS, 2026-12-03); not measured yet
     "dot_all": {t: make_tile("dot", 32, 256, stages=4) for t in (1, *_FEW)},
     "dot_all_k512": {t: make_tile("dot", 32, 512, stages=3) for t in (1, *_FEW)},
-    # batch 1 with the next chunk's codes loaded ahead (linear.py's "ahead" mode): 128 bytes a thread in flight, as
-    # bf16's lanes tile keeps; T = 2..8 "staged"'s reduce tiles (the fastest at T = 2 on the H200, 2026-12-03:
-    # 3.32 ms against the default's 3.92). Not measured yet
-    "ahead": {1: make_tile("ahead", 8, 1024), **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
-    "ahead_n4_k2048": {1: make_tile("ahead", 4, 2048), **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
-    "ahead_w8": {1: make_tile("ahead", 16, 1024, warps=8),
-                 **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
-    "ahead_k512": {1: make_tile("ahead", 8, 512), **{t: make_tile("reduce", 8, 1024, stages=3) for t in _FEW}},
     # FP6 candidates, not measured yet: a lanes tile of BLOCK_K codes keeps [BLOCK_N, BLOCK_K / 4] partial sums
     # (a quarter of FP8's registers), so longer chunks fit; dot tiles multiply four quarters of BLOCK_K / 4
     "k4096": {1: make_tile("lanes", 8, 4096), **{t: make_tile("dot", 32, 512, stages=3) for t in _FEW}},
@@ -67,10 +65,12 @@ CONFIGS: dict[str, dict[int, dict]] = {
 
 
 def launch_config(config: str | dict | None = None, env_var: str = CONFIG_ENV) -> dict[int, dict]:
-    """A name from ``CONFIGS``, or the tiles of some token counts over ``"default"``'s; None reads ``env_var``
-    (default ``"default"``): ``CONFIG_ENV`` for FP8's tiles, ``FP6_CONFIG_ENV`` for FP6's."""
+    """A name from ``CONFIGS``, or the tiles of some token counts over the format's default; None reads
+    ``env_var``: ``CONFIG_ENV`` for FP8's tiles (default ``"default"``), ``FP6_CONFIG_ENV`` for FP6's
+    (default ``"fp6"``)."""
+    default = "fp6" if env_var == FP6_CONFIG_ENV else "default"
     return pick_config(config, CONFIGS, env_var, "quantized GEMV",
-                       lambda tiles: tiles_over(tiles, CONFIGS["default"], "quantized GEMV"))
+                       lambda tiles: tiles_over(tiles, CONFIGS[default], "quantized GEMV"), default)
 
 
 def gemv_applies(tokens: int, weight: QuantizedWeight) -> bool:
