@@ -26,7 +26,8 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))  # support.gpu_compile
 DEFAULT_OPCODES = "HMMA,HGMMA,F2F,F2FP,LDS,LDSM,LDG,LDGSTS,STL"
 # the constexprs worth printing beside a kernel's name
-SHOWN = ("BLOCK_N", "BLOCK_K", "MODE", "FORMAT", "FP8_KV", "FP8_F16_DOTS", "NATIVE_E4M3", "QUANTIZE", "D")
+SHOWN = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "MODE", "FORMAT", "FP8_KV", "FP8_F16_DOTS", "FP8_ACTIVATIONS", "NATIVE_E4M3",
+         "QUANTIZE", "D")
 
 
 def _attention() -> None:
@@ -78,8 +79,8 @@ def _activation() -> None:
 
 
 def _moe() -> None:
-    """The grouped expert GEMMs, bf16 and FP8 experts, bf16 activations, at decode (16 picks) and many-token
-    tiles (2,048 picks)."""
+    """The grouped expert GEMMs, bf16 and FP8 experts, at decode (16 picks; FP8 weight-only) and many-token tiles
+    (128 and 2,048 picks: mode "fp8" with FP8 activations on the FP8 tensor cores, wf8af16 weight-only)."""
     import torch
 
     from mii_core.model.quantization import quantize_weight
@@ -88,12 +89,13 @@ def _moe() -> None:
     experts, hidden, features, top_k = 8, 128, 256, 2
     gate_up = torch.randn(experts, 2 * features, hidden) * 0.05
     down = torch.randn(experts, hidden, features) * 0.05
-    for tokens in (8, 1024):
+    for tokens in (8, 64, 1024):
         x = torch.randn(tokens, hidden).bfloat16()
         ids = torch.randint(0, experts, (tokens, top_k))
         weights = torch.rand(tokens, top_k)
         TritonMoe()(x, weights, ids, gate_up.bfloat16(), down.bfloat16(), "silu")
         TritonQuantMoe()(x, weights, ids, quantize_weight(gate_up, "fp8"), quantize_weight(down, "fp8"), "silu")
+    TritonQuantMoe()(x, weights, ids, quantize_weight(gate_up, "wf8af16"), quantize_weight(down, "wf8af16"), "silu")
 
 
 SCENARIOS = {"attention": _attention, "quant": _quant, "activation": _activation, "moe": _moe}

@@ -43,20 +43,31 @@ def test_fp8_activations_are_quantized_only_for_many_tokens():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_quant_moe_experts_matches_float64_dense(mode):
+@pytest.mark.parametrize("tokens", [FP8_WEIGHT_ONLY_MAX_TOKENS, 13])
+def test_quant_moe_experts_matches_float64_dense(mode, tokens):
+    """Token by token in float64; in mode "fp8" with more than 8 tokens the experts' input, then every pick's
+    act(gate) · up (in x's dtype), each through one per-tensor e4m3 quantization (ops.py's contract)."""
     gen = torch.Generator().manual_seed(2)
-    experts, hidden, width, tokens, k = 4, 12, 10, 9, 2
+    experts, hidden, width, k = 4, 12, 10, 2
     x = torch.randn(tokens, hidden, generator=gen)
     gate_up = quantize_weight(torch.randn(experts, 2 * width, hidden, generator=gen), mode)
     down = quantize_weight(torch.randn(experts, hidden, width, generator=gen), mode)
     weights = torch.rand(tokens, k, generator=gen)
     ids = torch.stack([torch.randperm(experts, generator=gen)[:k] for _ in range(tokens)])
-    expected = torch.zeros(tokens, hidden, dtype=torch.float64)
+    fp8_activations = mode == "fp8" and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS
+    x64 = _f64_e4m3_per_tensor(x) if fp8_activations else x.double()
     w1, w2 = gate_up.dequantize(torch.float64), down.dequantize(torch.float64)
+    activated = torch.zeros(tokens, k, width, dtype=torch.float64)
     for t in range(tokens):
         for j in range(k):
-            gate, up = (x[t].double() @ w1[ids[t, j]].t()).chunk(2)
-            expected[t] += weights[t, j].double() * ((torch.nn.functional.silu(gate) * up) @ w2[ids[t, j]].t())
+            gate, up = (x64[t] @ w1[ids[t, j]].t()).chunk(2)
+            activated[t, j] = torch.nn.functional.silu(gate) * up
+    if fp8_activations:
+        activated = _f64_e4m3_per_tensor(activated.float())
+    expected = torch.zeros(tokens, hidden, dtype=torch.float64)
+    for t in range(tokens):
+        for j in range(k):
+            expected[t] += weights[t, j].double() * (activated[t, j] @ w2[ids[t, j]].t())
     got = quant_moe_experts(x, weights, ids, gate_up, down, "silu")
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-4)
 

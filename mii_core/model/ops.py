@@ -83,8 +83,11 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     the log; never anything less precise.
 ``quant_moe_experts(x, topk_weights, topk_ids, w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation)``
     As ``moe_experts`` with the stacks quantized ([E, 2F, H] and [E, H, F], scales [E, 2F] and [E, H], or
-    [E, 2F, ceil(H/g)] and [E, H, ceil(F/g)] with a ``group_size`` g); weight-only in every mode (x is
-    never quantized: an expert sees few tokens per step).
+    [E, 2F, ceil(H/g)] and [E, H, ceil(F/g)] with a ``group_size`` g); weight-only, except where
+    ``w_gate_up.quantizes_activations_at(T)`` (mode "fp8", a step of more than 8 tokens), as FP8 GEMMs see
+    it: x through one per-tensor e4m3 quantization as in ``quant_linear``, each pick's act(gate) · up rounded
+    to x's dtype, then all the step's picks' through one more (``torch_ref.quant_linear.fp8_activation_experts``).
+    A device that cannot run FP8 GEMMs may stay weight-only, as ``quant_linear``.
 
 What blocks do with torch directly, and why not through an op: embedding lookups (a gather, no
 arithmetic worth a kernel: ``parallel.py``), the collectives of tensor parallelism (``ParallelContext``),

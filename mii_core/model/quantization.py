@@ -88,6 +88,11 @@ class QuantizedWeight:
     def quantizes_activations(self) -> bool:
         return self.mode == "fp8"
 
+    def quantizes_activations_at(self, tokens: int) -> bool:
+        """Whether a step of ``tokens`` tokens quantizes its activations for this weight (mode "fp8", one scale
+        per row, more than ``FP8_WEIGHT_ONLY_MAX_TOKENS`` tokens): the references and the kernels ask alike."""
+        return self.quantizes_activations and self.group_size is None and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight's values [..., N, K] (each code times its row's scale, in float32, then ``dtype``)."""
         if self.mode == "wf6af16":

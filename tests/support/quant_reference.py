@@ -2,7 +2,8 @@
 of the checkpoint whose quantized tensors are replaced by their dequantized values, worked out here from the
 format's definition (nearest e3m2 value by search over its 64 values; e4m3 by torch's cast), not by the
 engine's quantizer. In mode "fp8" the inputs of the non-expert linears also go through a per-tensor e4m3
-quantization in steps of more than 8 tokens, as the engine's contract says.
+quantization in steps of more than 8 tokens, and so do the experts' inputs and their act(gate) · up (one scale
+over the step's picks), as the engine's contract says.
 
 Which checkpoint tensors are quantized comes from the engine model built from the folder (its quantized
 parameters have no storage: device "meta") and the family's weight rules (name → parameter, and whether the
@@ -142,7 +143,48 @@ def hook_fp8_inputs(model: torch.nn.Module, linear_tensors: set[str], jitter: fl
         if f"{name}.weight" in linear_tensors:
             module.register_forward_pre_hook(quantize_input)
             hooked += 1
+        elif _is_experts_module(module):
+            module.forward = _fp8_experts_forward(module, step)
     return hooked
+
+
+def _fake_e4m3(x: torch.Tensor) -> torch.Tensor:
+    """x through a per-tensor e4m3 quantization (absmax / 448, the codes of x times the scale's reciprocal)."""
+    scale = (x.abs().amax().double() / E4M3_MAX).float()
+    if scale == 0:
+        return x
+    return (x * torch.reciprocal(scale)).to(torch.float8_e4m3fn).to(x.dtype) * scale.to(x.dtype)
+
+
+def _is_experts_module(module: torch.nn.Module) -> bool:
+    """transformers' stacked experts (gate_up_proj [E, 2F, H], down_proj [E, H, F], act_fn): every MoE family."""
+    return all(getattr(getattr(module, p, None), "dim", lambda: 0)() == 3 for p in ("gate_up_proj", "down_proj")) \
+        and hasattr(module, "act_fn")
+
+
+def _fp8_experts_forward(module: torch.nn.Module, step: dict):
+    """The experts' forward as FP8 GEMMs see it in a step of more than 8 tokens (the engine's contract, ops.py):
+    the step's x through one per-tensor e4m3 quantization, every pick's act(gate) · up through one more (over
+    all the step's picks), products in x's dtype; the module's own forward in smaller steps."""
+    plain = module.forward
+
+    def forward(hidden_states, top_k_index, top_k_weights):
+        if step["tokens"] <= WEIGHT_ONLY_MAX_TOKENS:
+            return plain(hidden_states, top_k_index, top_k_weights)
+        x = _fake_e4m3(hidden_states)
+        routed = [(expert, *torch.where(top_k_index == expert)) for expert in range(module.gate_up_proj.shape[0])]
+        routed = [(expert, tokens, slots) for expert, tokens, slots in routed if tokens.numel()]
+        activated = []
+        for expert, tokens, _ in routed:
+            gate, up = torch.nn.functional.linear(x[tokens], module.gate_up_proj[expert]).chunk(2, dim=-1)
+            activated.append(module.act_fn(gate) * up)
+        seen = _fake_e4m3(torch.cat(activated)).split([a.shape[0] for a in activated])
+        out = torch.zeros_like(hidden_states)
+        for (expert, tokens, slots), h in zip(routed, seen):
+            down = torch.nn.functional.linear(h, module.down_proj[expert])
+            out.index_add_(0, tokens, down * top_k_weights[tokens, slots, None])
+        return out
+    return forward
 
 
 @torch.no_grad()

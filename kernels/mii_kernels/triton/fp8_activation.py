@@ -77,11 +77,25 @@ def quantize_per_tensor(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     if not rows.numel():
         return codes.view(torch.float8_e4m3fn), torch.ones((), dtype=torch.float32, device=rows.device)
     amax = torch.zeros((), dtype=torch.float32, device=rows.device)
-    scale = torch.empty((), dtype=torch.float32, device=rows.device)
-    nvidia = has_nvidia_intrinsics(rows)
     _amax_kernel[(min(triton.cdiv(rows.shape[0], _AMAX_ROWS), _AMAX_PROGRAMS),)](
         rows, amax, rows.shape[0], rows.shape[1], rows.stride(0), ROWS=_AMAX_ROWS, BLOCK=_BLOCK)
-    grid = (rows.shape[0], triton.cdiv(rows.shape[1], _BLOCK))
-    _quantize_kernel[grid](rows, codes, amax, scale, rows.shape[1], rows.stride(0), BLOCK=_BLOCK, NVIDIA=nvidia,
-                           NATIVE_E4M3=converts_to_e4m3(rows))
+    return _codes(rows, amax, codes)
+
+
+def quantize_with_amax(rows: torch.Tensor, amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """As ``quantize_per_tensor`` with the largest |x| already known (float32 [], on rows' device): a kernel
+    that produced ``rows`` joined it as it wrote them (the FP8 experts' gate/up kernel does)."""
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    return _codes(rows, amax, torch.empty(rows.shape, dtype=torch.uint8, device=rows.device))
+
+
+def _codes(rows: torch.Tensor, amax: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = torch.empty((), dtype=torch.float32, device=rows.device)
+    if rows.numel():
+        grid = (rows.shape[0], triton.cdiv(rows.shape[1], _BLOCK))
+        _quantize_kernel[grid](rows, codes, amax, scale, rows.shape[1], rows.stride(0), BLOCK=_BLOCK,
+                               NVIDIA=has_nvidia_intrinsics(rows), NATIVE_E4M3=converts_to_e4m3(rows))
+    else:
+        scale.fill_(1.0)
     return codes.view(torch.float8_e4m3fn), scale

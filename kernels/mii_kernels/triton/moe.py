@@ -37,8 +37,10 @@ import triton.language as tl
 from mii_core.model.quantization import QuantizedWeight
 from mii_kernels.triton.activations import activation_id, apply_activation
 from mii_kernels.triton.configs import pick_config
-from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, FP6_BLOCK, dot_operands, fp6_dot_chunk,
-                                             load_decoded, plane_bytes_of, weight_format)
+from mii_kernels.triton.e4m3 import converts_to_e4m3
+from mii_kernels.triton.fp8_activation import quantize_per_tensor, quantize_with_amax
+from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, FORMAT_E4M3_NATIVE, FP6_BLOCK, dot_operands,
+                                             fp6_dot_chunk, load_decoded, plane_bytes_of, weight_format)
 
 _FP6 = tl.constexpr(FORMAT_E3M2)
 
@@ -104,6 +106,17 @@ def _scatter_kernel(ids_ptr, first_slot_ptr, sorted_ptr, picks, E_PAD: tl.conste
 
 
 @triton.jit
+def _fp8_dot(a_codes, w_codes, acc, NATIVE_E4M3: tl.constexpr):
+    """``acc`` plus the product of two tiles of e4m3 codes (uint8): on the FP8 tensor cores where compiled for
+    sm_89+, else (the interpreter) in float32, where every product of two e4m3 values is exact."""
+    a = a_codes.to(tl.float8e4nv, bitcast=True)
+    w = w_codes.to(tl.float8e4nv, bitcast=True)
+    if NATIVE_E4M3:
+        return tl.dot(a, w, acc)
+    return tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+
+
+@triton.jit
 def _block_tile(sorted_ptr, block_expert_ptr, num_blocks, n_size, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 GROUP_M: tl.constexpr):
     """This program's block of sorted picks and n tile, GROUP_M blocks at a time over every n tile (L2
@@ -121,10 +134,11 @@ def _block_tile(sorted_ptr, block_expert_ptr, num_blocks, n_size, BLOCK_M: tl.co
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
                     hidden, features, stride_xt, stride_xh, stride_we, stride_wn, stride_wh, scale_ptr, factor,
-                    scale_columns, plane_bytes,
+                    scale_columns, plane_bytes, x_scale_ptr, amax_ptr,
                     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr):
+                    GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr,
+                    FP8_ACTIVATIONS: tl.constexpr, NATIVE_E4M3: tl.constexpr):
     expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, features, BLOCK_M, BLOCK_N,
                                         GROUP_M)
     if expert >= num_experts:  # a block past the used ones
@@ -153,13 +167,19 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
             k_ok = k + k0 < hidden
             a = tl.load(x_rows + (k0 + k)[None, :] * stride_xh, mask=valid[:, None] & k_ok[None, :], other=0.0)
             w_mask = k_ok[:, None] & n_ok[None, :]
-            if FORMAT == 0:
+            if FP8_ACTIVATIONS:  # x's codes times the weights' codes (the scales after the loop)
+                acc_gate = _fp8_dot(a, tl.load(gate_rows + (k0 + k)[:, None], mask=w_mask, other=0), acc_gate,
+                                    NATIVE_E4M3)
+                acc_up = _fp8_dot(a, tl.load(up_rows + (k0 + k)[:, None], mask=w_mask, other=0), acc_up, NATIVE_E4M3)
+            elif FORMAT == 0:
                 w_gate = tl.load(gate_base + w_offsets, mask=w_mask, other=0.0)
                 w_up = tl.load(up_base + w_offsets, mask=w_mask, other=0.0)
             else:
                 a, w_gate = dot_operands(a, load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT))
                 a, w_up = dot_operands(a, load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT))
-            if GROUP_K == 0:
+            if FP8_ACTIVATIONS:
+                pass
+            elif GROUP_K == 0:
                 acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
                 acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
             else:  # the tile lies in one column group: its sums take each row's scale of that group
@@ -173,8 +193,10 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
     if GROUP_K != 0:
         acc_gate *= factor
         acc_up *= factor
-    elif FORMAT != 0:  # each output row's scale, [gate | up] rows per expert
+    elif FORMAT != 0:  # each output row's scale, [gate | up] rows per expert (and x's one scale)
         scales = scale_ptr + expert * 2 * features + n
+        if FP8_ACTIVATIONS:
+            factor = factor * tl.load(x_scale_ptr)
         acc_gate *= tl.load(scales, mask=n_ok, other=0.0)[None, :] * factor
         acc_up *= tl.load(scales + features, mask=n_ok, other=0.0)[None, :] * factor
     dtype = out_ptr.dtype.element_ty
@@ -183,21 +205,30 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
     up = acc_up.to(dtype).to(tl.float32)
     hidden_act = (apply_activation(gate, ACTIVATION).to(dtype).to(tl.float32) * up).to(dtype)
     tl.store(out_ptr + rows[:, None].to(tl.int64) * features + n[None, :], hidden_act, mask=n_ok[None, :])
+    if FP8_ACTIVATIONS:  # the down projection's activations are quantized per tensor: their largest |value|
+        # (padding rows and columns hold act(0) · 0 = 0)
+        tl.atomic_max(amax_ptr, tl.max(tl.max(tl.abs(hidden_act.to(tl.float32)), axis=1), axis=0))
 
 
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])
 def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr, picks, num_experts, num_blocks,
                  hidden, features, stride_we, stride_wh, stride_wf, scale_ptr, factor, scale_columns, plane_bytes,
-                 PRECISION: tl.constexpr,
+                 h_codes_ptr, h_scale_ptr, PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr):
+                 GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr,
+                 FP8_ACTIVATIONS: tl.constexpr, NATIVE_E4M3: tl.constexpr):
     expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, hidden, BLOCK_M, BLOCK_N, GROUP_M)
     if expert >= num_experts:
         return
     valid = pick < picks
     n_ok = n < hidden
     k = tl.arange(0, BLOCK_K)
-    a_ptrs = h_ptr + rows[:, None].to(tl.int64) * features + k[None, :]
+    # with FP8 activations the A tiles are the codes of h (quantized per tensor); h, in x's dtype, is then read by
+    # nobody here, but its dtype is what the output rounds to
+    if FP8_ACTIVATIONS:
+        a_ptrs = h_codes_ptr + rows[:, None].to(tl.int64) * features + k[None, :]
+    else:
+        a_ptrs = h_ptr + rows[:, None].to(tl.int64) * features + k[None, :]
     w_rows = w_ptr + expert * stride_we + n[None, :] * stride_wh  # quantized: each code row's start (bytes)
     w_ptrs = w_rows + k[:, None] * stride_wf
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -209,12 +240,16 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
         for k0 in range(0, features, BLOCK_K):
             k_ok = k + k0 < features
             a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-            if FORMAT == 0:
+            if FP8_ACTIVATIONS:
+                w = tl.load(w_rows + (k0 + k)[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
+            elif FORMAT == 0:
                 w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
             else:
                 codes = load_decoded(w_rows, (k0 + k)[:, None], k_ok[:, None] & n_ok[None, :], FORMAT)
                 a, w = dot_operands(a, codes)
-            if GROUP_K == 0:
+            if FP8_ACTIVATIONS:
+                acc = _fp8_dot(a, w, acc, NATIVE_E4M3)
+            elif GROUP_K == 0:
                 acc = tl.dot(a, w, acc, input_precision=PRECISION)
             else:
                 group_scales = scale_ptr + (expert * hidden + n) * scale_columns + k0 // GROUP_K
@@ -224,6 +259,8 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
     if GROUP_K != 0:
         acc *= factor
     elif FORMAT != 0:
+        if FP8_ACTIVATIONS:
+            factor = factor * tl.load(h_scale_ptr)
         acc *= tl.load(scale_ptr + expert * hidden + n, mask=n_ok, other=0.0)[None, :] * factor
     route = tl.load(route_ptr + pick, mask=valid, other=0.0).to(tl.float32)
     weighted = acc.to(h_ptr.dtype.element_ty).to(tl.float32) * route[:, None]
@@ -322,8 +359,11 @@ def quant_moe_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: tor
         return moe_experts(x, topk_weights, topk_ids, w_gate_up.dequantize(x.dtype), w_down.dequantize(x.dtype),
                            activation, config)  # column groups the kernels cannot tile: correct, slower
     codes = lambda w: (w.data.view(torch.uint8), w.data.stride(), w.scale)  # noqa: E731
-    return _run(x, topk_weights, topk_ids, codes(w_gate_up), codes(w_down), w_down.shape, activation,
-                weight_format(w_down.mode, x.device), group or 0, config)
+    fmt = weight_format(w_down.mode, x.device)
+    # FP8 tensor cores where the step quantizes its activations; a GPU without them (before sm_89) weight-only
+    fp8_activations = w_gate_up.quantizes_activations_at(x.shape[0]) and fmt == FORMAT_E4M3_NATIVE
+    return _run(x, topk_weights, topk_ids, codes(w_gate_up), codes(w_down), w_down.shape, activation, fmt,
+                group or 0, config, fp8_activations)
 
 
 class TritonMoe:
@@ -345,9 +385,10 @@ class TritonQuantMoe(TritonMoe):
 
 
 def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, fmt: int,
-         group: int = 0, config: dict | None = None) -> torch.Tensor:
+         group: int = 0, config: dict | None = None, fp8_activations: bool = False) -> torch.Tensor:
     """The three launches; ``gate_up`` / ``down``: (weights or codes, their strides, row scales or None);
-    ``group``: input columns per scale (0: one scale per row)."""
+    ``group``: input columns per scale (0: one scale per row); ``fp8_activations``: x, then act(gate) · up,
+    quantized per tensor to e4m3 and multiplied with the e4m3 codes (the contract's mode "fp8")."""
     code = activation_id(activation)
     (tokens, hidden), (num_experts, _, features), top_k = x.shape, down_shape, topk_ids.shape[1]
     picks = tokens * top_k
@@ -361,20 +402,31 @@ def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, 
         stages = min(stages, 2)  # float32 tiles take twice the shared memory (float32 is for tests)
     tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
                  num_stages=stages, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",  # 16-bit: no tf32
-                 FORMAT=fmt, GROUP_K=group)
+                 FORMAT=fmt, GROUP_K=group, FP8_ACTIVATIONS=fp8_activations, NATIVE_E4M3=converts_to_e4m3(x))
     factor = DECODED_FACTOR.get(fmt, 1.0)
     sorted_picks, block_expert, num_blocks = _align(topk_ids.reshape(-1), num_experts, block_m)
     routed = (sorted_picks, block_expert, picks, num_experts, num_blocks, hidden, features)
 
     (w_gate_up, gate_up_strides, gate_up_scale), (w_down, down_strides, down_scale) = gate_up, down
-    activated = torch.empty((num_blocks * block_m, features), dtype=x.dtype, device=x.device)
+    # with FP8 activations every row is quantized, unused blocks' too (their count is not known on the host;
+    # their codes are never read): zeros on the CPU, where the interpreter would warn of garbage floats
+    empty = torch.zeros if fp8_activations and not x.is_cuda else torch.empty
+    activated = empty((num_blocks * block_m, features), dtype=x.dtype, device=x.device)
+    x_in, x_scale, amax = x, x, x  # the last two: placeholders, read only with fp8_activations
+    if fp8_activations:
+        x_codes, x_scale = quantize_per_tensor(x)
+        x_in, amax = x_codes.view(torch.uint8), torch.zeros((), dtype=torch.float32, device=x.device)
     _gate_up_kernel[(num_blocks * triton.cdiv(features, block_n),)](
-        x, w_gate_up, activated, *routed, x.stride(0), x.stride(1), *gate_up_strides,
+        x_in, w_gate_up, activated, *routed, x_in.stride(0), x_in.stride(1), *gate_up_strides,
         gate_up_scale if gate_up_scale is not None else x, factor, gate_up_scale.shape[-1] if group else 0,
-        plane_bytes_of(fmt, hidden), TOP_K=top_k, ACTIVATION=code, **tiles)
+        plane_bytes_of(fmt, hidden), x_scale, amax, TOP_K=top_k, ACTIVATION=code, **tiles)
+    h_codes, h_scale = activated, x
+    if fp8_activations:
+        h_codes, h_scale = quantize_with_amax(activated, amax)
+        h_codes = h_codes.view(torch.uint8)
     per_pick = torch.empty((picks, hidden), dtype=torch.float32, device=x.device)
     _down_kernel[(num_blocks * triton.cdiv(hidden, block_n),)](
         activated, w_down, per_pick, topk_weights.reshape(-1), *routed, *down_strides,
         down_scale if down_scale is not None else x, factor, down_scale.shape[-1] if group else 0,
-        plane_bytes_of(fmt, features), **tiles)
+        plane_bytes_of(fmt, features), h_codes, h_scale, **tiles)
     return per_pick.view(tokens, top_k, hidden).sum(dim=1).to(x.dtype)

@@ -143,8 +143,7 @@ class TritonQuantLinear:
         tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if gemv_applies(tokens, weight):
             return quant_gemv(x, weight, bias, self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles)
-        if weight.quantizes_activations and weight.group_size is None and tokens > FP8_WEIGHT_ONLY_MAX_TOKENS \
-                and self._fp8_gemm_fits(x, weight):
+        if weight.quantizes_activations_at(tokens) and self._fp8_gemm_fits(x, weight):
             return fp8_gemm_linear(x, weight, bias)
         return weight_only_linear(x, weight, bias)
 
