@@ -31,7 +31,8 @@ SHOWN = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "MODE", "FORMAT", "FP8_KV", "FP8_F16_D
 
 
 def _attention() -> None:
-    """Llama-3-8B's decode attention (32 / 8 heads of 128) over a bf16 and an FP8 cache, default tiles."""
+    """Llama-3-8B's decode attention (32 / 8 heads of 128) over a bf16 and an FP8 cache, with the launch config
+    named by MII_TRITON_ATTENTION_CONFIG (default tiles when unset)."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -42,7 +43,7 @@ def _attention() -> None:
     for fp8 in (False, True):
         setup = bench.Setup(work, 64, torch.device("cpu"), bench.SHAPES["llama"], fp8_kv=fp8)
         setup.layers = 1
-        setup.call(TritonAttention("default"), 0)
+        setup.call(TritonAttention(), 0)
 
 
 def _quant() -> None:

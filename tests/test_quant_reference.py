@@ -95,3 +95,38 @@ def test_quantizing_in_chunks_changes_nothing(mode):
     whole, chunked = quantize_weight(weight, mode), quantize_weight(weight, mode, chunk_elements=7)
     assert torch.equal(whole.data.view(torch.uint8), chunked.data.view(torch.uint8))
     assert torch.equal(whole.scale, chunked.scale) and whole.scale.shape == (3, 10)
+
+
+@pytest.mark.parametrize("tokens", [FP8_WEIGHT_ONLY_MAX_TOKENS, 21])
+def test_independent_experts_reference_agrees_with_the_engines(tokens):
+    """tests/support's experts forward (transformers' Mixtral experts holding the dequantized weights, as the
+    parity tests load them) and the engine's reference op, two implementations of the contract, agree on
+    both sides of the 8-token line; with jitter the independent one moves (its tie detection needs that)."""
+    from transformers import MixtralConfig
+    from transformers.models.mixtral.modeling_mixtral import MixtralExperts
+
+    from support.quant_reference import hook_fp8_inputs
+
+    gen = torch.Generator().manual_seed(tokens)
+    experts, hidden, width, k = 4, 16, 24, 2
+    config = MixtralConfig(hidden_size=hidden, intermediate_size=width, num_local_experts=experts)
+    gate_up = quantize_weight(torch.randn(experts, 2 * width, hidden, generator=gen), "fp8")
+    down = quantize_weight(torch.randn(experts, hidden, width, generator=gen), "fp8")
+    x = torch.randn(tokens, hidden, generator=gen)
+    weights = torch.rand(tokens, k, generator=gen)
+    ids = torch.stack([torch.randperm(experts, generator=gen)[:k] for _ in range(tokens)])
+    want = quant_moe_experts(x, weights, ids, gate_up, down, "silu")
+
+    def independent(jitter: float) -> torch.Tensor:
+        model = torch.nn.Module()
+        model.experts = MixtralExperts(config)
+        model.experts.gate_up_proj.data = gate_up.dequantize(torch.float32)
+        model.experts.down_proj.data = down.dequantize(torch.float32)
+        model.forward = lambda input_ids: model.experts(x, ids, weights)
+        hook_fp8_inputs(model, set(), jitter)
+        with torch.no_grad():
+            return model(input_ids=torch.zeros(1, tokens, dtype=torch.long))
+
+    torch.testing.assert_close(independent(0.0), want, rtol=1e-5, atol=1e-5)
+    if tokens > FP8_WEIGHT_ONLY_MAX_TOKENS:
+        assert not torch.allclose(independent(0.05), want, rtol=1e-5, atol=1e-5)

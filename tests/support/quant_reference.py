@@ -127,15 +127,9 @@ def hook_fp8_inputs(model: torch.nn.Module, linear_tensors: set[str], jitter: fl
         step["tokens"] = ids.numel() if ids is not None else kwargs["inputs_embeds"].shape[:-1].numel()
 
     def quantize_input(_module, args):
-        x = args[0]
         if step["tokens"] <= WEIGHT_ONLY_MAX_TOKENS:
             return None
-        if jitter:
-            x = x * torch.where(torch.rand_like(x) < 0.5, 1 - jitter, 1 + jitter)
-        scale = (x.abs().amax().double() / E4M3_MAX).float()
-        # the codes of x times the scale's reciprocal (rounded once), as the contract says (ops.py: as the FP8
-        # KV cache's write, a product per value rather than a division)
-        return ((x * torch.reciprocal(scale)).to(torch.float8_e4m3fn).to(x.dtype) * scale.to(x.dtype), *args[1:])
+        return (_fake_e4m3(args[0], jitter), *args[1:])
 
     model.register_forward_pre_hook(count_step_tokens, with_kwargs=True)
     hooked = 0
@@ -144,12 +138,16 @@ def hook_fp8_inputs(model: torch.nn.Module, linear_tensors: set[str], jitter: fl
             module.register_forward_pre_hook(quantize_input)
             hooked += 1
         elif _is_experts_module(module):
-            module.forward = _fp8_experts_forward(module, step)
+            module.forward = _fp8_experts_forward(module, step, jitter)
     return hooked
 
 
-def _fake_e4m3(x: torch.Tensor) -> torch.Tensor:
-    """x through a per-tensor e4m3 quantization (absmax / 448, the codes of x times the scale's reciprocal)."""
+def _fake_e4m3(x: torch.Tensor, jitter: float = 0.0) -> torch.Tensor:
+    """x through a per-tensor e4m3 quantization: one scale absmax / 448, the codes of x times the scale's
+    reciprocal (rounded once), as the contract says (ops.py: as the FP8 KV cache's write, a product per value
+    rather than a division). ``jitter``: each element first scaled by 1 ± jitter (random signs)."""
+    if jitter:
+        x = x * torch.where(torch.rand_like(x) < 0.5, 1 - jitter, 1 + jitter)
     scale = (x.abs().amax().double() / E4M3_MAX).float()
     if scale == 0:
         return x
@@ -162,23 +160,24 @@ def _is_experts_module(module: torch.nn.Module) -> bool:
         and hasattr(module, "act_fn")
 
 
-def _fp8_experts_forward(module: torch.nn.Module, step: dict):
+def _fp8_experts_forward(module: torch.nn.Module, step: dict, jitter: float):
     """The experts' forward as FP8 GEMMs see it in a step of more than 8 tokens (the engine's contract, ops.py):
     the step's x through one per-tensor e4m3 quantization, every pick's act(gate) · up through one more (over
-    all the step's picks), products in x's dtype; the module's own forward in smaller steps."""
+    all the step's picks), products in x's dtype; the module's own forward in smaller steps. ``jitter`` as
+    ``hook_fp8_inputs``'s, before each quantization."""
     plain = module.forward
 
     def forward(hidden_states, top_k_index, top_k_weights):
         if step["tokens"] <= WEIGHT_ONLY_MAX_TOKENS:
             return plain(hidden_states, top_k_index, top_k_weights)
-        x = _fake_e4m3(hidden_states)
+        x = _fake_e4m3(hidden_states, jitter)
         routed = [(expert, *torch.where(top_k_index == expert)) for expert in range(module.gate_up_proj.shape[0])]
         routed = [(expert, tokens, slots) for expert, tokens, slots in routed if tokens.numel()]
         activated = []
         for expert, tokens, _ in routed:
             gate, up = torch.nn.functional.linear(x[tokens], module.gate_up_proj[expert]).chunk(2, dim=-1)
             activated.append(module.act_fn(gate) * up)
-        seen = _fake_e4m3(torch.cat(activated)).split([a.shape[0] for a in activated])
+        seen = _fake_e4m3(torch.cat(activated), jitter).split([a.shape[0] for a in activated])
         out = torch.zeros_like(hidden_states)
         for (expert, tokens, slots), h in zip(routed, seen):
             down = torch.nn.functional.linear(h, module.down_proj[expert])
