@@ -13,7 +13,9 @@ repeated per row, ``per_tensor`` set; per rank's shard under tensor parallelism)
 Its steps of many tokens run one ``torch._scaled_mm`` with both scales and the bias in its epilogue and
 x's dtype out; a per-channel scale there was a float32 output and three more passes over it (on the H200
 fp8 W3 ran at 0.81x bf16 that way), and cuBLAS's row-wise-scaled FP8 GEMM ran at half the per-tensor rate
-(608 against 1,201 TFLOP/s, issue 18). The experts (weight-only in every mode) keep per-row scales.
+(608 against 1,201 TFLOP/s, issue 18). The experts keep per-row scales; in mode "fp8" their steps of many
+tokens quantize their activations per tensor too (x, then act(gate) · up over the step's picks: under tensor
+parallelism over a rank's own columns of it, as a row-parallel linear's input), weight-only otherwise.
 
 The mode is chosen while the model is built (``building_quantized(mode)`` around ``policy.build_model``),
 so no architecture plugin passes it along: the core's linear layers read it when they are made.
