@@ -80,8 +80,8 @@ def _activation() -> None:
 
 
 def _moe() -> None:
-    """The grouped expert GEMMs, bf16 and FP8 experts, at decode (16 picks; FP8 weight-only) and many-token tiles
-    (128 and 2,048 picks: mode "fp8" with FP8 activations on the FP8 tensor cores, wf8af16 weight-only)."""
+    """The grouped expert GEMMs, bf16 and FP8 experts, at 16 picks (8 tokens: FP8 weight-only), then 32, 128 and
+    2,048 (mode "fp8" with FP8 activations, each tile tier; wf8af16 weight-only at the last)."""
     import torch
 
     from mii_core.model.quantization import quantize_weight
@@ -90,7 +90,7 @@ def _moe() -> None:
     experts, hidden, features, top_k = 8, 128, 256, 2
     gate_up = torch.randn(experts, 2 * features, hidden) * 0.05
     down = torch.randn(experts, hidden, features) * 0.05
-    for tokens in (8, 64, 1024):
+    for tokens in (8, 16, 64, 1024):
         x = torch.randn(tokens, hidden).bfloat16()
         ids = torch.randint(0, experts, (tokens, top_k))
         weights = torch.rand(tokens, top_k)
