@@ -15,7 +15,13 @@ How a program multiplies its tile (``mode`` of a tile setting):
   [BLOCK_N, BLOCK_K], summed across lanes once after the loop, so the loop has no reduction;
 * ``"reduce"``: each chunk's products are summed at once, token by token, into [T, BLOCK_N];
 * ``"dot"``: ``tl.dot`` on tensor cores with the tokens padded to 16 rows; Triton then pipelines the
-  tile loads through shared memory (cp.async) over ``stages`` buffers.
+  tile loads through shared memory (cp.async) over ``stages`` buffers;
+* ``"group"`` (one token, FP8 or plain weights; FP6 runs lanes, more tokens reduce): as lanes, but each run of
+  16 products (one 16-byte load of FP8 codes) is summed in its thread before it joins the partial sums, which
+  are then [BLOCK_N, BLOCK_K / 16]. The lanes tile's [BLOCK_N, BLOCK_K] float32 sums take the registers: the
+  FP8 lanes tile of 8 x 1024 needs 123 a thread (4 programs an SM, 64 bytes of codes a thread in flight),
+  "group" at 8 x 2048 needs 64 for 128 bytes in flight (sm_90 cubins, 2026-12-03). A register prefetch of the
+  next chunk ("ahead", since taken out) had needed 170 and ran slower on the H200.
 
 FP6 codes (quant_gemv.py) are read as bit planes (mii_core.model.quant_formats): a chunk of ``BLOCK_K`` codes is
 three [BLOCK_N, BLOCK_K / 4] byte tiles, decoded as four quarters of codes, each multiplied as above by its own
@@ -40,7 +46,8 @@ from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operand
                                              fp6_quarter, load_decoded, plane_bytes_of)
 
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
-_MODES = {"lanes": 0, "reduce": 1, "dot": 2}
+_MODES = {"lanes": 0, "reduce": 1, "dot": 2, "group": 3}
+_GROUP = tl.constexpr(16)  # "group" mode: products summed in runs of this many (one 16-byte load of FP8 codes)
 _TILE_KEYS = {"mode", "block_n", "block_k", "warps", "stages"}
 _FP6 = tl.constexpr(FORMAT_E3M2)
 
@@ -68,6 +75,10 @@ CONFIGS: dict[str, dict[int, dict]] = {
     "dot": {t: make_tile("dot", 16, 256, stages=4) for t in (1, *_FEW)},
     "dot_n32": {t: make_tile("dot", 32, 128, stages=5) for t in (1, *_FEW)},
     "dot_k512": {t: make_tile("dot", 16, 512, stages=3) for t in (1, *_FEW)},
+    # batch 1 in "group" mode (products summed in runs of 16 in their thread, far fewer partial sums than lanes'):
+    # 256 bytes a thread in flight at k2048; not measured yet
+    "group_k1024": {1: make_tile("group", 8, 1024), **{t: make_tile("dot", 32, 128, stages=5) for t in _FEW}},
+    "group_k2048": {1: make_tile("group", 8, 2048), **{t: make_tile("dot", 32, 128, stages=5) for t in _FEW}},
 }
 
 
@@ -135,6 +146,9 @@ def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, B
         acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     elif MODE == 0 and BLOCK_T == 1:
         acc += w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
+    elif MODE == 3 and BLOCK_T == 1:  # group: each run of _GROUP products summed in its thread, then kept
+        products = w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
+        acc += tl.sum(tl.reshape(products, (products.shape[0], products.shape[1] // _GROUP, _GROUP)), 2)
     else:
         w = w.to(tl.float32)
         for t in tl.static_range(BLOCK_T):  # one row of x at a time, its sums put in row t
@@ -157,6 +171,8 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
             acc = tl.zeros([BLOCK_N, BLOCK_K // 4], tl.float32)
         else:
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    elif MODE == 3 and BLOCK_T == 1:  # a partial sum per run of _GROUP weights
+        acc = tl.zeros([BLOCK_N, BLOCK_K // _GROUP], tl.float32)
     else:
         acc = tl.zeros([BLOCK_T, BLOCK_N], tl.float32)
     # x is loaded 1-D in the CUDA-core modes: as [1, BLOCK_K] it made Triton convert the weight tile's
@@ -176,7 +192,7 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
             in_k = cols < features_in
             acc = _accumulate(acc, _load_tile(w_rows, cols, in_k, EVEN_K, FORMAT), cols, in_k, x_ptr, toks,
                               tokens, stride_xt, stride_xk, BLOCK_T, MODE, EVEN_K, PRECISION)
-    if MODE == 0 and BLOCK_T == 1:
+    if (MODE == 0 or MODE == 3) and BLOCK_T == 1:
         result = tl.sum(acc, 1)[None, :]
     else:
         result = acc
@@ -201,14 +217,17 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         raise ValueError(f"an FP6 GEMV tile reads whole blocks of {FP6_BLOCK} codes; block_k {tile['block_k']} "
                          "is not a multiple")
     block_t = triton.next_power_of_2(tokens)
-    if tile["mode"] == "dot":
+    mode = tile["mode"]
+    if mode == "dot":
         block_t = max(16, block_t)  # tl.dot needs 16 rows
+    if mode == "group" and (block_t > 1 or fmt == FORMAT_E3M2):
+        mode = "lanes"  # more tokens run as "reduce" (lanes' rule); FP6's quarters as lanes
     _gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
         x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out, tokens,
         features_out, features_in, x_rows.stride(0), x_rows.stride(1), weight.stride(0), factor,
         plane_bytes_of(fmt, features_in), HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"],
         BLOCK_K=tile["block_k"],
-        MODE=_MODES[tile["mode"]], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
+        MODE=_MODES[mode], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
         PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, num_warps=tile["warps"])
 
 

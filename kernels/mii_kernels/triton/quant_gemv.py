@@ -57,6 +57,16 @@ CONFIGS: dict[str, dict[int, dict]] = {
     # lanes tile converts each to float32 for its FMA (sm_90 SASS, 2026-12-03); not measured yet
     "dot_all": {t: make_tile("dot", 32, 256, stages=4) for t in (1, *_FEW)},
     "dot_all_k512": {t: make_tile("dot", 32, 512, stages=3) for t in (1, *_FEW)},
+    # batch 1 with products summed in runs of 16 in their thread (linear.py's "group" mode): [BLOCK_N, BLOCK_K / 16]
+    # partial sums instead of [BLOCK_N, BLOCK_K], so a thread keeps 128 bytes of codes in flight in fewer
+    # registers than the lanes tile's 64 (123 registers a thread there: 4 programs an SM; the "ahead" mode's 170
+    # left 2, sm_90 cubins, 2026-12-03). Not measured yet
+    "group_k2048": {1: make_tile("group", 8, 2048), 2: make_tile("reduce", 8, 1024, stages=3),
+                    **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}},
+    "group_k4096": {1: make_tile("group", 8, 4096), 2: make_tile("reduce", 8, 1024, stages=3),
+                    **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}},
+    "group_n16_k2048": {1: make_tile("group", 16, 2048, warps=8), 2: make_tile("reduce", 8, 1024, stages=3),
+                        **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}},
     # FP6 candidates, not measured yet: a lanes tile of BLOCK_K codes keeps [BLOCK_N, BLOCK_K / 4] partial sums
     # (a quarter of FP8's registers), so longer chunks fit; dot tiles multiply four quarters of BLOCK_K / 4
     "k4096": {1: make_tile("lanes", 8, 4096), **{t: make_tile("dot", 32, 512, stages=3) for t in _FEW}},
