@@ -1,7 +1,7 @@
 """What the Triton kernels compile to on an H100/H200, without one: each scenario's launches (real-shape
 constexprs, tiny data) recorded under the interpreter, compiled for sm_90 by Triton's own compiler as a GPU
 launch would specialise them (16-byte alignment, integers of 1, the GPU-only flags set), disassembled with the cuobjdump
-Triton ships, and counted by opcode.
+Triton ships, and counted by opcode; with each kernel's registers a thread (``cuobjdump -res-usage``).
 
     .venv/bin/python benchmarks/sass_census.py [--scenarios attention,quant,activation] [--opcodes F2F,LDS]
 
@@ -130,6 +130,9 @@ def census(line: str, opcodes: list[str], sass_dir: Path | None = None) -> str:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
         sass = subprocess.run([_cuobjdump(), "-sass", cubin.name], capture_output=True, text=True, check=True).stdout
+        usage = subprocess.run([_cuobjdump(), "-res-usage", cubin.name], capture_output=True, text=True).stdout
+    # registers a thread decide how many programs an SM holds, and so how many loads are in flight
+    registers = re.search(r"REG:(\d+)", usage)
     shown = {k: v for k, v in launch["constexprs"].items() if k in SHOWN}
     if sass_dir is not None:
         tag = "-".join(f"{k}{v}" for k, v in shown.items())
@@ -141,7 +144,8 @@ def census(line: str, opcodes: list[str], sass_dir: Path | None = None) -> str:
         by_opcode[full.split(".")[0]] += n
     parts = [f"{op} {by_opcode[op]}" for op in opcodes]
     detail = ", ".join(f"{full} {n}" for full, n in sorted(counts.items()) if full.split(".")[0] in opcodes and n)
-    return (f"{launch['name']} {shown} {launch['options']}: {sum(counts.values())} instructions; "
+    return (f"{launch['name']} {shown} {launch['options']}: {registers.group(1) if registers else '?'} registers, "
+            f"{sum(counts.values())} instructions; "
             f"{', '.join(parts)}\n    {detail}")
 
 

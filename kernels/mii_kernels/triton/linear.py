@@ -16,9 +16,9 @@ How a program multiplies its tile (``mode`` of a tile setting):
 * ``"reduce"``: each chunk's products are summed at once, token by token, into [T, BLOCK_N];
 * ``"dot"``: ``tl.dot`` on tensor cores with the tokens padded to 16 rows; Triton then pipelines the
   tile loads through shared memory (cp.async) over ``stages`` buffers;
-* ``"group"`` (one token, FP8 or plain weights; FP6 runs lanes, more tokens reduce): as lanes, but each run of
-  16 products (one 16-byte load of FP8 codes) is summed in its thread before it joins the partial sums, which
-  are then [BLOCK_N, BLOCK_K / 16]. The lanes tile's [BLOCK_N, BLOCK_K] float32 sums take the registers: the
+* ``"group"`` (one token; more run as ``"reduce"``): as lanes, but each run of 16 products (one 16-byte load of
+  FP8 codes; an FP6 quarter's run of 16 columns) is summed in its thread before it joins the partial sums,
+  which are then [BLOCK_N, BLOCK_K / 16] (FP6: [BLOCK_N, BLOCK_K / 64]). The lanes tile's [BLOCK_N, BLOCK_K] float32 sums take the registers: the
   FP8 lanes tile of 8 x 1024 needs 123 a thread (4 programs an SM, 64 bytes of codes a thread in flight),
   "group" at 8 x 2048 needs 64 for 128 bytes in flight (sm_90 cubins, 2026-12-03). A register prefetch of the
   next chunk ("ahead", since taken out) had needed 170 and ran slower on the H200.
@@ -171,8 +171,11 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
             acc = tl.zeros([BLOCK_N, BLOCK_K // 4], tl.float32)
         else:
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    elif MODE == 3 and BLOCK_T == 1:  # a partial sum per run of _GROUP weights
-        acc = tl.zeros([BLOCK_N, BLOCK_K // _GROUP], tl.float32)
+    elif MODE == 3 and BLOCK_T == 1:  # a partial sum per run of _GROUP weights (FP6: of a quarter's tile)
+        if FORMAT == _FP6:
+            acc = tl.zeros([BLOCK_N, BLOCK_K // 4 // _GROUP], tl.float32)
+        else:
+            acc = tl.zeros([BLOCK_N, BLOCK_K // _GROUP], tl.float32)
     else:
         acc = tl.zeros([BLOCK_T, BLOCK_N], tl.float32)
     # x is loaded 1-D in the CUDA-core modes: as [1, BLOCK_K] it made Triton convert the weight tile's
@@ -220,8 +223,8 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     mode = tile["mode"]
     if mode == "dot":
         block_t = max(16, block_t)  # tl.dot needs 16 rows
-    if mode == "group" and (block_t > 1 or fmt == FORMAT_E3M2):
-        mode = "lanes"  # more tokens run as "reduce" (lanes' rule); FP6's quarters as lanes
+    if mode == "group" and block_t > 1:
+        mode = "lanes"  # more tokens run as "reduce" (lanes' rule)
     _gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
         x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out, tokens,
         features_out, features_in, x_rows.stride(0), x_rows.stride(1), weight.stride(0), factor,

@@ -67,6 +67,9 @@ CONFIGS: dict[str, dict[int, dict]] = {
                     **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}},
     "group_n16_k2048": {1: make_tile("group", 16, 2048, warps=8), 2: make_tile("reduce", 8, 1024, stages=3),
                         **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}},
+    # FP6's lanes tile of 8 x 2048 ("fp6") takes 174 registers a thread (2 programs an SM); "group" 8 x 2048 fewer
+    "fp6_group_k2048": {1: make_tile("group", 8, 2048), 2: make_tile("reduce", 8, 1024, stages=3),
+                        **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}},
     # FP6 candidates, not measured yet: a lanes tile of BLOCK_K codes keeps [BLOCK_N, BLOCK_K / 4] partial sums
     # (a quarter of FP8's registers), so longer chunks fit; dot tiles multiply four quarters of BLOCK_K / 4
     "k4096": {1: make_tile("lanes", 8, 4096), **{t: make_tile("dot", 32, 512, stages=3) for t in _FEW}},
