@@ -1,7 +1,8 @@
 """What the Triton kernels compile to on an H100/H200, without one: each scenario's launches (real-shape
 constexprs, tiny data) recorded under the interpreter, compiled for sm_90 by Triton's own compiler as a GPU
 launch would specialise them (16-byte alignment, integers of 1, the GPU-only flags set), disassembled with the cuobjdump
-Triton ships, and counted by opcode; with each kernel's registers a thread (``cuobjdump -res-usage``).
+Triton ships, and counted by opcode; with each kernel's registers a thread (``cuobjdump -res-usage``) and shared memory a
+program, which decide how many programs an SM holds.
 
     .venv/bin/python benchmarks/sass_census.py [--scenarios attention,quant,activation] [--opcodes F2F,LDS]
 
@@ -144,7 +145,9 @@ def census(line: str, opcodes: list[str], sass_dir: Path | None = None) -> str:
         by_opcode[full.split(".")[0]] += n
     parts = [f"{op} {by_opcode[op]}" for op in opcodes]
     detail = ", ".join(f"{full} {n}" for full, n in sorted(counts.items()) if full.split(".")[0] in opcodes and n)
+    shared = getattr(compiled.metadata, "shared", None)  # bytes of shared memory a program: the other limit
     return (f"{launch['name']} {shown} {launch['options']}: {registers.group(1) if registers else '?'} registers, "
+            f"{shared if shared is not None else '?'} B shared, "
             f"{sum(counts.values())} instructions; "
             f"{', '.join(parts)}\n    {detail}")
 
