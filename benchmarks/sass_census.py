@@ -1,8 +1,8 @@
 """What the Triton kernels compile to on an H100/H200, without one: each scenario's launches (real-shape
 constexprs, tiny data) recorded under the interpreter, compiled for sm_90 by Triton's own compiler as a GPU
 launch would specialise them (16-byte alignment, integers of 1, the GPU-only flags set), disassembled with the cuobjdump
-Triton ships, and counted by opcode; with each kernel's registers a thread (``cuobjdump -res-usage``) and shared memory a
-program, which decide how many programs an SM holds.
+Triton ships, and counted by opcode; with each kernel's registers a thread (``cuobjdump -res-usage``) and
+shared memory a program, which decide how many programs an SM holds.
 
     .venv/bin/python benchmarks/sass_census.py [--scenarios attention,quant,activation] [--opcodes F2F,LDS]
 

@@ -6,7 +6,7 @@ import torch
 from mii_core.model.quant_formats import fake_quantize_e4m3
 from mii_core.model.quantization import QuantizedWeight
 from mii_kernels.torch_ref.activations import gated_activation
-from mii_kernels.torch_ref.moe import route_through_experts
+from mii_kernels.torch_ref.moe import picks_by_expert, route_through_experts
 
 
 def activations_seen(x: torch.Tensor, weight: QuantizedWeight) -> torch.Tensor:
@@ -43,7 +43,7 @@ def fp8_activation_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids
     rounded to x's dtype (as the gate/up kernel stores it), then all picks' through one more; products of
     the dequantized values in float32. A loop over experts, twice: the second quantization needs every pick's."""
     seen_x = fake_quantize_e4m3(x)
-    picks_of = _picks_by_expert(topk_ids, w_gate_up.data.shape[0])
+    picks_of = picks_by_expert(topk_ids, w_gate_up.data.shape[0])
     token_of_pick = torch.arange(x.shape[0], device=x.device).repeat_interleave(topk_ids.shape[1])
     activated = torch.zeros((topk_ids.numel(), w_down.in_features), dtype=x.dtype, device=x.device)
     for expert, picks in picks_of:
@@ -56,10 +56,3 @@ def fp8_activation_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids
         out.index_add_(0, token_of_pick[picks], down * topk_weights.reshape(-1)[picks, None].float())
     return out.to(x.dtype)
 
-
-def _picks_by_expert(topk_ids: torch.Tensor, num_experts: int) -> list[tuple[int, torch.Tensor]]:
-    """(expert, the indices of the picks routed to it) for every expert that has any, picks in order."""
-    flat_ids = topk_ids.reshape(-1)
-    order = torch.argsort(flat_ids, stable=True)
-    counts = torch.bincount(flat_ids, minlength=num_experts).tolist()  # host sync: reference only
-    return [(expert, picks) for expert, picks in enumerate(order.split(counts)) if picks.numel()]

@@ -18,10 +18,11 @@ How a program multiplies its tile (``mode`` of a tile setting):
   tile loads through shared memory (cp.async) over ``stages`` buffers;
 * ``"group"`` (one token; more run as ``"reduce"``): as lanes, but each run of 16 products (one 16-byte load of
   FP8 codes; an FP6 quarter's run of 16 columns) is summed in its thread before it joins the partial sums,
-  which are then [BLOCK_N, BLOCK_K / 16] (FP6: [BLOCK_N, BLOCK_K / 64]). The lanes tile's [BLOCK_N, BLOCK_K] float32 sums take the registers: the
-  FP8 lanes tile of 8 x 1024 needs 123 a thread (4 programs an SM, 64 bytes of codes a thread in flight),
-  "group" at 8 x 2048 needs 64 for 128 bytes in flight (sm_90 cubins, 2026-12-03). A register prefetch of the
-  next chunk ("ahead", since taken out) had needed 170 and ran slower on the H200.
+  which are then [BLOCK_N, BLOCK_K / 16] (FP6: [BLOCK_N, BLOCK_K / 64]). The lanes tile's [BLOCK_N, BLOCK_K]
+  float32 sums take the registers: the FP8 lanes tile of 8 x 1024 needs 123 a thread (4 programs an SM, 64
+  bytes of codes a thread in flight), "group" at 8 x 2048 needs 64 for 128 bytes in flight (sm_90 cubins,
+  2026-12-03). A register prefetch of the next chunk ("ahead", since taken out) had needed 170 and ran slower
+  on the H200.
 
 FP6 codes (quant_gemv.py) are read as bit planes (mii_core.model.quant_formats): a chunk of ``BLOCK_K`` codes is
 three [BLOCK_N, BLOCK_K / 4] byte tiles, decoded as four quarters of codes, each multiplied as above by its own

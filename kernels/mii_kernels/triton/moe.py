@@ -167,10 +167,9 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
             k_ok = k + k0 < hidden
             a = tl.load(x_rows + (k0 + k)[None, :] * stride_xh, mask=valid[:, None] & k_ok[None, :], other=0.0)
             w_mask = k_ok[:, None] & n_ok[None, :]
-            if FP8_ACTIVATIONS:  # x's codes times the weights' codes (the scales after the loop)
-                acc_gate = _fp8_dot(a, tl.load(gate_rows + (k0 + k)[:, None], mask=w_mask, other=0), acc_gate,
-                                    NATIVE_E4M3)
-                acc_up = _fp8_dot(a, tl.load(up_rows + (k0 + k)[:, None], mask=w_mask, other=0), acc_up, NATIVE_E4M3)
+            if FP8_ACTIVATIONS:  # the weights' codes as stored, for x's codes (the scales after the loop)
+                w_gate = tl.load(gate_rows + (k0 + k)[:, None], mask=w_mask, other=0)
+                w_up = tl.load(up_rows + (k0 + k)[:, None], mask=w_mask, other=0)
             elif FORMAT == 0:
                 w_gate = tl.load(gate_base + w_offsets, mask=w_mask, other=0.0)
                 w_up = tl.load(up_base + w_offsets, mask=w_mask, other=0.0)
@@ -178,7 +177,8 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
                 a, w_gate = dot_operands(a, load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT))
                 a, w_up = dot_operands(a, load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT))
             if FP8_ACTIVATIONS:
-                pass
+                acc_gate = _fp8_dot(a, w_gate, acc_gate, NATIVE_E4M3)
+                acc_up = _fp8_dot(a, w_up, acc_up, NATIVE_E4M3)
             elif GROUP_K == 0:
                 acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
                 acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
