@@ -99,16 +99,22 @@ def moe(tokens: int, shrink: int, device: str, dtype: torch.dtype):
     return lambda: experts(x, weights, ids, gate_up, down, "silu")
 
 
-# the raw page's columns a digest line shows (Nsight Compute's metric names), then the stall reasons
-DIGEST_COLUMNS = (("µs", "gpu__time_duration.sum"), ("DRAM %", "dram__throughput.avg.pct_of_peak_sustained_elapsed"),
-                  ("occupancy %", "sm__warps_active.avg.pct_of_peak_sustained_active"),
-                  ("registers", "launch__registers_per_thread"), ("grid", "launch__grid_size"))
+# the raw page's columns a digest line shows (Nsight Compute's metric names, the first present of each tuple),
+# then the stall reasons. The H200's ncu (2026-12-03) names DRAM's share gpu__dram_throughput and times in ns.
+DIGEST_COLUMNS = (("DRAM %", ("gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",
+                              "dram__throughput.avg.pct_of_peak_sustained_elapsed")),
+                  ("occupancy %", ("sm__warps_active.avg.pct_of_peak_sustained_active",)),
+                  ("registers", ("launch__registers_per_thread",)), ("grid", ("launch__grid_size",)))
+TIME_COLUMN, DRAM_RATE_COLUMN = "gpu__time_duration.sum", "dram__bytes.sum.per_second"
+MICROSECONDS_PER = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3,
+                    "second": 1e6, "s": 1e6}
 STALL_MARK = "issue_stalled_"
 
 
 def digest(csv_path: str, top: int = 5) -> list[str]:
-    """One line per profiled kernel from ``ncu --csv --page raw``'s output: its time, DRAM throughput,
-    occupancy, registers and grid, then the ``top`` warp stall reasons (cycles per issued instruction)."""
+    """One line per profiled kernel from ``ncu --csv --page raw``'s output: its time in µs (converted from the
+    units row's), DRAM read+write rate in TB/s and share of peak, occupancy, registers and grid, then the
+    ``top`` warp stall reasons (cycles per issued instruction)."""
     import csv
 
     with open(csv_path, newline="") as f:
@@ -116,15 +122,27 @@ def digest(csv_path: str, top: int = 5) -> list[str]:
     start = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
     if start is None:
         return [f"no kernel rows in {csv_path}"]
-    header, lines = rows[start], []
-    for row in rows[start + 2:]:  # the row after the header holds the units
+    header, units, lines = rows[start], dict(zip(rows[start], rows[start + 1])), []
+    for row in rows[start + 2:]:
         values = dict(zip(header, row))
-        shown = ", ".join(f"{label} {values.get(column, '?')}" for label, column in DIGEST_COLUMNS)
+        shown = [f"µs {_microseconds(values.get(TIME_COLUMN), units.get(TIME_COLUMN))}",
+                 f"DRAM TB/s {_terabytes_per_second(values.get(DRAM_RATE_COLUMN), units.get(DRAM_RATE_COLUMN))}"]
+        shown += [f"{label} {next((values[c] for c in columns if c in values), '?')}" for label, columns in DIGEST_COLUMNS]
         stalls = sorted(((_number(v), k.split(STALL_MARK)[1].split("_per_")[0]) for k, v in values.items()
                          if STALL_MARK in k and k.endswith("per_issue_active.ratio")), reverse=True)[:top]
         reasons = ", ".join(f"{name} {value:.2f}" for value, name in stalls if value is not None)
-        lines.append(f"{values.get('Kernel Name', '?')[:60]}: {shown}; stalls: {reasons or '?'}")
+        lines.append(f"{values.get('Kernel Name', '?')[:60]}: {', '.join(shown)}; stalls: {reasons or '?'}")
     return lines
+
+
+def _microseconds(text: str | None, unit: str | None) -> str:
+    value, factor = _number(text or ""), MICROSECONDS_PER.get(unit or "")
+    return "?" if value is None or factor is None else f"{value * factor:.1f}"
+
+
+def _terabytes_per_second(text: str | None, unit: str | None) -> str:
+    value = _number(text or "")
+    return "?" if value is None or unit != "byte/s" else f"{value / 1e12:.2f}"
 
 
 def _number(text: str) -> float | None:

@@ -25,3 +25,16 @@ def test_a_scaled_budget_never_falls_below_its_least():
     # 165 s for 330 s of estimates: half each, but the checkpoint's 25 s would stop its build half-written
     got = bench_llama.fit_budgets(PLAN, {}, 165)
     assert got == [("checkpoint", 45, 45), ("ours", 65, 30), ("ours_quant", 75, 30)]
+
+
+def test_a_section_at_its_least_still_runs_when_it_starts_late():
+    # the first section's budget scaled to exactly its least (45 s), started 10 ms after the plan's start
+    assert bench_llama.section_end(planned_end=45.0, now=0.01, deadline=480.0, min_s=45) == pytest.approx(45.01)
+
+
+def test_a_late_section_gets_its_least_while_the_deadline_allows():
+    # planned to end at 100 s, but the sections before it ran until 90 s: it may run to 120 s (its 30 s)
+    assert bench_llama.section_end(planned_end=100.0, now=90.0, deadline=480.0, min_s=30) == 120.0
+    # ... but never past the deadline, and not at all when the deadline leaves less than its least
+    assert bench_llama.section_end(planned_end=100.0, now=450.0, deadline=480.0, min_s=30) == 480.0
+    assert bench_llama.section_end(planned_end=100.0, now=460.0, deadline=480.0, min_s=30) is None

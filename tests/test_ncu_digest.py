@@ -22,9 +22,26 @@ def test_digest_orders_each_kernels_stall_reasons(tmp_path):
     path = tmp_path / "ncu.csv"
     path.write_text(RAW)
     gemv, attention = ncu_kernels.digest(str(path), top=2)
-    assert gemv.startswith("_gemv_kernel: µs 61.5, DRAM % 64.2, occupancy % ?, registers 96, grid ?")
+    assert gemv.startswith("_gemv_kernel: µs 61.5, DRAM TB/s ?, DRAM % 64.2, occupancy % ?, registers 96, grid ?")
     assert gemv.endswith("stalls: long_scoreboard 12.40, barrier 3.10")
     assert attention.endswith("stalls: barrier 1204.50, wait 4.50")
+
+
+# as the H200's ncu wrote it on 2026-12-03 (its columns cut to these): times in ns, DRAM's share named
+# gpu__dram_throughput, its rate in byte/s with thousands separators
+RAW_H200 = '''"ID","Kernel Name","gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed","dram__bytes.sum.per_second",\
+"gpu__time_duration.sum","launch__grid_size"
+"","","%","byte/s","ns",""
+"0","_gemv_kernel","66.05","3,175,383,573,243.01","37,792","3,584"
+'''
+
+
+def test_digest_converts_the_units_row(tmp_path):
+    path = tmp_path / "ncu.csv"
+    path.write_text(RAW_H200)
+    (gemv,) = ncu_kernels.digest(str(path))
+    # 37,792 ns = 37.8 µs; 3,175,383,573,243 byte/s = 3.18 TB/s
+    assert gemv == "_gemv_kernel: µs 37.8, DRAM TB/s 3.18, DRAM % 66.05, occupancy % ?, registers ?, grid 3,584; stalls: ?"
 
 
 def test_digest_of_a_file_without_kernels(tmp_path):
