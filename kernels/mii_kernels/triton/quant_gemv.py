@@ -38,12 +38,13 @@ _FEW = (2, 4, 8)
 # T = 2..8 of the default and of the configs below that differ from it at T = 1 only
 _FEW_TILES = {2: make_tile("reduce", 8, 1024, stages=3), **{t: make_tile("dot", 32, 256, stages=4) for t in (4, 8)}}
 CONFIGS: dict[str, dict[int, dict]] = {
-    # the fastest FP8 tiles per T on the H200 (kernel_bench_quant.py): T = 1 and 4..8 since 2026-12-02 (then 3.23
-    # ms for the Llama-3-8B chain at T=1 against bf16's 3.75; 2.43 against 3.75 since the hardware's e4m3
-    # conversion), T = 2 "staged"'s since 2026-12-03 (3.32 ms against the dot tile's 3.92; T = 4, 8 not compared)
-    "default": {1: make_tile("lanes", 8, 1024), **_FEW_TILES},
-    # FP6's default (MII_TRITON_QUANT_GEMV_FP6_CONFIG unset): on the H200, 2026-12-03, "k2048"'s T = 1 tile (3.59 ms
-    # for the chain against 3.75 with FP8's) and "staged"'s T = 2 one (5.70 against 6.67); T = 4, 8 as FP8's
+    # the fastest FP8 tiles per T on the H200 (kernel_bench_quant.py): T = 1 "group"'s 8 x 2048 since 2026-12-03
+    # (the Llama-3-8B chain in 2.10 ms, 3.57 TB/s of codes, against the lanes tile's 2.43 and bf16's 3.75; 64
+    # registers a thread against 123), T = 2 "staged"'s since 2026-12-03 (3.32 ms against the dot tile's 3.92),
+    # T = 4, 8 the dot tile's since 2026-12-02 (not compared since)
+    "default": {1: make_tile("group", 8, 2048), **_FEW_TILES},
+    # the T = 1 default until 2026-12-03 (a lanes tile: [8, 1024] float32 partial sums, 123 registers a thread)
+    "lanes_k1024": {1: make_tile("lanes", 8, 1024), **_FEW_TILES},
     "fp6": {1: make_tile("lanes", 8, 2048), **_FEW_TILES},
     "k2048": {1: make_tile("lanes", 8, 2048), **{t: make_tile("dot", 32, 256, stages=4) for t in _FEW}},
     "bf16_tiles": {1: make_tile("lanes", 8, 1024), **{t: make_tile("dot", 32, 128, stages=5) for t in _FEW}},
@@ -57,15 +58,11 @@ CONFIGS: dict[str, dict[int, dict]] = {
     # lanes tile converts each to float32 for its FMA (sm_90 SASS, 2026-12-03); not measured yet
     "dot_all": {t: make_tile("dot", 32, 256, stages=4) for t in (1, *_FEW)},
     "dot_all_k512": {t: make_tile("dot", 32, 512, stages=3) for t in (1, *_FEW)},
-    # batch 1 with products summed in runs of 16 in their thread (linear.py's "group" mode): [BLOCK_N, BLOCK_K / 16]
-    # partial sums instead of [BLOCK_N, BLOCK_K], so a thread keeps 128 bytes of codes in flight in fewer
-    # registers than the lanes tile's 64 (123 registers a thread there: 4 programs an SM; the "ahead" mode's 170
-    # left 2, sm_90 cubins, 2026-12-03). Not measured yet
-    "group_k2048": {1: make_tile("group", 8, 2048), **_FEW_TILES},
+    # batch 1 with products summed in runs of 16 in their thread (linear.py's "group" mode), beside the default's
+    # 8 x 2048: on the H200, 2026-12-03, 2.21 ms (8 x 4096) and 2.29 (16 x 2048) for FP8; for FP6 (whose lanes
+    # tile of 8 x 2048 takes 174 registers a thread, "group" 128) the default's tile 3.62 ms against "fp6"'s 3.58
     "group_k4096": {1: make_tile("group", 8, 4096), **_FEW_TILES},
     "group_n16_k2048": {1: make_tile("group", 16, 2048, warps=8), **_FEW_TILES},
-    # FP6's lanes tile of 8 x 2048 ("fp6") takes 174 registers a thread (2 programs an SM); "group" 8 x 2048 fewer
-    "fp6_group_k2048": {1: make_tile("group", 8, 2048), **_FEW_TILES},
     # FP6 candidates, not measured yet: a lanes tile of BLOCK_K codes keeps [BLOCK_N, BLOCK_K / 4] partial sums
     # (a quarter of FP8's registers), so longer chunks fit; dot tiles multiply four quarters of BLOCK_K / 4
     "k4096": {1: make_tile("lanes", 8, 4096), **{t: make_tile("dot", 32, 512, stages=3) for t in _FEW}},
