@@ -37,8 +37,12 @@ class MLP(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         up = self.up(hidden)
-        act = self.kernels.gated_activation(up, self.activation) if self.gated else self.activation(up)
-        return self.down(act)
+        if not self.gated:
+            return self.down(self.activation(up))
+        # where the down projection quantizes its input per tensor (mode "fp8", a step of many tokens), the
+        # gated activation joins that input's max |x| as it writes it, so the quantization reads it once
+        amax = self.down.activation_amax(up.shape[0])
+        return self.down(self.kernels.gated_activation(up, self.activation, amax), amax)
 
 
 def dense_mlp(spec: DecoderSpec, ctx: ParallelContext, kernels: KernelOps, device: torch.device, dtype: torch.dtype,

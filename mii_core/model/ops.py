@@ -64,14 +64,17 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     ``supports_fp8_kv_cache = True`` attribute (on the function, or the class it is registered as): the
     engine refuses ``kv_cache_dtype="fp8"``
     naming any chosen ``rotary_write_kv`` or ``paged_attention`` kernel without it.
-``gated_activation(x, activation) -> Tensor``
+``gated_activation(x, activation, amax=None) -> Tensor``
     ``x`` [T, 2F] holding [gate | up]; returns ``act(gate) * up`` [T, F]; activation "silu", "gelu" or
-    "gelu_tanh".
+    "gelu_tanh". With ``amax`` (float32 [] on x's device), also sets ``amax = max(amax, max |output|)``
+    over the output as returned (in x's dtype): the down projection's FP8 activation scale, joined while the
+    output is written instead of read again (``quant_linear``'s ``x_amax``). A kernel that does so declares
+    ``joins_amax = True``; for one that does not, the kernel set joins it with torch ops after the call.
 ``moe_experts(x, topk_weights, topk_ids, w_gate_up, w_down, activation) -> Tensor``
     ``x`` [T, H]; ``topk_ids`` [T, k] int64 expert of each of a token's k picks, ``topk_weights`` [T, k]
     float32 their weights; ``w_gate_up`` [E, 2F, H] ([gate | up] rows per expert), ``w_down`` [E, H, F].
     Returns sum_j topk_weights[t, j] · down_e(act(gate_e x) · up_e x) with e = topk_ids[t, j], in x's dtype.
-``quant_linear(x, weight: QuantizedWeight, bias) -> Tensor``
+``quant_linear(x, weight: QuantizedWeight, bias, x_amax=None) -> Tensor``
     As ``linear`` with a quantized [N, K] weight (``mii_core.model.quantization``: codes, float32 scale per
     output row, mode; or, shipped block-wise FP8, a scale per row and ``group_size`` input columns):
     ``x @ weight.dequantize().T + bias`` in x's dtype, products summed in float32. In
@@ -80,7 +83,10 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     the whole step; the codes those of x times the scale's reciprocal), as the FP8 tensor-core GEMM does;
     fewer tokens, and the other modes, use x as it is.
     A device that cannot run FP8 GEMMs may keep x as it is (weight-only, more precise), saying so once in
-    the log; never anything less precise.
+    the log; never anything less precise. ``x_amax``, when given: float32 [], exactly max |x| over all of x
+    (a producer joined it: ``gated_activation``'s ``amax``), which the op may take for its scale instead of
+    reading x for it. A kernel that takes it declares ``takes_x_amax = True``; the kernel set passes it to
+    no other, and a block asks for it only then (``KernelSet.takes_x_amax``).
 ``quant_moe_experts(x, topk_weights, topk_ids, w_gate_up: QuantizedWeight, w_down: QuantizedWeight, activation)``
     As ``moe_experts`` with the stacks quantized ([E, 2F, H] and [E, H, F], scales [E, 2F] and [E, H], or
     [E, 2F, ceil(H/g)] and [E, H, ceil(F/g)] with a ``group_size`` g); weight-only, except where
@@ -175,13 +181,16 @@ class KernelOps(Protocol):
     def paged_attention(self, q: "torch.Tensor", k_cache: "torch.Tensor", v_cache: "torch.Tensor",
                         batch: "RaggedBatch", params: AttentionParams) -> "torch.Tensor": ...
 
-    def gated_activation(self, x: "torch.Tensor", activation: str) -> "torch.Tensor": ...
+    def gated_activation(self, x: "torch.Tensor", activation: str,
+                         amax: Optional["torch.Tensor"] = None) -> "torch.Tensor": ...
 
     def moe_experts(self, x: "torch.Tensor", topk_weights: "torch.Tensor", topk_ids: "torch.Tensor",
                     w_gate_up: "torch.Tensor", w_down: "torch.Tensor", activation: str) -> "torch.Tensor": ...
 
-    def quant_linear(self, x: "torch.Tensor", weight: "QuantizedWeight",
-                     bias: Optional["torch.Tensor"]) -> "torch.Tensor": ...
+    def quant_linear(self, x: "torch.Tensor", weight: "QuantizedWeight", bias: Optional["torch.Tensor"],
+                     x_amax: Optional["torch.Tensor"] = None) -> "torch.Tensor": ...
+
+    def takes_x_amax(self) -> bool: ...
 
     def quant_moe_experts(self, x: "torch.Tensor", topk_weights: "torch.Tensor", topk_ids: "torch.Tensor",
                           w_gate_up: "QuantizedWeight", w_down: "QuantizedWeight",
@@ -235,14 +244,34 @@ class KernelSet:
     def paged_attention(self, q, k_cache, v_cache, batch, params: AttentionParams):
         return self.op("paged_attention")(q, k_cache, v_cache, batch, params)
 
-    def gated_activation(self, x, activation):
-        return self.op("gated_activation")(x, activation)
+    def gated_activation(self, x, activation, amax=None):
+        op = self.op("gated_activation")
+        if amax is None:
+            return op(x, activation)
+        if getattr(op, "joins_amax", False):
+            return op(x, activation, amax)
+        out = op(x, activation)  # a kernel that cannot join it: one more pass over its output
+        return _join_amax(amax, out)
 
     def moe_experts(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation):
         return self.op("moe_experts")(x, topk_weights, topk_ids, w_gate_up, w_down, activation)
 
-    def quant_linear(self, x, weight, bias):
-        return self.op("quant_linear")(x, weight, bias)
+    def quant_linear(self, x, weight, bias, x_amax=None):
+        if x_amax is None or not self.takes_x_amax():
+            return self.op("quant_linear")(x, weight, bias)
+        return self.op("quant_linear")(x, weight, bias, x_amax)
+
+    def takes_x_amax(self) -> bool:
+        """Whether the chosen ``quant_linear`` takes a producer's max |x| (``x_amax``): worth joining only then."""
+        return bool(getattr(self.op("quant_linear"), "takes_x_amax", False))
 
     def quant_moe_experts(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation):
         return self.op("quant_moe_experts")(x, topk_weights, topk_ids, w_gate_up, w_down, activation)
+
+
+def _join_amax(amax: "torch.Tensor", out: "torch.Tensor") -> "torch.Tensor":
+    """``amax = max(amax, max |out|)`` in place (float32), then ``out``: the kernel set's fallback for a
+    ``gated_activation`` kernel without ``joins_amax``."""
+    if out.numel():
+        amax.copy_(amax.maximum(out.detach().abs().amax().float()))
+    return out

@@ -32,10 +32,20 @@ class _SlotLinear(nn.Module):
         quantized = self.weight_slot.quantized
         return self.weight.to(dtype) if quantized is None else quantized.dequantize(dtype)
 
-    def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def activation_amax(self, tokens: int) -> Optional[torch.Tensor]:
+        """A zeroed float32 [] for the op producing this linear's input to join max |x| into (``x_amax``), when
+        its product at ``tokens`` tokens quantizes x per tensor through a ``quant_linear`` that takes one;
+        else None (nothing to join)."""
+        quantized = self.weight_slot.quantized
+        if quantized is None or not quantized.quantizes_activations_at(tokens) or not self.kernels.takes_x_amax():
+            return None
+        return torch.zeros((), dtype=torch.float32, device=quantized.data.device)
+
+    def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor],
+                 x_amax: Optional[torch.Tensor] = None) -> torch.Tensor:
         quantized = self.weight_slot.quantized
         if quantized is not None:
-            return self.kernels.quant_linear(x, quantized, bias)
+            return self.kernels.quant_linear(x, quantized, bias, x_amax)
         return self.kernels.linear(x, self.weight, bias)
 
 
@@ -115,8 +125,9 @@ class RowParallelLinear(_SlotLinear):
             loaded.shape[1] == self.local_in * self.ctx.world_size else loaded
         self.weight_slot.copy(self.weight_slot.buffer(), local, name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.ctx.all_reduce(self._product(x, None))
+    def forward(self, x: torch.Tensor, x_amax: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x_amax``: max |x| of this rank's x, from :meth:`activation_amax` and the op that produced x."""
+        out = self.ctx.all_reduce(self._product(x, None, x_amax))
         return out if self.bias is None else out + self.bias
 
 

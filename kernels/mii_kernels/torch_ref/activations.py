@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import torch
 
 _ACTIVATIONS = {
@@ -7,10 +9,17 @@ _ACTIVATIONS = {
 }
 
 
-def gated_activation(x: torch.Tensor, activation: str) -> torch.Tensor:
+def gated_activation(x: torch.Tensor, activation: str, amax: torch.Tensor | None = None) -> torch.Tensor:
+    """act(gate) * up; with ``amax``, max |output| joined into it (the contract in mii_core/model/ops.py)."""
     gate, up = x.chunk(2, dim=-1)
     try:
         act = _ACTIVATIONS[activation]
     except KeyError:
         raise ValueError(f"gated activation '{activation}' is not supported ({', '.join(_ACTIVATIONS)})") from None
-    return act(gate) * up
+    out = act(gate) * up
+    if amax is not None and out.numel():
+        amax.copy_(amax.maximum(out.abs().amax().float()))
+    return out
+
+
+gated_activation.joins_amax = True

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWeight
-from mii_kernels.triton.fp8_activation import quantize_per_tensor
+from mii_kernels.triton.fp8_activation import quantize_per_tensor, quantize_with_amax
 from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, dot_operands, fp6_dot_chunk,
                                              load_decoded, plane_bytes_of, weight_format)
 from mii_kernels.triton.quant_gemv import FP6_CONFIG_ENV, gemv_applies, launch_config, quant_gemv
@@ -100,12 +100,13 @@ def weight_only_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Ten
     return out.view(*x.shape[:-1], features_out)
 
 
-def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x quantized per tensor, ``torch._scaled_mm`` on e4m3: with a per-tensor weight scale one call (both
-    scales and the bias in cuBLAS's epilogue, x's dtype out); with row scales float32 out, × row scales,
-    + bias, rounded once."""
+def fp8_gemm_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None,
+                    x_amax: torch.Tensor | None = None) -> torch.Tensor:
+    """x quantized per tensor (its max |x| read from x, or ``x_amax`` where a producer joined it),
+    ``torch._scaled_mm`` on e4m3: with a per-tensor weight scale one call (both scales and the bias in
+    cuBLAS's epilogue, x's dtype out); with row scales float32 out, × row scales, + bias, rounded once."""
     rows = x.reshape(-1, x.shape[-1])
-    codes, x_scale = quantize_per_tensor(rows)
+    codes, x_scale = quantize_per_tensor(rows) if x_amax is None else quantize_with_amax(rows, x_amax)
     # cuBLAS takes a bias in its epilogue only for a 16-bit output (float32 x: the bias added after, in float32)
     in_epilogue = bias is not None and x.dtype != torch.float32 and bias.dtype == x.dtype
     if weight.per_tensor and (bias is None or in_epilogue or x.dtype == torch.float32):
@@ -132,19 +133,23 @@ def grouped_scale_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.T
 
 class TritonQuantLinear:
     """The ``quant_linear`` op (registered as a class: one per kernel set, remembering which devices it
-    has logged a fallback for)."""
+    has logged a fallback for). It takes a producer's ``x_amax`` for the FP8 GEMM path's scale; the GEMV and
+    weight-only paths keep x as it is and need none."""
+
+    takes_x_amax = True
 
     def __init__(self, gemv_config: str | dict | None = None, fp6_gemv_config: str | dict | None = None) -> None:
         self._capability: dict[int, tuple[int, int]] = {}
         self.gemv_tiles = launch_config(gemv_config)
         self.fp6_gemv_tiles = launch_config(fp6_gemv_config, FP6_CONFIG_ENV)
 
-    def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None,
+                 x_amax: torch.Tensor | None = None) -> torch.Tensor:
         tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if gemv_applies(tokens, weight):
             return quant_gemv(x, weight, bias, self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles)
         if weight.quantizes_activations_at(tokens) and self._fp8_gemm_fits(x, weight):
-            return fp8_gemm_linear(x, weight, bias)
+            return fp8_gemm_linear(x, weight, bias, x_amax)
         return weight_only_linear(x, weight, bias)
 
     def _fp8_gemm_fits(self, x: torch.Tensor, weight: QuantizedWeight) -> bool:
