@@ -45,17 +45,19 @@ def test_ties_subnormals_saturation_and_zeros_by_hand():
     assert zero_scale.item() == 1.0 and not zero_codes.float().any()
 
 
+@pytest.mark.parametrize("largest_column", [33, 1400])
 @pytest.mark.parametrize("largest_row", [0, 5, 8, 13, 18])
-def test_absmax_of_rows_shared_over_fewer_programs(monkeypatch, largest_row):
-    """Two absmax programs of four rows a turn over nineteen rows: program 0 takes rows 0-3, 8-11 and 16-18
-    (reading row 18 again in place of a 20th), program 1 rows 4-7 and 12-15; wherever the largest |x| lies, the
-    scale and codes are PyTorch's."""
+def test_absmax_of_rows_shared_over_fewer_programs(monkeypatch, largest_row, largest_column):
+    """Four absmax programs over nineteen rows of 1,500 columns: two column blocks of 1,024, each read by two
+    programs of four rows a turn (program 0 of a block takes rows 0-3, 8-11 and 16-18, reading row 18 again in
+    place of a 20th, program 1 rows 4-7 and 12-15); wherever the largest |x| lies, the scale and codes are
+    PyTorch's."""
     from mii_kernels.triton import fp8_activation
 
-    monkeypatch.setattr(fp8_activation, "_AMAX_PROGRAMS", 2)
-    assert fp8_activation._AMAX_ROWS == 4
-    rows = randn(19, 70, scale=1.0)
-    rows[largest_row, 33] = -50.0
+    monkeypatch.setattr(fp8_activation, "_AMAX_PROGRAMS", 4)
+    assert fp8_activation._AMAX_ROWS == 4 and fp8_activation._BLOCK == 1024
+    rows = randn(19, 1500, scale=1.0)
+    rows[largest_row, largest_column] = -50.0
     codes, scale = quantize_per_tensor(rows)
     want_codes, want_scale = _reference(rows)
     assert scale.item() == (torch.tensor(50.0) / 448).item() and torch.equal(scale, want_scale)

@@ -2,7 +2,7 @@
 
 As ``torch_ref``'s reference (quant_formats.fake_quantize_e4m3): scale = absmax / 448 (1 for all zeros),
 codes = e4m3(x / scale) saturated at ±448. Three launches whatever the shape: a zeroed float32 absmax, a
-kernel whose programs (a few per SM) each take the largest |x| of their rows and join it with one atomic max, and the
+kernel whose programs each take the largest |x| of their rows in one column block and join it with one atomic max, and the
 codes' kernel, which derives the scale from that absmax itself (one of its programs stores it for the GEMM).
 The H200 profile of 2026-12-03 found the torch ops this replaces (a vector-norm reduction, then the where,
 the division and a cast, each a launch) at 1.7 ms of a 16.3 ms decode step of 256 sequences: 128 linears,
@@ -23,12 +23,13 @@ from mii_kernels.triton.e4m3 import converts_to_e4m3, e4m3_code, has_nvidia_intr
 
 _BLOCK = 1024
 _FP8_MAX = tl.constexpr(FP8_MAX)  # a global a kernel reads must be a constexpr
-# The absmax kernel's tiles and programs. Each loop turn of a program reads [_AMAX_ROWS, _BLOCK] values, 64
-# bytes a thread of bf16, and up to four programs an SM of the H200's 132 (their atomics on one address stay
-# negligible) keep 32 KB an SM in flight. With one row of 1,024 a turn and 264 programs (16 bytes a thread, about
-# 4 KB an SM) the kernel read W3's activations at half the bandwidth: 7.8 ms of a 129 ms prefill step, the
-# codes' kernel, which reads them too and writes the codes, 5.2 (profile_steps.py, 2026-12-03).
-_AMAX_ROWS, _AMAX_PROGRAMS = 4, 528
+# The absmax kernel's tiles and programs: a program takes one column block of _BLOCK and a turn of _AMAX_ROWS rows
+# at a time, with up to _AMAX_PROGRAMS programs in all (one atomic each). With one row of 1,024 a turn and 264
+# programs the kernel read W3's activations at half the bandwidth (7.8 ms of a 129 ms prefill step,
+# profile_steps.py, 2026-12-03); four rows a turn and 528 programs over whole rows still ran at 24% occupancy,
+# stalled on its loads (Nsight Compute on the H200, 2026-12-03: 2.8 TB/s at 8,192 x 4,096; at W1's 256 rows 64
+# programs took 6.8 µs for 2 MB). Column blocks as a second grid axis give every shape enough programs.
+_AMAX_ROWS, _AMAX_PROGRAMS = 4, 4224
 
 
 @triton.jit
@@ -40,17 +41,17 @@ def _divide(x, y, NVIDIA: tl.constexpr):
 
 @triton.jit
 def _amax_kernel(x_ptr, amax_ptr, rows, columns, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr):
-    """The largest |x| of the ROWS-row groups program, program + programs, ... joined into amax_ptr (zeroed) by
-    atomic max (exact: a maximum does not depend on the order its operands arrive in)."""
+    """The largest |x| of column block program_id(1) over the ROWS-row groups program_id(0), program_id(0) +
+    num_programs(0), ... joined into amax_ptr (zeroed) by atomic max (exact: a maximum does not depend on the
+    order its operands arrive in)."""
     largest = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
     step = tl.num_programs(0) * ROWS
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     for first in range(tl.program_id(0) * ROWS, rows, step):
         # past the last row: the last row again, harmless to a maximum
         row = tl.minimum(first + tl.arange(0, ROWS), rows - 1).to(tl.int64)
-        for start in range(0, columns, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            x = tl.load(x_ptr + row[:, None] * stride_row + cols[None, :], mask=(cols < columns)[None, :], other=0.0)
-            largest = tl.maximum(largest, tl.abs(x.to(tl.float32)))
+        x = tl.load(x_ptr + row[:, None] * stride_row + cols[None, :], mask=(cols < columns)[None, :], other=0.0)
+        largest = tl.maximum(largest, tl.abs(x.to(tl.float32)))
     tl.atomic_max(amax_ptr, tl.max(tl.max(largest, axis=1), axis=0))
 
 
@@ -77,8 +78,10 @@ def quantize_per_tensor(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     if not rows.numel():
         return codes.view(torch.float8_e4m3fn), torch.ones((), dtype=torch.float32, device=rows.device)
     amax = torch.zeros((), dtype=torch.float32, device=rows.device)
-    _amax_kernel[(min(triton.cdiv(rows.shape[0], _AMAX_ROWS), _AMAX_PROGRAMS),)](
-        rows, amax, rows.shape[0], rows.shape[1], rows.stride(0), ROWS=_AMAX_ROWS, BLOCK=_BLOCK)
+    column_blocks = triton.cdiv(rows.shape[1], _BLOCK)
+    row_programs = min(triton.cdiv(rows.shape[0], _AMAX_ROWS), max(1, _AMAX_PROGRAMS // column_blocks))
+    _amax_kernel[(row_programs, column_blocks)](rows, amax, rows.shape[0], rows.shape[1], rows.stride(0),
+                                                ROWS=_AMAX_ROWS, BLOCK=_BLOCK)
     return _codes(rows, amax, codes)
 
 
