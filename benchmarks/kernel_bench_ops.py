@@ -1,12 +1,16 @@
 """Times each Triton op of mii_kernels.triton against its PyTorch reference, on CUDA, at real shapes.
 
     python3 benchmarks/kernel_bench_ops.py [--ops rms_norm,moe_experts] [--tokens 1,64,4096] [--graph] \
-        [--moe-shape mixtral|qwen3_moe] [--moe-configs default,per_expert_m16] [--out $OUT/kernel_ops.json]
+        [--moe-shape mixtral|qwen3_moe] [--moe-configs default,per_expert_m16] [--moe-mode fp8] \
+        [--out $OUT/kernel_ops.json]
 
 Shapes: Llama-3-8B (hidden 4096, 32 query / 8 KV heads of 128, intermediate 14336) for the norms, the
 gated activation and rotary + KV write; Mixtral (hidden 4096, 8 experts of 14336, top-2) for the MoE, or with
 ``--moe-shape qwen3_moe`` Qwen3-30B-A3B's (hidden 2048, 128 experts of 768, top-8). ``--moe-configs`` times the
-MoE once per named launch config of ``mii_kernels.triton.moe.CONFIGS`` (rows ``moe_experts[name]``).
+MoE once per named launch config of ``mii_kernels.triton.moe.CONFIGS`` (rows ``moe_experts[name]``);
+``--moe-mode fp8`` (or wf8af16, wf6af16) times the quantized experts instead (``quant_moe_experts``, rows
+``moe_experts/fp8[name]``; "fp8" multiplies FP8 activations with the codes above 8 tokens), against the
+dequantizing reference, the bytes counted as the codes'.
 bfloat16. Each row prints the median time of the Triton op and of the reference (``triton.testing.do_bench``,
 L2 flushed between calls), the speed-up, the bandwidth the Triton op reaches over the bytes it must move,
 and for the MoE its TFLOP/s. ``--graph`` times under CUDA-graph replay instead (launch overhead left out);
@@ -36,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--graph", action="store_true", help="time under CUDA-graph replay")
     p.add_argument("--moe-shape", default="mixtral", choices=sorted(MOE_SHAPES))
     p.add_argument("--moe-configs", default="default", help="comma list of mii_kernels.triton.moe.CONFIGS names")
+    p.add_argument("--moe-mode", default=None, choices=["fp8", "wf8af16", "wf6af16"],
+                   help="quantize the experts in this mode (default: bf16 experts)")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     args = p.parse_args(argv)
     args.ops = [o.strip() for o in args.ops.split(",") if o.strip()]
@@ -80,30 +86,43 @@ def rotary_case(tokens):
     return (q, k, v, cos, sin, HEAD, k_cache, v_cache, slots), {}, moved, 0.0
 
 
-def moe_case(tokens, shape="mixtral"):
+# bytes a weight of each quantization mode (the codes; scales are a row's few bytes)
+WEIGHT_BYTES = {"fp8": 1.0, "wf8af16": 1.0, "wf6af16": 0.75}
+
+
+def moe_case(tokens, shape="mixtral", mode=None):
     hidden, experts, ffn, top_k = MOE_SHAPES[shape]
     x = rand(tokens, hidden)
     logits = torch.randn(tokens, experts, device=DEVICE)
     weights, ids = logits.softmax(dim=-1).topk(top_k, dim=-1)
     w_gate_up = rand(experts, 2 * ffn, hidden, scale=hidden ** -0.5)
     w_down = rand(experts, hidden, ffn, scale=ffn ** -0.5)
+    weight_bytes = x.element_size()
+    if mode is not None:
+        from mii_core.model.quantization import quantize_weight
+        w_gate_up, w_down, weight_bytes = quantize_weight(w_gate_up, mode), quantize_weight(w_down, mode), \
+            WEIGHT_BYTES[mode]
     used = ids.unique().numel()  # each expert that has a token streams its weights once
-    moved = (used * 3 * ffn * hidden + 2 * tokens * hidden) * x.element_size()
+    moved = used * 3 * ffn * hidden * weight_bytes + 2 * tokens * hidden * x.element_size()
     flops = 2.0 * tokens * top_k * 3 * ffn * hidden
     return (x, weights, ids, w_gate_up, w_down, "silu"), {}, moved, flops
 
 
-def build(op, tokens, moe_shape="mixtral"):
+def build(op, tokens, moe_shape="mixtral", moe_mode=None):
     if op in ("rms_norm", "offset_rms_norm", "layer_norm"):
         return norm_case(op, tokens)
     if op == "moe_experts":
-        return moe_case(tokens, moe_shape)
+        return moe_case(tokens, moe_shape, moe_mode)
     return {"gated_activation": gated_case, "rotary_write_kv": rotary_case}[op](tokens)
 
 
-def implementations(op, moe_config=None):
-    """(ours, the reference); the MoE's ours with the named launch config."""
+def implementations(op, moe_config=None, moe_mode=None):
+    """(ours, the reference); the MoE's ours with the named launch config (quantized: ``quant_moe_experts``)."""
     from importlib import import_module
+    if op == "moe_experts" and moe_mode is not None:
+        from mii_kernels.torch_ref.quant_linear import quant_moe_experts
+        from mii_kernels.triton.moe import TritonQuantMoe
+        return TritonQuantMoe(moe_config), quant_moe_experts
     module = {"rms_norm": "norms", "offset_rms_norm": "norms", "layer_norm": "norms", "gated_activation": "activations",
               "rotary_write_kv": "rotary", "moe_experts": "moe"}[op]
     triton_module = import_module(f"mii_kernels.triton.{module}")
@@ -126,14 +145,14 @@ def first(result):
     return result[0] if isinstance(result, tuple) else result
 
 
-def run_case(op, tokens, graph, moe_shape="mixtral", moe_config=None):
-    args, kwargs, moved, flops = build(op, tokens, moe_shape)
-    ours, reference = implementations(op, moe_config)
+def run_case(op, tokens, graph, moe_shape="mixtral", moe_config=None, moe_mode=None):
+    args, kwargs, moved, flops = build(op, tokens, moe_shape, moe_mode)
+    ours, reference = implementations(op, moe_config, moe_mode)
     got, want = first(ours(*args, **kwargs)).float(), first(reference(*args, **kwargs)).float()
     error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
     ours_ms, _ = time_ms(lambda: ours(*args, **kwargs), graph)
     ref_ms, mark = time_ms(lambda: reference(*args, **kwargs), graph)
-    label = f"{op}[{moe_config}]" if moe_config else op
+    label = (f"{op}/{moe_mode}" if moe_mode else op) + (f"[{moe_config}]" if moe_config else "")
     return {"op": label, "tokens": tokens, "triton_ms": ours_ms, "reference_ms": ref_ms, "reference_mark": mark,
             "speedup": ref_ms / ours_ms, "triton_gb_s": moved / ours_ms / 1e6,
             "triton_tflop_s": flops / ours_ms / 1e9 if flops else None, "max_rel_diff": error}
@@ -158,13 +177,13 @@ def main(argv=None):
     for op in args.ops:
         for config in (args.moe_configs if op == "moe_experts" else [None]):
             for tokens in args.tokens:
-                rows.append(run_case(op, tokens, args.graph, args.moe_shape, config))
+                rows.append(run_case(op, tokens, args.graph, args.moe_shape, config, args.moe_mode))
                 print_row(rows[-1])
                 torch.cuda.empty_cache()
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "graph": args.graph, "moe_shape": args.moe_shape,
-                       "rows": rows}, f, indent=1)
+                       "moe_mode": args.moe_mode, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,16 @@ def test_the_options_name_shape_and_configs():
     args = bench.parse_args(["--ops", "moe_experts", "--moe-shape", "qwen3_moe", "--moe-configs", "default,per_expert"])
     assert args.moe_shape == "qwen3_moe" and args.moe_configs == ["default", "per_expert"]
     assert bench.MOE_SHAPES["qwen3_moe"] == (2048, 128, 768, 8)  # Qwen3-30B-A3B's config.json
+
+
+@pytest.mark.parametrize("mode", ["fp8", "wf6af16"])
+def test_quantized_moe_rows_run_the_quantized_experts(on_cpu, mode):
+    """40 tokens: mode fp8 takes the FP8-activation path; the row is labelled by the mode and equals the
+    dequantizing reference, and its bytes are the codes' (1 byte a weight for FP8, 3/4 for FP6)."""
+    row = bench.run_case("moe_experts", 40, False, "tiny", "default", mode)
+    assert row["op"] == f"moe_experts/{mode}[default]" and row["max_rel_diff"] < 1e-5
+    torch.manual_seed(0)
+    args, _, moved, _ = bench.build("moe_experts", 40, "tiny", mode)
+    hidden, _, ffn, _ = bench.MOE_SHAPES["tiny"]
+    assert args[3].mode == mode
+    assert moved == args[2].unique().numel() * 3 * ffn * hidden * {"fp8": 1.0, "wf6af16": 0.75}[mode] + 2 * 40 * hidden * 4
