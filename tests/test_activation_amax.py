@@ -98,3 +98,38 @@ def test_kernel_set_joins_the_amax_after_a_gated_kernel_that_cannot():
     held = torch.tensor(1e4)  # an amax already larger stays
     kernels.gated_activation(x, "silu", held)
     assert held.item() == 1e4
+
+
+def test_a_fed_norm_hands_its_outputs_largest_value_to_the_linear_it_feeds():
+    from mii_core.model.norm import Norm
+    from mii_core.model.parallel import ColumnParallelLinear
+
+    kernels = kernel_set(quant_linear=f"{__name__}:recording_quant_linear")
+    norm = Norm("rms", HIDDEN, 1e-6, kernels, torch.device("cpu"), torch.float32)
+    norm.weight.data.copy_(torch.linspace(0.5, 2.0, HIDDEN))
+    with building_quantized("fp8"):
+        linear = ColumnParallelLinear(HIDDEN, [16, 16], False, ParallelContext(0, 1), kernels, torch.device("cpu"),
+                                      torch.float32, part_names=("a", "b"))
+    linear.weight.weight_loader(linear.weight, torch.randn(32, HIDDEN, generator=torch.Generator().manual_seed(5)),
+                                None)
+    norm.feed(linear)
+    normed, _summed = norm(hidden(12), hidden(12).flip(0))
+    out = linear(normed)
+    (seen,) = SEEN
+    assert seen["x_amax"] == seen["largest_x"] == normed.abs().max().item()
+    torch.testing.assert_close(out, ref_quant_linear.quant_linear(normed, linear.weight_slot.quantized), rtol=0, atol=0)
+    linear(normed.clone())  # another tensor than the one the norm made: nothing handed over
+    linear(normed)  # the hand-over holds for one product only
+    assert [call["x_amax"] for call in SEEN[1:]] == [None, None]
+
+
+@pytest.mark.parametrize("layout, fed", [("sequential", True), ("parallel", False)])
+def test_a_sequential_layers_norms_feed_their_blocks_first_linears(layout, fed):
+    from mii_core.model.layers import DecoderLayer
+
+    spec = DecoderSpec(vocab_size=64, hidden_size=HIDDEN, num_layers=1, num_heads=4, num_kv_heads=4, head_dim=8,
+                       intermediate_size=FFN, max_position_embeddings=64, layout=layout, parallel_norms=2)
+    layer = DecoderLayer(spec, ParallelContext(0, 1), kernel_set(), torch.device("cpu"), torch.float32)
+    assert layer.attn_norm.feeds == ((layer.attn.qkv,) if fed else ())
+    assert layer.mlp_norm.feeds == ((layer.mlp.up,) if fed else ())
+    assert "feeds" not in dict(layer.attn_norm.named_modules())  # the linears stay their blocks' own

@@ -9,7 +9,7 @@ A family whose attention differs subclasses :class:`Attention` in its plugin: ``
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -54,6 +54,11 @@ class Attention(nn.Module):
                                         kernels, device, dtype, part_names=("q", "k", "v"),
                                         part_slices=[ctx.even_slice(q_size), kv_slice, kv_slice])
         self.o_proj = RowParallelLinear(q_size, spec.hidden_size, spec.o_bias, ctx, kernels, device, dtype)
+
+    def input_linear(self) -> Optional[nn.Module]:
+        """The linear this block's input goes into as it is (the fused q/k/v projection): a norm before the
+        block may hand it the input's absmax (``FeedsLinears``); None for a subclass without one."""
+        return getattr(self, "qkv", None)
 
     def forward(self, hidden: torch.Tensor, batch: RaggedBatch, rope: Rope,
                 kv_cache: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

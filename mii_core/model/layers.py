@@ -33,6 +33,9 @@ class DecoderLayer(nn.Module):
         if spec.layout != "parallel" or spec.parallel_norms == 2:
             self.mlp_norm = parts.norm(spec, kernels, device, dtype)
         self.mlp = parts.mlp(spec, ctx, kernels, device, dtype, layer_index)
+        if spec.layout == "sequential":  # each norm's output goes straight into its block
+            _feed(self.attn_norm, self.attn)
+            _feed(self.mlp_norm, self.mlp)
         self._forward = {"sequential": self._sequential, "parallel": self._parallel,
                          "post_norm": self._post_norm}[spec.layout]
 
@@ -61,3 +64,11 @@ class DecoderLayer(nn.Module):
         normed, _ = self.attn_norm(self.attn(hidden, batch, rope, kv_cache), hidden)
         out, _ = self.mlp_norm(self.mlp(normed), normed)
         return out, None
+
+
+def _feed(norm: nn.Module, block: nn.Module) -> None:
+    """Tells ``norm`` which linear its output goes into, where both sides offer it (a family's own norm or
+    block may not: its input's absmax is then read by the linear's op, as before)."""
+    linear = getattr(block, "input_linear", lambda: None)()
+    if linear is not None and hasattr(norm, "feed"):
+        norm.feed(linear)

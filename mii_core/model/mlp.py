@@ -35,6 +35,10 @@ class MLP(nn.Module):
         self.down = RowParallelLinear(spec.intermediate_size, spec.hidden_size, spec.mlp_bias, ctx, kernels,
                                       device, dtype)
 
+    def input_linear(self) -> nn.Module:
+        """The linear this block's input goes into as it is (up, or the fused gate|up): see ``Attention``'s."""
+        return self.up
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         up = self.up(hidden)
         if not self.gated:

@@ -9,7 +9,29 @@ from torch import nn
 from mii_core.model.parameters import empty_parameter, load_whole
 
 
-class Norm(nn.Module):
+class FeedsLinears:
+    """A norm whose output goes straight into known linears (:meth:`feed`): where their product would quantize
+    that output per tensor (mode "fp8", many tokens), the norm's kernel joins its absmax as it writes it and each
+    linear is told (``expect_input_amax``), so no pass over the output is spent on the scale."""
+
+    feeds: tuple = ()  # a tuple, not a module list: the linears belong to their blocks, not to the norm
+
+    def feed(self, *linears) -> None:
+        self.feeds = tuple(linears)
+
+    def _amax_for(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        tokens = x.shape[0] if x.dim() > 1 else 1
+        return next((a for a in (linear.activation_amax(tokens) for linear in self.feeds) if a is not None), None)
+
+    def _hand_over(self, out, amax: Optional[torch.Tensor], residual: Optional[torch.Tensor]):
+        if amax is not None:
+            normed = out if residual is None else out[0]
+            for linear in self.feeds:
+                linear.expect_input_amax(normed, amax)
+        return out
+
+
+class Norm(FeedsLinears, nn.Module):
     """RMSNorm or LayerNorm through the kernel registry; ``bias=False``: a LayerNorm without bias (MPT's)."""
 
     def __init__(self, kind: str, size: int, eps: float, kernels, device: torch.device, dtype: torch.dtype,
@@ -25,12 +47,15 @@ class Norm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None):
         """norm(x); with ``residual``: (norm(x + residual), x + residual), fused by the kernel."""
+        amax = self._amax_for(x)
         if self.kind == "rms":
-            return self.kernels.rms_norm(x, self.weight, self.eps, residual)
-        return self.kernels.layer_norm(x, self.weight, self.bias, self.eps, residual)
+            out = self.kernels.rms_norm(x, self.weight, self.eps, residual, amax)
+        else:
+            out = self.kernels.layer_norm(x, self.weight, self.bias, self.eps, residual, amax)
+        return self._hand_over(out, amax, residual)
 
 
-class OffsetRMSNorm(nn.Module):
+class OffsetRMSNorm(FeedsLinears, nn.Module):
     """Gemma's RMSNorm through the kernels' ``offset_rms_norm``: the checkpoint stores w, the norm scales by
     (1 + w), in float32 and cast last (HF's GemmaRMSNorm order, which differs from Llama's ``rms_norm`` in
     bf16/fp16). Engine parameter: ``weight`` (w as stored)."""
@@ -43,7 +68,8 @@ class OffsetRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None):
         """norm(x); with ``residual``: (norm(x + residual), x + residual), fused by the kernel, as :class:`Norm`."""
-        return self.kernels.offset_rms_norm(x, self.weight, self.eps, residual)
+        amax = self._amax_for(x)
+        return self._hand_over(self.kernels.offset_rms_norm(x, self.weight, self.eps, residual, amax), amax, residual)
 
 
 def offset_rms_norm(spec, kernels, device: torch.device, dtype: torch.dtype) -> OffsetRMSNorm:

@@ -13,18 +13,20 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     or None. Returns ``x @ weight.T + bias`` [T, N] in x's dtype, products summed in float32 and rounded
     once (as cuBLAS does). Every projection of a block goes through it: at batch 1 a decode step is a
     chain of these, bound by how fast the weights are read.
-``rms_norm(x, weight, eps, residual=None)``
+``rms_norm(x, weight, eps, residual=None, amax=None)``
     ``x`` [T, H]. Without ``residual``: returns the normalised ``x`` (statistics in float32, cast back
     to ``x.dtype``, then times ``weight``: HF Llama's order). With ``residual`` [T, H]: first
     ``summed = x + residual`` (in ``x.dtype``), returns ``(norm(summed), summed)``; a fused kernel does
-    both in one pass.
-``offset_rms_norm(x, weight, eps, residual=None)``
+    both in one pass. With ``amax`` (float32 [] on x's device), also sets ``amax = max(amax, max |normed|)``
+    over the normalised output as returned, as ``gated_activation`` does (the next projection's FP8 scale;
+    ``joins_amax``, and the kernel set's fallback, as there). The same holds for the other two norms.
+``offset_rms_norm(x, weight, eps, residual=None, amax=None)``
     As ``rms_norm``, but scaling by ``(1 + weight)`` in HF Gemma's order: the statistics, the product
     ``normed * (1 + weight)`` and ``1 + weight`` itself in float32, cast to the normed tensor's dtype only at
     the end (one rounding, where ``rms_norm`` rounds twice). A separate op, not a flag on ``rms_norm``, so
     that a kernel plugin implementing only ``rms_norm`` keeps its signature and this op falls back to the
     reference.
-``layer_norm(x, weight, bias, eps, residual=None)``
+``layer_norm(x, weight, bias, eps, residual=None, amax=None)``
     As ``rms_norm`` with LayerNorm (``bias`` may be None).
 ``rotary_write_kv(q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping, kv_scales=None) -> q``
     ``q`` [T, Hq, D], ``k`` [T, Hkv, D], ``v`` [T, Hkv, Dv] (Dv may differ from D) or None; ``cos``/``sin``
@@ -165,13 +167,13 @@ class KernelOps(Protocol):
                bias: Optional["torch.Tensor"]) -> "torch.Tensor": ...
 
     def rms_norm(self, x: "torch.Tensor", weight: "torch.Tensor", eps: float,
-                 residual: Optional["torch.Tensor"] = None) -> Any: ...
+                 residual: Optional["torch.Tensor"] = None, amax: Optional["torch.Tensor"] = None) -> Any: ...
 
     def offset_rms_norm(self, x: "torch.Tensor", weight: "torch.Tensor", eps: float,
-                        residual: Optional["torch.Tensor"] = None) -> Any: ...
+                        residual: Optional["torch.Tensor"] = None, amax: Optional["torch.Tensor"] = None) -> Any: ...
 
     def layer_norm(self, x: "torch.Tensor", weight: "torch.Tensor", bias: Optional["torch.Tensor"], eps: float,
-                   residual: Optional["torch.Tensor"] = None) -> Any: ...
+                   residual: Optional["torch.Tensor"] = None, amax: Optional["torch.Tensor"] = None) -> Any: ...
 
     def rotary_write_kv(self, q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor",
                         cos: Optional["torch.Tensor"], sin: Optional["torch.Tensor"], rotary_dim: int,
@@ -223,14 +225,25 @@ class KernelSet:
     def linear(self, x, weight, bias):
         return self.op("linear")(x, weight, bias)
 
-    def rms_norm(self, x, weight, eps, residual=None):
-        return self.op("rms_norm")(x, weight, eps, residual)
+    def rms_norm(self, x, weight, eps, residual=None, amax=None):
+        return self._norm("rms_norm", (x, weight, eps, residual), amax)
 
-    def offset_rms_norm(self, x, weight, eps, residual=None):
-        return self.op("offset_rms_norm")(x, weight, eps, residual)
+    def offset_rms_norm(self, x, weight, eps, residual=None, amax=None):
+        return self._norm("offset_rms_norm", (x, weight, eps, residual), amax)
 
-    def layer_norm(self, x, weight, bias, eps, residual=None):
-        return self.op("layer_norm")(x, weight, bias, eps, residual)
+    def layer_norm(self, x, weight, bias, eps, residual=None, amax=None):
+        return self._norm("layer_norm", (x, weight, bias, eps, residual), amax)
+
+    def _norm(self, name: str, args: tuple, amax):
+        """A norm op; with ``amax``, max |normed| joined into it by the kernel (``joins_amax``) or after it."""
+        op = self.op(name)
+        if amax is None:
+            return op(*args)
+        if getattr(op, "joins_amax", False):
+            return op(*args, amax)
+        out = op(*args)
+        _join_amax(amax, out if args[-1] is None else out[0])
+        return out
 
     def rotary_write_kv(self, q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping, kv_scales=None):
         args = (q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping)

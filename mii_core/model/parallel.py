@@ -7,6 +7,7 @@ and multiplies through the ``quant_linear`` op; embeddings and the LM head are n
 """
 from __future__ import annotations
 
+import weakref
 from typing import Optional, Sequence
 
 import torch
@@ -41,8 +42,20 @@ class _SlotLinear(nn.Module):
             return None
         return torch.zeros((), dtype=torch.float32, device=quantized.data.device)
 
+    def expect_input_amax(self, x: torch.Tensor, amax: torch.Tensor) -> None:
+        """The op that made ``x`` joined max |x| into ``amax``: this linear's next product of that very tensor
+        takes it as ``x_amax`` (a block that hands the linear another tensor gets none, and nothing is lost:
+        the op then reads x for its scale). Held by a weak reference, and for one product only."""
+        self._pending_amax = (weakref.ref(x), amax)
+
+    def _input_amax(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        pending, self._pending_amax = getattr(self, "_pending_amax", None), None
+        return pending[1] if pending is not None and pending[0]() is x else None
+
     def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor],
                  x_amax: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if x_amax is None:
+            x_amax = self._input_amax(x)
         quantized = self.weight_slot.quantized
         if quantized is not None:
             return self.kernels.quant_linear(x, quantized, bias, x_amax)

@@ -101,6 +101,27 @@ def test_layer_norm_matches_reference(tokens, hidden, dtype, with_residual, with
     assert_matches(got, want)
 
 
+@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("op", ["rms_norm", "offset_rms_norm", "layer_norm"])
+def test_norms_join_the_largest_output(op, with_residual):
+    """With ``amax`` each norm joins max |normed| (torch's, of the output it returned) into it, one program a
+    row (the largest in the last of 7 rows); the outputs are the plain call's, bit for bit; a larger amax stays."""
+    x = strided_rows(7, 40, torch.float32, seed=1)
+    x[-1, 3] = 30.0
+    residual = strided_rows(7, 40, torch.float32, seed=3) if with_residual else None
+    weight = 1.0 + 0.1 * randn(40, dtype=torch.float32, seed=2)  # near 1 (and 1 + w near 2): the spike stays largest
+    extra = (weight * 0.1,) if op == "layer_norm" else ()  # layer_norm's bias
+    args = (x, weight, *extra, 1e-5, residual)
+    kernel = getattr(norms, op)
+    for start in (0.0, 1e4):
+        amax = torch.full((), start, dtype=torch.float32, device=DEVICE)
+        got, plain = kernel(*args, amax), kernel(*args)
+        normed = got[0] if with_residual else got
+        assert all(torch.equal(a, b) for a, b in zip(got, plain)) if with_residual else torch.equal(got, plain)
+        assert normed.abs().max().item() == normed[-1].abs().max().item() > 0
+        assert amax.item() == max(start, normed.abs().max().item())
+
+
 # Gemma's (1 + w) norm against HF's GemmaRMSNorm (float32 math, one cast): at the widths of Gemma-2-2B, Gemma-2-9B
 # and Gemma 3's q/k head norms (a row per head)
 OFFSET_NORM_REAL = [(1, 3584), (4096, 3584), (333, 2304), (4096, 256)]

@@ -10,6 +10,8 @@ before it is multiplied by the weight (the product rounded to the promoted dtype
 float32, rounded once to the normed row's dtype.
 LayerNorm computes ``(x - mean) * rstd * weight + bias`` in float32 and rounds once, as
 ``torch.nn.functional.layer_norm`` does.
+With ``amax`` each program also joins its row's largest |output| by one atomic max: the next projection's
+FP8 activation scale (mode "fp8"), which would otherwise cost a pass over the output of its own.
 """
 from __future__ import annotations
 
@@ -31,8 +33,19 @@ def _input_row(x_ptr, res_ptr, sum_ptr, row, cols, mask, width, stride_x, stride
 
 
 @triton.jit
-def _rms_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, out_ptr, width, eps, stride_x, stride_r, stride_xc, stride_rc,
-                HAS_RESIDUAL: tl.constexpr, OFFSET: tl.constexpr, BLOCK: tl.constexpr):
+def _store_row(out_ptr, amax_ptr, row, cols, mask, width, y, JOIN_AMAX: tl.constexpr):
+    """The normalised row stored in out's dtype; with JOIN_AMAX its largest |value| as stored joined into
+    amax_ptr by one atomic max (masked columns hold 0)."""
+    stored = y.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row * width + cols, stored, mask=mask)
+    if JOIN_AMAX:
+        tl.atomic_max(amax_ptr, tl.max(tl.where(mask, tl.abs(stored.to(tl.float32)), 0.0), axis=0))
+
+
+@triton.jit
+def _rms_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, out_ptr, amax_ptr, width, eps, stride_x, stride_r, stride_xc,
+                stride_rc, HAS_RESIDUAL: tl.constexpr, OFFSET: tl.constexpr, BLOCK: tl.constexpr,
+                JOIN_AMAX: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < width
@@ -44,13 +57,13 @@ def _rms_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, out_ptr, width, eps, stride_x, s
         y = (x32 * rstd) * (1.0 + w)
     else:  # HF Llama: cast back, then the weight
         y = w * (x32 * rstd).to(sum_ptr.dtype.element_ty).to(tl.float32)
-    tl.store(out_ptr + row * width + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+    _store_row(out_ptr, amax_ptr, row, cols, mask, width, y, JOIN_AMAX)
 
 
 @triton.jit
-def _layer_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, b_ptr, out_ptr, width, eps, stride_x, stride_r, stride_xc,
-                  stride_rc, HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  BLOCK: tl.constexpr):
+def _layer_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, b_ptr, out_ptr, amax_ptr, width, eps, stride_x, stride_r,
+                  stride_xc, stride_rc, HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, JOIN_AMAX: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < width
@@ -64,7 +77,7 @@ def _layer_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, b_ptr, out_ptr, width, eps, st
         y = y * tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         y = y + tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * width + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
+    _store_row(out_ptr, amax_ptr, row, cols, mask, width, y, JOIN_AMAX)
 
 
 def _launch_shape(x: torch.Tensor, residual):
@@ -84,34 +97,39 @@ def _result(out, summed, x, residual):
     return out if residual is None else (out, summed.view(x.shape))
 
 
-def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, residual, offset: bool):
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, residual, offset: bool, amax):
     rows, res_rows, summed, block, warps = _launch_shape(x, residual)
     # Llama's ``weight * normed.to(x.dtype)`` has the promoted dtype; Gemma's casts to the normed row's
     out_dtype = summed.dtype if offset else torch.promote_types(weight.dtype, summed.dtype)
     out = torch.empty(rows.shape, dtype=out_dtype, device=x.device)
     if rows.shape[0]:
         _rms_kernel[(rows.shape[0],)](
-            rows, res_rows, summed, weight, out, rows.shape[1], eps,
+            rows, res_rows, summed, weight, out, out if amax is None else amax, rows.shape[1], eps,
             rows.stride(0), res_rows.stride(0), rows.stride(1), res_rows.stride(1),
-            HAS_RESIDUAL=residual is not None, OFFSET=offset, BLOCK=block, num_warps=warps)
+            HAS_RESIDUAL=residual is not None, OFFSET=offset, BLOCK=block, JOIN_AMAX=amax is not None,
+            num_warps=warps)
     return _result(out, summed, x, residual)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None):
-    return _rms(x, weight, eps, residual, offset=False)
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None, amax=None):
+    return _rms(x, weight, eps, residual, offset=False, amax=amax)
 
 
-def offset_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None):
-    return _rms(x, weight, eps, residual, offset=True)
+def offset_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual=None, amax=None):
+    return _rms(x, weight, eps, residual, offset=True, amax=amax)
 
 
-def layer_norm(x: torch.Tensor, weight, bias, eps: float, residual=None):
+def layer_norm(x: torch.Tensor, weight, bias, eps: float, residual=None, amax=None):
     rows, res_rows, summed, block, warps = _launch_shape(x, residual)
     out = torch.empty(rows.shape, dtype=summed.dtype, device=x.device)
     if rows.shape[0]:
         _layer_kernel[(rows.shape[0],)](
             rows, res_rows, summed, weight if weight is not None else rows, bias if bias is not None else rows,
-            out, rows.shape[1], eps, rows.stride(0), res_rows.stride(0), rows.stride(1), res_rows.stride(1),
-            HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-            BLOCK=block, num_warps=warps)
+            out, out if amax is None else amax, rows.shape[1], eps, rows.stride(0), res_rows.stride(0),
+            rows.stride(1), res_rows.stride(1), HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
+            HAS_BIAS=bias is not None, BLOCK=block, JOIN_AMAX=amax is not None, num_warps=warps)
     return _result(out, summed, x, residual)
+
+
+for _norm in (rms_norm, offset_rms_norm, layer_norm):
+    _norm.joins_amax = True
