@@ -106,18 +106,23 @@ def _scatter_kernel(ids_ptr, first_slot_ptr, sorted_ptr, picks, E_PAD: tl.conste
 
 
 @triton.jit
-def _fp8_dot(a_codes, w_codes, acc, NATIVE_E4M3: tl.constexpr):
+def _fp8_dot(a_codes, w_codes, acc, NATIVE_E4M3: tl.constexpr, FAST_ACCUM: tl.constexpr):
     """``acc`` plus the product of two tiles of e4m3 codes (uint8): on the FP8 tensor cores where compiled for
     sm_89+, else (the interpreter) in float32, where every product of two e4m3 values is exact.
 
-    Hopper's FP8 MMA keeps fewer bits than float32 in its accumulator, and Triton lets a chain of them run
-    over the whole K loop by default (``max_num_imprecise_acc`` 2**30 on sm_90): Mixtral's experts at 256
-    tokens were then 1.7% off the reference on the H200 (2026-12-03, the real-shape kernel test; its bound is
-    1%). Each tile's products are therefore summed into the float32 accumulator as they come out (at most
-    BLOCK_K of them in the MMA's own, DeepSeek-V3's remedy, whose interval was 128)."""
+    Hopper's FP8 warp-group MMA keeps fewer bits than float32 in its accumulator (about 22: SageAttention2;
+    DeepSeek-V3 measured up to 2% at K = 4,096), and Triton lets a chain of them run over the whole K loop by
+    default on sm_90 (``max_num_imprecise_acc`` 2**30). The contract sums in float32, so by default each tile's
+    products join the float32 accumulator as they come out (at most BLOCK_K of them in the MMA's own:
+    DeepSeek-V3's remedy, whose interval was 128). That costs registers (the 64-row gate/up tile's sm_90 cubin:
+    186 a thread against 128) and a wait per tile; the launch config's ``fp8_fast_accum`` (config
+    "fp8_fast_accum") keeps Triton's default, for measuring what the precision costs. Tiles of fewer than 64
+    rows compile to 16-bit MMA of upcast codes on sm_90, exact either way."""
     a = a_codes.to(tl.float8e4nv, bitcast=True)
     w = w_codes.to(tl.float8e4nv, bitcast=True)
     if NATIVE_E4M3:
+        if FAST_ACCUM:
+            return tl.dot(a, w, acc)
         return tl.dot(a, w, acc, max_num_imprecise_acc=a.shape[1])
     return tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
 
@@ -144,7 +149,7 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
                     TOP_K: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr,
-                    FP8_ACTIVATIONS: tl.constexpr, NATIVE_E4M3: tl.constexpr):
+                    FP8_ACTIVATIONS: tl.constexpr, NATIVE_E4M3: tl.constexpr, FP8_FAST_ACCUM: tl.constexpr):
     expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, features, BLOCK_M, BLOCK_N,
                                         GROUP_M)
     if expert >= num_experts:  # a block past the used ones
@@ -183,8 +188,8 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
                 a, w_gate = dot_operands(a, load_decoded(gate_rows, (k0 + k)[:, None], w_mask, FORMAT))
                 a, w_up = dot_operands(a, load_decoded(up_rows, (k0 + k)[:, None], w_mask, FORMAT))
             if FP8_ACTIVATIONS:
-                acc_gate = _fp8_dot(a, w_gate, acc_gate, NATIVE_E4M3)
-                acc_up = _fp8_dot(a, w_up, acc_up, NATIVE_E4M3)
+                acc_gate = _fp8_dot(a, w_gate, acc_gate, NATIVE_E4M3, FP8_FAST_ACCUM)
+                acc_up = _fp8_dot(a, w_up, acc_up, NATIVE_E4M3, FP8_FAST_ACCUM)
             elif GROUP_K == 0:
                 acc_gate = tl.dot(a, w_gate, acc_gate, input_precision=PRECISION)
                 acc_up = tl.dot(a, w_up, acc_up, input_precision=PRECISION)
@@ -222,7 +227,7 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
                  h_codes_ptr, h_scale_ptr, PRECISION: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  GROUP_M: tl.constexpr, FORMAT: tl.constexpr, GROUP_K: tl.constexpr,
-                 FP8_ACTIVATIONS: tl.constexpr, NATIVE_E4M3: tl.constexpr):
+                 FP8_ACTIVATIONS: tl.constexpr, NATIVE_E4M3: tl.constexpr, FP8_FAST_ACCUM: tl.constexpr):
     expert, rows, pick, n = _block_tile(sorted_ptr, block_expert_ptr, num_blocks, hidden, BLOCK_M, BLOCK_N, GROUP_M)
     if expert >= num_experts:
         return
@@ -254,7 +259,7 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, route_ptr, sorted_ptr, block_expert_ptr,
                 codes = load_decoded(w_rows, (k0 + k)[:, None], k_ok[:, None] & n_ok[None, :], FORMAT)
                 a, w = dot_operands(a, codes)
             if FP8_ACTIVATIONS:
-                acc = _fp8_dot(a, w, acc, NATIVE_E4M3)
+                acc = _fp8_dot(a, w, acc, NATIVE_E4M3, FP8_FAST_ACCUM)
             elif GROUP_K == 0:
                 acc = tl.dot(a, w, acc, input_precision=PRECISION)
             else:
@@ -289,6 +294,10 @@ CONFIGS: dict[str, dict] = {
     # as per_expert_m16 with 64-wide K tiles and 3 stages in the 16-row tier
     "per_expert_m16_k64": {"by": "per_expert",
                            "ladder": ((32, (16, 64, 64, 1, 4, 3)), (128, _MIDDLE), (None, _PREFILL))},
+    # the default's tiles with the FP8 experts' products left in the FP8 MMA's own accumulator across the
+    # whole K loop (Triton's default on sm_90; see _fp8_dot): what float32 sums cost, to measure
+    "fp8_fast_accum": {"by": "picks", "ladder": ((64, _DECODE), (1024, _MIDDLE), (None, _PREFILL)),
+                       "fp8_fast_accum": True},
 }
 
 
@@ -299,9 +308,10 @@ def launch_config(config: str | dict | None = None) -> dict:
 
 
 def _checked(config: dict) -> dict:
-    if config.get("by") not in ("picks", "per_expert") or not config.get("ladder") or config["ladder"][-1][0]:
+    if config.get("by") not in ("picks", "per_expert") or not config.get("ladder") or config["ladder"][-1][0] \
+            or set(config) - {"by", "ladder", "fp8_fast_accum"}:
         raise ValueError(f"a moe config is {{'by': 'picks' | 'per_expert', 'ladder': ((limit, tile), ..., "
-                         f"(None, tile))}}, got {config!r}")
+                         f"(None, tile)), optionally 'fp8_fast_accum': bool}}, got {config!r}")
     return dict(config)
 
 
@@ -400,7 +410,8 @@ def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, 
     picks = tokens * top_k
     if picks == 0:
         return torch.zeros_like(x)
-    block_m, block_n, block_k, group_m, warps, stages = _tile(config or CONFIGS["default"], picks, num_experts)
+    config = config or CONFIGS["default"]
+    block_m, block_n, block_k, group_m, warps, stages = _tile(config, picks, num_experts)
     block_k = min(block_k, group) if group else block_k  # a K tile within one column group
     if fmt == FORMAT_E3M2:
         block_k = max(block_k, FP6_BLOCK)  # whole 64-code blocks of the FP6 planes
@@ -408,7 +419,8 @@ def _run(x, topk_weights, topk_ids, gate_up, down, down_shape, activation: str, 
         stages = min(stages, 2)  # float32 tiles take twice the shared memory (float32 is for tests)
     tiles = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
                  num_stages=stages, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",  # 16-bit: no tf32
-                 FORMAT=fmt, GROUP_K=group, FP8_ACTIVATIONS=fp8_activations, NATIVE_E4M3=converts_to_e4m3(x))
+                 FORMAT=fmt, GROUP_K=group, FP8_ACTIVATIONS=fp8_activations, NATIVE_E4M3=converts_to_e4m3(x),
+                 FP8_FAST_ACCUM=fp8_activations and bool(config.get("fp8_fast_accum", False)))
     factor = DECODED_FACTOR.get(fmt, 1.0)
     sorted_picks, block_expert, num_blocks = _align(topk_ids.reshape(-1), num_experts, block_m)
     routed = (sorted_picks, block_expert, picks, num_experts, num_blocks, hidden, features)
