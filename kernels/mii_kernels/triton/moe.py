@@ -294,6 +294,10 @@ CONFIGS: dict[str, dict] = {
     # as per_expert_m16 with 64-wide K tiles and 3 stages in the 16-row tier
     "per_expert_m16_k64": {"by": "per_expert",
                            "ladder": ((32, (16, 64, 64, 1, 4, 3)), (128, _MIDDLE), (None, _PREFILL))},
+    # 64-row blocks from 32 rows an expert on: Mixtral's W1 decode (256 tokens, 64 rows an expert) then reads each
+    # expert's weights once, not once per 32-row block (the default's middle tier read its FP8 codes at 1.8-2.4
+    # TB/s on the H200, 2026-12-03); with FP8 activations that tier is the FP8 warp-group MMA's. Not measured yet
+    "per_expert_m64": {"by": "per_expert", "ladder": ((8, _DECODE), (32, _MIDDLE), (None, _PREFILL))},
     # the default's tiles with the FP8 experts' products left in the FP8 MMA's own accumulator across the
     # whole K loop (Triton's default on sm_90; see _fp8_dot): what float32 sums cost, to measure
     "fp8_fast_accum": {"by": "picks", "ladder": ((64, _DECODE), (1024, _MIDDLE), (None, _PREFILL)),
