@@ -28,7 +28,7 @@ sys.path.insert(0, str(TESTS))  # support.gpu_compile
 DEFAULT_OPCODES = "HMMA,HGMMA,F2F,F2FP,LDS,LDSM,LDG,LDGSTS,STL"
 # the constexprs worth printing beside a kernel's name
 SHOWN = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "MODE", "FORMAT", "FP8_KV", "FP8_F16_DOTS", "FP8_ACTIVATIONS", "NATIVE_E4M3",
-         "QUANTIZE", "D")
+         "QUANTIZE", "D", "GATED")
 
 
 def _attention() -> None:
@@ -48,8 +48,9 @@ def _attention() -> None:
 
 
 def _quant() -> None:
-    """The quantized GEMV (1 and 2 tokens), the weight-only kernel (16 tokens) and the bf16 GEMV, bf16
-    activations; FP8 and FP6 codes."""
+    """The quantized GEMV (1 and 2 tokens; at 1 also reading [gate | up], the down projection's fused
+    ``gated_quant_linear``), the weight-only kernel (16 tokens) and the bf16 GEMV, bf16 activations; FP8 and
+    FP6 codes."""
     import torch
 
     from mii_core.model.quantization import quantize_weight
@@ -61,6 +62,8 @@ def _quant() -> None:
         for tokens in (1, 2):
             quant_gemv.quant_gemv(torch.randn(tokens, features_in).bfloat16(), weight, None,
                                   quant_gemv.launch_config(None, env))
+        quant_gemv.quant_gemv(torch.randn(1, 2 * features_in).bfloat16(), weight, None,
+                              quant_gemv.launch_config(None, env), "silu")
         quant_linear.weight_only_linear(torch.randn(16, features_in).bfloat16(), weight)
     linear.linear(torch.randn(1, features_in).bfloat16(), torch.randn(features_out, features_in).bfloat16())
 

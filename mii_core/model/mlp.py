@@ -44,8 +44,11 @@ class MLP(nn.Module):
         if not self.gated:
             return self.down(self.activation(up))
         # where the down projection quantizes its input per tensor (mode "fp8", a step of many tokens), the
-        # gated activation joins that input's max |x| as it writes it, so the quantization reads it once
+        # gated activation joins that input's max |x| as it writes it, so the quantization reads it once;
+        # elsewhere one op may do both (a decode step's GEMV computing the activation as it reads it)
         amax = self.down.activation_amax(up.shape[0])
+        if amax is None:
+            return self.down.gated(up, self.activation)
         return self.down(self.kernels.gated_activation(up, self.activation, amax), amax)
 
 

@@ -97,6 +97,20 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     to x's dtype, then all the step's picks' through one more (``torch_ref.quant_linear.fp8_activation_experts``).
     A device that cannot run FP8 GEMMs may stay weight-only, as ``quant_linear``.
 
+Fused ops: one op doing the work of several, which a kernel plugin may offer and nothing requires (no
+reference registers them). The kernel set uses one only when the plugin serving it also serves every op it
+stands for (``FUSED_OPS``), so a plugin replacing one of those is never bypassed by another's fusion;
+otherwise, or where the fused op returns ``NotImplemented`` (a shape it has no fused path for), the kernel set
+calls the ops one after the other.
+
+``gated_linear(x, weight, bias, activation) -> Tensor``
+    ``linear(gated_activation(x, activation), weight, bias)``: ``x`` [T, 2F] holding [gate | up], ``weight``
+    [N, F]. The activation's values are rounded as ``gated_activation`` rounds them, so the result is the two
+    ops'. A GEMV computes act(gate) · up as it reads x: a decode step writes and reads no [T, F] tensor and
+    launches one kernel fewer a layer.
+``gated_quant_linear(x, weight: QuantizedWeight, bias, activation) -> Tensor``
+    The same with ``quant_linear``.
+
 What blocks do with torch directly, and why not through an op: embedding lookups (a gather, no
 arithmetic worth a kernel: ``parallel.py``), the collectives of tensor parallelism (``ParallelContext``),
 the element-wise activation of a plain (non-gated) MLP (``mlp.py``: fused by nothing, read once), and the
@@ -125,6 +139,9 @@ if TYPE_CHECKING:  # torch only for the annotations: importing this module must 
 # the ops every built-in block uses; listed by `mii-core plugins`
 OP_NAMES = ("rms_norm", "offset_rms_norm", "layer_norm", "rotary_write_kv", "paged_attention", "gated_activation",
             "moe_experts", "linear", "quant_linear", "quant_moe_experts")
+# the fused ops (contracts above): each with the ops it does the work of
+FUSED_OPS = {"gated_linear": ("gated_activation", "linear"),
+             "gated_quant_linear": ("gated_activation", "quant_linear")}
 
 
 @dataclass(frozen=True)
@@ -192,7 +209,37 @@ class KernelOps(Protocol):
     def quant_linear(self, x: "torch.Tensor", weight: "QuantizedWeight", bias: Optional["torch.Tensor"],
                      x_amax: Optional["torch.Tensor"] = None) -> "torch.Tensor": ...
 
+    def fused(self, name: str) -> Optional[Callable[..., Any]]:
+        """The fused op ``name`` (``FUSED_OPS``) where one plugin serves it and every op it stands for on this
+        device; None otherwise (the ops are then called one after the other)."""
+        if name not in self._fused:
+            impl = None
+            if self._registry.candidates(name, self.device_type):
+                plugin = self._registry.choose(name, self.device_type).plugin
+                if all(self._registry.choose(op, self.device_type).plugin == plugin for op in FUSED_OPS[name]):
+                    impl = self.op(name)
+            self._fused[name] = impl
+        return self._fused[name]
+
+    def gated_linear(self, x, weight, bias, activation):
+        fused = self.fused("gated_linear")
+        out = fused(x, weight, bias, activation) if fused is not None else NotImplemented
+        return self.linear(self.gated_activation(x, activation), weight, bias) if out is NotImplemented else out
+
+    def gated_quant_linear(self, x, weight, bias, activation):
+        fused = self.fused("gated_quant_linear")
+        out = fused(x, weight, bias, activation) if fused is not None else NotImplemented
+        if out is NotImplemented:
+            return self.quant_linear(self.gated_activation(x, activation), weight, bias)
+        return out
+
     def takes_x_amax(self) -> bool: ...
+
+    def gated_linear(self, x: "torch.Tensor", weight: "torch.Tensor", bias: Optional["torch.Tensor"],
+                     activation: str) -> "torch.Tensor": ...
+
+    def gated_quant_linear(self, x: "torch.Tensor", weight: "QuantizedWeight", bias: Optional["torch.Tensor"],
+                           activation: str) -> "torch.Tensor": ...
 
     def quant_moe_experts(self, x: "torch.Tensor", topk_weights: "torch.Tensor", topk_ids: "torch.Tensor",
                           w_gate_up: "QuantizedWeight", w_down: "QuantizedWeight",
@@ -209,6 +256,7 @@ class KernelSet:
         self.device_type = device_type
         self._registry = registry
         self._impls: dict[str, Callable[..., Any]] = {}
+        self._fused: dict[str, Optional[Callable[..., Any]]] = {}
 
     @property
     def choices(self) -> dict[str, Any]:
@@ -273,6 +321,30 @@ class KernelSet:
         if x_amax is None or not self.takes_x_amax():
             return self.op("quant_linear")(x, weight, bias)
         return self.op("quant_linear")(x, weight, bias, x_amax)
+
+    def fused(self, name: str) -> Optional[Callable[..., Any]]:
+        """The fused op ``name`` (``FUSED_OPS``) where one plugin serves it and every op it stands for on this
+        device; None otherwise (the ops are then called one after the other)."""
+        if name not in self._fused:
+            impl = None
+            if self._registry.candidates(name, self.device_type):
+                plugin = self._registry.choose(name, self.device_type).plugin
+                if all(self._registry.choose(op, self.device_type).plugin == plugin for op in FUSED_OPS[name]):
+                    impl = self.op(name)
+            self._fused[name] = impl
+        return self._fused[name]
+
+    def gated_linear(self, x, weight, bias, activation):
+        fused = self.fused("gated_linear")
+        out = fused(x, weight, bias, activation) if fused is not None else NotImplemented
+        return self.linear(self.gated_activation(x, activation), weight, bias) if out is NotImplemented else out
+
+    def gated_quant_linear(self, x, weight, bias, activation):
+        fused = self.fused("gated_quant_linear")
+        out = fused(x, weight, bias, activation) if fused is not None else NotImplemented
+        if out is NotImplemented:
+            return self.quant_linear(self.gated_activation(x, activation), weight, bias)
+        return out
 
     def takes_x_amax(self) -> bool:
         """Whether the chosen ``quant_linear`` takes a producer's max |x| (``x_amax``): worth joining only then."""

@@ -52,6 +52,13 @@ class _SlotLinear(nn.Module):
         pending, self._pending_amax = getattr(self, "_pending_amax", None), None
         return pending[1] if pending is not None and pending[0]() is x else None
 
+    def _gated_product(self, x: torch.Tensor, activation: str, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """This linear of act(gate) · up for x = [gate | up], through the fused op where the kernels offer one."""
+        quantized = self.weight_slot.quantized
+        if quantized is not None:
+            return self.kernels.gated_quant_linear(x, quantized, bias, activation)
+        return self.kernels.gated_linear(x, self.weight, bias, activation)
+
     def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor],
                  x_amax: Optional[torch.Tensor] = None) -> torch.Tensor:
         if x_amax is None:
@@ -141,6 +148,11 @@ class RowParallelLinear(_SlotLinear):
     def forward(self, x: torch.Tensor, x_amax: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x_amax``: max |x| of this rank's x, from :meth:`activation_amax` and the op that produced x."""
         out = self.ctx.all_reduce(self._product(x, None, x_amax))
+        return out if self.bias is None else out + self.bias
+
+    def gated(self, x: torch.Tensor, activation: str) -> torch.Tensor:
+        """forward(act(gate) · up) for x = [gate | up] (this rank's parts), in one op where the kernels fuse it."""
+        out = self.ctx.all_reduce(self._gated_product(x, activation, None))
         return out if self.bias is None else out + self.bias
 
 

@@ -42,6 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
+from mii_kernels.triton.activations import activation_id, apply_activation
 from mii_kernels.triton.configs import pick_config
 from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operands, fp6_columns, fp6_plane_tiles,
                                              fp6_quarter, load_decoded, plane_bytes_of)
@@ -116,11 +117,32 @@ class TritonLinear:
         return linear(x, weight, bias, self.tiles)
 
 
+class TritonGatedLinear(TritonLinear):
+    """The ``gated_linear`` op: the GEMV reading [gate | up] (the same tiles as ``linear``'s)."""
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str):
+        return gated_linear(x, weight, bias, activation, self.tiles)
+
+
 @triton.jit
 def _load(pointers, in_k, EVEN_K: tl.constexpr):
     if EVEN_K:
         return tl.load(pointers)
     return tl.load(pointers, mask=in_k, other=0.0)
+
+
+@triton.jit
+def _x_values(pointers, in_k, up_offset, EVEN_K: tl.constexpr, GATED: tl.constexpr, ACTIVATION: tl.constexpr):
+    """x at ``pointers``; GATED: x is [gate | up] and the values are act(gate) · up, rounded as the
+    ``gated_activation`` kernel rounds them (the activation to x's dtype, then the product), the up half
+    ``up_offset`` elements after the gate's (``gated_linear``)."""
+    if GATED:
+        up = _load(pointers + up_offset, in_k, EVEN_K)
+        activated = apply_activation(_load(pointers, in_k, EVEN_K).to(tl.float32), ACTIVATION)
+        x = (activated.to(up.dtype).to(tl.float32) * up.to(tl.float32)).to(up.dtype)
+    else:
+        x = _load(pointers, in_k, EVEN_K)
+    return x
 
 
 @triton.jit
@@ -137,24 +159,28 @@ def _load_tile(w_rows, cols, in_k, EVEN_K: tl.constexpr, FORMAT: tl.constexpr):
 
 
 @triton.jit
-def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, BLOCK_T: tl.constexpr,
-                MODE: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr):
+def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, up_offset, BLOCK_T: tl.constexpr,
+                MODE: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr, GATED: tl.constexpr,
+                ACTIVATION: tl.constexpr):
     """``acc`` plus the products of the weight tile ``w`` [BLOCK_N, width] with columns ``cols`` of every
     token's x (``in_k``: the columns in bounds), by ``MODE``."""
     if MODE == 2:  # the padding tokens' rows are masked: zeros, no memory traffic
-        x = tl.load(x_ptr + toks[:, None] * stride_xt + cols[None, :] * stride_xk,
-                    mask=(toks < tokens)[:, None] & in_k[None, :], other=0.0)
+        x = _x_values(x_ptr + toks[:, None] * stride_xt + cols[None, :] * stride_xk,
+                      (toks < tokens)[:, None] & in_k[None, :], up_offset, False, GATED, ACTIVATION)
         x, w = dot_operands(x, w)
         acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     elif MODE == 0 and BLOCK_T == 1:
-        acc += w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
+        x = _x_values(x_ptr + cols * stride_xk, in_k, up_offset, EVEN_K, GATED, ACTIVATION)
+        acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
     elif MODE == 3 and BLOCK_T == 1:  # group: each run of _GROUP products summed in its thread, then kept
-        products = w.to(tl.float32) * _load(x_ptr + cols * stride_xk, in_k, EVEN_K).to(tl.float32)[None, :]
+        x = _x_values(x_ptr + cols * stride_xk, in_k, up_offset, EVEN_K, GATED, ACTIVATION)
+        products = w.to(tl.float32) * x.to(tl.float32)[None, :]
         acc += tl.sum(tl.reshape(products, (products.shape[0], products.shape[1] // _GROUP, _GROUP)), 2)
     else:
         w = w.to(tl.float32)
         for t in tl.static_range(BLOCK_T):  # one row of x at a time, its sums put in row t
-            x = _load(x_ptr + tl.minimum(t, tokens - 1) * stride_xt + cols * stride_xk, in_k, EVEN_K)
+            x = _x_values(x_ptr + tl.minimum(t, tokens - 1) * stride_xt + cols * stride_xk, in_k, up_offset, EVEN_K,
+                          GATED, ACTIVATION)
             acc += tl.where(toks[:, None] == t, tl.sum(w * x.to(tl.float32)[None, :], 1)[None, :], 0.0)
     return acc
 
@@ -163,8 +189,10 @@ def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, B
 def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_out, features_in, stride_xt,
                  stride_xk, stride_wn, factor, plane_bytes, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, EVEN_K: tl.constexpr,
-                 NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FORMAT: tl.constexpr):
+                 NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FORMAT: tl.constexpr, GATED: tl.constexpr,
+                 ACTIVATION: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    up_offset = features_in * stride_xk  # GATED: where a row's up half starts, after its gate half
     toks = tl.arange(0, BLOCK_T)
     # padding rows re-read the last real one, so the weight loads need no mask; the store has one
     w_rows = w_ptr + tl.minimum(rows, features_out - 1).to(tl.int64)[:, None] * stride_wn
@@ -190,13 +218,14 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
             for quarter in tl.static_range(4):
                 cols = fp6_columns(positions, quarter)
                 acc = _accumulate(acc, fp6_quarter(low_pairs, high_pairs, crumbs, quarter), cols,
-                                  cols < features_in, x_ptr, toks, tokens, stride_xt, stride_xk, BLOCK_T, MODE,
-                                  EVEN_K, PRECISION)
+                                  cols < features_in, x_ptr, toks, tokens, stride_xt, stride_xk, up_offset, BLOCK_T,
+                                  MODE, EVEN_K, PRECISION, GATED, ACTIVATION)
         else:
             cols = start + tl.arange(0, BLOCK_K)
             in_k = cols < features_in
             acc = _accumulate(acc, _load_tile(w_rows, cols, in_k, EVEN_K, FORMAT), cols, in_k, x_ptr, toks,
-                              tokens, stride_xt, stride_xk, BLOCK_T, MODE, EVEN_K, PRECISION)
+                              tokens, stride_xt, stride_xk, up_offset, BLOCK_T, MODE, EVEN_K, PRECISION, GATED,
+                              ACTIVATION)
     if (MODE == 0 or MODE == 3) and BLOCK_T == 1:
         result = tl.sum(acc, 1)[None, :]
     else:
@@ -212,10 +241,11 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
 
 def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
                 tile: dict, fmt: int = 0, scale: torch.Tensor | None = None, factor: float = 1.0,
-                features_in: int | None = None) -> None:
+                features_in: int | None = None, activation: str | None = None) -> None:
     """``_gemv_kernel`` over ``x_rows`` [T, K] into ``out`` [T, N]: plain weights (``fmt`` 0), or codes of a
     quant_decode format with their row ``scale`` and decoding ``factor`` (``features_in`` then counts weights,
-    not bytes; FP6 chunks of ``block_k`` codes must be whole 64-code blocks of its planes)."""
+    not bytes; FP6 chunks of ``block_k`` codes must be whole 64-code blocks of its planes). With
+    ``activation``, ``x_rows`` is [T, 2K] holding [gate | up] and the GEMV multiplies act(gate) · up."""
     tokens, features_out = out.shape
     features_in = features_in if features_in is not None else weight.shape[1]
     if fmt == FORMAT_E3M2 and tile["block_k"] % FP6_BLOCK:
@@ -233,7 +263,20 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         plane_bytes_of(fmt, features_in), HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"],
         BLOCK_K=tile["block_k"],
         MODE=_MODES[mode], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
-        PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, num_warps=tile["warps"])
+        PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, GATED=activation is not None,
+        ACTIVATION=activation_id(activation) if activation is not None else 0, num_warps=tile["warps"])
+
+
+def gated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
+                 tiles: dict[int, dict] = CONFIGS["default"]):
+    """``linear(gated_activation(x, activation), weight, bias)`` in one GEMV for a few tokens (x [T, 2K]);
+    ``NotImplemented`` where the GEMV does not apply, for the kernel set to compose the two ops."""
+    rows = x.reshape(-1, x.shape[-1])
+    if x.shape[-1] != 2 * weight.shape[-1] or not _gemv_applies(rows[:, :weight.shape[-1]], weight, bias):
+        return NotImplemented
+    out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    launch_gemv(rows, weight, bias, out, tile_for(rows.shape[0], tiles), activation=activation)
+    return out.view(*x.shape[:-1], weight.shape[0])
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

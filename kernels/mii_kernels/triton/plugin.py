@@ -17,6 +17,8 @@ _OPS = {
     "linear": "mii_kernels.triton.linear:TritonLinear",
     "quant_linear": "mii_kernels.triton.quant_linear:TritonQuantLinear",
     "quant_moe_experts": "mii_kernels.triton.moe:TritonQuantMoe",
+    "gated_linear": "mii_kernels.triton.linear:TritonGatedLinear",
+    "gated_quant_linear": "mii_kernels.triton.quant_linear:TritonGatedQuantLinear",
 }
 
 

@@ -85,11 +85,12 @@ def gemv_applies(tokens: int, weight: QuantizedWeight) -> bool:
 
 
 def quant_gemv(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None,
-               tiles: dict[int, dict]) -> torch.Tensor:
-    """x [..., K] (at most QUANT_GEMV_MAX_TOKENS rows) times the decoded weight [N, K]ᵀ, scaled, + bias."""
+               tiles: dict[int, dict], activation: str | None = None) -> torch.Tensor:
+    """x [..., K] (at most QUANT_GEMV_MAX_TOKENS rows) times the decoded weight [N, K]ᵀ, scaled, + bias; with
+    ``activation``, x [..., 2K] is [gate | up] and act(gate) · up is multiplied (``gated_quant_linear``)."""
     rows = x.reshape(-1, x.shape[-1])
     out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
     fmt = weight_format(weight.mode, x.device)
     launch_gemv(rows, weight.data.view(torch.uint8), bias, out, tile_for(rows.shape[0], tiles), fmt, weight.scale,
-                DECODED_FACTOR[fmt], features_in=weight.shape[1])
+                DECODED_FACTOR[fmt], features_in=weight.shape[1], activation=activation)
     return out.view(*x.shape[:-1], weight.shape[0])

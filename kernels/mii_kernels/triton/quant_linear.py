@@ -152,6 +152,15 @@ class TritonQuantLinear:
             return fp8_gemm_linear(x, weight, bias, x_amax)
         return weight_only_linear(x, weight, bias)
 
+    def gated(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None, activation: str):
+        """``quant_linear(gated_activation(x, activation), weight, bias)`` through the GEMV reading [gate | up]
+        where the GEMV applies; ``NotImplemented`` elsewhere, for the kernel set to compose the two ops."""
+        tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if x.shape[-1] != 2 * weight.shape[1] or not gemv_applies(tokens, weight):
+            return NotImplemented
+        tiles = self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles
+        return quant_gemv(x, weight, bias, tiles, activation)
+
     def _fp8_gemm_fits(self, x: torch.Tensor, weight: QuantizedWeight) -> bool:
         """sm_89+ and the shapes _scaled_mm takes (K and N multiples of 16); else weight-only, logged once."""
         index = x.device.index if x.device.index is not None else torch.cuda.current_device()
@@ -163,3 +172,10 @@ class TritonQuantLinear:
                             *self._capability[index], x.dtype)
         n, k = weight.shape
         return self._capability[index] >= FP8_GEMM_CAPABILITY and n % 16 == 0 and k % 16 == 0
+
+
+class TritonGatedQuantLinear(TritonQuantLinear):
+    """The ``gated_quant_linear`` op (``TritonQuantLinear.gated``, with the same tiles)."""
+
+    def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None, activation: str):
+        return self.gated(x, weight, bias, activation)
