@@ -209,30 +209,6 @@ class KernelOps(Protocol):
     def quant_linear(self, x: "torch.Tensor", weight: "QuantizedWeight", bias: Optional["torch.Tensor"],
                      x_amax: Optional["torch.Tensor"] = None) -> "torch.Tensor": ...
 
-    def fused(self, name: str) -> Optional[Callable[..., Any]]:
-        """The fused op ``name`` (``FUSED_OPS``) where one plugin serves it and every op it stands for on this
-        device; None otherwise (the ops are then called one after the other)."""
-        if name not in self._fused:
-            impl = None
-            if self._registry.candidates(name, self.device_type):
-                plugin = self._registry.choose(name, self.device_type).plugin
-                if all(self._registry.choose(op, self.device_type).plugin == plugin for op in FUSED_OPS[name]):
-                    impl = self.op(name)
-            self._fused[name] = impl
-        return self._fused[name]
-
-    def gated_linear(self, x, weight, bias, activation):
-        fused = self.fused("gated_linear")
-        out = fused(x, weight, bias, activation) if fused is not None else NotImplemented
-        return self.linear(self.gated_activation(x, activation), weight, bias) if out is NotImplemented else out
-
-    def gated_quant_linear(self, x, weight, bias, activation):
-        fused = self.fused("gated_quant_linear")
-        out = fused(x, weight, bias, activation) if fused is not None else NotImplemented
-        if out is NotImplemented:
-            return self.quant_linear(self.gated_activation(x, activation), weight, bias)
-        return out
-
     def takes_x_amax(self) -> bool: ...
 
     def gated_linear(self, x: "torch.Tensor", weight: "torch.Tensor", bias: Optional["torch.Tensor"],
