@@ -176,6 +176,28 @@ def test_decodes_split_over_the_context(layout_name, splits, window):
     check(case, decode_splits=splits, decode_min_keys_per_split=floor)
 
 
+@pytest.mark.parametrize("merge", ["by the last split", "by the reduce kernel", "too few counters"])
+def test_split_decodes_merged_in_kernel_or_by_the_reduce(monkeypatch, merge):
+    """A split decode's splits merged by the last of them to finish (the op's arrival counters) or, without
+    counters or with too few for the step, by the reduce kernel: each path is made the only one possible
+    (the other's kernel replaced by None), matches the dense reference, and leaves the counters at zero, so
+    the next step (a graph replay) counts from zero again: two steps run on the same counters."""
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    case = make_case(layout(5, **SPLIT_LAYOUTS[sorted(SPLIT_LAYOUTS)[0]]), q_heads, kv_heads, head_dim, 16)
+    config = attention(decode_splits=3, decode_min_keys_per_split=16).config
+    arrivals = {"by the last split": torch.zeros(4096, dtype=torch.int32, device=DEVICE), "by the reduce kernel": None,
+                "too few counters": torch.zeros(1, dtype=torch.int32, device=DEVICE)}[merge]
+    if merge == "by the last split":
+        monkeypatch.setattr(triton_attention, "_reduce_kernel", None)
+    else:
+        monkeypatch.setattr(triton_attention, "_merge_if_last", None)
+    for _ in range(2):
+        got = triton_attention.paged_attention(case.q, case.k_poisoned, case.v_poisoned, case.poisoned_batch(),
+                                               case.params, config, arrivals)
+        torch.testing.assert_close(got.float(), expected(case), **TOLERANCE)
+        assert arrivals is None or not arrivals.any()
+
+
 @pytest.mark.parametrize("splits", [None, 4])
 def test_padded_graph_metadata(splits):
     """A CUDA-graph decode step: extra sequences with one key in a scratch block, block tables padded to a

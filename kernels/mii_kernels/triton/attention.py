@@ -97,10 +97,21 @@ class TritonAttention:
 
     def __init__(self, config: str | dict | None = None) -> None:
         self.config = launch_config(config)
+        self._arrivals: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
                  params: AttentionParams) -> torch.Tensor:
-        return paged_attention(q, k_cache, v_cache, batch, params, self.config)
+        return paged_attention(q, k_cache, v_cache, batch, params, self.config, self._arrivals_on(q.device))
+
+    def _arrivals_on(self, device: torch.device) -> torch.Tensor | None:
+        """This op's split-arrival counters on ``device`` (zeros; each launch leaves them zero), made on first
+        use outside a CUDA-graph capture (the engine's warm-up runs eager steps first); None before that, and
+        the decode's splits are then merged by the separate reduce kernel."""
+        if device not in self._arrivals:
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                return None
+            self._arrivals[device] = torch.zeros(_ARRIVAL_SLOTS, dtype=torch.int32, device=device)
+        return self._arrivals[device]
 
     def decode_splits(self, num_decodes: int, kv_heads: int, max_keys: int, window: int | None,
                       device: torch.device) -> int:
@@ -355,14 +366,14 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
 
 @triton.jit(do_not_specialize=['num_splits', 'stride_bt', 'window'])
 def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
-                   alibi_slopes, kv_scales, decode_seqs, num_splits, num_q_heads, kv_heads,
+                   alibi_slopes, kv_scales, decode_seqs, arrivals, num_splits, num_q_heads, kv_heads,
                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
                    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                    D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr,
                    DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                   SPLIT: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr,
-                   FP8_F16_DOTS: tl.constexpr):
+                   SPLIT: tl.constexpr, MERGE: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
+                   FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr):
     index = tl.program_id(0)
     split = tl.program_id(2)
     seq = tl.load(decode_seqs + index)
@@ -401,9 +412,41 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         part = (index * num_q_heads + head) * num_splits + split
         tl.store(part_out + part[:, None] * DV + offs_dv[None, :], result, mask=out_mask)
         tl.store(part_lse + part, tl.where(empty, NEG_BIG, m_i + tl.log2(l_i)), mask=row_ok)
+        if MERGE:
+            _merge_if_last(out, part_out, part_lse, arrivals, token, head, row_ok, index, num_splits, num_q_heads,
+                           stride_ot, stride_oh, DV, DV_PAD)
     else:
         o_off = token * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
         tl.store(out + o_off, result.to(out.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _merge_if_last(out, part_out, part_lse, arrivals, token, head, row_ok, index, num_splits, num_q_heads,
+                   stride_ot, stride_oh, DV: tl.constexpr, DV_PAD: tl.constexpr):
+    """Counts this program's split in; the last of a (decode, program)'s splits to arrive merges their results
+    as ``_reduce_kernel`` would and zeroes the counter for the next launch. CUTLASS's semaphore pattern: the
+    program's stores, a barrier, then one release-acquire atomic (the last arrival sees every split's stores);
+    the partial results are read past L1, which is not coherent across SMs."""
+    tl.debug_barrier()
+    slot = arrivals + index * tl.num_programs(1) + tl.program_id(1)
+    if tl.atomic_add(slot, 1, sem="acq_rel", scope="gpu") == num_splits - 1:
+        base = (index * num_q_heads + head) * num_splits  # [G_PAD]: each head's first split
+        offs_dv = tl.arange(0, DV_PAD)
+        top = tl.full(head.shape, NEG_BIG, tl.float32)
+        for s in range(num_splits):
+            top = tl.maximum(top, tl.load(part_lse + base + s, mask=row_ok, other=NEG_BIG, cache_modifier=".cg"))
+        total = tl.zeros(head.shape, tl.float32)
+        acc = tl.zeros([head.shape[0], DV_PAD], tl.float32)
+        for s in range(num_splits):
+            weight = tl.exp2(tl.load(part_lse + base + s, mask=row_ok, other=NEG_BIG, cache_modifier=".cg") - top)
+            partial = tl.load(part_out + (base + s)[:, None] * DV + offs_dv[None, :],
+                              mask=row_ok[:, None] & (offs_dv[None, :] < DV), other=0.0, cache_modifier=".cg")
+            acc += partial * weight[:, None]
+            total += weight
+        o_off = token * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
+        tl.store(out + o_off, (acc / total[:, None]).to(out.dtype.element_ty),
+                 mask=row_ok[:, None] & (offs_dv[None, :] < DV))
+        tl.atomic_xchg(slot, 0)
 
 
 @triton.jit(do_not_specialize=['num_splits'])
@@ -427,15 +470,18 @@ def _reduce_kernel(out, part_out, part_lse, query_start, decode_seqs, num_splits
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
-                    params: AttentionParams, config: dict = CONFIGS["default"]) -> torch.Tensor:
-    """The op (contract: mii_core/model/ops.py) under the launch ``config`` (see :func:`launch_config`)."""
+                    params: AttentionParams, config: dict = CONFIGS["default"],
+                    arrivals: torch.Tensor | None = None) -> torch.Tensor:
+    """The op (contract: mii_core/model/ops.py) under the launch ``config`` (see :func:`launch_config`);
+    ``arrivals``: zeroed int32 counters with which a split decode merges its splits in its last program
+    (``_merge_splits``) instead of a reduce launch; None, or too few for the step: the reduce kernel."""
     _check_inputs(q, k_cache, v_cache, batch, params)
     if q.stride(-1) != 1:
         q = q.contiguous()
     out = torch.empty((*q.shape[:2], v_cache.shape[3]), dtype=q.dtype, device=q.device)
     num_decodes = batch.decode_seqs.shape[0]
     if num_decodes:
-        _launch_decode(out, q, k_cache, v_cache, batch, params, config, num_decodes)
+        _launch_decode(out, q, k_cache, v_cache, batch, params, config, num_decodes, arrivals)
     if num_decodes < batch.num_seqs:
         _launch_prefill(out, q, k_cache, v_cache, batch, params, config, skip_decodes=num_decodes > 0)
     return out
@@ -542,7 +588,7 @@ def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes):
         NUM_STAGES=cfg["prefill_stages"], num_warps=cfg["prefill_warps"], **meta)
 
 
-def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes):
+def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes, arrivals=None):
     tensors, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
     k_cache, v_cache = _cache_views(k_cache, v_cache)
     heads, kv_heads = q.shape[1], k_cache.shape[2]
@@ -556,12 +602,14 @@ def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes):
     if splits > 1:
         part_out = torch.empty((num_decodes, heads, splits, meta["DV"]), dtype=torch.float32, device=q.device)
         part_lse = torch.empty((num_decodes, heads, splits), dtype=torch.float32, device=q.device)
+    # the splits merged by their last program where there are counters for every (decode, program)
+    merge_in_kernel = splits > 1 and arrivals is not None and arrivals.numel() >= num_decodes * programs
     _decode_kernel[(num_decodes, programs, splits)](
         out, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens,
-        *tensors, batch.decode_seqs, splits, heads, kv_heads, *strides,
+        *tensors, batch.decode_seqs, arrivals if merge_in_kernel else part_lse, splits, heads, kv_heads, *strides,
         G=group, G_PAD=group_pad, BLOCK_N=_decode_block_n(cfg, size_class, meta), SPLIT=splits > 1,
-        NUM_STAGES=cfg["decode_stages"], num_warps=cfg["decode_warps"], **meta)
-    if splits > 1:
+        MERGE=merge_in_kernel, NUM_STAGES=cfg["decode_stages"], num_warps=cfg["decode_warps"], **meta)
+    if splits > 1 and not merge_in_kernel:
         _reduce_kernel[(num_decodes, heads)](
             out, part_out, part_lse, batch.query_start, batch.decode_seqs, splits, heads, out.stride(0),
             out.stride(1), SPLITS_PAD=_REDUCE_LANES, DV=meta["DV"], DV_PAD=meta["DV_PAD"], num_warps=4)
@@ -576,6 +624,11 @@ def _decode_block_n(cfg: dict, size_class: str, meta: dict) -> int:
 # one lane per possible split, whatever this step's count: a single compiled reduce kernel instead of one
 # per power of two, so no step compiles a new variant in the middle of a run
 _REDUCE_LANES = 64
+# split-arrival counters a TritonAttention holds per device: one per (decode, program) of a split decode step
+# (256 sequences x 32 programs of a 32-KV-head model use 8,192); a step needing more takes the reduce kernel.
+# W2's step on the H200 spent 0.092 ms of its 3.2 in 32 reduce launches, and one launch gap each
+# (profile_steps.py, 2026-12-03): merging in the splits' last program saves both.
+_ARRIVAL_SLOTS = 65536
 
 
 def decode_splits(num_decodes: int, kv_heads: int, max_keys: int, window: int | None,
