@@ -67,3 +67,21 @@ def test_where_the_gemv_does_not_apply_the_op_says_not_implemented():
 def test_an_unknown_activation_is_a_clear_error():
     with pytest.raises(ValueError, match="relu2.*silu"):
         triton_linear.gated_linear(gate_up(1, torch.float32), randn(OUT, FEATURES, seed=6), None, "relu2")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="real shapes compiled on a GPU only")
+@pytest.mark.parametrize("mode", [None, "fp8", "wf6af16"])
+@pytest.mark.parametrize("tokens", [1, 2, 8])
+def test_llama_down_projection_at_real_shape(mode, tokens):
+    """Llama-3-8B's down projection (F = 14,336 → 4,096), bf16, through the default tiles: bit-equal too."""
+    features, out = 14336, 4096
+    x = randn(tokens, 2 * features, dtype=torch.bfloat16, seed=7) * 3
+    dense = randn(out, features, scale=features ** -0.5, seed=8)
+    if mode is None:
+        weight = dense.to(torch.bfloat16)
+        fused = triton_linear.gated_linear(x, weight, None, "silu")
+        apart = triton_linear.linear(activations.gated_activation(x, "silu"), weight, None)
+    else:
+        weight, op = quantize_weight(dense, mode), TritonQuantLinear()
+        fused, apart = op.gated(x, weight, None, "silu"), op(activations.gated_activation(x, "silu"), weight, None)
+    assert torch.equal(fused, apart)
