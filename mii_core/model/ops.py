@@ -266,7 +266,7 @@ class KernelSet:
         if getattr(op, "joins_amax", False):
             return op(*args, amax)
         out = op(*args)
-        _join_amax(amax, out if args[-1] is None else out[0])
+        join_amax(amax, out if args[-1] is None else out[0])
         return out
 
     def rotary_write_kv(self, q, k, v, cos, sin, rotary_dim, k_cache, v_cache, slot_mapping, kv_scales=None):
@@ -288,7 +288,7 @@ class KernelSet:
         if getattr(op, "joins_amax", False):
             return op(x, activation, amax)
         out = op(x, activation)  # a kernel that cannot join it: one more pass over its output
-        return _join_amax(amax, out)
+        return join_amax(amax, out)
 
     def moe_experts(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation):
         return self.op("moe_experts")(x, topk_weights, topk_ids, w_gate_up, w_down, activation)
@@ -330,9 +330,9 @@ class KernelSet:
         return self.op("quant_moe_experts")(x, topk_weights, topk_ids, w_gate_up, w_down, activation)
 
 
-def _join_amax(amax: "torch.Tensor", out: "torch.Tensor") -> "torch.Tensor":
-    """``amax = max(amax, max |out|)`` in place (float32), then ``out``: the kernel set's fallback for a
-    ``gated_activation`` kernel without ``joins_amax``."""
+def join_amax(amax: "torch.Tensor", out: "torch.Tensor") -> "torch.Tensor":
+    """``amax = max(amax, max |out|)`` in place (float32), then ``out``: the reference ops' join, and the kernel
+    set's after an ``amax`` op whose kernel lacks ``joins_amax``."""
     if out.numel():
         amax.copy_(amax.maximum(out.detach().abs().amax().float()))
     return out

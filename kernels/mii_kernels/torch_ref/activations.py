@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import torch
 
+from mii_core.model.ops import join_amax
+
 _ACTIVATIONS = {
     "silu": torch.nn.functional.silu,
     "gelu": torch.nn.functional.gelu,
@@ -17,9 +19,7 @@ def gated_activation(x: torch.Tensor, activation: str, amax: torch.Tensor | None
     except KeyError:
         raise ValueError(f"gated activation '{activation}' is not supported ({', '.join(_ACTIVATIONS)})") from None
     out = act(gate) * up
-    if amax is not None and out.numel():
-        amax.copy_(amax.maximum(out.abs().amax().float()))
-    return out
+    return out if amax is None else join_amax(amax, out)
 
 
 gated_activation.joins_amax = True

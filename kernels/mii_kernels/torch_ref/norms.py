@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import torch
 
+from mii_core.model.ops import join_amax
+
 
 def _with_residual(norm, x: torch.Tensor, residual, amax: torch.Tensor | None = None):
     """norm(x), or (norm(x + residual), x + residual); with ``amax``, max |normed| joined into it."""
     summed = x if residual is None else x + residual
     normed = norm(summed)
-    if amax is not None and normed.numel():
-        amax.copy_(amax.maximum(normed.abs().amax().float()))
+    if amax is not None:
+        join_amax(amax, normed)
     return normed if residual is None else (normed, summed)
 
 
