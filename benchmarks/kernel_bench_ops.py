@@ -16,6 +16,10 @@ L2 flushed between calls), the speed-up, the bandwidth the Triton op reaches ove
 and for the MoE its TFLOP/s. ``--graph`` times under CUDA-graph replay instead (launch overhead left out);
 a reference that synchronises with the host (the MoE's) cannot be captured and is timed plainly, marked *.
 Each row also prints the largest difference from the reference relative to its largest value.
+``--amax`` hands the norms and the gated activation a float32 absmax to join (mode fp8's producers of a
+per-tensor-quantized input; rows ``op+amax``), to price the join against the plain op. ``fp8_quantize`` is the
+FP8 activation quantization a GEMM step takes when no producer joined the absmax (absmax pass + codes), at
+the o projection's input ([T, 4096]) and the down projection's ([T, 14336]: rows ``fp8_quantize/ffn``).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--moe-configs", default="default", help="comma list of mii_kernels.triton.moe.CONFIGS names")
     p.add_argument("--moe-mode", default=None, choices=["fp8", "wf8af16", "wf6af16"],
                    help="quantize the experts in this mode (default: bf16 experts)")
+    p.add_argument("--amax", action="store_true", help="the norms and gated activation join an absmax as they write")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     args = p.parse_args(argv)
     args.ops = [o.strip() for o in args.ops.split(",") if o.strip()]
@@ -108,7 +113,20 @@ def moe_case(tokens, shape="mixtral", mode=None):
     return (x, weights, ids, w_gate_up, w_down, "silu"), {}, moved, flops
 
 
+def quantize_case(op, tokens):
+    x = rand(tokens, FFN if op.endswith("/ffn") else HIDDEN, scale=3.0)
+    return (x,), {}, 2 * x.numel() * x.element_size() + x.numel(), 0.0  # read twice, codes written
+
+
+def reference_codes(x):
+    """The per-tensor e4m3 codes of quant_formats (the contract's), as the kernels' first result."""
+    from mii_core.model.quant_formats import activation_codes, tensor_scale
+    return activation_codes(x, tensor_scale(x))
+
+
 def build(op, tokens, moe_shape="mixtral", moe_mode=None):
+    if op.startswith("fp8_quantize"):
+        return quantize_case(op, tokens)
     if op in ("rms_norm", "offset_rms_norm", "layer_norm"):
         return norm_case(op, tokens)
     if op == "moe_experts":
@@ -119,6 +137,9 @@ def build(op, tokens, moe_shape="mixtral", moe_mode=None):
 def implementations(op, moe_config=None, moe_mode=None):
     """(ours, the reference); the MoE's ours with the named launch config (quantized: ``quant_moe_experts``)."""
     from importlib import import_module
+    if op.startswith("fp8_quantize"):
+        from mii_kernels.triton.fp8_activation import quantize_per_tensor
+        return quantize_per_tensor, reference_codes
     if op == "moe_experts" and moe_mode is not None:
         from mii_kernels.torch_ref.quant_linear import quant_moe_experts
         from mii_kernels.triton.moe import TritonQuantMoe
@@ -145,13 +166,23 @@ def first(result):
     return result[0] if isinstance(result, tuple) else result
 
 
-def run_case(op, tokens, graph, moe_shape="mixtral", moe_config=None, moe_mode=None):
+AMAX_OPS = ("rms_norm", "offset_rms_norm", "layer_norm", "gated_activation")
+
+
+def run_case(op, tokens, graph, moe_shape="mixtral", moe_config=None, moe_mode=None, amax=False):
     args, kwargs, moved, flops = build(op, tokens, moe_shape, moe_mode)
     ours, reference = implementations(op, moe_config, moe_mode)
-    got, want = first(ours(*args, **kwargs)).float(), first(reference(*args, **kwargs)).float()
+    ref_kwargs = kwargs
+    if amax and op in AMAX_OPS:  # each side joins into its own absmax; a maximum repeated stays the same
+        kwargs = dict(kwargs, amax=torch.zeros((), dtype=torch.float32, device=DEVICE))
+        ref_kwargs = dict(ref_kwargs, amax=torch.zeros((), dtype=torch.float32, device=DEVICE))
+        op = f"{op}+amax"
+    got, want = first(ours(*args, **kwargs)).float(), first(reference(*args, **ref_kwargs)).float()
     error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+    if "+amax" in op:  # the joined absmax is a result too: the larger of its difference and the output's
+        error = max(error, ((kwargs["amax"] - ref_kwargs["amax"]).abs() / ref_kwargs["amax"].clamp_min(1e-30)).item())
     ours_ms, _ = time_ms(lambda: ours(*args, **kwargs), graph)
-    ref_ms, mark = time_ms(lambda: reference(*args, **kwargs), graph)
+    ref_ms, mark = time_ms(lambda: reference(*args, **ref_kwargs), graph)
     label = (f"{op}/{moe_mode}" if moe_mode else op) + (f"[{moe_config}]" if moe_config else "")
     return {"op": label, "tokens": tokens, "triton_ms": ours_ms, "reference_ms": ref_ms, "reference_mark": mark,
             "speedup": ref_ms / ours_ms, "triton_gb_s": moved / ours_ms / 1e6,
@@ -177,7 +208,7 @@ def main(argv=None):
     for op in args.ops:
         for config in (args.moe_configs if op == "moe_experts" else [None]):
             for tokens in args.tokens:
-                rows.append(run_case(op, tokens, args.graph, args.moe_shape, config, args.moe_mode))
+                rows.append(run_case(op, tokens, args.graph, args.moe_shape, config, args.moe_mode, args.amax))
                 print_row(rows[-1])
                 torch.cuda.empty_cache()
     if args.out:

@@ -53,3 +53,24 @@ def test_quantized_moe_rows_run_the_quantized_experts(on_cpu, mode):
     hidden, _, ffn, _ = bench.MOE_SHAPES["tiny"]
     assert args[3].mode == mode
     assert moved == args[2].unique().numel() * 3 * ffn * hidden * {"fp8": 1.0, "wf6af16": 0.75}[mode] + 2 * 40 * hidden * 4
+
+
+@pytest.mark.parametrize("op", ["rms_norm", "gated_activation"])
+def test_amax_rows_time_the_join_and_check_it_against_the_reference(on_cpu, op):
+    """--amax: the row is labelled op+amax, and its difference counts the kernel's absmax against the reference's
+    (an absmax left unjoined, zero, is a whole difference)."""
+    row = bench.run_case(op, 2, False, amax=True)
+    assert row["op"] == f"{op}+amax" and row["max_rel_diff"] < 1e-6
+    real, reference = bench.implementations(op)
+    ours_ignoring_amax = lambda *a, amax=None, **k: real(*a, **k)  # noqa: E731
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "implementations", lambda *a: (ours_ignoring_amax, reference))
+        assert bench.run_case(op, 2, False, amax=True)["max_rel_diff"] == 1.0
+
+
+@pytest.mark.parametrize("op, width", [("fp8_quantize", 4096), ("fp8_quantize/ffn", 14336)])
+def test_fp8_quantize_rows_give_the_contract_codes(on_cpu, op, width):
+    torch.manual_seed(0)
+    args, _, moved, _ = bench.build(op, 3)
+    assert args[0].shape == (3, width) and moved == 3 * width * (2 * 4 + 1)  # float32 read twice, codes written
+    assert bench.run_case(op, 3, False)["max_rel_diff"] == 0.0

@@ -183,8 +183,8 @@ def test_gated_activation_matches_reference(tokens, features, dtype, activation)
 @pytest.mark.parametrize("tokens, features, start", [(6, 37, 0.0), (1101, 24, 0.0), (1101, 24, 1e4), (2, 64, 0.0)])
 def test_gated_activation_joins_the_largest_output(tokens, features, start):
     """With ``amax``, the kernel joins max |output| (worked out by torch from the output it returned) into it:
-    1,101 rows take two rows a program and leave the last program one, and the largest value sits in that
-    last row; an amax already larger stays as it was. The output is the plain call's, bit for bit."""
+    1,101 rows over 512 row programs take three turns, the third for 77 of them only (the others past the last
+    row), and the largest value sits in that last row; an amax already larger stays as it was. The output is the plain call's, bit for bit."""
     gate_up = strided_rows(tokens, 2 * features, torch.float32, seed=9) * 3
     gate_up[-1, 5], gate_up[-1, features + 5] = 40.0, -50.0  # silu(40) · -50 ≈ -2000: the largest, last row
     amax = torch.full((), start, dtype=torch.float32, device=DEVICE)

@@ -45,18 +45,21 @@ def apply_activation(x, ACTIVATION: tl.constexpr):
         return 0.5 * x * (1.0 + _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows"])
 def _gated_kernel(x_ptr, out_ptr, amax_ptr, rows, features, stride_xt, stride_xf, ACTIVATION: tl.constexpr,
-                  BLOCK: tl.constexpr, ROWS: tl.constexpr, JOIN_AMAX: tl.constexpr):
-    """ROWS rows from program_id(0) * ROWS, BLOCK columns of each; with JOIN_AMAX their largest |output|
-    joined into amax_ptr by one atomic max a program (exact: a maximum does not depend on the order)."""
+                  BLOCK: tl.constexpr, JOIN_AMAX: tl.constexpr):
+    """Rows program_id(0), program_id(0) + num_programs(0), ..., BLOCK columns of each; with JOIN_AMAX their
+    largest |output| joined into amax_ptr by one atomic max a program (exact: a maximum does not depend on
+    the order). The rows a program takes are a runtime loop, not a constexpr, and ``rows`` is not
+    specialised: one compiled kernel serves every step's token count, so none compiles mid-run (the warm-up
+    at start-up cannot meet every count; a constexpr of rows a program cost W3 a compile in its timed run)."""
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     dtype = out_ptr.dtype.element_ty
     largest = tl.zeros([BLOCK], dtype=tl.float32)
-    for r in range(ROWS):
-        token = tl.program_id(0).to(tl.int64) * ROWS + r
-        in_rows = cols < tl.where(token < rows, features, 0)  # past the last row: no column
+    for first in range(0, rows, tl.num_programs(0)):
+        token = tl.program_id(0).to(tl.int64) + first  # int64: 8,192 rows of 2 x 14,336 already reach 2^28
         row = x_ptr + token * stride_xt
+        in_rows = cols < tl.where(token < rows, features, 0)  # the last turn's programs past the last row: none
         gate = tl.load(row + cols * stride_xf, mask=in_rows, other=0.0).to(tl.float32)
         up = tl.load(row + (cols + features) * stride_xf, mask=in_rows, other=0.0).to(tl.float32)
         activated = apply_activation(gate, ACTIVATION).to(dtype).to(tl.float32)
@@ -68,10 +71,9 @@ def _gated_kernel(x_ptr, out_ptr, amax_ptr, rows, features, stride_xt, stride_xf
         tl.atomic_max(amax_ptr, tl.max(largest, axis=0))
 
 
-def _rows_a_program(rows: int) -> int:
-    """Rows a program takes when it joins an absmax: one atomic a program, so at W3's 8,192 rows of 14 column
-    blocks 16 rows each (7,168 atomics on one address, not 114,688); one row below 1,024 rows."""
-    return min(16, triton.next_power_of_2(max(1, rows // 512)))
+# Row programs when the kernel joins an absmax: one atomic a program, so W3's 8,192 rows of 14 column blocks take
+# 512 programs of 16 rows (7,168 atomics on one address, not 114,688); up to 512 rows, a program a row.
+_AMAX_ROW_PROGRAMS = 512
 
 
 def gated_activation(x: torch.Tensor, activation: str, amax: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,11 +86,10 @@ def gated_activation(x: torch.Tensor, activation: str, amax: torch.Tensor | None
     out = torch.empty((rows.shape[0], features), dtype=x.dtype, device=x.device)
     if rows.shape[0] and features:
         block = min(1024, triton.next_power_of_2(features))
-        per_program = 1 if amax is None else _rows_a_program(rows.shape[0])
-        grid = (triton.cdiv(rows.shape[0], per_program), triton.cdiv(features, block))
+        row_programs = rows.shape[0] if amax is None else min(rows.shape[0], _AMAX_ROW_PROGRAMS)
+        grid = (row_programs, triton.cdiv(features, block))
         _gated_kernel[grid](rows, out, out if amax is None else amax, rows.shape[0], features, rows.stride(0),
-                            rows.stride(1), ACTIVATION=code, BLOCK=block, ROWS=per_program,
-                            JOIN_AMAX=amax is not None, num_warps=4)
+                            rows.stride(1), ACTIVATION=code, BLOCK=block, JOIN_AMAX=amax is not None, num_warps=4)
     return out.view(*x.shape[:-1], features)
 
 

@@ -39,7 +39,7 @@ def _divide(x, y, NVIDIA: tl.constexpr):
     return x / y
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows"])  # a step's token count: one compiled kernel for all
 def _amax_kernel(x_ptr, amax_ptr, rows, columns, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr):
     """The largest |x| of column block program_id(1) over the ROWS-row groups program_id(0), program_id(0) +
     num_programs(0), ... joined into amax_ptr (zeroed) by atomic max (exact: a maximum does not depend on the
