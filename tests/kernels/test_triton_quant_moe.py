@@ -68,13 +68,20 @@ def test_fp8_fast_accumulation_config_runs_the_same_experts():
     """Config "fp8_fast_accum" (products left in the FP8 MMA's own accumulator on sm_90) launches the FP8
     experts as the default does; under the interpreter, where the products are summed in float32 either way,
     it gives the reference's result (and the sm_90 compile test builds its variant: 1,200 picks take the 64-row
-    tile, the one on the FP8 warp-group MMA)."""
+    tile, the one on the FP8 warp-group MMA). On a GPU the MMA's accumulator keeps fewer bits than float32 over
+    the whole K loop (the H200: 17% of the values apart from the reference, by up to 0.016, 2026-12-03): there
+    the bound is 2% of the result's norm, the loss DeepSeek-V3 measured for that accumulation, which a wrong
+    expert or a wrong scale exceeds many times over."""
     tokens, hidden, features, num_experts, top_k, idle = MOE_SMALL[2]
     x = strided_rows(tokens, hidden, torch.float32, seed=17)
     weights, ids = routing(tokens, num_experts, top_k, idle)
     w_gate_up, w_down = (quantize_weight(w, "fp8") for w in experts(num_experts, hidden, features, torch.float32))
     got = moe.TritonQuantMoe("fp8_fast_accum")(x, weights, ids, w_gate_up, w_down, "silu")
-    torch.testing.assert_close(got, reference(x, weights, ids, w_gate_up, w_down, "silu"), rtol=1e-4, atol=1e-5)
+    want = reference(x, weights, ids, w_gate_up, w_down, "silu")
+    if got.is_cuda:
+        assert (got - want).norm() / want.norm() < 2e-2
+    else:
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_a_moe_config_with_an_unknown_key_is_refused():
