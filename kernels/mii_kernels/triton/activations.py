@@ -42,9 +42,7 @@ def apply_activation(x, ACTIVATION: tl.constexpr):
     elif ACTIVATION == 1:
         return 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
     else:
-        # x + 0.044715 x³ as one explicit fma: left to the compiler, the multiply-add was contracted in one kernel
-        # and not in another (the fused GEMV's tile against this kernel's row), float32 results a bit apart
-        return 0.5 * x * (1.0 + _tanh(0.7978845608028654 * tl.fma(0.044715 * x * x, x, x)))
+        return 0.5 * x * (1.0 + _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
 @triton.jit(do_not_specialize=["rows"])
