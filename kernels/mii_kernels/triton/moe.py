@@ -302,6 +302,11 @@ CONFIGS: dict[str, dict] = {
     # whole K loop (Triton's default on sm_90; see _fp8_dot): what float32 sums cost, to measure
     "fp8_fast_accum": {"by": "picks", "ladder": ((64, _DECODE), (1024, _MIDDLE), (None, _PREFILL)),
                        "fp8_fast_accum": True},
+    # The prefill tier with 128-wide K tiles, for the FP8 experts (a byte a code): their products then join the
+    # float32 accumulator every 128 (DeepSeek-V3's interval), half as often as at 64; the H200 priced the
+    # per-tile join of the 64-wide tiles at 16.3 against 13.0 ms for Mixtral's 8,192 tokens (2026-12-03). Two
+    # stages, so that float32 experts' tiles (160 KB a stage) fit the H200's shared memory too. Not measured yet
+    "fp8_k128": {"by": "picks", "ladder": ((64, _DECODE), (1024, _MIDDLE), (None, (64, 128, 128, 8, 8, 2)))},
 }
 
 
