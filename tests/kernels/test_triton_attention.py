@@ -274,3 +274,17 @@ def test_launch_config_is_read_from_the_environment_when_the_op_is_made(monkeypa
     assert triton_attention.TritonAttention().config == triton_attention.CONFIGS["long_kv"]
     monkeypatch.delenv("MII_TRITON_ATTENTION_CONFIG")
     assert triton_attention.TritonAttention().config == triton_attention.CONFIGS["default"]
+
+
+@pytest.mark.parametrize("in_kernel", [False, True])
+def test_the_op_merges_split_decodes_as_its_config_says(monkeypatch, in_kernel):
+    """``decode_merge_in_kernel`` (config "merge_in_kernel") picks the path: by default the reduce kernel (the
+    in-kernel merge's kernel removed, so only that path can run), with the key the last split (the reduce
+    kernel removed); both right, twice over."""
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    case = make_case(layout(5, **SPLIT_LAYOUTS[sorted(SPLIT_LAYOUTS)[0]]), q_heads, kv_heads, head_dim, 16)
+    monkeypatch.setattr(triton_attention, "_merge_if_last" if not in_kernel else "_reduce_kernel", None)
+    assert triton_attention.CONFIGS["default"]["decode_merge_in_kernel"] is False
+    assert triton_attention.CONFIGS["merge_in_kernel"]["decode_merge_in_kernel"] is True
+    for _ in range(2):
+        check(case, decode_splits=3, decode_min_keys_per_split=16, decode_merge_in_kernel=in_kernel)

@@ -61,7 +61,7 @@ _DEFAULT = dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefil
                 group_rows_huge_d=16,
                 decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
                 decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
-                decode_max_splits=64, decode_fp8_block_n_scale=2)
+                decode_max_splits=64, decode_fp8_block_n_scale=2, decode_merge_in_kernel=False)
 CONFIGS: dict[str, dict] = {
     "default": _DEFAULT,
     "small_tiles": {**_DEFAULT, **dict(prefill_block_m=64, prefill_warps=4, decode_block_n=32, decode_stages=4,
@@ -73,6 +73,10 @@ CONFIGS: dict[str, dict] = {
     # the H200 (kernel_bench_attention.py, W1's decode step per layer) the long tiles took 250.5 against 265.5
     # µs, then 235.8 against 268.4 in a second session; W2's steps as fast or faster (7.5 against 9.3 µs)
     "fp8_narrow": {**_DEFAULT, **dict(decode_fp8_block_n_scale=1)},
+    # a split decode's splits merged by the last of them to finish instead of by the reduce kernel (no launch,
+    # no launch gap). Slower on the H200: W2's attention (a decode of 192 keys, 32 layers) took 0.364 ms
+    # against 0.169 + 0.092 with the reduce kernel (profile_steps.py, 2026-12-03, bf16 cache); kept to measure
+    "merge_in_kernel": {**_DEFAULT, **dict(decode_merge_in_kernel=True)},
 }
 
 
@@ -104,9 +108,11 @@ class TritonAttention:
         return paged_attention(q, k_cache, v_cache, batch, params, self.config, self._arrivals_on(q.device))
 
     def _arrivals_on(self, device: torch.device) -> torch.Tensor | None:
-        """This op's split-arrival counters on ``device`` (zeros; each launch leaves them zero), made on first
-        use outside a CUDA-graph capture (the engine's warm-up runs eager steps first); None before that, and
-        the decode's splits are then merged by the separate reduce kernel."""
+        """This op's split-arrival counters on ``device`` (zeros; each launch leaves them zero) where its
+        config merges split decodes in-kernel, made on first use outside a CUDA-graph capture (the engine's
+        warm-up runs eager steps first); None otherwise, and the reduce kernel merges the splits."""
+        if not self.config["decode_merge_in_kernel"]:
+            return None
         if device not in self._arrivals:
             if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
                 return None
