@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mii_kernels.triton.amax import join_max
+
 _ACTIVATION_IDS = {"silu": 0, "gelu": 1, "gelu_tanh": 2}
 
 
@@ -68,7 +70,7 @@ def _gated_kernel(x_ptr, out_ptr, amax_ptr, rows, features, stride_xt, stride_xf
         if JOIN_AMAX:  # masked lanes hold act(0) * 0 = 0
             largest = tl.maximum(largest, tl.abs(out.to(tl.float32)))
     if JOIN_AMAX:
-        tl.atomic_max(amax_ptr, tl.max(largest, axis=0))
+        join_max(amax_ptr, tl.max(largest, axis=0))
 
 
 # Row programs when the kernel joins an absmax: one atomic a program, so W3's 8,192 rows of 14 column blocks take

@@ -19,6 +19,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from mii_core.model.quant_formats import FP8_MAX
+from mii_kernels.triton.amax import join_max
 from mii_kernels.triton.e4m3 import converts_to_e4m3, e4m3_code, has_nvidia_intrinsics
 
 _BLOCK = 1024
@@ -52,7 +53,7 @@ def _amax_kernel(x_ptr, amax_ptr, rows, columns, stride_row, ROWS: tl.constexpr,
         row = tl.minimum(first + tl.arange(0, ROWS), rows - 1).to(tl.int64)
         x = tl.load(x_ptr + row[:, None] * stride_row + cols[None, :], mask=(cols < columns)[None, :], other=0.0)
         largest = tl.maximum(largest, tl.abs(x.to(tl.float32)))
-    tl.atomic_max(amax_ptr, tl.max(tl.max(largest, axis=1), axis=0))
+    join_max(amax_ptr, tl.max(tl.max(largest, axis=1), axis=0))
 
 
 @triton.jit

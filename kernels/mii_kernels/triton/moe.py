@@ -36,6 +36,7 @@ import triton.language as tl
 
 from mii_core.model.quantization import QuantizedWeight
 from mii_kernels.triton.activations import activation_id, apply_activation
+from mii_kernels.triton.amax import join_max
 from mii_kernels.triton.configs import pick_config
 from mii_kernels.triton.e4m3 import converts_to_e4m3
 from mii_kernels.triton.fp8_activation import quantize_per_tensor, quantize_with_amax
@@ -218,7 +219,7 @@ def _gate_up_kernel(x_ptr, w_ptr, out_ptr, sorted_ptr, block_expert_ptr, picks, 
     tl.store(out_ptr + rows[:, None].to(tl.int64) * features + n[None, :], hidden_act, mask=n_ok[None, :])
     if FP8_ACTIVATIONS:  # the down projection's activations are quantized per tensor: their largest |value|
         # (padding rows and columns hold act(0) · 0 = 0)
-        tl.atomic_max(amax_ptr, tl.max(tl.max(tl.abs(hidden_act.to(tl.float32)), axis=1), axis=0))
+        join_max(amax_ptr, tl.max(tl.max(tl.abs(hidden_act.to(tl.float32)), axis=1), axis=0))
 
 
 @triton.jit(do_not_specialize=['picks', 'num_blocks'])

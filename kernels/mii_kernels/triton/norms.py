@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mii_kernels.triton.amax import join_max
+
 
 @triton.jit
 def _input_row(x_ptr, res_ptr, sum_ptr, row, cols, mask, width, stride_x, stride_r, stride_xc, stride_rc,
@@ -39,7 +41,7 @@ def _store_row(out_ptr, amax_ptr, row, cols, mask, width, y, JOIN_AMAX: tl.const
     stored = y.to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + row * width + cols, stored, mask=mask)
     if JOIN_AMAX:
-        tl.atomic_max(amax_ptr, tl.max(tl.where(mask, tl.abs(stored.to(tl.float32)), 0.0), axis=0))
+        join_max(amax_ptr, tl.max(tl.where(mask, tl.abs(stored.to(tl.float32)), 0.0), axis=0))
 
 
 @triton.jit
