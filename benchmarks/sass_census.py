@@ -117,7 +117,8 @@ def record(scenarios: list[str], path: Path) -> None:
 
 def census(line: str, opcodes: list[str], sass_dir: Path | None = None) -> str:
     """One launch compiled for sm_90 (its GPU-only flags set): a line of its constexprs and opcode counts;
-    its whole SASS written into ``sass_dir`` too when given (to read a loop's order of loads and math)."""
+    its whole SASS and Triton's GPU IR written into ``sass_dir`` too when given (to read a loop's order of
+    loads and math, and which tiles go through shared memory in which layout)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -140,7 +141,9 @@ def census(line: str, opcodes: list[str], sass_dir: Path | None = None) -> str:
     shown = {k: v for k, v in launch["constexprs"].items() if k in SHOWN}
     if sass_dir is not None:
         tag = "-".join(f"{k}{v}" for k, v in shown.items())
-        (sass_dir / f"{launch['name']}-{tag}-{abs(hash(line)) % 10**6}.sass").write_text(sass)
+        stem = f"{launch['name']}-{tag}-{abs(hash(line)) % 10**6}"
+        (sass_dir / f"{stem}.sass").write_text(sass)
+        (sass_dir / f"{stem}.ttgir").write_text(compiled.asm["ttgir"])  # the layouts and shared-memory trips
     counts = collections.Counter(m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)",
                                                                    sass))
     by_opcode = collections.Counter()
@@ -165,7 +168,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of " + ",".join(SCENARIOS))
     p.add_argument("--opcodes", default=DEFAULT_OPCODES, help="opcodes to count (before the first '.')")
-    p.add_argument("--sass-dir", type=Path, help="also write each kernel's whole SASS into this folder")
+    p.add_argument("--sass-dir", type=Path, help="also write each kernel's whole SASS and TTGIR into this folder")
     p.add_argument("--record", type=Path, help=argparse.SUPPRESS)  # the child process's job
     args = p.parse_args()
     scenarios = [s for s in args.scenarios.split(",") if s]
