@@ -4,7 +4,9 @@
         [--extra-config 'splits8={"decode_splits": 8}'] [--block-size 64] [--out $OUT/attention.json]
 
 ``--kv-dtype fp8`` runs every row on an FP8 (e4m3) cache, as ``kv_cache_dtype="fp8"`` makes it: the H200 profile
-of 2026-12-03 found W1's decode attention as slow on it as on bf16 (7.5 ms a step for half the bytes).
+of 2026-12-03 found W1's decode attention as slow on it as on bf16 (7.5 ms a step for half the bytes). Its
+values are stored along each block's slots, as the engine stores them for the Triton kernels, or with
+``--v-layout features`` along the features (the layout before 2026-12-03's twelfth session).
 Attention shape (``--shape``): llama (Llama-3-8B: 32 query heads, 8 KV heads, head size 128), gemma2
 (Gemma-2-9B: 16 / 8 / 256, logits soft-capped at 50, scale 256^-0.5: its W1 row is 2.04x its floor, most
 of which is KV reads) or qwen3_moe (Qwen3-30B-A3B: 32 / 4 / 128); bf16. Workloads:
@@ -81,8 +83,9 @@ def workloads(names: list[str]) -> list[Workload]:
 class Setup:
     """One workload's batch, queries and per-layer caches (tables shared by the layers, as in a model)."""
 
-    def __init__(self, work: Workload, block_size: int, device: torch.device, shape: Shape, fp8_kv: bool = False):
-        self.shape = shape
+    def __init__(self, work: Workload, block_size: int, device: torch.device, shape: Shape, fp8_kv: bool = False,
+                 v_slot_major: bool = False):
+        self.shape, self.v_slot_major = shape, v_slot_major
         kv_size = 1 if fp8_kv else 2  # bytes a cached K or V element takes
         heads, kv_heads, head_dim = shape.heads, shape.kv_heads, shape.head_dim
         blocks = [-(-(seen + new) // block_size) for seen, new in work.seqs]
@@ -109,7 +112,16 @@ class Setup:
         self.params = shape.params(kv_scales)
 
     def call(self, attend, layer: int):
-        return attend(self.q, self.cache[layer, 0], self.cache[layer, 1], self.batch, self.params)
+        return attend(self.q, self.cache[layer, 0], self.values(layer), self.batch, self.params)
+
+    def values(self, layer: int) -> torch.Tensor:
+        """The layer's value plane; with ``v_slot_major`` stored along each block's slots, as the engine
+        stores an FP8 cache's values for kernels that read them so (mii_core/kv_cache/cache.py)."""
+        plane = self.cache[layer, 1]
+        if not self.v_slot_major:
+            return plane
+        blocks, block_size, heads, features = plane.shape
+        return plane.view(blocks, heads, features, block_size).permute(0, 3, 1, 2)
 
 
 def time_eager(setup: Setup, attend, reps: int) -> float:
@@ -182,7 +194,8 @@ def rate(setup: Setup, micros: float | None, prefill: bool) -> str:
 
 
 def bench_workload(work: Workload, configs: dict[str, dict], args, device) -> dict:
-    setup = Setup(work, args.block_size, device, SHAPES[args.shape], fp8_kv=args.kv_dtype == "fp8")
+    setup = Setup(work, args.block_size, device, SHAPES[args.shape], fp8_kv=args.kv_dtype == "fp8",
+                  v_slot_major=args.kv_dtype == "fp8" and args.v_layout == "slots")
     prefill = setup.batch.max_query_len > 1 and not setup.batch.decode_seqs.numel()
     print(f"\n{work.name}: {setup.batch.num_seqs} seqs, {setup.q.shape[0]} new tokens, "
           f"K/V {setup.kv_bytes / 1e6:.1f} MB per layer call, {setup.layers} layers rotated")
@@ -224,6 +237,9 @@ def main(argv=None) -> int:
     p.add_argument("--shape", choices=sorted(SHAPES), default="llama", help="the model whose attention to run")
     p.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16",
                    help="the cache's dtype: fp8 is the engine's kv_cache_dtype='fp8' (e4m3, a scale per KV head)")
+    p.add_argument("--v-layout", choices=("slots", "features"), default="slots",
+                   help="an FP8 cache's values stored along each block's slots (the engine's choice with the "
+                        "Triton kernels) or along the features (as a bf16 cache's)")
     p.add_argument("--block-size", type=int, default=64, help="KV block size (the engine's default above D=64)")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--skip-ceilings", action="store_true")

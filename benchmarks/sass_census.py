@@ -27,8 +27,8 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))  # support.gpu_compile
 DEFAULT_OPCODES = "HMMA,HGMMA,F2F,F2FP,LDS,LDSM,LDG,LDGSTS,STL"
 # the constexprs worth printing beside a kernel's name
-SHOWN = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "MODE", "FORMAT", "FP8_KV", "FP8_F16_DOTS", "FP8_ACTIVATIONS", "NATIVE_E4M3",
-         "QUANTIZE", "D", "GATED")
+SHOWN = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "MODE", "FORMAT", "FP8_KV", "FP8_F16_DOTS", "V_SLOT_MAJOR", "FP8_ACTIVATIONS",
+         "NATIVE_E4M3", "QUANTIZE", "D", "GATED")
 
 
 def _attention() -> None:
@@ -41,8 +41,8 @@ def _attention() -> None:
     from mii_kernels.triton.attention import TritonAttention
 
     work = bench.Workload("decode", [(300, 1), (500, 1), (700, 1)])
-    for fp8 in (False, True):
-        setup = bench.Setup(work, 64, torch.device("cpu"), bench.SHAPES["llama"], fp8_kv=fp8)
+    for fp8, slot_major in ((False, False), (True, False), (True, True)):
+        setup = bench.Setup(work, 64, torch.device("cpu"), bench.SHAPES["llama"], fp8_kv=fp8, v_slot_major=slot_major)
         setup.layers = 1
         setup.call(TritonAttention(), 0)
 

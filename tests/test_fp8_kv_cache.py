@@ -108,9 +108,12 @@ def test_fp8_cache_holds_twice_the_tokens_of_a_16_bit_one(built):
         pipe = mii_core.pipeline(str(built("llama-mha")), dtype="bfloat16", device="cpu",
                                  inference_engine_config={**budget, "kv_cache_dtype": kv_dtype})
         try:
-            blocks[kv_dtype] = pipe.engine.runner.kv_cache.num_blocks
-            assert pipe.engine.runner.kv_cache.data.dtype == (torch.float8_e4m3fn if kv_dtype == "fp8"
-                                                              else torch.bfloat16)
+            cache = pipe.engine.runner.kv_cache
+            blocks[kv_dtype] = cache.num_blocks
+            assert cache.data.dtype == (torch.float8_e4m3fn if kv_dtype == "fp8" else torch.bfloat16)
+            # the reference kernels read values stored along the slots: the FP8 cache stores them so
+            values = cache.layer(0)[1]
+            assert (values.stride(1) == 1) == (kv_dtype == "fp8") and values.shape == cache.layer(0)[0].shape
         finally:
             pipe.destroy()
     assert blocks["fp8"] == 2 * blocks["auto"]

@@ -1,4 +1,6 @@
 """``inference_engine_config.kv_cache_dtype``: its values, and the refusals that name what to change."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -48,3 +50,41 @@ def test_serve_takes_the_option_as_pipeline_does():
     assert config.model_conf.inference_engine_config.kv_cache_dtype == "fp8_e4m3"
     with pytest.raises(ValueError, match=r"kv_cache_dtype.*'auto', 'fp8' or 'fp8_e4m3'"):
         build_config("some/model", None, None, {"inference_engine_config": {"kv_cache_dtype": "e5m2"}})
+
+
+def fp8_shape(**options):
+    from mii_core.kv_cache import KVCacheShape
+    return KVCacheShape(2, 4, 16, 8, torch.float8_e4m3fn, **options)
+
+
+def test_an_fp8_cache_stores_values_along_slots_only_where_both_kernels_read_them_so():
+    """The reference kernels declare ``reads_slot_major_values``; a third-party attention or writer that
+    does not keeps the plain layout (it was promised unit stride along the features); a 16-bit cache and a
+    cache without a value plane keep it too."""
+    from mii_core.engine.kv_dtype import with_value_layout
+
+    assert with_value_layout(fp8_shape(), kernel_set()).slot_major_values
+    for kernels in (kernel_set(paged_attention="mii_kernels.torch_ref.norms:rms_norm"),
+                    kernel_set(rotary_write_kv="mii_kernels.torch_ref.norms:rms_norm")):
+        assert not with_value_layout(fp8_shape(), kernels).slot_major_values
+    assert not with_value_layout(fp8_shape(value_head_dim=8), kernel_set()).slot_major_values  # [key | value]
+    assert not with_value_layout(fp8_shape(value_in_key=True, value_head_dim=8), kernel_set()).slot_major_values
+    sixteen_bit = dataclasses.replace(fp8_shape(), dtype=torch.bfloat16)
+    assert not with_value_layout(sixteen_bit, kernel_set()).slot_major_values
+
+
+def test_a_slot_major_value_plane_is_the_same_view_stored_along_slots():
+    """KVCache.layer's values: [blocks, block_size, heads, features] as always, unit stride along a block's
+    slots, writing one slot's features touches that slot only, and the key plane is untouched."""
+    from mii_core.kv_cache import KVCache
+
+    cache = KVCache(fp8_shape(slot_major_values=True), num_blocks=3, device=torch.device("cpu"))
+    keys, values = cache.layer(1)
+    assert values.shape == keys.shape == (4, 8, 4, 16)  # 3 blocks + the scratch block
+    assert values.stride(1) == 1 and values.stride(3) == 8 and keys.stride(3) == 1
+    values.view(torch.uint8)[2, 5, 3] = torch.arange(1, 17, dtype=torch.uint8)
+    touched = values.view(torch.uint8).nonzero().tolist()
+    assert touched == [[2, 5, 3, f] for f in range(16)]
+    assert not keys.view(torch.uint8).any() and not cache.layer(0)[1].view(torch.uint8).any()
+    with pytest.raises(ValueError, match="value plane of their own"):
+        fp8_shape(value_head_dim=8, slot_major_values=True)

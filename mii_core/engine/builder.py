@@ -15,7 +15,7 @@ from mii_core.distributed import init_parallel_context
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.distributed.step_sync import agree_on_min
 from mii_core.engine.inference_engine import InferenceEngine
-from mii_core.engine.kv_dtype import prepare_kv_cache_dtype
+from mii_core.engine.kv_dtype import prepare_kv_cache_dtype, with_value_layout
 from mii_core.engine.model_runner import ModelRunner
 from mii_core.kv_cache import KVCache, KVCacheShape, blocks_for_budget, default_block_size
 from mii_core.kv_cache.manager import KVCacheManager
@@ -136,6 +136,7 @@ def build_engine(config: ModelConfig, ctx: Optional[ParallelContext] = None, sho
     shape = KVCacheShape(spec.num_layers, local_kv_heads(spec.num_kv_heads, ctx.world_size), spec.head_dim,
                          state_config.kv_block_size or default_block_size(spec.head_dim), cache_dtype,
                          value_head_dim=spec.value_dim, value_in_key=spec.value_in_key)
+    shape = with_value_layout(shape, kernels)
     # every rank must schedule the same cache: the smallest any rank can hold
     num_blocks = agree_on_min(ctx, kv_cache_blocks(shape, state_config.memory_config, device), device)
     engine = InferenceEngine(ModelRunner(model, allocate_kv_cache(shape, num_blocks, device), device),
@@ -157,7 +158,8 @@ def slot_text(shape: KVCacheShape) -> str:
     """What one KV head of a slot holds, for the log."""
     if shape.value_in_key:
         return f"{shape.head_dim} key features, the value its first {shape.value_dim}"
-    return f"{shape.head_dim} key + {shape.value_dim} value features"
+    values = f"{shape.value_dim} value features" + (" stored along the slots" if shape.slot_major_values else "")
+    return f"{shape.head_dim} key + {values}"
 
 
 def kv_cache_manager(model: torch.nn.Module, num_blocks: int, block_size: int,

@@ -11,7 +11,10 @@ three layouts (the family's :class:`~mii_core.model.spec.DecoderSpec` chooses):
   (a family whose one compressed vector per token serves as both).
 
 Whatever the layout, :meth:`KVCache.layer` gives (keys [blocks, block_size, kv_heads, head_dim], values
-[blocks, block_size, kv_heads, value_dim]), unit stride along the features, as the kernel ops take them.
+[blocks, block_size, kv_heads, value_dim]), unit stride along the features, as the kernel ops take them;
+with ``slot_major_values`` (two planes; the engine asks for it for an FP8 cache where the kernels read it)
+the value plane is stored [blocks, kv_heads, value_dim, block_size] behind that same view, unit stride along
+a block's slots: a tile of values then lies as a matrix product over the keys wants it, as a key tile does.
 """
 from __future__ import annotations
 
@@ -37,11 +40,15 @@ class KVCacheShape:
     dtype: torch.dtype
     value_head_dim: Optional[int] = None  # a value's features; None: head_dim
     value_in_key: bool = False  # a value is its key's first value_dim features: only keys are stored
+    slot_major_values: bool = False  # the value plane stored along each block's slots (two planes only)
 
     def __post_init__(self) -> None:
         if self.value_in_key and self.value_dim > self.head_dim:
             raise ValueError(f"a value read from its key's first {self.value_dim} features needs keys at least "
                              f"that wide, not {self.head_dim}")
+        if self.slot_major_values and self.planes != 2:
+            raise ValueError("values stored along a block's slots need a value plane of their own (values as "
+                             "wide as keys, not read from them)")
 
     @property
     def value_dim(self) -> int:
@@ -93,6 +100,9 @@ class KVCache:
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys, values) of layer ``index``: views of the one allocation."""
         shape, planes = self.shape, self.data[index]
+        if shape.planes == 2 and shape.slot_major_values:
+            blocks, block_size, heads, features = planes[1].shape
+            return planes[0], planes[1].view(blocks, heads, features, block_size).permute(0, 3, 1, 2)
         if shape.planes == 2:
             return planes[0], planes[1]
         keys = planes[0][..., :shape.head_dim]

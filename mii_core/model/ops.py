@@ -65,7 +65,10 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     row 0: the bytes are the keys'). A kernel that stores or reads FP8 says so with a
     ``supports_fp8_kv_cache = True`` attribute (on the function, or the class it is registered as): the
     engine refuses ``kv_cache_dtype="fp8"``
-    naming any chosen ``rotary_write_kv`` or ``paged_attention`` kernel without it.
+    naming any chosen ``rotary_write_kv`` or ``paged_attention`` kernel without it. The value cache has unit
+    stride along the features, except where both ops declare ``reads_slot_major_values = True``: the
+    engine then stores an FP8 cache's values along each block's slots ([block, head, feature, slot]) behind
+    the same [blocks, block_size, kv_heads, value_dim] view, and the ops read its strides.
 ``gated_activation(x, activation, amax=None) -> Tensor``
     ``x`` [T, 2F] holding [gate | up]; returns ``act(gate) * up`` [T, F]; activation "silu", "gelu" or
     "gelu_tanh". With ``amax`` (float32 [] on x's device), also sets ``amax = max(amax, max |output|)``
@@ -277,6 +280,12 @@ class KernelSet:
     def supports_fp8_kv_cache(self, op: str) -> bool:
         """Whether the kernel chosen for ``op`` declares it stores or reads an FP8 KV cache."""
         return bool(getattr(self.op(op), "supports_fp8_kv_cache", False))
+
+    def reads_slot_major_values(self) -> bool:
+        """Whether the kernels chosen for the cache's writer and reader both declare they take a value cache
+        stored along its slots (``reads_slot_major_values``; the contract of ``paged_attention``)."""
+        return all(getattr(self.op(op), "reads_slot_major_values", False)
+                   for op in ("rotary_write_kv", "paged_attention"))
 
     def paged_attention(self, q, k_cache, v_cache, batch, params: AttentionParams):
         return self.op("paged_attention")(q, k_cache, v_cache, batch, params)

@@ -99,9 +99,10 @@ def test_triton_write_stores_the_references_bytes(tokens, q_heads, kv_heads, dim
         assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
 
 
-def fp8_case(params: dict, seed: int, q_dtype: torch.dtype = DTYPE, **layout_options):
+def fp8_case(params: dict, seed: int, q_dtype: torch.dtype = DTYPE, v_slot_major: bool = False, **layout_options):
     """A Triton attention case over FP8 caches: the kernel's poisoned outside the visible keys (NaN), the
-    reference's clean, both given the queries in ``q_dtype``; (got, want)."""
+    reference's clean, both given the queries in ``q_dtype``; (got, want). ``v_slot_major``: the kernel's
+    value cache stored along its slots (``slot_major``)."""
     q_heads, kv_heads, head_dim = LLAMA_HEADS
     case = make_case(layout(seed, **layout_options), q_heads, kv_heads, head_dim, by_device(8, 16),
                      window=params.get("window"))
@@ -110,6 +111,8 @@ def fp8_case(params: dict, seed: int, q_dtype: torch.dtype = DTYPE, **layout_opt
     attention_params = AttentionParams(case.scale, params.get("window"), slopes, params.get("logit_softcap"),
                                        kv_scales=scales)
     k8, v8 = hand_quantize(case.k_poisoned, scales[0]), hand_quantize(case.v_poisoned, scales[1])
+    if v_slot_major:
+        v8 = slot_major(v8)
     op = triton_attention.TritonAttention({**TILES, **params.get("config", {})})
     q = case.q.to(q_dtype)
     got = op(q, k8, v8, case.poisoned_batch(), attention_params)
@@ -162,3 +165,44 @@ def test_the_default_doubles_the_decode_key_tiles_on_an_fp8_cache_only():
     assert triton_attention._decode_block_n(cfg, "", {"FP8_KV": False}) == cfg["decode_block_n"]
     narrow = triton_attention.CONFIGS["fp8_narrow"]
     assert triton_attention._decode_block_n(narrow, "", {"FP8_KV": True}) == narrow["decode_block_n"]
+
+
+def slot_major(cache: torch.Tensor) -> torch.Tensor:
+    """The same values stored [block, head, feature, slot], behind the [block, slot, head, feature] view the
+    ops take (the FP8 cache's value plane when the kernels read it so)."""
+    blocks, block_size, heads, dim = cache.shape
+    stored = torch.zeros((blocks, heads, dim, block_size), dtype=torch.uint8, device=cache.device)
+    view = stored.permute(0, 3, 1, 2)
+    view.copy_(cache.view(torch.uint8))
+    return view.view(cache.dtype)
+
+
+@pytest.mark.parametrize("tokens, q_heads, kv_heads, dim, rotary_dim", WRITE_SHAPES[:2])
+def test_writes_into_a_slot_major_value_cache_store_the_same_values(tokens, q_heads, kv_heads, dim, rotary_dim):
+    """Both packages' writes into a value cache stored along its slots give the values (bytes) the
+    reference writes into the plain layout, at the same logical places, and leave the rest zero."""
+    q, k, v = qkv(tokens, q_heads, kv_heads, dim, seed=tokens + 1)
+    theta = torch.randn((tokens, rotary_dim // 2), device=DEVICE) * 3
+    cos, sin = (torch.cat((f, f), dim=-1).to(DTYPE) for f in (theta.cos(), theta.sin()))
+    scales, block_size = distinct_scales(kv_heads), 16
+    blocks = tokens // block_size + 3
+    slots = torch.randperm(blocks * block_size, generator=torch.Generator().manual_seed(4))[:tokens].to(DEVICE)
+    want_k, want_v = empty_caches(blocks, block_size, kv_heads, dim)
+    ref_rotary.rotary_write_kv(q, k, v, cos, sin, rotary_dim, want_k, want_v, slots, scales)
+    for package in (ref_rotary, triton_rotary):
+        got_k, got_v = empty_caches(blocks, block_size, kv_heads, dim)
+        got_v = slot_major(got_v)
+        assert got_v.stride(1) == 1
+        package.rotary_write_kv(q, k, v, cos, sin, rotary_dim, got_k, got_v, slots, scales)
+        assert torch.equal(got_k.view(torch.uint8), want_k.view(torch.uint8))
+        assert torch.equal(got_v.view(torch.uint8), want_v.view(torch.uint8))
+
+
+@pytest.mark.parametrize("q_dtype", [DTYPE, torch.float16])
+@pytest.mark.parametrize("name", ["plain", "window", "split-decodes"])
+def test_attention_reads_a_slot_major_value_cache(name, q_dtype):
+    """The Triton attention over a value cache stored along its slots (the V scale then applied at the
+    output only) against the reference over the plain layout; float16 queries take the float16 products."""
+    got, want = fp8_case(FP8_ATTENTION[name], seed=7 + len(name), q_dtype=q_dtype, v_slot_major=True, **MIXED)
+    tolerance = TOLERANCE if q_dtype == DTYPE else dict(atol=1.5e-2, rtol=1e-2)
+    torch.testing.assert_close(got.float(), want, **tolerance)

@@ -95,3 +95,4 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
 
 
 paged_attention.supports_fp8_kv_cache = True
+paged_attention.reads_slot_major_values = True

@@ -28,9 +28,14 @@ def _write(x: torch.Tensor, cache: torch.Tensor, slot_mapping: torch.Tensor) -> 
     # index_copy_ has no float8 kernel on CPU: an FP8 cache is written through its bytes
     as_bytes = fp8_kv.is_fp8_cache(cache)
     flat = cache.view(torch.uint8) if as_bytes else cache
+    x = x.view(torch.uint8) if as_bytes else x
+    if flat.stride(1) == 1 and flat.stride(-1) != 1:  # values stored along a block's slots: index in place
+        block_size = cache.shape[1]
+        flat[slot_mapping // block_size, slot_mapping % block_size] = x
+        return
     # view, not reshape: a cache that is a strided view of the allocation ([key | value] planes) must be
     # written in place, never through a copy
-    flat.view(-1, *cache.shape[2:]).index_copy_(0, slot_mapping, x.view(torch.uint8) if as_bytes else x)
+    flat.view(-1, *cache.shape[2:]).index_copy_(0, slot_mapping, x)
 
 
 def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin, rotary_dim: int,
@@ -44,3 +49,4 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
 
 
 rotary_write_kv.supports_fp8_kv_cache = True
+rotary_write_kv.reads_slot_major_values = True

@@ -98,6 +98,7 @@ class TritonAttention:
     reading the environment then)."""
 
     supports_fp8_kv_cache = True
+    reads_slot_major_values = True  # a value cache stored along its slots (slot_major_values)
 
     def __init__(self, config: str | dict | None = None) -> None:
         self.config = launch_config(config)
@@ -134,11 +135,11 @@ def _tanh(x):
 
 @triton.jit
 def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
-            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult, cap, window,
+            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult, cap, window,
             BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
             D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr,
             USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-            NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
+            NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr, V_SLOT_MAJOR: tl.constexpr):
     """Online softmax of rows ``q`` [M, D_PAD] at positions ``q_pos`` over keys [key_lo, key_hi), values of
     ``DV`` features (``acc`` [M, DV_PAD]). With ``D_TAIL_PAD`` (a huge key that is no power of two: 576 =
     512 + 64) the key's first ``D_PAD`` features and the rest (``q_tail`` [M, D_TAIL_PAD]) are two products
@@ -190,26 +191,49 @@ def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row,
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        row = block[:, None] * stride_vb + (keys % BLOCK_SIZE)[:, None] * stride_vt + kv_head * stride_vh
-        if MASKED or DV < DV_PAD:
-            v_mask = (key_ok if MASKED else keys >= 0)[:, None] & (offs_dv[None, :] < DV)
-            v = tl.load(v_cache + row + offs_dv[None, :], mask=v_mask, other=0.0)
+        if V_SLOT_MAJOR:
+            v = _values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_vb, stride_vt,
+                                    stride_vh, stride_vd, q, BLOCK_SIZE, DV, DV_PAD, MASKED)
         else:
-            v = tl.load(v_cache + row + offs_dv[None, :])
-        if FP8_KV:  # times ``v_mult``: see _fp8_operands
-            v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype) * v_mult
+            row = block[:, None] * stride_vb + (keys % BLOCK_SIZE)[:, None] * stride_vt + kv_head * stride_vh
+            if MASKED or DV < DV_PAD:
+                v_mask = (key_ok if MASKED else keys >= 0)[:, None] & (offs_dv[None, :] < DV)
+                v = tl.load(v_cache + row + offs_dv[None, :] * stride_vd, mask=v_mask, other=0.0)
+            else:
+                v = tl.load(v_cache + row + offs_dv[None, :] * stride_vd)
+            if FP8_KV:  # times ``v_mult``: see _fp8_operands
+                v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype) * v_mult
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     return acc, m_i, l_i
 
 
 @triton.jit
+def _values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_vb, stride_vt, stride_vh, stride_vd,
+                        q, BLOCK_SIZE: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr):
+    """A tile of an FP8 cache's values stored along each block's slots, [keys, features] in q's dtype: loaded
+    as its transpose (a feature's keys adjacent bytes), converted, then transposed back, so that it reaches
+    the product as a key tile does, through shared memory once (sm_90: no float16 copy of it written back;
+    converted after the transpose, the kernel took 245 registers a thread against 142). Its scale is applied
+    at the output (_fp8_operands)."""
+    row = block[None, :] * stride_vb + (keys % BLOCK_SIZE)[None, :] * stride_vt + kv_head * stride_vh
+    # no load mask: every address is valid (a masked key's block reads as block 0, a padded feature as the
+    # last), and what must read as 0 is selected after. A masked byte-wise load cost 105 registers a thread.
+    features = tl.minimum(offs_dv, DV - 1) if DV < DV_PAD else offs_dv
+    vt = tl.load(v_cache + row + features[:, None] * stride_vd)
+    if MASKED or DV < DV_PAD:
+        vt = tl.where((key_ok if MASKED else keys >= 0)[None, :] & (offs_dv[:, None] < DV), vt, 0)
+    return tl.trans(vt.to(tl.float8e4nv, bitcast=True).to(q.dtype))
+
+
+@triton.jit
 def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi,
-                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult, cap,
+                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult, cap,
                   window, M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
                   D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
                   USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                  NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr):
+                  NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FP8_KV: tl.constexpr,
+                  V_SLOT_MAJOR: tl.constexpr):
     """Keys [key_lo, key_hi), of which every row sees [full_lo, full_hi): whole tiles of that part run
     without masks, the edges (window start, causal diagonal, context end) with them. Returns (acc, m, l)."""
     m_i = tl.full([M], NEG_BIG, tl.float32)
@@ -217,17 +241,17 @@ def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, 
     acc = tl.zeros([M, DV_PAD], tl.float32)
     full_hi = full_lo + tl.maximum(full_hi - full_lo, 0) // BLOCK_N * BLOCK_N
     acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo,
-                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult,
                             cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
-                            USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
+                            USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV, V_SLOT_MAJOR)
     acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi,
-                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult,
                             cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, False, USE_WINDOW,
-                            USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+                            USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV, V_SLOT_MAJOR)
     return _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi,
-                   kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, v_mult,
+                   kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult,
                    cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
-                   USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV)
+                   USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV, V_SLOT_MAJOR)
 
 
 @triton.jit
@@ -274,13 +298,16 @@ def _f16_scaled(tile, score_scale):
 
 
 @triton.jit
-def _fp8_operands(q_tile, q_tail, qk_scale, k_scale, v_scale, FP8_F16_DOTS: tl.constexpr):
+def _fp8_operands(q_tile, q_tail, qk_scale, k_scale, v_scale, FP8_F16_DOTS: tl.constexpr,
+                  V_SLOT_MAJOR: tl.constexpr):
     """(query tile, query tail, score scale, factor of every V tile, factor of the output) for this KV head.
     With float16 products the score scale goes into the queries, and the V scale (as float16) into each V
     tile, its rounding made good at the output. Multiplying the V tile is also what keeps Triton from moving
     its layout change for the product before the e4m3 → float16 conversion: the tile then went through shared
     memory as bytes, read back one byte per load (128 ``LDS.U8`` a 64-key tile in sm_90's SASS) instead of
-    as float16 by ``ldmatrix``."""
+    as float16 by ``ldmatrix``. A slot-major V (``V_SLOT_MAJOR``) needs no such push: its tile's bytes lie
+    as the product wants them, as a key tile's do, so it is converted in registers, unscaled (exact in
+    float16), and the whole V scale is applied at the output."""
     score_scale = qk_scale * k_scale
     v_mult = 1.0
     out_scale = v_scale
@@ -288,8 +315,9 @@ def _fp8_operands(q_tile, q_tail, qk_scale, k_scale, v_scale, FP8_F16_DOTS: tl.c
         q_tile = _f16_scaled(q_tile, score_scale)
         q_tail = _f16_scaled(q_tail, score_scale)
         score_scale = 1.0
-        v_mult = v_scale.to(tl.float16)
-        out_scale = v_scale / v_mult.to(tl.float32)
+        if not V_SLOT_MAJOR:
+            v_mult = v_scale.to(tl.float16)
+            out_scale = v_scale / v_mult.to(tl.float32)
     return q_tile, q_tail, score_scale, v_mult, out_scale
 
 
@@ -324,12 +352,13 @@ def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
 def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, alibi_slopes, kv_scales,
                     num_seqs, kv_heads,
                     stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
-                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
+                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, cap, window,
                     G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr,
                     DV: tl.constexpr, DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
                     USE_SOFTCAP: tl.constexpr, SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr,
-                    PRECISION: tl.constexpr, FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr):
+                    PRECISION: tl.constexpr, FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr,
+                    V_SLOT_MAJOR: tl.constexpr):
     tile = tl.program_id(0)
     seq = _find_sequence(query_start, num_seqs, tile, BLOCK_Q)
     q_start = tl.load(query_start + seq)
@@ -356,13 +385,14 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     table_row = block_tables + seq.to(tl.int64) * stride_bt
     k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
     q_tile, q_tail, score_scale, v_mult, out_scale = _fp8_operands(q_tile, q_tail, qk_scale, k_scale, v_scale,
-                                                                   FP8_F16_DOTS)
+                                                                   FP8_F16_DOTS, V_SLOT_MAJOR)
     acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row,
                                   _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
                                   first_pos + 1, last_pos + 1, kv_head,
-                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, score_scale,
+                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, score_scale,
                                   v_mult, cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV,
-                                  DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV)
+                                  DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV,
+                                  V_SLOT_MAJOR)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
     offs_dv = tl.arange(0, DV_PAD)
     o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
@@ -374,12 +404,12 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
 def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
                    alibi_slopes, kv_scales, decode_seqs, arrivals, num_splits, num_q_heads, kv_heads,
                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
-                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, qk_scale, cap, window,
+                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, cap, window,
                    G: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                    D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr,
                    DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
                    SPLIT: tl.constexpr, MERGE: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
-                   FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr):
+                   FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr, V_SLOT_MAJOR: tl.constexpr):
     index = tl.program_id(0)
     split = tl.program_id(2)
     seq = tl.load(decode_seqs + index)
@@ -403,12 +433,12 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
     table_row = block_tables + seq * stride_bt
     k_scale, v_scale = _kv_head_scales(kv_scales, kv_heads, kv_head, FP8_KV)
     q_tile, q_tail, score_scale, v_mult, out_scale = _fp8_operands(q_tile, q_tail, qk_scale, k_scale, v_scale,
-                                                                   FP8_F16_DOTS)
+                                                                   FP8_F16_DOTS, V_SLOT_MAJOR)
     acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo,
                                   key_hi, key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
-                                  stride_vh, score_scale, v_mult, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
+                                  stride_vh, stride_vd, score_scale, v_mult, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
                                   D_TAIL_PAD, DV, DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION,
-                                  FP8_KV)
+                                  FP8_KV, V_SLOT_MAJOR)
     empty = l_i == 0.0
     l_i = tl.where(empty, 1.0, l_i)
     result = acc / l_i[:, None] * out_scale
@@ -507,9 +537,10 @@ def _check_inputs(q, k_cache, v_cache, batch, params: AttentionParams) -> None:
         raise ValueError(f"the Triton paged_attention handles head sizes up to {MAX_HEAD_SIZE}, not "
                          f"{max(dim, v_cache.shape[3])}")
     fp8 = params.kv_scales is not None
-    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or (k_cache.dtype != q.dtype and not fp8):
-        raise ValueError("the KV cache must be contiguous along the head size and have q's dtype (or be "
-                         "float8_e4m3fn, with params.kv_scales)")
+    if k_cache.stride(-1) != 1 or (v_cache.stride(-1) != 1 and not slot_major_values(v_cache)) or \
+            (k_cache.dtype != q.dtype and not fp8):
+        raise ValueError("the KV cache must be contiguous along the head size (the values may be along a block's "
+                         "slots instead) and have q's dtype (or be float8_e4m3fn, with params.kv_scales)")
     check_fp8_cache(k_cache, params.kv_scales, q.device, "paged_attention")
     slopes = params.alibi_slopes
     if slopes is not None and (tuple(slopes.shape) != (heads,) or slopes.dtype != torch.float32 or
@@ -518,19 +549,26 @@ def _check_inputs(q, k_cache, v_cache, batch, params: AttentionParams) -> None:
                          f"[{heads}] on {q.device}; got {slopes.dtype} {tuple(slopes.shape)} on {slopes.device}")
 
 
+def slot_major_values(v_cache: torch.Tensor) -> bool:
+    """Values stored along a block's slots ([block, head, feature, slot] behind the [block, slot, head,
+    feature] view): a tile of them is then a row of bytes per feature, as a key tile is per key."""
+    return v_cache.stride(1) == 1 and v_cache.stride(-1) != 1
+
+
 def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
     cap = params.logit_softcap
     # log2-domain scores: the cap's tanh takes scale · qk / cap and gives back cap · log2(e) times it
     qk_scale, cap_log2 = (params.scale / cap, cap * LOG2_E) if cap is not None else (params.scale * LOG2_E, 0.0)
     strides = (out.stride(0), out.stride(1), q.stride(0), q.stride(1), batch.block_tables.stride(0),
-               *k_cache.stride()[:3], *v_cache.stride()[:3], qk_scale, cap_log2, params.window or 0)
+               *k_cache.stride()[:3], *v_cache.stride(), qk_scale, cap_log2, params.window or 0)
     dim, value_dim = q.shape[2], v_cache.shape[3]
     meta = dict(BLOCK_SIZE=batch.block_size, D=dim, **_key_tiles(dim), DV=value_dim,
                 DV_PAD=_value_tile(value_dim, dim),
                 USE_WINDOW=params.window is not None, USE_ALIBI=params.alibi_slopes is not None,
                 USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
                 FP8_KV=params.kv_scales is not None,
-                FP8_F16_DOTS=params.kv_scales is not None and q.dtype != torch.float32)
+                FP8_F16_DOTS=params.kv_scales is not None and q.dtype != torch.float32,
+                V_SLOT_MAJOR=slot_major_values(v_cache))
     slopes = params.alibi_slopes if params.alibi_slopes is not None else q  # a placeholder, never read
     kv_scales = params.kv_scales if params.kv_scales is not None else q  # a placeholder, never read
     return (slopes, kv_scales), strides, meta

@@ -170,3 +170,4 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
 
 
 rotary_write_kv.supports_fp8_kv_cache = True
+rotary_write_kv.reads_slot_major_values = True  # all four of the value cache's strides are passed
