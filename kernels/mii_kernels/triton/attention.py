@@ -135,7 +135,8 @@ def _tanh(x):
 
 @triton.jit
 def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_hi, kv_head,
-            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult, cap, window,
+            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult, cap,
+            window,
             BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr, D_PAD: tl.constexpr,
             D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr,
             USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
@@ -213,9 +214,8 @@ def _values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_v
                         q, BLOCK_SIZE: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr):
     """A tile of an FP8 cache's values stored along each block's slots, [keys, features] in q's dtype: loaded
     as its transpose (a feature's keys adjacent bytes), converted, then transposed back, so that it reaches
-    the product as a key tile does, through shared memory once (sm_90: no float16 copy of it written back;
-    converted after the transpose, the kernel took 245 registers a thread against 142). Its scale is applied
-    at the output (_fp8_operands)."""
+    the product as a key tile does, through shared memory once (sm_90: no float16 copy of it written back).
+    Its scale is applied at the output (_fp8_operands)."""
     row = block[None, :] * stride_vb + (keys % BLOCK_SIZE)[None, :] * stride_vt + kv_head * stride_vh
     # no load mask: every address is valid (a masked key's block reads as block 0, a padded feature as the
     # last), and what must read as 0 is selected after. A masked byte-wise load cost 105 registers a thread.
@@ -228,7 +228,8 @@ def _values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_v
 
 @triton.jit
 def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo, full_hi, key_hi,
-                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult, cap,
+                  kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale,
+                  v_mult, cap,
                   window, M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, D: tl.constexpr,
                   D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
                   USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
@@ -241,15 +242,18 @@ def _attend_range(q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, 
     acc = tl.zeros([M, DV_PAD], tl.float32)
     full_hi = full_lo + tl.maximum(full_hi - full_lo, 0) // BLOCK_N * BLOCK_N
     acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, full_lo,
-                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd,
+                            qk_scale, v_mult,
                             cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
                             USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV, V_SLOT_MAJOR)
     acc, m_i, l_i = _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_lo, full_hi,
-                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult,
+                            kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd,
+                            qk_scale, v_mult,
                             cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, False, USE_WINDOW,
                             USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV, V_SLOT_MAJOR)
     return _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row, full_hi, key_hi,
-                   kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, v_mult,
+                   kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale,
+                   v_mult,
                    cap, window, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV, DV_PAD, True, USE_WINDOW,
                    USE_ALIBI, USE_SOFTCAP, 1, PRECISION, FP8_KV, V_SLOT_MAJOR)
 
@@ -389,7 +393,8 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row,
                                   _first_key(first_pos, window, USE_WINDOW), _first_key(last_pos, window, USE_WINDOW),
                                   first_pos + 1, last_pos + 1, kv_head,
-                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, score_scale,
+                                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd,
+                                  score_scale,
                                   v_mult, cap, window, BLOCK_Q * G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD, D_TAIL_PAD, DV,
                                   DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION, FP8_KV,
                                   V_SLOT_MAJOR)
@@ -436,7 +441,8 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
                                                                    FP8_F16_DOTS, V_SLOT_MAJOR)
     acc, m_i, l_i = _attend_range(q_tile, q_tail, q_pos, slope, k_cache, v_cache, table_row, key_lo, key_lo,
                                   key_hi, key_hi, kv_head, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
-                                  stride_vh, stride_vd, score_scale, v_mult, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D, D_PAD,
+                                  stride_vh, stride_vd, score_scale, v_mult, cap, window, G_PAD, BLOCK_N, BLOCK_SIZE, D,
+                                  D_PAD,
                                   D_TAIL_PAD, DV, DV_PAD, USE_WINDOW, USE_ALIBI, USE_SOFTCAP, NUM_STAGES, PRECISION,
                                   FP8_KV, V_SLOT_MAJOR)
     empty = l_i == 0.0
