@@ -76,6 +76,12 @@ class KVCacheShape:
         return self.block_size * self.bytes_per_token
 
 
+def values_along_slots(values: torch.Tensor) -> bool:
+    """Whether a value cache view [blocks, block_size, kv_heads, features] is stored along each block's slots
+    (``slot_major_values``) rather than along the features: what a kernel reading it must look at."""
+    return values.stride(1) == 1 and values.stride(-1) != 1
+
+
 def blocks_for_budget(shape: KVCacheShape, memory: KVCacheMemoryConfig, device: torch.device) -> int:
     """Number of blocks the memory config allows on ``device`` (weights must already be loaded)."""
     if memory.mode == "allocate":

@@ -1,6 +1,7 @@
 """Reference rotary embedding fused with the KV write (an FP8 cache stores K/V rounded as fp8_kv says)."""
 import torch
 
+from mii_core.kv_cache import values_along_slots
 from mii_kernels.torch_ref import fp8_kv
 
 
@@ -29,7 +30,7 @@ def _write(x: torch.Tensor, cache: torch.Tensor, slot_mapping: torch.Tensor) -> 
     as_bytes = fp8_kv.is_fp8_cache(cache)
     flat = cache.view(torch.uint8) if as_bytes else cache
     x = x.view(torch.uint8) if as_bytes else x
-    if flat.stride(1) == 1 and flat.stride(-1) != 1:  # values stored along a block's slots: index in place
+    if values_along_slots(flat):  # index in place: no flat view of slots exists
         block_size = cache.shape[1]
         flat[slot_mapping // block_size, slot_mapping % block_size] = x
         return

@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from mii_core.kv_cache import values_along_slots
 from mii_core.model.ops import AttentionParams
 from mii_kernels.triton.configs import pick_config
 from mii_kernels.triton.fp8_kv import check_fp8_cache
@@ -193,8 +194,8 @@ def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row,
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         if V_SLOT_MAJOR:
-            v = _values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_vb, stride_vt,
-                                    stride_vh, stride_vd, q, BLOCK_SIZE, DV, DV_PAD, MASKED)
+            v = _load_values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_vb, stride_vt,
+                                         stride_vh, stride_vd, q, BLOCK_SIZE, DV, DV_PAD, MASKED)
         else:
             row = block[:, None] * stride_vb + (keys % BLOCK_SIZE)[:, None] * stride_vt + kv_head * stride_vh
             if MASKED or DV < DV_PAD:
@@ -210,8 +211,9 @@ def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row,
 
 
 @triton.jit
-def _values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_vb, stride_vt, stride_vh, stride_vd,
-                        q, BLOCK_SIZE: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr, MASKED: tl.constexpr):
+def _load_values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_vb, stride_vt, stride_vh,
+                             stride_vd, q, BLOCK_SIZE: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
+                             MASKED: tl.constexpr):
     """A tile of an FP8 cache's values stored along each block's slots, [keys, features] in q's dtype: loaded
     as its transpose (a feature's keys adjacent bytes), converted, then transposed back, so that it reaches
     the product as a key tile does, through shared memory once (sm_90: no float16 copy of it written back).
@@ -543,7 +545,7 @@ def _check_inputs(q, k_cache, v_cache, batch, params: AttentionParams) -> None:
         raise ValueError(f"the Triton paged_attention handles head sizes up to {MAX_HEAD_SIZE}, not "
                          f"{max(dim, v_cache.shape[3])}")
     fp8 = params.kv_scales is not None
-    if k_cache.stride(-1) != 1 or (v_cache.stride(-1) != 1 and not slot_major_values(v_cache)) or \
+    if k_cache.stride(-1) != 1 or (v_cache.stride(-1) != 1 and not values_along_slots(v_cache)) or \
             (k_cache.dtype != q.dtype and not fp8):
         raise ValueError("the KV cache must be contiguous along the head size (the values may be along a block's "
                          "slots instead) and have q's dtype (or be float8_e4m3fn, with params.kv_scales)")
@@ -553,12 +555,6 @@ def _check_inputs(q, k_cache, v_cache, batch, params: AttentionParams) -> None:
                                slopes.device != q.device or not slopes.is_contiguous()):
         raise ValueError(f"alibi_slopes must be a contiguous float32 tensor of one slope per query head "
                          f"[{heads}] on {q.device}; got {slopes.dtype} {tuple(slopes.shape)} on {slopes.device}")
-
-
-def slot_major_values(v_cache: torch.Tensor) -> bool:
-    """Values stored along a block's slots ([block, head, feature, slot] behind the [block, slot, head,
-    feature] view): a tile of them is then a row of bytes per feature, as a key tile is per key."""
-    return v_cache.stride(1) == 1 and v_cache.stride(-1) != 1
 
 
 def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
@@ -574,7 +570,7 @@ def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
                 USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
                 FP8_KV=params.kv_scales is not None,
                 FP8_F16_DOTS=params.kv_scales is not None and q.dtype != torch.float32,
-                V_SLOT_MAJOR=slot_major_values(v_cache))
+                V_SLOT_MAJOR=values_along_slots(v_cache))
     slopes = params.alibi_slopes if params.alibi_slopes is not None else q  # a placeholder, never read
     kv_scales = params.kv_scales if params.kv_scales is not None else q  # a placeholder, never read
     return (slopes, kv_scales), strides, meta
