@@ -41,9 +41,13 @@ $(STAMP): pyproject.toml kernels/pyproject.toml $(PLUGINS) $(KIT_PLUGIN)/pyproje
 demo: install
 	$(PY) scripts/demo.py $(if $(MODEL),--model "$(MODEL)",--build-tiny "$(DEMO_MODEL_DIR)")
 
+# the parallel run's kernel tests record their Triton launches here, and an `alone` test compiles them for sm_90
+LAUNCH_DIR := .triton-launches
+
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS)
-	$(PY) -m pytest -q -m alone $(PYTEST_ARGS)
+	rm -rf $(LAUNCH_DIR)
+	MII_TRITON_LAUNCH_DIR=$(abspath $(LAUNCH_DIR)) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS)
+	MII_TRITON_LAUNCH_DIR=$(abspath $(LAUNCH_DIR)) $(PY) -m pytest -q -m alone $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_MODEL_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_MODEL_DIR) .pytest_cache $(LAUNCH_DIR)

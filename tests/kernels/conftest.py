@@ -1,15 +1,30 @@
-"""With MII_RECORD_TRITON_LAUNCHES naming a file, every interpreted kernel launch of this run is recorded there
-(tests/kernels/test_compiles_for_gpu.py then compiles each for sm_90; see tests/support/gpu_compile.py)."""
+"""Every interpreted kernel launch of this process is recorded (tests/kernels/test_compiles_for_gpu.py then
+compiles each for sm_90; see tests/support/gpu_compile.py): into the file MII_RECORD_TRITON_LAUNCHES names,
+or, under the interpreter, into a file of this process in the folder MII_TRITON_LAUNCH_DIR names (`make test`
+sets it, so that the compile check reads what the suite's own kernel tests launched instead of running them
+all a second time)."""
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-if os.environ.get("MII_RECORD_TRITON_LAUNCHES"):
+
+def _launch_file():
+    if os.environ.get("MII_RECORD_TRITON_LAUNCHES"):
+        return Path(os.environ["MII_RECORD_TRITON_LAUNCHES"])
+    if os.environ.get("MII_TRITON_LAUNCH_DIR") and os.environ.get("TRITON_INTERPRET") == "1":
+        folder = Path(os.environ["MII_TRITON_LAUNCH_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"launches-{os.getpid()}.jsonl"
+    return None
+
+
+_LAUNCHES = _launch_file()
+if _LAUNCHES is not None:
     from support.gpu_compile import record_launches
 
-    record_launches(Path(os.environ["MII_RECORD_TRITON_LAUNCHES"]))
+    record_launches(_LAUNCHES)
 
 
 @pytest.fixture(autouse=True)

@@ -62,7 +62,8 @@ _DEFAULT = dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefil
                 group_rows_huge_d=16,
                 decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
                 decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
-                decode_max_splits=64, decode_fp8_block_n_scale=2, decode_merge_in_kernel=False)
+                decode_max_splits=64, decode_fp8_block_n_scale=2, decode_merge_in_kernel=False,
+                fp8_values_along_slots=False)
 CONFIGS: dict[str, dict] = {
     "default": _DEFAULT,
     "small_tiles": {**_DEFAULT, **dict(prefill_block_m=64, prefill_warps=4, decode_block_n=32, decode_stages=4,
@@ -78,6 +79,11 @@ CONFIGS: dict[str, dict] = {
     # no launch gap). Slower on the H200: W2's attention (a decode of 192 keys, 32 layers) took 0.364 ms
     # against 0.169 + 0.092 with the reduce kernel (profile_steps.py, 2026-12-03, bf16 cache); kept to measure
     "merge_in_kernel": {**_DEFAULT, **dict(decode_merge_in_kernel=True)},
+    # an FP8 cache's values stored along each block's slots (the engine then allocates them so: this op
+    # declares reads_slot_major_values): a V tile reaches the product through shared memory once, not twice
+    # (42 KB a program against 75 on sm_90), but loading it transposed is slower on the H200: W1's decode
+    # step per layer 543 against 241 µs (kernel_bench_attention.py --v-layout, 2026-12-03); kept to measure
+    "fp8_values_along_slots": {**_DEFAULT, **dict(fp8_values_along_slots=True)},
 }
 
 
@@ -99,10 +105,12 @@ class TritonAttention:
     reading the environment then)."""
 
     supports_fp8_kv_cache = True
-    reads_slot_major_values = True  # a value cache stored along its slots (slot_major_values)
 
     def __init__(self, config: str | dict | None = None) -> None:
         self.config = launch_config(config)
+        # reads a value cache stored along its slots (slot_major_values) whatever the config; asks the engine
+        # for one only where the config says so (slower on the H200, above)
+        self.reads_slot_major_values = self.config["fp8_values_along_slots"]
         self._arrivals: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
