@@ -1,6 +1,6 @@
-"""The seam by which a gated MLP's activation hands the down projection its input's largest |value|, so that
-mode "fp8"'s per-tensor quantization of that input need not read it again (ops.py: ``gated_activation``'s
-``amax``, ``quant_linear``'s ``x_amax``).
+"""The seam by which a gated MLP's activation (and a norm, and the attention) hands the projection after it
+its input's largest |value|, so that mode "fp8"'s per-tensor quantization of that input need not read it
+again (ops.py: ``gated_activation``'s and ``paged_attention``'s ``amax``, ``quant_linear``'s ``x_amax``).
 
 Checked on the CPU with the reference ops, one of them replaced by a test kernel as a third-party plugin
 would: what reaches ``quant_linear`` is compared with max |x| worked out by torch from the x it received,
@@ -133,3 +133,51 @@ def test_a_sequential_layers_norms_feed_their_blocks_first_linears(layout, fed):
     assert layer.attn_norm.feeds == ((layer.attn.qkv,) if fed else ())
     assert layer.mlp_norm.feeds == ((layer.mlp.up,) if fed else ())
     assert "feeds" not in dict(layer.attn_norm.named_modules())  # the linears stay their blocks' own
+
+
+def attention_without_amax(q, k_cache, v_cache, batch, params):
+    """A third-party attention that cannot join an absmax (no ``joins_amax``): five arguments only."""
+    from mii_kernels.torch_ref.attention import paged_attention
+
+    SEEN.append({"op": "paged_attention"})
+    return paged_attention(q, k_cache, v_cache, batch, params)
+
+
+def attention_block(tokens, **replaced):
+    """A Llama attention block in mode "fp8" run once over a prompt of ``tokens``; its output and the block."""
+    from mii_core.batch import build_ragged_batch
+    from mii_core.model.attention import Attention
+    from mii_core.model.rotary import RotaryEmbedding
+
+    spec = DecoderSpec(vocab_size=64, hidden_size=HIDDEN, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8,
+                       intermediate_size=FFN, max_position_embeddings=64)
+    with building_quantized("fp8"):
+        block = Attention(spec, ParallelContext(0, 1), kernel_set(**replaced), torch.device("cpu"), torch.float32)
+    gen = torch.Generator().manual_seed(4)
+    block.qkv.weight.weight_loader(block.qkv.weight, torch.randn(64, HIDDEN, generator=gen) * 0.3, None)
+    block.o_proj.weight.weight_loader(block.o_proj.weight, torch.randn(HIDDEN, 32, generator=gen) * 0.3, None)
+    batch = build_ragged_batch([[0] * tokens], [0], [[0, 1]], 16, torch.device("cpu"))
+    cache = [torch.zeros(2, 16, 2, 8) for _ in range(2)]
+    rotary = RotaryEmbedding(spec.rope, spec.head_dim, spec.max_position_embeddings, torch.device("cpu"))
+    rope = rotary.tables(batch, torch.float32)
+    return block(hidden(tokens), batch, rope, cache), block
+
+
+def test_the_attention_hands_the_o_projection_its_outputs_largest_value():
+    _out, _block = attention_block(12, quant_linear=f"{__name__}:recording_quant_linear")
+    qkv, o_proj = SEEN
+    assert qkv["in_features"] == HIDDEN and qkv["x_amax"] is None  # the block's input: no norm before it here
+    assert o_proj["in_features"] == 32 and o_proj["x_amax"] == o_proj["largest_x"] > 0
+    SEEN.clear()
+    attention_block(8, quant_linear=f"{__name__}:recording_quant_linear")  # few tokens: weight-only, no scale
+    assert [call["x_amax"] for call in SEEN] == [None, None]
+
+
+def test_the_kernel_set_joins_the_amax_after_an_attention_that_cannot():
+    out, block = attention_block(12, quant_linear=f"{__name__}:recording_quant_linear",
+                                 paged_attention=f"{__name__}:attention_without_amax")
+    assert [call["op"] for call in SEEN] == ["quant_linear", "paged_attention", "quant_linear"]
+    assert SEEN[2]["x_amax"] == SEEN[2]["largest_x"] > 0
+    SEEN.clear()
+    plain, _ = attention_block(12)  # the reference ops throughout: the same output
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)

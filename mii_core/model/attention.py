@@ -76,8 +76,19 @@ class Attention(nn.Module):
         q = self.kernels.rotary_write_kv(q, k, v, cos, sin, self.rotary_dim, kv_cache[0], kv_cache[1],
                                          batch.slot_mapping, self.params.kv_scales)
         q = self.adjust_queries(q, batch)
-        out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.params)
-        return self.o_proj(out.reshape(-1, q_size))
+        return self._project_out(q, kv_cache, batch, q_size)
+
+    def _project_out(self, q: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor], batch: RaggedBatch,
+                     q_size: int) -> torch.Tensor:
+        """The attention's output through the o projection. Where that product quantizes its input per tensor
+        (mode "fp8", many tokens) the attention joins the output's absmax as it writes it, so that no pass
+        over the output is spent on the scale (as a norm does for the projection it feeds)."""
+        amax = self.o_proj.activation_amax(q.shape[0])
+        out = self.kernels.paged_attention(q, kv_cache[0], kv_cache[1], batch, self.params, amax)
+        out = out.reshape(-1, q_size)
+        if amax is not None:
+            self.o_proj.expect_input_amax(out, amax)
+        return self.o_proj(out)
 
     def use_kv_scales(self, kv_scales: torch.Tensor) -> None:
         """Stores K and V in an FP8 cache with these scales, float32 [2, local KV heads] (``AttentionParams``)."""

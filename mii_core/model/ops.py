@@ -45,7 +45,7 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     ``x · (1 / scale)`` in float32 (the reciprocal taken by ``torch.reciprocal``), clamped to ±448 and
     rounded to nearest-even e4m3. ``kv_scales`` is passed only for such a cache: a kernel that never
     stores FP8 may keep the nine-argument signature.
-``paged_attention(q, k_cache, v_cache, batch, params: AttentionParams) -> Tensor``
+``paged_attention(q, k_cache, v_cache, batch, params: AttentionParams, amax=None) -> Tensor``
     ``q`` [T, Hq, D], Hq a multiple of Hkv (MHA, GQA, MQA); ``k_cache`` [num_blocks, block_size, Hkv, D],
     ``v_cache`` [num_blocks, block_size, Hkv, Dv], views with unit stride along the features, ``v_cache``
     possibly a view of ``k_cache``'s first Dv features (read in place, never copied). Every new token's K/V
@@ -69,6 +69,10 @@ captured in a CUDA graph. ``T`` is the step's token count, ``S`` its sequence co
     stride along the features, except where both ops declare ``reads_slot_major_values = True``: the
     engine then stores an FP8 cache's values along each block's slots ([block, head, feature, slot]) behind
     the same [blocks, block_size, kv_heads, value_dim] view, and the ops read its strides.
+    With ``amax`` (float32 [] on q's device), also sets ``amax = max(amax, max |output|)`` over the output as
+    returned, as ``gated_activation`` does: the o projection's FP8 activation scale. A kernel that does so
+    declares ``joins_amax = True`` and takes it as a sixth argument; for one that does not, the kernel set
+    joins it with torch ops after the call.
 ``gated_activation(x, activation, amax=None) -> Tensor``
     ``x`` [T, 2F] holding [gate | up]; returns ``act(gate) * up`` [T, F]; activation "silu", "gelu" or
     "gelu_tanh". With ``amax`` (float32 [] on x's device), also sets ``amax = max(amax, max |output|)``
@@ -201,7 +205,8 @@ class KernelOps(Protocol):
                         kv_scales: Optional["torch.Tensor"] = None) -> "torch.Tensor": ...
 
     def paged_attention(self, q: "torch.Tensor", k_cache: "torch.Tensor", v_cache: "torch.Tensor",
-                        batch: "RaggedBatch", params: AttentionParams) -> "torch.Tensor": ...
+                        batch: "RaggedBatch", params: AttentionParams,
+                        amax: Optional["torch.Tensor"] = None) -> "torch.Tensor": ...
 
     def gated_activation(self, x: "torch.Tensor", activation: str,
                          amax: Optional["torch.Tensor"] = None) -> "torch.Tensor": ...
@@ -287,17 +292,21 @@ class KernelSet:
         return all(getattr(self.op(op), "reads_slot_major_values", False)
                    for op in ("rotary_write_kv", "paged_attention"))
 
-    def paged_attention(self, q, k_cache, v_cache, batch, params: AttentionParams):
-        return self.op("paged_attention")(q, k_cache, v_cache, batch, params)
+    def paged_attention(self, q, k_cache, v_cache, batch, params: AttentionParams, amax=None):
+        return self._joining(self.op("paged_attention"), amax, q, k_cache, v_cache, batch, params)
 
     def gated_activation(self, x, activation, amax=None):
-        op = self.op("gated_activation")
+        return self._joining(self.op("gated_activation"), amax, x, activation)
+
+    @staticmethod
+    def _joining(op, amax, *args):
+        """``op(*args)``, joining max |output| into ``amax`` where one is given: by the kernel where it declares
+        ``joins_amax`` (``amax`` its last argument), else by one more pass over its output."""
         if amax is None:
-            return op(x, activation)
+            return op(*args)
         if getattr(op, "joins_amax", False):
-            return op(x, activation, amax)
-        out = op(x, activation)  # a kernel that cannot join it: one more pass over its output
-        return join_amax(amax, out)
+            return op(*args, amax)
+        return join_amax(amax, op(*args))
 
     def moe_experts(self, x, topk_weights, topk_ids, w_gate_up, w_down, activation):
         return self.op("moe_experts")(x, topk_weights, topk_ids, w_gate_up, w_down, activation)

@@ -198,6 +198,28 @@ def test_split_decodes_merged_in_kernel_or_by_the_reduce(monkeypatch, merge):
         assert arrivals is None or not arrivals.any()
 
 
+@pytest.mark.parametrize("path", ["mixed, unsplit", "split, reduce kernel", "split, merged by the last"])
+def test_the_output_absmax_is_joined_by_whichever_kernel_writes_the_output(path):
+    """With ``amax`` every program writing output (prefill, unsplit decode, reduce kernel, last split) joins
+    its largest |value| as stored: the result equals torch's max |output| (the NaN-poisoned cache outside
+    the visible keys never reaches it), and an absmax already larger stays."""
+    q_heads, kv_heads, head_dim = LLAMA_HEADS
+    split = path != "mixed, unsplit"
+    seqs = layout(5, **SPLIT_LAYOUTS[sorted(SPLIT_LAYOUTS)[0]]) if split else layout(3, **MIXED)
+    case = make_case(seqs, q_heads, kv_heads, head_dim, 16)
+    config = attention(**(dict(decode_splits=3, decode_min_keys_per_split=16) if split else {})).config
+    arrivals = torch.zeros(4096, dtype=torch.int32, device=DEVICE) if path == "split, merged by the last" else None
+    amax = torch.zeros((), dtype=torch.float32, device=DEVICE)
+    got = triton_attention.paged_attention(case.q, case.k_poisoned, case.v_poisoned, case.poisoned_batch(),
+                                           case.params, config, arrivals, amax)
+    torch.testing.assert_close(got.float(), expected(case), **TOLERANCE)
+    assert amax.item() == got.float().abs().max().item() > 0
+    held = torch.tensor(1e4, device=DEVICE)
+    triton_attention.paged_attention(case.q, case.k_poisoned, case.v_poisoned, case.poisoned_batch(), case.params,
+                                     config, arrivals, held)
+    assert held.item() == 1e4
+
+
 @pytest.mark.parametrize("splits", [None, 4])
 def test_padded_graph_metadata(splits):
     """A CUDA-graph decode step: extra sequences with one key in a scratch block, block tables padded to a

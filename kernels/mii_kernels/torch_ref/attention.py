@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from mii_core.model.ops import AttentionParams
+from mii_core.model.ops import AttentionParams, join_amax
 from mii_kernels.torch_ref import fp8_kv
 
 
@@ -83,7 +83,7 @@ def _float32_attention(q_rows, k_rows, v_rows, visible, q_positions, key_positio
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
-                    params: AttentionParams) -> torch.Tensor:
+                    params: AttentionParams, amax: torch.Tensor | None = None) -> torch.Tensor:
     fp8_kv.check_scales(k_cache, params.kv_scales, "paged_attention")
     out = q.new_empty((q.shape[0] + 1, q.shape[1], v_cache.shape[-1]))  # + a spare row, see _attend_group
     if batch.decode_seqs.numel():
@@ -91,8 +91,9 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     if batch.prefill_seqs.numel():
         _attend_group(out, q, k_cache, v_cache, batch, batch.prefill_seqs, batch.max_query_len,
                       batch.max_prefill_context_len, params)
-    return out[:-1]
+    return out[:-1] if amax is None else join_amax(amax, out[:-1])
 
 
 paged_attention.supports_fp8_kv_cache = True
+paged_attention.joins_amax = True
 paged_attention.reads_slot_major_values = True

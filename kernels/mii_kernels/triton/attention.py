@@ -43,6 +43,7 @@ import triton.language as tl
 
 from mii_core.kv_cache import values_along_slots
 from mii_core.model.ops import AttentionParams
+from mii_kernels.triton.amax import join_max
 from mii_kernels.triton.configs import pick_config
 from mii_kernels.triton.fp8_kv import check_fp8_cache
 from mii_kernels.triton.hardware import saturated_f16
@@ -105,6 +106,7 @@ class TritonAttention:
     reading the environment then)."""
 
     supports_fp8_kv_cache = True
+    joins_amax = True  # the output's largest |value|, for the o projection's FP8 scale (ops.py)
 
     def __init__(self, config: str | dict | None = None) -> None:
         self.config = launch_config(config)
@@ -114,8 +116,8 @@ class TritonAttention:
         self._arrivals: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
-                 params: AttentionParams) -> torch.Tensor:
-        return paged_attention(q, k_cache, v_cache, batch, params, self.config, self._arrivals_on(q.device))
+                 params: AttentionParams, amax: torch.Tensor | None = None) -> torch.Tensor:
+        return paged_attention(q, k_cache, v_cache, batch, params, self.config, self._arrivals_on(q.device), amax)
 
     def _arrivals_on(self, device: torch.device) -> torch.Tensor | None:
         """This op's split-arrival counters on ``device`` (zeros; each launch leaves them zero) where its
@@ -362,8 +364,18 @@ def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
 
 # ints that change from step to step are not specialised on (== 1, % 16): that would compile new
 # variants in the middle of a run
+@triton.jit
+def _store_output(out, offsets, result, mask, amax, JOIN_AMAX: tl.constexpr):
+    """``result`` [rows, DV_PAD] float32 stored in out's dtype; with JOIN_AMAX its largest |value| as stored
+    joined into ``amax`` (the o projection's FP8 scale; one conditional atomic a program)."""
+    stored = result.to(out.dtype.element_ty)
+    tl.store(out + offsets, stored, mask=mask)
+    if JOIN_AMAX:
+        join_max(amax, tl.max(tl.max(tl.where(mask, tl.abs(stored.to(tl.float32)), 0.0), axis=1), axis=0))
+
+
 @triton.jit(do_not_specialize=['num_seqs', 'stride_bt', 'window'])
-def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context_lens, alibi_slopes, kv_scales,
+def _prefill_kernel(out, amax, q, k_cache, v_cache, block_tables, query_start, context_lens, alibi_slopes, kv_scales,
                     num_seqs, kv_heads,
                     stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, cap, window,
@@ -372,7 +384,7 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
                     DV: tl.constexpr, DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr,
                     USE_SOFTCAP: tl.constexpr, SKIP_DECODES: tl.constexpr, NUM_STAGES: tl.constexpr,
                     PRECISION: tl.constexpr, FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr,
-                    V_SLOT_MAJOR: tl.constexpr):
+                    V_SLOT_MAJOR: tl.constexpr, JOIN_AMAX: tl.constexpr):
     tile = tl.program_id(0)
     seq = _find_sequence(query_start, num_seqs, tile, BLOCK_Q)
     q_start = tl.load(query_start + seq)
@@ -411,12 +423,12 @@ def _prefill_kernel(out, q, k_cache, v_cache, block_tables, query_start, context
     l_i = tl.where(l_i == 0.0, 1.0, l_i)
     offs_dv = tl.arange(0, DV_PAD)
     o_off = (q_start + token).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
-    tl.store(out + o_off, (acc / l_i[:, None] * out_scale).to(out.dtype.element_ty),
-             mask=row_ok[:, None] & (offs_dv[None, :] < DV))
+    _store_output(out, o_off, acc / l_i[:, None] * out_scale, row_ok[:, None] & (offs_dv[None, :] < DV), amax,
+                  JOIN_AMAX)
 
 
 @triton.jit(do_not_specialize=['num_splits', 'stride_bt', 'window'])
-def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
+def _decode_kernel(out, amax, part_out, part_lse, q, k_cache, v_cache, block_tables, query_start, context_lens,
                    alibi_slopes, kv_scales, decode_seqs, arrivals, num_splits, num_q_heads, kv_heads,
                    stride_ot, stride_oh, stride_qt, stride_qh, stride_bt,
                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_vd, qk_scale, cap, window,
@@ -424,7 +436,8 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
                    D: tl.constexpr, D_PAD: tl.constexpr, D_TAIL_PAD: tl.constexpr, DV: tl.constexpr,
                    DV_PAD: tl.constexpr, USE_WINDOW: tl.constexpr, USE_ALIBI: tl.constexpr, USE_SOFTCAP: tl.constexpr,
                    SPLIT: tl.constexpr, MERGE: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr,
-                   FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr, V_SLOT_MAJOR: tl.constexpr):
+                   FP8_KV: tl.constexpr, FP8_F16_DOTS: tl.constexpr, V_SLOT_MAJOR: tl.constexpr,
+                   JOIN_AMAX: tl.constexpr):
     index = tl.program_id(0)
     split = tl.program_id(2)
     seq = tl.load(decode_seqs + index)
@@ -465,16 +478,16 @@ def _decode_kernel(out, part_out, part_lse, q, k_cache, v_cache, block_tables, q
         tl.store(part_out + part[:, None] * DV + offs_dv[None, :], result, mask=out_mask)
         tl.store(part_lse + part, tl.where(empty, NEG_BIG, m_i + tl.log2(l_i)), mask=row_ok)
         if MERGE:
-            _merge_if_last(out, part_out, part_lse, arrivals, token, head, row_ok, index, num_splits, num_q_heads,
-                           stride_ot, stride_oh, DV, DV_PAD)
+            _merge_if_last(out, amax, part_out, part_lse, arrivals, token, head, row_ok, index, num_splits,
+                           num_q_heads, stride_ot, stride_oh, DV, DV_PAD, JOIN_AMAX)
     else:
-        o_off = token * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
-        tl.store(out + o_off, result.to(out.dtype.element_ty), mask=out_mask)
+        _store_output(out, token * stride_ot + head[:, None] * stride_oh + offs_dv[None, :], result, out_mask, amax,
+                      JOIN_AMAX)
 
 
 @triton.jit
-def _merge_if_last(out, part_out, part_lse, arrivals, token, head, row_ok, index, num_splits, num_q_heads,
-                   stride_ot, stride_oh, DV: tl.constexpr, DV_PAD: tl.constexpr):
+def _merge_if_last(out, amax, part_out, part_lse, arrivals, token, head, row_ok, index, num_splits, num_q_heads,
+                   stride_ot, stride_oh, DV: tl.constexpr, DV_PAD: tl.constexpr, JOIN_AMAX: tl.constexpr):
     """Counts this program's split in; the last of a (decode, program)'s splits to arrive merges their results
     as ``_reduce_kernel`` would and zeroes the counter for the next launch. CUTLASS's semaphore pattern: the
     program's stores, a barrier, then one release-acquire atomic (the last arrival sees every split's stores);
@@ -495,15 +508,15 @@ def _merge_if_last(out, part_out, part_lse, arrivals, token, head, row_ok, index
                               mask=row_ok[:, None] & (offs_dv[None, :] < DV), other=0.0, cache_modifier=".cg")
             acc += partial * weight[:, None]
             total += weight
-        o_off = token * stride_ot + head[:, None] * stride_oh + offs_dv[None, :]
-        tl.store(out + o_off, (acc / total[:, None]).to(out.dtype.element_ty),
-                 mask=row_ok[:, None] & (offs_dv[None, :] < DV))
+        _store_output(out, token * stride_ot + head[:, None] * stride_oh + offs_dv[None, :], acc / total[:, None],
+                      row_ok[:, None] & (offs_dv[None, :] < DV), amax, JOIN_AMAX)
         tl.atomic_xchg(slot, 0)
 
 
 @triton.jit(do_not_specialize=['num_splits'])
-def _reduce_kernel(out, part_out, part_lse, query_start, decode_seqs, num_splits, num_q_heads,
-                   stride_ot, stride_oh, SPLITS_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr):
+def _reduce_kernel(out, amax, part_out, part_lse, query_start, decode_seqs, num_splits, num_q_heads,
+                   stride_ot, stride_oh, SPLITS_PAD: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
+                   JOIN_AMAX: tl.constexpr):
     index = tl.program_id(0)
     head = tl.program_id(1)
     token = tl.load(query_start + tl.load(decode_seqs + index))
@@ -517,25 +530,26 @@ def _reduce_kernel(out, part_out, part_lse, query_start, decode_seqs, num_splits
     partial = tl.load(part_out + part[:, None] * DV + offs_d[None, :],
                       mask=split_ok[:, None] & (offs_d[None, :] < DV), other=0.0)
     result = tl.sum(partial * weight[:, None], 0)
-    tl.store(out + token * stride_ot + head * stride_oh + offs_d, result.to(out.dtype.element_ty),
-             mask=offs_d < DV)
+    _store_output(out, token * stride_ot + head * stride_oh + offs_d[None, :], result[None, :],
+                  (offs_d < DV)[None, :], amax, JOIN_AMAX)
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, batch,
                     params: AttentionParams, config: dict = CONFIGS["default"],
-                    arrivals: torch.Tensor | None = None) -> torch.Tensor:
+                    arrivals: torch.Tensor | None = None, amax: torch.Tensor | None = None) -> torch.Tensor:
     """The op (contract: mii_core/model/ops.py) under the launch ``config`` (see :func:`launch_config`);
     ``arrivals``: zeroed int32 counters with which a split decode merges its splits in its last program
-    (``_merge_splits``) instead of a reduce launch; None, or too few for the step: the reduce kernel."""
+    (``_merge_splits``) instead of a reduce launch; None, or too few for the step: the reduce kernel.
+    ``amax``: float32 [] that every program writing output joins its largest |value| into."""
     _check_inputs(q, k_cache, v_cache, batch, params)
     if q.stride(-1) != 1:
         q = q.contiguous()
     out = torch.empty((*q.shape[:2], v_cache.shape[3]), dtype=q.dtype, device=q.device)
     num_decodes = batch.decode_seqs.shape[0]
     if num_decodes:
-        _launch_decode(out, q, k_cache, v_cache, batch, params, config, num_decodes, arrivals)
+        _launch_decode(out, q, k_cache, v_cache, batch, params, config, num_decodes, arrivals, amax)
     if num_decodes < batch.num_seqs:
-        _launch_prefill(out, q, k_cache, v_cache, batch, params, config, skip_decodes=num_decodes > 0)
+        _launch_prefill(out, q, k_cache, v_cache, batch, params, config, skip_decodes=num_decodes > 0, amax=amax)
     return out
 
 
@@ -625,7 +639,7 @@ def _group_rows(group: int, least: int, size_class: str, cfg: dict) -> int:
     return max(least, min(rows, cfg["group_rows_huge_d"])) if size_class == "_huge_d" else rows
 
 
-def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes):
+def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes, amax=None):
     tensors, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
     k_cache, v_cache = _cache_views(k_cache, v_cache)
     size_class = _head_size_class(meta)
@@ -636,13 +650,14 @@ def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes):
     block_q = max(block_m // group_pad, -(-16 // group_pad))  # tl.dot needs at least 16 rows
     grid = (q.shape[0] // block_q + batch.num_seqs, kv_heads * -(-group // group_pad))
     _prefill_kernel[grid](
-        out, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens, *tensors,
+        out, out if amax is None else amax, q, k_cache, v_cache, batch.block_tables, batch.query_start,
+        batch.context_lens, *tensors,
         batch.num_seqs, kv_heads, *strides, G=group, G_PAD=group_pad, BLOCK_Q=block_q,
         BLOCK_N=cfg["prefill_block_n" + size_class], SKIP_DECODES=skip_decodes,
-        NUM_STAGES=cfg["prefill_stages"], num_warps=cfg["prefill_warps"], **meta)
+        NUM_STAGES=cfg["prefill_stages"], JOIN_AMAX=amax is not None, num_warps=cfg["prefill_warps"], **meta)
 
 
-def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes, arrivals=None):
+def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes, arrivals=None, amax=None):
     tensors, strides, meta = _common_args(q, k_cache, v_cache, out, batch, params)
     k_cache, v_cache = _cache_views(k_cache, v_cache)
     heads, kv_heads = q.shape[1], k_cache.shape[2]
@@ -658,15 +673,19 @@ def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes, ar
         part_lse = torch.empty((num_decodes, heads, splits), dtype=torch.float32, device=q.device)
     # the splits merged by their last program where there are counters for every (decode, program)
     merge_in_kernel = splits > 1 and arrivals is not None and arrivals.numel() >= num_decodes * programs
+    amax_or_placeholder = out if amax is None else amax
     _decode_kernel[(num_decodes, programs, splits)](
-        out, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start, batch.context_lens,
+        out, amax_or_placeholder, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start,
+        batch.context_lens,
         *tensors, batch.decode_seqs, arrivals if merge_in_kernel else part_lse, splits, heads, kv_heads, *strides,
         G=group, G_PAD=group_pad, BLOCK_N=_decode_block_n(cfg, size_class, meta), SPLIT=splits > 1,
-        MERGE=merge_in_kernel, NUM_STAGES=cfg["decode_stages"], num_warps=cfg["decode_warps"], **meta)
+        MERGE=merge_in_kernel, NUM_STAGES=cfg["decode_stages"], JOIN_AMAX=amax is not None,
+        num_warps=cfg["decode_warps"], **meta)
     if splits > 1 and not merge_in_kernel:
         _reduce_kernel[(num_decodes, heads)](
-            out, part_out, part_lse, batch.query_start, batch.decode_seqs, splits, heads, out.stride(0),
-            out.stride(1), SPLITS_PAD=_REDUCE_LANES, DV=meta["DV"], DV_PAD=meta["DV_PAD"], num_warps=4)
+            out, amax_or_placeholder, part_out, part_lse, batch.query_start, batch.decode_seqs, splits, heads,
+            out.stride(0), out.stride(1), SPLITS_PAD=_REDUCE_LANES, DV=meta["DV"], DV_PAD=meta["DV_PAD"],
+            JOIN_AMAX=amax is not None, num_warps=4)
 
 
 def _decode_block_n(cfg: dict, size_class: str, meta: dict) -> int:
