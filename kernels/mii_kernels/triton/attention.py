@@ -362,8 +362,6 @@ def _find_sequence(query_start, num_seqs, tile, BLOCK_Q: tl.constexpr):
     return lo - 1
 
 
-# ints that change from step to step are not specialised on (== 1, % 16): that would compile new
-# variants in the middle of a run
 @triton.jit
 def _store_output(out, offsets, result, mask, amax, JOIN_AMAX: tl.constexpr):
     """``result`` [rows, DV_PAD] float32 stored in out's dtype; with JOIN_AMAX its largest |value| as stored
@@ -374,6 +372,8 @@ def _store_output(out, offsets, result, mask, amax, JOIN_AMAX: tl.constexpr):
         join_max(amax, tl.max(tl.max(tl.where(mask, tl.abs(stored.to(tl.float32)), 0.0), axis=1), axis=0))
 
 
+# ints that change from step to step are not specialised on (== 1, % 16): that would compile new
+# variants in the middle of a run
 @triton.jit(do_not_specialize=['num_seqs', 'stride_bt', 'window'])
 def _prefill_kernel(out, amax, q, k_cache, v_cache, block_tables, query_start, context_lens, alibi_slopes, kv_scales,
                     num_seqs, kv_heads,
