@@ -1,5 +1,6 @@
 """Load-time quantization streams: while a checkpoint loads, full-precision weights wait only for the rest
-of their own layer; afterwards every linear and expert is quantized and nothing else is."""
+of their own layer; afterwards every linear and expert is quantized, and the LM head where it is not tied to
+the embedding, and nothing else is."""
 import re
 from collections import defaultdict
 
@@ -39,6 +40,7 @@ def test_loading_holds_at_most_one_layer_in_full_precision(checkpoint, mode, mon
     pipe = mii_core.pipeline(str(checkpoint), quantization_mode=mode)
     try:
         params = dict(pipe.engine.model.named_parameters())
+        head_of_its_own = pipe.engine.model.lm_head is not pipe.engine.model.embed
     finally:
         pipe.destroy()
     per_layer = defaultdict(int)
@@ -48,7 +50,8 @@ def test_loading_holds_at_most_one_layer_in_full_precision(checkpoint, mode, mon
     assert 0 < peak[0] <= max(per_layer.values()), (peak[0], dict(per_layer))
     assert all(s.quantized is not None and not s.staged for s in slots)
     quantized = {name for name, param in params.items() if param.is_meta}
-    # every linear and expert stack quantized; embeddings, norms, biases, routers and the head are not
+    # every linear and expert stack quantized, and a head of its own; embeddings, norms, biases, routers are not
     assert all(name.endswith(("weight", "gate_up", "down")) for name in quantized)
-    assert not any(re.search(r"embed|norm|router|bias|lm_head|shared_expert_gate", n) for n in quantized), quantized
+    assert not any(re.search(r"embed|norm|router|bias|shared_expert_gate", n) for n in quantized), quantized
+    assert ("lm_head.weight" in quantized) == head_of_its_own
     assert any(name.endswith("o_proj.weight") for name in quantized)

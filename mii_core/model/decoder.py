@@ -33,7 +33,7 @@ from mii_core.batch import RaggedBatch
 from mii_core.distributed.parallel_context import ParallelContext
 from mii_core.model.layers import DecoderLayer
 from mii_core.model.ops import KernelOps
-from mii_core.model.parallel import ReplicatedEmbedding, ReplicatedLinear, VocabParallelEmbedding
+from mii_core.model.parallel import ReplicatedEmbedding, ReplicatedLinear, VocabParallelEmbedding, VocabParallelHead
 from mii_core.model.parameters import empty_parameter
 from mii_core.model.parts import DecoderParts
 from mii_core.model.spec import DecoderSpec
@@ -76,7 +76,7 @@ class DecoderModel(nn.Module):
         self.final_norm = self.parts.norm(spec, kernels, device, dtype) if spec.final_norm else None
         self.project_out = ReplicatedLinear(spec.hidden_size, spec.word_embed_dim, False, kernels, device, dtype) \
             if self.project_in is not None else None
-        self.lm_head = self.embed if spec.tie_word_embeddings else VocabParallelEmbedding(
+        self.lm_head = self.embed if spec.tie_word_embeddings else VocabParallelHead(
             spec.vocab_size, spec.word_embed_dim, ctx, device, dtype)
         self.lm_head_bias = None
         if spec.lm_head_bias:  # split over ranks as the head's rows are
@@ -99,7 +99,7 @@ class DecoderModel(nn.Module):
             last_hidden = self.final_norm(last_hidden)
         if self.project_out is not None:
             last_hidden = self.project_out(last_hidden)
-        logits = self.lm_head.logits(last_hidden, self.lm_head_bias, self.kernels.linear)
+        logits = self.lm_head.logits(last_hidden, self.lm_head_bias, self.kernels)
         cap = self.spec.final_logit_softcap
         return logits if cap is None else torch.tanh(logits / cap) * cap
 

@@ -197,19 +197,26 @@ class VocabParallelEmbedding(nn.Module):
         self.ctx, self.vocab_size = ctx, vocab_size
         padded = -(-vocab_size // ctx.world_size) * ctx.world_size
         self.start, self.local_rows = ctx.even_slice(padded)
-        self.weight = empty_parameter((self.local_rows, hidden_size), device, dtype)
+        self._make_table((self.local_rows, hidden_size), device, dtype)
         self.weight.weight_loader = self._load
         self.bias = empty_parameter((self.local_rows,), device, dtype) if bias else None
         if self.bias is not None:
             self.bias.weight_loader = self._load
 
+    def _make_table(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> None:
+        self.weight = empty_parameter(shape, device, dtype)
+
     def _load(self, param: nn.Parameter, loaded: torch.Tensor, _shard: ShardId, name: str = "") -> None:
         if loaded.shape[0] != self.vocab_size:
             raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}, expected "
                              f"{(self.vocab_size, *param.shape[1:])}")
-        rows = max(0, min(self.local_rows, self.vocab_size - self.start))
         param.data.zero_()
-        copy_checking_shape(param.data.narrow(0, 0, rows), loaded.narrow(0, self.start, rows), name)
+        copy_checking_shape(param.data.narrow(0, 0, self._rows_held()), loaded.narrow(0, self.start,
+                                                                                   self._rows_held()), name)
+
+    def _rows_held(self) -> int:
+        """This rank's rows that hold vocabulary entries (the rest pad the vocabulary to the world size)."""
+        return max(0, min(self.local_rows, self.vocab_size - self.start))
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         if self.ctx.world_size == 1:
@@ -219,9 +226,43 @@ class VocabParallelEmbedding(nn.Module):
         hidden = nn.functional.embedding(local_ids.clamp(0, self.local_rows - 1), self.weight)
         return self.ctx.all_reduce(hidden * mine.unsqueeze(-1).to(hidden.dtype))
 
-    def logits(self, hidden: torch.Tensor, bias: Optional[torch.Tensor] = None,
-               linear=nn.functional.linear) -> torch.Tensor:
-        """float32 logits [S, vocab]: each rank scores its rows (``linear``: the kernel op), then the ranks'
+    def logits(self, hidden: torch.Tensor, bias: Optional[torch.Tensor], kernels) -> torch.Tensor:
+        """float32 logits [S, vocab]: each rank scores its rows (``kernels``' linear op), then the ranks'
         columns are gathered."""
-        local = linear(hidden, self.weight, bias).float()
-        return self.ctx.all_gather_last(local)[..., :self.vocab_size]
+        return self._gathered(kernels.linear(hidden, self.weight, bias))
+
+    def _gathered(self, local: torch.Tensor) -> torch.Tensor:
+        return self.ctx.all_gather_last(local.float())[..., :self.vocab_size]
+
+
+class VocabParallelHead(VocabParallelEmbedding):
+    """An LM head of its own (not tied to the embedding), its vocabulary rows split over ranks as the
+    embedding's. In a model built quantizing, its weight is quantized as it loads, as a linear layer's is, and
+    the logits come from ``quant_linear``: a decode step reads the head whole (Llama-3's 128K vocabulary:
+    1 GB in bf16, a tenth of W2's bytes). A head tied to the embedding stays in full precision, as the
+    embedding's gather needs it."""
+
+    def _make_table(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> None:
+        self.weight_slot = WeightSlot(shape, device, dtype, building_mode())
+        self.weight = self.weight_slot.param
+
+    def _load(self, param: nn.Parameter, loaded: torch.Tensor, shard: ShardId, name: str = "") -> None:
+        if param is not self.weight:  # the head's bias
+            return super()._load(param, loaded, shard, name)
+        if loaded.shape[0] != self.vocab_size:
+            raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}, expected "
+                             f"{(self.vocab_size, *param.shape[1:])}")
+        rows, buffer = self._rows_held(), self.weight_slot.buffer()
+        self.weight_slot.copy(buffer.narrow(0, 0, rows), loaded.narrow(0, self.start, rows), name)
+        if rows < self.local_rows:  # the padding rows arrive as zeros, so that the slot sees every row
+            padding = loaded.new_zeros((self.local_rows - rows, *loaded.shape[1:]))
+            self.weight_slot.copy(buffer.narrow(0, rows, self.local_rows - rows), padding, name)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        raise TypeError("an LM head of its own scores hidden states (logits); it embeds no tokens")
+
+    def logits(self, hidden: torch.Tensor, bias: Optional[torch.Tensor], kernels) -> torch.Tensor:
+        quantized = self.weight_slot.quantized
+        if quantized is None:
+            return super().logits(hidden, bias, kernels)
+        return self._gathered(kernels.quant_linear(hidden, quantized, bias))

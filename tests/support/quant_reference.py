@@ -22,6 +22,9 @@ from safetensors.torch import load_file, save_file
 
 E4M3_MAX, E3M2_MAX = 448.0, 28.0
 WEIGHT_ONLY_MAX_TOKENS = 8
+# the engine's LM head scores only the rows whose logits are wanted (here one a sequence, each prompt alone):
+# weight-only whatever the step's tokens, so its input is never quantized here
+HEAD = "lm_head.weight"
 
 
 def e3m2_table() -> torch.Tensor:
@@ -92,7 +95,7 @@ def write_reference(source: Path, dest: Path, policy, quantized: set[str], mode:
             groups = ranks if target.param_name in split_columns else 1
             tensors[name] = dequantized(tensor, mode, -1 if target.rule.transpose else -2, groups,
                                         param_amax.get(target.param_name))
-            if not _is_expert(target.param_name):
+            if not _is_expert(target.param_name) and target.param_name != HEAD:
                 linears.add(name)
         save_file(tensors, str(file), metadata={"format": "pt"})
     return dest, linears
