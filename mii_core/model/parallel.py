@@ -210,9 +210,9 @@ class VocabParallelEmbedding(nn.Module):
         if loaded.shape[0] != self.vocab_size:
             raise ValueError(f"checkpoint tensor '{name}' has shape {tuple(loaded.shape)}, expected "
                              f"{(self.vocab_size, *param.shape[1:])}")
+        rows = self._rows_held()
         param.data.zero_()
-        copy_checking_shape(param.data.narrow(0, 0, self._rows_held()), loaded.narrow(0, self.start,
-                                                                                   self._rows_held()), name)
+        copy_checking_shape(param.data.narrow(0, 0, rows), loaded.narrow(0, self.start, rows), name)
 
     def _rows_held(self) -> int:
         """This rank's rows that hold vocabulary entries (the rest pad the vocabulary to the world size)."""
@@ -239,8 +239,8 @@ class VocabParallelHead(VocabParallelEmbedding):
     """An LM head of its own (not tied to the embedding), its vocabulary rows split over ranks as the
     embedding's. In a model built quantizing, its weight is quantized as it loads, as a linear layer's is, and
     the logits come from ``quant_linear``: a decode step reads the head whole (Llama-3's 128K vocabulary:
-    1 GB in bf16, a tenth of W2's bytes). A head tied to the embedding stays in full precision, as the
-    embedding's gather needs it."""
+    1 GB in bf16, about a sixteenth of W2's bytes). A head tied to the embedding stays in full precision, as
+    the embedding's gather needs it."""
 
     def _make_table(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> None:
         self.weight_slot = WeightSlot(shape, device, dtype, building_mode())

@@ -4,7 +4,7 @@ full-precision weight becomes one, and the mode a model is being built in.
 What is quantized: every linear layer's weight (q/k/v/o, the MLPs, project in/out), every MoE expert's
 matrices, and the LM head where it is not tied to the embedding (``VocabParallelHead``: a decode step reads it
 whole; held-out perplexity of the quality test's trained model with the head quantized as well: fp8 +0.02%,
-wf6af16 +0.24%, 2026-12-03). What is not: embeddings (a gather; so a head tied to them either), norms, biases,
+wf6af16 +0.24%, 2026-12-03). What is not: embeddings (a gather; so neither is a head tied to them), norms, biases,
 MoE routers and the shared-expert gate (a few [E, H] values that decide the routing): they stay in the
 model's dtype.
 
