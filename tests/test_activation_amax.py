@@ -144,7 +144,7 @@ def attention_without_amax(q, k_cache, v_cache, batch, params):
 
 
 def attention_block(tokens, **replaced):
-    """A Llama attention block in mode "fp8" run once over a prompt of ``tokens``; its output and the block."""
+    """The output of a Llama attention block in mode "fp8" run once over a prompt of ``tokens``."""
     from mii_core.batch import build_ragged_batch
     from mii_core.model.attention import Attention
     from mii_core.model.rotary import RotaryEmbedding
@@ -160,11 +160,11 @@ def attention_block(tokens, **replaced):
     cache = [torch.zeros(2, 16, 2, 8) for _ in range(2)]
     rotary = RotaryEmbedding(spec.rope, spec.head_dim, spec.max_position_embeddings, torch.device("cpu"))
     rope = rotary.tables(batch, torch.float32)
-    return block(hidden(tokens), batch, rope, cache), block
+    return block(hidden(tokens), batch, rope, cache)
 
 
 def test_the_attention_hands_the_o_projection_its_outputs_largest_value():
-    _out, _block = attention_block(12, quant_linear=f"{__name__}:recording_quant_linear")
+    attention_block(12, quant_linear=f"{__name__}:recording_quant_linear")
     qkv, o_proj = SEEN
     assert qkv["in_features"] == HIDDEN and qkv["x_amax"] is None  # the block's input: no norm before it here
     assert o_proj["in_features"] == 32 and o_proj["x_amax"] == o_proj["largest_x"] > 0
@@ -174,10 +174,10 @@ def test_the_attention_hands_the_o_projection_its_outputs_largest_value():
 
 
 def test_the_kernel_set_joins_the_amax_after_an_attention_that_cannot():
-    out, block = attention_block(12, quant_linear=f"{__name__}:recording_quant_linear",
-                                 paged_attention=f"{__name__}:attention_without_amax")
+    out = attention_block(12, quant_linear=f"{__name__}:recording_quant_linear",
+                          paged_attention=f"{__name__}:attention_without_amax")
     assert [call["op"] for call in SEEN] == ["quant_linear", "paged_attention", "quant_linear"]
     assert SEEN[2]["x_amax"] == SEEN[2]["largest_x"] > 0
     SEEN.clear()
-    plain, _ = attention_block(12)  # the reference ops throughout: the same output
+    plain = attention_block(12)  # the reference ops throughout: the same output
     torch.testing.assert_close(out, plain, rtol=0, atol=0)
