@@ -17,8 +17,9 @@ the first step, all prompts are prefilled in that step (a shared prefix once), a
 The larger of the two is the floor a figure is held against.
 
 Quantized weights (``quantization_mode``): the matmul weights (dense and experts) are read at the mode's
-bytes per weight (``MODE_WEIGHT_BYTES``; the per-row float32 scales, 4 bytes per row, are left out) while
-the LM head and the KV cache keep the model's dtype; "fp8"'s FP8 tensor cores are taken at twice the
+bytes per weight (``MODE_WEIGHT_BYTES``; the per-row float32 scales, 4 bytes per row, are left out), and so is
+the LM head where it is not tied to the embedding (the engine quantizes such a head too), while a tied head and
+the KV cache keep the model's dtype; "fp8"'s FP8 tensor cores are taken at twice the
 measured 16-bit matmul rate (``MODE_FLOPS_FACTOR``: Hopper's and Ada's peak ratio, not measured here).
 """
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ class Geometry:
     sliding_layers: int | None = None  # layers that use the window (Gemma-2: every other); None: all of them
     weight_bytes: float = 0  # bytes per dense/expert matmul weight; 0: dtype_bytes (a quantized mode sets it)
     kv_dtype_bytes: int = 0  # bytes per K/V element in the cache; 0: dtype_bytes (1 for an FP8 KV cache)
+    head_tied: bool = False  # the LM head is the embedding's table (then never quantized)
 
     @classmethod
     def from_config(cls, cfg, dtype_bytes):
@@ -66,7 +68,8 @@ class Geometry:
                    head_params=cfg["vocab_size"] * h, dtype_bytes=dtype_bytes,
                    expert_params=sparse * experts * expert_mlp, experts=experts if sparse else 1,
                    top_k=(cfg.get("num_experts_per_tok") or 1) if sparse else 1,
-                   sliding_window=window, sliding_layers=windowed)
+                   sliding_window=window, sliding_layers=windowed,
+                   head_tied=cfg.get("tie_word_embeddings", True))  # transformers' default where unsaid
 
     def quantized(self, mode):
         """This geometry with its matmul weights in quantization mode ``mode`` (None: unchanged)."""
@@ -75,6 +78,11 @@ class Geometry:
     @property
     def matmul_weight_bytes(self):
         return self.weight_bytes or self.dtype_bytes
+
+    @property
+    def head_bytes(self):
+        """Bytes the LM head's weights take: a quantized mode's where the head is its own, else the dtype's."""
+        return self.dtype_bytes if self.head_tied else self.matmul_weight_bytes
 
     @property
     def kv_bytes_per_token(self):
@@ -93,7 +101,7 @@ class Geometry:
     @property
     def streamed_weight_bytes(self):
         """Weights a step touching every expert reads: every matmul weight (the embedding is only gathered)."""
-        return (self.dense_params + self.expert_params) * self.matmul_weight_bytes + self.head_params * self.dtype_bytes
+        return (self.dense_params + self.expert_params) * self.matmul_weight_bytes + self.head_params * self.head_bytes
 
     def active_params(self):
         """Matmul params one token passes, LM head excluded."""
@@ -118,7 +126,7 @@ class Geometry:
         """Weights one step with `tokens` tokens must read: the dense ones, the LM head, the experts reached."""
         reach = self.experts_reached(tokens) / self.experts if self.expert_params else 0.0
         return (self.dense_params + self.expert_params * reach) * self.matmul_weight_bytes \
-            + self.head_params * self.dtype_bytes
+            + self.head_params * self.head_bytes
 
     def attention_flops(self, keys, layers=None):
         """QK^T and PV for `keys` (query, key) pairs in each of `layers` layers (default all)."""

@@ -70,14 +70,23 @@ def test_llama3_8b_geometry_and_brief_w1_figures():
 
 
 def test_quantized_weights_are_read_at_the_modes_bytes():
-    # UNIT at 2 bytes per value: FP8 reads the 10 matmul weights at 1 byte, FP6 at 0.75; the LM head (5)
-    # and the KV cache (8 bytes per token) keep 2
+    # UNIT at 2 bytes per value: FP8 reads the 10 matmul weights at 1 byte, FP6 at 0.75, and so an LM head of
+    # its own (5); a head tied to the embedding and the KV cache (8 bytes per token) keep 2
     bf16 = floors.Geometry(layers=1, heads=1, kv_heads=1, head_dim=2, dense_params=10, head_params=5, dtype_bytes=2)
-    assert bf16.quantized(None) is bf16
-    assert bf16.quantized("fp8").streamed_weight_bytes == 10 * 1 + 5 * 2
-    assert bf16.quantized("wf6af16").step_weight_bytes(1) == 10 * 0.75 + 5 * 2
-    f = floors.workload_floor(bf16.quantized("wf8af16"), [3, 2], [2, 1], matmul_flops=1e9, read_Bps=1)
+    tied = floors.Geometry(layers=1, heads=1, kv_heads=1, head_dim=2, dense_params=10, head_params=5, dtype_bytes=2,
+                           head_tied=True)
+    assert bf16.quantized(None) is bf16 and bf16.streamed_weight_bytes == 10 * 2 + 5 * 2
+    assert bf16.quantized("fp8").streamed_weight_bytes == 10 * 1 + 5 * 1
+    assert tied.quantized("fp8").streamed_weight_bytes == 10 * 1 + 5 * 2
+    assert bf16.quantized("wf6af16").step_weight_bytes(1) == 10 * 0.75 + 5 * 0.75
+    f = floors.workload_floor(tied.quantized("wf8af16"), [3, 2], [2, 1], matmul_flops=1e9, read_Bps=1)
     assert f["memory_s"] == 20 + 20 + 4 * 8  # weights in each of 2 steps + 4 tokens of KV in the decode step
+
+
+def test_a_configs_head_is_tied_unless_it_says_otherwise():
+    shape = dict(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, vocab_size=10)
+    assert floors.Geometry.from_config(shape, dtype_bytes=2).head_tied  # transformers' default
+    assert not floors.Geometry.from_config({**shape, "tie_word_embeddings": False}, dtype_bytes=2).head_tied
 
 
 def test_windowed_and_full_layers_by_hand():
