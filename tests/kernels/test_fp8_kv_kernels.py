@@ -132,6 +132,15 @@ def test_triton_attention_over_fp8_matches_reference(name):
     torch.testing.assert_close(got.float(), want, **TOLERANCE)
 
 
+@pytest.mark.parametrize("config", sorted(triton_attention.CONFIGS))
+def test_every_launch_config_over_fp8_matches_reference(config):
+    """Each named config whole (its own tiles, warps and stages: what kernel_bench_attention times), so that
+    every one also reaches the sm_90 compile check (tests/kernels/test_compiles_for_gpu.py)."""
+    params = dict(config=dict(triton_attention.CONFIGS[config]))
+    got, want = fp8_case(params, seed=len(config), **MIXED)
+    torch.testing.assert_close(got.float(), want, **TOLERANCE)
+
+
 @pytest.mark.parametrize("q_dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["plain", "softcap", "split-decodes"])
 def test_16_bit_queries_over_fp8_take_float16_products(name, q_dtype):

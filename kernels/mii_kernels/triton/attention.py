@@ -76,6 +76,10 @@ CONFIGS: dict[str, dict] = {
     # the H200 (kernel_bench_attention.py, W1's decode step per layer) the long tiles took 250.5 against 265.5
     # µs, then 235.8 against 268.4 in a second session; W2's steps as fast or faster (7.5 against 9.3 µs)
     "fp8_narrow": {**_DEFAULT, **dict(decode_fp8_block_n_scale=1)},
+    # candidates for the FP8 decode's shared-memory stall (Nsight, tenth session: short_scoreboard first at
+    # 2.4 TB/s): twice the warps to hide it, or one more stage of tiles in flight; not measured yet
+    "fp8_w8": {**_DEFAULT, **dict(decode_warps=8)},
+    "fp8_stages4": {**_DEFAULT, **dict(decode_stages=4)},
     # a split decode's splits merged by the last of them to finish instead of by the reduce kernel (no launch,
     # no launch gap). Slower on the H200: W2's attention (a decode of 192 keys, 32 layers) took 0.364 ms
     # against 0.169 + 0.092 with the reduce kernel (profile_steps.py, 2026-12-03, bf16 cache); kept to measure
