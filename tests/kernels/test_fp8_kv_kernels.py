@@ -99,12 +99,13 @@ def test_triton_write_stores_the_references_bytes(tokens, q_heads, kv_heads, dim
         assert torch.equal(got.view(torch.uint8), want.view(torch.uint8))
 
 
-def fp8_case(params: dict, seed: int, q_dtype: torch.dtype = DTYPE, v_slot_major: bool = False, **layout_options):
+def fp8_case(params: dict, seed: int, q_dtype: torch.dtype = DTYPE, v_slot_major: bool = False,
+             block_size: int | None = None, **layout_options):
     """A Triton attention case over FP8 caches: the kernel's poisoned outside the visible keys (NaN), the
     reference's clean, both given the queries in ``q_dtype``; (got, want). ``v_slot_major``: the kernel's
     value cache stored along its slots (``slot_major``)."""
     q_heads, kv_heads, head_dim = LLAMA_HEADS
-    case = make_case(layout(seed, **layout_options), q_heads, kv_heads, head_dim, by_device(8, 16),
+    case = make_case(layout(seed, **layout_options), q_heads, kv_heads, head_dim, block_size or by_device(8, 16),
                      window=params.get("window"))
     scales = distinct_scales(kv_heads)
     slopes = torch.linspace(0.05, 0.6, q_heads, device=DEVICE) if params.get("alibi") else None
@@ -215,3 +216,23 @@ def test_attention_reads_a_slot_major_value_cache(name, q_dtype):
     got, want = fp8_case(FP8_ATTENTION[name], seed=7 + len(name), q_dtype=q_dtype, v_slot_major=True, **MIXED)
     tolerance = TOLERANCE if q_dtype == DTYPE else dict(atol=1.5e-2, rtol=1e-2)
     torch.testing.assert_close(got.float(), want, **tolerance)
+
+
+def test_slot_major_values_load_as_vectors_only_where_their_runs_are_aligned():
+    """The kernels take a slot-major value cache's slots 16 at a time (one vector) only where the block size,
+    every stride but the slot's and the start are multiples of 16 bytes; otherwise a slot at a time."""
+    plain = empty_caches(3, 16, 2, 32)[1]
+    assert triton_attention._value_layout(plain) == 0
+    assert triton_attention._value_layout(slot_major(plain)) == triton_attention.SLOTS_IN_RUNS
+    assert triton_attention._value_layout(slot_major(empty_caches(3, 8, 2, 32)[1])) == 1
+    shifted = torch.zeros(3 * 2 * 32 * 16 + 1, dtype=torch.uint8, device=DEVICE)[1:]
+    view = shifted.view(3, 2, 32, 16).permute(0, 3, 1, 2).view(FP8)
+    assert triton_attention.values_along_slots(view) and triton_attention._value_layout(view) == 1
+
+
+@pytest.mark.parametrize("name", ["plain", "split-decodes", "window"])
+def test_attention_reads_slot_major_values_in_aligned_runs(name):
+    """Blocks of 16 slots: the values load 16 slots a vector, tiles start on multiples of 16 keys (a sliding
+    window's first tile does not, and loads a slot at a time); on the GPU a wrong claim reads wrong values."""
+    got, want = fp8_case(FP8_ATTENTION[name], seed=11 + len(name), v_slot_major=True, block_size=16, **MIXED)
+    torch.testing.assert_close(got.float(), want, **TOLERANCE)

@@ -298,11 +298,12 @@ def test_launch_config_is_read_from_the_environment_when_the_op_is_made(monkeypa
     assert triton_attention.TritonAttention().config == triton_attention.CONFIGS["default"]
 
 
-def test_the_op_asks_for_values_along_slots_only_where_its_config_says():
-    """The layout measured 2.2x slower on the H200 (W1's decode attention) is the engine's only with config
-    ``fp8_values_along_slots``; the kernel reads it under any config (the layout tests above)."""
-    assert not triton_attention.TritonAttention().reads_slot_major_values
-    assert triton_attention.TritonAttention("fp8_values_along_slots").reads_slot_major_values
+def test_the_op_asks_for_values_along_slots_unless_its_config_says_features():
+    """The layout measured faster on the H200 (W1's decode attention) is the default; config
+    ``fp8_values_along_features`` keeps the plain one. The kernel reads both under any config (the layout
+    tests in test_fp8_kv_kernels.py)."""
+    assert triton_attention.TritonAttention().reads_slot_major_values
+    assert not triton_attention.TritonAttention("fp8_values_along_features").reads_slot_major_values
 
 
 @pytest.mark.parametrize("in_kernel", [False, True])

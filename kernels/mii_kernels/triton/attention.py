@@ -51,6 +51,8 @@ from mii_kernels.triton.hardware import saturated_f16
 LOG2_E = 1.4426950408889634
 LOG2_E_JIT = tl.constexpr(LOG2_E)  # a compiled kernel reads only constexpr globals (the interpreter reads any)
 NEG_BIG = tl.constexpr(-1.0e30)  # running max starts finite so a fully masked row never computes inf - inf
+SLOTS_IN_RUNS = 2  # V_SLOT_MAJOR of a slot-major value cache whose slots load as 16-byte vectors
+SLOTS_IN_RUNS_JIT = tl.constexpr(SLOTS_IN_RUNS)
 MAX_HEAD_SIZE = 1024  # a key or value head of up to this many features (padded to a power of two)
 
 # Launch settings, chosen by name (env MII_TRITON_ATTENTION_CONFIG, read when a kernel set builds its
@@ -64,7 +66,7 @@ _DEFAULT = dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefil
                 decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
                 decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
                 decode_max_splits=64, decode_fp8_block_n_scale=2, decode_merge_in_kernel=False,
-                fp8_values_along_slots=False)
+                fp8_values_along_slots=True)
 CONFIGS: dict[str, dict] = {
     "default": _DEFAULT,
     "small_tiles": {**_DEFAULT, **dict(prefill_block_m=64, prefill_warps=4, decode_block_n=32, decode_stages=4,
@@ -84,11 +86,12 @@ CONFIGS: dict[str, dict] = {
     # no launch gap). Slower on the H200: W2's attention (a decode of 192 keys, 32 layers) took 0.364 ms
     # against 0.169 + 0.092 with the reduce kernel (profile_steps.py, 2026-12-03, bf16 cache); kept to measure
     "merge_in_kernel": {**_DEFAULT, **dict(decode_merge_in_kernel=True)},
-    # an FP8 cache's values stored along each block's slots (the engine then allocates them so: this op
+    # the default asks the engine to store an FP8 cache's values along each block's slots (this op then
     # declares reads_slot_major_values): a V tile reaches the product through shared memory once, not twice
-    # (42 KB a program against 75 on sm_90), but loading it transposed is slower on the H200: W1's decode
-    # step per layer 543 against 241 µs (kernel_bench_attention.py --v-layout, 2026-12-03); kept to measure
-    "fp8_values_along_slots": {**_DEFAULT, **dict(fp8_values_along_slots=True)},
+    # (42 KB a program against 75 on sm_90). On the H200 W1's decode step per layer took 200 against 242 µs
+    # along the features, and W1 with fp8 weights 13,684 against 11,651 output tok/s, in one run
+    # (2026-12-03, once the slots loaded as vectors: SLOTS_IN_RUNS). This is the features layout, to measure
+    "fp8_values_along_features": {**_DEFAULT, **dict(fp8_values_along_slots=False)},
 }
 
 
@@ -114,8 +117,8 @@ class TritonAttention:
 
     def __init__(self, config: str | dict | None = None) -> None:
         self.config = launch_config(config)
-        # reads a value cache stored along its slots (slot_major_values) whatever the config; asks the engine
-        # for one only where the config says so (slower on the H200, above)
+        # reads a value cache stored along its slots (slot_major_values) or its features whatever the config;
+        # asks the engine for the slots where the config says so (the default: faster on the H200, above)
         self.reads_slot_major_values = self.config["fp8_values_along_slots"]
         self._arrivals: dict[torch.device, torch.Tensor] = {}
 
@@ -209,7 +212,8 @@ def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row,
         l_i = l_i * alpha + tl.sum(p, 1)
         if V_SLOT_MAJOR:
             v = _load_values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_vb, stride_vt,
-                                         stride_vh, stride_vd, q, BLOCK_SIZE, DV, DV_PAD, MASKED)
+                                         stride_vh, stride_vd, q, BLOCK_N, BLOCK_SIZE, DV, DV_PAD, MASKED,
+                                         V_SLOT_MAJOR == SLOTS_IN_RUNS_JIT and not USE_WINDOW)
         else:
             row = block[:, None] * stride_vb + (keys % BLOCK_SIZE)[:, None] * stride_vt + kv_head * stride_vh
             if MASKED or DV < DV_PAD:
@@ -226,17 +230,24 @@ def _attend(acc, m_i, l_i, q, q_tail, q_pos, slope, k_cache, v_cache, table_row,
 
 @triton.jit
 def _load_values_along_slots(v_cache, block, keys, key_ok, kv_head, offs_dv, stride_vb, stride_vt, stride_vh,
-                             stride_vd, q, BLOCK_SIZE: tl.constexpr, DV: tl.constexpr, DV_PAD: tl.constexpr,
-                             MASKED: tl.constexpr):
+                             stride_vd, q, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DV: tl.constexpr,
+                             DV_PAD: tl.constexpr, MASKED: tl.constexpr, IN_RUNS: tl.constexpr):
     """A tile of an FP8 cache's values stored along each block's slots, [keys, features] in q's dtype: loaded
     as its transpose (a feature's keys adjacent bytes), converted, then transposed back, so that it reaches
     the product as a key tile does, through shared memory once (sm_90: no float16 copy of it written back).
-    Its scale is applied at the output (_fp8_operands)."""
+    Its scale is applied at the output (_fp8_operands). ``IN_RUNS``: the cache's slots lie in aligned runs of 16
+    bytes (``SLOTS_IN_RUNS``) and every tile starts on a multiple of 16 keys (no sliding window moves the first)."""
     row = block[None, :] * stride_vb + (keys % BLOCK_SIZE)[None, :] * stride_vt + kv_head * stride_vh
     # no load mask: every address is valid (a masked key's block reads as block 0, a padded feature as the
     # last), and what must read as 0 is selected after. A masked byte-wise load cost 105 registers a thread.
     features = tl.minimum(offs_dv, DV - 1) if DV < DV_PAD else offs_dv
-    vt = tl.load(v_cache + row + features[:, None] * stride_vd)
+    offsets = row + features[:, None] * stride_vd
+    if IN_RUNS and BLOCK_N % 16 == 0:
+        # a tile's keys are then runs of 16 adjacent bytes (one vector) starting on a multiple of 16; Triton cannot
+        # see that through the block table, and untold it loaded an edge tile a byte at a time (128 LDG.E.U8 in
+        # sm_90's SASS; 2.2x slower at W1 on the H200)
+        offsets = tl.max_contiguous(tl.multiple_of(offsets, [1, 16]), [1, 16])
+    vt = tl.load(v_cache + offsets)
     if MASKED or DV < DV_PAD:
         vt = tl.where((key_ok if MASKED else keys >= 0)[None, :] & (offs_dv[:, None] < DV), vt, 0)
     return tl.trans(vt.to(tl.float8e4nv, bitcast=True).to(q.dtype))
@@ -557,6 +568,17 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     return out
 
 
+def _value_layout(v_cache: torch.Tensor) -> int:
+    """The kernels' ``V_SLOT_MAJOR``: 0 values along the features, 1 along each block's slots, ``SLOTS_IN_RUNS``
+    along the slots with every run of 16 slots 16-byte aligned (each stride but the slot's, the block size and
+    the start multiples of 16), so that a tile loads as vectors."""
+    if not values_along_slots(v_cache):
+        return 0
+    # in bytes: an FP8 cache's elements are bytes
+    aligned = (v_cache.stride(0), v_cache.stride(2), v_cache.stride(3), v_cache.shape[1], v_cache.data_ptr())
+    return SLOTS_IN_RUNS if v_cache.element_size() == 1 and all(x % 16 == 0 for x in aligned) else 1
+
+
 def _check_inputs(q, k_cache, v_cache, batch, params: AttentionParams) -> None:
     if q.dim() != 3 or k_cache.dim() != 4 or v_cache.dim() != 4 or k_cache.shape[:3] != v_cache.shape[:3]:
         raise ValueError(f"paged_attention takes q [T, Hq, D], k_cache [blocks, block_size, Hkv, D] and v_cache "
@@ -596,7 +618,7 @@ def _common_args(q, k_cache, v_cache, out, batch, params: AttentionParams):
                 USE_SOFTCAP=cap is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
                 FP8_KV=params.kv_scales is not None,
                 FP8_F16_DOTS=params.kv_scales is not None and q.dtype != torch.float32,
-                V_SLOT_MAJOR=values_along_slots(v_cache))
+                V_SLOT_MAJOR=_value_layout(v_cache))
     slopes = params.alibi_slopes if params.alibi_slopes is not None else q  # a placeholder, never read
     kv_scales = params.kv_scales if params.kv_scales is not None else q  # a placeholder, never read
     return (slopes, kv_scales), strides, meta
