@@ -60,6 +60,11 @@ class Attention(nn.Module):
         block may hand it the input's absmax (``FeedsLinears``); None for a subclass without one."""
         return getattr(self, "qkv", None)
 
+    def takes_deferred_norm(self) -> bool:
+        """Whether the norm before this block may leave its output to ``input_linear`` (``deferred_norm``): this
+        forward passes its input straight into it; a subclass with a forward of its own may not."""
+        return type(self).forward is Attention.forward
+
     def forward(self, hidden: torch.Tensor, batch: RaggedBatch, rope: Rope,
                 kv_cache: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         q_size = self.local_heads * self.head_dim

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.deferred_norm import DeferredNorm, folds_into
 from mii_core.model.ops import KernelOps
 from mii_core.model.parts import DecoderParts
 from mii_core.model.spec import DecoderSpec
@@ -33,9 +34,12 @@ class DecoderLayer(nn.Module):
         if spec.layout != "parallel" or spec.parallel_norms == 2:
             self.mlp_norm = parts.norm(spec, kernels, device, dtype)
         self.mlp = parts.mlp(spec, ctx, kernels, device, dtype, layer_index)
+        self.defers = (False, False)
         if spec.layout == "sequential":  # each norm's output goes straight into its block
             _feed(self.attn_norm, self.attn)
             _feed(self.mlp_norm, self.mlp)
+            # whether each block's input linear computes its norm (a decode step's GEMV: deferred_norm.py)
+            self.defers = (folds_into(self.attn_norm, self.attn), folds_into(self.mlp_norm, self.mlp))
         self._forward = {"sequential": self._sequential, "parallel": self._parallel,
                          "post_norm": self._post_norm}[spec.layout]
 
@@ -47,10 +51,19 @@ class DecoderLayer(nn.Module):
         return (norm(hidden), hidden) if residual is None else norm(hidden, residual)
 
     def _sequential(self, hidden, residual, batch, rope, kv_cache):
-        normed, residual = self._norm(self.attn_norm, hidden, residual)
-        attn_out = self.attn(normed, batch, rope, kv_cache)
-        normed, residual = self.mlp_norm(attn_out, residual)
-        return self.mlp(normed), residual
+        attn_out, residual = self._through(self.attn_norm, self.attn, self.defers[0], hidden, residual, batch, rope,
+                                           kv_cache)
+        return self._through(self.mlp_norm, self.mlp, self.defers[1], attn_out, residual)
+
+    def _through(self, norm: nn.Module, block: nn.Module, defer: bool, hidden: torch.Tensor, residual: Residual,
+                 *args) -> tuple[torch.Tensor, torch.Tensor]:
+        """(block(norm(hidden [+ residual]), *args), the residual stream after the norm); with ``defer`` the
+        block's input linear computes the norm (:class:`DeferredNorm`)."""
+        if defer:
+            deferred = DeferredNorm(norm, hidden, residual)
+            return block(deferred, *args), deferred.summed()
+        normed, residual = self._norm(norm, hidden, residual)
+        return block(normed, *args), residual
 
     def _parallel(self, hidden, residual, batch, rope, kv_cache):
         normed, residual = self._norm(self.attn_norm, hidden, residual)

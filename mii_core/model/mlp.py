@@ -39,6 +39,10 @@ class MLP(nn.Module):
         """The linear this block's input goes into as it is (up, or the fused gate|up): see ``Attention``'s."""
         return self.up
 
+    def takes_deferred_norm(self) -> bool:
+        """As ``Attention.takes_deferred_norm``: this forward passes its input straight into ``up``."""
+        return type(self).forward is MLP.forward
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         up = self.up(hidden)
         if not self.gated:

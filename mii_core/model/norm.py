@@ -45,6 +45,11 @@ class Norm(FeedsLinears, nn.Module):
             self.bias = empty_parameter((size,), device, dtype)
             self.bias.weight_loader = load_whole
 
+    def folds_into_linear(self) -> bool:
+        """Whether a linear may compute this norm as it reads its input (``deferred_norm``): an RMSNorm whose
+        forward is this one (the fused ops' contract is ``rms_norm``'s)."""
+        return self.kind == "rms" and type(self).forward is Norm.forward
+
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None):
         """norm(x); with ``residual``: (norm(x + residual), x + residual), fused by the kernel."""
         amax = self._amax_for(x)

@@ -117,6 +117,16 @@ calls the ops one after the other.
     launches one kernel fewer a layer.
 ``gated_quant_linear(x, weight: QuantizedWeight, bias, activation) -> Tensor``
     The same with ``quant_linear``.
+``rms_norm_linear(x, residual, norm_weight, eps, weight, bias) -> (Tensor, Tensor)``
+    ``(linear(normed, weight, bias), summed)`` for ``normed, summed = rms_norm(x, norm_weight, eps, residual)``
+    (``summed`` is x itself where ``residual`` is None). The normalised values are rounded as ``rms_norm``
+    rounds them; the statistics may be summed in another order (float32), so a value may land one rounding
+    step apart. A GEMV normalises x as it reads it: a decode step writes and reads no normalised tensor and
+    launches one kernel fewer a norm (two a layer).
+``rms_norm_quant_linear(x, residual, norm_weight, eps, weight: QuantizedWeight, bias) -> (Tensor, Tensor)``
+    The same with ``quant_linear``. Unlike the gated ops, the kernel set does not compose these two itself
+    where a fused op returns ``NotImplemented``: the norm's block does (``model/deferred_norm.py``), since only
+    it hands the norm's absmax on to the linear.
 
 What blocks do with torch directly, and why not through an op: embedding lookups (a gather, no
 arithmetic worth a kernel: ``parallel.py``), the collectives of tensor parallelism (``ParallelContext``),
@@ -148,7 +158,9 @@ OP_NAMES = ("rms_norm", "offset_rms_norm", "layer_norm", "rotary_write_kv", "pag
             "moe_experts", "linear", "quant_linear", "quant_moe_experts")
 # the fused ops (contracts above): each with the ops it does the work of
 FUSED_OPS = {"gated_linear": ("gated_activation", "linear"),
-             "gated_quant_linear": ("gated_activation", "quant_linear")}
+             "gated_quant_linear": ("gated_activation", "quant_linear"),
+             "rms_norm_linear": ("rms_norm", "linear"),
+             "rms_norm_quant_linear": ("rms_norm", "quant_linear")}
 
 
 @dataclass(frozen=True)
@@ -228,6 +240,15 @@ class KernelOps(Protocol):
     def quant_moe_experts(self, x: "torch.Tensor", topk_weights: "torch.Tensor", topk_ids: "torch.Tensor",
                           w_gate_up: "QuantizedWeight", w_down: "QuantizedWeight",
                           activation: str) -> "torch.Tensor": ...
+
+    def folds_rms_norm(self, quantized: bool) -> bool: ...
+
+    def rms_norm_linear(self, x: "torch.Tensor", residual: Optional["torch.Tensor"], norm_weight: "torch.Tensor",
+                        eps: float, weight: "torch.Tensor", bias: Optional["torch.Tensor"]) -> Any: ...
+
+    def rms_norm_quant_linear(self, x: "torch.Tensor", residual: Optional["torch.Tensor"],
+                              norm_weight: "torch.Tensor", eps: float, weight: "QuantizedWeight",
+                              bias: Optional["torch.Tensor"]) -> Any: ...
 
     def op(self, name: str) -> Callable[..., Any]: ...
 
@@ -339,6 +360,22 @@ class KernelSet:
         if out is NotImplemented:
             return self.quant_linear(self.gated_activation(x, activation), weight, bias)
         return out
+
+    def folds_rms_norm(self, quantized: bool) -> bool:
+        """Whether a fused op multiplies a linear of this kind (``quant_linear`` where ``quantized``) by the
+        ``rms_norm`` of its input (``rms_norm_quant_linear`` / ``rms_norm_linear``)."""
+        return self.fused("rms_norm_quant_linear" if quantized else "rms_norm_linear") is not None
+
+    def rms_norm_linear(self, x, residual, norm_weight, eps, weight, bias):
+        """``(linear(rms_norm(x, ...)), summed)`` through the fused op; ``NotImplemented`` where there is none
+        or it has no path for these shapes: the caller then runs the norm and the linear itself."""
+        fused = self.fused("rms_norm_linear")
+        return NotImplemented if fused is None else fused(x, residual, norm_weight, eps, weight, bias)
+
+    def rms_norm_quant_linear(self, x, residual, norm_weight, eps, weight, bias):
+        """As ``rms_norm_linear`` with ``quant_linear``."""
+        fused = self.fused("rms_norm_quant_linear")
+        return NotImplemented if fused is None else fused(x, residual, norm_weight, eps, weight, bias)
 
     def takes_x_amax(self) -> bool:
         """Whether the chosen ``quant_linear`` takes a producer's max |x| (``x_amax``): worth joining only then."""

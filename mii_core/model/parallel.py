@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mii_core.distributed.parallel_context import ParallelContext
+from mii_core.model.deferred_norm import DeferredNorm
 from mii_core.model.parameters import (ShardId, WeightSlot, copy_checking_shape, empty_parameter, load_into_slot,
                                        load_whole)
 from mii_core.model.quantization import building_mode, building_shipped
@@ -59,14 +60,31 @@ class _SlotLinear(nn.Module):
             return self.kernels.gated_quant_linear(x, quantized, bias, activation)
         return self.kernels.gated_linear(x, self.weight, bias, activation)
 
-    def _product(self, x: torch.Tensor, bias: Optional[torch.Tensor],
-                 x_amax: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def folds_norm(self) -> bool:
+        """Whether the kernels multiply this linear by an RMSNorm of its input in one op (``deferred_norm``)."""
+        folds = getattr(self.kernels, "folds_rms_norm", None)
+        return folds is not None and folds(self.weight_slot.quantized is not None)
+
+    def _product(self, x, bias: Optional[torch.Tensor], x_amax: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if isinstance(x, DeferredNorm):
+            out = x.fold_into(self._normed_product(bias))
+            if out is not None:
+                return out
+            x = x.normed
         if x_amax is None:
             x_amax = self._input_amax(x)
         quantized = self.weight_slot.quantized
         if quantized is not None:
             return self.kernels.quant_linear(x, quantized, bias, x_amax)
         return self.kernels.linear(x, self.weight, bias)
+
+
+    def _normed_product(self, bias: Optional[torch.Tensor]):
+        """The kernels' fused norm-and-product for this weight, taking (x, residual, norm weight, eps)."""
+        quantized = self.weight_slot.quantized
+        if quantized is not None:
+            return lambda *norm: self.kernels.rms_norm_quant_linear(*norm, quantized, bias)
+        return lambda *norm: self.kernels.rms_norm_linear(*norm, self.weight, bias)
 
 
 class ColumnParallelLinear(_SlotLinear):
@@ -120,7 +138,8 @@ class ColumnParallelLinear(_SlotLinear):
         for part, piece in zip(self.part_names, loaded.split(full_parts, dim=0)):
             self._load(param, piece, part, name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x) -> torch.Tensor:
+        """x Wᵀ + b; x may be a block's :class:`DeferredNorm` input (this linear then computes the norm)."""
         return self._product(x, self.bias)
 
 

@@ -38,6 +38,9 @@ the tile, and so the compiled kernel, depends only on the token count rounded up
 """
 from __future__ import annotations
 
+import os
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -48,6 +51,7 @@ from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operand
                                              fp6_quarter, load_decoded, plane_bytes_of)
 
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
+NORM_FOLD_ENV = "MII_TRITON_NORM_FOLD"
 _MODES = {"lanes": 0, "reduce": 1, "dot": 2, "group": 3}
 _GROUP = tl.constexpr(16)  # "group" mode: products summed in runs of this many (one 16-byte load of FP8 codes)
 _TILE_KEYS = {"mode", "block_n", "block_k", "warps", "stages"}
@@ -117,6 +121,30 @@ class TritonLinear:
         return linear(x, weight, bias, self.tiles)
 
 
+class TritonNormLinear(TritonLinear):
+    """The ``rms_norm_linear`` op: the GEMV normalising x as it reads it (the same tiles as ``linear``'s).
+    ``MII_TRITON_NORM_FOLD=0`` (read when a kernel set makes it) has it decline every call, so that a benchmark
+    can time the norm apart in the same run."""
+
+    def __init__(self, config: str | dict | None = None) -> None:
+        super().__init__(config)
+        self.folds = folds_norms()
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
+                 weight: torch.Tensor, bias: torch.Tensor | None):
+        if not self.folds:
+            return NotImplemented
+        return rms_norm_linear(x, residual, norm_weight, eps, weight, bias, self.tiles)
+
+
+def folds_norms() -> bool:
+    """``MII_TRITON_NORM_FOLD``: "1" (the default) or "0"."""
+    value = os.environ.get(NORM_FOLD_ENV, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{NORM_FOLD_ENV} must be 0 or 1, not {value!r}")
+    return value == "1"
+
+
 class TritonGatedLinear(TritonLinear):
     """The ``gated_linear`` op: the GEMV reading [gate | up] (the same tiles as ``linear``'s)."""
 
@@ -132,17 +160,49 @@ def _load(pointers, in_k, EVEN_K: tl.constexpr):
 
 
 @triton.jit
-def _x_values(pointers, in_k, up_offset, EVEN_K: tl.constexpr, GATED: tl.constexpr, ACTIVATION: tl.constexpr):
-    """x at ``pointers``; GATED: x is [gate | up] and the values are act(gate) · up, rounded as the
+def _x_values(x_ptr, offsets, in_k, up_offset, res_ptr, norm_w_ptr, norm_cols, rstd, EVEN_K: tl.constexpr,
+              GATED: tl.constexpr, ACTIVATION: tl.constexpr, NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+    """x at ``x_ptr + offsets``; GATED: x is [gate | up] and the values are act(gate) · up, rounded as the
     ``gated_activation`` kernel rounds them (the activation to x's dtype, then the product), the up half
-    ``up_offset`` elements after the gate's (``gated_linear``)."""
+    ``up_offset`` elements after the gate's (``gated_linear``). NORM: the values are rms_norm(x [+ residual])
+    as the ``rms_norm`` kernel rounds them: the residual at ``res_ptr + offsets``, the norm's weight at
+    ``norm_w_ptr + norm_cols``, 1 / rms ``rstd`` (both broadcast to x) (``rms_norm_linear``)."""
     if GATED:
-        up = _load(pointers + up_offset, in_k, EVEN_K)
-        activated = apply_activation(_load(pointers, in_k, EVEN_K).to(tl.float32), ACTIVATION)
+        up = _load(x_ptr + offsets + up_offset, in_k, EVEN_K)
+        activated = apply_activation(_load(x_ptr + offsets, in_k, EVEN_K).to(tl.float32), ACTIVATION)
         x = (activated.to(up.dtype).to(tl.float32) * up.to(tl.float32)).to(up.dtype)
+    elif NORM:
+        x = _load(x_ptr + offsets, in_k, EVEN_K)
+        if HAS_RESIDUAL:  # the sum rounded to x's dtype first, as the norm op stores and reads it
+            x = (x.to(tl.float32) + _load(res_ptr + offsets, in_k, EVEN_K).to(tl.float32)).to(x.dtype)
+        gain = _load(norm_w_ptr + norm_cols, in_k, EVEN_K).to(tl.float32)
+        # HF Llama's order: the normalised value cast back, then times the weight, rounded once more
+        x = (gain * (x.to(tl.float32) * rstd).to(x.dtype).to(tl.float32)).to(x.dtype)
     else:
-        x = _load(pointers, in_k, EVEN_K)
+        x = _load(x_ptr + offsets, in_k, EVEN_K)
     return x
+
+
+@triton.jit
+def _norm_rstd(x_ptr, res_ptr, sum_ptr, toks, tokens, features_in, stride_xt, stride_xk, eps,
+               BLOCK_T: tl.constexpr, CHUNK: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+    """[BLOCK_T] 1 / rms of each token's row, x or x + residual rounded to x's dtype (float32 statistics, as
+    the ``rms_norm`` kernel); the first program also stores that sum into ``sum_ptr`` ([tokens, features_in],
+    contiguous: the norm's ``summed``, the next layer's residual). Every program reads the whole row anyway."""
+    squares = tl.zeros([BLOCK_T], tl.float32)
+    row_ok = toks < tokens
+    stores = row_ok & ((tl.program_id(0) + toks * 0) == 0)  # the first program's real rows
+    for start in range(0, features_in, CHUNK):
+        cols = start + tl.arange(0, CHUNK)
+        mask = row_ok[:, None] & (cols < features_in)[None, :]
+        offsets = toks[:, None] * stride_xt + cols[None, :] * stride_xk
+        h = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+        if HAS_RESIDUAL:
+            h = (h.to(tl.float32) + tl.load(res_ptr + offsets, mask=mask, other=0.0).to(tl.float32)).to(h.dtype)
+            tl.store(sum_ptr + toks[:, None] * features_in + cols[None, :], h, mask=stores[:, None] & (cols < features_in)[None, :])
+        h32 = h.to(tl.float32)
+        squares += tl.sum(h32 * h32, 1)
+    return tl.rsqrt(squares / features_in + eps)
 
 
 @triton.jit
@@ -159,41 +219,51 @@ def _load_tile(w_rows, cols, in_k, EVEN_K: tl.constexpr, FORMAT: tl.constexpr):
 
 
 @triton.jit
-def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, up_offset, BLOCK_T: tl.constexpr,
-                MODE: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr, GATED: tl.constexpr,
-                ACTIVATION: tl.constexpr):
+def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, up_offset, res_ptr, norm_w_ptr,
+                rstd, BLOCK_T: tl.constexpr, MODE: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
+                GATED: tl.constexpr, ACTIVATION: tl.constexpr, NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
     """``acc`` plus the products of the weight tile ``w`` [BLOCK_N, width] with columns ``cols`` of every
-    token's x (``in_k``: the columns in bounds), by ``MODE``."""
+    token's x (``in_k``: the columns in bounds), by ``MODE``; ``rstd`` [BLOCK_T]: each token's 1 / rms (NORM)."""
     if MODE == 2:  # the padding tokens' rows are masked: zeros, no memory traffic
-        x = _x_values(x_ptr + toks[:, None] * stride_xt + cols[None, :] * stride_xk,
-                      (toks < tokens)[:, None] & in_k[None, :], up_offset, False, GATED, ACTIVATION)
+        norm_cols = cols[None, :] + toks[:, None] * 0
+        x = _x_values(x_ptr, toks[:, None] * stride_xt + cols[None, :] * stride_xk,
+                      (toks < tokens)[:, None] & in_k[None, :], up_offset, res_ptr, norm_w_ptr, norm_cols,
+                      rstd[:, None], False, GATED, ACTIVATION, NORM, HAS_RESIDUAL)
         x, w = dot_operands(x, w)
         acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     elif MODE == 0 and BLOCK_T == 1:
-        x = _x_values(x_ptr + cols * stride_xk, in_k, up_offset, EVEN_K, GATED, ACTIVATION)
+        x = _x_values(x_ptr, cols * stride_xk, in_k, up_offset, res_ptr, norm_w_ptr, cols, tl.sum(rstd, 0),
+                      EVEN_K, GATED, ACTIVATION, NORM, HAS_RESIDUAL)
         acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
     elif MODE == 3 and BLOCK_T == 1:  # group: each run of _GROUP products summed in its thread, then kept
-        x = _x_values(x_ptr + cols * stride_xk, in_k, up_offset, EVEN_K, GATED, ACTIVATION)
+        x = _x_values(x_ptr, cols * stride_xk, in_k, up_offset, res_ptr, norm_w_ptr, cols, tl.sum(rstd, 0),
+                      EVEN_K, GATED, ACTIVATION, NORM, HAS_RESIDUAL)
         products = w.to(tl.float32) * x.to(tl.float32)[None, :]
         acc += tl.sum(tl.reshape(products, (products.shape[0], products.shape[1] // _GROUP, _GROUP)), 2)
     else:
         w = w.to(tl.float32)
         for t in tl.static_range(BLOCK_T):  # one row of x at a time, its sums put in row t
-            x = _x_values(x_ptr + tl.minimum(t, tokens - 1) * stride_xt + cols * stride_xk, in_k, up_offset, EVEN_K,
-                          GATED, ACTIVATION)
+            rstd_t = tl.sum(tl.where(toks == t, rstd, 0.0), 0)
+            x = _x_values(x_ptr, tl.minimum(t, tokens - 1) * stride_xt + cols * stride_xk, in_k, up_offset,
+                          res_ptr, norm_w_ptr, cols, rstd_t, EVEN_K, GATED, ACTIVATION, NORM, HAS_RESIDUAL)
             acc += tl.where(toks[:, None] == t, tl.sum(w * x.to(tl.float32)[None, :], 1)[None, :], 0.0)
     return acc
 
 
-@triton.jit(do_not_specialize=["tokens"])
-def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_out, features_in, stride_xt,
-                 stride_xk, stride_wn, factor, plane_bytes, HAS_BIAS: tl.constexpr, BLOCK_T: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, EVEN_K: tl.constexpr,
-                 NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FORMAT: tl.constexpr, GATED: tl.constexpr,
-                 ACTIVATION: tl.constexpr):
+@triton.jit(do_not_specialize=["tokens", "eps"])
+def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, norm_w_ptr, sum_ptr, tokens, features_out,
+                 features_in, stride_xt, stride_xk, stride_wn, factor, plane_bytes, eps, HAS_BIAS: tl.constexpr,
+                 BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
+                 EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FORMAT: tl.constexpr,
+                 GATED: tl.constexpr, ACTIVATION: tl.constexpr, NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+                 NORM_CHUNK: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     up_offset = features_in * stride_xk  # GATED: where a row's up half starts, after its gate half
     toks = tl.arange(0, BLOCK_T)
+    rstd = tl.full([BLOCK_T], 1.0, tl.float32)
+    if NORM:  # a first pass over the row for its statistics (from L2: every program reads the same row)
+        rstd = _norm_rstd(x_ptr, res_ptr, sum_ptr, toks, tokens, features_in, stride_xt, stride_xk, eps, BLOCK_T,
+                          NORM_CHUNK, HAS_RESIDUAL)
     # padding rows re-read the last real one, so the weight loads need no mask; the store has one
     w_rows = w_ptr + tl.minimum(rows, features_out - 1).to(tl.int64)[:, None] * stride_wn
     if MODE == 0 and BLOCK_T == 1:  # a partial sum per weight of a tile (FP6: of a quarter's tile)
@@ -218,14 +288,15 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
             for quarter in tl.static_range(4):
                 cols = fp6_columns(positions, quarter)
                 acc = _accumulate(acc, fp6_quarter(low_pairs, high_pairs, crumbs, quarter), cols,
-                                  cols < features_in, x_ptr, toks, tokens, stride_xt, stride_xk, up_offset, BLOCK_T,
-                                  MODE, EVEN_K, PRECISION, GATED, ACTIVATION)
+                                  cols < features_in, x_ptr, toks, tokens, stride_xt, stride_xk, up_offset, res_ptr,
+                                  norm_w_ptr, rstd, BLOCK_T, MODE, EVEN_K, PRECISION, GATED, ACTIVATION, NORM,
+                                  HAS_RESIDUAL)
         else:
             cols = start + tl.arange(0, BLOCK_K)
             in_k = cols < features_in
             acc = _accumulate(acc, _load_tile(w_rows, cols, in_k, EVEN_K, FORMAT), cols, in_k, x_ptr, toks,
-                              tokens, stride_xt, stride_xk, up_offset, BLOCK_T, MODE, EVEN_K, PRECISION, GATED,
-                              ACTIVATION)
+                              tokens, stride_xt, stride_xk, up_offset, res_ptr, norm_w_ptr, rstd, BLOCK_T, MODE,
+                              EVEN_K, PRECISION, GATED, ACTIVATION, NORM, HAS_RESIDUAL)
     if (MODE == 0 or MODE == 3) and BLOCK_T == 1:
         result = tl.sum(acc, 1)[None, :]
     else:
@@ -241,11 +312,12 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, tokens, features_ou
 
 def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
                 tile: dict, fmt: int = 0, scale: torch.Tensor | None = None, factor: float = 1.0,
-                features_in: int | None = None, activation: str | None = None) -> None:
+                features_in: int | None = None, activation: str | None = None, norm: NormIn | None = None) -> None:
     """``_gemv_kernel`` over ``x_rows`` [T, K] into ``out`` [T, N]: plain weights (``fmt`` 0), or codes of a
     quant_decode format with their row ``scale`` and decoding ``factor`` (``features_in`` then counts weights,
     not bytes; FP6 chunks of ``block_k`` codes must be whole 64-code blocks of its planes). With
-    ``activation``, ``x_rows`` is [T, 2K] holding [gate | up] and the GEMV multiplies act(gate) · up."""
+    ``activation``, ``x_rows`` is [T, 2K] holding [gate | up] and the GEMV multiplies act(gate) · up; with
+    ``norm`` (:class:`NormIn`, checked by :func:`norm_applies`) it multiplies rms_norm(x [+ residual])."""
     tokens, features_out = out.shape
     features_in = features_in if features_in is not None else weight.shape[1]
     if fmt == FORMAT_E3M2 and tile["block_k"] % FP6_BLOCK:
@@ -257,14 +329,44 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         block_t = max(16, block_t)  # tl.dot needs 16 rows
     if mode == "group" and block_t > 1:
         mode = "lanes"  # more tokens run as "reduce" (lanes' rule)
+    residual = norm.residual if norm is not None and norm.residual is not None else None
     _gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
-        x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out, tokens,
+        x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out,
+        residual if residual is not None else x_rows, norm.weight if norm is not None else x_rows,
+        norm.summed if residual is not None else x_rows, tokens,
         features_out, features_in, x_rows.stride(0), x_rows.stride(1), weight.stride(0), factor,
-        plane_bytes_of(fmt, features_in), HAS_BIAS=bias is not None, BLOCK_T=block_t, BLOCK_N=tile["block_n"],
-        BLOCK_K=tile["block_k"],
+        plane_bytes_of(fmt, features_in), norm.eps if norm is not None else 0.0, HAS_BIAS=bias is not None,
+        BLOCK_T=block_t, BLOCK_N=tile["block_n"], BLOCK_K=tile["block_k"],
         MODE=_MODES[mode], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
         PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, GATED=activation is not None,
-        ACTIVATION=activation_id(activation) if activation is not None else 0, num_warps=tile["warps"])
+        ACTIVATION=activation_id(activation) if activation is not None else 0, NORM=norm is not None,
+        HAS_RESIDUAL=residual is not None, NORM_CHUNK=_norm_chunk(block_t, x_rows.shape[1]),
+        num_warps=tile["warps"])
+
+
+class NormIn(NamedTuple):
+    """The RMSNorm a GEMV applies to x as it reads it (``rms_norm_linear``): ``residual`` ([T, K] as x's
+    strides, or None), the norm's ``weight`` [K] and ``eps``, and ``summed`` ([T, K] contiguous), which the
+    first program fills with x + residual (the norm's second output), where there is a residual."""
+    residual: torch.Tensor | None
+    weight: torch.Tensor
+    eps: float
+    summed: torch.Tensor | None
+
+
+def norm_applies(rows: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor) -> bool:
+    """The layouts ``NormIn`` takes: the residual shaped, strided and typed as x's rows, the weight [K] of x's
+    dtype, contiguous, on x's device."""
+    if residual is not None and (residual.shape != rows.shape or residual.stride() != rows.stride()
+                                 or residual.dtype != rows.dtype or residual.device != rows.device):
+        return False
+    return (norm_weight.shape == rows.shape[1:] and norm_weight.dtype == rows.dtype and norm_weight.is_contiguous()
+            and norm_weight.device == rows.device)
+
+
+def _norm_chunk(block_t: int, features_in: int) -> int:
+    """Columns a program reads at once for the norm's statistics: about 2,048 values of x a pass."""
+    return min(triton.next_power_of_2(features_in), max(64, 2048 // block_t))
 
 
 def gated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
@@ -277,6 +379,20 @@ def gated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
     launch_gemv(rows, weight, bias, out, tile_for(rows.shape[0], tiles), activation=activation)
     return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def rms_norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
+                    weight: torch.Tensor, bias: torch.Tensor | None, tiles: dict[int, dict] = CONFIGS["default"]):
+    """``linear(rms_norm(x, norm_weight, eps, residual), weight, bias)`` in one GEMV for a few tokens: (out,
+    summed), summed = x + residual (x where there is none); ``NotImplemented`` where the GEMV does not apply."""
+    rows = x.reshape(-1, x.shape[-1])
+    res_rows = residual.reshape(-1, residual.shape[-1]) if residual is not None else None
+    if not _gemv_applies(rows, weight, bias) or not norm_applies(rows, res_rows, norm_weight):
+        return NotImplemented
+    out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    summed = torch.empty(rows.shape, dtype=x.dtype, device=x.device) if residual is not None else None
+    launch_gemv(rows, weight, bias, out, tile_for(rows.shape[0], tiles), norm=NormIn(res_rows, norm_weight, eps, summed))
+    return out.view(*x.shape[:-1], weight.shape[0]), (summed.view(x.shape) if summed is not None else x)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

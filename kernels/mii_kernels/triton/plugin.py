@@ -19,6 +19,8 @@ _OPS = {
     "quant_moe_experts": "mii_kernels.triton.moe:TritonQuantMoe",
     "gated_linear": "mii_kernels.triton.linear:TritonGatedLinear",
     "gated_quant_linear": "mii_kernels.triton.quant_linear:TritonGatedQuantLinear",
+    "rms_norm_linear": "mii_kernels.triton.linear:TritonNormLinear",
+    "rms_norm_quant_linear": "mii_kernels.triton.quant_linear:TritonNormQuantLinear",
 }
 
 

@@ -25,7 +25,7 @@ import torch
 
 from mii_core.model.quantization import QuantizedWeight
 from mii_kernels.triton.configs import pick_config
-from mii_kernels.triton.linear import GEMV_MAX_TOKENS, launch_gemv, make_tile, tile_for, tiles_over
+from mii_kernels.triton.linear import GEMV_MAX_TOKENS, NormIn, launch_gemv, make_tile, tile_for, tiles_over
 from mii_kernels.triton.quant_decode import DECODED_FACTOR, weight_format
 
 QUANT_GEMV_MAX_TOKENS = GEMV_MAX_TOKENS
@@ -85,12 +85,13 @@ def gemv_applies(tokens: int, weight: QuantizedWeight) -> bool:
 
 
 def quant_gemv(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None,
-               tiles: dict[int, dict], activation: str | None = None) -> torch.Tensor:
+               tiles: dict[int, dict], activation: str | None = None, norm: NormIn | None = None) -> torch.Tensor:
     """x [..., K] (at most QUANT_GEMV_MAX_TOKENS rows) times the decoded weight [N, K]ᵀ, scaled, + bias; with
-    ``activation``, x [..., 2K] is [gate | up] and act(gate) · up is multiplied (``gated_quant_linear``)."""
+    ``activation``, x [..., 2K] is [gate | up] and act(gate) · up is multiplied (``gated_quant_linear``); with
+    ``norm``, rms_norm(x [+ residual]) (``rms_norm_quant_linear``)."""
     rows = x.reshape(-1, x.shape[-1])
     out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
     fmt = weight_format(weight.mode, x.device)
     launch_gemv(rows, weight.data.view(torch.uint8), bias, out, tile_for(rows.shape[0], tiles), fmt, weight.scale,
-                DECODED_FACTOR[fmt], features_in=weight.shape[1], activation=activation)
+                DECODED_FACTOR[fmt], features_in=weight.shape[1], activation=activation, norm=norm)
     return out.view(*x.shape[:-1], weight.shape[0])

@@ -31,6 +31,7 @@ from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWei
 from mii_kernels.triton.fp8_activation import quantize_per_tensor, quantize_with_amax
 from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, dot_operands, fp6_dot_chunk,
                                              load_decoded, plane_bytes_of, weight_format)
+from mii_kernels.triton.linear import NormIn, folds_norms, norm_applies
 from mii_kernels.triton.quant_gemv import FP6_CONFIG_ENV, gemv_applies, launch_config, quant_gemv
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,20 @@ class TritonQuantLinear:
         tiles = self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles
         return quant_gemv(x, weight, bias, tiles, activation)
 
+    def normed(self, x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
+               weight: QuantizedWeight, bias: torch.Tensor | None):
+        """(``quant_linear(rms_norm(x, norm_weight, eps, residual), weight, bias)``, x + residual) through the
+        GEMV normalising x as it reads it where the GEMV applies; ``NotImplemented`` elsewhere."""
+        rows = x.reshape(-1, x.shape[-1])
+        res_rows = residual.reshape(-1, residual.shape[-1]) if residual is not None else None
+        if x.shape[-1] != weight.shape[1] or not gemv_applies(rows.shape[0], weight) or \
+                not norm_applies(rows, res_rows, norm_weight):
+            return NotImplemented
+        summed = torch.empty(rows.shape, dtype=x.dtype, device=x.device) if residual is not None else None
+        tiles = self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles
+        out = quant_gemv(rows, weight, bias, tiles, norm=NormIn(res_rows, norm_weight, eps, summed))
+        return out.view(*x.shape[:-1], weight.shape[0]), (summed.view(x.shape) if summed is not None else x)
+
     def _fp8_gemm_fits(self, x: torch.Tensor, weight: QuantizedWeight) -> bool:
         """sm_89+ and the shapes _scaled_mm takes (K and N multiples of 16); else weight-only, logged once."""
         index = x.device.index if x.device.index is not None else torch.cuda.current_device()
@@ -172,6 +187,21 @@ class TritonQuantLinear:
                             *self._capability[index], x.dtype)
         n, k = weight.shape
         return self._capability[index] >= FP8_GEMM_CAPABILITY and n % 16 == 0 and k % 16 == 0
+
+
+class TritonNormQuantLinear(TritonQuantLinear):
+    """The ``rms_norm_quant_linear`` op (``TritonQuantLinear.normed``, with the same tiles); declines every call
+    under ``MII_TRITON_NORM_FOLD=0``, as ``rms_norm_linear``."""
+
+    def __init__(self, gemv_config: str | dict | None = None, fp6_gemv_config: str | dict | None = None) -> None:
+        super().__init__(gemv_config, fp6_gemv_config)
+        self.folds = folds_norms()
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
+                 weight: QuantizedWeight, bias: torch.Tensor | None):
+        if not self.folds:
+            return NotImplemented
+        return self.normed(x, residual, norm_weight, eps, weight, bias)
 
 
 class TritonGatedQuantLinear(TritonQuantLinear):
