@@ -177,6 +177,29 @@ def test_the_default_doubles_the_decode_key_tiles_on_an_fp8_cache_only():
     assert triton_attention._decode_block_n(narrow, "", {"FP8_KV": True}) == narrow["decode_block_n"]
 
 
+@pytest.mark.parametrize("config, fp8, stages", [("default", True, 4), ("default", False, 3),
+                                                 ("fp8_stages3", True, 3), ("small_tiles", False, 4)])
+def test_an_fp8_caches_decode_takes_its_own_stages(monkeypatch, config, fp8, stages):
+    """``decode_fp8_stages`` (4, measured faster on the H200) on an FP8 cache, ``decode_stages`` on a 16-bit one:
+    the decode kernel's NUM_STAGES as launched, recorded by a stand-in for the kernel."""
+    launched = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **meta: launched.append(meta["NUM_STAGES"])
+
+    monkeypatch.setattr(triton_attention, "_decode_kernel", Recorder())
+    params = dict(config=dict(triton_attention.CONFIGS[config]))
+    if fp8:
+        fp8_case(params, seed=1, **MIXED)
+    else:
+        q_heads, kv_heads, head_dim = LLAMA_HEADS
+        case = make_case(layout(1, **MIXED), q_heads, kv_heads, head_dim, by_device(8, 16))
+        op = triton_attention.TritonAttention(params["config"])
+        op(case.q, case.k, case.v, case.batch, AttentionParams(case.scale))
+    assert launched == [stages]
+
+
 def slot_major(cache: torch.Tensor) -> torch.Tensor:
     """The same values stored [block, head, feature, slot], behind the [block, slot, head, feature] view the
     ops take (the FP8 cache's value plane when the kernels read it so)."""

@@ -65,7 +65,7 @@ _DEFAULT = dict(prefill_block_m=128, prefill_block_n=64, prefill_warps=8, prefil
                 group_rows_huge_d=16,
                 decode_block_n=64, decode_warps=4, decode_stages=3, decode_block_n_large_d=32,
                 decode_splits=None, decode_min_keys_per_split=512, decode_target_waves=2,
-                decode_max_splits=64, decode_fp8_block_n_scale=2, decode_merge_in_kernel=False,
+                decode_max_splits=64, decode_fp8_block_n_scale=2, decode_fp8_stages=4, decode_merge_in_kernel=False,
                 fp8_values_along_slots=True)
 CONFIGS: dict[str, dict] = {
     "default": _DEFAULT,
@@ -79,9 +79,12 @@ CONFIGS: dict[str, dict] = {
     # µs, then 235.8 against 268.4 in a second session; W2's steps as fast or faster (7.5 against 9.3 µs)
     "fp8_narrow": {**_DEFAULT, **dict(decode_fp8_block_n_scale=1)},
     # candidates for the FP8 decode's shared-memory stall (Nsight, tenth session: short_scoreboard first at
-    # 2.4 TB/s): twice the warps to hide it, or one more stage of tiles in flight; not measured yet
+    # 2.4 TB/s): twice the warps to hide it, or one more stage of tiles in flight. On the H200 (W1's decode
+    # step per layer, kernel_bench_attention.py, 2026-12-03) eight warps were slower (295 against 241 µs) and
+    # four stages faster in four runs, both value layouts (slots 191 against 200 µs, features 235 against 242):
+    # the FP8 cache's default since (decode_fp8_stages); "fp8_stages3" keeps the three stages of bf16's
     "fp8_w8": {**_DEFAULT, **dict(decode_warps=8)},
-    "fp8_stages4": {**_DEFAULT, **dict(decode_stages=4)},
+    "fp8_stages3": {**_DEFAULT, **dict(decode_fp8_stages=3)},
     # a split decode's splits merged by the last of them to finish instead of by the reduce kernel (no launch,
     # no launch gap). Slower on the H200: W2's attention (a decode of 192 keys, 32 layers) took 0.364 ms
     # against 0.169 + 0.092 with the reduce kernel (profile_steps.py, 2026-12-03, bf16 cache); kept to measure
@@ -705,7 +708,8 @@ def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes, ar
         batch.context_lens,
         *tensors, batch.decode_seqs, arrivals if merge_in_kernel else part_lse, splits, heads, kv_heads, *strides,
         G=group, G_PAD=group_pad, BLOCK_N=_decode_block_n(cfg, size_class, meta), SPLIT=splits > 1,
-        MERGE=merge_in_kernel, NUM_STAGES=cfg["decode_stages"], JOIN_AMAX=amax is not None,
+        MERGE=merge_in_kernel, NUM_STAGES=cfg["decode_fp8_stages" if meta["FP8_KV"] else "decode_stages"],
+        JOIN_AMAX=amax is not None,
         num_warps=cfg["decode_warps"], **meta)
     if splits > 1 and not merge_in_kernel:
         _reduce_kernel[(num_decodes, heads)](
