@@ -134,6 +134,10 @@ def test_only_a_sequential_layers_plain_rms_norms_and_core_blocks_with_a_fused_o
     # a fused op from a plugin that does not also serve the norm and the linear is never used
     assert layer(kernel_set(rms_norm_linear=ACME["rms_norm_linear"])).defers == (False, False)
     assert layer(kernel_set(**ACME), layout="parallel", parallel_norms=2).defers == (False, False)
+    # a plugin fusing the norm into its plain linear only: a model built quantized keeps its norms apart
+    plain_only = {op: target for op, target in ACME.items() if op != "rms_norm_quant_linear"}
+    assert layer(kernel_set(**plain_only)).defers == (True, True)
+    assert layer(kernel_set(**plain_only), "fp8").defers == (False, False)
     assert layer(kernel_set(**ACME), norm="layer").defers == (False, False)
 
     class OwnForward(Attention):

@@ -61,9 +61,12 @@ class _SlotLinear(nn.Module):
         return self.kernels.gated_linear(x, self.weight, bias, activation)
 
     def folds_norm(self) -> bool:
-        """Whether the kernels multiply this linear by an RMSNorm of its input in one op (``deferred_norm``)."""
+        """Whether the kernels multiply this linear by an RMSNorm of its input in one op (``deferred_norm``):
+        asked as the model is built, before the weight loads, so of the kind it is built to hold (a shipped
+        module left unquantized then finds no quantized fused op for it at run time, and runs the norm apart)."""
         folds = getattr(self.kernels, "folds_rms_norm", None)
-        return folds is not None and folds(self.weight_slot.quantized is not None)
+        slot = self.weight_slot
+        return folds is not None and folds(slot.mode is not None or slot.shipped is not None)
 
     def _product(self, x, bias: Optional[torch.Tensor], x_amax: Optional[torch.Tensor] = None) -> torch.Tensor:
         if isinstance(x, DeferredNorm):

@@ -199,7 +199,8 @@ def _norm_rstd(x_ptr, res_ptr, sum_ptr, toks, tokens, features_in, stride_xt, st
         h = tl.load(x_ptr + offsets, mask=mask, other=0.0)
         if HAS_RESIDUAL:
             h = (h.to(tl.float32) + tl.load(res_ptr + offsets, mask=mask, other=0.0).to(tl.float32)).to(h.dtype)
-            tl.store(sum_ptr + toks[:, None] * features_in + cols[None, :], h, mask=stores[:, None] & (cols < features_in)[None, :])
+            tl.store(sum_ptr + toks[:, None] * features_in + cols[None, :], h,
+                     mask=stores[:, None] & (cols < features_in)[None, :])
         h32 = h.to(tl.float32)
         squares += tl.sum(h32 * h32, 1)
     return tl.rsqrt(squares / features_in + eps)
@@ -340,7 +341,7 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         MODE=_MODES[mode], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
         PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, GATED=activation is not None,
         ACTIVATION=activation_id(activation) if activation is not None else 0, NORM=norm is not None,
-        HAS_RESIDUAL=residual is not None, NORM_CHUNK=_norm_chunk(block_t, x_rows.shape[1]),
+        HAS_RESIDUAL=residual is not None, NORM_CHUNK=_norm_chunk(block_t, x_rows.shape[1]) if norm is not None else 1,
         num_warps=tile["warps"])
 
 
@@ -391,7 +392,8 @@ def rms_norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm_weight:
         return NotImplemented
     out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
     summed = torch.empty(rows.shape, dtype=x.dtype, device=x.device) if residual is not None else None
-    launch_gemv(rows, weight, bias, out, tile_for(rows.shape[0], tiles), norm=NormIn(res_rows, norm_weight, eps, summed))
+    launch_gemv(rows, weight, bias, out, tile_for(rows.shape[0], tiles),
+                norm=NormIn(res_rows, norm_weight, eps, summed))
     return out.view(*x.shape[:-1], weight.shape[0]), (summed.view(x.shape) if summed is not None else x)
 
 
