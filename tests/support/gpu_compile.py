@@ -25,7 +25,7 @@ LAUNCH_OPTIONS = ("num_warps", "num_stages")
 # constexpr flags a launcher sets only when it runs on an NVIDIA GPU (intrinsics, the hardware's e4m3
 # conversion): False under the interpreter, so the launches the CPU tests record never reach the code they
 # select. Each recorded launch with one of them False is compiled again with all of them True.
-GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3")
+GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3", "FP6_PTX")
 
 
 def _argument_type(value: Any) -> str:

@@ -47,11 +47,14 @@ import triton.language as tl
 
 from mii_kernels.triton.activations import activation_id, apply_activation
 from mii_kernels.triton.configs import pick_config
+from mii_kernels.triton.e4m3 import has_nvidia_intrinsics
 from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operands, fp6_columns, fp6_plane_tiles,
-                                             fp6_quarter, load_decoded, plane_bytes_of)
+                                             fp6_quarter, fp6_quarter_asm, fp6_raw_planes, load_decoded,
+                                             plane_bytes_of)
 
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
 NORM_FOLD_ENV = "MII_TRITON_NORM_FOLD"
+FP6_PTX_ENV = "MII_TRITON_FP6_PTX"
 _MODES = {"lanes": 0, "reduce": 1, "dot": 2, "group": 3}
 _GROUP = tl.constexpr(16)  # "group" mode: products summed in runs of this many (one 16-byte load of FP8 codes)
 _TILE_KEYS = {"mode", "block_n", "block_k", "warps", "stages"}
@@ -207,6 +210,29 @@ def _norm_rstd(x_ptr, res_ptr, sum_ptr, toks, tokens, features_in, stride_xt, st
 
 
 @triton.jit
+def _fp6_planes(w_rows, positions, mask, plane_bytes, EVEN_K: tl.constexpr, FP6_PTX: tl.constexpr):
+    """A chunk's three plane tiles: raw bytes for the PTX decode, else as int32 for ``fp6_quarter``."""
+    if FP6_PTX:
+        low_pairs, high_pairs, crumbs = fp6_raw_planes(w_rows, positions, mask, plane_bytes, EVEN_K)
+    else:
+        low_pairs, high_pairs, crumbs = fp6_plane_tiles(w_rows, positions, mask, plane_bytes, EVEN_K)
+    return low_pairs, high_pairs, crumbs
+
+
+@triton.jit
+def _fp6_codes(low_pairs, high_pairs, crumbs, QUARTER: tl.constexpr, FP6_PTX: tl.constexpr):
+    """Quarter ``QUARTER``'s codes as float16: by inline PTX, four at once (``FP6_PTX``), or by Triton's ops."""
+    if FP6_PTX:
+        if QUARTER < 2:
+            codes = fp6_quarter_asm(low_pairs, crumbs, QUARTER)
+        else:
+            codes = fp6_quarter_asm(high_pairs, crumbs, QUARTER)
+    else:
+        codes = fp6_quarter(low_pairs, high_pairs, crumbs, QUARTER)
+    return codes
+
+
+@triton.jit
 def _load_tile(w_rows, cols, in_k, EVEN_K: tl.constexpr, FORMAT: tl.constexpr):
     """The [BLOCK_N, BLOCK_K] weight tile: plain values (FORMAT 0), or codes decoded in registers
     (quant_decode.py's formats, for quant_gemv.py)."""
@@ -257,7 +283,7 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, norm_w_ptr
                  BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
                  EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FORMAT: tl.constexpr,
                  GATED: tl.constexpr, ACTIVATION: tl.constexpr, NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                 NORM_CHUNK: tl.constexpr):
+                 NORM_CHUNK: tl.constexpr, FP6_PTX: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     up_offset = features_in * stride_xk  # GATED: where a row's up half starts, after its gate half
     toks = tl.arange(0, BLOCK_T)
@@ -284,11 +310,11 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, norm_w_ptr
     for start in tl.range(0, features_in, BLOCK_K, num_stages=NUM_STAGES):
         if FORMAT == _FP6:  # BLOCK_K codes: a quarter of their bytes from each plane, four quarters of codes
             positions = start // 4 + tl.arange(0, BLOCK_K // 4)
-            low_pairs, high_pairs, crumbs = fp6_plane_tiles(w_rows, positions[None, :],
-                                                            (positions < plane_bytes)[None, :], plane_bytes, EVEN_K)
+            low_pairs, high_pairs, crumbs = _fp6_planes(w_rows, positions[None, :], (positions < plane_bytes)[None, :],
+                                                        plane_bytes, EVEN_K, FP6_PTX)
             for quarter in tl.static_range(4):
                 cols = fp6_columns(positions, quarter)
-                acc = _accumulate(acc, fp6_quarter(low_pairs, high_pairs, crumbs, quarter), cols,
+                acc = _accumulate(acc, _fp6_codes(low_pairs, high_pairs, crumbs, quarter, FP6_PTX), cols,
                                   cols < features_in, x_ptr, toks, tokens, stride_xt, stride_xk, up_offset, res_ptr,
                                   norm_w_ptr, rstd, BLOCK_T, MODE, EVEN_K, PRECISION, GATED, ACTIVATION, NORM,
                                   HAS_RESIDUAL)
@@ -342,7 +368,18 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, GATED=activation is not None,
         ACTIVATION=activation_id(activation) if activation is not None else 0, NORM=norm is not None,
         HAS_RESIDUAL=residual is not None, NORM_CHUNK=_norm_chunk(block_t, x_rows.shape[1]) if norm is not None else 1,
-        num_warps=tile["warps"])
+        FP6_PTX=_fp6_ptx(fmt, x_rows), num_warps=tile["warps"])
+
+
+def _fp6_ptx(fmt: int, x_rows: torch.Tensor) -> bool | None:
+    """The kernel's ``FP6_PTX``: None for codes other than FP6; for FP6, whether their decode is the inline PTX
+    (``MII_TRITON_FP6_PTX=1`` on an NVIDIA GPU; a candidate, off by default until timed)."""
+    if fmt != FORMAT_E3M2:
+        return None
+    value = os.environ.get(FP6_PTX_ENV, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{FP6_PTX_ENV} must be 0 or 1, not {value!r}")
+    return value == "1" and has_nvidia_intrinsics(x_rows)
 
 
 class NormIn(NamedTuple):

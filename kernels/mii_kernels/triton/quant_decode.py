@@ -86,6 +86,13 @@ def fp6_plane_tiles(row_ptrs, positions, mask, plane_bytes, EVEN: tl.constexpr):
     """The byte tiles at plane byte ``positions`` of each row (``row_ptrs``: uint8 row starts, broadcast to the
     tile; ``mask``: in bounds, not read if ``EVEN``; ``plane_bytes``: one plane's length) from the three
     planes, as int32: the nibbles of quarters 0|1, those of quarters 2|3, the crumbs."""
+    low_pairs, high_pairs, crumbs = fp6_raw_planes(row_ptrs, positions, mask, plane_bytes, EVEN)
+    return low_pairs.to(tl.int32), high_pairs.to(tl.int32), crumbs.to(tl.int32)
+
+
+@triton.jit
+def fp6_raw_planes(row_ptrs, positions, mask, plane_bytes, EVEN: tl.constexpr):
+    """As :func:`fp6_plane_tiles`, the bytes as loaded (uint8), for :func:`fp6_quarter_asm`."""
     if EVEN:
         low_pairs = tl.load(row_ptrs + positions)
         high_pairs = tl.load(row_ptrs + plane_bytes + positions)
@@ -94,7 +101,7 @@ def fp6_plane_tiles(row_ptrs, positions, mask, plane_bytes, EVEN: tl.constexpr):
         low_pairs = tl.load(row_ptrs + positions, mask=mask, other=0)
         high_pairs = tl.load(row_ptrs + plane_bytes + positions, mask=mask, other=0)
         crumbs = tl.load(row_ptrs + 2 * plane_bytes + positions, mask=mask, other=0)
-    return low_pairs.to(tl.int32), high_pairs.to(tl.int32), crumbs.to(tl.int32)
+    return low_pairs, high_pairs, crumbs
 
 
 @triton.jit
@@ -109,6 +116,46 @@ def fp6_quarter(low_pairs, high_pairs, crumbs, QUARTER: tl.constexpr):
     crumb = (crumbs >> (2 * QUARTER)) & 0x3
     bits = ((nibble & 0x8) << 12) | ((nibble & 0x7) << 10) | (crumb << 8)
     return bits.to(tl.uint16).to(tl.float16, bitcast=True)
+
+
+def fp6_quarter_ptx(quarter: int) -> str:
+    """PTX decoding quarter ``quarter`` of four FP6 codes at once (``fp6_quarter_asm``): ``$2`` holds four bytes of
+    the quarter's nibble plane, ``$3`` four bytes of the crumb plane; ``$0`` and ``$1`` get the codes' float16
+    (value·2^-12, as ``fp6_quarter``) two a register. ``prmt`` spreads two bytes into the two 16-bit halves of a
+    register, so each shift and mask below places the bits of two codes at once (FP6-LLM's idea, on our planes):
+    the nibble's sign to bit 15, its exponent to bits 10-12, the crumb to bits 8-9 of each half."""
+    sign_shift, exponent_shift = (12, 10) if quarter % 2 == 0 else (8, 6)  # the low or the high nibble
+    lines = ["{", ".reg .b32 nib, crb, sgn, exp, man;"]
+    for out, selector in (("$0", "0x4140"), ("$1", "0x4342")):  # bytes 0, 1 (then 2, 3) to the two halves
+        lines += [f"prmt.b32 nib, $2, 0, {selector};", f"prmt.b32 crb, $3, 0, {selector};",
+                  f"shl.b32 sgn, nib, {sign_shift};", "and.b32 sgn, sgn, 0x80008000;",
+                  f"shl.b32 exp, nib, {exponent_shift};", "and.b32 exp, exp, 0x1C001C00;",
+                  f"shl.b32 man, crb, {8 - 2 * quarter};", "and.b32 man, man, 0x03000300;",
+                  "or.b32 sgn, sgn, exp;", f"or.b32 {out}, sgn, man;"]
+    return "\n".join(lines + ["}"])
+
+
+# a compiled kernel reads only constexpr globals, and indexes no list of them: one name a quarter
+_FP6_PTX_0, _FP6_PTX_1, _FP6_PTX_2, _FP6_PTX_3 = (tl.constexpr(fp6_quarter_ptx(quarter)) for quarter in range(4))
+
+
+@triton.jit
+def fp6_quarter_asm(nibbles, crumbs, QUARTER: tl.constexpr):
+    """As :func:`fp6_quarter`, from the planes' raw bytes (uint8 tiles: the quarter's nibble plane, the crumb
+    plane) by inline PTX, four codes an instance; compiled for an NVIDIA GPU only (the interpreter runs no PTX)."""
+    if QUARTER == 0:
+        codes = tl.inline_asm_elementwise(_FP6_PTX_0, "=r,=r,r,r", [nibbles, crumbs], dtype=tl.float16,
+                                          is_pure=True, pack=4)
+    elif QUARTER == 1:
+        codes = tl.inline_asm_elementwise(_FP6_PTX_1, "=r,=r,r,r", [nibbles, crumbs], dtype=tl.float16,
+                                          is_pure=True, pack=4)
+    elif QUARTER == 2:
+        codes = tl.inline_asm_elementwise(_FP6_PTX_2, "=r,=r,r,r", [nibbles, crumbs], dtype=tl.float16,
+                                          is_pure=True, pack=4)
+    else:
+        codes = tl.inline_asm_elementwise(_FP6_PTX_3, "=r,=r,r,r", [nibbles, crumbs], dtype=tl.float16,
+                                          is_pure=True, pack=4)
+    return codes
 
 
 @triton.jit
