@@ -85,14 +85,15 @@ def test_the_hand_rule_is_the_e3m2_value():
         assert decoded == (-value if sign else value)
 
 
-def test_the_switch_is_read_from_the_environment(monkeypatch):
-    x = torch.zeros(1, 64)
-    assert triton_linear._fp6_ptx(0, x) is None  # not FP6: no flag at all
+def test_the_switch_is_read_from_the_environment_when_the_op_is_made(monkeypatch):
+    from mii_kernels.triton.quant_linear import TritonQuantLinear
+
+    assert TritonQuantLinear().fp6_ptx is False  # off by default
     monkeypatch.setenv(triton_linear.FP6_PTX_ENV, "1")
-    assert triton_linear._fp6_ptx(triton_linear.FORMAT_E3M2, x) is (x.is_cuda and torch.version.hip is None)
+    assert TritonQuantLinear().fp6_ptx is True
     monkeypatch.setenv(triton_linear.FP6_PTX_ENV, "yes")
     with pytest.raises(ValueError, match="MII_TRITON_FP6_PTX must be 0 or 1"):
-        triton_linear._fp6_ptx(triton_linear.FORMAT_E3M2, x)
+        TritonQuantLinear()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="inline PTX runs on an NVIDIA GPU only")

@@ -142,9 +142,20 @@ class TritonNormLinear(TritonLinear):
 
 def folds_norms() -> bool:
     """``MII_TRITON_NORM_FOLD``: "1" (the default) or "0"."""
-    value = os.environ.get(NORM_FOLD_ENV, "1")
+    return env_switch(NORM_FOLD_ENV, "1")
+
+
+def decodes_fp6_by_ptx() -> bool:
+    """``MII_TRITON_FP6_PTX``: "0" (the default: a candidate, off until timed) or "1", FP6 codes decoded in the
+    GEMV by inline PTX on an NVIDIA GPU (read by the op that launches it, when a kernel set makes it)."""
+    return env_switch(FP6_PTX_ENV, "0")
+
+
+def env_switch(name: str, default: str) -> bool:
+    """An environment variable that is "0" or "1"; anything else is refused, naming it."""
+    value = os.environ.get(name, default)
     if value not in ("0", "1"):
-        raise ValueError(f"{NORM_FOLD_ENV} must be 0 or 1, not {value!r}")
+        raise ValueError(f"{name} must be 0 or 1, not {value!r}")
     return value == "1"
 
 
@@ -339,12 +350,14 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, norm_w_ptr
 
 def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
                 tile: dict, fmt: int = 0, scale: torch.Tensor | None = None, factor: float = 1.0,
-                features_in: int | None = None, activation: str | None = None, norm: NormIn | None = None) -> None:
+                features_in: int | None = None, activation: str | None = None, norm: NormIn | None = None,
+                fp6_ptx: bool = False) -> None:
     """``_gemv_kernel`` over ``x_rows`` [T, K] into ``out`` [T, N]: plain weights (``fmt`` 0), or codes of a
     quant_decode format with their row ``scale`` and decoding ``factor`` (``features_in`` then counts weights,
     not bytes; FP6 chunks of ``block_k`` codes must be whole 64-code blocks of its planes). With
     ``activation``, ``x_rows`` is [T, 2K] holding [gate | up] and the GEMV multiplies act(gate) · up; with
-    ``norm`` (:class:`NormIn`, checked by :func:`norm_applies`) it multiplies rms_norm(x [+ residual])."""
+    ``norm`` (:class:`NormIn`, from :func:`norm_input`) it multiplies rms_norm(x [+ residual]). ``fp6_ptx``: FP6
+    codes decoded by inline PTX where compiled for an NVIDIA GPU (:func:`decodes_fp6_by_ptx`)."""
     tokens, features_out = out.shape
     features_in = features_in if features_in is not None else weight.shape[1]
     if fmt == FORMAT_E3M2 and tile["block_k"] % FP6_BLOCK:
@@ -368,18 +381,9 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, GATED=activation is not None,
         ACTIVATION=activation_id(activation) if activation is not None else 0, NORM=norm is not None,
         HAS_RESIDUAL=residual is not None, NORM_CHUNK=_norm_chunk(block_t, x_rows.shape[1]) if norm is not None else 1,
-        FP6_PTX=_fp6_ptx(fmt, x_rows), num_warps=tile["warps"])
-
-
-def _fp6_ptx(fmt: int, x_rows: torch.Tensor) -> bool | None:
-    """The kernel's ``FP6_PTX``: None for codes other than FP6; for FP6, whether their decode is the inline PTX
-    (``MII_TRITON_FP6_PTX=1`` on an NVIDIA GPU; a candidate, off by default until timed)."""
-    if fmt != FORMAT_E3M2:
-        return None
-    value = os.environ.get(FP6_PTX_ENV, "0")
-    if value not in ("0", "1"):
-        raise ValueError(f"{FP6_PTX_ENV} must be 0 or 1, not {value!r}")
-    return value == "1" and has_nvidia_intrinsics(x_rows)
+        # None for other codes: the compile check then makes no PTX variant of their launches
+        FP6_PTX=fp6_ptx and has_nvidia_intrinsics(x_rows) if fmt == FORMAT_E3M2 else None,
+        num_warps=tile["warps"])
 
 
 class NormIn(NamedTuple):
@@ -392,14 +396,27 @@ class NormIn(NamedTuple):
     summed: torch.Tensor | None
 
 
-def norm_applies(rows: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor) -> bool:
-    """The layouts ``NormIn`` takes: the residual shaped, strided and typed as x's rows, the weight [K] of x's
-    dtype, contiguous, on x's device."""
-    if residual is not None and (residual.shape != rows.shape or residual.stride() != rows.stride()
-                                 or residual.dtype != rows.dtype or residual.device != rows.device):
-        return False
-    return (norm_weight.shape == rows.shape[1:] and norm_weight.dtype == rows.dtype and norm_weight.is_contiguous()
-            and norm_weight.device == rows.device)
+def norm_input(x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor,
+               eps: float) -> tuple[torch.Tensor, NormIn] | None:
+    """(x's rows, the :class:`NormIn` for them, its ``summed`` allocated) where the layouts are the GEMV's: the
+    residual shaped, strided and typed as x's rows, the weight [K] of x's dtype, contiguous, on x's device;
+    else None."""
+    rows = x.reshape(-1, x.shape[-1])
+    res_rows = residual.reshape(-1, residual.shape[-1]) if residual is not None else None
+    if res_rows is not None and (res_rows.shape != rows.shape or res_rows.stride() != rows.stride()
+                                 or res_rows.dtype != rows.dtype or res_rows.device != rows.device):
+        return None
+    if not (norm_weight.shape == rows.shape[1:] and norm_weight.dtype == rows.dtype
+            and norm_weight.is_contiguous() and norm_weight.device == rows.device):
+        return None
+    summed = torch.empty(rows.shape, dtype=x.dtype, device=x.device) if residual is not None else None
+    return rows, NormIn(res_rows, norm_weight, eps, summed)
+
+
+def norm_outputs(out_rows: torch.Tensor, x: torch.Tensor, norm: NormIn) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fused norm-and-linear op's result: (the product shaped as x's rows, summed: x + residual, or x)."""
+    return out_rows.view(*x.shape[:-1], out_rows.shape[-1]), (norm.summed.view(x.shape) if norm.summed is not None
+                                                              else x)
 
 
 def _norm_chunk(block_t: int, features_in: int) -> int:
@@ -423,15 +440,13 @@ def rms_norm_linear(x: torch.Tensor, residual: torch.Tensor | None, norm_weight:
                     weight: torch.Tensor, bias: torch.Tensor | None, tiles: dict[int, dict] = CONFIGS["default"]):
     """``linear(rms_norm(x, norm_weight, eps, residual), weight, bias)`` in one GEMV for a few tokens: (out,
     summed), summed = x + residual (x where there is none); ``NotImplemented`` where the GEMV does not apply."""
-    rows = x.reshape(-1, x.shape[-1])
-    res_rows = residual.reshape(-1, residual.shape[-1]) if residual is not None else None
-    if not _gemv_applies(rows, weight, bias) or not norm_applies(rows, res_rows, norm_weight):
+    prepared = norm_input(x, residual, norm_weight, eps)
+    if prepared is None or not _gemv_applies(prepared[0], weight, bias):
         return NotImplemented
+    rows, norm = prepared
     out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
-    summed = torch.empty(rows.shape, dtype=x.dtype, device=x.device) if residual is not None else None
-    launch_gemv(rows, weight, bias, out, tile_for(rows.shape[0], tiles),
-                norm=NormIn(res_rows, norm_weight, eps, summed))
-    return out.view(*x.shape[:-1], weight.shape[0]), (summed.view(x.shape) if summed is not None else x)
+    launch_gemv(rows, weight, bias, out, tile_for(rows.shape[0], tiles), norm=norm)
+    return norm_outputs(out, x, norm)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -85,13 +85,15 @@ def gemv_applies(tokens: int, weight: QuantizedWeight) -> bool:
 
 
 def quant_gemv(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None,
-               tiles: dict[int, dict], activation: str | None = None, norm: NormIn | None = None) -> torch.Tensor:
+               tiles: dict[int, dict], activation: str | None = None, norm: NormIn | None = None,
+               fp6_ptx: bool = False) -> torch.Tensor:
     """x [..., K] (at most QUANT_GEMV_MAX_TOKENS rows) times the decoded weight [N, K]ᵀ, scaled, + bias; with
     ``activation``, x [..., 2K] is [gate | up] and act(gate) · up is multiplied (``gated_quant_linear``); with
-    ``norm``, rms_norm(x [+ residual]) (``rms_norm_quant_linear``)."""
+    ``norm``, rms_norm(x [+ residual]) (``rms_norm_quant_linear``); ``fp6_ptx``: as ``launch_gemv``'s."""
     rows = x.reshape(-1, x.shape[-1])
     out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
     fmt = weight_format(weight.mode, x.device)
     launch_gemv(rows, weight.data.view(torch.uint8), bias, out, tile_for(rows.shape[0], tiles), fmt, weight.scale,
-                DECODED_FACTOR[fmt], features_in=weight.shape[1], activation=activation, norm=norm)
+                DECODED_FACTOR[fmt], features_in=weight.shape[1], activation=activation, norm=norm,
+                fp6_ptx=fp6_ptx)
     return out.view(*x.shape[:-1], weight.shape[0])

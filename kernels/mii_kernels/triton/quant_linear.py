@@ -31,7 +31,7 @@ from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS, QuantizedWei
 from mii_kernels.triton.fp8_activation import quantize_per_tensor, quantize_with_amax
 from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, dot_operands, fp6_dot_chunk,
                                              load_decoded, plane_bytes_of, weight_format)
-from mii_kernels.triton.linear import NormIn, folds_norms, norm_applies
+from mii_kernels.triton.linear import NormIn, decodes_fp6_by_ptx, folds_norms, norm_input, norm_outputs
 from mii_kernels.triton.quant_gemv import FP6_CONFIG_ENV, gemv_applies, launch_config, quant_gemv
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,13 @@ class TritonQuantLinear:
         self._capability: dict[int, tuple[int, int]] = {}
         self.gemv_tiles = launch_config(gemv_config)
         self.fp6_gemv_tiles = launch_config(fp6_gemv_config, FP6_CONFIG_ENV)
+        self.fp6_ptx = decodes_fp6_by_ptx()
 
     def __call__(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None = None,
                  x_amax: torch.Tensor | None = None) -> torch.Tensor:
         tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if gemv_applies(tokens, weight):
-            return quant_gemv(x, weight, bias, self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles)
+            return self._gemv(x, weight, bias)
         if weight.quantizes_activations_at(tokens) and self._fp8_gemm_fits(x, weight):
             return fp8_gemm_linear(x, weight, bias, x_amax)
         return weight_only_linear(x, weight, bias)
@@ -159,22 +160,23 @@ class TritonQuantLinear:
         tokens = x.numel() // x.shape[-1] if x.shape[-1] else 0
         if x.shape[-1] != 2 * weight.shape[1] or not gemv_applies(tokens, weight):
             return NotImplemented
-        tiles = self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles
-        return quant_gemv(x, weight, bias, tiles, activation)
+        return self._gemv(x, weight, bias, activation)
 
     def normed(self, x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float,
                weight: QuantizedWeight, bias: torch.Tensor | None):
         """(``quant_linear(rms_norm(x, norm_weight, eps, residual), weight, bias)``, x + residual) through the
         GEMV normalising x as it reads it where the GEMV applies; ``NotImplemented`` elsewhere."""
-        rows = x.reshape(-1, x.shape[-1])
-        res_rows = residual.reshape(-1, residual.shape[-1]) if residual is not None else None
-        if x.shape[-1] != weight.shape[1] or not gemv_applies(rows.shape[0], weight) or \
-                not norm_applies(rows, res_rows, norm_weight):
+        prepared = norm_input(x, residual, norm_weight, eps)
+        if prepared is None or x.shape[-1] != weight.shape[1] or not gemv_applies(prepared[0].shape[0], weight):
             return NotImplemented
-        summed = torch.empty(rows.shape, dtype=x.dtype, device=x.device) if residual is not None else None
+        rows, norm = prepared
+        return norm_outputs(self._gemv(rows, weight, bias, norm=norm), x, norm)
+
+    def _gemv(self, x: torch.Tensor, weight: QuantizedWeight, bias: torch.Tensor | None,
+              activation: str | None = None, norm: NormIn | None = None) -> torch.Tensor:
+        """The quantized GEMV with this op's tiles for the weight's format (and its FP6 decode)."""
         tiles = self.fp6_gemv_tiles if weight.mode == "wf6af16" else self.gemv_tiles
-        out = quant_gemv(rows, weight, bias, tiles, norm=NormIn(res_rows, norm_weight, eps, summed))
-        return out.view(*x.shape[:-1], weight.shape[0]), (summed.view(x.shape) if summed is not None else x)
+        return quant_gemv(x, weight, bias, tiles, activation, norm, self.fp6_ptx)
 
     def _fp8_gemm_fits(self, x: torch.Tensor, weight: QuantizedWeight) -> bool:
         """sm_89+ and the shapes _scaled_mm takes (K and N multiples of 16); else weight-only, logged once."""
