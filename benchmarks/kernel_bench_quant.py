@@ -44,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--layers", type=int, default=32)
     p.add_argument("--shrink", type=int, default=1)
     p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--fp6-ptx", choices=("off", "on", "both"), default="both",
+                   help="FP6's GEMV rows with the decode by inline PTX (MII_TRITON_FP6_PTX=1), named CONFIG+ptx")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     args.tokens = [int(t) for t in args.tokens.split(",")]
@@ -66,6 +68,20 @@ def max_rel_diff(op, chain, tokens, device, dtype, reference):
     return worst
 
 
+def gemv_ops(quant_gemv, names, mode, fp6_ptx):
+    """{row name: op} for each GEMV config: FP6's with the plain decode, the PTX one (row "NAME+ptx") or both."""
+    ptx_choices = {"off": (False,), "on": (True,), "both": (False, True)}[fp6_ptx] if mode == "wf6af16" else (False,)
+    return {name + ("+ptx" if ptx else ""): (lambda x, w, b, t=quant_gemv.launch_config(name), p=ptx:
+                                             quant_gemv.quant_gemv(x, w, b, t, fp6_ptx=p))
+            for name in names for ptx in ptx_choices}
+
+
+def gemv_setting(row_name):
+    """A GEMV row's name as the settings that select it ("k4096+ptx" is k4096 with MII_TRITON_FP6_PTX=1)."""
+    config, ptx, _ = row_name.partition("+ptx")
+    return config + (" MII_TRITON_FP6_PTX=1" if ptx else "")
+
+
 def main(argv=None):
     args = parse_args(argv)
     device, dtype = device_and_dtype(args.shrink, "kernel_bench_quant.py")
@@ -85,8 +101,7 @@ def main(argv=None):
     for mode in args.modes.split(","):
         chain = [quantize_weight(w, mode) for w in bf16_chain]
         ops = {"tl.dot tile": quant_linear.weight_only_linear}
-        ops.update({name: (lambda x, w, b, t=quant_gemv.launch_config(name): quant_gemv.quant_gemv(x, w, b, t))
-                    for name in names})
+        ops.update(gemv_ops(quant_gemv, names, mode, args.fp6_ptx))
         for tokens in args.tokens:
             for name, op in ops.items():
                 ms, tbs = time_chain(op, chain, tokens, device, dtype, args.reps)
@@ -104,7 +119,7 @@ def main(argv=None):
             bf16 = min(r["ms"] for r in rows if r["mode"] == "bf16" and r["tokens"] == tokens)
             fastest[f"{mode}/{tokens}"] = best["config"]
             print(f"{mode} T={tokens}: fastest {best['config']} {best['ms']:.3f} ms ({best['tb_s']:.2f} TB/s); "
-                  f"best bf16 {bf16:.3f} ms: {bf16 / best['ms']:.2f}x; fastest GEMV tiles {env_var}={gemv['config']} "
+                  f"best bf16 {bf16:.3f} ms: {bf16 / best['ms']:.2f}x; fastest GEMV tiles {env_var}={gemv_setting(gemv['config'])} "
                   f"{gemv['ms']:.3f} ms")
     if args.out:
         with open(args.out, "w") as f:
