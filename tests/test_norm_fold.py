@@ -75,11 +75,10 @@ def spec(**options) -> DecoderSpec:
                        intermediate_size=FFN, max_position_embeddings=64, **options)
 
 
-def layer(kernels, mode=None, parts=DecoderParts(), **options) -> DecoderLayer:
+def layer(kernels, mode=None, parts=DecoderParts(), device=torch.device("cpu"), **options) -> DecoderLayer:
     """A decoder layer with every parameter drawn from its name (so two builds hold the same values)."""
     with building_quantized(mode):
-        built = DecoderLayer(spec(**options), ParallelContext(0, 1), kernels, torch.device("cpu"), torch.float32,
-                             parts=parts)
+        built = DecoderLayer(spec(**options), ParallelContext(0, 1), kernels, device, torch.float32, parts=parts)
     for index, (name, param) in enumerate(sorted(built.named_parameters())):
         values = torch.randn(param.shape, generator=torch.Generator().manual_seed(index)) * 0.3
         if name.endswith("norm.weight"):
@@ -89,18 +88,18 @@ def layer(kernels, mode=None, parts=DecoderParts(), **options) -> DecoderLayer:
     return built
 
 
-def run(built: DecoderLayer, tokens: int, with_residual: bool):
+def run(built: DecoderLayer, tokens: int, with_residual: bool, device=torch.device("cpu")):
     """The layer over a prompt of ``tokens`` (its (output, residual)), the input and residual drawn alike."""
     from mii_core.batch import build_ragged_batch
     from mii_core.model.rotary import RotaryEmbedding
 
     gen = torch.Generator().manual_seed(tokens)
-    hidden = torch.randn(tokens, HIDDEN, generator=gen)
-    residual = torch.randn(tokens, HIDDEN, generator=gen) if with_residual else None
+    hidden = torch.randn(tokens, HIDDEN, generator=gen).to(device)
+    residual = torch.randn(tokens, HIDDEN, generator=gen).to(device) if with_residual else None
     blocks = -(-tokens // 16)
-    batch = build_ragged_batch([[0] * tokens], [0], [list(range(1, blocks + 1))], 16, torch.device("cpu"))
-    cache = [torch.zeros(blocks + 1, 16, 2, 8) for _ in range(2)]
-    rotary = RotaryEmbedding(spec().rope, 8, 64, torch.device("cpu"))
+    batch = build_ragged_batch([[0] * tokens], [0], [list(range(1, blocks + 1))], 16, device)
+    cache = [torch.zeros(blocks + 1, 16, 2, 8, device=device) for _ in range(2)]
+    rotary = RotaryEmbedding(spec().rope, 8, 64, device)
     return built(hidden, residual, batch, rotary.tables(batch, torch.float32), cache)
 
 

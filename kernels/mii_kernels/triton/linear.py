@@ -126,8 +126,8 @@ class TritonLinear:
 
 class TritonNormLinear(TritonLinear):
     """The ``rms_norm_linear`` op: the GEMV normalising x as it reads it (the same tiles as ``linear``'s).
-    ``MII_TRITON_NORM_FOLD=0`` (read when a kernel set makes it) has it decline every call, so that a benchmark
-    can time the norm apart in the same run."""
+    Unless ``MII_TRITON_NORM_FOLD=1`` (read when a kernel set makes it) it declines every call, and the norm
+    runs by itself: the fold measured slower on the H200, and stays a candidate to time."""
 
     def __init__(self, config: str | dict | None = None) -> None:
         super().__init__(config)
@@ -141,14 +141,16 @@ class TritonNormLinear(TritonLinear):
 
 
 def folds_norms() -> bool:
-    """``MII_TRITON_NORM_FOLD``: "1" (the default) or "0"."""
-    return env_switch(NORM_FOLD_ENV, "1")
+    """``MII_TRITON_NORM_FOLD``: "0" (the default: on the H200 the fold made W2 0.02-0.06 ms a token slower in
+    fp8, 0.06-0.09 in bf16, each way timed twice) or "1", a candidate kept for measuring."""
+    return env_switch(NORM_FOLD_ENV, "0")
 
 
 def decodes_fp6_by_ptx() -> bool:
-    """``MII_TRITON_FP6_PTX``: "0" (the default: a candidate, off until timed) or "1", FP6 codes decoded in the
-    GEMV by inline PTX on an NVIDIA GPU (read by the op that launches it, when a kernel set makes it)."""
-    return env_switch(FP6_PTX_ENV, "0")
+    """``MII_TRITON_FP6_PTX``: "1" (the default: on the H200 it took wf6af16's W2 from 4.94 to 3.64 ms a token)
+    or "0", FP6 codes decoded in the GEMV by inline PTX on an NVIDIA GPU (by Triton's integer ops under "0" and
+    wherever there is no NVIDIA GPU); read by the op that launches it, when a kernel set makes it."""
+    return env_switch(FP6_PTX_ENV, "1")
 
 
 def env_switch(name: str, default: str) -> bool:
