@@ -247,6 +247,7 @@ class Runner:
             if key in info:
                 self.res[key] = info.pop(key)
         self.res.setdefault("family_checkpoints", {}).update(info.pop("family_checkpoints", {}))
+        self.res.setdefault("kernel_variants_made", {}).update(info.pop("kernel_variants_made", {}))
         self.res["info"].update(info)
         return part.get("running")
 

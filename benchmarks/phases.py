@@ -11,6 +11,8 @@ import sys
 import time
 import traceback
 
+import kernel_variants
+
 
 def sync():
     import torch
@@ -65,7 +67,8 @@ class Phases:
         self.part["running"] = key  # what a section stopped at its time limit was doing
         self.save()
         try:
-            out = fn(*a)
+            with kernel_variants.watch() as made:
+                out = fn(*a)
         except Exception as e:  # noqa: BLE001 - one broken part must not hide the others' numbers
             traceback.print_exc()
             sys.stdout.flush()
@@ -75,6 +78,7 @@ class Phases:
             self.save()
             return None
         self.part.pop("running", None)
+        self._note_variants(key, made)
         if isinstance(out, dict):
             self.part["figures"][key] = out
             brief = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()
@@ -84,6 +88,14 @@ class Phases:
             self.log(f"done {key}")
         self.save()
         return out
+
+    def _note_variants(self, key, made):
+        """The Triton kernel variants the phase made ready (``kernel_variants``): under info, and in the log
+        when there were any, so that a timed workload that compiled says so."""
+        self.part["info"].setdefault("kernel_variants_made", {})[key] = made
+        if made.get("count"):
+            names = ", ".join(f"{name} x{n}" for name, n in list(made["kernels"].items())[:8])
+            self.log(f"{key} made {made['count']} Triton kernel variants ready: {names}")
 
     def record(self, key, value):
         """A figure that is not a phase's result (a time, a note such as "not available: ...")."""

@@ -73,6 +73,18 @@ def _floors(res, fmt):
     return _table(head, body) if body else ["(no floors: ceilings missing)"]
 
 
+def _variants_made(res):
+    """The phases other than loading that made Triton kernel variants ready (benchmarks/kernel_variants.py):
+    a timed workload among them paid for compiling inside its time."""
+    made = {phase: seen for phase, seen in res.get("kernel_variants_made", {}).items()
+            if seen.get("count") and not phase.endswith(".load")}
+    if not made:
+        return []
+    return ["Triton kernel variants made ready by a phase after loading (compiled or read from the disk cache "
+            "inside its time):"] + [f"- `{phase}`: {seen['count']} ({', '.join(seen['kernels'])})"
+                                   for phase, seen in made.items()] + [""]
+
+
 def render(res, peers, fmt):
     env = res["env"]
     out = [f"### Run of {res['date_utc'][:16]} UTC", "",
@@ -89,6 +101,7 @@ def render(res, peers, fmt):
     out += _table(["section", "status", "seconds", "budget s"],
                   [(n, s["status"], fmt(s.get("seconds")), fmt(s.get("budget_s")))
                    for n, s in res.get("sections", {}).items()]) + [""]
+    out += _variants_made(res)
     if res.get("errors"):
         out += ["Errors:"] + [f"- `{k}`: {v[:300]}" for k, v in res["errors"].items()] + [""]
     notes = [f"{k}: {v.get('note') or v.get('unavailable')}" for k, v in res["figures"].items()
