@@ -45,3 +45,29 @@ def test_warm_up_stays_inside_the_model_and_changes_nothing(name, tmp_path_facto
     outputs = pipe.generate_tokens([list(g.prompt_ids) for g in references], max_new_tokens=NEW_TOKENS,
                                    do_sample=False, ignore_eos=True)
     assert [list(o.token_ids) for o in outputs] == [list(g.new_ids) for g in references]
+
+
+def test_the_warm_up_runs_a_decode_beside_a_prompt_in_a_few_tokens_and_in_more(tmp_path_factory, pipeline,
+                                                                                 monkeypatch):
+    """A busy workload's mixed steps hold more tokens than the few-token paths take, and their kernels differ
+    (mode fp8: the attention joins its output's absmax there): the warm-up must run such a step too, or the
+    first one compiles inside a timed run. A step is recorded as its (uid, new tokens, a decode?) rows."""
+    from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS
+
+    ours, _ = ARCHITECTURES["llama"](tmp_path_factory.mktemp)
+    pipe = pipeline(ours)
+    engine, steps, seen = pipe.engine, [], set()
+    put = engine.put
+
+    def recording(uids, tokens):
+        steps.append([(len(t), uid in seen) for uid, t in zip(uids, tokens)])
+        seen.update(uids)
+        return put(uids, tokens)
+
+    monkeypatch.setattr(engine, "put", recording)
+    engine.warm_up(pipe.spec.max_position_embeddings)
+    mixed = [sum(n for n, _ in step) for step in steps
+             if any(n == 1 and old for n, old in step) and any(n > 1 for n, _ in step)]
+    assert any(total <= FP8_WEIGHT_ONLY_MAX_TOKENS for total in mixed), steps
+    assert any(total > FP8_WEIGHT_ONLY_MAX_TOKENS for total in mixed), steps
+    assert not engine.scheduler.kv.sequences, "the warm-up's sequences must be flushed"

@@ -9,6 +9,7 @@ import torch
 
 from mii_core.engine.model_runner import ModelRunner
 from mii_core.kv_cache.manager import SchedulingResult
+from mii_core.model.quantization import FP8_WEIGHT_ONLY_MAX_TOKENS
 from mii_core.scheduler.splitfuse import Scheduler
 
 
@@ -70,24 +71,42 @@ class InferenceEngine:
         return self.scheduler.kv.can_schedule(uids, lengths)
 
     def warm_up(self, max_positions: Optional[int] = None) -> None:
-        """Steps of each kind on uids no request uses (a prompt chunk; a decode beside a new prompt; many
-        decodes at once), so that JIT-compiled kernels compile now, not in the middle of the first requests.
-        ``max_positions``: the model's position limit (a learned position table ends there)."""
+        """Steps of each kind on uids no request uses (a prompt chunk; a decode beside a new prompt, in a step of
+        a few tokens and in one of more; many decodes at once), so that JIT-compiled kernels compile now, not in
+        the middle of the first requests. ``max_positions``: the model's position limit (a learned position
+        table ends there)."""
         limits, free, size = self.config, self.free_blocks, self.block_size
-        tokens = min(limits.max_ragged_batch_size - 3, (free - 2) * size, limits.max_context - 2,
-                     (max_positions or limits.max_context) - 2)
-        many = min(64, limits.max_ragged_sequence_count, free - 2 - tokens // size)
+        positions = max_positions or limits.max_context
+        tokens = min(limits.max_ragged_batch_size - 3, (free - 2) * size, limits.max_context - 2, positions - 2)
+        spare = free - 2 - tokens // size  # blocks left once the first two sequences hold theirs
+        wide, wide_blocks = self._wide_prompt(spare, positions)
+        many = min(64, limits.max_ragged_sequence_count, spare - wide_blocks)
         if tokens < 2:
             return
-        uids = [-1, -2] + [-3 - i for i in range(max(many, 0))]
+        uids = [-1, -2, -3] + [-4 - i for i in range(max(many, 0))]
         try:
             self.put(uids[:1], [[0] * tokens])
             self.put(uids[:2], [[0], [0, 0]])
+            if wide:
+                self.put(uids[1:3], [[0], [0] * wide])
             if many > 0:
-                self.put(uids[2:], [[0]] * many)
+                self.put(uids[3:], [[0]] * many)
         finally:
             for uid in uids:
                 self.flush(uid)
+
+    def _wide_prompt(self, spare_blocks: int, positions: int) -> tuple[int, int]:
+        """(tokens, blocks taken) of the prompt the warm-up puts beside the second sequence's decode, so that
+        the step holds more tokens than the few-token paths take (``FP8_WEIGHT_ONLY_MAX_TOKENS``): a busy
+        workload's mixed steps, whose kernels differ (in mode fp8 the attention then joins its output's
+        absmax for the o projection, a variant the step of a few tokens does not compile). (0, 0) where the
+        limits leave no room for it."""
+        wide = min(2 * FP8_WEIGHT_ONLY_MAX_TOKENS, self.config.max_ragged_batch_size - 1,
+                   self.config.max_context - 1, positions - 1)
+        # the prompt's blocks, and any the decode's third token opens
+        blocks = -(-wide // self.block_size) + -(-3 // self.block_size) - 1
+        fits = wide > FP8_WEIGHT_ONLY_MAX_TOKENS and blocks <= spare_blocks
+        return (wide, blocks) if fits and self.config.max_ragged_sequence_count >= 3 else (0, 0)
 
     def capture_decode_graphs(self, max_batch: int) -> float:
         """Captures CUDA graphs of decode steps up to ``max_batch`` sequences; returns the seconds taken."""
