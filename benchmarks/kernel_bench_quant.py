@@ -119,8 +119,8 @@ def main(argv=None):
             bf16 = min(r["ms"] for r in rows if r["mode"] == "bf16" and r["tokens"] == tokens)
             fastest[f"{mode}/{tokens}"] = best["config"]
             print(f"{mode} T={tokens}: fastest {best['config']} {best['ms']:.3f} ms ({best['tb_s']:.2f} TB/s); "
-                  f"best bf16 {bf16:.3f} ms: {bf16 / best['ms']:.2f}x; fastest GEMV tiles {env_var}={gemv_setting(gemv['config'])} "
-                  f"{gemv['ms']:.3f} ms")
+                  f"best bf16 {bf16:.3f} ms: {bf16 / best['ms']:.2f}x; fastest GEMV tiles "
+                  f"{env_var}={gemv_setting(gemv['config'])} {gemv['ms']:.3f} ms")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "rows": rows,
