@@ -23,9 +23,10 @@ DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", 
           torch.bool: "i1", torch.float8_e4m3fn: "fp8e4nv", torch.float8_e5m2: "fp8e5"}
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
 # constexpr flags a launcher sets only when it runs on an NVIDIA GPU (intrinsics, the hardware's e4m3
-# conversion): False under the interpreter, so the launches the CPU tests record never reach the code they
-# select. Each recorded launch with one of them False is compiled again with all of them True.
-GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3", "FP6_PTX")
+# conversion, programmatic dependent launch): False under the interpreter, so the launches the CPU tests
+# record never reach the code they select. Each recorded launch with one of them False is compiled again
+# with all of them True.
+GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3", "FP6_PTX", "PDL")
 
 
 def _argument_type(value: Any) -> str:

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.amax import join_max
+from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
 
 _ACTIVATION_IDS = {"silu": 0, "gelu": 1, "gelu_tanh": 2}
 
@@ -49,12 +50,13 @@ def apply_activation(x, ACTIVATION: tl.constexpr):
 
 @triton.jit(do_not_specialize=["rows"])
 def _gated_kernel(x_ptr, out_ptr, amax_ptr, rows, features, stride_xt, stride_xf, ACTIVATION: tl.constexpr,
-                  BLOCK: tl.constexpr, JOIN_AMAX: tl.constexpr):
+                  BLOCK: tl.constexpr, JOIN_AMAX: tl.constexpr, PDL: tl.constexpr):
     """Rows program_id(0), program_id(0) + num_programs(0), ..., BLOCK columns of each; with JOIN_AMAX their
     largest |output| joined into amax_ptr by one atomic max a program (exact: a maximum does not depend on
     the order). The rows a program takes are a runtime loop, not a constexpr, and ``rows`` is not
     specialised: one compiled kernel serves every step's token count, so none compiles mid-run (the warm-up
     at start-up cannot meet every count; a constexpr of rows a program cost W3 a compile in its timed run)."""
+    pdl_wait(PDL)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     dtype = out_ptr.dtype.element_ty
     largest = tl.zeros([BLOCK], dtype=tl.float32)
@@ -90,8 +92,10 @@ def gated_activation(x: torch.Tensor, activation: str, amax: torch.Tensor | None
         block = min(1024, triton.next_power_of_2(features))
         row_programs = rows.shape[0] if amax is None else min(rows.shape[0], _AMAX_ROW_PROGRAMS)
         grid = (row_programs, triton.cdiv(features, block))
+        early = launches_early(rows)
         _gated_kernel[grid](rows, out, out if amax is None else amax, rows.shape[0], features, rows.stride(0),
-                            rows.stride(1), ACTIVATION=code, BLOCK=block, JOIN_AMAX=amax is not None, num_warps=4)
+                            rows.stride(1), ACTIVATION=code, BLOCK=block, JOIN_AMAX=amax is not None, PDL=early,
+                            num_warps=4, **launch_options(early))
     return out.view(*x.shape[:-1], features)
 
 

@@ -1,4 +1,5 @@
-"""Named launch configs of a Triton op: one rule for picking one, shared by every op that has them."""
+"""Named launch configs of a Triton op: one rule for picking one, shared by every op that has them; and the
+0/1 environment switches the ops read."""
 from __future__ import annotations
 
 import os
@@ -16,3 +17,11 @@ def pick_config(config: Any, named: Mapping[str, Any], env_var: str, what: str,
     if config not in named:
         raise ValueError(f"unknown {what} config '{config}'; choose one of {sorted(named)}")
     return dict(named[config])
+
+
+def env_switch(name: str, default: str) -> bool:
+    """An environment variable that is "0" or "1"; anything else is refused, naming it."""
+    value = os.environ.get(name, default)
+    if value not in ("0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, not {value!r}")
+    return value == "1"

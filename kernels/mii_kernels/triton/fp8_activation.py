@@ -21,6 +21,7 @@ from triton.language.extra import libdevice
 from mii_core.model.quant_formats import FP8_MAX
 from mii_kernels.triton.amax import join_max
 from mii_kernels.triton.e4m3 import converts_to_e4m3, e4m3_code, has_nvidia_intrinsics
+from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
 
 _BLOCK = 1024
 _FP8_MAX = tl.constexpr(FP8_MAX)  # a global a kernel reads must be a constexpr
@@ -41,10 +42,12 @@ def _divide(x, y, NVIDIA: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["rows"])  # a step's token count: one compiled kernel for all
-def _amax_kernel(x_ptr, amax_ptr, rows, columns, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+def _amax_kernel(x_ptr, amax_ptr, rows, columns, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+                 PDL: tl.constexpr):
     """The largest |x| of column block program_id(1) over the ROWS-row groups program_id(0), program_id(0) +
     num_programs(0), ... joined into amax_ptr (zeroed) by atomic max (exact: a maximum does not depend on the
     order its operands arrive in)."""
+    pdl_wait(PDL)
     largest = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
     step = tl.num_programs(0) * ROWS
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -58,7 +61,8 @@ def _amax_kernel(x_ptr, amax_ptr, rows, columns, stride_row, ROWS: tl.constexpr,
 
 @triton.jit
 def _quantize_kernel(x_ptr, codes_ptr, amax_ptr, scale_ptr, columns, stride_row, BLOCK: tl.constexpr,
-                     NVIDIA: tl.constexpr, NATIVE_E4M3: tl.constexpr):
+                     NVIDIA: tl.constexpr, NATIVE_E4M3: tl.constexpr, PDL: tl.constexpr):
+    pdl_wait(PDL)
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < columns
@@ -81,8 +85,9 @@ def quantize_per_tensor(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     amax = torch.zeros((), dtype=torch.float32, device=rows.device)
     column_blocks = triton.cdiv(rows.shape[1], _BLOCK)
     row_programs = min(triton.cdiv(rows.shape[0], _AMAX_ROWS), max(1, _AMAX_PROGRAMS // column_blocks))
+    early = launches_early(rows)
     _amax_kernel[(row_programs, column_blocks)](rows, amax, rows.shape[0], rows.shape[1], rows.stride(0),
-                                                ROWS=_AMAX_ROWS, BLOCK=_BLOCK)
+                                                ROWS=_AMAX_ROWS, BLOCK=_BLOCK, PDL=early, **launch_options(early))
     return _codes(rows, amax, codes)
 
 
@@ -98,8 +103,10 @@ def _codes(rows: torch.Tensor, amax: torch.Tensor, codes: torch.Tensor) -> tuple
     scale = torch.empty((), dtype=torch.float32, device=rows.device)
     if rows.numel():
         grid = (rows.shape[0], triton.cdiv(rows.shape[1], _BLOCK))
+        early = launches_early(rows)
         _quantize_kernel[grid](rows, codes, amax, scale, rows.shape[1], rows.stride(0), BLOCK=_BLOCK,
-                               NVIDIA=has_nvidia_intrinsics(rows), NATIVE_E4M3=converts_to_e4m3(rows))
+                               NVIDIA=has_nvidia_intrinsics(rows), NATIVE_E4M3=converts_to_e4m3(rows), PDL=early,
+                               **launch_options(early))
     else:
         scale.fill_(1.0)
     return codes.view(torch.float8_e4m3fn), scale

@@ -38,7 +38,6 @@ the tile, and so the compiled kernel, depends only on the token count rounded up
 """
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import torch
@@ -46,8 +45,9 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.activations import activation_id, apply_activation
-from mii_kernels.triton.configs import pick_config
+from mii_kernels.triton.configs import env_switch, pick_config
 from mii_kernels.triton.e4m3 import has_nvidia_intrinsics
+from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
 from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operands, fp6_columns, fp6_plane_tiles,
                                              fp6_quarter, fp6_quarter_asm, fp6_raw_planes, load_decoded,
                                              plane_bytes_of)
@@ -151,14 +151,6 @@ def decodes_fp6_by_ptx() -> bool:
     or "0", FP6 codes decoded in the GEMV by inline PTX on an NVIDIA GPU (by Triton's integer ops under "0" and
     wherever there is no NVIDIA GPU); read by the op that launches it, when a kernel set makes it."""
     return env_switch(FP6_PTX_ENV, "1")
-
-
-def env_switch(name: str, default: str) -> bool:
-    """An environment variable that is "0" or "1"; anything else is refused, naming it."""
-    value = os.environ.get(name, default)
-    if value not in ("0", "1"):
-        raise ValueError(f"{name} must be 0 or 1, not {value!r}")
-    return value == "1"
 
 
 class TritonGatedLinear(TritonLinear):
@@ -296,7 +288,8 @@ def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, norm_w_ptr
                  BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
                  EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FORMAT: tl.constexpr,
                  GATED: tl.constexpr, ACTIVATION: tl.constexpr, NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                 NORM_CHUNK: tl.constexpr, FP6_PTX: tl.constexpr):
+                 NORM_CHUNK: tl.constexpr, FP6_PTX: tl.constexpr, PDL: tl.constexpr):
+    pdl_wait(PDL)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     up_offset = features_in * stride_xk  # GATED: where a row's up half starts, after its gate half
     toks = tl.arange(0, BLOCK_T)
@@ -372,6 +365,7 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if mode == "group" and block_t > 1:
         mode = "lanes"  # more tokens run as "reduce" (lanes' rule)
     residual = norm.residual if norm is not None and norm.residual is not None else None
+    early = launches_early(x_rows)
     _gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
         x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out,
         residual if residual is not None else x_rows, norm.weight if norm is not None else x_rows,
@@ -385,7 +379,7 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         HAS_RESIDUAL=residual is not None, NORM_CHUNK=_norm_chunk(block_t, x_rows.shape[1]) if norm is not None else 1,
         # None for other codes: the compile check then makes no PTX variant of their launches
         FP6_PTX=fp6_ptx and has_nvidia_intrinsics(x_rows) if fmt == FORMAT_E3M2 else None,
-        num_warps=tile["warps"])
+        PDL=early, num_warps=tile["warps"], **launch_options(early))
 
 
 class NormIn(NamedTuple):

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.amax import join_max
+from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
 
 
 @triton.jit
@@ -47,7 +48,8 @@ def _store_row(out_ptr, amax_ptr, row, cols, mask, width, y, JOIN_AMAX: tl.const
 @triton.jit
 def _rms_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, out_ptr, amax_ptr, width, eps, stride_x, stride_r, stride_xc,
                 stride_rc, HAS_RESIDUAL: tl.constexpr, OFFSET: tl.constexpr, BLOCK: tl.constexpr,
-                JOIN_AMAX: tl.constexpr):
+                JOIN_AMAX: tl.constexpr, PDL: tl.constexpr):
+    pdl_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < width
@@ -65,7 +67,8 @@ def _rms_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, out_ptr, amax_ptr, width, eps, s
 @triton.jit
 def _layer_kernel(x_ptr, res_ptr, sum_ptr, w_ptr, b_ptr, out_ptr, amax_ptr, width, eps, stride_x, stride_r,
                   stride_xc, stride_rc, HAS_RESIDUAL: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, JOIN_AMAX: tl.constexpr):
+                  HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, JOIN_AMAX: tl.constexpr, PDL: tl.constexpr):
+    pdl_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < width
@@ -105,11 +108,12 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, residual, offset: bo
     out_dtype = summed.dtype if offset else torch.promote_types(weight.dtype, summed.dtype)
     out = torch.empty(rows.shape, dtype=out_dtype, device=x.device)
     if rows.shape[0]:
+        early = launches_early(rows)
         _rms_kernel[(rows.shape[0],)](
             rows, res_rows, summed, weight, out, out if amax is None else amax, rows.shape[1], eps,
             rows.stride(0), res_rows.stride(0), rows.stride(1), res_rows.stride(1),
-            HAS_RESIDUAL=residual is not None, OFFSET=offset, BLOCK=block, JOIN_AMAX=amax is not None,
-            num_warps=warps)
+            HAS_RESIDUAL=residual is not None, OFFSET=offset, BLOCK=block, JOIN_AMAX=amax is not None, PDL=early,
+            num_warps=warps, **launch_options(early))
     return _result(out, summed, x, residual)
 
 
@@ -125,11 +129,13 @@ def layer_norm(x: torch.Tensor, weight, bias, eps: float, residual=None, amax=No
     rows, res_rows, summed, block, warps = _launch_shape(x, residual)
     out = torch.empty(rows.shape, dtype=summed.dtype, device=x.device)
     if rows.shape[0]:
+        early = launches_early(rows)
         _layer_kernel[(rows.shape[0],)](
             rows, res_rows, summed, weight if weight is not None else rows, bias if bias is not None else rows,
             out, out if amax is None else amax, rows.shape[1], eps, rows.stride(0), res_rows.stride(0),
             rows.stride(1), res_rows.stride(1), HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
-            HAS_BIAS=bias is not None, BLOCK=block, JOIN_AMAX=amax is not None, num_warps=warps)
+            HAS_BIAS=bias is not None, BLOCK=block, JOIN_AMAX=amax is not None, PDL=early, num_warps=warps,
+            **launch_options(early))
     return _result(out, summed, x, residual)
 
 

@@ -29,6 +29,7 @@ from triton.language.extra import libdevice
 
 from mii_kernels.triton.e4m3 import e4m3_code, has_nvidia_intrinsics
 from mii_kernels.triton.fp8_kv import check_fp8_cache
+from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
 
 
 @triton.jit
@@ -91,7 +92,9 @@ def _rotary_write_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cac
                          stride_kb, stride_ko, stride_kch, stride_kcd,    # k_cache
                          stride_vb, stride_vo, stride_vch, stride_vcd,    # v_cache
                          HAS_ROTARY: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-                         UNFUSED: tl.constexpr, QUANTIZE: tl.constexpr, WRITE_V: tl.constexpr):
+                         UNFUSED: tl.constexpr, QUANTIZE: tl.constexpr, WRITE_V: tl.constexpr,
+                         PDL: tl.constexpr):
+    pdl_wait(PDL)
     # grid: (token, head block); the first blocks hold q's heads, the rest k's and v's
     token = tl.program_id(0).to(tl.int64)
     head_block = tl.program_id(1)
@@ -160,12 +163,13 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
     k_scales, v_scales = (kv_scales[0], kv_scales[1]) if quantize else (q, q)
     if quantize:  # written through the bytes: the interpreter has no float8 tensors
         k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
+    early = launches_early(q)
     _rotary_write_kernel[grid](
         q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, k_scales, v_scales,
         q_heads, kv_heads, dim, v_dim, rotary_dim, k_cache.shape[1],
         *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
         HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=has_nvidia_intrinsics(q),
-        QUANTIZE=quantize, WRITE_V=write_v, num_warps=4)
+        QUANTIZE=quantize, WRITE_V=write_v, PDL=early, num_warps=4, **launch_options(early))
     return q_out
 
 
