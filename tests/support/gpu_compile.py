@@ -26,7 +26,7 @@ LAUNCH_OPTIONS = ("num_warps", "num_stages")
 # conversion, programmatic dependent launch): False under the interpreter, so the launches the CPU tests
 # record never reach the code they select. Each recorded launch with one of them False is compiled again
 # with all of them True.
-GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3", "FP6_PTX", "PDL", "PREFETCH")
+GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3", "FP6_PTX", "PDL")
 
 
 def _argument_type(value: Any) -> str:

@@ -55,9 +55,7 @@ from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operand
 GEMV_MAX_TOKENS = 8  # above this many tokens the step is a matrix product: cuBLAS
 NORM_FOLD_ENV = "MII_TRITON_NORM_FOLD"
 FP6_PTX_ENV = "MII_TRITON_FP6_PTX"
-GEMV_PREFETCH_ENV = "MII_TRITON_GEMV_PREFETCH"
 _MODES = {"lanes": 0, "reduce": 1, "dot": 2, "group": 3}
-_PREFETCH_LINES = tl.constexpr(16)  # lines a weight row's prefetch hints at a turn (128 lanes over 8 rows)
 _GROUP = tl.constexpr(16)  # "group" mode: products summed in runs of this many (one 16-byte load of FP8 codes)
 _TILE_KEYS = {"mode", "block_n", "block_k", "warps", "stages"}
 _FP6 = tl.constexpr(FORMAT_E3M2)
@@ -146,13 +144,6 @@ def folds_norms() -> bool:
     """``MII_TRITON_NORM_FOLD``: "0" (the default: on the H200 the fold made W2 0.02-0.06 ms a token slower in
     fp8, 0.06-0.09 in bf16, each way timed twice) or "1", a candidate kept for measuring."""
     return env_switch(NORM_FOLD_ENV, "0")
-
-
-def prefetches_weights() -> bool:
-    """``MII_TRITON_GEMV_PREFETCH``: "0" (the default until timed) or "1": a GEMV launched early
-    (``MII_TRITON_PDL=1``) hints its weight rows into L2 before it waits for the kernel before it, so the
-    weight stream of one GEMV runs on into the next. Read at each launch."""
-    return env_switch(GEMV_PREFETCH_ENV, "0")
 
 
 def decodes_fp6_by_ptx() -> bool:
@@ -291,28 +282,13 @@ def _accumulate(acc, w, cols, in_k, x_ptr, toks, tokens, stride_xt, stride_xk, u
     return acc
 
 
-@triton.jit
-def _prefetch_weight_rows(w_ptr, features_out, stride_wn, row_bytes, BLOCK_N: tl.constexpr):
-    """A hint to L2 (``prefetch.global.L2``, one 128-byte line a lane) for every line of this program's
-    ``BLOCK_N`` weight rows, ``row_bytes`` bytes from each row's start."""
-    rows = tl.minimum(tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N), features_out - 1)
-    row_starts = (w_ptr + rows.to(tl.int64)[:, None] * stride_wn).to(tl.pointer_type(tl.int8))
-    for start in range(0, row_bytes, _PREFETCH_LINES * 128):
-        lines = tl.minimum(start + tl.arange(0, _PREFETCH_LINES) * 128, row_bytes - 1)
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.b32 $0, 0;", "=r,l", [row_starts + lines[None, :]],
-                                  dtype=tl.int32, is_pure=False, pack=1)
-
-
 @triton.jit(do_not_specialize=["tokens", "eps"])
 def _gemv_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, norm_w_ptr, sum_ptr, tokens, features_out,
-                 features_in, stride_xt, stride_xk, stride_wn, factor, plane_bytes, eps, row_bytes,
-                 HAS_BIAS: tl.constexpr,
+                 features_in, stride_xt, stride_xk, stride_wn, factor, plane_bytes, eps, HAS_BIAS: tl.constexpr,
                  BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
                  EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr, PRECISION: tl.constexpr, FORMAT: tl.constexpr,
                  GATED: tl.constexpr, ACTIVATION: tl.constexpr, NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                 NORM_CHUNK: tl.constexpr, FP6_PTX: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr):
-    if PREFETCH:  # launched early: its weights (which no kernel writes) pulled into L2 while the one before ends
-        _prefetch_weight_rows(w_ptr, features_out, stride_wn, row_bytes, BLOCK_N)
+                 NORM_CHUNK: tl.constexpr, FP6_PTX: tl.constexpr, PDL: tl.constexpr):
     pdl_wait(PDL)
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     up_offset = features_in * stride_xk  # GATED: where a row's up half starts, after its gate half
@@ -395,8 +371,7 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         residual if residual is not None else x_rows, norm.weight if norm is not None else x_rows,
         norm.summed if residual is not None else x_rows, tokens,
         features_out, features_in, x_rows.stride(0), x_rows.stride(1), weight.stride(0), factor,
-        plane_bytes_of(fmt, features_in), norm.eps if norm is not None else 0.0,
-        weight.shape[1] * weight.element_size(), HAS_BIAS=bias is not None,
+        plane_bytes_of(fmt, features_in), norm.eps if norm is not None else 0.0, HAS_BIAS=bias is not None,
         BLOCK_T=block_t, BLOCK_N=tile["block_n"], BLOCK_K=tile["block_k"],
         MODE=_MODES[mode], EVEN_K=features_in % tile["block_k"] == 0, NUM_STAGES=tile["stages"],
         PRECISION="ieee" if x_rows.dtype == torch.float32 else "tf32", FORMAT=fmt, GATED=activation is not None,
@@ -404,7 +379,7 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         HAS_RESIDUAL=residual is not None, NORM_CHUNK=_norm_chunk(block_t, x_rows.shape[1]) if norm is not None else 1,
         # None for other codes: the compile check then makes no PTX variant of their launches
         FP6_PTX=fp6_ptx and has_nvidia_intrinsics(x_rows) if fmt == FORMAT_E3M2 else None,
-        PREFETCH=early and prefetches_weights(), PDL=early, num_warps=tile["warps"], **launch_options(early))
+        PDL=early, num_warps=tile["warps"], **launch_options(early))
 
 
 class NormIn(NamedTuple):
