@@ -2,7 +2,8 @@
 (MII's spelling) or DeepSpeed's ``inference_engine_config.quantization.quantization_mode``, the replica
 process quantizing the checkpoint as it loads it, and its greedy output over gRPC equal, token for token, to
 the mode's own PyTorch reference (tests/support/quant_reference.py: transformers on the dequantized
-weights). A mode the engine does not know is refused before any process starts."""
+weights), on a dense and a mixture-of-experts architecture. A mode the engine does not know is refused
+before any process starts."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +13,7 @@ import mii_core
 from mii_core.engine.builder import load_policy
 from support.quant_reference import quantized_targets, reference_greedy, write_reference
 from support.serving import free_port_block, port_free
-from test_quant_parity import ENGINE, NEW_TOKENS, QUANT_PROMPTS
+from test_quant_parity import ENGINE, FAMILIES, NEW_TOKENS, QUANT_PROMPTS
 
 GREEDY = dict(do_sample=False, ignore_eos=True, max_new_tokens=NEW_TOKENS)
 
@@ -23,9 +24,12 @@ def _options(mode: str, spelling: str) -> dict:
     return dict(inference_engine_config={**ENGINE, "quantization": {"quantization_mode": mode}})
 
 
-@pytest.mark.parametrize("mode, spelling", [("fp8", "mii"), ("wf8af16", "deepspeed"), ("wf6af16", "mii")])
-def test_a_served_mode_generates_its_references_tokens(checkpoint, deploy, tmp_path, mode, spelling):
-    path = checkpoint("gqa")
+@pytest.mark.parametrize("family, mode, spelling", [
+    ("llama", "fp8", "mii"), ("llama", "wf8af16", "deepspeed"), ("llama", "wf6af16", "mii"),
+    ("mixtral", "fp8", "deepspeed"), ("mixtral", "wf6af16", "mii"),  # the experts quantized too
+])
+def test_a_served_mode_generates_its_references_tokens(deploy, tmp_path_factory, tmp_path, family, mode, spelling):
+    path, _ = FAMILIES[family](tmp_path_factory.mktemp)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     pipe = mii_core.pipeline(str(path), quantization_mode=mode, dtype="float32", inference_engine_config=ENGINE)
     try:  # only which parameters the engine quantizes: the reference dequantizes those
