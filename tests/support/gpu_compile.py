@@ -23,10 +23,13 @@ DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", 
           torch.bool: "i1", torch.float8_e4m3fn: "fp8e4nv", torch.float8_e5m2: "fp8e5"}
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
 # constexpr flags a launcher sets only when it runs on an NVIDIA GPU (intrinsics, the hardware's e4m3
-# conversion, programmatic dependent launch): False under the interpreter, so the launches the CPU tests
-# record never reach the code they select. Each recorded launch with one of them False is compiled again
-# with all of them True.
-GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3", "FP6_PTX", "PDL")
+# conversion): False under the interpreter, so the launches the CPU tests record never reach the code they
+# select. Each recorded launch with one of them False is compiled again with all of them True.
+GPU_ONLY_FLAGS = ("NVIDIA", "UNFUSED", "NATIVE_E4M3", "FP6_PTX")
+# GPU-only flags whose code does not depend on the rest of the launch (programmatic dependent launch's wait,
+# the same two instructions at the top of every kernel): compiled True for one recorded launch of each
+# kernel, not for every launch (which doubled the compile check's time)
+ONCE_PER_KERNEL_FLAGS = ("PDL",)
 
 
 def _argument_type(value: Any) -> str:
@@ -136,12 +139,27 @@ def with_gpu_flags(line: str) -> str | None:
     return json.dumps(record)
 
 
+def once_per_kernel(lines: list[str]) -> set[str]:
+    """For each kernel with a ``ONCE_PER_KERNEL_FLAGS`` constexpr False in some launch, the first such launch
+    (in ``lines``' order) with those flags and ``GPU_ONLY_FLAGS`` set True."""
+    chosen: dict[str, str] = {}
+    for line in lines:
+        record = json.loads(line)
+        flags = [name for name in ONCE_PER_KERNEL_FLAGS if record["constexprs"].get(name) is False]
+        if not flags or record["name"] in chosen:
+            continue
+        record["constexprs"].update({name: True for name in flags})
+        chosen[record["name"]] = with_gpu_flags(json.dumps(record)) or json.dumps(record)
+    return set(chosen.values())
+
+
 def compile_launches(path: Path) -> tuple[int, list[str]]:
     """Each distinct recorded launch compiled for sm_90, one process per core; (how many, the failures)."""
     from concurrent.futures import ProcessPoolExecutor
 
     recorded = {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
-    distinct = sorted(recorded | {variant for line in recorded if (variant := with_gpu_flags(line))})
+    variants = {variant for line in recorded if (variant := with_gpu_flags(line))}
+    distinct = sorted(recorded | variants | once_per_kernel(sorted(recorded)))
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         failures = [message for message in pool.map(compile_launch, distinct, chunksize=4) if message]
     return len(distinct), failures
