@@ -2,8 +2,8 @@
 (MII's spelling) or DeepSpeed's ``inference_engine_config.quantization.quantization_mode``, the replica
 process quantizing the checkpoint as it loads it, and its greedy output over gRPC equal, token for token, to
 the mode's own PyTorch reference (tests/support/quant_reference.py: transformers on the dequantized
-weights), on a dense and a mixture-of-experts architecture. A mode the engine does not know is refused
-before any process starts."""
+weights), on every architecture plugin. A mode the engine does not know is refused before any process
+starts."""
 from __future__ import annotations
 
 import pytest
@@ -24,19 +24,24 @@ def _options(mode: str, spelling: str) -> dict:
     return dict(inference_engine_config={**ENGINE, "quantization": {"quantization_mode": mode}})
 
 
-@pytest.mark.parametrize("family, mode, spelling", [
-    ("llama", "fp8", "mii"), ("llama", "wf8af16", "deepspeed"), ("llama", "wf6af16", "mii"),
-    ("mixtral", "fp8", "deepspeed"), ("mixtral", "wf6af16", "mii"),  # the experts quantized too
-])
+# every architecture plugin served, each in one mode and one spelling taken in turn (every mode and spelling on
+# several families, dense and mixture-of-experts; test_quant_parity runs every mode on every family through
+# the pipeline), and Llama in all three
+MODES = ("fp8", "wf8af16", "wf6af16")
+CASES = [("llama", mode, "mii") for mode in MODES] + [
+    (family, MODES[i % 3], ("mii", "deepspeed")[i % 2]) for i, family in enumerate(sorted(FAMILIES)) if family != "llama"]
+
+
+@pytest.mark.parametrize("family, mode, spelling", CASES)
 def test_a_served_mode_generates_its_references_tokens(deploy, tmp_path_factory, tmp_path, family, mode, spelling):
-    path, _ = FAMILIES[family](tmp_path_factory.mktemp)
+    path, reference = FAMILIES[family](tmp_path_factory.mktemp)  # the reference: transformers' own layout
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     pipe = mii_core.pipeline(str(path), quantization_mode=mode, dtype="float32", inference_engine_config=ENGINE)
     try:  # only which parameters the engine quantizes: the reference dequantizes those
         targets = quantized_targets(pipe.engine.model)
     finally:
         pipe.destroy()
-    folder, linears = write_reference(path, tmp_path / "reference", load_policy(path), targets, mode)
+    folder, linears = write_reference(reference, tmp_path / "reference", load_policy(reference), targets, mode)
     token_lists = [tokenizer(prompt)["input_ids"] for prompt in QUANT_PROMPTS]
     expected = reference_greedy(folder, token_lists, NEW_TOKENS, mode, linears)
 
