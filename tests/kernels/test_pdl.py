@@ -43,21 +43,22 @@ def test_every_kernel_taking_pdl_waits_first_thing():
             "_quantize_kernel", "_gated_kernel"} <= set(kernels)
 
 
-def test_every_launch_passing_pdl_launches_with_the_same_flag():
+def test_every_launch_of_a_kernel_taking_pdl_passes_pdl_launch():
+    kernels = {kernel.name for source in KERNEL_SOURCES
+               for kernel in _kernels_taking_pdl(ast.parse(source.read_text()))}
     launches = 0
     for source in KERNEL_SOURCES:
         for call in ast.walk(ast.parse(source.read_text())):
-            if not isinstance(call, ast.Call):
-                continue
-            flag = next((kw.value for kw in call.keywords if kw.arg == "PDL"), None)
-            options = [kw.value for kw in call.keywords if kw.arg is None and isinstance(kw.value, ast.Call)
-                       and ast.unparse(kw.value.func) == "launch_options"]
-            if flag is None and not options:
+            # kernel[grid](...): a call of a subscript of the kernel's name
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Subscript)
+                    and ast.unparse(call.func.value) in kernels):
                 continue
             launches += 1
             where = f"{source.name}:{call.lineno}"
-            assert flag is not None and len(options) == 1, f"{where}: PDL and **launch_options(...) go together"
-            assert ast.unparse(options[0].args[0]) == ast.unparse(flag), f"{where}: launched with another flag"
+            spread = [ast.unparse(kw.value.func) for kw in call.keywords
+                      if kw.arg is None and isinstance(kw.value, ast.Call)]
+            assert "pdl_launch" in spread, f"{where}: {ast.unparse(call.func)} launched without **pdl_launch(...)"
+            assert all(kw.arg != "PDL" for kw in call.keywords), f"{where}: PDL passed apart from pdl_launch"
     assert launches >= 10
 
 
@@ -70,8 +71,7 @@ def test_the_switch_takes_0_or_1_and_names_itself(monkeypatch):
 def test_never_on_the_cpu_and_no_launch_option_when_off(monkeypatch):
     monkeypatch.setenv(pdl.PDL_ENV, "1")
     assert not pdl.launches_early(torch.zeros(1))
-    assert pdl.launch_options(False) == {}
-    assert pdl.launch_options(True) == {"launch_pdl": True}
+    assert pdl.pdl_launch(torch.zeros(1)) == {"PDL": False}  # no launch_pdl keyword for an older Triton
 
 
 def _norm_gemv_chain(x, residual, norm_weights, weights):

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.amax import join_max
-from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
+from mii_kernels.triton.pdl import pdl_launch, pdl_wait
 
 _ACTIVATION_IDS = {"silu": 0, "gelu": 1, "gelu_tanh": 2}
 
@@ -92,10 +92,9 @@ def gated_activation(x: torch.Tensor, activation: str, amax: torch.Tensor | None
         block = min(1024, triton.next_power_of_2(features))
         row_programs = rows.shape[0] if amax is None else min(rows.shape[0], _AMAX_ROW_PROGRAMS)
         grid = (row_programs, triton.cdiv(features, block))
-        early = launches_early(rows)
         _gated_kernel[grid](rows, out, out if amax is None else amax, rows.shape[0], features, rows.stride(0),
-                            rows.stride(1), ACTIVATION=code, BLOCK=block, JOIN_AMAX=amax is not None, PDL=early,
-                            num_warps=4, **launch_options(early))
+                            rows.stride(1), ACTIVATION=code, BLOCK=block, JOIN_AMAX=amax is not None,
+                            num_warps=4, **pdl_launch(rows))
     return out.view(*x.shape[:-1], features)
 
 

@@ -47,7 +47,7 @@ from mii_kernels.triton.amax import join_max
 from mii_kernels.triton.configs import pick_config
 from mii_kernels.triton.fp8_kv import check_fp8_cache
 from mii_kernels.triton.hardware import saturated_f16
-from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
+from mii_kernels.triton.pdl import pdl_launch, pdl_wait
 
 LOG2_E = 1.4426950408889634
 LOG2_E_JIT = tl.constexpr(LOG2_E)  # a compiled kernel reads only constexpr globals (the interpreter reads any)
@@ -682,14 +682,13 @@ def _launch_prefill(out, q, k_cache, v_cache, batch, params, cfg, skip_decodes, 
     block_m = cfg["prefill_block_m" + size_class]
     block_q = max(block_m // group_pad, -(-16 // group_pad))  # tl.dot needs at least 16 rows
     grid = (q.shape[0] // block_q + batch.num_seqs, kv_heads * -(-group // group_pad))
-    early = launches_early(q)
     _prefill_kernel[grid](
         out, out if amax is None else amax, q, k_cache, v_cache, batch.block_tables, batch.query_start,
         batch.context_lens, *tensors,
         batch.num_seqs, kv_heads, *strides, G=group, G_PAD=group_pad, BLOCK_Q=block_q,
         BLOCK_N=cfg["prefill_block_n" + size_class], SKIP_DECODES=skip_decodes,
-        NUM_STAGES=cfg["prefill_stages"], JOIN_AMAX=amax is not None, PDL=early, num_warps=cfg["prefill_warps"],
-        **meta, **launch_options(early))
+        NUM_STAGES=cfg["prefill_stages"], JOIN_AMAX=amax is not None, num_warps=cfg["prefill_warps"],
+        **meta, **pdl_launch(q))
 
 
 def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes, arrivals=None, amax=None):
@@ -709,19 +708,18 @@ def _launch_decode(out, q, k_cache, v_cache, batch, params, cfg, num_decodes, ar
     # the splits merged by their last program where there are counters for every (decode, program)
     merge_in_kernel = splits > 1 and arrivals is not None and arrivals.numel() >= num_decodes * programs
     amax_or_placeholder = out if amax is None else amax
-    early = launches_early(q)
     _decode_kernel[(num_decodes, programs, splits)](
         out, amax_or_placeholder, part_out, part_lse, q, k_cache, v_cache, batch.block_tables, batch.query_start,
         batch.context_lens,
         *tensors, batch.decode_seqs, arrivals if merge_in_kernel else part_lse, splits, heads, kv_heads, *strides,
         G=group, G_PAD=group_pad, BLOCK_N=_decode_block_n(cfg, size_class, meta), SPLIT=splits > 1,
         MERGE=merge_in_kernel, NUM_STAGES=cfg["decode_fp8_stages" if meta["FP8_KV"] else "decode_stages"],
-        JOIN_AMAX=amax is not None, PDL=early, num_warps=cfg["decode_warps"], **meta, **launch_options(early))
+        JOIN_AMAX=amax is not None, num_warps=cfg["decode_warps"], **meta, **pdl_launch(q))
     if splits > 1 and not merge_in_kernel:
         _reduce_kernel[(num_decodes, heads)](
             out, amax_or_placeholder, part_out, part_lse, batch.query_start, batch.decode_seqs, splits, heads,
             out.stride(0), out.stride(1), SPLITS_PAD=_REDUCE_LANES, DV=meta["DV"], DV_PAD=meta["DV_PAD"],
-            JOIN_AMAX=amax is not None, PDL=early, num_warps=4, **launch_options(early))
+            JOIN_AMAX=amax is not None, num_warps=4, **pdl_launch(q))
 
 
 def _decode_block_n(cfg: dict, size_class: str, meta: dict) -> int:

@@ -21,7 +21,7 @@ from triton.language.extra import libdevice
 from mii_core.model.quant_formats import FP8_MAX
 from mii_kernels.triton.amax import join_max
 from mii_kernels.triton.e4m3 import converts_to_e4m3, e4m3_code, has_nvidia_intrinsics
-from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
+from mii_kernels.triton.pdl import pdl_launch, pdl_wait
 
 _BLOCK = 1024
 _FP8_MAX = tl.constexpr(FP8_MAX)  # a global a kernel reads must be a constexpr
@@ -85,9 +85,8 @@ def quantize_per_tensor(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     amax = torch.zeros((), dtype=torch.float32, device=rows.device)
     column_blocks = triton.cdiv(rows.shape[1], _BLOCK)
     row_programs = min(triton.cdiv(rows.shape[0], _AMAX_ROWS), max(1, _AMAX_PROGRAMS // column_blocks))
-    early = launches_early(rows)
     _amax_kernel[(row_programs, column_blocks)](rows, amax, rows.shape[0], rows.shape[1], rows.stride(0),
-                                                ROWS=_AMAX_ROWS, BLOCK=_BLOCK, PDL=early, **launch_options(early))
+                                                ROWS=_AMAX_ROWS, BLOCK=_BLOCK, **pdl_launch(rows))
     return _codes(rows, amax, codes)
 
 
@@ -103,10 +102,9 @@ def _codes(rows: torch.Tensor, amax: torch.Tensor, codes: torch.Tensor) -> tuple
     scale = torch.empty((), dtype=torch.float32, device=rows.device)
     if rows.numel():
         grid = (rows.shape[0], triton.cdiv(rows.shape[1], _BLOCK))
-        early = launches_early(rows)
         _quantize_kernel[grid](rows, codes, amax, scale, rows.shape[1], rows.stride(0), BLOCK=_BLOCK,
-                               NVIDIA=has_nvidia_intrinsics(rows), NATIVE_E4M3=converts_to_e4m3(rows), PDL=early,
-                               **launch_options(early))
+                               NVIDIA=has_nvidia_intrinsics(rows), NATIVE_E4M3=converts_to_e4m3(rows),
+                               **pdl_launch(rows))
     else:
         scale.fill_(1.0)
     return codes.view(torch.float8_e4m3fn), scale

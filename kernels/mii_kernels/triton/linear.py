@@ -47,7 +47,7 @@ import triton.language as tl
 from mii_kernels.triton.activations import activation_id, apply_activation
 from mii_kernels.triton.configs import env_switch, pick_config
 from mii_kernels.triton.e4m3 import has_nvidia_intrinsics
-from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
+from mii_kernels.triton.pdl import pdl_launch, pdl_wait
 from mii_kernels.triton.quant_decode import (FORMAT_E3M2, FP6_BLOCK, dot_operands, fp6_columns, fp6_plane_tiles,
                                              fp6_quarter, fp6_quarter_asm, fp6_raw_planes, load_decoded,
                                              plane_bytes_of)
@@ -365,7 +365,6 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if mode == "group" and block_t > 1:
         mode = "lanes"  # more tokens run as "reduce" (lanes' rule)
     residual = norm.residual if norm is not None and norm.residual is not None else None
-    early = launches_early(x_rows)
     _gemv_kernel[(triton.cdiv(features_out, tile["block_n"]),)](
         x_rows, weight, scale if scale is not None else weight, bias if bias is not None else weight, out,
         residual if residual is not None else x_rows, norm.weight if norm is not None else x_rows,
@@ -379,7 +378,7 @@ def launch_gemv(x_rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         HAS_RESIDUAL=residual is not None, NORM_CHUNK=_norm_chunk(block_t, x_rows.shape[1]) if norm is not None else 1,
         # None for other codes: the compile check then makes no PTX variant of their launches
         FP6_PTX=fp6_ptx and has_nvidia_intrinsics(x_rows) if fmt == FORMAT_E3M2 else None,
-        PDL=early, num_warps=tile["warps"], **launch_options(early))
+        num_warps=tile["warps"], **pdl_launch(x_rows))
 
 
 class NormIn(NamedTuple):

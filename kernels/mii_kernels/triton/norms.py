@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from mii_kernels.triton.amax import join_max
-from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
+from mii_kernels.triton.pdl import pdl_launch, pdl_wait
 
 
 @triton.jit
@@ -108,12 +108,11 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float, residual, offset: bo
     out_dtype = summed.dtype if offset else torch.promote_types(weight.dtype, summed.dtype)
     out = torch.empty(rows.shape, dtype=out_dtype, device=x.device)
     if rows.shape[0]:
-        early = launches_early(rows)
         _rms_kernel[(rows.shape[0],)](
             rows, res_rows, summed, weight, out, out if amax is None else amax, rows.shape[1], eps,
             rows.stride(0), res_rows.stride(0), rows.stride(1), res_rows.stride(1),
-            HAS_RESIDUAL=residual is not None, OFFSET=offset, BLOCK=block, JOIN_AMAX=amax is not None, PDL=early,
-            num_warps=warps, **launch_options(early))
+            HAS_RESIDUAL=residual is not None, OFFSET=offset, BLOCK=block, JOIN_AMAX=amax is not None,
+            num_warps=warps, **pdl_launch(rows))
     return _result(out, summed, x, residual)
 
 
@@ -129,13 +128,12 @@ def layer_norm(x: torch.Tensor, weight, bias, eps: float, residual=None, amax=No
     rows, res_rows, summed, block, warps = _launch_shape(x, residual)
     out = torch.empty(rows.shape, dtype=summed.dtype, device=x.device)
     if rows.shape[0]:
-        early = launches_early(rows)
         _layer_kernel[(rows.shape[0],)](
             rows, res_rows, summed, weight if weight is not None else rows, bias if bias is not None else rows,
             out, out if amax is None else amax, rows.shape[1], eps, rows.stride(0), res_rows.stride(0),
             rows.stride(1), res_rows.stride(1), HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None,
-            HAS_BIAS=bias is not None, BLOCK=block, JOIN_AMAX=amax is not None, PDL=early, num_warps=warps,
-            **launch_options(early))
+            HAS_BIAS=bias is not None, BLOCK=block, JOIN_AMAX=amax is not None, num_warps=warps,
+            **pdl_launch(rows))
     return _result(out, summed, x, residual)
 
 

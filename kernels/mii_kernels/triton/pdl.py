@@ -35,9 +35,10 @@ def launches_early(x: torch.Tensor) -> bool:
     return env_switch(PDL_ENV, "1") and has_nvidia_intrinsics(x) and capability(x.device) >= PDL_CAPABILITY
 
 
-def launch_options(early: bool) -> dict:
-    """The launch's keyword: Triton's ``launch_pdl`` only where it is on (older Triton lacks the option)."""
-    return {"launch_pdl": True} if early else {}
+def pdl_launch(x: torch.Tensor) -> dict:
+    """The keywords of a launch over ``x``'s device, for a kernel taking ``PDL``: the constexpr, and Triton's
+    ``launch_pdl`` only where it is on (older Triton lacks the option), so the two never disagree."""
+    return {"PDL": True, "launch_pdl": True} if launches_early(x) else {"PDL": False}
 
 
 @triton.jit

@@ -32,7 +32,7 @@ from mii_kernels.triton.fp8_activation import quantize_per_tensor, quantize_with
 from mii_kernels.triton.quant_decode import (DECODED_FACTOR, FORMAT_E3M2, dot_operands, fp6_dot_chunk,
                                              load_decoded, plane_bytes_of, weight_format)
 from mii_kernels.triton.linear import NormIn, decodes_fp6_by_ptx, folds_norms, norm_input, norm_outputs
-from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
+from mii_kernels.triton.pdl import pdl_launch, pdl_wait
 from mii_kernels.triton.quant_gemv import FP6_CONFIG_ENV, gemv_applies, launch_config, quant_gemv
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,13 @@ def weight_only_linear(x: torch.Tensor, weight: QuantizedWeight, bias: torch.Ten
         block_k = min(block_k, group)
     fmt = weight_format(weight.mode, x.device)
     grid = (triton.cdiv(features_out, block_n), triton.cdiv(tokens, block_m))
-    early = launches_early(rows)
     _weight_only_kernel[grid](
         rows, weight.data.view(torch.uint8), weight.scale, bias if bias is not None else weight.scale, out,
         tokens, features_out, features_in, rows.stride(0), rows.stride(1), weight.data.stride(0),
         DECODED_FACTOR[fmt], weight.scale.shape[-1] if group else 0,
         plane_bytes_of(fmt, features_in), HAS_BIAS=bias is not None, FORMAT=fmt,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-        GROUP_K=group, PDL=early, num_warps=4, **launch_options(early))
+        GROUP_K=group, num_warps=4, **pdl_launch(rows))
     return out.view(*x.shape[:-1], features_out)
 
 

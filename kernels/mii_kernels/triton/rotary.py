@@ -29,7 +29,7 @@ from triton.language.extra import libdevice
 
 from mii_kernels.triton.e4m3 import e4m3_code, has_nvidia_intrinsics
 from mii_kernels.triton.fp8_kv import check_fp8_cache
-from mii_kernels.triton.pdl import launch_options, launches_early, pdl_wait
+from mii_kernels.triton.pdl import pdl_launch, pdl_wait
 
 
 @triton.jit
@@ -163,13 +163,12 @@ def rotary_write_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin,
     k_scales, v_scales = (kv_scales[0], kv_scales[1]) if quantize else (q, q)
     if quantize:  # written through the bytes: the interpreter has no float8 tensors
         k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
-    early = launches_early(q)
     _rotary_write_kernel[grid](
         q, k, v, cos, sin, q_out, k_cache, v_cache, slot_mapping, k_scales, v_scales,
         q_heads, kv_heads, dim, v_dim, rotary_dim, k_cache.shape[1],
         *q.stride(), *k.stride(), *v.stride(), *cos_strides, *k_cache.stride(), *v_cache.stride(),
         HAS_ROTARY=has_rotary, BLOCK_H=block_h, BLOCK_D=block_d, UNFUSED=has_nvidia_intrinsics(q),
-        QUANTIZE=quantize, WRITE_V=write_v, PDL=early, num_warps=4, **launch_options(early))
+        QUANTIZE=quantize, WRITE_V=write_v, num_warps=4, **pdl_launch(q))
     return q_out
 
 
