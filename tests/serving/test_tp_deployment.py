@@ -20,11 +20,12 @@ GREEDY = dict(do_sample=False, ignore_eos=True)
 LOSS_REPORT_SECONDS = 15  # a request on a replica that lost a rank must end (with the error) within this
 
 
-def _rendezvous_port() -> int:
-    """A torch_dist_port whose replica-1 port (+100, MII's rule) is free too."""
+def _rendezvous_port(taken: range) -> int:
+    """A torch_dist_port whose replica-1 port (+100, MII's rule) is free too, neither of them in ``taken`` (the
+    deployment's own block: a rendezvous there collided with the router's client link once, 2026-12-04)."""
     while True:
         port = free_port_block(1)
-        if port + 100 < 65536 and port_free(port + 100):
+        if port + 100 < 65536 and port_free(port + 100) and port not in taken and port + 100 not in taken:
             return port
 
 
@@ -35,8 +36,9 @@ def tp_deployment(checkpoint, oracle, pipeline):
     path = checkpoint("gqa")
     # a name of its own: test_deployment's README-style deployment of the same checkpoint takes the default
     # name, and both may be up in one pytest process
+    base = free_port_block(8)
     client = mii_core.serve(str(path), deployment_name="tp-gqa", tensor_parallel=2, replica_num=2, transports=[],
-                            port_number=free_port_block(8), torch_dist_port=_rendezvous_port(),
+                            port_number=base, torch_dist_port=_rendezvous_port(range(base, base + 8)),
                             inference_engine_config=SMALL_KV)
     yield client, path, oracle(path), pipeline(path, inference_engine_config=SMALL_KV)
     try:
